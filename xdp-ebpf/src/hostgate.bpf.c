@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * hostgate's kernel programs. Kept thin: each program parses, decides and
+ * counts; the helpers live in ../include by concern.
+ *
+ *   hg_xdp_uplink     XDP on the uplink NIC: everything entering the node.
+ *   hg_tc_container   TC ingress (TCX) on each container-facing veth: everything
+ *                     a container sends.
+ *
+ * For now both pass every packet; the load balancer and firewall plug in
+ * between parse and count.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "hostgate_abi.h"
+#include "parse.h"
+#include "stats.h"
+
+/* Bytes of headers the TC program wants in the linear part of an skb. */
+#define HG_TC_PULL_LEN 128
+
+SEC("xdp")
+int hg_xdp_uplink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct hg_pkt pkt;
+
+	hg_parse(data, data_end, &pkt);
+	hg_count(HG_HOOK_XDP_UPLINK, pkt.proto_class, HG_VERDICT_PASS,
+		 data_end - data);
+	return XDP_PASS;
+}
+
+SEC("classifier")
+int hg_tc_container(struct __sk_buff *skb)
+{
+	struct hg_pkt pkt;
+	__u32 len = skb->len;
+
+	/* Headers may sit in paged data; pull them into the linear part. */
+	if (skb->data_end - skb->data < len)
+		bpf_skb_pull_data(skb, len < HG_TC_PULL_LEN ? len : HG_TC_PULL_LEN);
+
+	hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt);
+	hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, HG_VERDICT_PASS, len);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
