@@ -127,10 +127,16 @@ mod tests {
         assert_eq!(members, &expected);
     }
 
-    fn check_enum<E: Copy>(l: &BtfLayouts, c_enum: &str, max: &str, all: &[E], name: fn(E) -> &'static str, value: fn(E) -> u32) {
+    fn check_enum<E: Copy>(
+        l: &BtfLayouts,
+        c_enum: &str,
+        max: &str,
+        all: &[E],
+        name: fn(E) -> &'static str,
+        value: fn(E) -> u32,
+    ) {
         let btf = &l.enums[c_enum];
-        let mut expected: Vec<(String, i64)> =
-            all.iter().map(|&v| (name(v).to_string(), value(v) as i64)).collect();
+        let mut expected: Vec<(String, i64)> = all.iter().map(|&v| (name(v).to_string(), value(v) as i64)).collect();
         expected.push((max.to_string(), all.len() as i64));
         assert_eq!(btf, &expected, "enum {c_enum} differs between C and Rust");
     }

@@ -163,9 +163,7 @@ impl Dataplane {
         {
             info!(path = sys::BPFFS_MOUNT, "mounted bpffs");
         }
-        layout
-            .create_dirs()
-            .map_err(|source| DataplaneError::PinDir { path: layout.base().to_path_buf(), source })?;
+        layout.create_dirs().map_err(|source| DataplaneError::PinDir { path: layout.base().to_path_buf(), source })?;
 
         let mut ebpf = EbpfLoader::new().default_map_pin_directory(layout.maps_dir()).load(BPF_OBJECT)?;
         load_programs(&mut ebpf)?;
@@ -305,7 +303,8 @@ enum HookKind {
 fn resolve_interfaces(spec: &DataplaneSpec) -> Result<Vec<(HookKind, String, u32)>, DataplaneError> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    let all = spec.uplinks.iter().map(|i| (HookKind::Xdp, i)).chain(spec.container_ifaces.iter().map(|i| (HookKind::Tc, i)));
+    let all =
+        spec.uplinks.iter().map(|i| (HookKind::Xdp, i)).chain(spec.container_ifaces.iter().map(|i| (HookKind::Tc, i)));
     for (kind, iface) in all {
         if !seen.insert(iface.clone()) {
             return Err(DataplaneError::DuplicateInterface(iface.clone()));
@@ -328,10 +327,9 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, D
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or(DataplaneError::Program {
-        name,
-        source: aya::programs::ProgramError::UnexpectedProgramType,
-    })?;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?;
     prog.try_into().map_err(|source| DataplaneError::Program { name, source })
 }
 
@@ -340,10 +338,9 @@ fn pin_programs(ebpf: &mut Ebpf, layout: &PinLayout) -> Result<(), DataplaneErro
     for name in [names::XDP_UPLINK, names::TC_CONTAINER] {
         let path = layout.progs_dir().join(name);
         remove_pin(&path);
-        let prog = ebpf.program_mut(name).ok_or(DataplaneError::Program {
-            name,
-            source: aya::programs::ProgramError::UnexpectedProgramType,
-        })?;
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?;
         prog.pin(&path)?;
     }
     Ok(())
@@ -406,7 +403,8 @@ fn attach_xdp(
         Ok(id) => (id, kind),
         Err(e) if choice == XdpModeChoice::Auto => {
             warn!(%iface, error = %e, "native XDP unavailable, falling back to generic XDP (slower)");
-            let id = prog.attach_to_if_index(ifindex, XdpMode::Skb).map_err(attach_err(AttachKind::XdpGeneric, iface))?;
+            let id =
+                prog.attach_to_if_index(ifindex, XdpMode::Skb).map_err(attach_err(AttachKind::XdpGeneric, iface))?;
             (id, AttachKind::XdpGeneric)
         }
         Err(source) if choice == XdpModeChoice::Native => {
@@ -436,8 +434,8 @@ fn attach_tc(
     if let Some(key) = usable_pin(layout, pinned, Hook::TcContainer, iface, ifindex, |k| k == kind) {
         let link = SchedClassifierLink::try_from(open_pinned(layout, &key)?).map_err(attach_err(kind, iface))?;
         let id = prog.attach_to_link(link).map_err(attach_err(kind, iface))?;
-        let fd_link = FdLink::try_from(prog.take_link(id).map_err(attach_err(kind, iface))?)
-            .map_err(attach_err(kind, iface))?;
+        let fd_link =
+            FdLink::try_from(prog.take_link(id).map_err(attach_err(kind, iface))?).map_err(attach_err(kind, iface))?;
         return finish(layout, key, ifindex, Origin::Adopted, fd_link, false);
     }
     let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
@@ -447,14 +445,17 @@ fn attach_tc(
     let id = prog
         .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
         .map_err(attach_err(kind, iface))?;
-    let fd_link = FdLink::try_from(prog.take_link(id).map_err(attach_err(kind, iface))?)
-        .map_err(attach_err(kind, iface))?;
+    let fd_link =
+        FdLink::try_from(prog.take_link(id).map_err(attach_err(kind, iface))?).map_err(attach_err(kind, iface))?;
     finish(layout, LinkKey { kind, iface: iface.into() }, ifindex, Origin::Attached, fd_link, true)
 }
 
 fn open_pinned(layout: &PinLayout, key: &LinkKey) -> Result<FdLink, DataplaneError> {
-    let pinned = PinnedLink::from_pin(layout.link_path(key))
-        .map_err(|e| DataplaneError::Attach { kind: key.kind, iface: key.iface.clone(), source: Box::new(e) })?;
+    let pinned = PinnedLink::from_pin(layout.link_path(key)).map_err(|e| DataplaneError::Attach {
+        kind: key.kind,
+        iface: key.iface.clone(),
+        source: Box::new(e),
+    })?;
     Ok(FdLink::from(pinned))
 }
 

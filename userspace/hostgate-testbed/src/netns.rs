@@ -1,0 +1,103 @@
+//! A network namespace that exists as long as its guard.
+
+use std::{
+    ffi::OsStr,
+    process::{Command, Output},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("`{cmd}` failed: {stderr}")]
+    Command { cmd: String, stderr: String },
+    #[error("could not run `{cmd}`: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs a command to completion; a non-zero exit is an error carrying stderr.
+pub fn run<I, S>(program: &str, args: I) -> Result<Output, TestbedError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let line = format!("{cmd:?}");
+    let out = cmd.output().map_err(|source| TestbedError::Spawn { cmd: line.clone(), source })?;
+    if !out.status.success() {
+        return Err(TestbedError::Command { cmd: line, stderr: String::from_utf8_lossy(&out.stderr).trim().into() });
+    }
+    Ok(out)
+}
+
+/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `name` with its loopback up.
+    pub fn create(name: &str) -> Result<Self, TestbedError> {
+        run("ip", ["netns", "add", name])?;
+        let ns = Netns { name: name.to_string() };
+        ns.ip(["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/<name>`, for nsenter and setns.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// `ip -n <ns> ARGS`.
+    pub fn ip<I, S>(&self, args: I) -> Result<Output, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["-n".into(), self.name.clone().into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run("ip", all)
+    }
+
+    /// A command that runs inside this namespace's network stack. Uses
+    /// nsenter rather than `ip netns exec`, which would hide bpffs pins.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path())).arg("--").arg(program);
+        cmd
+    }
+
+    /// Runs `program ARGS` inside the namespace to completion.
+    pub fn exec<I, S>(&self, program: &str, args: I) -> Result<Output, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> =
+            vec![format!("--net={}", self.path()).into(), "--".into(), program.into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run("nsenter", all)
+    }
+
+    /// Sets a sysctl inside the namespace (net.* sysctls are per namespace).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), TestbedError> {
+        self.exec("sysctl", ["-qw", &format!("{key}={value}")])?;
+        Ok(())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its veths, and with them their peers.
+        if let Err(e) = run("ip", ["netns", "del", &self.name]) {
+            eprintln!("testbed: could not delete netns {}: {e}", self.name);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! A node with an uplink to a client and veths to containers, all in
+//! namespaces of their own, addressed from the documentation ranges:
+//!
+//! ```text
+//!  client ns                node ns                       container ns (i = 1..)
+//!  eth0 198.18.0.2/24 ---- uplink0 198.18.0.1/24
+//!       2001:db8:18::2/64          2001:db8:18::1/64
+//!                           hgc<i> 198.51.100.<4i+1>/30 ---- eth0 198.51.100.<4i+2>/30
+//!                                  2001:db8:51:<i>::1/64          2001:db8:51:<i>::2/64
+//! ```
+//! Neighbour entries on the uplink are static, so no ARP or NDP traffic
+//! appears on it unless a test makes some: counters can be checked exactly.
+//! No namespace has a route beyond this topology.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::{netns::Netns, unique_name, TestbedError};
+
+pub const NODE_UPLINK: &str = "uplink0";
+pub const CLIENT_IFACE: &str = "eth0";
+pub const CONTAINER_IFACE: &str = "eth0";
+pub const NODE_MAC: [u8; 6] = [0x02, 0x68, 0x67, 0x00, 0x00, 0x01];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0x68, 0x67, 0x00, 0x00, 0x02];
+pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 1);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 2);
+
+/// A container behind the node.
+#[derive(Debug)]
+pub struct Container {
+    pub ns: Netns,
+    /// The veth's name on the node side.
+    pub node_iface: String,
+    pub v4: Ipv4Addr,
+    pub gateway_v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+}
+
+/// The whole topology; dropping it deletes every namespace (and so every link).
+#[derive(Debug)]
+pub struct NodeTopology {
+    // Containers and client first: drop order does not matter for cleanup,
+    // but the node goes last so its links' peers are already gone.
+    pub containers: Vec<Container>,
+    pub client: Netns,
+    pub node: Netns,
+}
+
+fn fmt_mac(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl NodeTopology {
+    /// Builds a node named after `purpose` with `containers` containers.
+    pub fn build(purpose: &str, containers: usize) -> Result<Self, TestbedError> {
+        let base = unique_name(purpose);
+        Self::build_named(&base, containers)
+    }
+
+    /// Builds with fixed namespace names `<base>-node`, `<base>-client`, `<base>-c<i>`.
+    pub fn build_named(base: &str, containers: usize) -> Result<Self, TestbedError> {
+        let node = Netns::create(&format!("{base}-node"))?;
+        let client = Netns::create(&format!("{base}-client"))?;
+        let mut topo = NodeTopology { containers: Vec::new(), client, node };
+        for ns in [&topo.node, &topo.client] {
+            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+            ns.sysctl("net.ipv6.conf.default.router_solicitations", "0")?;
+        }
+        topo.node.sysctl("net.ipv4.ip_forward", "1")?;
+        topo.node.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        topo.link_uplink()?;
+        for i in 1..=containers {
+            topo.add_container(i)?;
+        }
+        Ok(topo)
+    }
+
+    fn link_uplink(&self) -> Result<(), TestbedError> {
+        let (node, client) = (&self.node, &self.client);
+        node.ip(["link", "add", NODE_UPLINK, "type", "veth", "peer", "name", CLIENT_IFACE, "netns", client.name()])?;
+        node.ip(["link", "set", NODE_UPLINK, "address", &fmt_mac(NODE_MAC)])?;
+        client.ip(["link", "set", CLIENT_IFACE, "address", &fmt_mac(CLIENT_MAC)])?;
+        for (ns, dev, v4, v6, peer_v4, peer_v6, peer_mac) in [
+            (node, NODE_UPLINK, NODE_V4, NODE_V6, CLIENT_V4, CLIENT_V6, CLIENT_MAC),
+            (client, CLIENT_IFACE, CLIENT_V4, CLIENT_V6, NODE_V4, NODE_V6, NODE_MAC),
+        ] {
+            ns.ip(["addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            ns.ip(["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+            ns.ip(["link", "set", dev, "up"])?;
+            for peer in [peer_v4.to_string(), peer_v6.to_string()] {
+                ns.ip(["neigh", "replace", &peer, "lladdr", &fmt_mac(peer_mac), "dev", dev, "nud", "permanent"])?;
+            }
+        }
+        // The client reaches containers and customer IPs through the node.
+        for prefix in ["198.51.100.0/24", "203.0.113.0/24"] {
+            client.ip(["route", "add", prefix, "via", &NODE_V4.to_string()])?;
+        }
+        for prefix in ["2001:db8:51::/48", "2001:db8:113::/48"] {
+            client.ip(["-6", "route", "add", prefix, "via", &NODE_V6.to_string()])?;
+        }
+        Ok(())
+    }
+
+    fn add_container(&mut self, i: usize) -> Result<(), TestbedError> {
+        let ns = Netns::create(&format!("{}-c{i}", self.node.name().trim_end_matches("-node")))?;
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        let node_iface = format!("hgc{i}");
+        self.node.ip([
+            "link",
+            "add",
+            &node_iface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            CONTAINER_IFACE,
+            "netns",
+            ns.name(),
+        ])?;
+        let octet = |n: usize| u8::try_from(4 * i + n).map_err(|_| std::io::Error::other("too many containers"));
+        let gateway_v4 = Ipv4Addr::new(198, 51, 100, octet(1)?);
+        let v4 = Ipv4Addr::new(198, 51, 100, octet(2)?);
+        let gateway_v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x51, i as u16, 0, 0, 0, 1);
+        let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x51, i as u16, 0, 0, 0, 2);
+        self.node.ip(["addr", "add", &format!("{gateway_v4}/30"), "dev", &node_iface])?;
+        self.node.ip(["addr", "add", &format!("{gateway_v6}/64"), "dev", &node_iface, "nodad"])?;
+        self.node.ip(["link", "set", &node_iface, "up"])?;
+        ns.ip(["addr", "add", &format!("{v4}/30"), "dev", CONTAINER_IFACE])?;
+        ns.ip(["addr", "add", &format!("{v6}/64"), "dev", CONTAINER_IFACE, "nodad"])?;
+        ns.ip(["link", "set", CONTAINER_IFACE, "up"])?;
+        ns.ip(["route", "add", "198.18.0.0/15", "via", &gateway_v4.to_string()])?;
+        ns.ip(["route", "add", "203.0.113.0/24", "via", &gateway_v4.to_string()])?;
+        ns.ip(["-6", "route", "add", "2001:db8::/32", "via", &gateway_v6.to_string()])?;
+        self.containers.push(Container { ns, node_iface, v4, gateway_v4, v6 });
+        Ok(())
+    }
+
+    /// The node-side names of the container veths.
+    pub fn container_ifaces(&self) -> Vec<String> {
+        self.containers.iter().map(|c| c.node_iface.clone()).collect()
+    }
+}
