@@ -1,1 +1,103 @@
+//! The control API between the daemon and its clients (CLI, tests, tools):
+//! versioned JSON over HTTP/1.1 on a unix socket. Types live here once;
+//! the daemon serves them, [`Client`] fetches them.
+//!
+//! | method | path                    | body / answer                 |
+//! |--------|-------------------------|-------------------------------|
+//! | GET    | /v1/status              | [`Status`]                    |
+//! | GET    | /v1/dataplane/counters  | `Vec<`[`CounterRow`]`>`       |
+//! | POST   | /v1/dataplane/detach    | [`DetachResponse`]            |
+//!
+//! Errors answer with a non-2xx status and an [`ApiError`] body.
 
+mod client;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::client::{Client, ClientError};
+
+pub const STATUS: &str = "/v1/status";
+pub const COUNTERS: &str = "/v1/dataplane/counters";
+pub const DETACH: &str = "/v1/dataplane/detach";
+
+/// Body of every error answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub node: String,
+    pub version: String,
+    pub pid: u32,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+    pub store: StoreStatus,
+    pub dataplane: DataplaneStatus,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub backend: String,
+    pub location: String,
+    pub revision: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DataplaneStatus {
+    /// Whether this daemon holds an attached data plane.
+    pub attached: bool,
+    pub pin_dir: String,
+    pub attachments: Vec<AttachmentStatus>,
+    pub programs: Vec<ProgramStatus>,
+    pub maps: Vec<MapStatus>,
+    pub counters: Vec<CounterRow>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachmentStatus {
+    pub interface: String,
+    pub ifindex: u32,
+    /// `xdp-uplink` or `tc-container`.
+    pub hook: String,
+    /// `xdp-native`, `xdp-generic` or `tcx-ingress`.
+    pub mode: String,
+    /// `adopted` (taken over from a previous daemon) or `attached`.
+    pub origin: String,
+    pub link_id: u32,
+    pub program_id: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProgramStatus {
+    pub name: String,
+    pub id: u32,
+    pub verified_instructions: Option<u32>,
+    pub pinned: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MapStatus {
+    pub name: String,
+    pub id: u32,
+    pub max_entries: u32,
+    pub pinned: Option<String>,
+}
+
+/// Packets and bytes for one (hook, protocol, verdict), summed over CPUs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CounterRow {
+    pub hook: String,
+    pub proto: String,
+    pub verdict: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DetachResponse {
+    /// Link pins removed (`<mode>:<interface>`).
+    pub links: Vec<String>,
+    pub pins_removed: usize,
+}

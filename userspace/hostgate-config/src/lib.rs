@@ -1,1 +1,324 @@
+//! hostgate's configuration file (TOML), typed and validated on load.
+//!
+//! Errors name the file, the field and what is wrong, e.g.
+//! `hostgate.toml: dataplane.uplinks[1]: "eth0/1" is not a valid interface name`;
+//! syntax errors and unknown fields come with line and column from the
+//! TOML parser. Nothing is applied unless the whole file is valid.
+//!
+//! ```toml
+//! node_name = "node1"
+//! state_dir = "/var/lib/hostgate"
+//!
+//! [api]
+//! socket = "/run/hostgate/hostgate.sock"
+//!
+//! [dataplane]
+//! pin_root = "/sys/fs/bpf/hostgate"
+//! uplinks = ["eth0"]
+//! container_interfaces = []
+//! xdp_mode = "auto"          # auto | native | generic
+//!
+//! [log]
+//! format = "text"            # text | json
+//! level = "info"             # a tracing filter, e.g. "info,hostgate_dataplane=debug"
+//! ```
 
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// Where the daemon and CLI look when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hostgate/hostgate.toml";
+/// The control socket when the config names none.
+pub const DEFAULT_SOCKET: &str = "/run/hostgate/hostgate.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field}: {problem}")]
+    Invalid { path: PathBuf, field: String, problem: String },
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's name: unique in a cluster, used for pins and state keys.
+    pub node_name: String,
+    /// Where the daemon keeps its embedded store.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub api: ApiConfig,
+    pub dataplane: DataplaneConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket of the control API (created 0600).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { socket: default_socket() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// bpffs directory for pins; each node uses `<pin_root>/<node_name>/`.
+    #[serde(default = "default_pin_root")]
+    pub pin_root: PathBuf,
+    /// Interfaces facing the network (XDP).
+    pub uplinks: Vec<String>,
+    /// Host-side veths of containers (TC).
+    #[serde(default)]
+    pub container_interfaces: Vec<String>,
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: default_level() }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/lib/hostgate".into()
+}
+fn default_socket() -> PathBuf {
+    DEFAULT_SOCKET.into()
+}
+fn default_pin_root() -> PathBuf {
+    "/sys/fs/bpf/hostgate".into()
+}
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: one_line_toml_error(&e) })?;
+        config.validate().map_err(|(field, problem)| ConfigError::Invalid { path: path.into(), field, problem })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, problem: String| Err((field.to_string(), problem));
+        if !valid_node_name(&self.node_name) {
+            return bad(
+                "node_name",
+                format!("{:?} must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'", self.node_name),
+            );
+        }
+        for (field, path) in [
+            ("state_dir", &self.state_dir),
+            ("api.socket", &self.api.socket),
+            ("dataplane.pin_root", &self.dataplane.pin_root),
+        ] {
+            if !path.is_absolute() {
+                return bad(field, format!("{} must be an absolute path", path.display()));
+            }
+        }
+        let dp = &self.dataplane;
+        if dp.uplinks.is_empty() {
+            return bad("dataplane.uplinks", "at least one uplink interface is required".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let lists = [("dataplane.uplinks", &dp.uplinks), ("dataplane.container_interfaces", &dp.container_interfaces)];
+        for (list, names) in lists {
+            for (i, name) in names.iter().enumerate() {
+                let field = format!("{list}[{i}]");
+                if !valid_ifname(name) {
+                    return bad(&field, format!("{name:?} is not a valid interface name"));
+                }
+                if !seen.insert(name) {
+                    return bad(&field, format!("{name:?} is listed twice"));
+                }
+            }
+        }
+        if let Err(e) = self.log.level.parse::<LevelFilterCheck>() {
+            return bad("log.level", e.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Linux's rule for interface names.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+}
+
+/// DNS-label-like, so a node name works in pin paths, keys and DNS.
+fn valid_node_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Checks a log filter's shape: comma-separated `level` or `target=level`.
+struct LevelFilterCheck;
+
+#[derive(Debug)]
+struct LevelError(String);
+
+impl fmt::Display for LevelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a level (error, warn, info, debug, trace, off)", self.0)
+    }
+}
+
+impl std::str::FromStr for LevelFilterCheck {
+    type Err = LevelError;
+    fn from_str(s: &str) -> Result<Self, LevelError> {
+        const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+        for directive in s.split(',').map(str::trim) {
+            let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+            if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+                return Err(LevelError(level.to_string()));
+            }
+        }
+        Ok(LevelFilterCheck)
+    }
+}
+
+/// toml's messages span several lines (with a source excerpt); keep the
+/// message and its "line L, column C" location on one line.
+fn one_line_toml_error(e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_string();
+    let text = e.to_string();
+    match text.lines().next().and_then(|l| l.strip_prefix("TOML parse error at ")) {
+        Some(location) => format!("{message} (at {location})"),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_name = "node1"
+[dataplane]
+uplinks = ["eth0"]
+container_interfaces = ["veth1", "veth2"]
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("hg.toml")).expect_err("must be rejected").to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(GOOD, Path::new("hg.toml")).expect("valid");
+        assert_eq!(c.api.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.dataplane.pin_root, PathBuf::from("/sys/fs/bpf/hostgate"));
+        assert_eq!(c.dataplane.xdp_mode, XdpMode::Auto);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let e = err("node_name = \"n\"\n[dataplane]\nuplinks = [\"eth0\"]\nuplink = \"x\"\n");
+        assert!(e.starts_with("hg.toml: unknown field `uplink`"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let e = err("node_name = \"n\"\n[dataplane]\nuplinks = \"eth0\"\n");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("sequence"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        assert_eq!(
+            err("node_name = \"n\"\n[dataplane]\nuplinks = [\"eth0\", \"a/b\"]\n"),
+            "hg.toml: dataplane.uplinks[1]: \"a/b\" is not a valid interface name"
+        );
+        assert_eq!(
+            err("node_name = \"n\"\n[dataplane]\nuplinks = [\"eth0\"]\ncontainer_interfaces = [\"eth0\"]\n"),
+            "hg.toml: dataplane.container_interfaces[0]: \"eth0\" is listed twice"
+        );
+        assert_eq!(
+            err("node_name = \"Node_1\"\n[dataplane]\nuplinks = [\"eth0\"]\n"),
+            "hg.toml: node_name: \"Node_1\" must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
+        );
+        assert_eq!(
+            err("node_name = \"n\"\nstate_dir = \"rel\"\n[dataplane]\nuplinks = [\"eth0\"]\n"),
+            "hg.toml: state_dir: rel must be an absolute path"
+        );
+        assert_eq!(
+            err("node_name = \"n\"\n[dataplane]\nuplinks = []\n"),
+            "hg.toml: dataplane.uplinks: at least one uplink interface is required"
+        );
+        assert!(
+            err("node_name = \"n\"\n[dataplane]\nuplinks = [\"e\"]\n[log]\nlevel = \"loud\"\n").contains("log.level")
+        );
+        assert!(err("node_name = \"n\"\n[dataplane]\nuplinks = [\"e\"]\nxdp_mode = \"fast\"\n")
+            .contains("unknown variant `fast`"));
+    }
+
+    #[test]
+    fn message_is_one_line() {
+        let e = err("node_name = \"n\"\n[dataplane]\nuplinks = [\"eth0\"]\nuplink = \"x\"\n");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        eprintln!("{e}");
+    }
+
+    #[test]
+    fn missing_section_is_reported() {
+        assert!(err("node_name = \"n\"\n").contains("missing field `dataplane`"));
+    }
+}

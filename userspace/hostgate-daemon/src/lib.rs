@@ -1,1 +1,156 @@
+//! The hostgate daemon: loads the configuration, opens the store, brings
+//! the data plane to the configured shape (adopting what a previous daemon
+//! left pinned), publishes its status to the store and serves the control
+//! API until SIGTERM or SIGINT.
+//!
+//! Start-up is all or nothing: the config is validated before anything is
+//! touched, the data plane rolls back its own new attachments if one fails,
+//! and the API socket only appears once everything is up. Shutdown leaves
+//! the data plane attached: packets keep flowing while no daemon runs.
 
+mod api;
+mod status;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use hostgate_config::{Config, LogFormat, XdpMode};
+use hostgate_dataplane::{Dataplane, DataplaneSpec, XdpModeChoice};
+use hostgate_store::{Op, RedbStore, Store, Txn};
+use tokio::net::UnixListener;
+use tracing::{info, warn};
+
+/// Everything the API handlers share. No globals: one of these per daemon.
+pub struct Daemon {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub store_location: String,
+    /// `None` after `hostgate dataplane detach`.
+    pub dataplane: Mutex<Option<Dataplane>>,
+    pub started_at: u64,
+}
+
+impl Daemon {
+    /// Locks the data plane; a poisoned lock still holds a usable value.
+    pub fn dataplane(&self) -> std::sync::MutexGuard<'_, Option<Dataplane>> {
+        self.dataplane.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sets up `tracing` for the process: text for people, JSON for shippers.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The store key of this node's published status.
+pub fn node_status_key(node: &str) -> String {
+    format!("status/nodes/{node}")
+}
+
+fn dataplane_spec(config: &Config) -> DataplaneSpec {
+    let dp = &config.dataplane;
+    DataplaneSpec {
+        pin_root: dp.pin_root.clone(),
+        node: config.node_name.clone(),
+        uplinks: dp.uplinks.clone(),
+        container_ifaces: dp.container_interfaces.clone(),
+        xdp_mode: match dp.xdp_mode {
+            XdpMode::Auto => XdpModeChoice::Auto,
+            XdpMode::Native => XdpModeChoice::Native,
+            XdpMode::Generic => XdpModeChoice::Generic,
+        },
+    }
+}
+
+/// Runs the daemon until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let socket = config.api.socket.clone();
+    refuse_if_running(&socket).await?;
+
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
+    let store_path = config.state_dir.join("state.redb");
+    let store = RedbStore::open(&store_path).context("opening the store (is another daemon using this state_dir?)")?;
+    info!(path = %store_path.display(), "store open");
+
+    let spec = dataplane_spec(&config);
+    let dataplane = tokio::task::spawn_blocking(move || Dataplane::start(&spec))
+        .await
+        .context("data plane task")?
+        .context("bringing up the data plane")?;
+
+    let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let daemon = Arc::new(Daemon {
+        store: Arc::new(store),
+        store_location: store_path.display().to_string(),
+        dataplane: Mutex::new(Some(dataplane)),
+        started_at,
+        config,
+    });
+    publish_status(&daemon).await?;
+
+    let listener = bind_socket(&socket)?;
+    info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");
+    let served = axum::serve(listener, api::router(daemon.clone())).with_graceful_shutdown(shutdown_signal()).await;
+    let _ = std::fs::remove_file(&socket);
+    served.context("serving the API")?;
+    if daemon.dataplane().is_some() {
+        info!("stopping; the data plane stays attached (pinned) and keeps forwarding");
+    }
+    Ok(())
+}
+
+/// Writes this node's status (what is attached, since when) to the store.
+async fn publish_status(daemon: &Daemon) -> anyhow::Result<()> {
+    let status = status::collect(daemon).await?;
+    let op = Op::put_json(node_status_key(&daemon.config.node_name), &status)?;
+    daemon.store.commit(Txn::new().then(op)).await?;
+    Ok(())
+}
+
+/// Fails if a daemon already answers on `socket`; removes a stale socket file.
+async fn refuse_if_running(socket: &PathBuf) -> anyhow::Result<()> {
+    match tokio::net::UnixStream::connect(socket).await {
+        Ok(_) => anyhow::bail!("a hostgate daemon is already running on {}", socket.display()),
+        Err(_) if socket.exists() => {
+            warn!(socket = %socket.display(), "removing stale socket");
+            std::fs::remove_file(socket).with_context(|| format!("removing stale socket {}", socket.display()))
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+fn bind_socket(socket: &PathBuf) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener = UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    // Root only: the API can detach the data plane.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", socket.display()))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = name, "shutting down");
+}

@@ -44,27 +44,27 @@ pub enum DataplaneError {
     UnknownInterface(String),
     #[error("interface {0:?} is listed both as uplink and as container interface")]
     DuplicateInterface(String),
-    #[error("bpffs at {path}: {source}")]
+    #[error("bpffs at {path}")]
     Bpffs { path: PathBuf, source: io::Error },
-    #[error("pin directory {path}: {source}")]
+    #[error("pin directory {path}")]
     PinDir { path: PathBuf, source: io::Error },
-    #[error("loading the BPF object: {0}")]
+    #[error("loading the BPF object")]
     Load(#[from] aya::EbpfError),
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program { name: &'static str, source: aya::programs::ProgramError },
-    #[error("{kind} on {iface}: {source}")]
+    #[error("{kind} on {iface}")]
     Attach { kind: AttachKind, iface: String, source: Box<dyn std::error::Error + Send + Sync> },
-    #[error("native XDP is not available on {iface}: {source}")]
+    #[error("native XDP is not available on {iface}")]
     NativeXdpUnsupported { iface: String, source: aya::programs::ProgramError },
     #[error("TC attachment needs TCX (kernel >= 6.6) to be pinned; this kernel has none")]
     NoTcx,
     #[error("map {0} missing from the BPF object")]
     MissingMap(&'static str),
-    #[error("map: {0}")]
+    #[error("BPF map access")]
     Map(#[from] aya::maps::MapError),
-    #[error("pinning: {0}")]
+    #[error("pinning")]
     Pin(#[from] aya::pin::PinError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: io::Error },
 }
 

@@ -10,7 +10,8 @@
 //! version keeps a daemon from reusing a map of another layout. A link pin's
 //! name says what it is (`xdp-native:eth0`, `xdp-generic:eth0`,
 //! `tcx-ingress:veth1`), so adoption needs no state besides bpffs; interface
-//! names cannot contain ':'.
+//! names cannot contain ':'. bpffs refuses names with '.', which VLAN
+//! interfaces (`eth0.100`) have: '.' is written `%2e` (and '%' `%25`).
 
 use std::{
     fmt, io,
@@ -67,16 +68,17 @@ pub struct LinkKey {
 }
 
 impl LinkKey {
-    /// The pin file name, `<kind>:<iface>`.
+    /// The pin file name, `<kind>:<iface>` with '.' and '%' escaped.
     pub fn pin_name(&self) -> String {
-        format!("{}:{}", self.kind, self.iface)
+        format!("{}:{}", self.kind, self.iface.replace('%', "%25").replace('.', "%2e"))
     }
 
     /// Parses a pin file name; `None` for names hostgate did not write.
     pub fn from_pin_name(name: &str) -> Option<Self> {
-        let (kind, iface) = name.split_once(':')?;
+        let (kind, escaped) = name.split_once(':')?;
         let kind = AttachKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
-        valid_ifname(iface).then(|| LinkKey { kind, iface: iface.to_string() })
+        let iface = escaped.replace("%2e", ".").replace("%25", "%");
+        valid_ifname(&iface).then_some(LinkKey { kind, iface })
     }
 }
 
@@ -162,8 +164,9 @@ mod tests {
     #[test]
     fn pin_names_round_trip() {
         for kind in AttachKind::ALL {
-            for iface in ["eth0", "eth0.100", "hg-up0", "a"] {
+            for iface in ["eth0", "eth0.100", "hg-up0", "a", "x%2e", "%"] {
                 let key = LinkKey { kind, iface: iface.into() };
+                assert!(!key.pin_name().contains('.'), "bpffs refuses '.'");
                 assert_eq!(LinkKey::from_pin_name(&key.pin_name()), Some(key));
             }
         }

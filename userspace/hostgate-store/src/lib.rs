@@ -29,9 +29,9 @@ pub enum StoreError {
     Backend(String),
     #[error("revision {requested} is compacted (oldest kept: {oldest})")]
     Compacted { requested: Revision, oldest: Revision },
-    #[error("value of {key} is not valid: {source}")]
+    #[error("value of {key} is not valid")]
     Decode { key: String, source: serde_json::Error },
-    #[error("encoding value of {key}: {source}")]
+    #[error("encoding value of {key}")]
     Encode { key: String, source: serde_json::Error },
     #[error("the store is closed")]
     Closed,

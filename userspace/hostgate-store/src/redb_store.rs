@@ -11,7 +11,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::{Compare, Event, KeyValue, Op, Revision, Snapshot, Store, StoreError, Txn, TxnOutcome, WatchBatch, Watcher};
+use crate::{
+    Compare, Event, KeyValue, Op, Revision, Snapshot, Store, StoreError, Txn, TxnOutcome, WatchBatch, Watcher,
+};
 
 /// key -> JSON-encoded [`Record`].
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -165,7 +167,10 @@ fn to_kv(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
     Ok(KeyValue { key: key.into(), value: r.value, create_revision: r.create_revision, mod_revision: r.mod_revision })
 }
 
-fn read_record(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<KeyValue>, StoreError> {
+fn read_record(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<KeyValue>, StoreError> {
     match table.get(key).map_err(backend)? {
         Some(v) => Ok(Some(to_kv(key, v.value())?)),
         None => Ok(None),

@@ -9,7 +9,7 @@ use std::{
 pub enum TestbedError {
     #[error("`{cmd}` failed: {stderr}")]
     Command { cmd: String, stderr: String },
-    #[error("could not run `{cmd}`: {source}")]
+    #[error("could not run `{cmd}`")]
     Spawn { cmd: String, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -1,0 +1,67 @@
+//! The `/v1` control API (see hostgate-api for the types).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
+use tracing::info;
+
+use crate::{status, Daemon};
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route(hostgate_api::STATUS, get(get_status))
+        .route(hostgate_api::COUNTERS, get(get_counters))
+        .route(hostgate_api::DETACH, post(detach))
+        .fallback(not_found)
+        .with_state(daemon)
+}
+
+/// An error answer: status code and a message for people.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+async fn not_found() -> Failure {
+    Failure(StatusCode::NOT_FOUND, "no such API endpoint (this daemon speaks /v1)".into())
+}
+
+async fn get_status(State(d): State<Arc<Daemon>>) -> Result<Json<Status>, Failure> {
+    Ok(Json(status::collect(&d).await?))
+}
+
+async fn get_counters(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<CounterRow>>, Failure> {
+    let guard = d.dataplane();
+    let dp = guard.as_ref().ok_or(Failure(StatusCode::CONFLICT, "the data plane is detached".into()))?;
+    let counters = dp.counters().map_err(anyhow::Error::from)?;
+    Ok(Json(status::counter_rows(&counters)))
+}
+
+async fn detach(State(d): State<Arc<Daemon>>) -> Result<Json<DetachResponse>, Failure> {
+    let taken = d.dataplane().take();
+    let Some(dp) = taken else {
+        return Err(Failure(StatusCode::CONFLICT, "the data plane is already detached".into()));
+    };
+    let report = tokio::task::spawn_blocking(move || dp.detach())
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(anyhow::Error::from)?;
+    info!(links = ?report.links, "data plane detached on request");
+    Ok(Json(DetachResponse { links: report.links, pins_removed: report.pins_removed }))
+}

@@ -1,0 +1,91 @@
+//! Human-readable tables for the CLI.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use comfy_table::{presets::NOTHING, Table};
+use hostgate_api::{CounterRow, DetachResponse, Status};
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(header.to_vec());
+    t
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn status(s: &Status) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut out = String::new();
+    out += &format!(
+        "node       {} (hostgate {}, pid {}, up {})\n",
+        s.node,
+        s.version,
+        s.pid,
+        duration(now.saturating_sub(s.started_at))
+    );
+    out += &format!("store      {} {} at revision {}\n", s.store.backend, s.store.location, s.store.revision);
+    let dp = &s.dataplane;
+    if !dp.attached {
+        out += "dataplane  detached\n";
+        return out;
+    }
+    out += &format!("dataplane  attached, pinned under {}\n\n", dp.pin_dir);
+
+    let mut t = table(&["INTERFACE", "HOOK", "MODE", "ORIGIN", "IFINDEX", "LINK", "PROGRAM"]);
+    for a in &dp.attachments {
+        t.add_row(vec![
+            a.interface.clone(),
+            a.hook.clone(),
+            a.mode.clone(),
+            a.origin.clone(),
+            a.ifindex.to_string(),
+            a.link_id.to_string(),
+            a.program_id.to_string(),
+        ]);
+    }
+    out += &format!("{t}\n\n");
+
+    let mut t = table(&["PROGRAM", "ID", "INSNS", "PINNED"]);
+    for p in &dp.programs {
+        let insns = p.verified_instructions.map_or("-".into(), |n| n.to_string());
+        t.add_row(vec![p.name.clone(), p.id.to_string(), insns, p.pinned.clone()]);
+    }
+    out += &format!("{t}\n\n");
+
+    let mut t = table(&["MAP", "ID", "ENTRIES", "PINNED"]);
+    for m in &dp.maps {
+        t.add_row(vec![
+            m.name.clone(),
+            m.id.to_string(),
+            m.max_entries.to_string(),
+            m.pinned.clone().unwrap_or("-".into()),
+        ]);
+    }
+    out += &format!("{t}\n\n");
+    out += &counters(&dp.counters).to_string();
+    out
+}
+
+pub fn counters(rows: &[CounterRow]) -> Table {
+    let mut t = table(&["HOOK", "PROTOCOL", "VERDICT", "PACKETS", "BYTES"]);
+    for r in rows {
+        t.add_row(vec![r.hook.clone(), r.proto.clone(), r.verdict.clone(), r.packets.to_string(), r.bytes.to_string()]);
+    }
+    if rows.is_empty() {
+        t.add_row(vec!["(no packets yet)"]);
+    }
+    t
+}
+
+pub fn detach(r: &DetachResponse) -> String {
+    if r.links.is_empty() {
+        return format!("nothing was attached ({} pins removed)", r.pins_removed);
+    }
+    format!("detached {} ({} pins removed)", r.links.join(", "), r.pins_removed)
+}

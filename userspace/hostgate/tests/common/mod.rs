@@ -1,0 +1,138 @@
+//! A hostgate node in namespaces with its real daemon, driven through the
+//! real CLI binary.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use hostgate_api::Status;
+use hostgate_dataplane::pins::PinLayout;
+use hostgate_testbed::{topology::NODE_UPLINK, unique_name, ChildGuard, NodeTopology};
+
+pub const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-test";
+pub const BIN: &str = env!("CARGO_BIN_EXE_hostgate");
+
+pub struct TestNode {
+    pub topo: NodeTopology,
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub daemon: Option<ChildGuard>,
+    pub layout: PinLayout,
+    starts: u32,
+}
+
+impl TestNode {
+    /// A node with `containers` containers and a config naming all its interfaces.
+    pub fn new(purpose: &str, containers: usize) -> TestNode {
+        let topo = NodeTopology::build(purpose, containers).expect("topology");
+        let name = unique_name(purpose);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("hostgate.sock");
+        let config = dir.path().join("hostgate.toml");
+        let ifaces: Vec<String> = topo.container_ifaces().iter().map(|i| format!("{i:?}")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "node_name = \"{name}\"\nstate_dir = \"{state}\"\n\n[api]\nsocket = \"{sock}\"\n\n[dataplane]\npin_root = \"{PIN_ROOT}\"\nuplinks = [\"{NODE_UPLINK}\"]\ncontainer_interfaces = [{list}]\nxdp_mode = \"native\"\n",
+                state = dir.path().join("state").display(),
+                sock = socket.display(),
+                list = ifaces.join(", "),
+            ),
+        )
+        .expect("write config");
+        let layout = PinLayout::new(Path::new(PIN_ROOT), &name);
+        TestNode { topo, name, dir, config, socket, daemon: None, layout, starts: 0 }
+    }
+
+    /// Starts `hostgate daemon` inside the node namespace and waits until it answers.
+    pub fn start_daemon(&mut self) {
+        let child = self.spawn_daemon(&self.config.clone());
+        self.daemon = Some(ChildGuard::new("hostgate daemon", child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.daemon.as_mut().and_then(ChildGuard::try_exited) {
+                panic!("daemon exited early ({status}): {}", self.log());
+            }
+            if self.cli(&["status", "--json"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not answer within 30 s: {}", self.log());
+    }
+
+    /// Spawns a daemon with `config`, logging to a file of its own.
+    pub fn spawn_daemon(&mut self, config: &Path) -> std::process::Child {
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{}.log", self.starts))).expect("log file");
+        self.topo
+            .node
+            .command(BIN)
+            .args(["daemon", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon")
+    }
+
+    /// Everything the daemons of this node logged.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("daemon-{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// Runs the CLI against this node's daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("--socket").arg(&self.socket).args(args).output().expect("run hostgate")
+    }
+
+    pub fn status(&self) -> Status {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// `ip -d link show DEV` in the node namespace.
+    pub fn link_details(&self, dev: &str) -> String {
+        let out = self.topo.node.ip(["-d", "link", "show", dev]).expect("ip link");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A value from /proc/net/snmp of the node namespace, e.g. ("Udp", "NoPorts").
+    pub fn snmp(&self, proto: &str, field: &str) -> u64 {
+        let out = self.topo.node.exec("cat", ["/proc/net/snmp"]).expect("snmp");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines().filter(|l| l.starts_with(&format!("{proto}:")));
+        let (names, values) = (lines.next().expect("header"), lines.next().expect("values"));
+        let idx = names.split_whitespace().position(|n| n == field).expect("field");
+        values.split_whitespace().nth(idx).and_then(|v| v.parse().ok()).expect("number")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+        }
+        let _ = hostgate_dataplane::detach_pinned(&self.layout);
+        if std::thread::panicking() {
+            eprintln!("daemon log of {}:\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Packets counted by the daemon for (hook, proto), over all verdicts.
+pub fn counted(status: &Status, hook: &str, proto: &str) -> u64 {
+    status.dataplane.counters.iter().filter(|r| r.hook == hook && r.proto == proto).map(|r| r.packets).sum()
+}
