@@ -12,7 +12,6 @@ mod api;
 mod status;
 
 use std::{
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -119,7 +118,7 @@ async fn publish_status(daemon: &Daemon) -> anyhow::Result<()> {
 }
 
 /// Fails if a daemon already answers on `socket`; removes a stale socket file.
-async fn refuse_if_running(socket: &PathBuf) -> anyhow::Result<()> {
+async fn refuse_if_running(socket: &std::path::Path) -> anyhow::Result<()> {
     match tokio::net::UnixStream::connect(socket).await {
         Ok(_) => anyhow::bail!("a hostgate daemon is already running on {}", socket.display()),
         Err(_) if socket.exists() => {
@@ -130,7 +129,7 @@ async fn refuse_if_running(socket: &PathBuf) -> anyhow::Result<()> {
     }
 }
 
-fn bind_socket(socket: &PathBuf) -> anyhow::Result<UnixListener> {
+fn bind_socket(socket: &std::path::Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

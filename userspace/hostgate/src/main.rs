@@ -144,7 +144,7 @@ fn print_out<T: serde::Serialize>(json: bool, value: &T, human: impl Fn(&T) -> S
 }
 
 /// Through the daemon if one runs; otherwise straight from the pins.
-async fn detach(client: &Client, config: &PathBuf) -> anyhow::Result<DetachResponse> {
+async fn detach(client: &Client, config: &std::path::Path) -> anyhow::Result<DetachResponse> {
     match client.post::<_, DetachResponse>(hostgate_api::DETACH, &()).await {
         Ok(r) => Ok(r),
         Err(e) if e.is_unreachable() => {

@@ -1,0 +1,76 @@
+//! System packages the build and tests need, installed on demand.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// Debian packages, with what needs them.
+pub const BUILD_AND_TEST: &[(&str, &str)] = &[
+    ("clang-19", "compiles the BPF programs in xdp-ebpf/"),
+    ("libbpf-dev", "bpf_helpers.h for the BPF programs"),
+    ("linux-libc-dev", "kernel UAPI headers for the BPF programs"),
+    ("iproute2", "ip and tc for test namespaces"),
+    ("iputils-ping", "ping in tests and the demo"),
+    ("util-linux", "nsenter to run the daemon inside a namespace"),
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Installs whatever of `packages` is missing, saying what and why.
+pub fn ensure(packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&(&str, &str)> = packages.iter().filter(|(p, _)| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (pkg, why) in &missing {
+        println!("xtask: installing {pkg}: {why}");
+    }
+    let names: Vec<&str> = missing.iter().map(|(p, _)| *p).collect();
+    if !is_root() {
+        bail!("missing packages; run as root: apt-get install -y {}", names.join(" "));
+    }
+    let update = Command::new("apt-get").args(["update", "-q"]).status().context("running apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed");
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&names)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !status.success() {
+        bail!("apt-get install {} failed", names.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs cargo with `args` from the workspace root, failing on a non-zero exit.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo).args(args).current_dir(workspace_root()).status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|p| p.to_path_buf()).unwrap_or_default()
+}
+
+/// The target directory cargo builds into (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Whether we run as root (the owner of our /proc entry is uid 0).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
