@@ -15,7 +15,7 @@
 
 #include <linux/types.h>
 
-#define HG_LAYOUT_VERSION 1
+#define HG_LAYOUT_VERSION 2
 
 /* Where a program is attached. */
 enum hg_hook {
@@ -60,6 +60,92 @@ struct hg_counter {
 /* hg_stats is indexed by (hook, proto, verdict), row-major. */
 #define HG_STATS_ENTRIES (HG_HOOK_MAX * HG_PROTO_MAX * HG_VERDICT_MAX)
 
+/* ---- Load balancer ---------------------------------------------------- */
+
+#define HG_MAX_VIPS 512        /* VIP ids are 0..HG_MAX_VIPS-1 */
+#define HG_MAX_BACKENDS 4096   /* backend ids are 1..HG_MAX_BACKENDS-1; 0 = none */
+#define HG_CT_ENTRIES 262144   /* LRU connection table size */
+/* Template size of a Maglev ring; real rings may differ (BPF_F_INNER_MAP). */
+#define HG_RING_TEMPLATE 7
+
+/* Address families as stored in keys. */
+enum hg_family {
+	HG_FAMILY_V4 = 4,
+	HG_FAMILY_V6 = 6,
+};
+
+/* Backend forwarding modes. */
+enum hg_mode {
+	HG_MODE_NAT = 0,   /* local container: DNAT + redirect, reverse NAT at TC */
+	HG_MODE_DSR = 1,   /* remote node: IPIP / IP6IP6 to the node address */
+};
+
+/*
+ * VIP lookup key. Addresses are in network order; an IPv4 address fills
+ * addr[0] and leaves the rest zero. port = 0 and proto = 0 is the
+ * address-only wildcard VIP, looked up after the exact one misses.
+ */
+struct hg_vip_key {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+/* What a VIP maps to (map hg_vips). */
+struct hg_vip {
+	__u32 id;          /* index into hg_maglev and hg_vip_stats */
+	__u32 ring_size;   /* slots in this VIP's Maglev ring */
+};
+
+/* A backend (map hg_backends, indexed by backend id). */
+struct hg_backend {
+	__be32 addr[4];    /* where packets go (container address) */
+	__be32 node[4];    /* DSR: the underlay address of the hosting node */
+	__be16 port;       /* destination port at the backend; 0 keeps the VIP's */
+	__u8 family;
+	__u8 mode;         /* enum hg_mode */
+	__u32 flags;       /* HG_BACKEND_* */
+};
+
+#define HG_BACKEND_ACTIVE 1  /* takes packets; cleared entries are holes */
+
+/*
+ * A flow as seen on the wire: the connection table key (client -> VIP) and
+ * the reverse-NAT key (backend -> client) share this shape.
+ */
+struct hg_flow_key {
+	__be32 src[4];
+	__be32 dst[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;         /* always zero: part of the hash key */
+};
+
+/* Connection table entry (map hg_conntrack). */
+struct hg_ct_entry {
+	__u32 backend_id;
+	__u32 vip_id;
+	__u64 last_seen_ns;
+};
+
+/* Reverse NAT entry (map hg_rnat): what a backend's reply must look like. */
+struct hg_rnat_entry {
+	__be32 vip[4];
+	__be16 vip_port;
+	__u8 family;
+	__u8 pad;
+};
+
+/* Per-VIP and per-backend counters (maps hg_vip_stats, hg_backend_stats). */
+struct hg_lb_counter {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+};
+
 /*
  * The enums above only reach the object's BTF if some emitted entity refers
  * to them. This struct is that entity (see hg_abi in stats.h); it is never
@@ -69,6 +155,8 @@ struct hg_abi_enums {
 	enum hg_hook hook;
 	enum hg_proto proto;
 	enum hg_verdict verdict;
+	enum hg_family family;
+	enum hg_mode mode;
 };
 
 #endif /* HOSTGATE_ABI_H */

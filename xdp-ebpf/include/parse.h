@@ -34,6 +34,16 @@
 #define HG_IP_OFFSET_MASK 0x1fff
 #define HG_IP6_OFFSET_MASK 0xfff8
 
+/*
+ * Largest header offset later stages may use. The verifier only grants a
+ * packet range to pointers whose variable offset is bounded well below
+ * 64 KiB, so users mask offsets with this (see HG_PTR); L4 headers further
+ * in are reported as absent.
+ */
+#define HG_MAX_HDR_OFF 1023
+/* A pointer @off bytes into the packet, with the offset bounded for the verifier. */
+#define HG_PTR(data, off) ((void *)(data) + ((off) & HG_MAX_HDR_OFF))
+
 #ifndef ETH_P_8021AD
 #define ETH_P_8021AD 0x88A8
 #endif
@@ -124,7 +134,7 @@ static __always_inline int hg_parse_l4(struct hg_pkt *pkt, void *data, void *l4,
 	if (len < 0)
 		return -1;
 	pkt->l4_off = l4 - data;
-	pkt->has_l4 = len > 0;
+	pkt->has_l4 = len > 0 && pkt->l4_off <= HG_MAX_HDR_OFF;
 	pkt->proto_class = hg_class(pkt->l3_proto, pkt->l4_proto);
 	return 0;
 }

@@ -7,8 +7,7 @@
  *   hg_tc_container   TC ingress (TCX) on each container-facing veth: everything
  *                     a container sends.
  *
- * For now both pass every packet; the load balancer and firewall plug in
- * between parse and count.
+ * The load balancer sits between parse and count; the firewall will too.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -17,6 +16,7 @@
 #include "hostgate_abi.h"
 #include "parse.h"
 #include "stats.h"
+#include "lb.h"
 
 /* Bytes of headers the TC program wants in the linear part of an skb. */
 #define HG_TC_PULL_LEN 128
@@ -28,10 +28,18 @@ int hg_xdp_uplink(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct hg_pkt pkt;
 
-	hg_parse(data, data_end, &pkt);
-	hg_count(HG_HOOK_XDP_UPLINK, pkt.proto_class, HG_VERDICT_PASS,
-		 data_end - data);
-	return XDP_PASS;
+	__u32 verdict = HG_VERDICT_PASS;
+	__u64 bytes = data_end - data;
+	int action = XDP_PASS;
+
+	if (hg_parse(data, data_end, &pkt) == 0) {
+		int lb = hg_lb_xdp(ctx, &pkt, &verdict);
+
+		if (lb >= 0)
+			action = lb;
+	}
+	hg_count(HG_HOOK_XDP_UPLINK, pkt.proto_class, verdict, bytes);
+	return action;
 }
 
 SEC("classifier")
@@ -44,7 +52,8 @@ int hg_tc_container(struct __sk_buff *skb)
 	if (skb->data_end - skb->data < len)
 		bpf_skb_pull_data(skb, len < HG_TC_PULL_LEN ? len : HG_TC_PULL_LEN);
 
-	hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt);
+	if (hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt) == 0)
+		hg_lb_reverse_nat(skb, &pkt);
 	hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, HG_VERDICT_PASS, len);
 	return TC_ACT_OK;
 }

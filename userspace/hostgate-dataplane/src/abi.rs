@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 /// Layout version of every map; part of the pin path (see [`crate::pins`]).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// One slot of `hg_stats`: `struct hg_counter`.
 #[repr(C)]
@@ -29,7 +29,7 @@ impl std::ops::AddAssign for Counter {
 /// Declares a `#[repr(u32)]` enum mirroring a C enum, with its C names, its
 /// display names and the list of all variants (excluding the C `*_MAX`).
 macro_rules! abi_enum {
-    ($(#[$m:meta])* $name:ident, $c_name:literal, max = $c_max:literal {
+    ($(#[$m:meta])* $name:ident, $c_name:literal, max = $c_max:expr, {
         $($variant:ident = $value:literal, $c_variant:literal, $display:literal;)*
     }) => {
         $(#[$m])*
@@ -43,8 +43,8 @@ macro_rules! abi_enum {
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
             /// Name of the C enum this mirrors.
             pub const C_NAME: &'static str = $c_name;
-            /// Name of the C enumerator that counts the variants.
-            pub const C_MAX: &'static str = $c_max;
+            /// Name of the C enumerator that counts the variants, if any.
+            pub const C_MAX: Option<&'static str> = $c_max;
             /// Number of variants, the value of the C `*_MAX`.
             pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -69,7 +69,7 @@ macro_rules! abi_enum {
 
 abi_enum!(
     /// Where a program is attached: `enum hg_hook`.
-    Hook, "hg_hook", max = "HG_HOOK_MAX" {
+    Hook, "hg_hook", max = Some("HG_HOOK_MAX"), {
         XdpUplink = 0, "HG_HOOK_XDP_UPLINK", "xdp-uplink";
         TcContainer = 1, "HG_HOOK_TC_CONTAINER", "tc-container";
     }
@@ -77,7 +77,7 @@ abi_enum!(
 
 abi_enum!(
     /// Protocol class of a packet: `enum hg_proto`.
-    Proto, "hg_proto", max = "HG_PROTO_MAX" {
+    Proto, "hg_proto", max = Some("HG_PROTO_MAX"), {
         NonIp = 0, "HG_PROTO_NON_IP", "non-ip";
         Ipv4Tcp = 1, "HG_PROTO_IPV4_TCP", "ipv4-tcp";
         Ipv4Udp = 2, "HG_PROTO_IPV4_UDP", "ipv4-udp";
@@ -95,11 +95,27 @@ abi_enum!(
 
 abi_enum!(
     /// What a program decided: `enum hg_verdict`.
-    Verdict, "hg_verdict", max = "HG_VERDICT_MAX" {
+    Verdict, "hg_verdict", max = Some("HG_VERDICT_MAX"), {
         Pass = 0, "HG_VERDICT_PASS", "pass";
         Drop = 1, "HG_VERDICT_DROP", "drop";
         Tx = 2, "HG_VERDICT_TX", "tx";
         Redirect = 3, "HG_VERDICT_REDIRECT", "redirect";
+    }
+);
+
+abi_enum!(
+    /// Address family in keys: `enum hg_family`.
+    Family, "hg_family", max = None, {
+        V4 = 4, "HG_FAMILY_V4", "ipv4";
+        V6 = 6, "HG_FAMILY_V6", "ipv6";
+    }
+);
+
+abi_enum!(
+    /// Backend forwarding mode: `enum hg_mode`.
+    Mode, "hg_mode", max = None, {
+        Nat = 0, "HG_MODE_NAT", "nat";
+        Dsr = 1, "HG_MODE_DSR", "dsr";
     }
 );
 
@@ -111,9 +127,138 @@ pub fn stats_index(hook: Hook, proto: Proto, verdict: Verdict) -> u32 {
     (hook as u32 * Proto::COUNT + proto as u32) * Verdict::COUNT + verdict as u32
 }
 
+pub const MAX_VIPS: u32 = 512;
+pub const MAX_BACKENDS: u32 = 4096;
+pub const CT_ENTRIES: u32 = 262_144;
+/// `BPF_F_INNER_MAP`: inner maps of hg_maglev may differ in size.
+pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+pub const BACKEND_ACTIVE: u32 = 1;
+
+/// An address as the maps keep it: network-order bytes in four words; an
+/// IPv4 address fills the first word.
+pub fn addr_words(addr: std::net::IpAddr) -> [u32; 4] {
+    let mut bytes = [0u8; 16];
+    match addr {
+        std::net::IpAddr::V4(a) => bytes[..4].copy_from_slice(&a.octets()),
+        std::net::IpAddr::V6(a) => bytes.copy_from_slice(&a.octets()),
+    }
+    let w = |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+pub fn family_of(addr: std::net::IpAddr) -> Family {
+    if addr.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    }
+}
+
+/// A port as the maps keep it (network order in memory).
+pub fn port_be(port: u16) -> u16 {
+    port.to_be()
+}
+
+/// `struct hg_vip_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// `struct hg_vip`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vip {
+    pub id: u32,
+    pub ring_size: u32,
+}
+
+/// `struct hg_backend`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    pub node: [u32; 4],
+    pub port: u16,
+    pub family: u8,
+    pub mode: u8,
+    pub flags: u32,
+}
+
+/// `struct hg_flow_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub pad: u16,
+}
+
+/// `struct hg_ct_entry`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    pub backend_id: u32,
+    pub vip_id: u32,
+    pub last_seen_ns: u64,
+}
+
+/// `struct hg_rnat_entry`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RnatEntry {
+    pub vip: [u32; 4],
+    pub vip_port: u16,
+    pub family: u8,
+    pub pad: u8,
+}
+
+/// `struct hg_lb_counter`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LbCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl std::ops::AddAssign for LbCounter {
+    fn add_assign(&mut self, rhs: Self) {
+        self.packets += rhs.packets;
+        self.bytes += rhs.bytes;
+        self.new_flows += rhs.new_flows;
+    }
+}
+
+// SAFETY: all of these are plain old data without padding holes the kernel
+// could leave uninitialised (explicit pad fields), every bit pattern valid.
+unsafe impl aya::Pod for VipKey {}
+unsafe impl aya::Pod for Vip {}
+unsafe impl aya::Pod for Backend {}
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for CtEntry {}
+unsafe impl aya::Pod for RnatEntry {}
+unsafe impl aya::Pod for LbCounter {}
+
 /// Map and program names in the object, shared by the loader and the tests.
 pub mod names {
     pub const STATS_MAP: &str = "hg_stats";
+    pub const VIPS: &str = "hg_vips";
+    pub const MAGLEV: &str = "hg_maglev";
+    pub const BACKENDS: &str = "hg_backends";
+    pub const CONNTRACK: &str = "hg_conntrack";
+    pub const RNAT: &str = "hg_rnat";
+    pub const VIP_STATS: &str = "hg_vip_stats";
+    pub const BACKEND_STATS: &str = "hg_backend_stats";
+    pub const TX_PORTS: &str = "hg_tx_ports";
     pub const XDP_UPLINK: &str = "hg_xdp_uplink";
     pub const TC_CONTAINER: &str = "hg_tc_container";
 }

@@ -107,7 +107,7 @@ mod tests {
     use object::{Object, ObjectSection};
 
     use super::*;
-    use crate::abi::{self, Counter, Hook, Proto, Verdict};
+    use crate::abi::{self, Counter, Family, Hook, Mode, Proto, Verdict};
 
     fn layouts() -> BtfLayouts {
         let obj = object::File::parse(crate::BPF_OBJECT).expect("built BPF object is ELF");
@@ -130,14 +130,16 @@ mod tests {
     fn check_enum<E: Copy>(
         l: &BtfLayouts,
         c_enum: &str,
-        max: &str,
+        max: Option<&str>,
         all: &[E],
         name: fn(E) -> &'static str,
         value: fn(E) -> u32,
     ) {
         let btf = &l.enums[c_enum];
         let mut expected: Vec<(String, i64)> = all.iter().map(|&v| (name(v).to_string(), value(v) as i64)).collect();
-        expected.push((max.to_string(), all.len() as i64));
+        if let Some(max) = max {
+            expected.push((max.to_string(), all.len() as i64));
+        }
         assert_eq!(btf, &expected, "enum {c_enum} differs between C and Rust");
     }
 
@@ -147,6 +149,32 @@ mod tests {
         check_enum(&l, Hook::C_NAME, Hook::C_MAX, Hook::ALL, Hook::c_name, |v| v as u32);
         check_enum(&l, Proto::C_NAME, Proto::C_MAX, Proto::ALL, Proto::c_name, |v| v as u32);
         check_enum(&l, Verdict::C_NAME, Verdict::C_MAX, Verdict::ALL, Verdict::c_name, |v| v as u32);
+        check_enum(&l, Family::C_NAME, Family::C_MAX, Family::ALL, Family::c_name, |v| v as u32);
+        check_enum(&l, Mode::C_NAME, Mode::C_MAX, Mode::ALL, Mode::c_name, |v| v as u32);
+    }
+
+    /// Asserts that Rust struct `$ty` has C struct `$c`'s size and field offsets.
+    macro_rules! check_struct {
+        ($l:expr, $c:literal, $ty:ty, [$($field:ident),*]) => {{
+            let (size, members) = &$l.structs[$c];
+            assert_eq!(*size as usize, size_of::<$ty>(), "size of {}", $c);
+            let expected: Vec<(String, u32)> =
+                vec![$((stringify!($field).to_string(), offset_of!($ty, $field) as u32 * 8)),*];
+            assert_eq!(members, &expected, "fields of {}", $c);
+        }};
+    }
+
+    #[test]
+    fn lb_structs_match_c() {
+        use crate::abi::*;
+        let l = layouts();
+        check_struct!(l, "hg_vip_key", VipKey, [addr, port, proto, family]);
+        check_struct!(l, "hg_vip", Vip, [id, ring_size]);
+        check_struct!(l, "hg_backend", Backend, [addr, node, port, family, mode, flags]);
+        check_struct!(l, "hg_flow_key", FlowKey, [src, dst, sport, dport, proto, family, pad]);
+        check_struct!(l, "hg_ct_entry", CtEntry, [backend_id, vip_id, last_seen_ns]);
+        check_struct!(l, "hg_rnat_entry", RnatEntry, [vip, vip_port, family, pad]);
+        check_struct!(l, "hg_lb_counter", LbCounter, [packets, bytes, new_flows]);
     }
 
     #[test]
@@ -156,6 +184,24 @@ mod tests {
         assert_eq!(map.max_entries(), abi::STATS_ENTRIES);
         assert_eq!(map.value_size() as usize, size_of::<Counter>());
         assert_eq!(map.key_size() as usize, size_of::<u32>());
+    }
+
+    #[test]
+    fn lb_map_geometry_matches() {
+        let obj = aya_obj::Object::parse(crate::BPF_OBJECT).expect("object parses");
+        let entries = |name: &str| obj.maps[name].max_entries();
+        assert_eq!(entries(abi::names::MAGLEV), abi::MAX_VIPS);
+        assert_eq!(entries(abi::names::VIP_STATS), abi::MAX_VIPS);
+        assert_eq!(entries(abi::names::BACKENDS), abi::MAX_BACKENDS);
+        assert_eq!(entries(abi::names::BACKEND_STATS), abi::MAX_BACKENDS);
+        assert_eq!(entries(abi::names::CONNTRACK), abi::CT_ENTRIES);
+        assert_eq!(obj.maps[abi::names::MAGLEV].inner().map(|m| m.map_flags()), Some(abi::BPF_F_INNER_MAP));
+        assert_eq!(hostgate_lb_limits(), (abi::MAX_VIPS, abi::MAX_BACKENDS));
+    }
+
+    /// The pure core's limits must match the maps'.
+    fn hostgate_lb_limits() -> (u32, u32) {
+        (hostgate_lb::model::MAX_VIPS, hostgate_lb::model::MAX_BACKENDS)
     }
 
     #[test]
