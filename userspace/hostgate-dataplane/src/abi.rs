@@ -161,7 +161,7 @@ pub fn port_be(port: u16) -> u16 {
 
 /// `struct hg_vip_key`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VipKey {
     pub addr: [u32; 4],
     pub port: u16,

@@ -12,6 +12,7 @@ pub mod abi;
 #[cfg(test)]
 mod btf_layout;
 pub mod counters;
+pub mod lb;
 pub mod pins;
 pub mod sys;
 
@@ -66,6 +67,10 @@ pub enum DataplaneError {
     Pin(#[from] aya::pin::PinError),
     #[error("{path}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("redirect table hg_tx_ports")]
+    TxPorts(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("load balancer map {map}")]
+    LbMap { map: &'static str, source: aya::maps::MapError },
 }
 
 /// Which XDP mode to use on uplinks.
@@ -147,6 +152,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     layout: PinLayout,
     attachments: Vec<Attachment>,
+    lb_applied: lb::LbApplied,
 }
 
 impl Dataplane {
@@ -193,7 +199,8 @@ impl Dataplane {
         for a in &attachments {
             info!(kind = %a.key.kind, iface = %a.key.iface, origin = ?a.origin, link_id = a.link_id, "attached");
         }
-        Ok(Dataplane { ebpf, layout, attachments })
+        set_tx_ports(&mut ebpf, &wanted)?;
+        Ok(Dataplane { ebpf, layout, attachments, lb_applied: lb::LbApplied::default() })
     }
 
     pub fn attachments(&self) -> &[Attachment] {
@@ -247,7 +254,7 @@ impl Dataplane {
 
     /// Detaches everything this node attached and removes its pins.
     pub fn detach(self) -> Result<DetachReport, DataplaneError> {
-        let Dataplane { ebpf, layout, attachments } = self;
+        let Dataplane { ebpf, layout, attachments, lb_applied: _ } = self;
         // Our fds must be closed for the links to go when their pins do.
         drop(attachments);
         drop(ebpf);
@@ -313,6 +320,21 @@ fn resolve_interfaces(spec: &DataplaneSpec) -> Result<Vec<(HookKind, String, u32
         out.push((kind, iface.clone(), ifindex));
     }
     Ok(out)
+}
+
+/// Lets XDP redirect into the container veths, and nowhere else.
+fn set_tx_ports(ebpf: &mut Ebpf, wanted: &[(HookKind, String, u32)]) -> Result<(), DataplaneError> {
+    let map = ebpf.map_mut(names::TX_PORTS).ok_or(DataplaneError::MissingMap(names::TX_PORTS))?;
+    let mut ports: aya::maps::DevMapHash<&mut aya::maps::MapData> = aya::maps::DevMapHash::try_from(map)?;
+    let want: BTreeSet<u32> = wanted.iter().filter(|(k, _, _)| *k == HookKind::Tc).map(|(_, _, i)| *i).collect();
+    let have: Vec<u32> = ports.keys().collect::<Result<_, _>>()?;
+    for stale in have.iter().filter(|i| !want.contains(i)) {
+        ports.remove(*stale)?;
+    }
+    for ifindex in want {
+        ports.insert(ifindex, ifindex, None, 0).map_err(|e| DataplaneError::TxPorts(Box::new(e)))?;
+    }
+    Ok(())
 }
 
 fn load_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {

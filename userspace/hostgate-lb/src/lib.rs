@@ -4,3 +4,4 @@
 
 pub mod maglev;
 pub mod model;
+pub mod plan;
