@@ -12,6 +12,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("iproute2", "ip and tc for test namespaces"),
     ("iputils-ping", "ping in tests and the demo"),
     ("util-linux", "nsenter to run the daemon inside a namespace"),
+    ("ethtool", "GRO and checksum settings of test veths"),
 ];
 
 fn installed(pkg: &str) -> bool {

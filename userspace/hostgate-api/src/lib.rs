@@ -101,3 +101,85 @@ pub struct DetachResponse {
     pub links: Vec<String>,
     pub pins_removed: usize,
 }
+
+pub const VIPS: &str = "/v1/vips";
+pub const VIP_SHOW: &str = "/v1/vips/show";
+pub const VIP_REMOVE: &str = "/v1/vips/remove";
+pub const BACKENDS: &str = "/v1/backends";
+pub const BACKEND_REMOVE: &str = "/v1/backends/remove";
+
+/// `POST /v1/vips`: declare a VIP.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VipRequest {
+    /// `ADDR`, `ADDR/PROTO` or `ADDR:PORT/PROTO`.
+    pub vip: String,
+    /// Maglev table size (a prime); the default is 65537.
+    pub ring_size: Option<u32>,
+}
+
+/// `POST /v1/vips/show` and `/v1/vips/remove`: name a VIP.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VipRef {
+    pub vip: String,
+}
+
+/// `POST /v1/backends`: add a backend to a VIP.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendRequest {
+    pub vip: String,
+    pub addr: String,
+    pub port: Option<u16>,
+    pub weight: Option<u32>,
+    /// `nat` (default) or `dsr`.
+    pub mode: Option<String>,
+    pub node: Option<String>,
+}
+
+/// `POST /v1/backends/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendRef {
+    pub vip: String,
+    /// `ADDR` or `ADDR:PORT` (`[V6]:PORT`), as `vip show` lists it.
+    pub backend: String,
+}
+
+/// Traffic through a VIP or backend since it was created.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendView {
+    /// `ADDR` or `ADDR:PORT`.
+    pub backend: String,
+    pub id: u32,
+    pub weight: u32,
+    pub mode: String,
+    pub node: Option<String>,
+    /// `healthy`, `unhealthy` or `unchecked`.
+    pub health: String,
+    pub traffic: Traffic,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VipView {
+    pub vip: String,
+    pub id: u32,
+    pub ring_size: u32,
+    pub backends: Vec<BackendView>,
+    pub traffic: Traffic,
+    /// Store revision that created or last changed the VIP.
+    pub revision: u64,
+}
+
+/// Answer to a change: the store revision it was written at, and whether
+/// the data plane already applied it when the answer was sent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Applied<T> {
+    pub revision: u64,
+    pub applied: bool,
+    pub value: T,
+}

@@ -12,19 +12,24 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{status, Daemon};
+use crate::{lb, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route(hostgate_api::STATUS, get(get_status))
         .route(hostgate_api::COUNTERS, get(get_counters))
         .route(hostgate_api::DETACH, post(detach))
+        .route(hostgate_api::VIPS, get(lb::list_vips).post(lb::add_vip))
+        .route(hostgate_api::VIP_SHOW, post(lb::show_vip))
+        .route(hostgate_api::VIP_REMOVE, post(lb::remove_vip))
+        .route(hostgate_api::BACKENDS, post(lb::add_backend))
+        .route(hostgate_api::BACKEND_REMOVE, post(lb::remove_backend))
         .fallback(not_found)
         .with_state(daemon)
 }
 
 /// An error answer: status code and a message for people.
-struct Failure(StatusCode, String);
+pub struct Failure(pub StatusCode, pub String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {

@@ -9,6 +9,7 @@
 //! the data plane attached: packets keep flowing while no daemon runs.
 
 mod api;
+mod lb;
 mod status;
 
 use std::{
@@ -31,6 +32,8 @@ pub struct Daemon {
     /// `None` after `hostgate dataplane detach`.
     pub dataplane: Mutex<Option<Dataplane>>,
     pub started_at: u64,
+    /// The store revision of `lb/` the data plane last applied.
+    pub lb_applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl Daemon {
@@ -95,8 +98,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         dataplane: Mutex::new(Some(dataplane)),
         started_at,
         config,
+        lb_applied: tokio::sync::watch::Sender::new(0),
     });
     publish_status(&daemon).await?;
+    tokio::spawn(lb::reconcile(daemon.clone()));
 
     let listener = bind_socket(&socket)?;
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");

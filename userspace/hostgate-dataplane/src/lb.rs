@@ -110,7 +110,8 @@ impl Dataplane {
 
     fn write_vips(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
         let map = self.ebpf.map_mut(names::VIPS).ok_or(DataplaneError::MissingMap(names::VIPS))?;
-        let mut vips: BpfHashMap<&mut MapData, VipKey, Vip> = BpfHashMap::try_from(map).map_err(map_err(names::VIPS))?;
+        let mut vips: BpfHashMap<&mut MapData, VipKey, Vip> =
+            BpfHashMap::try_from(map).map_err(map_err(names::VIPS))?;
         for v in &plan.vips {
             // ring_size 0 tells the program there is no ring: new flows are dropped.
             let value = Vip { id: v.id, ring_size: if v.ring.is_some() { v.ring_size } else { 0 } };
@@ -122,7 +123,8 @@ impl Dataplane {
     fn remove_stale(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
         let wanted: BTreeSet<VipKey> = plan.vips.iter().map(|v| vip_key(&v.key)).collect();
         let map = self.ebpf.map_mut(names::VIPS).ok_or(DataplaneError::MissingMap(names::VIPS))?;
-        let mut vips: BpfHashMap<&mut MapData, VipKey, Vip> = BpfHashMap::try_from(map).map_err(map_err(names::VIPS))?;
+        let mut vips: BpfHashMap<&mut MapData, VipKey, Vip> =
+            BpfHashMap::try_from(map).map_err(map_err(names::VIPS))?;
         let mut gone_vips = Vec::new();
         for key in vips.keys().collect::<Result<Vec<_>, _>>().map_err(map_err(names::VIPS))? {
             if !wanted.contains(&key) {
@@ -140,7 +142,9 @@ impl Dataplane {
         let mut backends: Array<&mut MapData, Backend> = Array::try_from(map).map_err(map_err(names::BACKENDS))?;
         let mut gone_backends = Vec::new();
         for id in 1..abi::MAX_BACKENDS {
-            if !plan.backends.contains_key(&id) && backends.get(&id, 0).map_err(map_err(names::BACKENDS))? != Backend::default() {
+            if !plan.backends.contains_key(&id)
+                && backends.get(&id, 0).map_err(map_err(names::BACKENDS))? != Backend::default()
+            {
                 backends.set(id, Backend::default(), 0).map_err(map_err(names::BACKENDS))?;
                 gone_backends.push(id);
             }
@@ -199,7 +203,8 @@ impl Dataplane {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut out);
-        let result = prog.test_run(opts).map_err(|source| DataplaneError::Program { name: names::XDP_UPLINK, source })?;
+        let result =
+            prog.test_run(opts).map_err(|source| DataplaneError::Program { name: names::XDP_UPLINK, source })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
     }

@@ -28,6 +28,15 @@ use hostgate_testbed::{
 
 const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-test";
 
+/// Removes a directory of pins on drop, whatever happened.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Removes a test node's pins on drop, whatever happened.
 struct PinGuard(PinLayout);
 
@@ -137,7 +146,7 @@ fn parser_classifies_every_shape() {
     }
     let dir = PathBuf::from(PIN_ROOT).join(unique_name("parse"));
     std::fs::create_dir_all(&dir).expect("pin dir on bpffs");
-    let _guard = PinGuard(PinLayout::new(Path::new(PIN_ROOT), dir.file_name().and_then(|n| n.to_str()).unwrap_or("x")));
+    let _guard = DirGuard(dir.clone());
     let mut ebpf = EbpfLoader::new().default_map_pin_directory(&dir).load(BPF_OBJECT).expect("object loads");
     let prog: &mut Xdp = ebpf.program_mut(names::XDP_UPLINK).expect("program").try_into().expect("xdp");
     prog.load().expect("verifier accepts the XDP program");
@@ -162,7 +171,6 @@ fn parser_classifies_every_shape() {
             "{what}: bytes"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs `f` on a thread inside `ns`, where interface names resolve.

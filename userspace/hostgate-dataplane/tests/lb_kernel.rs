@@ -65,7 +65,15 @@ fn vip(s: &str, id: u32) -> VipSpec {
 }
 
 fn backend(v: &str, addr: &str, port: Option<u16>, weight: u32, id: u32) -> BackendSpec {
-    BackendSpec { vip: v.parse().expect("vip"), addr: addr.parse().expect("addr"), port, weight, mode: Mode::Nat, node: None, id }
+    BackendSpec {
+        vip: v.parse().expect("vip"),
+        addr: addr.parse().expect("addr"),
+        port,
+        weight,
+        mode: Mode::Nat,
+        node: None,
+        id,
+    }
 }
 
 /// Destination address and port of an output frame, after checking its checksums.
@@ -190,11 +198,8 @@ fn ipv6_udp_wildcard_and_misses() {
         assert_eq!(action, XDP_PASS);
         seen.insert(dest_checked(&out));
     }
-    let expected: BTreeSet<(IpAddr, u16)> = [
-        ("2001:db8:51:1::2".parse().expect("ip"), 53),
-        ("2001:db8:51:2::2".parse().expect("ip"), 5353),
-    ]
-    .into();
+    let expected: BTreeSet<(IpAddr, u16)> =
+        [("2001:db8:51:1::2".parse().expect("ip"), 53), ("2001:db8:51:2::2".parse().expect("ip"), 5353)].into();
     assert_eq!(seen, expected);
 
     // The address-only VIP takes any port and protocol; UDP without a checksum stays without.
@@ -209,7 +214,10 @@ fn ipv6_udp_wildcard_and_misses() {
     assert_eq!(&out[40..42], &[0, 0], "no checksum stays no checksum");
 
     // A VIP without backends drops; traffic to other addresses passes untouched.
-    let (action, _) = node.dp().xdp_test_run(&Packet::ipv4([198, 18, 0, 2], [203, 0, 113, 30]).tcp(1, 80, tcp_flags::SYN).build()).expect("run");
+    let (action, _) = node
+        .dp()
+        .xdp_test_run(&Packet::ipv4([198, 18, 0, 2], [203, 0, 113, 30]).tcp(1, 80, tcp_flags::SYN).build())
+        .expect("run");
     assert_eq!(action, XDP_DROP);
     let other = Packet::ipv4([198, 18, 0, 2], [203, 0, 113, 99]).tcp(1, 80, tcp_flags::SYN).build();
     let (action, out) = node.dp().xdp_test_run(&other).expect("run");

@@ -84,7 +84,12 @@ pub fn build(vips: &[VipSpec], backends: &[BackendSpec], unhealthy: &BTreeSet<u3
             .filter(|b| !unhealthy.contains(&b.id))
             .map(|b| MaglevBackend { id: b.id, identity: b.identity(), weight: b.weight })
             .collect();
-        plan.vips.push(PlannedVip { key: v.key, id: v.id, ring_size: v.ring_size, ring: maglev::build(&members, v.ring_size) });
+        plan.vips.push(PlannedVip {
+            key: v.key,
+            id: v.id,
+            ring_size: v.ring_size,
+            ring: maglev::build(&members, v.ring_size),
+        });
     }
     (plan, skipped)
 }
@@ -126,7 +131,11 @@ mod tests {
     #[test]
     fn draining_backend_keeps_flows_but_no_slots() {
         let v = "203.0.113.10:80/tcp";
-        let (plan, _) = build(&[vip(v, 0)], &[backend(v, "198.51.100.6", 1, 1), backend(v, "198.51.100.10", 2, 0)], &BTreeSet::new());
+        let (plan, _) = build(
+            &[vip(v, 0)],
+            &[backend(v, "198.51.100.6", 1, 1), backend(v, "198.51.100.10", 2, 0)],
+            &BTreeSet::new(),
+        );
         assert!(plan.vips[0].ring.as_ref().expect("ring").iter().all(|id| *id == 1));
         assert!(plan.backends[&2].active, "weight 0 drains: established flows continue");
     }
@@ -142,7 +151,10 @@ mod tests {
     fn orphans_and_invalid_backends_are_reported() {
         let (plan, skipped) = build(
             &[vip("203.0.113.10:80/tcp", 0)],
-            &[backend("203.0.113.11:80/tcp", "198.51.100.6", 1, 1), backend("203.0.113.10:80/tcp", "2001:db8::6", 2, 1)],
+            &[
+                backend("203.0.113.11:80/tcp", "198.51.100.6", 1, 1),
+                backend("203.0.113.10:80/tcp", "2001:db8::6", 2, 1),
+            ],
             &BTreeSet::new(),
         );
         assert!(plan.backends.is_empty());

@@ -11,6 +11,7 @@ pub mod netns;
 pub mod packet;
 pub mod process;
 pub mod sender;
+pub mod servers;
 pub mod topology;
 
 pub use netns::{Netns, TestbedError};

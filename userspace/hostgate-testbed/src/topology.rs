@@ -92,6 +92,10 @@ impl NodeTopology {
                 ns.ip(["neigh", "replace", &peer, "lladdr", &fmt_mac(peer_mac), "dev", dev, "nud", "permanent"])?;
             }
         }
+        // A physical uplink delivers frames with complete checksums; a veth
+        // would pass the client's checksum offload (CHECKSUM_PARTIAL) along,
+        // which XDP cannot see. Emulate the wire.
+        client.exec("ethtool", ["-K", CLIENT_IFACE, "tx", "off"])?;
         // The client reaches containers and customer IPs through the node.
         for prefix in ["198.51.100.0/24", "203.0.113.0/24"] {
             client.ip(["route", "add", prefix, "via", &NODE_V4.to_string()])?;
@@ -129,6 +133,10 @@ impl NodeTopology {
         ns.ip(["addr", "add", &format!("{v4}/30"), "dev", CONTAINER_IFACE])?;
         ns.ip(["addr", "add", &format!("{v6}/64"), "dev", CONTAINER_IFACE, "nodad"])?;
         ns.ip(["link", "set", CONTAINER_IFACE, "up"])?;
+        // XDP_REDIRECT into a veth is dropped unless the receiving end runs
+        // NAPI: GRO on the container side turns it on (as a container
+        // runtime would be asked to).
+        ns.exec("ethtool", ["-K", CONTAINER_IFACE, "gro", "on"])?;
         ns.ip(["route", "add", "198.18.0.0/15", "via", &gateway_v4.to_string()])?;
         ns.ip(["route", "add", "203.0.113.0/24", "via", &gateway_v4.to_string()])?;
         ns.ip(["-6", "route", "add", "2001:db8::/32", "via", &gateway_v6.to_string()])?;

@@ -42,6 +42,16 @@ enum Command {
         #[command(subcommand)]
         command: DataplaneCommand,
     },
+    /// Load-balanced customer IPs (VIPs).
+    Vip {
+        #[command(subcommand)]
+        command: VipCommand,
+    },
+    /// Backends of a VIP.
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -66,6 +76,65 @@ enum DataplaneCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum VipCommand {
+    /// Declare a VIP: all traffic to ADDR, or only PROTO (and PORT).
+    Add {
+        /// The address (or a full VIP: ADDR:PORT/PROTO).
+        addr: String,
+        #[arg(long, value_parser = ["tcp", "udp"])]
+        proto: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        /// Maglev table size, a prime (default 65537).
+        #[arg(long)]
+        ring_size: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every VIP with its backends and traffic.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One VIP: backends, health, live traffic per backend.
+    Show {
+        /// ADDR, ADDR/PROTO or ADDR:PORT/PROTO (as `vip list` shows it).
+        vip: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a VIP and its backends.
+    Remove { vip: String },
+}
+
+#[derive(Subcommand)]
+enum BackendCommand {
+    /// Add a backend to a VIP.
+    Add {
+        /// The VIP, as `vip list` shows it.
+        vip: String,
+        /// The backend's address.
+        addr: String,
+        /// Destination port at the backend (default: the VIP's).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Relative share of new flows; 0 drains (default 1).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// nat: a container on this node; dsr: on another node (--node).
+        #[arg(long, value_parser = ["nat", "dsr"])]
+        mode: Option<String>,
+        /// The node hosting the backend (dsr).
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a backend (ADDR or ADDR:PORT, as `vip show` lists it).
+    Remove { vip: String, backend: String },
 }
 
 #[derive(Subcommand)]
@@ -126,9 +195,64 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let report = detach(&client, &config).await?;
             print_out(json, &report, output::detach)
         }
+        Command::Vip { command } => vip(&client, command).await,
+        Command::Backend { command } => backend(&client, command).await,
         Command::Config { command: ConfigCommand::Check { file } } => {
             let c = Config::load(&file)?;
             println!("{}: ok (node {}, {} uplink(s))", file.display(), c.node_name, c.dataplane.uplinks.len());
+            Ok(())
+        }
+    }
+}
+
+/// `203.0.113.10` + tcp + 80 -> `203.0.113.10:80/tcp`.
+fn vip_string(addr: &str, proto: Option<String>, port: Option<u16>) -> anyhow::Result<String> {
+    let host =
+        if addr.contains(':') && !addr.contains('[') && port.is_some() { format!("[{addr}]") } else { addr.into() };
+    Ok(match (proto, port) {
+        (Some(proto), Some(port)) => format!("{host}:{port}/{proto}"),
+        (Some(proto), None) => format!("{host}/{proto}"),
+        (None, Some(_)) => anyhow::bail!("--port needs --proto tcp|udp"),
+        (None, None) => addr.to_string(),
+    })
+}
+
+async fn vip(client: &Client, command: VipCommand) -> anyhow::Result<()> {
+    use hostgate_api::{Applied, VipRef, VipRequest, VipView};
+    match command {
+        VipCommand::Add { addr, proto, port, ring_size, json } => {
+            let req = VipRequest { vip: vip_string(&addr, proto, port)?, ring_size };
+            let r: Applied<VipView> = client.post(hostgate_api::VIPS, &req).await?;
+            print_out(json, &r, |r| output::applied(r, &format!("VIP {} added (id {})", r.value.vip, r.value.id)))
+        }
+        VipCommand::List { json } => {
+            let vips: Vec<VipView> = client.get(hostgate_api::VIPS).await?;
+            print_out(json, &vips, |v| output::vip_list(v).to_string())
+        }
+        VipCommand::Show { vip, json } => {
+            let v: VipView = client.post(hostgate_api::VIP_SHOW, &VipRef { vip }).await?;
+            print_out(json, &v, output::vip_show)
+        }
+        VipCommand::Remove { vip } => {
+            let r: Applied<String> = client.post(hostgate_api::VIP_REMOVE, &VipRef { vip }).await?;
+            println!("{}", output::applied(&r, &format!("VIP {} removed", r.value)));
+            Ok(())
+        }
+    }
+}
+
+async fn backend(client: &Client, command: BackendCommand) -> anyhow::Result<()> {
+    use hostgate_api::{Applied, BackendRef, BackendRequest, VipView};
+    match command {
+        BackendCommand::Add { vip, addr, port, weight, mode, node, json } => {
+            let req = BackendRequest { vip, addr: addr.clone(), port, weight, mode, node };
+            let r: Applied<VipView> = client.post(hostgate_api::BACKENDS, &req).await?;
+            print_out(json, &r, |r| output::applied(r, &format!("backend {addr} added to {}", r.value.vip)))
+        }
+        BackendCommand::Remove { vip, backend } => {
+            let r: Applied<VipView> =
+                client.post(hostgate_api::BACKEND_REMOVE, &BackendRef { vip, backend: backend.clone() }).await?;
+            println!("{}", output::applied(&r, &format!("backend {backend} removed from {}", r.value.vip)));
             Ok(())
         }
     }

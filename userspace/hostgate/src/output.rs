@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use comfy_table::{presets::NOTHING, Table};
-use hostgate_api::{CounterRow, DetachResponse, Status};
+use hostgate_api::{Applied, CounterRow, DetachResponse, Status, VipView};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -88,4 +88,56 @@ pub fn detach(r: &DetachResponse) -> String {
         return format!("nothing was attached ({} pins removed)", r.pins_removed);
     }
     format!("detached {} ({} pins removed)", r.links.join(", "), r.pins_removed)
+}
+
+pub fn applied<T>(r: &Applied<T>, what: &str) -> String {
+    if r.applied {
+        format!("{what} (revision {}, applied)", r.revision)
+    } else {
+        format!("{what} (revision {}; not yet applied to the data plane)", r.revision)
+    }
+}
+
+pub fn vip_list(vips: &[VipView]) -> Table {
+    let mut t = table(&["VIP", "ID", "BACKENDS", "PACKETS", "BYTES", "FLOWS"]);
+    for v in vips {
+        t.add_row(vec![
+            v.vip.clone(),
+            v.id.to_string(),
+            v.backends.len().to_string(),
+            v.traffic.packets.to_string(),
+            v.traffic.bytes.to_string(),
+            v.traffic.new_flows.to_string(),
+        ]);
+    }
+    if vips.is_empty() {
+        t.add_row(vec!["(no VIPs; hostgate vip add ...)"]);
+    }
+    t
+}
+
+pub fn vip_show(v: &VipView) -> String {
+    let mut out = format!(
+        "vip        {} (id {}, ring {} slots, revision {})\ntraffic    {} packets, {} bytes, {} flows\n\n",
+        v.vip, v.id, v.ring_size, v.revision, v.traffic.packets, v.traffic.bytes, v.traffic.new_flows
+    );
+    let mut t = table(&["BACKEND", "ID", "WEIGHT", "MODE", "NODE", "HEALTH", "PACKETS", "BYTES", "FLOWS"]);
+    for b in &v.backends {
+        t.add_row(vec![
+            b.backend.clone(),
+            b.id.to_string(),
+            b.weight.to_string(),
+            b.mode.clone(),
+            b.node.clone().unwrap_or("-".into()),
+            b.health.clone(),
+            b.traffic.packets.to_string(),
+            b.traffic.bytes.to_string(),
+            b.traffic.new_flows.to_string(),
+        ]);
+    }
+    if v.backends.is_empty() {
+        t.add_row(vec!["(no backends: new flows are dropped)"]);
+    }
+    out += &t.to_string();
+    out
 }

@@ -1,0 +1,145 @@
+//! The load balancer end to end: the real daemon in a namespace, VIPs and
+//! backends declared with the real CLI, real TCP and UDP servers in
+//! container namespaces, real clients.
+
+mod common;
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use common::TestNode;
+use hostgate_api::VipView;
+use hostgate_testbed::{privileged, servers};
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tally(answers: &[Result<String, String>]) -> BTreeMap<String, usize> {
+    let mut t = BTreeMap::new();
+    for a in answers {
+        *t.entry(a.clone().unwrap_or_else(|e| format!("error: {e}"))).or_default() += 1;
+    }
+    t
+}
+
+#[test]
+fn tcp_vip_spreads_by_weight_over_real_connections() {
+    if !privileged("tcp_vip_spreads_by_weight_over_real_connections") {
+        return;
+    }
+    let mut node = TestNode::new("lbtcp", 3);
+    node.start_daemon();
+    let _servers: Vec<_> = node
+        .topo
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            servers::tcp_identity(&c.ns.path(), "0.0.0.0:80".parse().expect("addr"), &format!("c{}", i + 1))
+                .expect("server")
+        })
+        .collect();
+
+    let out = ok(node.cli(&["vip", "add", "203.0.113.10", "--proto", "tcp", "--port", "80"]));
+    assert!(out.contains("VIP 203.0.113.10:80/tcp added") && out.contains("applied"), "{out}");
+    for (i, weight) in [(0, "1"), (1, "2"), (2, "1")] {
+        let addr = node.topo.containers[i].v4.to_string();
+        ok(node.cli(&["backend", "add", "203.0.113.10:80/tcp", &addr, "--weight", weight]));
+    }
+
+    const N: usize = 400;
+    let answers =
+        servers::tcp_ask(&node.topo.client.path(), "203.0.113.10:80".parse().expect("vip"), N).expect("client");
+    let t = tally(&answers);
+    assert_eq!(t.keys().filter(|k| k.starts_with("error")).count(), 0, "failed connections: {t:?}");
+    for (name, share) in [("c1", 0.25), ("c2", 0.5), ("c3", 0.25)] {
+        let got = *t.get(name).unwrap_or(&0) as f64 / N as f64;
+        assert!((got - share).abs() < 0.1, "{name}: {got} of connections, weight share {share}: {t:?}");
+    }
+
+    // Live per-backend traffic: every connection was a new flow on some backend.
+    let v: VipView =
+        serde_json::from_str(&ok(node.cli(&["vip", "show", "203.0.113.10:80/tcp", "--json"]))).expect("json");
+    assert_eq!(v.backends.len(), 3);
+    let flows: u64 = v.backends.iter().map(|b| b.traffic.new_flows).sum();
+    assert_eq!(flows, N as u64, "{v:?}");
+    assert_eq!(v.traffic.new_flows, N as u64);
+    let human = ok(node.cli(&["vip", "show", "203.0.113.10:80/tcp"]));
+    assert!(human.contains("198.51.100.10") && human.contains("WEIGHT"), "{human}");
+
+    // Declarations survive a daemon restart, and traffic still flows.
+    node.daemon.as_mut().expect("daemon").kill();
+    node.start_daemon();
+    let list: Vec<VipView> = serde_json::from_str(&ok(node.cli(&["vip", "list", "--json"]))).expect("json");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].backends.len(), 3);
+    let again =
+        servers::tcp_ask(&node.topo.client.path(), "203.0.113.10:80".parse().expect("vip"), 40).expect("client");
+    assert!(again.iter().all(Result::is_ok), "{:?}", tally(&again));
+
+    // Removing the VIP stops the balancing: the address is no longer answered.
+    ok(node.cli(&["vip", "remove", "203.0.113.10:80/tcp"]));
+    let gone: Vec<VipView> = serde_json::from_str(&ok(node.cli(&["vip", "list", "--json"]))).expect("json");
+    assert!(gone.is_empty());
+}
+
+#[test]
+fn udp_and_ipv6_vips() {
+    if !privileged("udp_and_ipv6_vips") {
+        return;
+    }
+    let mut node = TestNode::new("lbudp", 2);
+    node.start_daemon();
+    let mut servers_running = Vec::new();
+    for (i, c) in node.topo.containers.iter().enumerate() {
+        let name = format!("c{}", i + 1);
+        servers_running
+            .push(servers::udp_identity(&c.ns.path(), "0.0.0.0:53".parse().expect("a"), &name).expect("udp"));
+        let v6: SocketAddr = format!("[{}]:8080", c.v6).parse().expect("a");
+        servers_running.push(servers::tcp_identity(&c.ns.path(), v6, &name).expect("tcp6"));
+    }
+    ok(node.cli(&["vip", "add", "203.0.113.53", "--proto", "udp", "--port", "53"]));
+    ok(node.cli(&["vip", "add", "2001:db8:113::10", "--proto", "tcp", "--port", "80"]));
+    for c in &node.topo.containers {
+        ok(node.cli(&["backend", "add", "203.0.113.53:53/udp", &c.v4.to_string()]));
+        ok(node.cli(&["backend", "add", "[2001:db8:113::10]:80/tcp", &c.v6.to_string(), "--port", "8080"]));
+    }
+
+    let udp = servers::udp_ask(&node.topo.client.path(), "203.0.113.53:53".parse().expect("vip"), 100).expect("udp");
+    let t = tally(&udp);
+    assert_eq!(t.get("c1").copied().unwrap_or(0) + t.get("c2").copied().unwrap_or(0), 100, "{t:?}");
+    assert!(t.get("c1").copied().unwrap_or(0) > 20 && t.get("c2").copied().unwrap_or(0) > 20, "{t:?}");
+
+    let tcp6 =
+        servers::tcp_ask(&node.topo.client.path(), "[2001:db8:113::10]:80".parse().expect("vip"), 100).expect("tcp6");
+    let t = tally(&tcp6);
+    assert_eq!(t.get("c1").copied().unwrap_or(0) + t.get("c2").copied().unwrap_or(0), 100, "{t:?}");
+    assert!(t.get("c1").copied().unwrap_or(0) > 20 && t.get("c2").copied().unwrap_or(0) > 20, "{t:?}");
+}
+
+#[test]
+fn bad_lb_requests_are_refused_clearly() {
+    if !privileged("bad_lb_requests_are_refused_clearly") {
+        return;
+    }
+    let mut node = TestNode::new("lbbad", 1);
+    node.start_daemon();
+    let err = |args: &[&str]| {
+        let out = node.cli(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(err(&["vip", "add", "203.0.113.10", "--port", "80"]).contains("--port needs --proto"));
+    assert!(err(&["vip", "add", "not-an-ip"]).contains("is not ADDR"));
+    assert!(err(&["vip", "add", "203.0.113.10", "--ring-size", "1000"]).contains("ring-size: 1000 must be a prime"));
+    assert!(err(&["backend", "add", "203.0.113.10", "198.51.100.6"]).contains("VIP 203.0.113.10 does not exist"));
+    ok(node.cli(&["vip", "add", "203.0.113.10"]));
+    assert!(err(&["vip", "add", "203.0.113.10"]).contains("already exists"));
+    assert!(err(&["backend", "add", "203.0.113.10", "2001:db8::6"]).contains("different IP families"));
+    assert!(err(&["backend", "add", "203.0.113.10", "198.51.100.6", "--port", "8080"])
+        .contains("backend port needs a VIP with a port"));
+    ok(node.cli(&["backend", "add", "203.0.113.10", "198.51.100.6"]));
+    assert!(err(&["backend", "add", "203.0.113.10", "198.51.100.6"]).contains("already exists"));
+    assert!(err(&["backend", "remove", "203.0.113.10", "198.51.100.99"]).contains("has no backend"));
+}
