@@ -133,6 +133,21 @@ pub struct BackendRequest {
     /// `nat` (default) or `dsr`.
     pub mode: Option<String>,
     pub node: Option<String>,
+    /// Health check; none means the backend is always taken as healthy.
+    #[serde(default)]
+    pub check: Option<CheckRequest>,
+}
+
+/// A health check as requested.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckRequest {
+    /// `tcp` or `http:/PATH[:STATUS]`.
+    pub probe: String,
+    pub port: Option<u16>,
+    pub interval_ms: Option<u32>,
+    pub timeout_ms: Option<u32>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
 }
 
 /// `POST /v1/backends/remove`.

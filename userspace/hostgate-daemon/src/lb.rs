@@ -14,6 +14,7 @@ use axum::{extract::State, http::StatusCode, Json};
 use hostgate_api::{Applied, BackendRef, BackendRequest, BackendView, Traffic, VipRef, VipRequest, VipView};
 use hostgate_dataplane::abi::LbCounter;
 use hostgate_lb::{
+    health::HealthCheck,
     maglev::DEFAULT_RING_SIZE,
     model::{keys, BackendSpec, Mode, VipKey, VipSpec, MAX_BACKENDS, MAX_VIPS},
     plan,
@@ -21,21 +22,49 @@ use hostgate_lb::{
 use hostgate_store::{Compare, KeyValue, Mirror, Op, Store, Txn, TxnOutcome};
 use tracing::{info, warn};
 
-use crate::{api::Failure, Daemon};
+use crate::{api::Failure, health, Daemon};
 
 /// How long a change request waits for the data plane to apply it.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 const ID_RETRIES: usize = 8;
 
-/// VIPs and backends decoded from a mirror of `lb/`.
+/// VIPs, backends and this node's health records, decoded from a mirror.
 struct Declared {
     vips: Vec<(VipSpec, u64)>,
     backends: Vec<BackendSpec>,
+    /// Backend id -> healthy, for backends with a check.
+    health: BTreeMap<u32, bool>,
 }
 
-fn decode(entries: &BTreeMap<String, KeyValue>) -> Declared {
-    let mut out = Declared { vips: Vec::new(), backends: Vec::new() };
+impl Declared {
+    /// Checked backends whose check currently fails.
+    fn unhealthy(&self) -> BTreeSet<u32> {
+        self.backends
+            .iter()
+            .filter(|b| b.check.is_some() && self.health.get(&b.id) == Some(&false))
+            .map(|b| b.id)
+            .collect()
+    }
+
+    fn health_of(&self, b: &BackendSpec) -> &'static str {
+        match (&b.check, self.health.get(&b.id)) {
+            (None, _) => "unchecked",
+            (Some(_), Some(false)) => "unhealthy",
+            (Some(_), _) => "healthy",
+        }
+    }
+}
+
+fn decode(entries: &BTreeMap<String, KeyValue>, node: &str) -> Declared {
+    let mut out = Declared { vips: Vec::new(), backends: Vec::new(), health: BTreeMap::new() };
+    let health_prefix = health::prefix(node);
     for (key, kv) in entries {
+        if let Some(id) = key.strip_prefix(&health_prefix) {
+            if let (Ok(id), Ok(record)) = (id.parse::<u32>(), kv.decode::<health::HealthRecord>()) {
+                out.health.insert(id, record.healthy);
+            }
+            continue;
+        }
         if key.starts_with(keys::VIPS) {
             match kv.decode::<VipSpec>() {
                 Ok(v) => out.vips.push((v, kv.mod_revision)),
@@ -61,9 +90,11 @@ pub async fn reconcile(daemon: Arc<Daemon>) {
     }
 }
 
+/// Everything the reconciler follows lives under these prefixes: `lb/` and
+/// `health/<node>/`. One watch of the whole key space keeps them in step.
 async fn follow(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
-    let snap = daemon.store.snapshot(keys::ROOT).await?;
-    let mut watch = daemon.store.watch(keys::ROOT, snap.revision).await?;
+    let snap = daemon.store.snapshot("").await?;
+    let mut watch = daemon.store.watch("", snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
     apply(daemon, &mirror).await?;
     while let Some(batch) = watch.recv().await {
@@ -78,9 +109,10 @@ async fn follow(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
 }
 
 async fn apply(daemon: &Arc<Daemon>, mirror: &Mirror) -> anyhow::Result<()> {
-    let declared = decode(&mirror.entries);
+    let declared = decode(&mirror.entries, &daemon.config.node_name);
+    let unhealthy = declared.unhealthy();
     let vips: Vec<VipSpec> = declared.vips.into_iter().map(|(v, _)| v).collect();
-    let (plan, skipped) = plan::build(&vips, &declared.backends, &BTreeSet::new());
+    let (plan, skipped) = plan::build(&vips, &declared.backends, &unhealthy);
     for s in &skipped {
         warn!(vip = %s.vip, backend = %s.backend, reason = %s.reason, "backend not applied");
     }
@@ -177,6 +209,17 @@ pub async fn add_backend(
     if d.store.get(&keys::vip(&vip)).await.map_err(store_err)?.is_none() {
         return Err(Failure(StatusCode::NOT_FOUND, format!("VIP {vip} does not exist (hostgate vip add first)")));
     }
+    let check = match &req.check {
+        Some(c) => Some(HealthCheck {
+            probe: HealthCheck::parse_probe(&c.probe).map_err(bad_request)?,
+            port: c.port,
+            interval_ms: c.interval_ms.unwrap_or(2000),
+            timeout_ms: c.timeout_ms.unwrap_or(1000),
+            rise: c.rise.unwrap_or(2),
+            fall: c.fall.unwrap_or(3),
+        }),
+        None => None,
+    };
     for id in free_ids(d.store.as_ref(), keys::BACKEND_IDS, 1..MAX_BACKENDS).await.map_err(store_err)? {
         let spec = BackendSpec {
             vip,
@@ -186,6 +229,7 @@ pub async fn add_backend(
             mode,
             node: req.node.clone(),
             id,
+            check: check.clone(),
         };
         spec.validate().map_err(bad_request)?;
         let key = keys::backend(&vip, &spec.identity());
@@ -291,10 +335,10 @@ fn traffic(c: Option<&LbCounter>) -> Traffic {
 
 /// Views of every VIP (or one), with live counters.
 async fn views(d: &Daemon, only: Option<&VipKey>) -> Result<Vec<VipView>, Failure> {
-    let snap = d.store.snapshot(keys::ROOT).await.map_err(store_err)?;
-    let declared = decode(&Mirror::from_snapshot(snap).entries);
+    let snap = d.store.snapshot("").await.map_err(store_err)?;
+    let declared = decode(&Mirror::from_snapshot(snap).entries, &d.config.node_name);
     let vips: Vec<(VipSpec, u64)> =
-        declared.vips.into_iter().filter(|(v, _)| only.is_none_or(|k| v.key == *k)).collect();
+        declared.vips.iter().filter(|(v, _)| only.is_none_or(|k| v.key == *k)).cloned().collect();
     let vip_ids: Vec<u32> = vips.iter().map(|(v, _)| v.id).collect();
     let backend_ids: Vec<u32> = declared.backends.iter().map(|b| b.id).collect();
     let stats = match d.dataplane().as_ref() {
@@ -313,7 +357,7 @@ async fn views(d: &Daemon, only: Option<&VipKey>) -> Result<Vec<VipView>, Failur
                 weight: b.weight,
                 mode: b.mode.to_string(),
                 node: b.node.clone(),
-                health: "unchecked".into(),
+                health: declared.health_of(b).into(),
                 traffic: traffic(stats.as_ref().and_then(|s| s.backends.get(&b.id))),
             })
             .collect();

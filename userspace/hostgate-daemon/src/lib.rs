@@ -9,6 +9,7 @@
 //! the data plane attached: packets keep flowing while no daemon runs.
 
 mod api;
+mod health;
 mod lb;
 mod status;
 
@@ -102,6 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     publish_status(&daemon).await?;
     tokio::spawn(lb::reconcile(daemon.clone()));
+    tokio::spawn(health::run(daemon.clone()));
 
     let listener = bind_socket(&socket)?;
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");

@@ -73,6 +73,7 @@ fn backend(v: &str, addr: &str, port: Option<u16>, weight: u32, id: u32) -> Back
         mode: Mode::Nat,
         node: None,
         id,
+        check: None,
     }
 }
 

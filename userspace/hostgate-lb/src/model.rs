@@ -201,6 +201,9 @@ pub struct BackendSpec {
     pub node: Option<String>,
     /// Slot in the BPF backend table; assigned once.
     pub id: u32,
+    /// Probed by the daemon when set; unchecked backends count as healthy.
+    #[serde(default)]
+    pub check: Option<crate::health::HealthCheck>,
 }
 
 impl BackendSpec {
@@ -221,10 +224,21 @@ impl BackendSpec {
         if self.weight > MAX_WEIGHT {
             return Err(invalid("weight", format!("{} is above the maximum {MAX_WEIGHT}", self.weight)));
         }
+        if let Some(check) = &self.check {
+            check.validate()?;
+            if check.port.or(self.port).or(self.vip.port).is_none() {
+                return Err(invalid("check-port", "the VIP has no port: say which port to probe"));
+            }
+        }
         if self.mode == Mode::Dsr && self.node.is_none() {
             return Err(invalid("node", "a dsr backend needs --node, the node that hosts it"));
         }
         Ok(())
+    }
+
+    /// The port a health check probes.
+    pub fn check_port(&self) -> Option<u16> {
+        self.check.as_ref().and_then(|c| c.port).or(self.port).or(self.vip.port)
     }
 
     /// Identity for Maglev and the store: address and port.
@@ -310,6 +324,7 @@ mod tests {
             mode: Mode::Nat,
             node: None,
             id: 1,
+            check: None,
         };
         assert!(b.validate().is_ok());
         let v6 = BackendSpec { addr: "2001:db8::6".parse().expect("ip"), ..b.clone() };

@@ -111,6 +111,7 @@ mod tests {
             mode: Mode::Nat,
             node: None,
             id,
+            check: None,
         }
     }
 

@@ -162,3 +162,29 @@ pub fn udp_ask(netns_path: &str, target: SocketAddr, count: usize) -> io::Result
     .join()
     .map_err(|_| io::Error::other("client thread panicked"))?
 }
+
+/// `count` UDP sockets bound inside `netns_path`. A socket keeps its
+/// namespace, so the caller can use them from any thread: each is one flow.
+pub fn udp_flows(netns_path: &str, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let path = netns_path.to_string();
+    std::thread::spawn(move || -> io::Result<Vec<UdpSocket>> {
+        enter_netns(&path)?;
+        (0..count)
+            .map(|_| {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                Ok(s)
+            })
+            .collect()
+    })
+    .join()
+    .map_err(|_| io::Error::other("socket thread panicked"))?
+}
+
+/// One request on an existing flow: the identity that answered.
+pub fn udp_query(socket: &UdpSocket, target: SocketAddr) -> Result<String, String> {
+    socket.send_to(b"who", target).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 256];
+    let (n, _) = socket.recv_from(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}

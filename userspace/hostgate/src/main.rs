@@ -130,6 +130,24 @@ enum BackendCommand {
         /// The node hosting the backend (dsr).
         #[arg(long)]
         node: Option<String>,
+        /// Health check: tcp, or http:/PATH[:STATUS] (e.g. http:/healthz:200).
+        #[arg(long)]
+        check: Option<String>,
+        /// Port to probe (default: the backend's, else the VIP's).
+        #[arg(long, requires = "check")]
+        check_port: Option<u16>,
+        /// Time between probes, e.g. 500ms or 2s (default 2s).
+        #[arg(long, requires = "check", value_parser = parse_millis)]
+        check_interval: Option<u32>,
+        /// Time a probe may take (default 1s).
+        #[arg(long, requires = "check", value_parser = parse_millis)]
+        check_timeout: Option<u32>,
+        /// Successes in a row that make a backend healthy again (default 2).
+        #[arg(long, requires = "check")]
+        rise: Option<u32>,
+        /// Failures in a row that take a backend out (default 3).
+        #[arg(long, requires = "check")]
+        fall: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -205,6 +223,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `500ms`, `2s` or a plain number of milliseconds.
+fn parse_millis(s: &str) -> Result<u32, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        (s, 1)
+    };
+    num.parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{s:?} is not a duration like 500ms or 2s"))
+}
+
 /// `203.0.113.10` + tcp + 80 -> `203.0.113.10:80/tcp`.
 fn vip_string(addr: &str, proto: Option<String>, port: Option<u16>) -> anyhow::Result<String> {
     let host =
@@ -244,8 +277,30 @@ async fn vip(client: &Client, command: VipCommand) -> anyhow::Result<()> {
 async fn backend(client: &Client, command: BackendCommand) -> anyhow::Result<()> {
     use hostgate_api::{Applied, BackendRef, BackendRequest, VipView};
     match command {
-        BackendCommand::Add { vip, addr, port, weight, mode, node, json } => {
-            let req = BackendRequest { vip, addr: addr.clone(), port, weight, mode, node };
+        BackendCommand::Add {
+            vip,
+            addr,
+            port,
+            weight,
+            mode,
+            node,
+            check,
+            check_port,
+            check_interval,
+            check_timeout,
+            rise,
+            fall,
+            json,
+        } => {
+            let check = check.map(|probe| hostgate_api::CheckRequest {
+                probe,
+                port: check_port,
+                interval_ms: check_interval,
+                timeout_ms: check_timeout,
+                rise,
+                fall,
+            });
+            let req = BackendRequest { vip, addr: addr.clone(), port, weight, mode, node, check };
             let r: Applied<VipView> = client.post(hostgate_api::BACKENDS, &req).await?;
             print_out(json, &r, |r| output::applied(r, &format!("backend {addr} added to {}", r.value.vip)))
         }

@@ -143,3 +143,100 @@ fn bad_lb_requests_are_refused_clearly() {
     assert!(err(&["backend", "add", "203.0.113.10", "198.51.100.6"]).contains("already exists"));
     assert!(err(&["backend", "remove", "203.0.113.10", "198.51.100.99"]).contains("has no backend"));
 }
+
+fn backend_health(node: &TestNode, vip: &str, backend: &str) -> String {
+    let v: VipView = serde_json::from_str(&ok(node.cli(&["vip", "show", vip, "--json"]))).expect("json");
+    v.backends.iter().find(|b| b.backend == backend).map(|b| b.health.clone()).unwrap_or_default()
+}
+
+/// Polls until `backend` of `vip` reports `want`; returns how long it took.
+fn wait_health(node: &TestNode, vip: &str, backend: &str, want: &str) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(15) {
+        if backend_health(node, vip, backend) == want {
+            return start.elapsed();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{backend} of {vip} never became {want}: {}", node.log());
+}
+
+#[test]
+fn failed_health_check_moves_new_flows_and_spares_the_others() {
+    if !privileged("failed_health_check_moves_new_flows_and_spares_the_others") {
+        return;
+    }
+    let mut node = TestNode::new("lbhc", 3);
+    node.start_daemon();
+    let tcp_server = |i: usize, c: &hostgate_testbed::Container| {
+        servers::tcp_identity(&c.ns.path(), "0.0.0.0:80".parse().expect("a"), &format!("c{}", i + 1)).expect("tcp")
+    };
+    let mut tcp: Vec<Option<servers::IdentityServer>> =
+        node.topo.containers.iter().enumerate().map(|(i, c)| Some(tcp_server(i, c))).collect();
+    let _udp: Vec<_> = node
+        .topo
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            servers::udp_identity(&c.ns.path(), "0.0.0.0:53".parse().expect("a"), &format!("c{}", i + 1)).expect("udp")
+        })
+        .collect();
+
+    let check =
+        ["--check", "tcp", "--check-interval", "200ms", "--check-timeout", "150ms", "--rise", "2", "--fall", "2"];
+    ok(node.cli(&["vip", "add", "203.0.113.10", "--proto", "tcp", "--port", "80"]));
+    ok(node.cli(&["vip", "add", "203.0.113.53", "--proto", "udp", "--port", "53"]));
+    for c in &node.topo.containers {
+        let addr = c.v4.to_string();
+        let mut args = vec!["backend", "add", "203.0.113.10:80/tcp", addr.as_str()];
+        args.extend(check);
+        ok(node.cli(&args));
+        // The UDP service is judged by the container's TCP server.
+        let mut args = vec!["backend", "add", "203.0.113.53:53/udp", addr.as_str(), "--check-port", "80"];
+        args.extend(check);
+        ok(node.cli(&args));
+    }
+    let c3 = node.topo.containers[2].v4.to_string();
+    assert_eq!(backend_health(&node, "203.0.113.10:80/tcp", &c3), "healthy");
+
+    // Long-lived UDP flows, each pinned to a backend by the connection table.
+    let udp_vip: SocketAddr = "203.0.113.53:53".parse().expect("vip");
+    let flows = servers::udp_flows(&node.topo.client.path(), 30).expect("flows");
+    let before: Vec<String> = flows.iter().map(|s| servers::udp_query(s, udp_vip).expect("answer")).collect();
+    assert!(before.iter().any(|b| b == "c3"), "some flows on c3: {before:?}");
+
+    // c3's server dies: its check fails and it leaves both VIPs.
+    tcp[2] = None;
+    let took = wait_health(&node, "203.0.113.10:80/tcp", &c3, "unhealthy");
+    assert!(took < std::time::Duration::from_secs(3), "noticed after {took:?}");
+    wait_health(&node, "203.0.113.53:53/udp", &c3, "unhealthy");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let answers =
+        servers::tcp_ask(&node.topo.client.path(), "203.0.113.10:80".parse().expect("vip"), 90).expect("client");
+    let t = tally(&answers);
+    assert_eq!(
+        t.get("c1").copied().unwrap_or(0) + t.get("c2").copied().unwrap_or(0),
+        90,
+        "all new flows avoid c3: {t:?}"
+    );
+
+    // Flows on the healthy backends were not disturbed; c3's moved.
+    for (flow, was) in flows.iter().zip(&before) {
+        let now = servers::udp_query(flow, udp_vip).expect("answer");
+        if was == "c3" {
+            assert_ne!(now, "c3");
+        } else {
+            assert_eq!(&now, was, "a flow on a healthy backend moved");
+        }
+    }
+
+    // c3 comes back and takes new flows again.
+    tcp[2] = Some(tcp_server(2, &node.topo.containers[2]));
+    wait_health(&node, "203.0.113.10:80/tcp", &c3, "healthy");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let answers =
+        servers::tcp_ask(&node.topo.client.path(), "203.0.113.10:80".parse().expect("vip"), 90).expect("client");
+    assert!(tally(&answers).get("c3").copied().unwrap_or(0) > 10, "{:?}", tally(&answers));
+}
