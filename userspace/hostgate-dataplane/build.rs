@@ -14,7 +14,7 @@ const INSTALL_HINT: &str = "apt-get install -y clang-19 libbpf-dev linux-libc-de
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let src_root = manifest.join("../../xdp-ebpf");
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("hostgate.bpf.o");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed={}", src_root.display());
     println!("cargo:rerun-if-env-changed=CLANG");
 
@@ -27,19 +27,21 @@ fn main() {
         fail(&format!("libbpf headers (bpf/bpf_helpers.h) missing for xdp-ebpf/: run `{INSTALL_HINT}`"));
     }
 
-    let status = Command::new(&clang)
-        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror"])
-        .arg("-I")
-        .arg(src_root.join("include"))
-        .arg(format!("-I/usr/include/{}", multiarch()))
-        .arg("-c")
-        .arg(src_root.join("src/hostgate.bpf.c"))
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| fail(&format!("could not run {clang}: {e}")));
-    if !status.success() {
-        fail("clang failed to compile xdp-ebpf/src/hostgate.bpf.c (errors above)");
+    for name in ["hostgate", "xdp_pass"] {
+        let status = Command::new(&clang)
+            .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror"])
+            .arg("-I")
+            .arg(src_root.join("include"))
+            .arg(format!("-I/usr/include/{}", multiarch()))
+            .arg("-c")
+            .arg(src_root.join(format!("src/{name}.bpf.c")))
+            .arg("-o")
+            .arg(out_dir.join(format!("{name}.bpf.o")))
+            .status()
+            .unwrap_or_else(|e| fail(&format!("could not run {clang}: {e}")));
+        if !status.success() {
+            fail(&format!("clang failed to compile xdp-ebpf/src/{name}.bpf.c (errors above)"));
+        }
     }
 }
 

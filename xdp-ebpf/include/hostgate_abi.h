@@ -139,6 +139,16 @@ struct hg_rnat_entry {
 	__u8 pad;
 };
 
+/*
+ * This node's own underlay addresses (map hg_node, one entry): the source
+ * of the tunnels it opens and the destination of those it terminates.
+ * Zero when the family is not configured.
+ */
+struct hg_node {
+	__be32 v4;
+	__be32 v6[4];
+};
+
 /* Per-VIP and per-backend counters (maps hg_vip_stats, hg_backend_stats). */
 struct hg_lb_counter {
 	__u64 packets;

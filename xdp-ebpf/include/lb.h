@@ -120,11 +120,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hg_tx_ports SEC(".maps");
 
+/* hg_node: this node's underlay addresses (index 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hg_node);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_node SEC(".maps");
+
 /* TCP and UDP both start with the two ports. */
 struct hg_ports {
 	__be16 source;
 	__be16 dest;
 };
+
+#include "tunnel.h"
 
 static __always_inline __u32 hg_mix(__u32 h, __u32 k)
 {
@@ -391,7 +402,7 @@ static __always_inline int hg_forward(struct xdp_md *ctx, const struct hg_pkt *p
  * (the caller goes on), else the XDP action, with *verdict for hg_stats.
  */
 static __always_inline int hg_lb_xdp(struct xdp_md *ctx, const struct hg_pkt *pkt,
-				     __u32 *verdict)
+				     int decapped, __u32 *verdict)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -418,10 +429,13 @@ static __always_inline int hg_lb_xdp(struct xdp_md *ctx, const struct hg_pkt *pk
 	}
 	hg_lb_count(&hg_backend_stats, backend_id, bytes, new_flow);
 
-	if (be->mode != HG_MODE_NAT) {
-		/* DSR forwarding is not built yet; the daemon refuses such backends. */
-		*verdict = HG_VERDICT_DROP;
-		return XDP_DROP;
+	if (be->mode == HG_MODE_DSR) {
+		/* Never tunnel twice: a node that received a tunnel delivers locally. */
+		if (decapped) {
+			*verdict = HG_VERDICT_DROP;
+			return XDP_DROP;
+		}
+		return hg_dsr_forward(ctx, pkt, be, verdict);
 	}
 	if (new_flow) {
 		/* The reply will come from the backend; remember which VIP it answers for. */

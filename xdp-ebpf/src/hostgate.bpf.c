@@ -33,8 +33,17 @@ int hg_xdp_uplink(struct xdp_md *ctx)
 	int action = XDP_PASS;
 
 	if (hg_parse(data, data_end, &pkt) == 0) {
-		int lb = hg_lb_xdp(ctx, &pkt, &verdict);
+		int decapped = hg_decap(ctx, &pkt);
+		int lb = -1;
 
+		if (decapped) {
+			/* A tunnel from another node: go on with the inner packet. */
+			data = (void *)(long)ctx->data;
+			data_end = (void *)(long)ctx->data_end;
+			if (hg_parse(data, data_end, &pkt) < 0)
+				decapped = 0;
+		}
+		lb = hg_lb_xdp(ctx, &pkt, decapped, &verdict);
 		if (lb >= 0)
 			action = lb;
 	}

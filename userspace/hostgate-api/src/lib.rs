@@ -198,3 +198,23 @@ pub struct Applied<T> {
     pub applied: bool,
     pub value: T,
 }
+
+pub const NODES: &str = "/v1/nodes";
+pub const NODE_REMOVE: &str = "/v1/nodes/remove";
+
+/// A node of the registry (`GET /v1/nodes`, and the body of `POST /v1/nodes`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    /// Underlay addresses, at most one per family.
+    pub addresses: Vec<String>,
+    /// Whether this is the answering daemon's own node.
+    #[serde(default)]
+    pub this_node: bool,
+}
+
+/// `POST /v1/nodes/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRef {
+    pub name: String,
+}

@@ -8,6 +8,7 @@
 //! ```toml
 //! node_name = "node1"
 //! state_dir = "/var/lib/hostgate"
+//! node_addresses = ["198.18.0.1", "2001:db8:18::1"]   # tunnel endpoints (DSR)
 //!
 //! [api]
 //! socket = "/run/hostgate/hostgate.sock"
@@ -53,6 +54,10 @@ pub struct Config {
     /// Where the daemon keeps its embedded store.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// This node's underlay addresses (one per family): other nodes tunnel
+    /// DSR traffic to them, and this node's tunnels start from them.
+    #[serde(default)]
+    pub node_addresses: Vec<std::net::IpAddr>,
     #[serde(default)]
     pub api: ApiConfig,
     pub dataplane: DataplaneConfig,
@@ -164,6 +169,11 @@ impl Config {
         ] {
             if !path.is_absolute() {
                 return bad(field, format!("{} must be an absolute path", path.display()));
+            }
+        }
+        for family_v4 in [true, false] {
+            if self.node_addresses.iter().filter(|a| a.is_ipv4() == family_v4).count() > 1 {
+                return bad("node_addresses", "at most one address per family".into());
             }
         }
         let dp = &self.dataplane;

@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{lb, status, Daemon};
+use crate::{lb, nodes, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -24,6 +24,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::VIP_REMOVE, post(lb::remove_vip))
         .route(hostgate_api::BACKENDS, post(lb::add_backend))
         .route(hostgate_api::BACKEND_REMOVE, post(lb::remove_backend))
+        .route(hostgate_api::NODES, get(nodes::list).post(nodes::add))
+        .route(hostgate_api::NODE_REMOVE, post(nodes::remove))
         .fallback(not_found)
         .with_state(daemon)
 }

@@ -22,7 +22,7 @@ use hostgate_lb::{
 use hostgate_store::{Compare, KeyValue, Mirror, Op, Store, Txn, TxnOutcome};
 use tracing::{info, warn};
 
-use crate::{api::Failure, health, Daemon};
+use crate::{api::Failure, health, nodes, Daemon};
 
 /// How long a change request waits for the data plane to apply it.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
@@ -90,8 +90,8 @@ pub async fn reconcile(daemon: Arc<Daemon>) {
     }
 }
 
-/// Everything the reconciler follows lives under these prefixes: `lb/` and
-/// `health/<node>/`. One watch of the whole key space keeps them in step.
+/// Everything the reconciler follows lives under these prefixes: `lb/`,
+/// `health/<node>/` and `nodes/`. One watch of the whole key space keeps them in step.
 async fn follow(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
     let snap = daemon.store.snapshot("").await?;
     let mut watch = daemon.store.watch("", snap.revision).await?;
@@ -112,7 +112,8 @@ async fn apply(daemon: &Arc<Daemon>, mirror: &Mirror) -> anyhow::Result<()> {
     let declared = decode(&mirror.entries, &daemon.config.node_name);
     let unhealthy = declared.unhealthy();
     let vips: Vec<VipSpec> = declared.vips.into_iter().map(|(v, _)| v).collect();
-    let (plan, skipped) = plan::build(&vips, &declared.backends, &unhealthy);
+    let site = plan::Site { this_node: daemon.config.node_name.clone(), nodes: nodes::decode(mirror.entries.values()) };
+    let (plan, skipped) = plan::build(&vips, &declared.backends, &unhealthy, &site);
     for s in &skipped {
         warn!(vip = %s.vip, backend = %s.backend, reason = %s.reason, "backend not applied");
     }
@@ -200,12 +201,6 @@ pub async fn add_backend(
     let vip = parse_vip(&req.vip)?;
     let addr = req.addr.parse().map_err(|_| bad_request(format!("address: {:?} is not an IP address", req.addr)))?;
     let mode: Mode = req.mode.as_deref().unwrap_or("nat").parse().map_err(bad_request)?;
-    if mode == Mode::Dsr {
-        return Err(Failure(
-            StatusCode::NOT_IMPLEMENTED,
-            "mode: dsr forwarding to other nodes is not available yet; use nat for containers on this node".into(),
-        ));
-    }
     if d.store.get(&keys::vip(&vip)).await.map_err(store_err)?.is_none() {
         return Err(Failure(StatusCode::NOT_FOUND, format!("VIP {vip} does not exist (hostgate vip add first)")));
     }

@@ -11,6 +11,7 @@
 mod api;
 mod health;
 mod lb;
+mod nodes;
 mod status;
 
 use std::{
@@ -87,10 +88,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(path = %store_path.display(), "store open");
 
     let spec = dataplane_spec(&config);
-    let dataplane = tokio::task::spawn_blocking(move || Dataplane::start(&spec))
-        .await
-        .context("data plane task")?
-        .context("bringing up the data plane")?;
+    let node_addrs = config.node_addresses.clone();
+    let dataplane = tokio::task::spawn_blocking(move || {
+        let mut dp = Dataplane::start(&spec)?;
+        dp.set_node_addrs(&node_addrs)?;
+        Ok::<_, hostgate_dataplane::DataplaneError>(dp)
+    })
+    .await
+    .context("data plane task")?
+    .context("bringing up the data plane")?;
 
     let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let daemon = Arc::new(Daemon {
@@ -102,8 +108,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         lb_applied: tokio::sync::watch::Sender::new(0),
     });
     publish_status(&daemon).await?;
+    nodes::register_self(&daemon).await?;
     tokio::spawn(lb::reconcile(daemon.clone()));
     tokio::spawn(health::run(daemon.clone()));
+    tokio::spawn(nodes::keep_neighbours(daemon.clone()));
 
     let listener = bind_socket(&socket)?;
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");

@@ -221,6 +221,14 @@ pub struct RnatEntry {
     pub pad: u8,
 }
 
+/// `struct hg_node`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeAddrs {
+    pub v4: u32,
+    pub v6: [u32; 4],
+}
+
 /// `struct hg_lb_counter`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -247,6 +255,7 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for CtEntry {}
 unsafe impl aya::Pod for RnatEntry {}
 unsafe impl aya::Pod for LbCounter {}
+unsafe impl aya::Pod for NodeAddrs {}
 
 /// Map and program names in the object, shared by the loader and the tests.
 pub mod names {
@@ -259,6 +268,7 @@ pub mod names {
     pub const VIP_STATS: &str = "hg_vip_stats";
     pub const BACKEND_STATS: &str = "hg_backend_stats";
     pub const TX_PORTS: &str = "hg_tx_ports";
+    pub const NODE: &str = "hg_node";
     pub const XDP_UPLINK: &str = "hg_xdp_uplink";
     pub const TC_CONTAINER: &str = "hg_tc_container";
 }

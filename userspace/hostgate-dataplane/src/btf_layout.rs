@@ -175,6 +175,7 @@ mod tests {
         check_struct!(l, "hg_ct_entry", CtEntry, [backend_id, vip_id, last_seen_ns]);
         check_struct!(l, "hg_rnat_entry", RnatEntry, [vip, vip_port, family, pad]);
         check_struct!(l, "hg_lb_counter", LbCounter, [packets, bytes, new_flows]);
+        check_struct!(l, "hg_node", NodeAddrs, [v4, v6]);
     }
 
     #[test]

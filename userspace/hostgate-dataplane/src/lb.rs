@@ -51,7 +51,7 @@ fn vip_key(key: &hostgate_lb::model::VipKey) -> VipKey {
 fn backend_value(b: &PlannedBackend) -> Backend {
     Backend {
         addr: addr_words(b.addr),
-        node: [0; 4],
+        node: b.node_addr.map_or([0; 4], addr_words),
         port: b.port.map_or(0, port_be),
         family: family_of(b.addr) as u8,
         mode: match b.mode {
@@ -165,6 +165,21 @@ impl Dataplane {
             stats.set(*id, zeros, 0).map_err(map_err(name))?;
         }
         Ok(())
+    }
+
+    /// This node's underlay addresses: where its tunnels start and end.
+    pub fn set_node_addrs(&mut self, addrs: &[std::net::IpAddr]) -> Result<(), DataplaneError> {
+        let mut value = abi::NodeAddrs::default();
+        for a in addrs {
+            match a {
+                std::net::IpAddr::V4(_) if value.v4 == 0 => value.v4 = addr_words(*a)[0],
+                std::net::IpAddr::V6(_) if value.v6 == [0; 4] => value.v6 = addr_words(*a),
+                _ => {}
+            }
+        }
+        let map = self.ebpf.map_mut(names::NODE).ok_or(DataplaneError::MissingMap(names::NODE))?;
+        let mut node: Array<&mut MapData, abi::NodeAddrs> = Array::try_from(map).map_err(map_err(names::NODE))?;
+        node.set(0, value, 0).map_err(map_err(names::NODE))
     }
 
     /// Counters of the given VIP and backend ids.

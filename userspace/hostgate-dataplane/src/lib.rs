@@ -39,6 +39,10 @@ use crate::{
 /// The BPF object compiled from `xdp-ebpf/src/hostgate.bpf.c`.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hostgate.bpf.o"));
 
+/// A program that passes everything (`xdp-ebpf/src/xdp_pass.bpf.c`), for
+/// the far ends of veths that must accept XDP_TX'd frames.
+pub static XDP_PASS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_pass.bpf.o"));
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("interface {0:?} does not exist")]
@@ -322,11 +326,12 @@ fn resolve_interfaces(spec: &DataplaneSpec) -> Result<Vec<(HookKind, String, u32
     Ok(out)
 }
 
-/// Lets XDP redirect into the container veths, and nowhere else.
+/// Lets XDP redirect into the interfaces hostgate manages (container veths
+/// for local delivery, uplinks for tunnels), and nowhere else.
 fn set_tx_ports(ebpf: &mut Ebpf, wanted: &[(HookKind, String, u32)]) -> Result<(), DataplaneError> {
     let map = ebpf.map_mut(names::TX_PORTS).ok_or(DataplaneError::MissingMap(names::TX_PORTS))?;
     let mut ports: aya::maps::DevMapHash<&mut aya::maps::MapData> = aya::maps::DevMapHash::try_from(map)?;
-    let want: BTreeSet<u32> = wanted.iter().filter(|(k, _, _)| *k == HookKind::Tc).map(|(_, _, i)| *i).collect();
+    let want: BTreeSet<u32> = wanted.iter().map(|(_, _, i)| *i).collect();
     let have: Vec<u32> = ports.keys().collect::<Result<_, _>>()?;
     for stale in have.iter().filter(|i| !want.contains(i)) {
         ports.remove(*stale)?;

@@ -54,7 +54,7 @@ impl Node {
     }
 
     fn apply(&mut self, vips: &[VipSpec], backends: &[BackendSpec]) {
-        let (plan, skipped) = plan::build(vips, backends, &BTreeSet::new());
+        let (plan, skipped) = plan::build(vips, backends, &BTreeSet::new(), &plan::Site::default());
         assert!(skipped.is_empty(), "{skipped:?}");
         self.dp().apply_lb(&plan).expect("apply");
     }

@@ -107,45 +107,123 @@ impl NodeTopology {
     }
 
     fn add_container(&mut self, i: usize) -> Result<(), TestbedError> {
-        let ns = Netns::create(&format!("{}-c{i}", self.node.name().trim_end_matches("-node")))?;
-        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
-        let node_iface = format!("hgc{i}");
-        self.node.ip([
-            "link",
-            "add",
-            &node_iface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            CONTAINER_IFACE,
-            "netns",
-            ns.name(),
-        ])?;
-        let octet = |n: usize| u8::try_from(4 * i + n).map_err(|_| std::io::Error::other("too many containers"));
-        let gateway_v4 = Ipv4Addr::new(198, 51, 100, octet(1)?);
-        let v4 = Ipv4Addr::new(198, 51, 100, octet(2)?);
-        let gateway_v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x51, i as u16, 0, 0, 0, 1);
-        let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x51, i as u16, 0, 0, 0, 2);
-        self.node.ip(["addr", "add", &format!("{gateway_v4}/30"), "dev", &node_iface])?;
-        self.node.ip(["addr", "add", &format!("{gateway_v6}/64"), "dev", &node_iface, "nodad"])?;
-        self.node.ip(["link", "set", &node_iface, "up"])?;
-        ns.ip(["addr", "add", &format!("{v4}/30"), "dev", CONTAINER_IFACE])?;
-        ns.ip(["addr", "add", &format!("{v6}/64"), "dev", CONTAINER_IFACE, "nodad"])?;
-        ns.ip(["link", "set", CONTAINER_IFACE, "up"])?;
-        // XDP_REDIRECT into a veth is dropped unless the receiving end runs
-        // NAPI: GRO on the container side turns it on (as a container
-        // runtime would be asked to).
-        ns.exec("ethtool", ["-K", CONTAINER_IFACE, "gro", "on"])?;
-        ns.ip(["route", "add", "198.18.0.0/15", "via", &gateway_v4.to_string()])?;
-        ns.ip(["route", "add", "203.0.113.0/24", "via", &gateway_v4.to_string()])?;
-        ns.ip(["-6", "route", "add", "2001:db8::/32", "via", &gateway_v6.to_string()])?;
-        self.containers.push(Container { ns, node_iface, v4, gateway_v4, v6 });
+        let name = format!("{}-c{i}", self.node.name().trim_end_matches("-node"));
+        let c = attach_container(&self.node, &name, i)?;
+        self.containers.push(c);
         Ok(())
     }
 
     /// The node-side names of the container veths.
     pub fn container_ifaces(&self) -> Vec<String> {
         self.containers.iter().map(|c| c.node_iface.clone()).collect()
+    }
+}
+
+/// Creates container namespace `name` behind `node` as its `i`-th container.
+fn attach_container(node: &Netns, name: &str, i: usize) -> Result<Container, TestbedError> {
+    let ns = Netns::create(name)?;
+    ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+    let node_iface = format!("hgc{i}");
+    node.ip(["link", "add", &node_iface, "type", "veth", "peer", "name", CONTAINER_IFACE, "netns", ns.name()])?;
+    let octet = |n: usize| u8::try_from(4 * i + n).map_err(|_| std::io::Error::other("too many containers"));
+    let gateway_v4 = Ipv4Addr::new(198, 51, 100, octet(1)?);
+    let v4 = Ipv4Addr::new(198, 51, 100, octet(2)?);
+    let gateway_v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x51, i as u16, 0, 0, 0, 1);
+    let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x51, i as u16, 0, 0, 0, 2);
+    node.ip(["addr", "add", &format!("{gateway_v4}/30"), "dev", &node_iface])?;
+    node.ip(["addr", "add", &format!("{gateway_v6}/64"), "dev", &node_iface, "nodad"])?;
+    node.ip(["link", "set", &node_iface, "up"])?;
+    ns.ip(["addr", "add", &format!("{v4}/30"), "dev", CONTAINER_IFACE])?;
+    ns.ip(["addr", "add", &format!("{v6}/64"), "dev", CONTAINER_IFACE, "nodad"])?;
+    ns.ip(["link", "set", CONTAINER_IFACE, "up"])?;
+    // XDP_REDIRECT into a veth is dropped unless the receiving end runs
+    // NAPI: GRO on the container side turns it on (as a container runtime
+    // would be asked to).
+    ns.exec("ethtool", ["-K", CONTAINER_IFACE, "gro", "on"])?;
+    ns.ip(["route", "add", "198.18.0.0/15", "via", &gateway_v4.to_string()])?;
+    ns.ip(["route", "add", "203.0.113.0/24", "via", &gateway_v4.to_string()])?;
+    ns.ip(["-6", "route", "add", "2001:db8::/32", "via", &gateway_v6.to_string()])?;
+    Ok(Container { ns, node_iface, v4, gateway_v4, v6 })
+}
+
+/// A node of a [`ClusterTopology`].
+#[derive(Debug)]
+pub struct ClusterNode {
+    pub containers: Vec<Container>,
+    pub ns: Netns,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+}
+
+/// Several nodes and a client on one L2 segment (a bridge in a switch
+/// namespace), each node with its own containers:
+///
+/// ```text
+///  client 198.18.0.100 --+
+///  node 1 198.18.0.1   --+-- br0 (switch ns)
+///  node 2 198.18.0.2   --+
+/// ```
+/// The client sends customer-IP traffic to node 1. Every node reaches the
+/// client directly, which direct server return needs.
+#[derive(Debug)]
+pub struct ClusterTopology {
+    pub nodes: Vec<ClusterNode>,
+    pub client: Netns,
+    pub switch: Netns,
+}
+
+pub const CLUSTER_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const CLUSTER_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 0x100);
+
+impl ClusterTopology {
+    /// `containers[i]` containers behind node i+1. `pass_object` is a BPF
+    /// object with an XDP pass program in section `xdp`: it goes on every
+    /// switch port so frames the nodes send with XDP_TX are accepted (veth
+    /// drops them otherwise).
+    pub fn build(purpose: &str, containers: &[usize], pass_object: &std::path::Path) -> Result<Self, TestbedError> {
+        let base = unique_name(purpose);
+        let switch = Netns::create(&format!("{base}-sw"))?;
+        switch.ip(["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(["link", "set", "br0", "up"])?;
+        let client = Netns::create(&format!("{base}-client"))?;
+        let mut topo = ClusterTopology { nodes: Vec::new(), client, switch };
+        topo.plug(&topo.client, CLIENT_IFACE, "pc", pass_object)?;
+        let client = &topo.client;
+        client.ip(["addr", "add", &format!("{CLUSTER_CLIENT_V4}/24"), "dev", CLIENT_IFACE])?;
+        client.ip(["addr", "add", &format!("{CLUSTER_CLIENT_V6}/64"), "dev", CLIENT_IFACE, "nodad"])?;
+        client.ip(["link", "set", CLIENT_IFACE, "up"])?;
+        client.exec("ethtool", ["-K", CLIENT_IFACE, "tx", "off"])?;
+        client.ip(["route", "add", "203.0.113.0/24", "via", "198.18.0.1"])?;
+        client.ip(["-6", "route", "add", "2001:db8:113::/48", "via", "2001:db8:18::1"])?;
+        for (n, count) in containers.iter().enumerate() {
+            let idx = n + 1;
+            let ns = Netns::create(&format!("{base}-n{idx}"))?;
+            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+            ns.sysctl("net.ipv4.ip_forward", "1")?;
+            ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+            topo.plug(&ns, NODE_UPLINK, &format!("p{idx}"), pass_object)?;
+            let v4 = Ipv4Addr::new(198, 18, 0, idx as u8);
+            let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, idx as u16);
+            ns.ip(["addr", "add", &format!("{v4}/24"), "dev", NODE_UPLINK])?;
+            ns.ip(["addr", "add", &format!("{v6}/64"), "dev", NODE_UPLINK, "nodad"])?;
+            ns.ip(["link", "set", NODE_UPLINK, "up"])?;
+            let mut node = ClusterNode { containers: Vec::new(), ns, v4, v6 };
+            for i in 1..=*count {
+                let c = attach_container(&node.ns, &format!("{base}-n{idx}c{i}"), i)?;
+                node.containers.push(c);
+            }
+            topo.nodes.push(node);
+        }
+        Ok(topo)
+    }
+
+    /// Connects `ns` (as `iface`) to the bridge through port `port`.
+    fn plug(&self, ns: &Netns, iface: &str, port: &str, pass_object: &std::path::Path) -> Result<(), TestbedError> {
+        self.switch.ip(["link", "add", port, "type", "veth", "peer", "name", iface, "netns", ns.name()])?;
+        self.switch.ip(["link", "set", port, "master", "br0"])?;
+        self.switch.ip(["link", "set", port, "up"])?;
+        let object = pass_object.to_string_lossy();
+        self.switch.ip(["link", "set", "dev", port, "xdp", "obj", object.as_ref(), "sec", "xdp"])?;
+        Ok(())
     }
 }

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: BackendCommand,
     },
+    /// The node registry: underlay addresses of the nodes DSR tunnels go to.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -156,6 +161,24 @@ enum BackendCommand {
 }
 
 #[derive(Subcommand)]
+enum NodeCommand {
+    /// Register another node and its underlay address(es).
+    Add {
+        name: String,
+        /// One per family: --address 198.18.0.2 --address 2001:db8:18::2
+        #[arg(long = "address", required = true)]
+        addresses: Vec<String>,
+    },
+    /// Every known node.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a node.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file and exit.
     Check {
@@ -215,6 +238,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Vip { command } => vip(&client, command).await,
         Command::Backend { command } => backend(&client, command).await,
+        Command::Node { command } => node(&client, command).await,
         Command::Config { command: ConfigCommand::Check { file } } => {
             let c = Config::load(&file)?;
             println!("{}: ok (node {}, {} uplink(s))", file.display(), c.node_name, c.dataplane.uplinks.len());
@@ -311,6 +335,25 @@ async fn backend(client: &Client, command: BackendCommand) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
+    use hostgate_api::{NodeRef, NodeView};
+    match command {
+        NodeCommand::Add { name, addresses } => {
+            let n: NodeView = client.post(hostgate_api::NODES, &NodeView { name, addresses, this_node: false }).await?;
+            println!("node {} registered at {}", n.name, n.addresses.join(", "));
+        }
+        NodeCommand::List { json } => {
+            let nodes: Vec<NodeView> = client.get(hostgate_api::NODES).await?;
+            print_out(json, &nodes, |n| output::nodes(n).to_string())?;
+        }
+        NodeCommand::Remove { name } => {
+            let n: NodeRef = client.post(hostgate_api::NODE_REMOVE, &NodeRef { name }).await?;
+            println!("node {} removed", n.name);
+        }
+    }
+    Ok(())
 }
 
 fn print_out<T: serde::Serialize>(json: bool, value: &T, human: impl Fn(&T) -> String) -> anyhow::Result<()> {

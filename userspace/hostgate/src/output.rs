@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use comfy_table::{presets::NOTHING, Table};
-use hostgate_api::{Applied, CounterRow, DetachResponse, Status, VipView};
+use hostgate_api::{Applied, CounterRow, DetachResponse, NodeView, Status, VipView};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -140,4 +140,16 @@ pub fn vip_show(v: &VipView) -> String {
     }
     out += &t.to_string();
     out
+}
+
+pub fn nodes(nodes: &[NodeView]) -> Table {
+    let mut t = table(&["NODE", "ADDRESSES", ""]);
+    for n in nodes {
+        t.add_row(vec![
+            n.name.clone(),
+            n.addresses.join(", "),
+            if n.this_node { "(this node)".into() } else { String::new() },
+        ]);
+    }
+    t
 }

@@ -240,3 +240,62 @@ fn failed_health_check_moves_new_flows_and_spares_the_others() {
         servers::tcp_ask(&node.topo.client.path(), "203.0.113.10:80".parse().expect("vip"), 90).expect("client");
     assert!(tally(&answers).get("c3").copied().unwrap_or(0) > 10, "{:?}", tally(&answers));
 }
+
+#[test]
+fn dsr_to_another_node_beside_local_nat() {
+    if !privileged("dsr_to_another_node_beside_local_nat") {
+        return;
+    }
+    use hostgate_testbed::topology::ClusterTopology;
+    let pass = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(pass.path(), hostgate_dataplane::XDP_PASS_OBJECT).expect("write");
+    let topo = ClusterTopology::build("dsr", &[1, 2], pass.path()).expect("topology");
+    let ifaces = |n: &hostgate_testbed::topology::ClusterNode| {
+        n.containers.iter().map(|c| c.node_iface.clone()).collect::<Vec<_>>()
+    };
+    let (a, b) = (&topo.nodes[0], &topo.nodes[1]);
+    let mut da = common::TestDaemon::new("dsra", &a.ns.path(), &ifaces(a), &[a.v4.to_string(), a.v6.to_string()]);
+    let mut db = common::TestDaemon::new("dsrb", &b.ns.path(), &ifaces(b), &[b.v4.to_string(), b.v6.to_string()]);
+    da.start_daemon();
+    db.start_daemon();
+    ok(da.cli(&["node", "add", &db.name, "--address", &b.v4.to_string(), "--address", &b.v6.to_string()]));
+    ok(db.cli(&["node", "add", &da.name, "--address", &a.v4.to_string(), "--address", &a.v6.to_string()]));
+    let nodes = ok(da.cli(&["node", "list"]));
+    assert!(nodes.contains(&db.name) && nodes.contains("(this node)"), "{nodes}");
+
+    // A serves from its c1, B from its c2; IPv6 on port 8080.
+    let (ac1, bc2) = (&a.containers[0], &b.containers[1]);
+    let _servers = [
+        servers::tcp_identity(&ac1.ns.path(), "0.0.0.0:80".parse().expect("a"), "a-c1").expect("s"),
+        servers::tcp_identity(&bc2.ns.path(), "0.0.0.0:80".parse().expect("a"), "b-c2").expect("s"),
+        servers::tcp_identity(&ac1.ns.path(), format!("[{}]:8080", ac1.v6).parse().expect("a"), "a-c1").expect("s"),
+        servers::tcp_identity(&bc2.ns.path(), format!("[{}]:8080", bc2.v6).parse().expect("a"), "b-c2").expect("s"),
+    ];
+    // Both nodes hold the same declarations; each sees its own backend as local.
+    for (d, _) in [(&da, 'a'), (&db, 'b')] {
+        ok(d.cli(&["vip", "add", "203.0.113.10", "--proto", "tcp", "--port", "80"]));
+        ok(d.cli(&["backend", "add", "203.0.113.10:80/tcp", &ac1.v4.to_string(), "--mode", "dsr", "--node", &da.name]));
+        ok(d.cli(&["backend", "add", "203.0.113.10:80/tcp", &bc2.v4.to_string(), "--mode", "dsr", "--node", &db.name]));
+        ok(d.cli(&["vip", "add", "2001:db8:113::10", "--proto", "tcp", "--port", "80"]));
+        let v6 = "[2001:db8:113::10]:80/tcp";
+        ok(d.cli(&["backend", "add", v6, &ac1.v6.to_string(), "--port", "8080", "--mode", "dsr", "--node", &da.name]));
+        ok(d.cli(&["backend", "add", v6, &bc2.v6.to_string(), "--port", "8080", "--mode", "dsr", "--node", &db.name]));
+    }
+
+    for target in ["203.0.113.10:80", "[2001:db8:113::10]:80"] {
+        let answers = servers::tcp_ask(&topo.client.path(), target.parse().expect("vip"), 200).expect("client");
+        let t = tally(&answers);
+        let (local, remote) = (t.get("a-c1").copied().unwrap_or(0), t.get("b-c2").copied().unwrap_or(0));
+        assert_eq!(local + remote, 200, "{target}: {t:?}");
+        assert!(local > 50 && remote > 50, "{target}: {t:?}");
+    }
+    // B delivered what A tunnelled; A sent it back out of its uplink (XDP_TX).
+    let vb: VipView =
+        serde_json::from_str(&ok(db.cli(&["vip", "show", "203.0.113.10:80/tcp", "--json"]))).expect("json");
+    let at_b = vb.backends.iter().find(|x| x.backend == bc2.v4.to_string()).expect("backend");
+    assert!(at_b.traffic.new_flows > 50, "{vb:?}");
+    let sa = da.status();
+    let tx: u64 =
+        sa.dataplane.counters.iter().filter(|r| r.hook == "xdp-uplink" && r.verdict == "tx").map(|r| r.packets).sum();
+    assert!(tx > 100, "tunnelled packets: {:?}", sa.dataplane.counters);
+}

@@ -16,8 +16,10 @@ use hostgate_testbed::{topology::NODE_UPLINK, unique_name, ChildGuard, NodeTopol
 pub const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-test";
 pub const BIN: &str = env!("CARGO_BIN_EXE_hostgate");
 
-pub struct TestNode {
-    pub topo: NodeTopology,
+/// A hostgate daemon for one node namespace, with its own config, state,
+/// socket and pins, all removed on drop.
+pub struct TestDaemon {
+    pub netns: String,
     pub name: String,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -27,27 +29,27 @@ pub struct TestNode {
     starts: u32,
 }
 
-impl TestNode {
-    /// A node with `containers` containers and a config naming all its interfaces.
-    pub fn new(purpose: &str, containers: usize) -> TestNode {
-        let topo = NodeTopology::build(purpose, containers).expect("topology");
+impl TestDaemon {
+    /// A daemon for the node namespace at `netns` (a /run/netns path).
+    pub fn new(purpose: &str, netns: &str, container_ifaces: &[String], node_addresses: &[String]) -> TestDaemon {
         let name = unique_name(purpose);
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("hostgate.sock");
         let config = dir.path().join("hostgate.toml");
-        let ifaces: Vec<String> = topo.container_ifaces().iter().map(|i| format!("{i:?}")).collect();
+        let quoted = |v: &[String]| v.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
         std::fs::write(
             &config,
             format!(
-                "node_name = \"{name}\"\nstate_dir = \"{state}\"\n\n[api]\nsocket = \"{sock}\"\n\n[dataplane]\npin_root = \"{PIN_ROOT}\"\nuplinks = [\"{NODE_UPLINK}\"]\ncontainer_interfaces = [{list}]\nxdp_mode = \"native\"\n",
+                "node_name = \"{name}\"\nstate_dir = \"{state}\"\nnode_addresses = [{addrs}]\n\n[api]\nsocket = \"{sock}\"\n\n[dataplane]\npin_root = \"{PIN_ROOT}\"\nuplinks = [\"{NODE_UPLINK}\"]\ncontainer_interfaces = [{list}]\nxdp_mode = \"native\"\n",
                 state = dir.path().join("state").display(),
                 sock = socket.display(),
-                list = ifaces.join(", "),
+                addrs = quoted(node_addresses),
+                list = quoted(container_ifaces),
             ),
         )
         .expect("write config");
         let layout = PinLayout::new(Path::new(PIN_ROOT), &name);
-        TestNode { topo, name, dir, config, socket, daemon: None, layout, starts: 0 }
+        TestDaemon { netns: netns.to_string(), name, dir, config, socket, daemon: None, layout, starts: 0 }
     }
 
     /// Starts `hostgate daemon` inside the node namespace and waits until it answers.
@@ -71,9 +73,10 @@ impl TestNode {
     pub fn spawn_daemon(&mut self, config: &Path) -> std::process::Child {
         self.starts += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("daemon-{}.log", self.starts))).expect("log file");
-        self.topo
-            .node
-            .command(BIN)
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.netns))
+            .arg("--")
+            .arg(BIN)
             .args(["daemon", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -92,7 +95,7 @@ impl TestNode {
             .join("\n--- restart ---\n")
     }
 
-    /// Runs the CLI against this node's daemon.
+    /// Runs the CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN).arg("--socket").arg(&self.socket).args(args).output().expect("run hostgate")
     }
@@ -101,6 +104,46 @@ impl TestNode {
         let out = self.cli(&["status", "--json"]);
         assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+        }
+        let _ = hostgate_dataplane::detach_pinned(&self.layout);
+        if std::thread::panicking() {
+            eprintln!("daemon log of {}:\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// A single node with client and containers, and its daemon.
+pub struct TestNode {
+    pub host: TestDaemon,
+    pub topo: NodeTopology,
+}
+
+impl std::ops::Deref for TestNode {
+    type Target = TestDaemon;
+    fn deref(&self) -> &TestDaemon {
+        &self.host
+    }
+}
+
+impl std::ops::DerefMut for TestNode {
+    fn deref_mut(&mut self) -> &mut TestDaemon {
+        &mut self.host
+    }
+}
+
+impl TestNode {
+    /// A node with `containers` containers and a config naming all its interfaces.
+    pub fn new(purpose: &str, containers: usize) -> TestNode {
+        let topo = NodeTopology::build(purpose, containers).expect("topology");
+        let host = TestDaemon::new(purpose, &topo.node.path(), &topo.container_ifaces(), &[]);
+        TestNode { host, topo }
     }
 
     /// `ip -d link show DEV` in the node namespace.
@@ -117,18 +160,6 @@ impl TestNode {
         let (names, values) = (lines.next().expect("header"), lines.next().expect("values"));
         let idx = names.split_whitespace().position(|n| n == field).expect("field");
         values.split_whitespace().nth(idx).and_then(|v| v.parse().ok()).expect("number")
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.kill();
-        }
-        let _ = hostgate_dataplane::detach_pinned(&self.layout);
-        if std::thread::panicking() {
-            eprintln!("daemon log of {}:\n{}", self.name, self.log());
-        }
     }
 }
 
