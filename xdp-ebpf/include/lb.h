@@ -398,6 +398,117 @@ static __always_inline int hg_forward(struct xdp_md *ctx, const struct hg_pkt *p
 }
 
 /*
+ * An ICMP error about a VIP's reply (fragmentation needed, packet too big,
+ * unreachable) goes to the backend that owns the flow, rewritten so the
+ * backend's kernel recognises its own packet inside. Returns -1 when the
+ * packet is not such an error.
+ */
+static __always_inline int hg_lb_icmp(struct xdp_md *ctx, const struct hg_pkt *pkt,
+				      int decapped, __u32 *verdict)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct hg_flow_key flow = {};
+	struct hg_ct_entry *ct;
+	struct hg_backend *be;
+	struct hg_vip *vip;
+	struct hg_ports *ports;
+	__u16 *icmp_check;
+	__u8 *icmp = HG_PTR(data, pkt->l4_off);
+	__u32 id;
+
+	if ((void *)(icmp + 8) > data_end)
+		return -1;
+	icmp_check = (__u16 *)(icmp + 2);
+	if (pkt->l3_proto == ETH_P_IP) {
+		struct iphdr *inner = (void *)(icmp + 8);
+
+		if (icmp[0] != 3 /* destination unreachable */ || (void *)(inner + 1) > data_end ||
+		    inner->ihl != 5)
+			return -1;
+		ports = (void *)(inner + 1);
+		if ((void *)(ports + 1) > data_end)
+			return -1;
+		/* The error is about VIP -> client; the flow is client -> VIP. */
+		flow.src[0] = inner->daddr;
+		flow.dst[0] = inner->saddr;
+		flow.proto = inner->protocol;
+		flow.family = HG_FAMILY_V4;
+	} else {
+		struct ipv6hdr *inner = (void *)(icmp + 8);
+
+		if ((icmp[0] != 1 && icmp[0] != 2 /* unreachable, too big */) ||
+		    (void *)(inner + 1) > data_end)
+			return -1;
+		ports = (void *)(inner + 1);
+		if ((void *)(ports + 1) > data_end)
+			return -1;
+		__builtin_memcpy(flow.src, &inner->daddr, 16);
+		__builtin_memcpy(flow.dst, &inner->saddr, 16);
+		flow.proto = inner->nexthdr;
+		flow.family = HG_FAMILY_V6;
+	}
+	if (flow.proto != IPPROTO_TCP && flow.proto != IPPROTO_UDP)
+		return -1;
+	flow.sport = ports->dest;
+	flow.dport = ports->source;
+	vip = hg_vip_lookup(&flow);
+	if (!vip)
+		return -1;
+
+	*verdict = HG_VERDICT_DROP;
+	ct = bpf_map_lookup_elem(&hg_conntrack, &flow);
+	if (!ct || ct->vip_id != vip->id)
+		return XDP_DROP; /* no such flow: nobody to tell */
+	id = ct->backend_id;
+	be = bpf_map_lookup_elem(&hg_backends, &id);
+	if (!be || !(be->flags & HG_BACKEND_ACTIVE))
+		return XDP_DROP;
+	hg_lb_count(&hg_vip_stats, vip->id, data_end - data, 0);
+	hg_lb_count(&hg_backend_stats, id, data_end - data, 0);
+	if (be->mode == HG_MODE_DSR)
+		return decapped ? XDP_DROP : hg_dsr_forward(ctx, pkt, be, verdict);
+
+	/* Inner packet: its source becomes the backend (and its port). */
+	if (be->port && be->port != ports->source) {
+		*icmp_check = hg_csum_update16(*icmp_check, ports->source, be->port);
+		ports->source = be->port;
+	}
+	if (pkt->l3_proto == ETH_P_IP) {
+		struct iphdr *outer = HG_PTR(data, pkt->l3_off);
+		struct iphdr *inner = (void *)(icmp + 8);
+		__be32 vip_addr;
+		__u16 old_check;
+
+		if ((void *)(outer + 1) > data_end || (void *)(inner + 1) > data_end)
+			return XDP_DROP;
+		vip_addr = inner->saddr;
+		old_check = inner->check;
+		inner->saddr = be->addr[0];
+		inner->check = hg_csum_update32(inner->check, vip_addr, be->addr[0]);
+		*icmp_check = hg_csum_update32(*icmp_check, vip_addr, be->addr[0]);
+		*icmp_check = hg_csum_update16(*icmp_check, old_check, inner->check);
+		outer->daddr = be->addr[0];
+		outer->check = hg_csum_update32(outer->check, vip_addr, be->addr[0]);
+	} else {
+		struct ipv6hdr *outer = HG_PTR(data, pkt->l3_off);
+		struct ipv6hdr *inner = (void *)(icmp + 8);
+		__be32 vip_addr[4];
+
+		if ((void *)(outer + 1) > data_end || (void *)(inner + 1) > data_end)
+			return XDP_DROP;
+		__builtin_memcpy(vip_addr, &inner->saddr, 16);
+		__builtin_memcpy(&inner->saddr, be->addr, 16);
+		__builtin_memcpy(&outer->daddr, be->addr, 16);
+		/* The ICMPv6 checksum covers both: the pseudo-header's destination
+		 * and the inner source changed the same way. */
+		*icmp_check = hg_csum_update128(*icmp_check, vip_addr, be->addr);
+		*icmp_check = hg_csum_update128(*icmp_check, vip_addr, be->addr);
+	}
+	return hg_forward(ctx, pkt, verdict);
+}
+
+/*
  * The uplink's load balancer. Returns -1 when the packet is not for a VIP
  * (the caller goes on), else the XDP action, with *verdict for hg_stats.
  */
@@ -413,7 +524,11 @@ static __always_inline int hg_lb_xdp(struct xdp_md *ctx, const struct hg_pkt *pk
 	int new_flow = 0;
 	__u64 bytes = data_end - data;
 
-	if (!pkt->has_l4 || (pkt->l4_proto != IPPROTO_TCP && pkt->l4_proto != IPPROTO_UDP))
+	if (!pkt->has_l4)
+		return -1;
+	if (pkt->proto_class == HG_PROTO_IPV4_ICMP || pkt->proto_class == HG_PROTO_IPV6_ICMP)
+		return hg_lb_icmp(ctx, pkt, decapped, verdict);
+	if (pkt->l4_proto != IPPROTO_TCP && pkt->l4_proto != IPPROTO_UDP)
 		return -1;
 	if (hg_flow_from_pkt(data, data_end, pkt, &flow) < 0)
 		return -1;

@@ -227,3 +227,77 @@ fn ipv6_udp_wildcard_and_misses() {
     let (action, out) = node.dp().xdp_test_run(&wrong_port).expect("run");
     assert_eq!((action, out), (XDP_PASS, wrong_port));
 }
+
+#[test]
+fn icmp_errors_follow_their_flow() {
+    if !privileged("icmp_errors_follow_their_flow") {
+        return;
+    }
+    let mut node = Node::new();
+    let (v4, v6) = ("203.0.113.10:80/tcp", "[2001:db8:113::10]:80/tcp");
+    node.apply(
+        &[vip(v4, 0), vip(v6, 1)],
+        &[
+            backend(v4, "198.51.100.6", None, 1, 1),
+            backend(v4, "198.51.100.10", Some(8080), 1, 2),
+            backend(v6, "2001:db8:51:1::2", None, 1, 3),
+            backend(v6, "2001:db8:51:2::2", Some(8080), 1, 4),
+        ],
+    );
+    let router = [198, 18, 0, 254];
+    let (client, vip_addr) = ([198, 18, 0, 2], [203, 0, 113, 10]);
+    for cport in 40_000..40_020u16 {
+        let (_, out) = node.dp().xdp_test_run(&syn(cport)).expect("syn");
+        let (backend_addr, backend_port) = dest_checked(&out);
+        // The reply VIP -> client was too big for a router on the way back.
+        let reply = Packet::ipv4(vip_addr, client).tcp(80, cport, tcp_flags::ACK).payload(&[0; 64]).build();
+        let error = Packet::ipv4(router, vip_addr).icmp(3, 4).payload(&reply[14..14 + 48]).build();
+        let (action, out) = node.dp().xdp_test_run(&error).expect("icmp");
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(checksum(&[&out[14..34]]), 0, "outer IPv4 checksum");
+        assert_eq!(IpAddr::from([out[30], out[31], out[32], out[33]]), backend_addr, "to the flow's backend");
+        let icmp = &out[34..];
+        assert_eq!(checksum(&[icmp]), 0, "ICMP checksum");
+        let inner = &icmp[8..28];
+        assert_eq!(checksum(&[inner]), 0, "inner IPv4 checksum");
+        assert_eq!(
+            IpAddr::from([inner[12], inner[13], inner[14], inner[15]]),
+            backend_addr,
+            "inner source is the backend"
+        );
+        assert_eq!(u16::from_be_bytes([icmp[28], icmp[29]]), backend_port, "inner source port is the backend's");
+    }
+    // An error about a flow nobody has is dropped.
+    let stray = Packet::ipv4(vip_addr, client).tcp(80, 50_000, tcp_flags::ACK).build();
+    let error = Packet::ipv4(router, vip_addr).icmp(3, 4).payload(&stray[14..]).build();
+    assert_eq!(node.dp().xdp_test_run(&error).expect("icmp").0, XDP_DROP);
+
+    // IPv6: packet too big.
+    let (c6, vip6, r6): (Ipv6Addr, Ipv6Addr, Ipv6Addr) = (
+        "2001:db8:18::2".parse().expect("a"),
+        "2001:db8:113::10".parse().expect("a"),
+        "2001:db8:18::fe".parse().expect("a"),
+    );
+    for cport in 41_000..41_010u16 {
+        let (_, out) =
+            node.dp().xdp_test_run(&Packet::ipv6(c6, vip6).tcp(cport, 80, tcp_flags::SYN).build()).expect("syn");
+        let (backend_addr, backend_port) = dest_checked(&out);
+        let reply = Packet::ipv6(vip6, c6).tcp(80, cport, tcp_flags::ACK).payload(&[0; 64]).build();
+        let error = Packet::ipv6(r6, vip6).icmp(2, 0).payload(&reply[14..14 + 80]).build();
+        let (action, out) = node.dp().xdp_test_run(&error).expect("ptb");
+        assert_eq!(action, XDP_PASS);
+        let (ip, icmp) = (&out[14..54], &out[54..]);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&ip[8..40]);
+        pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 58]);
+        assert_eq!(checksum(&[&pseudo, icmp]), 0, "ICMPv6 checksum");
+        let mut dst = [0u8; 16];
+        dst.copy_from_slice(&ip[24..40]);
+        assert_eq!(IpAddr::V6(Ipv6Addr::from(dst)), backend_addr);
+        let mut inner_src = [0u8; 16];
+        inner_src.copy_from_slice(&icmp[8 + 8..8 + 24]);
+        assert_eq!(IpAddr::V6(Ipv6Addr::from(inner_src)), backend_addr);
+        assert_eq!(u16::from_be_bytes([icmp[48], icmp[49]]), backend_port);
+    }
+}

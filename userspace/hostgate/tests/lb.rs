@@ -299,3 +299,39 @@ fn dsr_to_another_node_beside_local_nat() {
         sa.dataplane.counters.iter().filter(|r| r.hook == "xdp-uplink" && r.verdict == "tx").map(|r| r.packets).sum();
     assert!(tx > 100, "tunnelled packets: {:?}", sa.dataplane.counters);
 }
+
+#[test]
+fn flows_keep_their_backend_across_changes_and_restarts() {
+    if !privileged("flows_keep_their_backend_across_changes_and_restarts") {
+        return;
+    }
+    let mut node = TestNode::new("lbct", 3);
+    node.start_daemon();
+    let _udp: Vec<_> = node
+        .topo
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            servers::udp_identity(&c.ns.path(), "0.0.0.0:53".parse().expect("a"), &format!("c{}", i + 1)).expect("udp")
+        })
+        .collect();
+    ok(node.cli(&["vip", "add", "203.0.113.53", "--proto", "udp", "--port", "53"]));
+    for c in &node.topo.containers[..2] {
+        ok(node.cli(&["backend", "add", "203.0.113.53:53/udp", &c.v4.to_string()]));
+    }
+    let vip: SocketAddr = "203.0.113.53:53".parse().expect("vip");
+    let flows = servers::udp_flows(&node.topo.client.path(), 40).expect("flows");
+    let first: Vec<String> = flows.iter().map(|f| servers::udp_query(f, vip).expect("answer")).collect();
+
+    // A heavy new backend and a daemon restart: established flows stay put.
+    ok(node.cli(&["backend", "add", "203.0.113.53:53/udp", &node.topo.containers[2].v4.to_string(), "--weight", "5"]));
+    node.daemon.as_mut().expect("daemon").kill();
+    node.start_daemon();
+    let after: Vec<String> = flows.iter().map(|f| servers::udp_query(f, vip).expect("answer")).collect();
+    assert_eq!(after, first, "flows moved");
+
+    // New flows do reach the new backend.
+    let fresh = servers::udp_ask(&node.topo.client.path(), vip, 60).expect("udp");
+    assert!(tally(&fresh).get("c3").copied().unwrap_or(0) > 20, "{:?}", tally(&fresh));
+}
