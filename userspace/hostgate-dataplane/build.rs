@@ -27,7 +27,7 @@ fn main() {
         fail(&format!("libbpf headers (bpf/bpf_helpers.h) missing for xdp-ebpf/: run `{INSTALL_HINT}`"));
     }
 
-    for name in ["hostgate", "xdp_pass"] {
+    for name in ["hostgate", "xdp_pass", "bench"] {
         let status = Command::new(&clang)
             .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror"])
             .arg("-I")

@@ -4,6 +4,7 @@
 //!   interfaces with `--config`).
 //! - `test`: formatting, lints and every test, privileged ones included.
 
+mod bench;
 mod deps;
 mod run;
 
@@ -21,6 +22,11 @@ enum Command {
     /// Build and start hostgate: a self-contained demo node in network
     /// namespaces, or with --config the daemon on this host's interfaces.
     Run(run::RunArgs),
+    /// Benchmarks against peers, printed as one table per area (`lb`).
+    Bench {
+        /// Which: lb (default: all).
+        what: Vec<String>,
+    },
     /// Check formatting and lints, then run every test (unit and privileged
     /// integration; run as root, as CI does).
     Test {
@@ -34,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run::run(args),
         Command::Test { args } => test(&args),
+        Command::Bench { what } => bench::run(&what),
     }
 }
 

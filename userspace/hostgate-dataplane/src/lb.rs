@@ -212,6 +212,11 @@ impl Dataplane {
     /// returns the XDP action and the frame as the program left it. For
     /// tests and benchmarks; counters and tables are the live ones.
     pub fn xdp_test_run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>), DataplaneError> {
+        self.xdp_test_run_timed(frame).map(|(action, out, _)| (action, out))
+    }
+
+    /// As [`Dataplane::xdp_test_run`], with the kernel's measure of the run.
+    pub fn xdp_test_run_timed(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
         use aya::programs::{TestRun, TestRunOptions, Xdp};
         let prog: &mut Xdp = crate::program(&mut self.ebpf, names::XDP_UPLINK)?;
         let mut out = vec![0u8; frame.len() + 256];
@@ -221,6 +226,6 @@ impl Dataplane {
         let result =
             prog.test_run(opts).map_err(|source| DataplaneError::Program { name: names::XDP_UPLINK, source })?;
         out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        Ok((result.return_value, out, result.duration))
     }
 }

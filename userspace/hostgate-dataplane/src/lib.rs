@@ -43,6 +43,9 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 /// the far ends of veths that must accept XDP_TX'd frames.
 pub static XDP_PASS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_pass.bpf.o"));
 
+/// The benchmark's traffic generator and sink (`xdp-ebpf/src/bench.bpf.c`).
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench.bpf.o"));
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("interface {0:?} does not exist")]

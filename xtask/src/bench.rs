@@ -1,0 +1,389 @@
+//! `cargo xtask bench lb`: the load balancer against its peers, one table
+//! from one run.
+//!
+//! (a) BPF_PROG_TEST_RUN: ns per packet of the real program with real
+//!     tables (65 537-slot Maglev rings), for new flows (connection-table
+//!     miss, Maglev pick, insert) and established ones (hit), IPv4 and
+//!     IPv6, beside a do-nothing XDP program run the same way (the timer
+//!     floor of single runs; repeated runs cannot be used since the program
+//!     rewrites its input).
+//! (b) Forwarding between namespaces: an in-kernel generator (live-frames
+//!     test runs that XDP_TX UDP frames with random source ports out of the
+//!     client's veth) into the node; delivered frames are counted by XDP
+//!     sinks on the containers' veths. hostgate (XDP: Maglev + DNAT +
+//!     redirect) against nftables (numgen + dnat, kernel forwarding) on the
+//!     same topology, 64-byte and 1514-byte frames, three runs each.
+
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use aya::{
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use hostgate_dataplane::{detach_pinned, pins::PinLayout, Dataplane, DataplaneSpec, XdpModeChoice};
+use hostgate_lb::{
+    model::{BackendSpec, Mode, VipSpec},
+    plan,
+};
+use hostgate_testbed::{
+    packet::{tcp_flags, Packet},
+    sender::enter_netns,
+    topology::{CLIENT_IFACE, CLIENT_MAC, CLIENT_V4, NODE_MAC, NODE_UPLINK},
+    unique_name, NodeTopology,
+};
+
+use crate::deps;
+
+const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
+const RUNS: usize = 3;
+
+pub fn run(what: &[String]) -> anyhow::Result<()> {
+    let what: Vec<&str> = if what.is_empty() { vec!["lb"] } else { what.iter().map(String::as_str).collect() };
+    for w in what {
+        match w {
+            "lb" => lb()?,
+            other => bail!("unknown benchmark {other:?} (available: lb)"),
+        }
+    }
+    Ok(())
+}
+
+fn lb() -> anyhow::Result<()> {
+    let mut pkgs = deps::BUILD_AND_TEST.to_vec();
+    pkgs.push(("nftables", "the nftables load balancer compared against"));
+    deps::ensure(&pkgs)?;
+    if !deps::is_root() {
+        bail!("the benchmark loads BPF programs and creates namespaces: run it as root");
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "hostgate load balancer benchmark: {} CPUs, kernel {}, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    println!(
+        "\n(a) BPF_PROG_TEST_RUN, ns per packet (median of {RUNS} rounds of 20 000 packets; spread in brackets)\n"
+    );
+    test_run_table()?;
+    println!(
+        "\n(b) forwarding client -> node -> 3 containers over veth, UDP, random source ports (median of {RUNS} runs)\n"
+    );
+    forwarding_table()?;
+    Ok(())
+}
+
+fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() - 1] - v[0])
+}
+
+/// A data plane without interfaces, removed on drop.
+struct BenchDataplane {
+    dp: Option<Dataplane>,
+    layout: PinLayout,
+}
+
+impl Drop for BenchDataplane {
+    fn drop(&mut self) {
+        drop(self.dp.take());
+        let _ = detach_pinned(&self.layout);
+    }
+}
+
+fn lb_plan(proto: &str, port: u16, backends4: &[String], backends6: &[String]) -> anyhow::Result<plan::Plan> {
+    let v4 = format!("203.0.113.10:{port}/{proto}");
+    let v6 = format!("[2001:db8:113::10]:{port}/{proto}");
+    let vips = [
+        VipSpec { key: v4.parse()?, id: 0, ring_size: 65_537 },
+        VipSpec { key: v6.parse()?, id: 1, ring_size: 65_537 },
+    ];
+    let mut backends = Vec::new();
+    for (i, addr) in backends4.iter().chain(backends6).enumerate() {
+        let vip = if i < backends4.len() { &vips[0] } else { &vips[1] };
+        backends.push(BackendSpec {
+            vip: vip.key,
+            addr: addr.parse()?,
+            port: None,
+            weight: 1,
+            mode: Mode::Nat,
+            node: None,
+            id: i as u32 + 1,
+            check: None,
+        });
+    }
+    let (plan, skipped) = plan::build(&vips, &backends, &BTreeSet::new(), &plan::Site::default());
+    if !skipped.is_empty() {
+        bail!("benchmark plan skipped backends: {skipped:?}");
+    }
+    Ok(plan)
+}
+
+fn test_run_table() -> anyhow::Result<()> {
+    let name = unique_name("bench");
+    let spec = DataplaneSpec {
+        pin_root: PIN_ROOT.into(),
+        node: name.clone(),
+        uplinks: vec![],
+        container_ifaces: vec![],
+        xdp_mode: XdpModeChoice::Auto,
+    };
+    let mut bench =
+        BenchDataplane { dp: Some(Dataplane::start(&spec)?), layout: PinLayout::new(Path::new(PIN_ROOT), &name) };
+    let b4: Vec<String> = (0..3).map(|i| format!("198.51.100.{}", 4 * i + 6)).collect();
+    let b6: Vec<String> = (1..=3).map(|i| format!("2001:db8:51:{i}::2")).collect();
+    let plan = lb_plan("tcp", 80, &b4, &b6)?;
+    let dp = bench.dp.as_mut().context("data plane")?;
+    dp.apply_lb(&plan)?;
+
+    let mut pass = EbpfLoader::new().load(hostgate_dataplane::XDP_PASS_OBJECT)?;
+    let pass_prog: &mut Xdp = pass.program_mut("xdp_pass").context("xdp_pass")?.try_into()?;
+    pass_prog.load()?;
+
+    println!("{:<34} {:>14} {:>14} {:>14}", "packet", "hostgate", "xdp_pass", "hostgate-pass");
+    type FrameFn = fn(u16, u8) -> Vec<u8>;
+    let frames: [(&str, FrameFn); 3] = [
+        ("IPv4 TCP to VIP", |p, r| {
+            Packet::ipv4([198, 18, r, 2], [203, 0, 113, 10]).tcp(p, 80, tcp_flags::SYN).payload(&[0; 6]).build()
+        }),
+        ("IPv6 TCP to VIP", |p, r| {
+            let src = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x18, u16::from(r), 0, 0, 0, 2);
+            Packet::ipv6(src, "2001:db8:113::10".parse::<std::net::Ipv6Addr>().unwrap_or(src))
+                .tcp(p, 80, tcp_flags::SYN)
+                .build()
+        }),
+        ("IPv4 TCP, not a VIP (pass)", |p, r| {
+            Packet::ipv4([198, 18, r, 2], [203, 0, 113, 99]).tcp(p, 80, tcp_flags::SYN).payload(&[0; 6]).build()
+        }),
+    ];
+    for (label, make) in frames {
+        let mut new_flow = Vec::new();
+        let mut established = Vec::new();
+        let mut floor = Vec::new();
+        for round in 0..RUNS as u8 {
+            let batch: Vec<Vec<u8>> = (10_000..30_000u16).map(|p| make(p, round + 1)).collect();
+            new_flow.push(avg_ns(dp, &batch)?);
+            established.push(avg_ns(dp, &batch)?);
+            floor.push(avg_pass_ns(pass_prog, &batch)?);
+        }
+        let (f, fs) = median_spread(floor);
+        for (kind, v) in [("new flow", new_flow), ("established", established)] {
+            if label.contains("not a VIP") && kind == "established" {
+                continue;
+            }
+            let (m, s) = median_spread(v);
+            let what = if label.contains("not a VIP") { label.to_string() } else { format!("{label}, {kind}") };
+            println!(
+                "{what:<34} {:>14} {:>14} {:>14.0}",
+                format!("{m:.0} [{s:.0}]"),
+                format!("{f:.0} [{fs:.0}]"),
+                m - f
+            );
+        }
+    }
+    Ok(())
+}
+
+fn avg_ns(dp: &mut Dataplane, frames: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let mut total = Duration::ZERO;
+    for f in frames {
+        total += dp.xdp_test_run_timed(f)?.2;
+    }
+    Ok(total.as_nanos() as f64 / frames.len() as f64)
+}
+
+fn avg_pass_ns(prog: &mut Xdp, frames: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let mut total = Duration::ZERO;
+    for f in frames {
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(f);
+        total += prog.test_run(opts)?.duration;
+    }
+    Ok(total.as_nanos() as f64 / frames.len() as f64)
+}
+
+/// Runs `f` on a thread inside the network namespace at `path`.
+fn in_netns<T: Send + 'static>(
+    path: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        enter_netns(&path)?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+}
+
+/// Loads the bench object and attaches `program` to `iface` natively.
+fn attach_bench_prog(
+    netns: &str,
+    object: &'static [u8],
+    program: &'static str,
+    iface: &'static str,
+) -> anyhow::Result<Ebpf> {
+    in_netns(netns, move || {
+        let mut ebpf = EbpfLoader::new().load(object)?;
+        let prog: &mut Xdp = ebpf.program_mut(program).context("program")?.try_into()?;
+        prog.load()?;
+        prog.attach(iface, XdpMode::Driver)?;
+        Ok(ebpf)
+    })
+}
+
+/// Frames dropped by the XDP sinks of every container so far.
+fn delivered(topo: &NodeTopology) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for c in &topo.containers {
+        let out = c.ns.exec("ethtool", ["-S", "eth0"])?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((k, v)) = line.trim().split_once(':') {
+                if k.ends_with("xdp_drops") {
+                    sum += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// Pushes `count` frames from the client with the live-frames generator;
+/// returns how long it took.
+fn generate(topo: &NodeTopology, frame: Vec<u8>, count: u32) -> anyhow::Result<Duration> {
+    in_netns(&topo.client.path(), move || {
+        let ifindex = hostgate_dataplane::sys::ifindex(CLIENT_IFACE).context("client iface")?;
+        let mut ebpf = EbpfLoader::new().load(hostgate_dataplane::BENCH_OBJECT)?;
+        let mut tpl: aya::maps::Array<&mut aya::maps::MapData, [u8; 42]> =
+            aya::maps::Array::try_from(ebpf.map_mut("hg_bench_tpl").context("template map")?)?;
+        let mut header = [0u8; 42];
+        header.copy_from_slice(&frame[..42]);
+        tpl.set(0, header, 0)?;
+        let prog: &mut Xdp = ebpf.program_mut("hg_bench_gen").context("gen")?.try_into()?;
+        prog.load()?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+        let mut ctx = Vec::new();
+        for v in [0u32, frame.len() as u32, 0, ifindex, 0, 0] {
+            ctx.extend_from_slice(&v.to_ne_bytes());
+        }
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        opts.ctx_in = Some(&ctx);
+        opts.repeat = count;
+        opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
+        let start = Instant::now();
+        prog.test_run(opts)?;
+        Ok(start.elapsed())
+    })
+}
+
+fn udp_frame(len: usize) -> Vec<u8> {
+    let payload = vec![0u8; len.saturating_sub(14 + 20 + 8)];
+    Packet::ipv4(CLIENT_V4, [203, 0, 113, 10]).macs(CLIENT_MAC, NODE_MAC).udp(1024, 9).payload(&payload).build()
+}
+
+fn forwarding_table() -> anyhow::Result<()> {
+    let topo = NodeTopology::build("bench", 3)?;
+    // Permanent neighbours: the sinks drop ARP too.
+    for c in &topo.containers {
+        let mac = c.ns.exec("cat", ["/sys/class/net/eth0/address"])?;
+        let mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+        topo.node.ip([
+            "neigh",
+            "replace",
+            &c.v4.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            &c.node_iface,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    let _sinks: Vec<Ebpf> = topo
+        .containers
+        .iter()
+        .map(|c| attach_bench_prog(&c.ns.path(), hostgate_dataplane::BENCH_OBJECT, "hg_bench_sink", "eth0"))
+        .collect::<anyhow::Result<_>>()?;
+    let backends: Vec<String> = topo.containers.iter().map(|c| c.v4.to_string()).collect();
+
+    println!(
+        "{:<12} {:<10} {:>16} {:>16} {:>12} {:>10}",
+        "frame", "path", "delivered Mpps", "offered Mpps", "Gbit/s", "ratio"
+    );
+    for (len, count) in [(60usize, 2_000_000u32), (1514, 1_000_000)] {
+        let frame = udp_frame(len);
+        // hostgate: XDP Maglev + DNAT + redirect.
+        let name = unique_name("benchfw");
+        let spec = DataplaneSpec {
+            pin_root: PIN_ROOT.into(),
+            node: name.clone(),
+            uplinks: vec![NODE_UPLINK.into()],
+            container_ifaces: topo.container_ifaces(),
+            xdp_mode: XdpModeChoice::Native,
+        };
+        let plan = lb_plan("udp", 9, &backends, &[])?;
+        let layout = PinLayout::new(Path::new(PIN_ROOT), &name);
+        let dp = in_netns(&topo.node.path(), move || {
+            let mut dp = Dataplane::start(&spec)?;
+            dp.apply_lb(&plan)?;
+            Ok(dp)
+        })?;
+        let hostgate = measure(&topo, &frame, count)?;
+        drop(dp);
+        detach_pinned(&layout)?;
+
+        // nftables: numgen + dnat in the node, frames passed up by an XDP no-op.
+        let pass = attach_bench_prog(&topo.node.path(), hostgate_dataplane::XDP_PASS_OBJECT, "xdp_pass", "uplink0")?;
+        let rules = format!(
+            "table ip hgbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n    \
+             ip daddr 203.0.113.10 udp dport 9 dnat to numgen inc mod 3 map {{ 0 : {}, 1 : {}, 2 : {} }}\n  }}\n}}\n",
+            backends[0], backends[1], backends[2]
+        );
+        let rules_file = std::env::temp_dir().join(format!("{}.nft", unique_name("bench")));
+        std::fs::write(&rules_file, rules)?;
+        let loaded = topo.node.exec("nft", [std::ffi::OsStr::new("-f"), rules_file.as_os_str()]);
+        let _ = std::fs::remove_file(&rules_file);
+        loaded?;
+        let nft = measure(&topo, &frame, count);
+        let _ = topo.node.exec("nft", ["delete", "table", "ip", "hgbench"]);
+        drop(pass);
+        let nft = nft?;
+
+        for (path, (mpps, offered)) in [("hostgate", hostgate), ("nftables", nft)] {
+            let gbit = mpps * 1e6 * len as f64 * 8.0 / 1e9;
+            let ratio = if path == "hostgate" { String::new() } else { format!("{:.2}x", hostgate.0 / mpps.max(1e-9)) };
+            println!(
+                "{:<12} {:<10} {:>16.3} {:>16.3} {:>12.2} {:>10}",
+                format!("{len} B"),
+                path,
+                mpps,
+                offered,
+                gbit,
+                ratio
+            );
+        }
+    }
+    println!("\nratio: hostgate's delivered rate over the peer's. Gbit/s counts Ethernet frames without FCS.");
+    Ok(())
+}
+
+/// Median delivered and offered Mpps over RUNS runs.
+fn measure(topo: &NodeTopology, frame: &[u8], count: u32) -> anyhow::Result<(f64, f64)> {
+    let mut delivered_mpps = Vec::new();
+    let mut offered_mpps = Vec::new();
+    for _ in 0..RUNS {
+        let before = delivered(topo)?;
+        let took = generate(topo, frame.to_vec(), count)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let got = delivered(topo)? - before;
+        delivered_mpps.push(got as f64 / took.as_secs_f64() / 1e6);
+        offered_mpps.push(f64::from(count) / took.as_secs_f64() / 1e6);
+    }
+    Ok((median_spread(delivered_mpps).0, median_spread(offered_mpps).0))
+}
