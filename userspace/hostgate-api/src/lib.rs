@@ -218,3 +218,63 @@ pub struct NodeView {
 pub struct NodeRef {
     pub name: String,
 }
+
+pub const CUSTOMERS: &str = "/v1/customers";
+pub const CUSTOMER_SHOW: &str = "/v1/customers/show";
+pub const CUSTOMER_REMOVE: &str = "/v1/customers/remove";
+pub const IPS: &str = "/v1/ips";
+pub const IP_RELEASE: &str = "/v1/ips/release";
+pub const IP_MOVE: &str = "/v1/ips/move";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerRequest {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerRef {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerView {
+    pub name: String,
+    pub description: String,
+    pub created: u64,
+    pub ips: Vec<IpView>,
+}
+
+/// `POST /v1/ips`: assign an IP to a customer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpRequest {
+    pub addr: String,
+    pub customer: String,
+    /// Pin to this node; default: placed by hostgate.
+    pub node: Option<String>,
+}
+
+/// `POST /v1/ips/release` and `/v1/ips/move`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpRef {
+    pub addr: String,
+    /// For move: the node to pin the IP to.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpView {
+    pub addr: String,
+    pub customer: String,
+    /// The node answering for the IP.
+    pub owner: Option<String>,
+    /// Whether the owner was pinned (`--node`, `ip move`).
+    pub pinned: bool,
+    /// `active` (on this node's interface), `remote` (another node answers),
+    /// `pending` (this node should answer but has not yet).
+    pub state: String,
+    /// Seconds since the epoch of the assignment.
+    pub since: u64,
+}

@@ -62,7 +62,44 @@ pub struct Config {
     pub api: ApiConfig,
     pub dataplane: DataplaneConfig,
     #[serde(default)]
+    pub ip: IpConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Customer IPs: where they may come from and how they are announced.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IpConfig {
+    /// Prefixes customer IPs are assigned from, e.g. "203.0.113.0/24".
+    #[serde(default)]
+    pub pools: Vec<String>,
+    /// Interface the owning node puts customer IPs on (default: the first uplink).
+    pub interface: Option<String>,
+    /// Gratuitous ARPs / unsolicited neighbour advertisements per takeover.
+    #[serde(default = "default_announce_count")]
+    pub announce_count: u32,
+    /// Milliseconds between announcements.
+    #[serde(default = "default_announce_interval_ms")]
+    pub announce_interval_ms: u32,
+}
+
+impl Default for IpConfig {
+    fn default() -> Self {
+        IpConfig {
+            pools: Vec::new(),
+            interface: None,
+            announce_count: default_announce_count(),
+            announce_interval_ms: default_announce_interval_ms(),
+        }
+    }
+}
+
+fn default_announce_count() -> u32 {
+    3
+}
+fn default_announce_interval_ms() -> u32 {
+    200
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -193,10 +230,47 @@ impl Config {
                 }
             }
         }
+        for (i, pool) in self.ip.pools.iter().enumerate() {
+            if let Err(problem) = check_cidr(pool) {
+                return bad(&format!("ip.pools[{i}]"), problem);
+            }
+        }
+        if let Some(iface) = &self.ip.interface {
+            if !valid_ifname(iface) {
+                return bad("ip.interface", format!("{iface:?} is not a valid interface name"));
+            }
+        }
+        if self.ip.announce_count > 100 {
+            return bad("ip.announce_count", format!("{} is more than 100", self.ip.announce_count));
+        }
         if let Err(e) = self.log.level.parse::<LevelFilterCheck>() {
             return bad("log.level", e.to_string());
         }
         Ok(())
+    }
+}
+
+/// `ADDRESS/LENGTH` with no host bits set.
+fn check_cidr(s: &str) -> Result<(), String> {
+    let bad = || format!("{s:?} is not ADDRESS/LENGTH (e.g. 203.0.113.0/24)");
+    let (a, l) = s.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::IpAddr = a.parse().map_err(|_| bad())?;
+    let len: u32 = l.parse().map_err(|_| bad())?;
+    let host_bits_clear = match addr {
+        std::net::IpAddr::V4(a) if len <= 32 => len == 32 || u32::from(a) << len == 0,
+        std::net::IpAddr::V6(a) if len <= 128 => len == 128 || u128::from(a) << len == 0,
+        _ => return Err(bad()),
+    };
+    if !host_bits_clear {
+        return Err(format!("{s:?} has host bits set"));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The interface customer IPs go on.
+    pub fn ip_interface(&self) -> &str {
+        self.ip.interface.as_deref().or(self.dataplane.uplinks.first().map(String::as_str)).unwrap_or("lo")
     }
 }
 
@@ -325,6 +399,18 @@ container_interfaces = ["veth1", "veth2"]
         let e = err("node_name = \"n\"\n[dataplane]\nuplinks = [\"eth0\"]\nuplink = \"x\"\n");
         assert_eq!(e.lines().count(), 1, "{e}");
         eprintln!("{e}");
+    }
+
+    #[test]
+    fn ip_pools_are_checked() {
+        let base = "node_name = \"n\"\n[dataplane]\nuplinks = [\"eth0\"]\n[ip]\n";
+        assert_eq!(
+            err(&format!("{base}pools = [\"203.0.113.0/24\", \"203.0.113.1/24\"]\n")),
+            "hg.toml: ip.pools[1]: \"203.0.113.1/24\" has host bits set"
+        );
+        assert!(err(&format!("{base}pools = [\"nope\"]\n")).contains("ip.pools[0]"));
+        let ok = Config::parse(&format!("{base}pools = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n"), Path::new("x"));
+        assert_eq!(ok.expect("valid").ip_interface(), "eth0");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{lb, nodes, status, Daemon};
+use crate::{ips, lb, nodes, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -26,6 +26,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::BACKEND_REMOVE, post(lb::remove_backend))
         .route(hostgate_api::NODES, get(nodes::list).post(nodes::add))
         .route(hostgate_api::NODE_REMOVE, post(nodes::remove))
+        .route(hostgate_api::CUSTOMERS, get(ips::list_customers).post(ips::add_customer))
+        .route(hostgate_api::CUSTOMER_SHOW, post(ips::show_customer))
+        .route(hostgate_api::CUSTOMER_REMOVE, post(ips::remove_customer))
+        .route(hostgate_api::IPS, get(ips::list_ips).post(ips::assign))
+        .route(hostgate_api::IP_RELEASE, post(ips::release))
+        .route(hostgate_api::IP_MOVE, post(ips::move_ip))
         .fallback(not_found)
         .with_state(daemon)
 }

@@ -10,7 +10,9 @@
 
 mod api;
 mod health;
+mod ips;
 mod lb;
+mod netif;
 mod nodes;
 mod status;
 
@@ -112,6 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(lb::reconcile(daemon.clone()));
     tokio::spawn(health::run(daemon.clone()));
     tokio::spawn(nodes::keep_neighbours(daemon.clone()));
+    tokio::spawn(ips::reconcile(daemon.clone()));
 
     let listener = bind_socket(&socket)?;
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");

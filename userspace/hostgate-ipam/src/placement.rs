@@ -32,7 +32,7 @@ fn hash(parts: &[&[u8]]) -> u64 {
 }
 
 /// The node that should own `addr`, or `None` if no node can.
-pub fn place<'a>(addr: IpAddr, nodes: &'a [Candidate]) -> Option<&'a str> {
+pub fn place(addr: IpAddr, nodes: &[Candidate]) -> Option<&str> {
     let key = match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),

@@ -91,6 +91,53 @@ impl PacketSocket {
         Ok(PacketSocket { fd, addr })
     }
 
+    /// Binds for receiving every protocol on the interface, with a short
+    /// receive timeout so callers can stop on time.
+    fn bind_receive(&self) -> io::Result<()> {
+        let mut addr = self.addr;
+        addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: addr is a valid sockaddr_ll for the call's duration.
+        let rc = unsafe {
+            libc::bind(
+                self.fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+        // SAFETY: tv lives across the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// One frame, or None after the receive timeout.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let e = io::Error::last_os_error();
+        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+            return Ok(None);
+        }
+        Err(e)
+    }
+
     fn send(&self, frame: &[u8]) -> io::Result<()> {
         loop {
             // SAFETY: frame and addr outlive the call.
@@ -116,4 +163,32 @@ impl PacketSocket {
             return Err(err);
         }
     }
+}
+
+/// Frames received on `iface` in namespace `netns_path` during `duration`
+/// (from when this returns, on a background thread); join the handle for them.
+pub fn capture(
+    netns_path: &str,
+    iface: &str,
+    duration: Duration,
+) -> io::Result<std::thread::JoinHandle<io::Result<Vec<Vec<u8>>>>> {
+    let (path, iface) = (netns_path.to_string(), iface.to_string());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || -> io::Result<Vec<Vec<u8>>> {
+        enter_netns(&path)?;
+        let sock = PacketSocket::bind(&iface)?;
+        sock.bind_receive()?;
+        let _ = ready_tx.send(());
+        let end = Instant::now() + duration;
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        while Instant::now() < end {
+            if let Some(n) = sock.recv(&mut buf)? {
+                frames.push(buf[..n].to_vec());
+            }
+        }
+        Ok(frames)
+    });
+    ready_rx.recv().map_err(|_| io::Error::other("capture thread failed to start"))?;
+    Ok(handle)
 }

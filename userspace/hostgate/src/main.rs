@@ -52,6 +52,16 @@ enum Command {
         #[command(subcommand)]
         command: BackendCommand,
     },
+    /// Customers of the hosting provider.
+    Customer {
+        #[command(subcommand)]
+        command: CustomerCommand,
+    },
+    /// Customer IPs: which customer holds which address, and which node answers for it.
+    Ip {
+        #[command(subcommand)]
+        command: IpCommand,
+    },
     /// The node registry: underlay addresses of the nodes DSR tunnels go to.
     Node {
         #[command(subcommand)]
@@ -161,6 +171,57 @@ enum BackendCommand {
 }
 
 #[derive(Subcommand)]
+enum CustomerCommand {
+    /// Add a customer (a-z, 0-9 and '-').
+    Add {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Every customer with its IPs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One customer and its IPs.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a customer that holds no IPs.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum IpCommand {
+    /// Assign an IP from the configured pools to a customer.
+    Assign {
+        addr: String,
+        #[arg(long)]
+        customer: String,
+        /// Pin the IP to this node (default: placed by hostgate).
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an IP back from its customer; its node withdraws it.
+    Release { addr: String },
+    /// Pin an IP to another node.
+    Move {
+        addr: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Every assigned IP: customer, owner node, state, since.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum NodeCommand {
     /// Register another node and its underlay address(es).
     Add {
@@ -239,6 +300,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Vip { command } => vip(&client, command).await,
         Command::Backend { command } => backend(&client, command).await,
         Command::Node { command } => node(&client, command).await,
+        Command::Customer { command } => customer(&client, command).await,
+        Command::Ip { command } => ip(&client, command).await,
         Command::Config { command: ConfigCommand::Check { file } } => {
             let c = Config::load(&file)?;
             println!("{}: ok (node {}, {} uplink(s))", file.display(), c.node_name, c.dataplane.uplinks.len());
@@ -335,6 +398,54 @@ async fn backend(client: &Client, command: BackendCommand) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+async fn customer(client: &Client, command: CustomerCommand) -> anyhow::Result<()> {
+    use hostgate_api::{CustomerRef, CustomerRequest, CustomerView};
+    match command {
+        CustomerCommand::Add { name, description } => {
+            let c: CustomerView = client.post(hostgate_api::CUSTOMERS, &CustomerRequest { name, description }).await?;
+            println!("customer {} added", c.name);
+        }
+        CustomerCommand::List { json } => {
+            let all: Vec<CustomerView> = client.get(hostgate_api::CUSTOMERS).await?;
+            print_out(json, &all, |c| output::customers(c).to_string())?;
+        }
+        CustomerCommand::Show { name, json } => {
+            let c: CustomerView = client.post(hostgate_api::CUSTOMER_SHOW, &CustomerRef { name }).await?;
+            print_out(json, &c, output::customer)?;
+        }
+        CustomerCommand::Remove { name } => {
+            let c: CustomerRef = client.post(hostgate_api::CUSTOMER_REMOVE, &CustomerRef { name }).await?;
+            println!("customer {} removed", c.name);
+        }
+    }
+    Ok(())
+}
+
+async fn ip(client: &Client, command: IpCommand) -> anyhow::Result<()> {
+    use hostgate_api::{IpRef, IpRequest, IpView};
+    match command {
+        IpCommand::Assign { addr, customer, node, json } => {
+            let v: IpView = client.post(hostgate_api::IPS, &IpRequest { addr, customer, node }).await?;
+            print_out(json, &v, |v| {
+                format!("{} assigned to {} (node {})", v.addr, v.customer, v.owner.clone().unwrap_or_default())
+            })?;
+        }
+        IpCommand::Release { addr } => {
+            let r: IpRef = client.post(hostgate_api::IP_RELEASE, &IpRef { addr, to: None }).await?;
+            println!("{} released", r.addr);
+        }
+        IpCommand::Move { addr, to } => {
+            let v: IpView = client.post(hostgate_api::IP_MOVE, &IpRef { addr, to: Some(to) }).await?;
+            println!("{} moved to node {}", v.addr, v.owner.unwrap_or_default());
+        }
+        IpCommand::List { json } => {
+            let all: Vec<IpView> = client.get(hostgate_api::IPS).await?;
+            print_out(json, &all, |v| output::ips(v).to_string())?;
+        }
+    }
+    Ok(())
 }
 
 async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {

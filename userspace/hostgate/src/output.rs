@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use comfy_table::{presets::NOTHING, Table};
-use hostgate_api::{Applied, CounterRow, DetachResponse, NodeView, Status, VipView};
+use hostgate_api::{Applied, CounterRow, CustomerView, DetachResponse, IpView, NodeView, Status, VipView};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -152,4 +152,34 @@ pub fn nodes(nodes: &[NodeView]) -> Table {
         ]);
     }
     t
+}
+
+fn since(secs: u64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{} ago", duration(now.saturating_sub(secs)))
+}
+
+pub fn ips(ips: &[IpView]) -> Table {
+    let mut t = table(&["IP", "CUSTOMER", "NODE", "STATE", "SINCE"]);
+    for v in ips {
+        let node = v.owner.clone().unwrap_or("-".into()) + if v.pinned { " (pinned)" } else { "" };
+        t.add_row(vec![v.addr.clone(), v.customer.clone(), node, v.state.clone(), since(v.since)]);
+    }
+    if ips.is_empty() {
+        t.add_row(vec!["(no IPs assigned; hostgate ip assign ...)"]);
+    }
+    t
+}
+
+pub fn customers(all: &[CustomerView]) -> Table {
+    let mut t = table(&["CUSTOMER", "IPS", "DESCRIPTION"]);
+    for c in all {
+        let ips: Vec<&str> = c.ips.iter().map(|i| i.addr.as_str()).collect();
+        t.add_row(vec![c.name.clone(), ips.join(", "), c.description.clone()]);
+    }
+    t
+}
+
+pub fn customer(c: &CustomerView) -> String {
+    format!("customer   {}\ncreated    {}\n{}\n\n{}", c.name, since(c.created), c.description, ips(&c.ips))
 }

@@ -32,6 +32,17 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// A daemon for the node namespace at `netns` (a /run/netns path).
     pub fn new(purpose: &str, netns: &str, container_ifaces: &[String], node_addresses: &[String]) -> TestDaemon {
+        Self::with_config(purpose, netns, container_ifaces, node_addresses, "")
+    }
+
+    /// As `new`, with `extra` TOML appended to the config.
+    pub fn with_config(
+        purpose: &str,
+        netns: &str,
+        container_ifaces: &[String],
+        node_addresses: &[String],
+        extra: &str,
+    ) -> TestDaemon {
         let name = unique_name(purpose);
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("hostgate.sock");
@@ -45,7 +56,7 @@ impl TestDaemon {
                 sock = socket.display(),
                 addrs = quoted(node_addresses),
                 list = quoted(container_ifaces),
-            ),
+            ) + extra,
         )
         .expect("write config");
         let layout = PinLayout::new(Path::new(PIN_ROOT), &name);
@@ -141,8 +152,13 @@ impl std::ops::DerefMut for TestNode {
 impl TestNode {
     /// A node with `containers` containers and a config naming all its interfaces.
     pub fn new(purpose: &str, containers: usize) -> TestNode {
+        Self::with_config(purpose, containers, "")
+    }
+
+    /// As `new`, with `extra` TOML appended to the config.
+    pub fn with_config(purpose: &str, containers: usize, extra: &str) -> TestNode {
         let topo = NodeTopology::build(purpose, containers).expect("topology");
-        let host = TestDaemon::new(purpose, &topo.node.path(), &topo.container_ifaces(), &[]);
+        let host = TestDaemon::with_config(purpose, &topo.node.path(), &topo.container_ifaces(), &[], extra);
         TestNode { host, topo }
     }
 

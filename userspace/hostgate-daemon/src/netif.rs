@@ -1,0 +1,181 @@
+//! The kernel side of customer IPs: addresses on an interface through
+//! rtnetlink, and announcements through an AF_PACKET socket. Addresses
+//! hostgate adds carry its own address protocol (IFA_PROTO), so it can tell
+//! them from everyone else's and never touches the others.
+
+use std::{
+    io,
+    net::IpAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use futures_util::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol};
+
+/// IFA_PROTO value marking addresses hostgate added ('h').
+pub const HOSTGATE_PROTO: u8 = 0x68;
+
+/// An address on an interface and whether hostgate put it there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfAddr {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    pub ours: bool,
+}
+
+fn ifindex(iface: &str) -> anyhow::Result<u32> {
+    hostgate_dataplane::sys::ifindex(iface).with_context(|| format!("interface {iface:?} does not exist"))
+}
+
+fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        })
+        .or_else(|| {
+            msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        })
+}
+
+fn is_ours(msg: &AddressMessage) -> bool {
+    msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Protocol(AddressProtocol::Other(HOSTGATE_PROTO))))
+}
+
+/// rtnetlink operations on one interface's addresses.
+pub struct Addresses {
+    handle: rtnetlink::Handle,
+    iface: String,
+}
+
+impl Addresses {
+    pub fn connect(iface: &str) -> anyhow::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        tokio::spawn(conn);
+        Ok(Addresses { handle, iface: iface.to_string() })
+    }
+
+    async fn messages(&self) -> anyhow::Result<Vec<AddressMessage>> {
+        let index = ifindex(&self.iface)?;
+        let stream = self.handle.address().get().set_link_index_filter(index).execute();
+        Ok(stream.try_collect().await?)
+    }
+
+    /// Every address of the interface.
+    pub async fn list(&self) -> anyhow::Result<Vec<IfAddr>> {
+        Ok(self
+            .messages()
+            .await?
+            .iter()
+            .filter_map(|m| Some(IfAddr { addr: address_of(m)?, prefix_len: m.header.prefix_len, ours: is_ours(m) }))
+            .collect())
+    }
+
+    /// Adds `addr` as a host address (/32, /128) marked as hostgate's.
+    /// Returns false if it was already there.
+    pub async fn add(&self, addr: IpAddr) -> anyhow::Result<bool> {
+        if self.list().await?.iter().any(|a| a.addr == addr) {
+            return Ok(false);
+        }
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        let mut req = self.handle.address().add(ifindex(&self.iface)?, addr, prefix);
+        req.message_mut().attributes.push(AddressAttribute::Protocol(AddressProtocol::Other(HOSTGATE_PROTO)));
+        if addr.is_ipv6() {
+            // No duplicate address detection: the cluster decides who owns it.
+            req.message_mut().header.flags |= netlink_packet_route::address::AddressHeaderFlags::Nodad;
+        }
+        req.execute().await.with_context(|| format!("adding {addr} to {}", self.iface))?;
+        Ok(true)
+    }
+
+    /// Removes `addr` if hostgate added it. Returns whether it did.
+    pub async fn remove_ours(&self, addr: IpAddr) -> anyhow::Result<bool> {
+        for msg in self.messages().await? {
+            if address_of(&msg) == Some(addr) {
+                if !is_ours(&msg) {
+                    bail!("{addr} on {} was not added by hostgate; leaving it", self.iface);
+                }
+                self.handle.address().del(msg).execute().await.with_context(|| format!("removing {addr}"))?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Sends `frames` out of `iface`, `count` rounds `interval` apart.
+pub async fn announce(iface: &str, frames: Vec<Vec<u8>>, count: u32, interval: Duration) -> anyhow::Result<()> {
+    let index = ifindex(iface)?;
+    let socket = raw_socket()?;
+    for round in 0..count {
+        if round > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        for f in &frames {
+            send(&socket, index, f).context("sending an announcement")?;
+        }
+    }
+    Ok(())
+}
+
+/// The MAC address of `iface`, asked of the kernel of this network
+/// namespace (SIOCGIFHWADDR; /sys may belong to another namespace).
+pub fn mac_of(iface: &str) -> anyhow::Result<[u8; 6]> {
+    let sock = raw_socket().context("socket for SIOCGIFHWADDR")?;
+    // SAFETY: ifreq is plain data; the name is copied in bounds (< IFNAMSIZ).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if iface.len() >= req.ifr_name.len() {
+        bail!("interface name {iface:?} is too long");
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("reading the MAC address of {iface}"));
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr arm of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
+}
+
+/// A sending-only AF_PACKET socket: each sendto names the interface.
+fn raw_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn send(fd: &OwnedFd, index: u32, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: zeroed sockaddr_ll is valid; frame and addr outlive the call.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = index as i32;
+    addr.sll_halen = 6;
+    let rc = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
