@@ -577,9 +577,11 @@ static __always_inline int hg_lb_xdp(struct xdp_md *ctx, const struct hg_pkt *pk
 /*
  * Container side: a reply from a NAT backend gets the VIP back as its
  * source. Uses the skb checksum helpers, which also handle checksums the
- * container left to offload (CHECKSUM_PARTIAL).
+ * container left to offload (CHECKSUM_PARTIAL). Returns 1 when it rewrote
+ * the packet (and fills @reply with the rewritten flow), else 0.
  */
-static __always_inline void hg_lb_reverse_nat(struct __sk_buff *skb, const struct hg_pkt *pkt)
+static __always_inline int hg_lb_reverse_nat(struct __sk_buff *skb, const struct hg_pkt *pkt,
+					     struct hg_flow_key *reply)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -592,12 +594,12 @@ static __always_inline void hg_lb_reverse_nat(struct __sk_buff *skb, const struc
 	int i;
 
 	if (!pkt->has_l4 || csum_off < 0)
-		return;
+		return 0;
 	if (hg_flow_from_pkt(data, data_end, pkt, &flow) < 0)
-		return;
+		return 0;
 	rn = bpf_map_lookup_elem(&hg_rnat, &flow);
 	if (!rn)
-		return;
+		return 0;
 	old_port = flow.sport;
 	if (pkt->l3_proto == ETH_P_IP) {
 		__u32 ip_off = pkt->l3_off;
@@ -622,6 +624,59 @@ static __always_inline void hg_lb_reverse_nat(struct __sk_buff *skb, const struc
 		bpf_l4_csum_replace(skb, l4_check, old_port, port, mangled0 | sizeof(__be16));
 		bpf_skb_store_bytes(skb, pkt->l4_off, &port, sizeof(port), 0);
 	}
+	*reply = flow;
+	__builtin_memcpy(reply->src, rn->vip, 16);
+	reply->sport = rn->vip_port;
+	return 1;
+}
+
+/*
+ * Sends a reverse-NATed reply straight out of the interface towards the
+ * client (bpf_redirect_neigh resolves the next hop), as a router would,
+ * TTL decremented. The kernel's own input path would refuse it: its
+ * source, the customer IP, is usually an address of this node.
+ */
+static __always_inline int hg_lb_send_reply(struct __sk_buff *skb, const struct hg_pkt *pkt,
+					    const struct hg_flow_key *reply)
+{
+	struct bpf_fib_lookup fib = {};
+	__u8 ttl;
+	int rc;
+
+	fib.ifindex = skb->ingress_ifindex;
+	fib.l4_protocol = reply->proto;
+	fib.tot_len = skb->len - pkt->l3_off;
+	if (reply->family == HG_FAMILY_V4) {
+		__u32 ttl_off = pkt->l3_off + offsetof(struct iphdr, ttl);
+
+		if (bpf_skb_load_bytes(skb, ttl_off, &ttl, 1) < 0 || ttl <= 1)
+			return TC_ACT_OK;
+		fib.family = HG_AF_INET;
+		fib.ipv4_src = reply->src[0];
+		fib.ipv4_dst = reply->dst[0];
+		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+			return TC_ACT_OK;
+		__u8 new_ttl = ttl - 1;
+
+		bpf_l3_csum_replace(skb, pkt->l3_off + offsetof(struct iphdr, check),
+				    bpf_htons((__u16)ttl << 8), bpf_htons((__u16)new_ttl << 8), 2);
+		bpf_skb_store_bytes(skb, ttl_off, &new_ttl, 1, 0);
+	} else {
+		__u32 hop_off = pkt->l3_off + offsetof(struct ipv6hdr, hop_limit);
+
+		if (bpf_skb_load_bytes(skb, hop_off, &ttl, 1) < 0 || ttl <= 1)
+			return TC_ACT_OK;
+		fib.family = HG_AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, reply->src, 16);
+		__builtin_memcpy(fib.ipv6_dst, reply->dst, 16);
+		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+			return TC_ACT_OK;
+		ttl--;
+		bpf_skb_store_bytes(skb, hop_off, &ttl, 1, 0);
+	}
+	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 }
 
 #endif /* HOSTGATE_LB_H */

@@ -54,17 +54,24 @@ int hg_xdp_uplink(struct xdp_md *ctx)
 SEC("classifier")
 int hg_tc_container(struct __sk_buff *skb)
 {
+	struct hg_flow_key reply;
 	struct hg_pkt pkt;
+	__u32 verdict = HG_VERDICT_PASS;
 	__u32 len = skb->len;
+	int action = TC_ACT_OK;
 
 	/* Headers may sit in paged data; pull them into the linear part. */
 	if (skb->data_end - skb->data < len)
 		bpf_skb_pull_data(skb, len < HG_TC_PULL_LEN ? len : HG_TC_PULL_LEN);
 
-	if (hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt) == 0)
-		hg_lb_reverse_nat(skb, &pkt);
-	hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, HG_VERDICT_PASS, len);
-	return TC_ACT_OK;
+	if (hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt) == 0 &&
+	    hg_lb_reverse_nat(skb, &pkt, &reply)) {
+		action = hg_lb_send_reply(skb, &pkt, &reply);
+		if (action == TC_ACT_REDIRECT)
+			verdict = HG_VERDICT_REDIRECT;
+	}
+	hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, verdict, len);
+	return action;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -61,9 +61,13 @@ fn hostgate(bin: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
     Command::new(bin).arg("--socket").arg(DEMO_SOCKET).args(args).output().context("running hostgate")
 }
 
-/// Removes what a previous, interrupted demo may have left.
+/// The demo's state directory (config/demo.toml): every demo starts empty.
+const DEMO_STATE: &str = "/var/lib/hostgate/demo";
+
+/// Removes what a previous demo may have left.
 fn clean_leftovers(bin: &Path, config: &Path) {
     let _ = hostgate(bin, &["dataplane", "detach", "--config", &config.display().to_string()]);
+    let _ = std::fs::remove_dir_all(DEMO_STATE);
     for ns in ["node", "client", "c1", "c2"] {
         let name = format!("{DEMO}-{ns}");
         if Path::new("/run/netns").join(&name).exists() {

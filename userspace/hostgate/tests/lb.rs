@@ -28,8 +28,12 @@ fn tcp_vip_spreads_by_weight_over_real_connections() {
     if !privileged("tcp_vip_spreads_by_weight_over_real_connections") {
         return;
     }
-    let mut node = TestNode::new("lbtcp", 3);
+    let mut node = TestNode::with_config("lbtcp", 3, "\n[ip]\npools = [\"203.0.113.0/24\"]\n");
     node.start_daemon();
+    // As in production: the VIP is a customer IP this node holds (and answers ARP for),
+    // so replies leave with a source address of the node itself.
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["ip", "assign", "203.0.113.10", "--customer", "acme"]));
     let _servers: Vec<_> = node
         .topo
         .containers
