@@ -41,7 +41,7 @@ impl Customer {
 }
 
 /// An address prefix, `203.0.113.0/24` or `2001:db8:113::/48`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub len: u8,

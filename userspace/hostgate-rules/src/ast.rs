@@ -1,6 +1,6 @@
 //! What a rules file says, with where it says it.
 
-use std::{fmt, net::IpAddr};
+use std::fmt;
 
 use hostgate_ipam::model::Cidr;
 use serde::Serialize;
@@ -14,7 +14,10 @@ pub enum Action {
     /// Drop, and tell the sender (TCP RST / ICMP unreachable).
     Reject,
     /// Allow up to `rate` packets/s per source with bursts of `burst`; drop the rest.
-    RateLimit { rate: u32, burst: u32 },
+    RateLimit {
+        rate: u32,
+        burst: u32,
+    },
 }
 
 impl fmt::Display for Action {
@@ -77,8 +80,9 @@ pub struct Rule {
     pub proto: Option<Proto>,
     /// Source prefixes; empty: any source.
     pub from: Vec<Cidr>,
-    /// Customer IPs the rule guards; empty: all of them.
-    pub to: Vec<IpAddr>,
+    /// Destinations: for `in` rules the customer IPs guarded (host
+    /// addresses), for `out` rules any prefixes; empty: all.
+    pub to: Vec<Cidr>,
     /// Inclusive port ranges (TCP/UDP); empty: any port.
     pub ports: Vec<(u16, u16)>,
     /// ICMP type (ICMP/ICMPv6 rules); `None`: any type.

@@ -1,0 +1,275 @@
+//! Compiles a customer's ingress rules into two tables the XDP program can
+//! consult at a cost that does not grow with the number of rules:
+//!
+//! 1. a hash from (customer IP, protocol, port or ICMP type) to a *group*:
+//!    the ordered rules that can apply to such packets, tried as
+//!    (ip, proto, port), then (ip, proto, any), then (ip, any, any);
+//! 2. a longest-prefix-match table from (group, source address) to the
+//!    decision. First-match order becomes longest-prefix order because,
+//!    for the addresses whose longest listed prefix is P, the rules that
+//!    match are exactly those whose source sets contain all of P: the
+//!    decision stored for P is the first of them.
+//!
+//! Identical groups are shared; [`lookup`] mirrors the kernel's walk and is
+//! held to [`crate::eval::evaluate`] by a property test.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use hostgate_ipam::model::Cidr;
+
+use crate::{
+    ast::{Direction, Rule, Ruleset},
+    eval::{Decision, Packet},
+};
+
+/// Refuse to expand port ranges into more table entries than this.
+pub const MAX_POLICY_ENTRIES: usize = 1 << 20;
+
+/// (customer IP, protocol, port/ICMP type + 1); 0 means any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compiled {
+    pub policy: BTreeMap<PolicyKey, u32>,
+    /// (group, source prefix) -> decision.
+    pub lpm: BTreeMap<(u32, Cidr), Decision>,
+    pub groups: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("{file}: the rules expand to more than {MAX_POLICY_ENTRIES} table entries (narrow the port ranges)")]
+    TooLarge { file: String },
+}
+
+fn wildcard(family_v4: bool) -> Cidr {
+    if family_v4 {
+        Cidr { addr: IpAddr::from([0u8; 4]), len: 0 }
+    } else {
+        Cidr { addr: IpAddr::from([0u8; 16]), len: 0 }
+    }
+}
+
+fn contains(outer: &Cidr, inner: &Cidr) -> bool {
+    outer.len <= inner.len && outer.contains(inner.addr)
+}
+
+/// The port key of a packet: its port (TCP/UDP), ICMP type + 1, else 0.
+fn port_key(proto: u8, port: u16, icmp_type: u8) -> u16 {
+    match proto {
+        6 | 17 => port,
+        1 | 58 => u16::from(icmp_type) + 1,
+        _ => 0,
+    }
+}
+
+/// Whether rule `r` can match packets with (`proto`, `key`) where key 0
+/// stands for "a port (or type) no rule names".
+fn applies(r: &Rule, proto: u8, key: u16) -> bool {
+    match r.proto {
+        None => true,
+        Some(p) if p.number() != proto => false,
+        Some(p) if p.has_ports() => {
+            r.ports.is_empty() || (key != 0 && r.ports.iter().any(|(a, b)| (*a..=*b).contains(&key)))
+        }
+        Some(_) => r.icmp_type.is_none() || (key != 0 && r.icmp_type.map(|t| u16::from(t) + 1) == Some(key)),
+    }
+}
+
+/// Compiles the ingress rules of `rs` for the customer's `ips`.
+pub fn compile(rs: &Ruleset, ips: &[IpAddr]) -> Result<Compiled, CompileError> {
+    let ingress: Vec<(usize, &Rule)> =
+        rs.rules.iter().enumerate().filter(|(_, r)| r.direction == Direction::In).collect();
+    let mut out = Compiled::default();
+    let mut group_ids: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
+    for &dst in ips {
+        let relevant: Vec<(usize, &Rule)> =
+            ingress.iter().copied().filter(|(_, r)| r.to.is_empty() || r.to.iter().any(|c| c.contains(dst))).collect();
+        // Every (proto, key) some rule singles out, plus (proto, any) and (any, any).
+        let mut keys: BTreeSet<(u8, u16)> = BTreeSet::from([(0, 0)]);
+        for (_, r) in &relevant {
+            let Some(p) = r.proto else { continue };
+            keys.insert((p.number(), 0));
+            if p.has_ports() {
+                for (a, b) in &r.ports {
+                    keys.extend((*a..=*b).map(|port| (p.number(), port)));
+                }
+            } else if let Some(t) = r.icmp_type {
+                keys.insert((p.number(), u16::from(t) + 1));
+            }
+            if out.policy.len() + keys.len() > MAX_POLICY_ENTRIES {
+                return Err(CompileError::TooLarge { file: rs.file.clone() });
+            }
+        }
+        for (proto, key) in keys {
+            let members: Vec<usize> = relevant
+                .iter()
+                .filter(|(_, r)| if proto == 0 { r.proto.is_none() } else { applies(r, proto, key) })
+                .map(|(i, _)| *i)
+                .collect();
+            let next = group_ids.len() as u32;
+            let group = *group_ids.entry(members.clone()).or_insert_with(|| {
+                for (prefix, decision) in decide(rs, &members) {
+                    out.lpm.insert((next, prefix), decision);
+                }
+                next
+            });
+            out.policy.insert(PolicyKey { dst, proto, port: key }, group);
+        }
+    }
+    out.groups = group_ids.len() as u32;
+    Ok(out)
+}
+
+/// For a group (rule indices in order): the decision for each listed prefix.
+fn decide(rs: &Ruleset, members: &[usize]) -> Vec<(Cidr, Decision)> {
+    let mut prefixes: BTreeSet<Cidr> = BTreeSet::from([wildcard(true), wildcard(false)]);
+    for &i in members {
+        prefixes.extend(rs.rules[i].from.iter().copied());
+    }
+    prefixes
+        .into_iter()
+        .map(|p| {
+            let first = members.iter().copied().find(|&i| {
+                let from = &rs.rules[i].from;
+                from.is_empty() || from.iter().any(|c| c.addr.is_ipv4() == p.addr.is_ipv4() && contains(c, &p))
+            });
+            let decision = match first {
+                Some(i) => Decision { rule: Some(i), action: rs.rules[i].action },
+                None => Decision { rule: None, action: rs.default },
+            };
+            (p, decision)
+        })
+        .collect()
+}
+
+/// The kernel's walk over the compiled tables, for tests and `rules diff`.
+/// `None` when the destination is not one of the compiled IPs.
+pub fn lookup(c: &Compiled, p: &Packet) -> Option<Decision> {
+    let key = port_key(p.proto, p.port, p.icmp_type);
+    let group = [(p.proto, key), (p.proto, 0), (0, 0)]
+        .iter()
+        .find_map(|(proto, port)| c.policy.get(&PolicyKey { dst: p.dst, proto: *proto, port: *port }))?;
+    c.lpm
+        .iter()
+        .filter(|((g, prefix), _)| g == group && prefix.contains(p.src) && prefix.addr.is_ipv4() == p.src.is_ipv4())
+        .max_by_key(|((_, prefix), _)| prefix.len)
+        .map(|(_, d)| *d)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{ast::Action, eval::evaluate, parse};
+
+    const IPS: [&str; 2] = ["203.0.113.10", "203.0.113.11"];
+
+    fn ips() -> Vec<IpAddr> {
+        IPS.iter().map(|s| s.parse().expect("ip")).collect()
+    }
+
+    #[test]
+    fn first_match_beats_longer_prefixes() {
+        let (rs, _) = parse::parse(
+            "t",
+            "customer a\ndefault drop\nallow tcp from 198.51.0.0/16\ndrop tcp from 198.51.100.0/24\nreject udp port 53 to 203.0.113.11\n",
+        )
+        .expect("valid");
+        let c = compile(&rs, &ips()).expect("compile");
+        let pkt = |src: &str, dst: &str, proto: u8, port: u16| Packet {
+            direction: Direction::In,
+            src: src.parse().expect("ip"),
+            dst: dst.parse().expect("ip"),
+            proto,
+            port,
+            icmp_type: 0,
+        };
+        // 198.51.100.7 matches both; the /16 rule comes first.
+        let d = lookup(&c, &pkt("198.51.100.7", "203.0.113.10", 6, 80)).expect("guarded");
+        assert_eq!(d, Decision { rule: Some(0), action: Action::Allow });
+        let d = lookup(&c, &pkt("192.0.2.1", "203.0.113.10", 6, 80)).expect("guarded");
+        assert_eq!(d, Decision { rule: None, action: Action::Drop });
+        let d = lookup(&c, &pkt("192.0.2.1", "203.0.113.11", 17, 53)).expect("guarded");
+        assert_eq!(d.action, Action::Reject);
+        assert_eq!(lookup(&c, &pkt("192.0.2.1", "203.0.113.10", 17, 53)).expect("guarded").action, Action::Drop);
+        assert_eq!(lookup(&c, &pkt("192.0.2.1", "203.0.113.99", 17, 53)), None, "not a customer IP");
+    }
+
+    #[test]
+    fn groups_are_shared() {
+        let (rs, _) = parse::parse("t", "customer a\ndefault drop\nallow tcp port 80\n").expect("valid");
+        let c = compile(&rs, &ips()).expect("compile");
+        assert_eq!(c.policy.len(), 6, "3 keys per IP");
+        assert_eq!(c.groups, 2, "no rule (any proto, or tcp to another port) and tcp 80: shared by both IPs");
+    }
+
+    fn arb_rule() -> impl Strategy<Value = String> {
+        let action = prop_oneof![Just("allow"), Just("drop"), Just("reject")];
+        let proto = prop_oneof![Just(""), Just("tcp"), Just("udp"), Just("icmp")];
+        let from = prop_oneof![
+            Just(""),
+            Just("from 198.51.0.0/16"),
+            Just("from 198.51.100.0/24"),
+            Just("from 198.51.100.128/25, 192.0.2.0/24"),
+            Just("from 2001:db8::/32"),
+        ];
+        let to = prop_oneof![Just(""), Just("to 203.0.113.10"), Just("to 203.0.113.11")];
+        let port = prop_oneof![Just(""), Just("port 22"), Just("port 80, 443"), Just("port 1000-1010")];
+        let ty = prop_oneof![Just(""), Just("type echo-request"), Just("type 3")];
+        (action, proto, from, to, port, ty).prop_map(|(a, p, f, t, po, ty)| {
+            let po = if p == "tcp" || p == "udp" { po } else { "" };
+            let ty = if p == "icmp" { ty } else { "" };
+            format!("{a} {p} {f} {t} {po} {ty}")
+        })
+    }
+
+    fn arb_packet() -> impl Strategy<Value = Packet> {
+        let src = prop_oneof![
+            Just("198.51.100.200"),
+            Just("198.51.100.5"),
+            Just("198.51.7.7"),
+            Just("192.0.2.9"),
+            Just("203.0.113.50"),
+            Just("2001:db8::1"),
+            Just("2001:db9::1"),
+        ];
+        let dst = prop_oneof![Just("203.0.113.10"), Just("203.0.113.11")];
+        let proto = prop_oneof![Just(6u8), Just(17), Just(1), Just(58), Just(47)];
+        let port = prop_oneof![Just(22u16), Just(80), Just(443), Just(1005), Just(9999)];
+        let ty = prop_oneof![Just(8u8), Just(3), Just(0)];
+        (src, dst, proto, port, ty).prop_map(|(s, d, proto, port, icmp_type)| Packet {
+            direction: Direction::In,
+            src: s.parse().expect("ip"),
+            dst: d.parse().expect("ip"),
+            proto,
+            port,
+            icmp_type,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// The compiled tables decide exactly as first-match evaluation.
+        #[test]
+        fn compiled_equals_first_match(rules in proptest::collection::vec(arb_rule(), 0..12),
+                                       default in prop_oneof![Just("allow"), Just("drop")],
+                                       packets in proptest::collection::vec(arb_packet(), 1..40)) {
+            let text = format!("customer a\ndefault {default}\n{}\n", rules.join("\n"));
+            let (rs, _) = parse::parse("p", &text).expect("generated rules parse");
+            let c = compile(&rs, &ips()).expect("compile");
+            for p in packets {
+                prop_assert_eq!(lookup(&c, &p), Some(evaluate(&rs, &p)), "packet {:?}\n{}", p, text);
+            }
+        }
+    }
+}

@@ -133,7 +133,11 @@ impl Parser<'_> {
         match self.sets.get(name) {
             Some(v) => Some(v.clone()),
             None => {
-                self.error(tok.column, format!("unknown set @{name}"), Some("define it with `set NAME = ...` above its first use"));
+                self.error(
+                    tok.column,
+                    format!("unknown set @{name}"),
+                    Some("define it with `set NAME = ...` above its first use"),
+                );
                 None
             }
         }
@@ -155,7 +159,11 @@ impl Parser<'_> {
         match parse_cidr(tok.text) {
             Some(c) => Some(vec![c]),
             None => {
-                self.error(tok.column, format!("bad CIDR {:?}", tok.text), Some("write ADDRESS or ADDRESS/LENGTH without host bits, e.g. 198.51.100.0/24"));
+                self.error(
+                    tok.column,
+                    format!("bad CIDR {:?}", tok.text),
+                    Some("write ADDRESS or ADDRESS/LENGTH without host bits, e.g. 198.51.100.0/24"),
+                );
                 None
             }
         }
@@ -174,7 +182,11 @@ impl Parser<'_> {
         match parse_ports(tok.text) {
             Some(p) => Some(vec![p]),
             None => {
-                self.error(tok.column, format!("bad port {:?}", tok.text), Some("a port is 1-65535; a range is LOW-HIGH"));
+                self.error(
+                    tok.column,
+                    format!("bad port {:?}", tok.text),
+                    Some("a port is 1-65535; a range is LOW-HIGH"),
+                );
                 None
             }
         }
@@ -233,7 +245,11 @@ impl Parser<'_> {
                     match tokens.get(*i).and_then(|t| t.text.parse::<u32>().ok()).filter(|b| *b > 0) {
                         Some(b) => burst = b,
                         None => {
-                            self.error(tokens.get(*i).map_or(tok.column, |t| t.column), "burst needs a positive number", None);
+                            self.error(
+                                tokens.get(*i).map_or(tok.column, |t| t.column),
+                                "burst needs a positive number",
+                                None,
+                            );
                             return None;
                         }
                     }
@@ -264,6 +280,7 @@ impl Parser<'_> {
             comment,
         };
         let mut port_col = None;
+        let mut to_tok = None;
         let mut type_tok = None;
         let mut ok = true;
         while let Some(tok) = tokens.get(i) {
@@ -280,18 +297,13 @@ impl Parser<'_> {
                     Some(c) => rule.from = c,
                     None => ok = false,
                 },
-                "to" => match self.list(tokens, &mut i, "a customer IP", |p, t| {
-                    let c = p.cidr_item(t)?;
-                    let full = c.iter().all(|c| c.len == if c.addr.is_ipv4() { 32 } else { 128 });
-                    if !full {
-                        p.error(t.column, format!("`to` takes the customer's IPs, not prefixes ({})", t.text), None);
-                        return None;
+                "to" => {
+                    to_tok = Some(tok.column);
+                    match self.list(tokens, &mut i, "a destination", |p, t| p.cidr_item(t)) {
+                        Some(a) => rule.to = a,
+                        None => ok = false,
                     }
-                    Some(c.into_iter().map(|c| c.addr).collect())
-                }) {
-                    Some(a) => rule.to = a,
-                    None => ok = false,
-                },
+                }
                 "port" => {
                     port_col = Some(tok.column);
                     match self.list(tokens, &mut i, "a port", |p, t| p.port_item(t)) {
@@ -302,7 +314,13 @@ impl Parser<'_> {
                 "type" => {
                     type_tok = tokens.get(i).cloned();
                     if type_tok.is_none() {
-                        self.error(tok.column, "type needs an ICMP type", Some("echo-request, echo-reply, dest-unreachable, time-exceeded, packet-too-big or a number"));
+                        self.error(
+                            tok.column,
+                            "type needs an ICMP type",
+                            Some(
+                                "echo-request, echo-reply, dest-unreachable, time-exceeded, packet-too-big or a number",
+                            ),
+                        );
                         ok = false;
                     }
                     i += 1;
@@ -317,6 +335,17 @@ impl Parser<'_> {
                 }
             }
         }
+        if let Some(col) = to_tok {
+            let hosts = rule.to.iter().all(|c| c.len == if c.addr.is_ipv4() { 32 } else { 128 });
+            if rule.direction == Direction::In && !hosts {
+                self.error(
+                    col,
+                    "incoming rules go `to` the customer's IPs, not to prefixes",
+                    Some("list the IPs, or write `out` for egress"),
+                );
+                ok = false;
+            }
+        }
         if let Some(col) = port_col {
             if !rule.proto.is_some_and(Proto::has_ports) {
                 self.error(col, "ports need a protocol with ports", Some("add tcp or udp to the rule"));
@@ -325,13 +354,15 @@ impl Parser<'_> {
         }
         if let Some(t) = type_tok {
             match rule.proto {
-                Some(p) if p.is_icmp() => match icmp_type(t.text, p == Proto::Icmpv6) {
-                    Some(ty) => rule.icmp_type = Some(ty),
-                    None => {
-                        self.error(t.column, format!("unknown ICMP type {:?}", t.text), Some("echo-request, echo-reply, dest-unreachable, time-exceeded, packet-too-big or 0-255"));
-                        ok = false;
+                Some(p) if p.is_icmp() => {
+                    match icmp_type(t.text, p == Proto::Icmpv6) {
+                        Some(ty) => rule.icmp_type = Some(ty),
+                        None => {
+                            self.error(t.column, format!("unknown ICMP type {:?}", t.text), Some("echo-request, echo-reply, dest-unreachable, time-exceeded, packet-too-big or 0-255"));
+                            ok = false;
+                        }
                     }
-                },
+                }
                 _ => {
                     self.error(t.column, "type needs icmp or icmpv6", Some("add icmp or icmpv6 to the rule"));
                     ok = false;
@@ -361,7 +392,9 @@ pub fn parse(file: &str, text: &str) -> Result<(Ruleset, Vec<Diagnostic>), Vec<D
                     }
                     customer = Some((name.text.to_string(), p.line));
                 }
-                Some(name) if !valid_name(name.text) => p.error(name.column, format!("bad customer name {:?}", name.text), Some("a-z, 0-9 and '-'")),
+                Some(name) if !valid_name(name.text) => {
+                    p.error(name.column, format!("bad customer name {:?}", name.text), Some("a-z, 0-9 and '-'"))
+                }
                 Some(_) => p.error(tokens[2].column, "unexpected text after the customer name", None),
                 None => p.error(first.column, "customer needs a name", Some("customer NAME")),
             },
@@ -392,7 +425,11 @@ pub fn parse(file: &str, text: &str) -> Result<(Ruleset, Vec<Diagnostic>), Vec<D
         p.error(1, "no `customer` line", Some("start the file with `customer NAME`: whose IPs these rules guard"));
     }
     if default.is_none() {
-        p.error(1, "no `default` line", Some("say what happens to traffic no rule matches: `default drop` or `default allow`"));
+        p.error(
+            1,
+            "no `default` line",
+            Some("say what happens to traffic no rule matches: `default drop` or `default allow`"),
+        );
     }
     let warnings = shadowed(file, &rules);
     if !p.errors.is_empty() {
@@ -402,7 +439,8 @@ pub fn parse(file: &str, text: &str) -> Result<(Ruleset, Vec<Diagnostic>), Vec<D
         return Err(all);
     }
     let (customer, customer_line) = customer.unwrap_or_default();
-    let ruleset = Ruleset { file: file.to_string(), customer, customer_line, default: default.unwrap_or(Action::Drop), rules };
+    let ruleset =
+        Ruleset { file: file.to_string(), customer, customer_line, default: default.unwrap_or(Action::Drop), rules };
     Ok((ruleset, warnings))
 }
 
@@ -415,7 +453,8 @@ pub fn covers(earlier: &Rule, later: &Rule) -> bool {
     let proto = earlier.proto.is_none() || earlier.proto == later.proto;
     let from = earlier.from.is_empty()
         || (!later.from.is_empty() && later.from.iter().all(|l| earlier.from.iter().any(|e| cidr_within(l, e))));
-    let to = earlier.to.is_empty() || (!later.to.is_empty() && later.to.iter().all(|l| earlier.to.contains(l)));
+    let to = earlier.to.is_empty()
+        || (!later.to.is_empty() && later.to.iter().all(|l| earlier.to.iter().any(|e| cidr_within(l, e))));
     let ports = earlier.ports.is_empty()
         || (!later.ports.is_empty()
             && later.ports.iter().all(|(lo, hi)| earlier.ports.iter().any(|(a, b)| a <= lo && hi <= b)));
@@ -433,7 +472,10 @@ fn shadowed(file: &str, rules: &[Rule]) -> Vec<Diagnostic> {
                 line: later.line,
                 column: 1,
                 severity: Severity::Warning,
-                message: format!("this rule never matches: line {} ({}) takes all its traffic first", earlier.line, earlier.action),
+                message: format!(
+                    "this rule never matches: line {} ({}) takes all its traffic first",
+                    earlier.line, earlier.action
+                ),
                 hint: Some(format!("remove it, or move it above line {}", earlier.line)),
             });
         }
@@ -478,7 +520,7 @@ allow out
         assert_eq!(r.rules[1].from.len(), 2);
         assert_eq!(r.rules[2].icmp_type, Some(8));
         assert_eq!(r.rules[4].action, Action::RateLimit { rate: 10, burst: 20 });
-        assert_eq!(r.rules[5].to, vec!["203.0.113.10".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(r.rules[5].to, vec![Cidr { addr: "203.0.113.10".parse::<IpAddr>().expect("ip"), len: 32 }]);
         assert_eq!(r.rules[6].direction, Direction::Out);
         assert_eq!(r.rules[5].line, 13);
     }
@@ -508,7 +550,9 @@ allow out
 
     #[test]
     fn shadowed_rules_are_warned() {
-        let (_, w) = parse("t.rules", "customer a\ndefault drop\nallow tcp\ndrop tcp port 22 from 198.51.100.0/24\ndrop udp\n").expect("valid");
+        let (_, w) =
+            parse("t.rules", "customer a\ndefault drop\nallow tcp\ndrop tcp port 22 from 198.51.100.0/24\ndrop udp\n")
+                .expect("valid");
         assert_eq!(w.len(), 1);
         assert_eq!(
             w[0].to_string(),
@@ -520,5 +564,24 @@ allow out
     fn set_kinds_do_not_mix() {
         let e = errors("customer a\ndefault drop\nset p = 80\nallow tcp from @p\n");
         assert_eq!(e, vec!["t.rules:4:16: error: @p is a set of ports, not of addresses"]);
+    }
+}
+
+#[cfg(test)]
+mod examples {
+    /// The worked examples in rules/examples parse cleanly.
+    #[test]
+    fn examples_are_clean() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../rules/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).expect("rules/examples") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            let name = path.display().to_string();
+            let (_, warnings) = super::parse(&name, &text).unwrap_or_else(|e| panic!("{e:?}"));
+            assert!(warnings.is_empty(), "{warnings:?}");
+            seen += 1;
+        }
+        assert_eq!(seen, 3);
     }
 }

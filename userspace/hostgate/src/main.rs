@@ -67,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Firewall rules files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -240,6 +245,19 @@ enum NodeCommand {
 }
 
 #[derive(Subcommand)]
+enum RulesCommand {
+    /// Check rules files: every problem with file:line:column and a hint.
+    /// With a daemon running, also checks that the customers exist.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the parsed rulesets and diagnostics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file and exit.
     Check {
@@ -302,6 +320,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Node { command } => node(&client, command).await,
         Command::Customer { command } => customer(&client, command).await,
         Command::Ip { command } => ip(&client, command).await,
+        Command::Rules { command: RulesCommand::Check { files, json } } => rules_check(&client, &files, json).await,
         Command::Config { command: ConfigCommand::Check { file } } => {
             let c = Config::load(&file)?;
             println!("{}: ok (node {}, {} uplink(s))", file.display(), c.node_name, c.dataplane.uplinks.len());
@@ -463,6 +482,65 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
             let n: NodeRef = client.post(hostgate_api::NODE_REMOVE, &NodeRef { name }).await?;
             println!("node {} removed", n.name);
         }
+    }
+    Ok(())
+}
+
+async fn rules_check(client: &Client, files: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    use hostgate_rules::{Diagnostic, Severity};
+    // Customers are known only to a running daemon; without one that check is skipped.
+    let customers: Option<Vec<String>> = client
+        .get::<Vec<hostgate_api::CustomerView>>(hostgate_api::CUSTOMERS)
+        .await
+        .ok()
+        .map(|cs| cs.into_iter().map(|c| c.name).collect());
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut rulesets = Vec::new();
+    for path in files {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+        match hostgate_rules::parse(&name, &text) {
+            Ok((rs, warnings)) => {
+                diagnostics.extend(warnings);
+                if let Some(known) = &customers {
+                    if !known.contains(&rs.customer) {
+                        diagnostics.push(Diagnostic {
+                            file: name.clone(),
+                            line: rs.customer_line,
+                            column: 10,
+                            severity: Severity::Error,
+                            message: format!("unknown customer {:?}", rs.customer),
+                            hint: Some("add it with `hostgate customer add` first".into()),
+                        });
+                    }
+                }
+                rulesets.push(rs);
+            }
+            Err(errors) => diagnostics.extend(errors),
+        }
+    }
+    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "rulesets": rulesets, "diagnostics": diagnostics }))?
+        );
+    } else {
+        for d in &diagnostics {
+            eprintln!("{d}");
+        }
+        if customers.is_none() {
+            eprintln!("note: no daemon answered, so customer names were not checked");
+        }
+        let rules: usize = rulesets.iter().map(|r| r.rules.len()).sum();
+        println!(
+            "{} file(s), {rules} rule(s): {errors} error(s), {} warning(s)",
+            files.len(),
+            diagnostics.len() - errors
+        );
+    }
+    if errors > 0 {
+        anyhow::bail!("{errors} error(s) in the rules");
     }
     Ok(())
 }

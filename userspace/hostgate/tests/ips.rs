@@ -140,3 +140,21 @@ fn concurrent_assignments_of_one_ip_give_one_winner() {
         }
     }
 }
+
+#[test]
+fn rules_check_knows_the_customers() {
+    if !privileged("rules_check_knows_the_customers") {
+        return;
+    }
+    let mut node = TestNode::with_config("rulesck", 0, POOLS);
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    let good = node.dir.path().join("acme.rules");
+    std::fs::write(&good, "customer acme\ndefault drop\nallow tcp port 80\n").expect("write");
+    let unknown = node.dir.path().join("nobody.rules");
+    std::fs::write(&unknown, "customer nobody\ndefault drop\n").expect("write");
+    let out = ok(node.cli(&["rules", "check", &good.display().to_string()]));
+    assert!(out.contains("0 error(s)"), "{out}");
+    let e = err(node.cli(&["rules", "check", &good.display().to_string(), &unknown.display().to_string()]));
+    assert!(e.contains(&format!("{}:1:10: error: unknown customer \"nobody\"", unknown.display())), "{e}");
+}
