@@ -156,6 +156,71 @@ struct hg_lb_counter {
 	__u64 new_flows;
 };
 
+/* ---- Firewall ---------------------------------------------------------- */
+
+#define HG_FW_MAX_RULES 65536      /* rule ids 0..HG_FW_MAX_RULES-1 */
+#define HG_FW_POLICY_ENTRIES 262144
+#define HG_FW_LPM_ENTRIES 262144
+#define HG_FW_BUCKETS 65536        /* rate-limit buckets (rule, source) */
+
+/* What a firewall decision does. */
+enum hg_fw_action {
+	HG_FW_ALLOW = 0,
+	HG_FW_DROP = 1,
+	HG_FW_REJECT = 2,      /* drop and tell the sender (TCP RST) */
+	HG_FW_RATE_LIMIT = 3,  /* allow within rate/burst per source, drop beyond */
+};
+
+/*
+ * Policy key: (customer IP, protocol, port or ICMP type + 1), 0 = any.
+ * flags: bit 0 = IPv6, bit 1 = ruleset version (double buffering).
+ */
+struct hg_fw_key {
+	__be32 dst[4];
+	__u16 port;
+	__u8 proto;
+	__u8 flags;
+};
+
+/* A group of rules (value of hg_fw_policy). */
+struct hg_fw_group {
+	__u32 group;   /* (group id << 2) | version << 1 | IPv6 */
+};
+
+/* Source lookup: longest prefix within a group. prefixlen counts the 32
+ * group bits plus the address bits. */
+struct hg_fw_lpm_key {
+	__u32 prefixlen;
+	__u32 group;
+	__u8 addr[16];
+};
+
+/* The decision for a (group, source prefix). */
+struct hg_fw_verdict {
+	__u32 rule_id;
+	__u32 action;  /* enum hg_fw_action */
+	__u32 rate;    /* packets per second (rate limit) */
+	__u32 burst;
+};
+
+/* Which ruleset version is live (hg_fw_active, one entry). */
+struct hg_fw_state {
+	__u32 version;
+	__u32 enabled; /* 0 until a ruleset was applied */
+};
+
+/* A token bucket per (rule, source) for rate limits. */
+struct hg_fw_bucket_key {
+	__u32 rule_id;
+	__u32 pad;
+	__be32 src[4];
+};
+
+struct hg_fw_bucket {
+	__u64 tokens;   /* in nanoseconds of credit: one packet costs 1e9 / rate */
+	__u64 last_ns;
+};
+
 /*
  * The enums above only reach the object's BTF if some emitted entity refers
  * to them. This struct is that entity (see hg_abi in stats.h); it is never
@@ -167,6 +232,7 @@ struct hg_abi_enums {
 	enum hg_verdict verdict;
 	enum hg_family family;
 	enum hg_mode mode;
+	enum hg_fw_action fw_action;
 };
 
 #endif /* HOSTGATE_ABI_H */

@@ -17,6 +17,7 @@
 #include "parse.h"
 #include "stats.h"
 #include "lb.h"
+#include "fw.h"
 
 /* Bytes of headers the TC program wants in the linear part of an skb. */
 #define HG_TC_PULL_LEN 128
@@ -43,7 +44,11 @@ int hg_xdp_uplink(struct xdp_md *ctx)
 			if (hg_parse(data, data_end, &pkt) < 0)
 				decapped = 0;
 		}
-		lb = hg_lb_xdp(ctx, &pkt, decapped, &verdict);
+		/* The firewall guards customer IPs before anything balances them;
+		 * tunnelled traffic was judged by the node that sent it. */
+		lb = decapped ? -1 : hg_fw_ingress(ctx, &pkt, &verdict);
+		if (lb < 0)
+			lb = hg_lb_xdp(ctx, &pkt, decapped, &verdict);
 		if (lb >= 0)
 			action = lb;
 	}

@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * fw.h: ingress firewall for customer IPs, in XDP before the load balancer.
+ *
+ * Cost does not grow with the number of rules: at most three hash lookups
+ * find the rule group of (customer IP, protocol, port/type), one LPM
+ * lookup finds the decision for the source (hostgate_rules::compile builds
+ * both so that longest prefix equals first match). Entries carry a
+ * ruleset version; the daemon writes a new version beside the old, flips
+ * hg_fw_active, then removes the old one, so each packet is judged by one
+ * whole ruleset.
+ */
+#ifndef HOSTGATE_FW_H
+#define HOSTGATE_FW_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "hostgate_abi.h"
+#include "csum.h"
+#include "parse.h"
+
+/* hg_fw_policy: (customer IP, proto, port) -> rule group. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HG_FW_POLICY_ENTRIES);
+	__type(key, struct hg_fw_key);
+	__type(value, struct hg_fw_group);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_fw_policy SEC(".maps");
+
+/* hg_fw_src: (group, source prefix) -> decision. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, HG_FW_LPM_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct hg_fw_lpm_key);
+	__type(value, struct hg_fw_verdict);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_fw_src SEC(".maps");
+
+/* hg_fw_active: the live ruleset version. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hg_fw_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_fw_active SEC(".maps");
+
+/* hg_fw_stats: per-CPU packets and bytes decided by each rule id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HG_FW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct hg_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_fw_stats SEC(".maps");
+
+/* hg_fw_buckets: rate-limit token buckets, the idlest forgotten first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HG_FW_BUCKETS);
+	__type(key, struct hg_fw_bucket_key);
+	__type(value, struct hg_fw_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_fw_buckets SEC(".maps");
+
+#define HG_NSEC 1000000000ULL
+
+/* Within the rate? Refills tokens (in ns of credit) and spends one packet. */
+static __always_inline int hg_fw_within_rate(const struct hg_fw_verdict *v, const __be32 *src)
+{
+	struct hg_fw_bucket_key key = { .rule_id = v->rule_id };
+	struct hg_fw_bucket *b;
+	__u64 now = bpf_ktime_get_ns(), cost, cap;
+
+	if (!v->rate)
+		return 0;
+	cost = HG_NSEC / v->rate;
+	cap = cost * v->burst;
+	__builtin_memcpy(key.src, src, 16);
+	b = bpf_map_lookup_elem(&hg_fw_buckets, &key);
+	if (!b) {
+		struct hg_fw_bucket fresh = { .tokens = cap - cost, .last_ns = now };
+
+		bpf_map_update_elem(&hg_fw_buckets, &key, &fresh, BPF_ANY);
+		return 1;
+	}
+	/* Racy across CPUs by design: a bucket may let a few packets too many
+	 * through under contention, never too few. */
+	b->tokens += now - b->last_ns;
+	if (b->tokens > cap)
+		b->tokens = cap;
+	b->last_ns = now;
+	if (b->tokens < cost)
+		return 0;
+	b->tokens -= cost;
+	return 1;
+}
+
+/*
+ * Turns a TCP segment into the RST that answers it and sends it back
+ * (XDP_TX): addresses and ports swapped, checksums recomputed
+ * incrementally where the headers are only permuted. Other protocols are
+ * dropped silently.
+ */
+static __always_inline int hg_fw_reject(struct xdp_md *ctx, const struct hg_pkt *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct tcphdr *tcp = HG_PTR(data, pkt->l4_off);
+	__u8 mac[ETH_ALEN];
+	__be32 seq, ack;
+	__u16 old_flags, new_flags;
+	__be16 port;
+
+	if (pkt->l4_proto != IPPROTO_TCP || !pkt->has_l4 || pkt->vlan_depth || (void *)(eth + 1) > data_end ||
+	    (void *)(tcp + 1) > data_end || tcp->rst)
+		return XDP_DROP;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	/* Swapping addresses or ports leaves the checksums unchanged. */
+	if (pkt->l3_proto == ETH_P_IP) {
+		struct iphdr *ip = HG_PTR(data, pkt->l3_off);
+		__be32 a;
+
+		if ((void *)(ip + 1) > data_end)
+			return XDP_DROP;
+		a = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = a;
+	} else {
+		struct ipv6hdr *ip6 = HG_PTR(data, pkt->l3_off);
+		struct in6_addr a;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return XDP_DROP;
+		a = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = a;
+	}
+	port = tcp->source;
+	tcp->source = tcp->dest;
+	tcp->dest = port;
+	/* RST: seq = their ack (if any), ack = their seq + 1 (for a SYN). The
+	 * payload stays (its length is in the IP header); the peer ignores it. */
+	seq = tcp->ack ? tcp->ack_seq : 0;
+	ack = bpf_htonl(bpf_ntohl(tcp->seq) + (tcp->syn ? 1 : 0));
+	tcp->check = hg_csum_update32(tcp->check, tcp->seq, seq);
+	tcp->check = hg_csum_update32(tcp->check, tcp->ack_seq, ack);
+	tcp->seq = seq;
+	tcp->ack_seq = ack;
+	old_flags = ((__u16 *)tcp)[6];
+	tcp->syn = 0;
+	tcp->fin = 0;
+	tcp->psh = 0;
+	tcp->urg = 0;
+	tcp->rst = 1;
+	tcp->ack = 1;
+	new_flags = ((__u16 *)tcp)[6];
+	tcp->check = hg_csum_update16(tcp->check, old_flags, new_flags);
+	return XDP_TX;
+}
+
+static __always_inline void hg_fw_count(__u32 rule_id, __u64 bytes)
+{
+	struct hg_counter *c = bpf_map_lookup_elem(&hg_fw_stats, &rule_id);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+/*
+ * Judges a packet to a guarded customer IP. Returns -1 to let it go on
+ * (allowed, or not a guarded IP), else the XDP action with *verdict set.
+ */
+static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt *pkt, __u32 *verdict)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct hg_fw_lpm_key lkey = { .prefixlen = 32 + 128 };
+	struct hg_fw_key key = {};
+	struct hg_fw_state *state;
+	struct hg_fw_verdict *v;
+	struct hg_fw_group *g;
+	__u32 zero = 0;
+	__u8 v6 = pkt->l3_proto == ETH_P_IPV6;
+
+	state = bpf_map_lookup_elem(&hg_fw_active, &zero);
+	if (!state || !state->enabled)
+		return -1;
+	if (pkt->l3_proto == ETH_P_IP) {
+		struct iphdr *ip = HG_PTR(data, pkt->l3_off);
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		key.dst[0] = ip->daddr;
+		__builtin_memcpy(lkey.addr, &ip->saddr, 4);
+	} else if (pkt->l3_proto == ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = HG_PTR(data, pkt->l3_off);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		__builtin_memcpy(key.dst, &ip6->daddr, 16);
+		__builtin_memcpy(lkey.addr, &ip6->saddr, 16);
+	} else {
+		return -1;
+	}
+	key.flags = v6 | (state->version & 1) << 1;
+	key.proto = pkt->l4_proto;
+	if (pkt->has_l4) {
+		__u8 *l4 = HG_PTR(data, pkt->l4_off);
+
+		if ((void *)(l4 + 4) > data_end)
+			return -1;
+		if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP)
+			key.port = bpf_ntohs(*(__be16 *)(l4 + 2));
+		else if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
+			key.port = l4[0] + 1;
+	}
+	g = bpf_map_lookup_elem(&hg_fw_policy, &key);
+	if (!g) {
+		key.port = 0;
+		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
+	}
+	if (!g) {
+		key.proto = 0;
+		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
+	}
+	if (!g)
+		return -1; /* not a guarded customer IP */
+	lkey.group = g->group;
+	v = bpf_map_lookup_elem(&hg_fw_src, &lkey);
+	if (!v)
+		return -1;
+	hg_fw_count(v->rule_id, data_end - data);
+	switch (v->action) {
+	case HG_FW_ALLOW:
+		return -1;
+	case HG_FW_RATE_LIMIT: {
+		__be32 src[4] = {};
+
+		__builtin_memcpy(src, lkey.addr, 16);
+		if (hg_fw_within_rate(v, src))
+			return -1;
+		*verdict = HG_VERDICT_DROP;
+		return XDP_DROP;
+	}
+	case HG_FW_REJECT: {
+		int action = hg_fw_reject(ctx, pkt);
+
+		*verdict = action == XDP_TX ? HG_VERDICT_TX : HG_VERDICT_DROP;
+		return action;
+	}
+	default:
+		*verdict = HG_VERDICT_DROP;
+		return XDP_DROP;
+	}
+}
+
+#endif /* HOSTGATE_FW_H */
