@@ -119,6 +119,16 @@ abi_enum!(
     }
 );
 
+abi_enum!(
+    /// A firewall decision: `enum hg_fw_action`.
+    FwAction, "hg_fw_action", max = None, {
+        Allow = 0, "HG_FW_ALLOW", "allow";
+        Drop = 1, "HG_FW_DROP", "drop";
+        Reject = 2, "HG_FW_REJECT", "reject";
+        RateLimit = 3, "HG_FW_RATE_LIMIT", "rate-limit";
+    }
+);
+
 /// Number of slots in `hg_stats` (`HG_STATS_ENTRIES`).
 pub const STATS_ENTRIES: u32 = Hook::COUNT * Proto::COUNT * Verdict::COUNT;
 
@@ -246,6 +256,77 @@ impl std::ops::AddAssign for LbCounter {
     }
 }
 
+pub const FW_MAX_RULES: u32 = 65_536;
+
+/// `struct hg_fw_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FwKey {
+    pub dst: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub flags: u8,
+}
+
+/// `struct hg_fw_group`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwGroup {
+    pub group: u32,
+}
+
+/// `struct hg_fw_lpm_key` (aya's LPM `Key` supplies `prefixlen`; this is the rest).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwLpmData {
+    pub group: u32,
+    pub addr: [u8; 16],
+}
+
+/// `struct hg_fw_lpm_key`, whole, for the layout test.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwLpmKey {
+    pub prefixlen: u32,
+    pub group: u32,
+    pub addr: [u8; 16],
+}
+
+/// `struct hg_fw_verdict`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwVerdict {
+    pub rule_id: u32,
+    pub action: u32,
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// `struct hg_fw_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwState {
+    pub version: u32,
+    pub enabled: u32,
+}
+
+/// `struct hg_fw_bucket_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwBucketKey {
+    pub rule_id: u32,
+    pub pad: u32,
+    pub src: [u32; 4],
+}
+
+/// `struct hg_fw_bucket`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwBucket {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
 // SAFETY: all of these are plain old data without padding holes the kernel
 // could leave uninitialised (explicit pad fields), every bit pattern valid.
 unsafe impl aya::Pod for VipKey {}
@@ -256,6 +337,11 @@ unsafe impl aya::Pod for CtEntry {}
 unsafe impl aya::Pod for RnatEntry {}
 unsafe impl aya::Pod for LbCounter {}
 unsafe impl aya::Pod for NodeAddrs {}
+unsafe impl aya::Pod for FwKey {}
+unsafe impl aya::Pod for FwGroup {}
+unsafe impl aya::Pod for FwLpmData {}
+unsafe impl aya::Pod for FwVerdict {}
+unsafe impl aya::Pod for FwState {}
 
 /// Map and program names in the object, shared by the loader and the tests.
 pub mod names {
@@ -269,6 +355,10 @@ pub mod names {
     pub const BACKEND_STATS: &str = "hg_backend_stats";
     pub const TX_PORTS: &str = "hg_tx_ports";
     pub const NODE: &str = "hg_node";
+    pub const FW_POLICY: &str = "hg_fw_policy";
+    pub const FW_SRC: &str = "hg_fw_src";
+    pub const FW_ACTIVE: &str = "hg_fw_active";
+    pub const FW_STATS: &str = "hg_fw_stats";
     pub const XDP_UPLINK: &str = "hg_xdp_uplink";
     pub const TC_CONTAINER: &str = "hg_tc_container";
 }

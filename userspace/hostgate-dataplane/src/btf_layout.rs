@@ -107,7 +107,7 @@ mod tests {
     use object::{Object, ObjectSection};
 
     use super::*;
-    use crate::abi::{self, Counter, Family, Hook, Mode, Proto, Verdict};
+    use crate::abi::{self, Counter, Family, FwAction, Hook, Mode, Proto, Verdict};
 
     fn layouts() -> BtfLayouts {
         let obj = object::File::parse(crate::BPF_OBJECT).expect("built BPF object is ELF");
@@ -151,6 +151,7 @@ mod tests {
         check_enum(&l, Verdict::C_NAME, Verdict::C_MAX, Verdict::ALL, Verdict::c_name, |v| v as u32);
         check_enum(&l, Family::C_NAME, Family::C_MAX, Family::ALL, Family::c_name, |v| v as u32);
         check_enum(&l, Mode::C_NAME, Mode::C_MAX, Mode::ALL, Mode::c_name, |v| v as u32);
+        check_enum(&l, FwAction::C_NAME, FwAction::C_MAX, FwAction::ALL, FwAction::c_name, |v| v as u32);
     }
 
     /// Asserts that Rust struct `$ty` has C struct `$c`'s size and field offsets.
@@ -176,6 +177,14 @@ mod tests {
         check_struct!(l, "hg_rnat_entry", RnatEntry, [vip, vip_port, family, pad]);
         check_struct!(l, "hg_lb_counter", LbCounter, [packets, bytes, new_flows]);
         check_struct!(l, "hg_node", NodeAddrs, [v4, v6]);
+        check_struct!(l, "hg_fw_key", FwKey, [dst, port, proto, flags]);
+        check_struct!(l, "hg_fw_group", FwGroup, [group]);
+        check_struct!(l, "hg_fw_lpm_key", FwLpmKey, [prefixlen, group, addr]);
+        check_struct!(l, "hg_fw_verdict", FwVerdict, [rule_id, action, rate, burst]);
+        check_struct!(l, "hg_fw_state", FwState, [version, enabled]);
+        check_struct!(l, "hg_fw_bucket_key", FwBucketKey, [rule_id, pad, src]);
+        check_struct!(l, "hg_fw_bucket", FwBucket, [tokens, last_ns]);
+        assert_eq!(size_of::<FwLpmData>() + 4, size_of::<FwLpmKey>());
     }
 
     #[test]
@@ -196,6 +205,7 @@ mod tests {
         assert_eq!(entries(abi::names::BACKENDS), abi::MAX_BACKENDS);
         assert_eq!(entries(abi::names::BACKEND_STATS), abi::MAX_BACKENDS);
         assert_eq!(entries(abi::names::CONNTRACK), abi::CT_ENTRIES);
+        assert_eq!(entries(abi::names::FW_STATS), abi::FW_MAX_RULES);
         assert_eq!(obj.maps[abi::names::MAGLEV].inner().map(|m| m.map_flags()), Some(abi::BPF_F_INNER_MAP));
         assert_eq!(hostgate_lb_limits(), (abi::MAX_VIPS, abi::MAX_BACKENDS));
     }

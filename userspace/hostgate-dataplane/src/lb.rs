@@ -36,7 +36,7 @@ pub struct LbStats {
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |e| DataplaneError::LbMap { map: name, source: e }
+    move |e| DataplaneError::MapAccess { map: name, source: e }
 }
 
 fn vip_key(key: &hostgate_lb::model::VipKey) -> VipKey {

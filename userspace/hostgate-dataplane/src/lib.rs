@@ -12,6 +12,7 @@ pub mod abi;
 #[cfg(test)]
 mod btf_layout;
 pub mod counters;
+pub mod fw;
 pub mod lb;
 pub mod pins;
 pub mod sys;
@@ -76,8 +77,10 @@ pub enum DataplaneError {
     Io { path: PathBuf, source: io::Error },
     #[error("redirect table hg_tx_ports")]
     TxPorts(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("load balancer map {map}")]
-    LbMap { map: &'static str, source: aya::maps::MapError },
+    #[error("firewall")]
+    Firewall(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("BPF map {map}")]
+    MapAccess { map: &'static str, source: aya::maps::MapError },
 }
 
 /// Which XDP mode to use on uplinks.

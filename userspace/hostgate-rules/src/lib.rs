@@ -8,6 +8,7 @@ pub mod ast;
 pub mod compile;
 pub mod eval;
 pub mod parse;
+pub mod tables;
 
 pub use ast::{Action, Diagnostic, Proto, Rule, Ruleset, Severity};
 pub use parse::parse;
