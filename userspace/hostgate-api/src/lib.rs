@@ -278,3 +278,42 @@ pub struct IpView {
     /// Seconds since the epoch of the assignment.
     pub since: u64,
 }
+
+pub const RULES_APPLY: &str = "/v1/rules/apply";
+pub const RULES_STATS: &str = "/v1/rules/stats";
+
+/// Result of applying the rules directory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RulesApplied {
+    pub applied: bool,
+    pub files: usize,
+    pub rules: usize,
+    /// `file:line:column: error: ...` lines when not applied.
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// One rule's counters (`GET /v1/rules/stats`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuleStats {
+    pub id: u32,
+    pub customer: String,
+    pub file: String,
+    /// `None`: the file's default.
+    pub line: Option<u32>,
+    pub action: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RulesStatus {
+    pub rules_dir: Option<String>,
+    /// Seconds since the epoch of the last successful apply.
+    pub applied_at: Option<u64>,
+    /// Errors of the last attempt, if it failed (the rules before it stay in force).
+    pub last_errors: Vec<String>,
+    pub rules: Vec<RuleStats>,
+    /// Packets dropped or rejected per customer.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}

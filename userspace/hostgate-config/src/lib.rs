@@ -64,7 +64,18 @@ pub struct Config {
     #[serde(default)]
     pub ip: IpConfig,
     #[serde(default)]
+    pub firewall: FirewallConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The firewall: where its rules files are.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// Directory of `*.rules` files, watched and applied on change. No
+    /// directory: no firewall.
+    pub rules_dir: Option<PathBuf>,
 }
 
 /// Customer IPs: where they may come from and how they are announced.
@@ -238,6 +249,11 @@ impl Config {
         if let Some(iface) = &self.ip.interface {
             if !valid_ifname(iface) {
                 return bad("ip.interface", format!("{iface:?} is not a valid interface name"));
+            }
+        }
+        if let Some(dir) = &self.firewall.rules_dir {
+            if !dir.is_absolute() {
+                return bad("firewall.rules_dir", format!("{} must be an absolute path", dir.display()));
             }
         }
         if self.ip.announce_count > 100 {

@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{ips, lb, nodes, status, Daemon};
+use crate::{fw, ips, lb, nodes, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -32,6 +32,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::IPS, get(ips::list_ips).post(ips::assign))
         .route(hostgate_api::IP_RELEASE, post(ips::release))
         .route(hostgate_api::IP_MOVE, post(ips::move_ip))
+        .route(hostgate_api::RULES_APPLY, post(fw::apply))
+        .route(hostgate_api::RULES_STATS, get(fw::stats))
         .fallback(not_found)
         .with_state(daemon)
 }

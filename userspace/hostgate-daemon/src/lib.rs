@@ -9,6 +9,7 @@
 //! the data plane attached: packets keep flowing while no daemon runs.
 
 mod api;
+mod fw;
 mod health;
 mod ips;
 mod lb;
@@ -38,12 +39,20 @@ pub struct Daemon {
     pub started_at: u64,
     /// The store revision of `lb/` the data plane last applied.
     pub lb_applied: tokio::sync::watch::Sender<u64>,
+    /// What the firewall last applied or refused.
+    pub fw: Mutex<fw::FwState>,
+    /// Serialises firewall reloads (background and on request).
+    pub fw_reload: tokio::sync::Mutex<()>,
 }
 
 impl Daemon {
     /// Locks the data plane; a poisoned lock still holds a usable value.
     pub fn dataplane(&self) -> std::sync::MutexGuard<'_, Option<Dataplane>> {
         self.dataplane.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn fw_state(&self) -> std::sync::MutexGuard<'_, fw::FwState> {
+        self.fw.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -108,6 +117,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started_at,
         config,
         lb_applied: tokio::sync::watch::Sender::new(0),
+        fw: Mutex::new(fw::FwState::default()),
+        fw_reload: tokio::sync::Mutex::new(()),
     });
     publish_status(&daemon).await?;
     nodes::register_self(&daemon).await?;
@@ -115,6 +126,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(health::run(daemon.clone()));
     tokio::spawn(nodes::keep_neighbours(daemon.clone()));
     tokio::spawn(ips::reconcile(daemon.clone()));
+    tokio::spawn(fw::run(daemon.clone()));
 
     let listener = bind_socket(&socket)?;
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");

@@ -255,6 +255,17 @@ enum RulesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make the daemon apply its rules directory now (it also does so on
+    /// every change). With any error nothing changes.
+    Apply {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hits per rule and drops per customer.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -321,6 +332,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Customer { command } => customer(&client, command).await,
         Command::Ip { command } => ip(&client, command).await,
         Command::Rules { command: RulesCommand::Check { files, json } } => rules_check(&client, &files, json).await,
+        Command::Rules { command: RulesCommand::Apply { json } } => {
+            let r: hostgate_api::RulesApplied = client.post(hostgate_api::RULES_APPLY, &()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for line in r.errors.iter().chain(&r.warnings) {
+                    eprintln!("{line}");
+                }
+            }
+            if !r.applied {
+                anyhow::bail!("rules not applied ({} error(s)); the rules in force stay", r.errors.len());
+            }
+            if !json {
+                println!("applied {} rule(s) from {} file(s)", r.rules, r.files);
+            }
+            Ok(())
+        }
+        Command::Rules { command: RulesCommand::Stats { json } } => {
+            let s: hostgate_api::RulesStatus = client.get(hostgate_api::RULES_STATS).await?;
+            print_out(json, &s, output::rules_stats)
+        }
         Command::Config { command: ConfigCommand::Check { file } } => {
             let c = Config::load(&file)?;
             println!("{}: ok (node {}, {} uplink(s))", file.display(), c.node_name, c.dataplane.uplinks.len());

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use comfy_table::{presets::NOTHING, Table};
-use hostgate_api::{Applied, CounterRow, CustomerView, DetachResponse, IpView, NodeView, Status, VipView};
+use hostgate_api::{Applied, CounterRow, CustomerView, DetachResponse, IpView, NodeView, RulesStatus, Status, VipView};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -182,4 +182,28 @@ pub fn customers(all: &[CustomerView]) -> Table {
 
 pub fn customer(c: &CustomerView) -> String {
     format!("customer   {}\ncreated    {}\n{}\n\n{}", c.name, since(c.created), c.description, ips(&c.ips))
+}
+
+pub fn rules_stats(s: &RulesStatus) -> String {
+    let mut out = match (&s.rules_dir, s.applied_at) {
+        (None, _) => "firewall off (no firewall.rules_dir in the config)\n".to_string(),
+        (Some(d), Some(at)) => format!("rules from {d}, applied {}\n", since(at)),
+        (Some(d), None) => format!("rules from {d}, none applied yet\n"),
+    };
+    for e in &s.last_errors {
+        out += &format!("last attempt failed: {e}\n");
+    }
+    let mut t = table(&["RULE", "CUSTOMER", "ACTION", "PACKETS", "BYTES"]);
+    for r in &s.rules {
+        let place = match r.line {
+            Some(l) => format!("{}:{l}", r.file),
+            None => format!("{} (default)", r.file),
+        };
+        t.add_row(vec![place, r.customer.clone(), r.action.clone(), r.packets.to_string(), r.bytes.to_string()]);
+    }
+    out += &format!("\n{t}\n");
+    for (c, n) in &s.drops {
+        out += &format!("\n{c}: {n} packets dropped or rejected");
+    }
+    out
 }

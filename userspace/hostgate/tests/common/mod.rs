@@ -159,6 +159,15 @@ impl TestNode {
     pub fn with_config(purpose: &str, containers: usize, extra: &str) -> TestNode {
         let topo = NodeTopology::build(purpose, containers).expect("topology");
         let host = TestDaemon::with_config(purpose, &topo.node.path(), &topo.container_ifaces(), &[], extra);
+        // Frames the node sends back with XDP_TX (firewall rejects) reach a
+        // veth peer only if it runs XDP itself: give the client a pass program,
+        // as any real NIC would simply receive them.
+        let pass = host.dir.path().join("xdp_pass.o");
+        std::fs::write(&pass, hostgate_dataplane::XDP_PASS_OBJECT).expect("write pass object");
+        let object = pass.display().to_string();
+        topo.client
+            .ip(["link", "set", "dev", "eth0", "xdp", "obj", object.as_str(), "sec", "xdp"])
+            .expect("client XDP pass");
         TestNode { host, topo }
     }
 

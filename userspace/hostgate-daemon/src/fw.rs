@@ -1,0 +1,212 @@
+//! The firewall in the daemon: reads the rules directory, compiles every
+//! customer's file against the IPs the customer holds, and applies the
+//! result whole. A directory with any error changes nothing: the rules in
+//! force stay, and the errors are logged and reported.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{extract::State, Json};
+use hostgate_api::{RuleStats, RulesApplied, RulesStatus};
+use hostgate_ipam::model::{keys, Assignment};
+use hostgate_rules::{tables, Action, Severity};
+use tracing::{info, warn};
+
+use crate::{api::Failure, Daemon};
+
+/// The `*.rules` files (path, modified, size) and the store revision of
+/// customers and IPs a reload saw: when neither changed, nothing to do.
+type Seen = (Vec<(PathBuf, SystemTime, u64)>, u64);
+
+/// What the firewall last did.
+#[derive(Debug, Default)]
+pub struct FwState {
+    pub rules: Vec<tables::RuleRef>,
+    pub applied_at: Option<u64>,
+    pub last_errors: Vec<String>,
+    /// Directory fingerprint and IP revision of the last attempt.
+    seen: Option<Seen>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `*.rules` files with their modification times and sizes, sorted.
+fn fingerprint(dir: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime, u64)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rules") {
+            let meta = std::fs::metadata(&path)?;
+            out.push((path, meta.modified()?, meta.len()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Follows the rules directory and the customers' IPs; reapplies on change.
+pub async fn run(daemon: Arc<Daemon>) {
+    if daemon.config.firewall.rules_dir.is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = reload(&daemon, false).await {
+            warn!(error = format!("{e:#}"), "firewall reload failed");
+        }
+    }
+}
+
+/// Reads, checks, compiles and applies the rules directory. With `force`,
+/// even if nothing changed since the last attempt.
+pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied> {
+    let _serial = d.fw_reload.lock().await;
+    let Some(dir) = d.config.firewall.rules_dir.clone() else {
+        return Ok(RulesApplied {
+            applied: false,
+            files: 0,
+            rules: 0,
+            errors: vec!["no firewall.rules_dir configured".into()],
+            warnings: vec![],
+        });
+    };
+    let files = fingerprint(&dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
+    let ips_snap = d.store.snapshot(keys::IPS).await?;
+    let customers = d.store.snapshot(keys::CUSTOMERS).await?;
+    let seen = (files.clone(), ips_snap.revision.max(customers.revision));
+    if !force && d.fw_state().seen.as_ref() == Some(&seen) {
+        return Ok(RulesApplied { applied: false, files: files.len(), rules: 0, errors: vec![], warnings: vec![] });
+    }
+
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut rulesets = Vec::new();
+    let mut owner_of: BTreeMap<String, String> = BTreeMap::new();
+    let known: Vec<String> =
+        customers.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::CUSTOMERS).map(str::to_string)).collect();
+    let held: Vec<Assignment> = ips_snap.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
+    for (path, _, _) in &files {
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("{name}: cannot read: {e}"));
+                continue;
+            }
+        };
+        match hostgate_rules::parse(&name, &text) {
+            Ok((rs, w)) => {
+                warnings.extend(w.iter().map(ToString::to_string));
+                if !known.contains(&rs.customer) {
+                    errors.push(format!(
+                        "{name}:{}:10: error: unknown customer {:?} (hint: hostgate customer add)",
+                        rs.customer_line, rs.customer
+                    ));
+                } else if let Some(other) = owner_of.insert(rs.customer.clone(), name.clone()) {
+                    errors.push(format!(
+                        "{name}:{}:1: error: customer {} already has rules in {other}",
+                        rs.customer_line, rs.customer
+                    ));
+                }
+                let ips: Vec<IpAddr> = held.iter().filter(|a| a.customer == rs.customer).map(|a| a.addr).collect();
+                rulesets.push((rs, ips));
+            }
+            Err(diags) => {
+                for diag in diags {
+                    match diag.severity {
+                        Severity::Error => errors.push(diag.to_string()),
+                        Severity::Warning => warnings.push(diag.to_string()),
+                    }
+                }
+            }
+        }
+    }
+    let rule_count: usize = rulesets.iter().map(|(rs, _)| rs.rules.len()).sum();
+    let tables = if errors.is_empty() {
+        match tables::build(&rulesets) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let Some(tables) = tables else {
+        for e in &errors {
+            warn!(error = %e, "rules not applied; the rules in force stay");
+        }
+        let mut st = d.fw_state();
+        st.last_errors = errors.clone();
+        st.seen = Some(seen);
+        return Ok(RulesApplied { applied: false, files: files.len(), rules: rule_count, errors, warnings });
+    };
+    let dd = d.clone();
+    let t = tables.clone();
+    tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
+        Some(dp) => dp.apply_fw(&t).map_err(anyhow::Error::from),
+        None => anyhow::bail!("the data plane is detached"),
+    })
+    .await??;
+    for w in &warnings {
+        warn!(warning = %w, "rules warning");
+    }
+    info!(
+        files = files.len(),
+        rules = rule_count,
+        entries = tables.policy.len() + tables.sources.len(),
+        "firewall rules applied"
+    );
+    let mut st = d.fw_state();
+    st.rules = tables.rules;
+    st.applied_at = Some(now());
+    st.last_errors.clear();
+    st.seen = Some(seen);
+    Ok(RulesApplied { applied: true, files: files.len(), rules: rule_count, errors: vec![], warnings })
+}
+
+pub async fn apply(State(d): State<Arc<Daemon>>) -> Result<Json<RulesApplied>, Failure> {
+    Ok(Json(reload(&d, true).await?))
+}
+
+pub async fn stats(State(d): State<Arc<Daemon>>) -> Result<Json<RulesStatus>, Failure> {
+    let (rules, applied_at, last_errors) = {
+        let st = d.fw_state();
+        (st.rules.clone(), st.applied_at, st.last_errors.clone())
+    };
+    let counters = match d.dataplane().as_ref() {
+        Some(dp) => dp.fw_stats(rules.len()).map_err(anyhow::Error::from)?,
+        None => vec![],
+    };
+    let mut out = RulesStatus {
+        rules_dir: d.config.firewall.rules_dir.as_ref().map(|p| p.display().to_string()),
+        applied_at,
+        last_errors,
+        ..RulesStatus::default()
+    };
+    for (id, r) in rules.iter().enumerate() {
+        let c = counters.get(id).copied().unwrap_or_default();
+        if matches!(r.action, Action::Drop | Action::Reject) {
+            *out.drops.entry(r.customer.clone()).or_default() += c.packets;
+        }
+        out.rules.push(RuleStats {
+            id: id as u32,
+            customer: r.customer.clone(),
+            file: r.file.clone(),
+            line: r.line,
+            action: r.action.to_string(),
+            packets: c.packets,
+            bytes: c.bytes,
+        });
+    }
+    Ok(Json(out))
+}
