@@ -281,6 +281,24 @@ pub struct IpView {
 
 pub const RULES_APPLY: &str = "/v1/rules/apply";
 pub const RULES_STATS: &str = "/v1/rules/stats";
+pub const RULES_DIFF: &str = "/v1/rules/diff";
+
+/// `GET /v1/rules/diff`: what applying the rules directory would change.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RulesDiff {
+    pub changes: Vec<RuleChange>,
+    /// Errors that would stop the apply.
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuleChange {
+    pub customer: String,
+    /// `+` added, `-` removed, `~` default changed.
+    pub kind: String,
+    pub text: String,
+    pub line: Option<u32>,
+}
 
 /// Result of applying the rules directory.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

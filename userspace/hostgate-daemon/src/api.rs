@@ -34,6 +34,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::IP_MOVE, post(ips::move_ip))
         .route(hostgate_api::RULES_APPLY, post(fw::apply))
         .route(hostgate_api::RULES_STATS, get(fw::stats))
+        .route(hostgate_api::RULES_DIFF, get(fw::diff))
         .fallback(not_found)
         .with_state(daemon)
 }

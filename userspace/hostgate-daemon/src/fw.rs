@@ -12,7 +12,7 @@ use std::{
 };
 
 use axum::{extract::State, Json};
-use hostgate_api::{RuleStats, RulesApplied, RulesStatus};
+use hostgate_api::{RuleChange, RuleStats, RulesApplied, RulesDiff, RulesStatus};
 use hostgate_ipam::model::{keys, Assignment};
 use hostgate_rules::{tables, Action, Severity};
 use tracing::{info, warn};
@@ -27,6 +27,8 @@ type Seen = (Vec<(PathBuf, SystemTime, u64)>, u64);
 #[derive(Debug, Default)]
 pub struct FwState {
     pub rules: Vec<tables::RuleRef>,
+    /// The rulesets in force, for `rules diff`.
+    pub rulesets: Vec<hostgate_rules::Ruleset>,
     pub applied_at: Option<u64>,
     pub last_errors: Vec<String>,
     /// Directory fingerprint and IP revision of the last attempt.
@@ -65,27 +67,19 @@ pub async fn run(daemon: Arc<Daemon>) {
     }
 }
 
-/// Reads, checks, compiles and applies the rules directory. With `force`,
-/// even if nothing changed since the last attempt.
-pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied> {
-    let _serial = d.fw_reload.lock().await;
-    let Some(dir) = d.config.firewall.rules_dir.clone() else {
-        return Ok(RulesApplied {
-            applied: false,
-            files: 0,
-            rules: 0,
-            errors: vec!["no firewall.rules_dir configured".into()],
-            warnings: vec![],
-        });
-    };
-    let files = fingerprint(&dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
-    let ips_snap = d.store.snapshot(keys::IPS).await?;
-    let customers = d.store.snapshot(keys::CUSTOMERS).await?;
-    let seen = (files.clone(), ips_snap.revision.max(customers.revision));
-    if !force && d.fw_state().seen.as_ref() == Some(&seen) {
-        return Ok(RulesApplied { applied: false, files: files.len(), rules: 0, errors: vec![], warnings: vec![] });
-    }
+/// The rules directory as read and checked, not yet applied.
+struct Candidate {
+    rulesets: Vec<(hostgate_rules::Ruleset, Vec<IpAddr>)>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
 
+/// Parses and checks every file against the customers and their IPs.
+fn load(
+    files: &[(PathBuf, SystemTime, u64)],
+    ips_snap: &hostgate_store::Snapshot,
+    customers: &hostgate_store::Snapshot,
+) -> Candidate {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut rulesets = Vec::new();
@@ -93,7 +87,7 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
     let known: Vec<String> =
         customers.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::CUSTOMERS).map(str::to_string)).collect();
     let held: Vec<Assignment> = ips_snap.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
-    for (path, _, _) in &files {
+    for (path, _, _) in files {
         let name = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -129,6 +123,31 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
             }
         }
     }
+    Candidate { rulesets, errors, warnings }
+}
+
+/// Reads, checks, compiles and applies the rules directory. With `force`,
+/// even if nothing changed since the last attempt.
+pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied> {
+    let _serial = d.fw_reload.lock().await;
+    let Some(dir) = d.config.firewall.rules_dir.clone() else {
+        return Ok(RulesApplied {
+            applied: false,
+            files: 0,
+            rules: 0,
+            errors: vec!["no firewall.rules_dir configured".into()],
+            warnings: vec![],
+        });
+    };
+    let files = fingerprint(&dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
+    let ips_snap = d.store.snapshot(keys::IPS).await?;
+    let customers = d.store.snapshot(keys::CUSTOMERS).await?;
+    let seen = (files.clone(), ips_snap.revision.max(customers.revision));
+    if !force && d.fw_state().seen.as_ref() == Some(&seen) {
+        return Ok(RulesApplied { applied: false, files: files.len(), rules: 0, errors: vec![], warnings: vec![] });
+    }
+
+    let Candidate { rulesets, mut errors, warnings } = load(&files, &ips_snap, &customers);
     let rule_count: usize = rulesets.iter().map(|(rs, _)| rs.rules.len()).sum();
     let tables = if errors.is_empty() {
         match tables::build(&rulesets) {
@@ -168,10 +187,28 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
     );
     let mut st = d.fw_state();
     st.rules = tables.rules;
+    st.rulesets = rulesets.into_iter().map(|(rs, _)| rs).collect();
     st.applied_at = Some(now());
     st.last_errors.clear();
     st.seen = Some(seen);
     Ok(RulesApplied { applied: true, files: files.len(), rules: rule_count, errors: vec![], warnings })
+}
+
+/// What applying the rules directory now would change.
+pub async fn diff(State(d): State<Arc<Daemon>>) -> Result<Json<RulesDiff>, Failure> {
+    let Some(dir) = d.config.firewall.rules_dir.clone() else {
+        return Err(Failure(axum::http::StatusCode::CONFLICT, "no firewall.rules_dir configured".into()));
+    };
+    let files = fingerprint(&dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
+    let ips_snap = d.store.snapshot(keys::IPS).await.map_err(anyhow::Error::from)?;
+    let customers = d.store.snapshot(keys::CUSTOMERS).await.map_err(anyhow::Error::from)?;
+    let c = load(&files, &ips_snap, &customers);
+    let new: Vec<hostgate_rules::Ruleset> = c.rulesets.into_iter().map(|(rs, _)| rs).collect();
+    let changes = hostgate_rules::diff::diff(&d.fw_state().rulesets, &new)
+        .into_iter()
+        .map(|ch| RuleChange { customer: ch.customer, kind: ch.kind.to_string(), text: ch.text, line: ch.line })
+        .collect();
+    Ok(Json(RulesDiff { changes, errors: c.errors }))
 }
 
 pub async fn apply(State(d): State<Arc<Daemon>>) -> Result<Json<RulesApplied>, Failure> {

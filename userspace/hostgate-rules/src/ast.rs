@@ -91,6 +91,42 @@ pub struct Rule {
     pub comment: String,
 }
 
+impl fmt::Display for Rule {
+    /// The rule in its canonical form (sets expanded), e.g.
+    /// `allow in tcp from 198.51.100.0/24 port 22`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dir = match self.direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        };
+        write!(f, "{} {dir}", self.action)?;
+        if let Some(p) = self.proto {
+            let name = match p {
+                Proto::Tcp => "tcp",
+                Proto::Udp => "udp",
+                Proto::Icmp => "icmp",
+                Proto::Icmpv6 => "icmpv6",
+            };
+            write!(f, " {name}")?;
+        }
+        let join = |v: Vec<String>| v.join(", ");
+        if !self.from.is_empty() {
+            write!(f, " from {}", join(self.from.iter().map(ToString::to_string).collect()))?;
+        }
+        if !self.to.is_empty() {
+            write!(f, " to {}", join(self.to.iter().map(ToString::to_string).collect()))?;
+        }
+        if !self.ports.is_empty() {
+            let ports = self.ports.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+            write!(f, " port {}", join(ports))?;
+        }
+        if let Some(t) = self.icmp_type {
+            write!(f, " type {t}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A parsed rules file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Ruleset {

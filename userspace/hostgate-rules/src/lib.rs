@@ -6,6 +6,7 @@
 
 pub mod ast;
 pub mod compile;
+pub mod diff;
 pub mod eval;
 pub mod parse;
 pub mod tables;

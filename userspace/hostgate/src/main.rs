@@ -261,6 +261,11 @@ enum RulesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What `rules apply` would change: rules added (+), removed (-), defaults (~).
+    Diff {
+        #[arg(long)]
+        json: bool,
+    },
     /// Hits per rule and drops per customer.
     Stats {
         #[arg(long)]
@@ -348,6 +353,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 println!("applied {} rule(s) from {} file(s)", r.rules, r.files);
             }
             Ok(())
+        }
+        Command::Rules { command: RulesCommand::Diff { json } } => {
+            let d: hostgate_api::RulesDiff = client.get(hostgate_api::RULES_DIFF).await?;
+            print_out(json, &d, |d| {
+                let mut out: Vec<String> = d
+                    .changes
+                    .iter()
+                    .map(|c| format!("{} {:<12} {}{}", c.kind, c.customer, c.text, c.line.map_or(String::new(), |l| format!("  (line {l})"))))
+                    .collect();
+                out.extend(d.errors.iter().map(|e| format!("! {e}")));
+                if out.is_empty() {
+                    out.push("no changes".into());
+                }
+                out.join("\n")
+            })
         }
         Command::Rules { command: RulesCommand::Stats { json } } => {
             let s: hostgate_api::RulesStatus = client.get(hostgate_api::RULES_STATS).await?;

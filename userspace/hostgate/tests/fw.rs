@@ -62,6 +62,7 @@ fn rules_guard_a_customer_ip() {
     let out = ok(node.cli(&["rules", "apply"]));
     assert!(out.contains("applied 3 rule(s) from 1 file(s)"), "{out}");
 
+    assert_eq!(ok(node.cli(&["rules", "diff"])).trim(), "no changes");
     assert_eq!(connect(&node, 80), Ok("port80".into()));
     let refused = connect(&node, 23).expect_err("rejected");
     assert!(refused.contains("refused"), "reject answers with a RST: {refused}");
@@ -85,6 +86,8 @@ fn rules_guard_a_customer_ip() {
     assert!(stderr.contains(&format!("{}:4:24: error: bad CIDR \"nowhere\"", file.display())), "{stderr}");
     assert_eq!(connect(&node, 80), Ok("port80".into()));
     assert!(connect(&node, 22).is_err(), "old rules still drop 22");
+    let diff = ok(node.cli(&["rules", "diff"]));
+    assert!(diff.contains("! ") && diff.contains("bad CIDR"), "{diff}");
 
     // The daemon picks up a fixed file by itself.
     std::fs::write(&file, "customer acme\ndefault drop\nallow tcp port 80, 22\n").expect("write");
