@@ -93,7 +93,10 @@ impl Dataplane {
         }
 
         // 2. Counters start over with the new rule ids, then the flip.
-        self.zero_fw_stats()?;
+        // Ids beyond both the old and the new count were never used.
+        let used = self.fw_rule_count.max(tables.rules.len() as u32);
+        self.zero_fw_stats(used)?;
+        self.fw_rule_count = tables.rules.len() as u32;
         let map = self.ebpf.map_mut(names::FW_ACTIVE).ok_or(DataplaneError::MissingMap(names::FW_ACTIVE))?;
         let mut active: Array<&mut MapData, FwState> = Array::try_from(map).map_err(map_err(names::FW_ACTIVE))?;
         let enabled = u32::from(!tables.policy.is_empty());
@@ -120,12 +123,12 @@ impl Dataplane {
         Ok(())
     }
 
-    fn zero_fw_stats(&mut self) -> Result<(), DataplaneError> {
+    fn zero_fw_stats(&mut self, count: u32) -> Result<(), DataplaneError> {
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { path: what.into(), source: e })?;
         let map = self.ebpf.map_mut(names::FW_STATS).ok_or(DataplaneError::MissingMap(names::FW_STATS))?;
         let mut stats: PerCpuArray<&mut MapData, Counter> =
             PerCpuArray::try_from(map).map_err(map_err(names::FW_STATS))?;
-        for id in 0..FW_MAX_RULES {
+        for id in 0..count.min(FW_MAX_RULES) {
             let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
                 .map_err(|e| DataplaneError::Io { path: names::FW_STATS.into(), source: e })?;
             stats.set(id, zero, 0).map_err(map_err(names::FW_STATS))?;

@@ -163,6 +163,8 @@ pub struct Dataplane {
     layout: PinLayout,
     attachments: Vec<Attachment>,
     lb_applied: lb::LbApplied,
+    /// Rule ids in use by the firewall (counters to reset on the next apply).
+    fw_rule_count: u32,
 }
 
 impl Dataplane {
@@ -210,7 +212,8 @@ impl Dataplane {
             info!(kind = %a.key.kind, iface = %a.key.iface, origin = ?a.origin, link_id = a.link_id, "attached");
         }
         set_tx_ports(&mut ebpf, &wanted)?;
-        Ok(Dataplane { ebpf, layout, attachments, lb_applied: lb::LbApplied::default() })
+        // After a restart the previous daemon's rule count is unknown: reset all once.
+        Ok(Dataplane { ebpf, layout, attachments, lb_applied: lb::LbApplied::default(), fw_rule_count: abi::FW_MAX_RULES })
     }
 
     pub fn attachments(&self) -> &[Attachment] {
@@ -264,7 +267,7 @@ impl Dataplane {
 
     /// Detaches everything this node attached and removes its pins.
     pub fn detach(self) -> Result<DetachReport, DataplaneError> {
-        let Dataplane { ebpf, layout, attachments, lb_applied: _ } = self;
+        let Dataplane { ebpf, layout, attachments, .. } = self;
         // Our fds must be closed for the links to go when their pins do.
         drop(attachments);
         drop(ebpf);
