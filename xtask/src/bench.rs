@@ -43,11 +43,12 @@ const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
 const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {
-    let what: Vec<&str> = if what.is_empty() { vec!["lb"] } else { what.iter().map(String::as_str).collect() };
+    let what: Vec<&str> = if what.is_empty() { vec!["lb", "fw"] } else { what.iter().map(String::as_str).collect() };
     for w in what {
         match w {
             "lb" => lb()?,
-            other => bail!("unknown benchmark {other:?} (available: lb)"),
+            "fw" => fw()?,
+            other => bail!("unknown benchmark {other:?} (available: lb, fw)"),
         }
     }
     Ok(())
@@ -386,4 +387,161 @@ fn measure(topo: &NodeTopology, frame: &[u8], count: u32) -> anyhow::Result<(f64
         offered_mpps.push(f64::from(count) / took.as_secs_f64() / 1e6);
     }
     Ok((median_spread(delivered_mpps).0, median_spread(offered_mpps).0))
+}
+
+/// A rules file of `n` rules where the benchmark traffic (UDP to port 9
+/// from 198.18.0.2) matches only the last one: the worst case for a linear
+/// chain. The same ruleset as nftables rules.
+fn fw_rulesets(n: usize) -> (String, String) {
+    let mut rules = String::from("customer bench\ndefault drop\n");
+    let mut nft = String::from("table ip hgfw {\n  chain pre {\n    type filter hook prerouting priority -300;\n");
+    for i in 0..n.saturating_sub(1) {
+        let src = format!("198.19.{}.{}", (i / 256) % 256, i % 256);
+        rules += &format!("drop udp port 9 from {src}\n");
+        nft += &format!("    ip daddr 203.0.113.10 udp dport 9 ip saddr {src} drop\n");
+    }
+    rules += "allow udp port 9\n";
+    nft += "    ip daddr 203.0.113.10 udp dport 9 accept\n    ip daddr 203.0.113.10 drop\n  }\n}\n";
+    (rules, nft)
+}
+
+fn fw_tables(rules: &str) -> anyhow::Result<hostgate_rules::tables::Tables> {
+    let (rs, _) = hostgate_rules::parse("bench.rules", rules).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(hostgate_rules::tables::build(&[(rs, vec!["203.0.113.10".parse()?])])?)
+}
+
+fn fw() -> anyhow::Result<()> {
+    let mut pkgs = deps::BUILD_AND_TEST.to_vec();
+    pkgs.push(("nftables", "the nftables firewall compared against"));
+    deps::ensure(&pkgs)?;
+    if !deps::is_root() {
+        bail!("the benchmark loads BPF programs and creates namespaces: run it as root");
+    }
+    println!("\nhostgate firewall benchmark: traffic matches the last of N rules (worst case for a linear chain)\n");
+    let sizes = [10usize, 1_000, 10_000];
+
+    println!("(a) BPF_PROG_TEST_RUN, ns per packet (median of {RUNS} rounds of 20 000 single runs), and time to check and apply\n");
+    println!(
+        "{:>8} {:>12} {:>12} {:>14} {:>12} {:>12}",
+        "rules", "hostgate", "xdp_pass", "hostgate-pass", "check ms", "apply ms"
+    );
+    let name = unique_name("benchfw");
+    let spec = DataplaneSpec {
+        pin_root: PIN_ROOT.into(),
+        node: name.clone(),
+        uplinks: vec![],
+        container_ifaces: vec![],
+        xdp_mode: XdpModeChoice::Auto,
+    };
+    let mut bench =
+        BenchDataplane { dp: Some(Dataplane::start(&spec)?), layout: PinLayout::new(Path::new(PIN_ROOT), &name) };
+    let mut pass = EbpfLoader::new().load(hostgate_dataplane::XDP_PASS_OBJECT)?;
+    let pass_prog: &mut Xdp = pass.program_mut("xdp_pass").context("xdp_pass")?.try_into()?;
+    pass_prog.load()?;
+    let frames: Vec<Vec<u8>> = (10_000..30_000u16)
+        .map(|p| Packet::ipv4(CLIENT_V4, [203, 0, 113, 10]).udp(p, 9).payload(&[0; 18]).build())
+        .collect();
+    for n in sizes {
+        let (rules, _) = fw_rulesets(n);
+        let t0 = Instant::now();
+        let (rs, _) = hostgate_rules::parse("bench.rules", &rules).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let check = t0.elapsed();
+        let t1 = Instant::now();
+        let tables = hostgate_rules::tables::build(&[(rs, vec!["203.0.113.10".parse()?])])?;
+        let dp = bench.dp.as_mut().context("data plane")?;
+        dp.apply_fw(&tables)?;
+        let apply = t1.elapsed();
+        let mut ns = Vec::new();
+        let mut floor = Vec::new();
+        for _ in 0..RUNS {
+            ns.push(avg_ns(dp, &frames)?);
+            floor.push(avg_pass_ns(pass_prog, &frames)?);
+        }
+        let ((m, ms), (f, _)) = (median_spread(ns), median_spread(floor));
+        println!(
+            "{n:>8} {:>12} {:>12.0} {:>14.0} {:>12.1} {:>12.1}",
+            format!("{m:.0} [{ms:.0}]"),
+            f,
+            m - f,
+            check.as_secs_f64() * 1e3,
+            apply.as_secs_f64() * 1e3
+        );
+    }
+    drop(bench);
+
+    println!("\n(b) client -> customer IP on the node over veth, UDP with random source ports, delivered to the node's UDP layer (median of {RUNS} runs)\n");
+    println!("{:>8} {:>16} {:>16} {:>10} {:>14}", "rules", "hostgate Mpps", "nftables Mpps", "ratio", "nft -f ms");
+    let topo = NodeTopology::build("benchfw", 0)?;
+    topo.node.ip(["addr", "add", "203.0.113.10/32", "dev", NODE_UPLINK])?;
+    let frame = udp_frame(60);
+    for n in sizes {
+        let (rules, nft_rules) = fw_rulesets(n);
+        let name = unique_name("benchfw");
+        let spec = DataplaneSpec {
+            pin_root: PIN_ROOT.into(),
+            node: name.clone(),
+            uplinks: vec![NODE_UPLINK.into()],
+            container_ifaces: vec![],
+            xdp_mode: XdpModeChoice::Native,
+        };
+        let tables = fw_tables(&rules)?;
+        let layout = PinLayout::new(Path::new(PIN_ROOT), &name);
+        let dp = in_netns(&topo.node.path(), move || {
+            let mut dp = Dataplane::start(&spec)?;
+            dp.apply_fw(&tables)?;
+            Ok(dp)
+        })?;
+        let hostgate = measure_udp(&topo, &frame, 1_000_000)?;
+        drop(dp);
+        detach_pinned(&layout)?;
+
+        let pass = attach_bench_prog(&topo.node.path(), hostgate_dataplane::XDP_PASS_OBJECT, "xdp_pass", "uplink0")?;
+        let file = std::env::temp_dir().join(format!("{}.nft", unique_name("benchfw")));
+        std::fs::write(&file, nft_rules)?;
+        let t = Instant::now();
+        let loaded = topo.node.exec("nft", [std::ffi::OsStr::new("-f"), file.as_os_str()]);
+        let nft_load = t.elapsed();
+        let _ = std::fs::remove_file(&file);
+        loaded?;
+        let nft = measure_udp(&topo, &frame, 1_000_000);
+        let _ = topo.node.exec("nft", ["delete", "table", "ip", "hgfw"]);
+        drop(pass);
+        let nft = nft?;
+        println!(
+            "{n:>8} {hostgate:>16.3} {nft:>16.3} {:>10} {:>14.1}",
+            format!("{:.2}x", hostgate / nft.max(1e-9)),
+            nft_load.as_secs_f64() * 1e3
+        );
+    }
+    println!("\nxdp-filter (xdp-tools) is not compared: its drop-by-address model cannot say \"allow port 9, drop the rest\".");
+    Ok(())
+}
+
+/// Datagrams the node's UDP layer received (delivered or port-unreachable).
+fn udp_in(topo: &NodeTopology) -> anyhow::Result<u64> {
+    let out = topo.node.exec("cat", ["/proc/net/snmp"])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (lines.next().context("Udp header")?, lines.next().context("Udp values")?);
+    let get = |field: &str| -> u64 {
+        names
+            .split_whitespace()
+            .position(|n| n == field)
+            .and_then(|i| values.split_whitespace().nth(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(get("InDatagrams") + get("NoPorts"))
+}
+
+/// Median Mpps of UDP datagrams delivered to the node over RUNS runs.
+fn measure_udp(topo: &NodeTopology, frame: &[u8], count: u32) -> anyhow::Result<f64> {
+    let mut mpps = Vec::new();
+    for _ in 0..RUNS {
+        let before = udp_in(topo)?;
+        let took = generate(topo, frame.to_vec(), count)?;
+        std::thread::sleep(Duration::from_millis(200));
+        mpps.push((udp_in(topo)? - before) as f64 / took.as_secs_f64() / 1e6);
+    }
+    Ok(median_spread(mpps).0)
 }

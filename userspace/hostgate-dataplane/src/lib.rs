@@ -213,7 +213,13 @@ impl Dataplane {
         }
         set_tx_ports(&mut ebpf, &wanted)?;
         // After a restart the previous daemon's rule count is unknown: reset all once.
-        Ok(Dataplane { ebpf, layout, attachments, lb_applied: lb::LbApplied::default(), fw_rule_count: abi::FW_MAX_RULES })
+        Ok(Dataplane {
+            ebpf,
+            layout,
+            attachments,
+            lb_applied: lb::LbApplied::default(),
+            fw_rule_count: abi::FW_MAX_RULES,
+        })
     }
 
     pub fn attachments(&self) -> &[Attachment] {

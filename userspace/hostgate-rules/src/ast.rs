@@ -117,7 +117,8 @@ impl fmt::Display for Rule {
             write!(f, " to {}", join(self.to.iter().map(ToString::to_string).collect()))?;
         }
         if !self.ports.is_empty() {
-            let ports = self.ports.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+            let ports =
+                self.ports.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
             write!(f, " port {}", join(ports))?;
         }
         if let Some(t) = self.icmp_type {

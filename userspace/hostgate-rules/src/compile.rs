@@ -58,10 +58,6 @@ fn wildcard(family_v4: bool) -> Cidr {
     }
 }
 
-fn contains(outer: &Cidr, inner: &Cidr) -> bool {
-    outer.len <= inner.len && outer.contains(inner.addr)
-}
-
 /// The port key of a packet: its port (TCP/UDP), ICMP type + 1, else 0.
 fn port_key(proto: u8, port: u16, icmp_type: u8) -> u16 {
     match proto {
@@ -129,19 +125,43 @@ pub fn compile(rs: &Ruleset, ips: &[IpAddr]) -> Result<Compiled, CompileError> {
     Ok(out)
 }
 
+/// The prefix of `c`'s address `len` bits long.
+fn truncate(c: &Cidr, len: u8) -> Cidr {
+    let addr = match c.addr {
+        IpAddr::V4(a) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            IpAddr::from((u32::from(a) & mask).to_be_bytes())
+        }
+        IpAddr::V6(a) => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            IpAddr::from((u128::from(a) & mask).to_be_bytes())
+        }
+    };
+    Cidr { addr, len }
+}
+
 /// For a group (rule indices in order): the decision for each listed prefix.
+/// A prefix gets the first rule with a source set containing it: looked up
+/// over its ancestors (at most 129), so the cost is linear in the rules.
 fn decide(rs: &Ruleset, members: &[usize]) -> Vec<(Cidr, Decision)> {
     let mut prefixes: BTreeSet<Cidr> = BTreeSet::from([wildcard(true), wildcard(false)]);
+    let mut first_with: std::collections::HashMap<Cidr, usize> = std::collections::HashMap::new();
+    let mut first_any: Option<usize> = None;
     for &i in members {
-        prefixes.extend(rs.rules[i].from.iter().copied());
+        let from = &rs.rules[i].from;
+        if from.is_empty() {
+            first_any.get_or_insert(i);
+        }
+        for c in from {
+            prefixes.insert(*c);
+            first_with.entry(*c).or_insert(i);
+        }
     }
     prefixes
         .into_iter()
         .map(|p| {
-            let first = members.iter().copied().find(|&i| {
-                let from = &rs.rules[i].from;
-                from.is_empty() || from.iter().any(|c| c.addr.is_ipv4() == p.addr.is_ipv4() && contains(c, &p))
-            });
+            let first =
+                (0..=p.len).filter_map(|len| first_with.get(&truncate(&p, len)).copied()).chain(first_any).min();
             let decision = match first {
                 Some(i) => Decision { rule: Some(i), action: rs.rules[i].action },
                 None => Decision { rule: None, action: rs.default },

@@ -71,8 +71,11 @@ mod tests {
 
     #[test]
     fn reports_only_what_changes() {
-        let (old, _) = parse("a", "customer a\ndefault drop\nallow tcp port 80\nallow tcp port 22 # ssh\n").expect("old");
-        let (new, _) = parse("a", "customer a\ndefault allow\nset web = 80\nallow tcp port @web\ndrop udp\nallow tcp port 22\n").expect("new");
+        let (old, _) =
+            parse("a", "customer a\ndefault drop\nallow tcp port 80\nallow tcp port 22 # ssh\n").expect("old");
+        let (new, _) =
+            parse("a", "customer a\ndefault allow\nset web = 80\nallow tcp port @web\ndrop udp\nallow tcp port 22\n")
+                .expect("new");
         let d = diff(&[old], &[new]);
         assert_eq!(
             d,

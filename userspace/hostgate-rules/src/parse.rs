@@ -462,11 +462,65 @@ pub fn covers(earlier: &Rule, later: &Rule) -> bool {
     earlier.direction == later.direction && proto && from && to && ports && icmp
 }
 
+/// Earlier rules that might cover a later one: those from any source, and
+/// those listing a prefix that contains the later rule's first source
+/// (found over its ancestors), so checking stays near-linear in the rules.
+struct CoverIndex {
+    from_any: Vec<usize>,
+    by_prefix: HashMap<Cidr, Vec<usize>>,
+}
+
+impl CoverIndex {
+    fn candidates(&self, later: &Rule) -> Vec<usize> {
+        let mut c = self.from_any.clone();
+        if let Some(first) = later.from.first() {
+            for len in 0..=first.len {
+                let mask_v4 = |a: std::net::Ipv4Addr| {
+                    if len == 0 {
+                        0
+                    } else {
+                        u32::from(a) & (u32::MAX << (32 - u32::from(len)))
+                    }
+                };
+                let mask_v6 = |a: std::net::Ipv6Addr| {
+                    if len == 0 {
+                        0
+                    } else {
+                        u128::from(a) & (u128::MAX << (128 - u32::from(len)))
+                    }
+                };
+                let addr = match first.addr {
+                    IpAddr::V4(a) => IpAddr::from(mask_v4(a).to_be_bytes()),
+                    IpAddr::V6(a) => IpAddr::from(mask_v6(a).to_be_bytes()),
+                };
+                if let Some(v) = self.by_prefix.get(&Cidr { addr, len }) {
+                    c.extend(v);
+                }
+            }
+        }
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+
+    fn add(&mut self, i: usize, rule: &Rule) {
+        if rule.from.is_empty() {
+            self.from_any.push(i);
+        }
+        for c in &rule.from {
+            self.by_prefix.entry(*c).or_default().push(i);
+        }
+    }
+}
+
 /// Rules that can never match because an earlier rule takes all their traffic.
 fn shadowed(file: &str, rules: &[Rule]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    let mut index = CoverIndex { from_any: Vec::new(), by_prefix: HashMap::new() };
     for (j, later) in rules.iter().enumerate() {
-        if let Some(earlier) = rules[..j].iter().find(|e| covers(e, later)) {
+        let found = index.candidates(later).into_iter().map(|i| &rules[i]).find(|e| covers(e, later));
+        index.add(j, later);
+        if let Some(earlier) = found {
             out.push(Diagnostic {
                 file: file.to_string(),
                 line: later.line,

@@ -360,7 +360,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 let mut out: Vec<String> = d
                     .changes
                     .iter()
-                    .map(|c| format!("{} {:<12} {}{}", c.kind, c.customer, c.text, c.line.map_or(String::new(), |l| format!("  (line {l})"))))
+                    .map(|c| {
+                        format!(
+                            "{} {:<12} {}{}",
+                            c.kind,
+                            c.customer,
+                            c.text,
+                            c.line.map_or(String::new(), |l| format!("  (line {l})"))
+                        )
+                    })
                     .collect();
                 out.extend(d.errors.iter().map(|e| format!("! {e}")));
                 if out.is_empty() {

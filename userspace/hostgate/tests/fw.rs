@@ -110,10 +110,8 @@ use hostgate_testbed::{
 fn guarded_node(purpose: &str, rules: &str) -> (TestNode, tempfile::TempDir) {
     let rules_dir = tempfile::tempdir().expect("dir");
     std::fs::write(rules_dir.path().join("acme.rules"), rules).expect("write");
-    let config = format!(
-        "\n[ip]\npools = [\"203.0.113.0/24\"]\n\n[firewall]\nrules_dir = \"{}\"\n",
-        rules_dir.path().display()
-    );
+    let config =
+        format!("\n[ip]\npools = [\"203.0.113.0/24\"]\n\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
     let mut node = TestNode::with_config(purpose, 0, &config);
     node.topo.client.sysctl(&format!("net.ipv6.conf.{CLIENT_IFACE}.disable_ipv6"), "1").expect("sysctl");
     node.start_daemon();
@@ -139,19 +137,28 @@ fn syn_flood_is_held_to_the_rate_while_others_connect() {
         return;
     }
     let (node, _dir) = guarded_node("fwflood", "customer acme\ndefault drop\nrate-limit 100/s burst 50 tcp port 80\n");
-    let _server = servers::tcp_identity(&node.topo.node.path(), "203.0.113.10:80".parse().expect("a"), "web").expect("server");
+    let _server =
+        servers::tcp_identity(&node.topo.node.path(), "203.0.113.10:80".parse().expect("a"), "web").expect("server");
     let passed_before = uplink_count(&node, "ipv4-tcp", "pass");
 
     // 20 000 SYNs from one spoofed source over about 2 s.
     let flood: Vec<Vec<u8>> = (0..1000u16)
-        .map(|i| Packet::ipv4([198, 18, 0, 66], [203, 0, 113, 10]).macs(CLIENT_MAC, NODE_MAC).tcp(10_000 + i, 80, tcp_flags::SYN).build())
+        .map(|i| {
+            Packet::ipv4([198, 18, 0, 66], [203, 0, 113, 10])
+                .macs(CLIENT_MAC, NODE_MAC)
+                .tcp(10_000 + i, 80, tcp_flags::SYN)
+                .build()
+        })
         .collect();
     let client = node.topo.client.path();
     let started = std::time::Instant::now();
-    let flooder = std::thread::spawn(move || send_frames(&client, CLIENT_IFACE, flood, 20, Pace { rate: 10_000, max_duration: Duration::from_secs(10) }));
+    let flooder = std::thread::spawn(move || {
+        send_frames(&client, CLIENT_IFACE, flood, 20, Pace { rate: 10_000, max_duration: Duration::from_secs(10) })
+    });
     std::thread::sleep(Duration::from_millis(300));
     // The legitimate client, from its own address, still gets in.
-    let answers = servers::tcp_ask(&node.topo.client.path(), "203.0.113.10:80".parse().expect("vip"), 20).expect("client");
+    let answers =
+        servers::tcp_ask(&node.topo.client.path(), "203.0.113.10:80".parse().expect("vip"), 20).expect("client");
     assert!(answers.iter().all(|a| a.as_deref() == Ok("web")), "{answers:?}");
     let sent = flooder.join().expect("flooder").expect("send");
     let secs = started.elapsed().as_secs_f64();
@@ -179,7 +186,15 @@ fn reloads_under_traffic_never_leave_a_gap() {
     let file = dir.path().join("acme.rules");
     let frame = Packet::ipv4(CLIENT_V4, [203, 0, 113, 10]).macs(CLIENT_MAC, NODE_MAC).udp(40000, 9).build();
     let client = node.topo.client.path();
-    let sender = std::thread::spawn(move || send_frames(&client, CLIENT_IFACE, vec![frame], 30_000, Pace { rate: 10_000, max_duration: Duration::from_secs(10) }));
+    let sender = std::thread::spawn(move || {
+        send_frames(
+            &client,
+            CLIENT_IFACE,
+            vec![frame],
+            30_000,
+            Pace { rate: 10_000, max_duration: Duration::from_secs(10) },
+        )
+    });
     for i in 0..20 {
         std::fs::write(&file, if i % 2 == 0 { b } else { a }).expect("write");
         ok(node.cli(&["rules", "apply"]));
