@@ -221,6 +221,26 @@ struct hg_fw_bucket {
 	__u64 last_ns;
 };
 
+/* ---- Anti-spoofing --------------------------------------------------- */
+
+#define HG_GUARD_IFACES 4096
+#define HG_GUARD_ADDRS 65536
+
+/* A guarded container veth (map hg_guard, by host-side ifindex). */
+struct hg_guard {
+	__u8 mac[6];     /* the only source MAC the container may use */
+	__u8 check_mac;  /* 0: any MAC (none registered) */
+	__u8 pad;
+	__u64 drops;     /* spoofed frames dropped (atomic adds) */
+};
+
+/* An address a guarded container may send from (map hg_guard_addrs). */
+struct hg_guard_addr {
+	__u32 ifindex;
+	__u32 family;    /* enum hg_family */
+	__be32 addr[4];
+};
+
 /*
  * The enums above only reach the object's BTF if some emitted entity refers
  * to them. This struct is that entity (see hg_abi in stats.h); it is never

@@ -18,6 +18,7 @@
 #include "stats.h"
 #include "lb.h"
 #include "fw.h"
+#include "guard.h"
 
 /* Bytes of headers the TC program wants in the linear part of an skb. */
 #define HG_TC_PULL_LEN 128
@@ -69,8 +70,12 @@ int hg_tc_container(struct __sk_buff *skb)
 	if (skb->data_end - skb->data < len)
 		bpf_skb_pull_data(skb, len < HG_TC_PULL_LEN ? len : HG_TC_PULL_LEN);
 
-	if (hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt) == 0 &&
-	    hg_lb_reverse_nat(skb, &pkt, &reply)) {
+	hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt);
+	if (!hg_guard_check(skb, &pkt)) {
+		hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, HG_VERDICT_DROP, len);
+		return TC_ACT_SHOT;
+	}
+	if (pkt.proto_class != HG_PROTO_MALFORMED && hg_lb_reverse_nat(skb, &pkt, &reply)) {
 		action = hg_lb_send_reply(skb, &pkt, &reply);
 		if (action == TC_ACT_REDIRECT)
 			verdict = HG_VERDICT_REDIRECT;

@@ -327,6 +327,25 @@ pub struct FwBucket {
     pub last_ns: u64,
 }
 
+/// `struct hg_guard`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    pub mac: [u8; 6],
+    pub check_mac: u8,
+    pub pad: u8,
+    pub drops: u64,
+}
+
+/// `struct hg_guard_addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuardAddr {
+    pub ifindex: u32,
+    pub family: u32,
+    pub addr: [u32; 4],
+}
+
 // SAFETY: all of these are plain old data without padding holes the kernel
 // could leave uninitialised (explicit pad fields), every bit pattern valid.
 unsafe impl aya::Pod for VipKey {}
@@ -342,6 +361,8 @@ unsafe impl aya::Pod for FwGroup {}
 unsafe impl aya::Pod for FwLpmData {}
 unsafe impl aya::Pod for FwVerdict {}
 unsafe impl aya::Pod for FwState {}
+unsafe impl aya::Pod for Guard {}
+unsafe impl aya::Pod for GuardAddr {}
 
 /// Map and program names in the object, shared by the loader and the tests.
 pub mod names {
@@ -359,6 +380,8 @@ pub mod names {
     pub const FW_SRC: &str = "hg_fw_src";
     pub const FW_ACTIVE: &str = "hg_fw_active";
     pub const FW_STATS: &str = "hg_fw_stats";
+    pub const GUARD: &str = "hg_guard";
+    pub const GUARD_ADDRS: &str = "hg_guard_addrs";
     pub const XDP_UPLINK: &str = "hg_xdp_uplink";
     pub const TC_CONTAINER: &str = "hg_tc_container";
 }

@@ -185,6 +185,8 @@ mod tests {
         check_struct!(l, "hg_fw_bucket_key", FwBucketKey, [rule_id, pad, src]);
         check_struct!(l, "hg_fw_bucket", FwBucket, [tokens, last_ns]);
         assert_eq!(size_of::<FwLpmData>() + 4, size_of::<FwLpmKey>());
+        check_struct!(l, "hg_guard", Guard, [mac, check_mac, pad, drops]);
+        check_struct!(l, "hg_guard_addr", GuardAddr, [ifindex, family, addr]);
     }
 
     #[test]

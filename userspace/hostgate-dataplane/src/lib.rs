@@ -13,6 +13,7 @@ pub mod abi;
 mod btf_layout;
 pub mod counters;
 pub mod fw;
+pub mod guard;
 pub mod lb;
 pub mod pins;
 pub mod sys;
