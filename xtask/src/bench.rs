@@ -292,8 +292,7 @@ fn forwarding_table() -> anyhow::Result<()> {
     let topo = NodeTopology::build("bench", 3)?;
     // Permanent neighbours: the sinks drop ARP too.
     for c in &topo.containers {
-        let mac = c.ns.exec("cat", ["/sys/class/net/eth0/address"])?;
-        let mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+        let mac = c.ns.mac("eth0")?.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         topo.node.ip([
             "neigh",
             "replace",

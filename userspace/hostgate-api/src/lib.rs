@@ -335,3 +335,24 @@ pub struct RulesStatus {
     /// Packets dropped or rejected per customer.
     pub drops: std::collections::BTreeMap<String, u64>,
 }
+
+pub const CONTAINERS: &str = "/v1/containers";
+pub const CONTAINER_REMOVE: &str = "/v1/containers/remove";
+
+/// A container as registered (`POST /v1/containers`) and listed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerView {
+    pub name: String,
+    pub customer: String,
+    pub iface: String,
+    pub ips: Vec<String>,
+    pub mac: Option<String>,
+    /// Spoofed frames dropped on its veth (listing only).
+    #[serde(default)]
+    pub spoof_drops: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerRef {
+    pub name: String,
+}

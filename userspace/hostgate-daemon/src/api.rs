@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{fw, ips, lb, nodes, status, Daemon};
+use crate::{containers, fw, ips, lb, nodes, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -35,6 +35,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::RULES_APPLY, post(fw::apply))
         .route(hostgate_api::RULES_STATS, get(fw::stats))
         .route(hostgate_api::RULES_DIFF, get(fw::diff))
+        .route(hostgate_api::CONTAINERS, get(containers::list).post(containers::add))
+        .route(hostgate_api::CONTAINER_REMOVE, post(containers::remove))
         .fallback(not_found)
         .with_state(daemon)
 }

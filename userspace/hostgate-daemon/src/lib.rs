@@ -9,6 +9,7 @@
 //! the data plane attached: packets keep flowing while no daemon runs.
 
 mod api;
+mod containers;
 mod fw;
 mod health;
 mod ips;
@@ -127,6 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(nodes::keep_neighbours(daemon.clone()));
     tokio::spawn(ips::reconcile(daemon.clone()));
     tokio::spawn(fw::run(daemon.clone()));
+    tokio::spawn(containers::reconcile(daemon.clone()));
 
     let listener = bind_socket(&socket)?;
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");

@@ -32,11 +32,16 @@ impl Dataplane {
         let wanted_addrs: BTreeSet<GuardAddr> = guards
             .iter()
             .flat_map(|g| {
-                g.addrs.iter().map(|a| GuardAddr { ifindex: g.ifindex, family: family_of(*a) as u32, addr: addr_words(*a) })
+                g.addrs.iter().map(|a| GuardAddr {
+                    ifindex: g.ifindex,
+                    family: family_of(*a) as u32,
+                    addr: addr_words(*a),
+                })
             })
             .collect();
         let map = self.ebpf.map_mut(names::GUARD_ADDRS).ok_or(DataplaneError::MissingMap(names::GUARD_ADDRS))?;
-        let mut addrs: BpfHashMap<&mut MapData, GuardAddr, u8> = BpfHashMap::try_from(map).map_err(map_err(names::GUARD_ADDRS))?;
+        let mut addrs: BpfHashMap<&mut MapData, GuardAddr, u8> =
+            BpfHashMap::try_from(map).map_err(map_err(names::GUARD_ADDRS))?;
         for a in &wanted_addrs {
             addrs.insert(a, 1, 0).map_err(map_err(names::GUARD_ADDRS))?;
         }
@@ -44,7 +49,8 @@ impl Dataplane {
             addrs.keys().filter_map(Result::ok).filter(|k| !wanted_addrs.contains(k)).collect();
 
         let map = self.ebpf.map_mut(names::GUARD).ok_or(DataplaneError::MissingMap(names::GUARD))?;
-        let mut guard: BpfHashMap<&mut MapData, u32, Guard> = BpfHashMap::try_from(map).map_err(map_err(names::GUARD))?;
+        let mut guard: BpfHashMap<&mut MapData, u32, Guard> =
+            BpfHashMap::try_from(map).map_err(map_err(names::GUARD))?;
         for g in guards {
             let drops = guard.get(&g.ifindex, 0).map(|old| old.drops).unwrap_or(0);
             let value = Guard { mac: g.mac.unwrap_or_default(), check_mac: u8::from(g.mac.is_some()), pad: 0, drops };
@@ -57,7 +63,8 @@ impl Dataplane {
         }
 
         let map = self.ebpf.map_mut(names::GUARD_ADDRS).ok_or(DataplaneError::MissingMap(names::GUARD_ADDRS))?;
-        let mut addrs: BpfHashMap<&mut MapData, GuardAddr, u8> = BpfHashMap::try_from(map).map_err(map_err(names::GUARD_ADDRS))?;
+        let mut addrs: BpfHashMap<&mut MapData, GuardAddr, u8> =
+            BpfHashMap::try_from(map).map_err(map_err(names::GUARD_ADDRS))?;
         for k in stale_addrs {
             addrs.remove(&k).map_err(map_err(names::GUARD_ADDRS))?;
         }

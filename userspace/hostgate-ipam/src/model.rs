@@ -115,6 +115,59 @@ pub struct Assignment {
     pub since: u64,
 }
 
+/// A customer's container (or VM) behind this node: the veth it sits
+/// behind and what it may send from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub customer: String,
+    /// Host-side interface of the container's veth.
+    pub iface: String,
+    pub ips: Vec<IpAddr>,
+    /// `aa:bb:cc:dd:ee:ff`; `None` accepts any source MAC.
+    pub mac: Option<String>,
+    pub created: u64,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *m = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+impl Container {
+    pub fn validate(&self) -> Result<(), IpamError> {
+        if !valid_name(&self.name) {
+            return Err(invalid("container", format!("{:?} must be 1-63 characters of a-z, 0-9 and '-'", self.name)));
+        }
+        let ifname_ok = !self.iface.is_empty()
+            && self.iface.len() < 16
+            && !self.iface.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
+        if !ifname_ok {
+            return Err(invalid("iface", format!("{:?} is not an interface name", self.iface)));
+        }
+        if self.ips.is_empty() {
+            return Err(invalid("ip", "a container needs at least one address (--ip)"));
+        }
+        if let Some(m) = &self.mac {
+            if parse_mac(m).is_none() {
+                return Err(invalid("mac", format!("{m:?} is not a MAC address like 02:00:00:00:00:01")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Checks an address against the pools before it is assigned.
 pub fn check_assignable(addr: IpAddr, pools: &[Cidr]) -> Result<(), IpamError> {
     if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
@@ -135,6 +188,11 @@ pub mod keys {
     use std::net::IpAddr;
 
     pub const CUSTOMERS: &str = "customers/";
+    pub const CONTAINERS: &str = "containers/";
+
+    pub fn container(name: &str) -> String {
+        format!("{CONTAINERS}{name}")
+    }
     pub const IPS: &str = "ips/";
 
     pub fn customer(name: &str) -> String {

@@ -86,6 +86,25 @@ impl Netns {
         run("nsenter", all)
     }
 
+    /// The MAC address of `iface` in this namespace (asked of iproute2:
+    /// /sys under nsenter shows the root namespace's interfaces).
+    pub fn mac(&self, iface: &str) -> Result<[u8; 6], TestbedError> {
+        let out = self.ip(["-o", "link", "show", "dev", iface])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let bad =
+            || TestbedError::Command { cmd: format!("ip link show {iface}"), stderr: format!("no MAC in {text:?}") };
+        let hex = text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).ok_or_else(bad)?;
+        let mut mac = [0u8; 6];
+        let parts: Vec<&str> = hex.split(':').collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        for (m, p) in mac.iter_mut().zip(parts) {
+            *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(mac)
+    }
+
     /// Sets a sysctl inside the namespace (net.* sysctls are per namespace).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), TestbedError> {
         self.exec("sysctl", ["-qw", &format!("{key}={value}")])?;

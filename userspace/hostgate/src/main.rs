@@ -57,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: CustomerCommand,
     },
+    /// Customers' containers behind this node: what they may send from.
+    Container {
+        #[command(subcommand)]
+        command: ContainerCommand,
+    },
     /// Customer IPs: which customer holds which address, and which node answers for it.
     Ip {
         #[command(subcommand)]
@@ -199,6 +204,32 @@ enum CustomerCommand {
 }
 
 #[derive(Subcommand)]
+enum ContainerCommand {
+    /// Register a container: its veth may then send only from these addresses (and MAC).
+    Add {
+        name: String,
+        #[arg(long)]
+        customer: String,
+        /// Host-side interface of the container's veth.
+        #[arg(long)]
+        iface: String,
+        /// An address the container holds; repeat for more.
+        #[arg(long = "ip", required = true)]
+        ips: Vec<String>,
+        /// The container's MAC address (default: any).
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Every registered container, with spoofed frames dropped.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a container (its veth is no longer guarded).
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
 enum IpCommand {
     /// Assign an IP from the configured pools to a customer.
     Assign {
@@ -336,6 +367,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Node { command } => node(&client, command).await,
         Command::Customer { command } => customer(&client, command).await,
         Command::Ip { command } => ip(&client, command).await,
+        Command::Container { command } => container(&client, command).await,
         Command::Rules { command: RulesCommand::Check { files, json } } => rules_check(&client, &files, json).await,
         Command::Rules { command: RulesCommand::Apply { json } } => {
             let r: hostgate_api::RulesApplied = client.post(hostgate_api::RULES_APPLY, &()).await?;
@@ -497,6 +529,26 @@ async fn customer(client: &Client, command: CustomerCommand) -> anyhow::Result<(
         CustomerCommand::Remove { name } => {
             let c: CustomerRef = client.post(hostgate_api::CUSTOMER_REMOVE, &CustomerRef { name }).await?;
             println!("customer {} removed", c.name);
+        }
+    }
+    Ok(())
+}
+
+async fn container(client: &Client, command: ContainerCommand) -> anyhow::Result<()> {
+    use hostgate_api::{ContainerRef, ContainerView};
+    match command {
+        ContainerCommand::Add { name, customer, iface, ips, mac } => {
+            let v = ContainerView { name, customer, iface, ips, mac, spoof_drops: 0 };
+            let c: ContainerView = client.post(hostgate_api::CONTAINERS, &v).await?;
+            println!("container {} registered on {} ({})", c.name, c.iface, c.ips.join(", "));
+        }
+        ContainerCommand::List { json } => {
+            let all: Vec<ContainerView> = client.get(hostgate_api::CONTAINERS).await?;
+            print_out(json, &all, |all| output::containers(all).to_string())?;
+        }
+        ContainerCommand::Remove { name } => {
+            let r: ContainerRef = client.post(hostgate_api::CONTAINER_REMOVE, &ContainerRef { name }).await?;
+            println!("container {} removed", r.name);
         }
     }
     Ok(())

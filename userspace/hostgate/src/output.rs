@@ -3,7 +3,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use comfy_table::{presets::NOTHING, Table};
-use hostgate_api::{Applied, CounterRow, CustomerView, DetachResponse, IpView, NodeView, RulesStatus, Status, VipView};
+use hostgate_api::{
+    Applied, ContainerView, CounterRow, CustomerView, DetachResponse, IpView, NodeView, RulesStatus, Status, VipView,
+};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -206,4 +208,19 @@ pub fn rules_stats(s: &RulesStatus) -> String {
         out += &format!("\n{c}: {n} packets dropped or rejected");
     }
     out
+}
+
+pub fn containers(all: &[ContainerView]) -> Table {
+    let mut t = table(&["CONTAINER", "CUSTOMER", "IFACE", "ADDRESSES", "MAC", "SPOOF DROPS"]);
+    for c in all {
+        t.add_row(vec![
+            c.name.clone(),
+            c.customer.clone(),
+            c.iface.clone(),
+            c.ips.join(", "),
+            c.mac.clone().unwrap_or("any".into()),
+            c.spoof_drops.to_string(),
+        ]);
+    }
+    t
 }

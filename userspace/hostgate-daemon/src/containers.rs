@@ -1,0 +1,128 @@
+//! The container registry (`containers/<name>`) and the anti-spoofing
+//! tables it drives: each registered container's veth may send only from
+//! its addresses and MAC.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use axum::{extract::State, http::StatusCode, Json};
+use hostgate_api::{ContainerRef, ContainerView};
+use hostgate_dataplane::guard::GuardSpec;
+use hostgate_ipam::model::{keys, parse_mac, Container};
+use hostgate_store::{Compare, Mirror, Op, Txn, TxnOutcome};
+use tracing::{info, warn};
+
+use crate::{api::Failure, Daemon};
+
+fn err(e: impl Into<anyhow::Error>) -> Failure {
+    Failure::from(e.into())
+}
+
+pub async fn add(State(d): State<Arc<Daemon>>, Json(req): Json<ContainerView>) -> Result<Json<ContainerView>, Failure> {
+    let mut ips = Vec::new();
+    for ip in &req.ips {
+        ips.push(
+            ip.parse::<IpAddr>()
+                .map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("ip: {ip:?} is not an IP address")))?,
+        );
+    }
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |x| x.as_secs());
+    let c = Container {
+        name: req.name.clone(),
+        customer: req.customer.clone(),
+        iface: req.iface.clone(),
+        ips,
+        mac: req.mac.clone(),
+        created,
+    };
+    c.validate().map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let txn = Txn::new()
+        .when(Compare::Present(keys::customer(&c.customer)))
+        .when(Compare::Absent(keys::container(&c.name)))
+        .then(Op::put_json(keys::container(&c.name), &c).map_err(err)?);
+    match d.store.commit(txn).await.map_err(err)? {
+        TxnOutcome::Committed(_) => {
+            info!(container = %c.name, customer = %c.customer, iface = %c.iface, "container registered");
+            Ok(Json(req))
+        }
+        TxnOutcome::CompareFailed(0) => {
+            Err(Failure(StatusCode::NOT_FOUND, format!("customer {} does not exist", c.customer)))
+        }
+        TxnOutcome::CompareFailed(_) => {
+            Err(Failure(StatusCode::CONFLICT, format!("container {} already exists", c.name)))
+        }
+    }
+}
+
+pub async fn list(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<ContainerView>>, Failure> {
+    let snap = d.store.snapshot(keys::CONTAINERS).await.map_err(err)?;
+    let guard = d.dataplane();
+    Ok(Json(
+        snap.kvs
+            .iter()
+            .filter_map(|kv| kv.decode::<Container>().ok())
+            .map(|c| {
+                let drops = match (guard.as_ref(), hostgate_dataplane::sys::ifindex(&c.iface)) {
+                    (Some(dp), Some(ifindex)) => dp.guard_drops(ifindex).unwrap_or(0),
+                    _ => 0,
+                };
+                ContainerView {
+                    name: c.name,
+                    customer: c.customer,
+                    iface: c.iface,
+                    ips: c.ips.iter().map(ToString::to_string).collect(),
+                    mac: c.mac,
+                    spoof_drops: drops,
+                }
+            })
+            .collect(),
+    ))
+}
+
+pub async fn remove(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<ContainerRef>,
+) -> Result<Json<ContainerRef>, Failure> {
+    let Some(kv) = d.store.get(&keys::container(&req.name)).await.map_err(err)? else {
+        return Err(Failure(StatusCode::NOT_FOUND, format!("container {} does not exist", req.name)));
+    };
+    d.store
+        .commit(Txn::new().when(Compare::ModRevision(kv.key.clone(), kv.mod_revision)).then(Op::Delete(kv.key)))
+        .await
+        .map_err(err)?;
+    Ok(Json(req))
+}
+
+/// Keeps the anti-spoofing tables equal to the registry.
+pub async fn reconcile(daemon: Arc<Daemon>) {
+    loop {
+        if let Err(e) = follow(&daemon).await {
+            warn!(error = format!("{e:#}"), "container reconciler restarting");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn follow(d: &Arc<Daemon>) -> anyhow::Result<()> {
+    let snap = d.store.snapshot(keys::CONTAINERS).await?;
+    let mut watch = d.store.watch(keys::CONTAINERS, snap.revision).await?;
+    let mut mirror = Mirror::from_snapshot(snap);
+    loop {
+        let mut guards = Vec::new();
+        for c in mirror.entries.values().filter_map(|kv| kv.decode::<Container>().ok()) {
+            match hostgate_dataplane::sys::ifindex(&c.iface) {
+                Some(ifindex) => {
+                    guards.push(GuardSpec { ifindex, mac: c.mac.as_deref().and_then(parse_mac), addrs: c.ips })
+                }
+                None => warn!(container = %c.name, iface = %c.iface, "container interface not found; not guarded"),
+            }
+        }
+        let dd = d.clone();
+        tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
+            Some(dp) => dp.set_guards(&guards).map_err(anyhow::Error::from),
+            None => Ok(()),
+        })
+        .await??;
+        let Some(batch) = watch.recv().await else { anyhow::bail!("the store's watch ended") };
+        mirror.apply(&batch);
+    }
+}
