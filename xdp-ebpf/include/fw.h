@@ -269,4 +269,84 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 	}
 }
 
+#define HG_FW_EGRESS 4
+
+/*
+ * Judges what a container sends against its customer's outgoing rules
+ * (TC). Returns 1 to let it go, 0 to drop it. Rejects drop (no RST is
+ * forged towards a container).
+ */
+static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_pkt *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct hg_fw_lpm_key lkey = { .prefixlen = 32 + 128 };
+	struct hg_fw_key key = {};
+	struct hg_fw_state *state;
+	struct hg_fw_verdict *v;
+	struct hg_fw_group *g;
+	__u32 zero = 0;
+	__u8 v6 = pkt->l3_proto == ETH_P_IPV6;
+	__be32 src[4] = {};
+
+	state = bpf_map_lookup_elem(&hg_fw_active, &zero);
+	if (!state || !state->enabled)
+		return 1;
+	if (pkt->l3_proto == ETH_P_IP) {
+		struct iphdr *ip = HG_PTR(data, pkt->l3_off);
+
+		if ((void *)(ip + 1) > data_end)
+			return 1;
+		key.dst[0] = ip->saddr;
+		src[0] = ip->saddr;
+		__builtin_memcpy(lkey.addr, &ip->daddr, 4);
+	} else if (pkt->l3_proto == ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = HG_PTR(data, pkt->l3_off);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return 1;
+		__builtin_memcpy(key.dst, &ip6->saddr, 16);
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		__builtin_memcpy(lkey.addr, &ip6->daddr, 16);
+	} else {
+		return 1;
+	}
+	key.flags = v6 | (state->version & 1) << 1 | HG_FW_EGRESS;
+	key.proto = pkt->l4_proto;
+	if (pkt->has_l4) {
+		__u8 *l4 = HG_PTR(data, pkt->l4_off);
+
+		if ((void *)(l4 + 4) > data_end)
+			return 1;
+		if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP)
+			key.port = bpf_ntohs(*(__be16 *)(l4 + 2));
+		else if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
+			key.port = l4[0] + 1;
+	}
+	g = bpf_map_lookup_elem(&hg_fw_policy, &key);
+	if (!g) {
+		key.port = 0;
+		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
+	}
+	if (!g) {
+		key.proto = 0;
+		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
+	}
+	if (!g)
+		return 1; /* a container with no outgoing rules */
+	lkey.group = g->group;
+	v = bpf_map_lookup_elem(&hg_fw_src, &lkey);
+	if (!v)
+		return 1;
+	hg_fw_count(v->rule_id, skb->len);
+	switch (v->action) {
+	case HG_FW_ALLOW:
+		return 1;
+	case HG_FW_RATE_LIMIT:
+		return hg_fw_within_rate(v, src);
+	default:
+		return 0;
+	}
+}
+
 #endif /* HOSTGATE_FW_H */

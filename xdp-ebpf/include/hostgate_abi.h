@@ -172,8 +172,11 @@ enum hg_fw_action {
 };
 
 /*
- * Policy key: (customer IP, protocol, port or ICMP type + 1), 0 = any.
- * flags: bit 0 = IPv6, bit 1 = ruleset version (double buffering).
+ * Policy key: (guarded address, protocol, destination port or ICMP type
+ * + 1), 0 = any. The guarded address is the customer IP (destination) for
+ * incoming rules, the container's address (source) for outgoing ones.
+ * flags: bit 0 = IPv6, bit 1 = ruleset version (double buffering),
+ * bit 2 = outgoing.
  */
 struct hg_fw_key {
 	__be32 dst[4];

@@ -76,9 +76,13 @@ int hg_tc_container(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	if (pkt.proto_class != HG_PROTO_MALFORMED && hg_lb_reverse_nat(skb, &pkt, &reply)) {
+		/* A reply of a balanced connection: its way in was judged already. */
 		action = hg_lb_send_reply(skb, &pkt, &reply);
 		if (action == TC_ACT_REDIRECT)
 			verdict = HG_VERDICT_REDIRECT;
+	} else if (!hg_fw_egress(skb, &pkt)) {
+		verdict = HG_VERDICT_DROP;
+		action = TC_ACT_SHOT;
 	}
 	hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, verdict, len);
 	return action;

@@ -404,9 +404,13 @@ fn fw_rulesets(n: usize) -> (String, String) {
     (rules, nft)
 }
 
+fn guarded_ip() -> anyhow::Result<hostgate_rules::tables::Guarded> {
+    Ok(hostgate_rules::tables::Guarded { customer_ips: vec!["203.0.113.10".parse()?], container_addrs: vec![] })
+}
+
 fn fw_tables(rules: &str) -> anyhow::Result<hostgate_rules::tables::Tables> {
     let (rs, _) = hostgate_rules::parse("bench.rules", rules).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(hostgate_rules::tables::build(&[(rs, vec!["203.0.113.10".parse()?])])?)
+    Ok(hostgate_rules::tables::build(&[(rs, guarded_ip()?)])?)
 }
 
 fn fw() -> anyhow::Result<()> {
@@ -446,7 +450,7 @@ fn fw() -> anyhow::Result<()> {
         let (rs, _) = hostgate_rules::parse("bench.rules", &rules).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let check = t0.elapsed();
         let t1 = Instant::now();
-        let tables = hostgate_rules::tables::build(&[(rs, vec!["203.0.113.10".parse()?])])?;
+        let tables = hostgate_rules::tables::build(&[(rs, guarded_ip()?)])?;
         let dp = bench.dp.as_mut().context("data plane")?;
         dp.apply_fw(&tables)?;
         let apply = t1.elapsed();

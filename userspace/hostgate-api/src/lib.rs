@@ -317,8 +317,10 @@ pub struct RuleStats {
     pub id: u32,
     pub customer: String,
     pub file: String,
-    /// `None`: the file's default.
+    /// `None`: what unmatched traffic of this direction gets.
     pub line: Option<u32>,
+    /// `in` or `out`.
+    pub direction: String,
     pub action: String,
     pub packets: u64,
     pub bytes: u64,

@@ -5,7 +5,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -13,7 +12,7 @@ use std::{
 
 use axum::{extract::State, Json};
 use hostgate_api::{RuleChange, RuleStats, RulesApplied, RulesDiff, RulesStatus};
-use hostgate_ipam::model::{keys, Assignment};
+use hostgate_ipam::model::{keys, Assignment, Container};
 use hostgate_rules::{tables, Action, Severity};
 use tracing::{info, warn};
 
@@ -69,7 +68,7 @@ pub async fn run(daemon: Arc<Daemon>) {
 
 /// The rules directory as read and checked, not yet applied.
 struct Candidate {
-    rulesets: Vec<(hostgate_rules::Ruleset, Vec<IpAddr>)>,
+    rulesets: Vec<(hostgate_rules::Ruleset, tables::Guarded)>,
     errors: Vec<String>,
     warnings: Vec<String>,
 }
@@ -79,7 +78,9 @@ fn load(
     files: &[(PathBuf, SystemTime, u64)],
     ips_snap: &hostgate_store::Snapshot,
     customers: &hostgate_store::Snapshot,
+    containers: &hostgate_store::Snapshot,
 ) -> Candidate {
+    let boxes: Vec<Container> = containers.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut rulesets = Vec::new();
@@ -110,8 +111,15 @@ fn load(
                         rs.customer_line, rs.customer
                     ));
                 }
-                let ips: Vec<IpAddr> = held.iter().filter(|a| a.customer == rs.customer).map(|a| a.addr).collect();
-                rulesets.push((rs, ips));
+                let guarded = tables::Guarded {
+                    customer_ips: held.iter().filter(|a| a.customer == rs.customer).map(|a| a.addr).collect(),
+                    container_addrs: boxes
+                        .iter()
+                        .filter(|c| c.customer == rs.customer)
+                        .flat_map(|c| c.ips.clone())
+                        .collect(),
+                };
+                rulesets.push((rs, guarded));
             }
             Err(diags) => {
                 for diag in diags {
@@ -142,12 +150,14 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
     let files = fingerprint(&dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
     let ips_snap = d.store.snapshot(keys::IPS).await?;
     let customers = d.store.snapshot(keys::CUSTOMERS).await?;
-    let seen = (files.clone(), ips_snap.revision.max(customers.revision));
+    let containers = d.store.snapshot(keys::CONTAINERS).await?;
+    // Snapshots carry the store-wide revision: any change anywhere reloads.
+    let seen = (files.clone(), containers.revision);
     if !force && d.fw_state().seen.as_ref() == Some(&seen) {
         return Ok(RulesApplied { applied: false, files: files.len(), rules: 0, errors: vec![], warnings: vec![] });
     }
 
-    let Candidate { rulesets, mut errors, warnings } = load(&files, &ips_snap, &customers);
+    let Candidate { rulesets, mut errors, warnings } = load(&files, &ips_snap, &customers, &containers);
     let rule_count: usize = rulesets.iter().map(|(rs, _)| rs.rules.len()).sum();
     let tables = if errors.is_empty() {
         match tables::build(&rulesets) {
@@ -202,7 +212,8 @@ pub async fn diff(State(d): State<Arc<Daemon>>) -> Result<Json<RulesDiff>, Failu
     let files = fingerprint(&dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
     let ips_snap = d.store.snapshot(keys::IPS).await.map_err(anyhow::Error::from)?;
     let customers = d.store.snapshot(keys::CUSTOMERS).await.map_err(anyhow::Error::from)?;
-    let c = load(&files, &ips_snap, &customers);
+    let containers = d.store.snapshot(keys::CONTAINERS).await.map_err(anyhow::Error::from)?;
+    let c = load(&files, &ips_snap, &customers, &containers);
     let new: Vec<hostgate_rules::Ruleset> = c.rulesets.into_iter().map(|(rs, _)| rs).collect();
     let changes = hostgate_rules::diff::diff(&d.fw_state().rulesets, &new)
         .into_iter()
@@ -235,11 +246,16 @@ pub async fn stats(State(d): State<Arc<Daemon>>) -> Result<Json<RulesStatus>, Fa
         if matches!(r.action, Action::Drop | Action::Reject) {
             *out.drops.entry(r.customer.clone()).or_default() += c.packets;
         }
+        let direction = match r.direction {
+            hostgate_rules::ast::Direction::In => "in",
+            hostgate_rules::ast::Direction::Out => "out",
+        };
         out.rules.push(RuleStats {
             id: id as u32,
             customer: r.customer.clone(),
             file: r.file.clone(),
             line: r.line,
+            direction: direction.into(),
             action: r.action.to_string(),
             packets: c.packets,
             bytes: c.bytes,

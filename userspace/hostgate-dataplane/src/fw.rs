@@ -80,12 +80,13 @@ impl Dataplane {
         let mut policy: BpfHashMap<&mut MapData, FwKey, FwGroup> =
             BpfHashMap::try_from(map).map_err(map_err(names::FW_POLICY))?;
         for (k, group) in &tables.policy {
-            let v6 = k.dst.is_ipv6();
+            let v6 = k.local.is_ipv6();
+            let egress = u8::from(k.direction == hostgate_rules::ast::Direction::Out) << 2;
             let key = FwKey {
-                dst: addr_words(k.dst),
+                dst: addr_words(k.local),
                 port: k.port,
                 proto: k.proto,
-                flags: u8::from(v6) | (new_version as u8) << 1,
+                flags: u8::from(v6) | (new_version as u8) << 1 | egress,
             };
             policy
                 .insert(key, FwGroup { group: group_word(*group, new_version, v6) }, 0)

@@ -55,7 +55,8 @@ impl Node {
     fn apply(&mut self, text: &str, ips: &[&str]) -> hostgate_rules::Ruleset {
         let (rs, _) = hostgate_rules::parse("t.rules", text).expect("rules parse");
         let ips: Vec<IpAddr> = ips.iter().map(|s| s.parse().expect("ip")).collect();
-        let t = tables::build(&[(rs.clone(), ips)]).expect("tables");
+        let guarded = tables::Guarded { customer_ips: ips, container_addrs: vec![] };
+        let t = tables::build(&[(rs.clone(), guarded)]).expect("tables");
         self.dp().apply_fw(&t).expect("apply");
         rs
     }

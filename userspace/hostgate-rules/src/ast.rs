@@ -61,7 +61,7 @@ impl Proto {
 }
 
 /// Traffic direction relative to the customer's addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// To the customer's IPs (enforced in XDP on the uplink).

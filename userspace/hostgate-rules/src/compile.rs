@@ -28,16 +28,20 @@ use crate::{
 /// Refuse to expand port ranges into more table entries than this.
 pub const MAX_POLICY_ENTRIES: usize = 1 << 20;
 
-/// (customer IP, protocol, port/ICMP type + 1); 0 means any.
+/// (guarded address, protocol, destination port/ICMP type + 1); 0 means
+/// any. The guarded address is a customer IP (the destination) for `in`
+/// rules, a container address (the source) for `out` rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyKey {
-    pub dst: IpAddr,
+    pub direction: Direction,
+    pub local: IpAddr,
     pub proto: u8,
     pub port: u16,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compiled {
+    pub direction: Direction,
     pub policy: BTreeMap<PolicyKey, u32>,
     /// (group, source prefix) -> decision.
     pub lpm: BTreeMap<(u32, Cidr), Decision>,
@@ -80,15 +84,27 @@ fn applies(r: &Rule, proto: u8, key: u16) -> bool {
     }
 }
 
-/// Compiles the ingress rules of `rs` for the customer's `ips`.
-pub fn compile(rs: &Ruleset, ips: &[IpAddr]) -> Result<Compiled, CompileError> {
-    let ingress: Vec<(usize, &Rule)> =
-        rs.rules.iter().enumerate().filter(|(_, r)| r.direction == Direction::In).collect();
-    let mut out = Compiled::default();
+/// The addresses a rule guards on this side (customer IPs for `in`,
+/// container sources for `out`) and the far side it matches by prefix.
+fn sides(r: &Rule) -> (&[Cidr], &[Cidr]) {
+    match r.direction {
+        Direction::In => (&r.to, &r.from),
+        Direction::Out => (&r.from, &r.to),
+    }
+}
+
+/// Compiles the rules of `rs` in `direction` for the guarded addresses
+/// `locals`: the customer's IPs (`in`) or its containers' addresses (`out`).
+pub fn compile(rs: &Ruleset, direction: Direction, locals: &[IpAddr]) -> Result<Compiled, CompileError> {
+    let ingress: Vec<(usize, &Rule)> = rs.rules.iter().enumerate().filter(|(_, r)| r.direction == direction).collect();
+    let mut out = Compiled { direction, policy: BTreeMap::new(), lpm: BTreeMap::new(), groups: 0 };
     let mut group_ids: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
-    for &dst in ips {
-        let relevant: Vec<(usize, &Rule)> =
-            ingress.iter().copied().filter(|(_, r)| r.to.is_empty() || r.to.iter().any(|c| c.contains(dst))).collect();
+    for &dst in locals {
+        let relevant: Vec<(usize, &Rule)> = ingress
+            .iter()
+            .copied()
+            .filter(|(_, r)| sides(r).0.is_empty() || sides(r).0.iter().any(|c| c.contains(dst)))
+            .collect();
         // Every (proto, key) some rule singles out, plus (proto, any) and (any, any).
         let mut keys: BTreeSet<(u8, u16)> = BTreeSet::from([(0, 0)]);
         for (_, r) in &relevant {
@@ -113,12 +129,12 @@ pub fn compile(rs: &Ruleset, ips: &[IpAddr]) -> Result<Compiled, CompileError> {
                 .collect();
             let next = group_ids.len() as u32;
             let group = *group_ids.entry(members.clone()).or_insert_with(|| {
-                for (prefix, decision) in decide(rs, &members) {
+                for (prefix, decision) in decide(rs, direction, &members) {
                     out.lpm.insert((next, prefix), decision);
                 }
                 next
             });
-            out.policy.insert(PolicyKey { dst, proto, port: key }, group);
+            out.policy.insert(PolicyKey { direction, local: dst, proto, port: key }, group);
         }
     }
     out.groups = group_ids.len() as u32;
@@ -143,12 +159,12 @@ fn truncate(c: &Cidr, len: u8) -> Cidr {
 /// For a group (rule indices in order): the decision for each listed prefix.
 /// A prefix gets the first rule with a source set containing it: looked up
 /// over its ancestors (at most 129), so the cost is linear in the rules.
-fn decide(rs: &Ruleset, members: &[usize]) -> Vec<(Cidr, Decision)> {
+fn decide(rs: &Ruleset, direction: Direction, members: &[usize]) -> Vec<(Cidr, Decision)> {
     let mut prefixes: BTreeSet<Cidr> = BTreeSet::from([wildcard(true), wildcard(false)]);
     let mut first_with: std::collections::HashMap<Cidr, usize> = std::collections::HashMap::new();
     let mut first_any: Option<usize> = None;
     for &i in members {
-        let from = &rs.rules[i].from;
+        let from = sides(&rs.rules[i]).1;
         if from.is_empty() {
             first_any.get_or_insert(i);
         }
@@ -164,23 +180,27 @@ fn decide(rs: &Ruleset, members: &[usize]) -> Vec<(Cidr, Decision)> {
                 (0..=p.len).filter_map(|len| first_with.get(&truncate(&p, len)).copied()).chain(first_any).min();
             let decision = match first {
                 Some(i) => Decision { rule: Some(i), action: rs.rules[i].action },
-                None => Decision { rule: None, action: rs.default },
+                None => Decision { rule: None, action: crate::eval::default_action(rs, direction) },
             };
             (p, decision)
         })
         .collect()
 }
 
-/// The kernel's walk over the compiled tables, for tests and `rules diff`.
-/// `None` when the destination is not one of the compiled IPs.
+/// The kernel's walk over the compiled tables, for tests. `None` when the
+/// packet's guarded address is not one of the compiled ones.
 pub fn lookup(c: &Compiled, p: &Packet) -> Option<Decision> {
     let key = port_key(p.proto, p.port, p.icmp_type);
-    let group = [(p.proto, key), (p.proto, 0), (0, 0)]
-        .iter()
-        .find_map(|(proto, port)| c.policy.get(&PolicyKey { dst: p.dst, proto: *proto, port: *port }))?;
+    let (local, far) = match c.direction {
+        Direction::In => (p.dst, p.src),
+        Direction::Out => (p.src, p.dst),
+    };
+    let group = [(p.proto, key), (p.proto, 0), (0, 0)].iter().find_map(|(proto, port)| {
+        c.policy.get(&PolicyKey { direction: c.direction, local, proto: *proto, port: *port })
+    })?;
     c.lpm
         .iter()
-        .filter(|((g, prefix), _)| g == group && prefix.contains(p.src) && prefix.addr.is_ipv4() == p.src.is_ipv4())
+        .filter(|((g, prefix), _)| g == group && prefix.contains(far) && prefix.addr.is_ipv4() == far.is_ipv4())
         .max_by_key(|((_, prefix), _)| prefix.len)
         .map(|(_, d)| *d)
 }
@@ -205,7 +225,7 @@ mod tests {
             "customer a\ndefault drop\nallow tcp from 198.51.0.0/16\ndrop tcp from 198.51.100.0/24\nreject udp port 53 to 203.0.113.11\n",
         )
         .expect("valid");
-        let c = compile(&rs, &ips()).expect("compile");
+        let c = compile(&rs, Direction::In, &ips()).expect("compile");
         let pkt = |src: &str, dst: &str, proto: u8, port: u16| Packet {
             direction: Direction::In,
             src: src.parse().expect("ip"),
@@ -228,7 +248,7 @@ mod tests {
     #[test]
     fn groups_are_shared() {
         let (rs, _) = parse::parse("t", "customer a\ndefault drop\nallow tcp port 80\n").expect("valid");
-        let c = compile(&rs, &ips()).expect("compile");
+        let c = compile(&rs, Direction::In, &ips()).expect("compile");
         assert_eq!(c.policy.len(), 6, "3 keys per IP");
         assert_eq!(c.groups, 2, "no rule (any proto, or tcp to another port) and tcp 80: shared by both IPs");
     }
@@ -278,6 +298,30 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// The same for egress: guarded by container source, matched by destination prefix.
+        #[test]
+        fn compiled_equals_first_match_out(rules in proptest::collection::vec(arb_rule(), 0..12),
+                                           packets in proptest::collection::vec(arb_packet(), 1..40)) {
+            // Reuse the generators with the roles swapped: `to` names prefixes, `from` the containers.
+            let text = format!(
+                "customer a\ndefault drop\n{}\n",
+                rules
+                    .iter()
+                    .map(|r| format!("{} ", r).replace(" to ", " FROMX ").replace(" from ", " to ").replace(" FROMX ", " from ").replacen(' ', " out ", 1))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            let (rs, _) = parse::parse("p", &text).expect("generated rules parse");
+            let c = compile(&rs, Direction::Out, &ips()).expect("compile");
+            for p in packets {
+                let p = Packet { direction: Direction::Out, src: p.dst, dst: p.src, ..p };
+                prop_assert_eq!(lookup(&c, &p), Some(evaluate(&rs, &p)), "packet {:?}\n{}", p, text);
+            }
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
         /// The compiled tables decide exactly as first-match evaluation.
         #[test]
@@ -286,7 +330,7 @@ mod tests {
                                        packets in proptest::collection::vec(arb_packet(), 1..40)) {
             let text = format!("customer a\ndefault {default}\n{}\n", rules.join("\n"));
             let (rs, _) = parse::parse("p", &text).expect("generated rules parse");
-            let c = compile(&rs, &ips()).expect("compile");
+            let c = compile(&rs, Direction::In, &ips()).expect("compile");
             for p in packets {
                 prop_assert_eq!(lookup(&c, &p), Some(evaluate(&rs, &p)), "packet {:?}\n{}", p, text);
             }

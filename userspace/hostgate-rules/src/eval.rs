@@ -38,10 +38,21 @@ pub fn matches(rule: &Rule, p: &Packet) -> bool {
         && rule.icmp_type.is_none_or(|t| t == p.icmp_type)
 }
 
+/// What traffic no rule matches gets: the file's `default` for incoming
+/// traffic; outgoing traffic is allowed (until stateful egress policy can
+/// tell replies from new connections, a default-deny egress would cut the
+/// containers' answers to direct connections).
+pub fn default_action(rs: &Ruleset, direction: Direction) -> Action {
+    match direction {
+        Direction::In => rs.default,
+        Direction::Out => Action::Allow,
+    }
+}
+
 /// The first matching rule's action, else the default.
 pub fn evaluate(rs: &Ruleset, p: &Packet) -> Decision {
     match rs.rules.iter().position(|r| matches(r, p)) {
         Some(i) => Decision { rule: Some(i), action: rs.rules[i].action },
-        None => Decision { rule: None, action: rs.default },
+        None => Decision { rule: None, action: default_action(rs, p.direction) },
     }
 }

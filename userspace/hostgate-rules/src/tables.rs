@@ -7,7 +7,7 @@ use hostgate_ipam::model::Cidr;
 use serde::Serialize;
 
 use crate::{
-    ast::{Action, Ruleset},
+    ast::{Action, Direction, Ruleset},
     compile::{compile, CompileError, PolicyKey},
 };
 
@@ -16,7 +16,8 @@ use crate::{
 pub struct RuleRef {
     pub customer: String,
     pub file: String,
-    /// `None`: the file's `default`.
+    pub direction: Direction,
+    /// `None`: what unmatched traffic of this direction gets.
     pub line: Option<u32>,
     pub action: Action,
 }
@@ -31,27 +32,51 @@ pub struct Tables {
     pub rules: Vec<RuleRef>,
 }
 
-/// Merges rulesets (each with its customer's IPs) into one set of tables.
-pub fn build(rulesets: &[(Ruleset, Vec<IpAddr>)]) -> Result<Tables, CompileError> {
+/// What one customer's rules guard: its IPs (ingress) and its containers'
+/// addresses (egress).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guarded {
+    pub customer_ips: Vec<IpAddr>,
+    pub container_addrs: Vec<IpAddr>,
+}
+
+/// Merges rulesets into one set of tables.
+pub fn build(rulesets: &[(Ruleset, Guarded)]) -> Result<Tables, CompileError> {
     let mut t = Tables::default();
     let mut group_base = 0u32;
-    for (rs, ips) in rulesets {
-        let c = compile(rs, ips)?;
+    for (rs, guarded) in rulesets {
         let id_base = t.rules.len() as u32;
         t.rules.extend(rs.rules.iter().map(|r| RuleRef {
             customer: rs.customer.clone(),
             file: rs.file.clone(),
+            direction: r.direction,
             line: Some(r.line),
             action: r.action,
         }));
-        let default_id = t.rules.len() as u32;
-        t.rules.push(RuleRef { customer: rs.customer.clone(), file: rs.file.clone(), line: None, action: rs.default });
-        t.policy.extend(c.policy.iter().map(|(k, g)| (*k, group_base + g)));
-        t.sources.extend(c.lpm.iter().map(|((g, prefix), d)| {
-            let id = d.rule.map_or(default_id, |i| id_base + i as u32);
-            (group_base + g, *prefix, id, d.action)
-        }));
-        group_base += c.groups;
+        let default_ids = [Direction::In, Direction::Out].map(|direction| {
+            t.rules.push(RuleRef {
+                customer: rs.customer.clone(),
+                file: rs.file.clone(),
+                direction,
+                line: None,
+                action: crate::eval::default_action(rs, direction),
+            });
+            t.rules.len() as u32 - 1
+        });
+        for (direction, locals) in [(Direction::In, &guarded.customer_ips), (Direction::Out, &guarded.container_addrs)]
+        {
+            if direction == Direction::Out && !rs.rules.iter().any(|r| r.direction == Direction::Out) {
+                continue; // nothing to enforce: unmatched egress is allowed anyway
+            }
+            let c = compile(rs, direction, locals)?;
+            let default = default_ids[usize::from(direction == Direction::Out)];
+            t.policy.extend(c.policy.iter().map(|(k, g)| (*k, group_base + g)));
+            t.sources.extend(c.lpm.iter().map(|((g, prefix), d)| {
+                let id = d.rule.map_or(default, |i| id_base + i as u32);
+                (group_base + g, *prefix, id, d.action)
+            }));
+            group_base += c.groups;
+        }
     }
     Ok(t)
 }
@@ -65,20 +90,19 @@ mod tests {
     fn ids_and_groups_do_not_collide() {
         let (a, _) = parse("a.rules", "customer a\ndefault drop\nallow tcp port 80\n").expect("a");
         let (b, _) = parse("b.rules", "customer b\ndefault allow\ndrop udp\n").expect("b");
-        let t =
-            build(&[(a, vec!["203.0.113.10".parse().expect("ip")]), (b, vec!["203.0.113.20".parse().expect("ip")])])
-                .expect("build");
-        assert_eq!(t.rules.len(), 4, "one rule and a default each");
-        assert_eq!((t.rules[1].line, t.rules[3].line), (None, None));
+        let g = |ip: &str| Guarded { customer_ips: vec![ip.parse().expect("ip")], container_addrs: vec![] };
+        let t = build(&[(a, g("203.0.113.10")), (b, g("203.0.113.20"))]).expect("build");
+        assert_eq!(t.rules.len(), 6, "one rule and two defaults each");
+        assert_eq!((t.rules[1].line, t.rules[2].line, t.rules[4].line), (None, None, None));
         let groups_a: Vec<u32> =
-            t.policy.iter().filter(|(k, _)| k.dst.to_string() == "203.0.113.10").map(|(_, g)| *g).collect();
+            t.policy.iter().filter(|(k, _)| k.local.to_string() == "203.0.113.10").map(|(_, g)| *g).collect();
         let groups_b: Vec<u32> =
-            t.policy.iter().filter(|(k, _)| k.dst.to_string() == "203.0.113.20").map(|(_, g)| *g).collect();
+            t.policy.iter().filter(|(k, _)| k.local.to_string() == "203.0.113.20").map(|(_, g)| *g).collect();
         assert!(groups_a.iter().all(|g| !groups_b.contains(g)));
-        // b's default allow is rule id 3 and is what b's unmatched traffic gets.
+        // b's incoming default (allow) is rule id 4 and is what b's unmatched traffic gets.
         assert!(t
             .sources
             .iter()
-            .any(|(g, _, id, action)| groups_b.contains(g) && *id == 3 && *action == Action::Allow));
+            .any(|(g, _, id, action)| groups_b.contains(g) && *id == 4 && *action == Action::Allow));
     }
 }

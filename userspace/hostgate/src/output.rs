@@ -199,7 +199,7 @@ pub fn rules_stats(s: &RulesStatus) -> String {
     for r in &s.rules {
         let place = match r.line {
             Some(l) => format!("{}:{l}", r.file),
-            None => format!("{} (default)", r.file),
+            None => format!("{} (default {})", r.file, r.direction),
         };
         t.add_row(vec![place, r.customer.clone(), r.action.clone(), r.packets.to_string(), r.bytes.to_string()]);
     }

@@ -204,3 +204,55 @@ fn reloads_under_traffic_never_leave_a_gap() {
     assert_eq!(uplink_count(&node, "ipv4-udp", "pass"), 0, "a packet slipped through during a reload");
     assert_eq!(uplink_count(&node, "ipv4-udp", "drop"), sent);
 }
+
+#[test]
+fn outgoing_rules_hold_containers() {
+    if !privileged("outgoing_rules_hold_containers") {
+        return;
+    }
+    let rules_dir = tempfile::tempdir().expect("dir");
+    let config = format!("\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
+    let mut node = TestNode::with_config("fwout", 1, &config);
+    node.start_daemon();
+    let c = &node.topo.containers[0];
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&[
+        "container",
+        "add",
+        "web",
+        "--customer",
+        "acme",
+        "--iface",
+        &c.node_iface,
+        "--ip",
+        &c.v4.to_string(),
+    ]));
+    // The client answers UDP on port 9 and 10.
+    let _servers: Vec<_> = [9u16, 10]
+        .iter()
+        .map(|p| {
+            servers::udp_identity(
+                &node.topo.client.path(),
+                format!("0.0.0.0:{p}").parse().expect("a"),
+                &format!("udp{p}"),
+            )
+            .expect("server")
+        })
+        .collect();
+    let ask = |port: u16| {
+        servers::udp_ask(&c.ns.path(), format!("{CLIENT_V4}:{port}").parse().expect("a"), 1).expect("udp").remove(0)
+    };
+    assert_eq!(ask(9), Ok("udp9".into()), "no rules: open");
+
+    std::fs::write(
+        rules_dir.path().join("acme.rules"),
+        "customer acme\ndefault drop\ndrop out udp to 198.18.0.0/24 port 9\n",
+    )
+    .expect("write");
+    ok(node.cli(&["rules", "apply"]));
+    assert!(ask(9).is_err(), "outgoing UDP to port 9 dropped");
+    assert_eq!(ask(10), Ok("udp10".into()), "other outgoing traffic allowed");
+    let stats: RulesStatus = serde_json::from_str(&ok(node.cli(&["rules", "stats", "--json"]))).expect("json");
+    let rule = stats.rules.iter().find(|r| r.line == Some(3)).expect("rule");
+    assert_eq!((rule.direction.as_str(), rule.packets), ("out", 1));
+}
