@@ -72,7 +72,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hg_fw_buckets SEC(".maps");
 
+/* hg_fw_flows: connections containers opened; their replies are let in. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HG_FW_FLOWS);
+	__type(key, struct hg_fw_flow);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_fw_flows SEC(".maps");
+
 #define HG_NSEC 1000000000ULL
+
+/* Ports of a TCP/UDP packet in network order; 0 if none. */
+static __always_inline int hg_ports_of(void *data, void *data_end, const struct hg_pkt *pkt,
+				       __be16 *sport, __be16 *dport)
+{
+	__be16 *p = HG_PTR(data, pkt->l4_off);
+
+	if (!pkt->has_l4 || (pkt->l4_proto != IPPROTO_TCP && pkt->l4_proto != IPPROTO_UDP) ||
+	    (void *)(p + 2) > data_end)
+		return -1;
+	*sport = p[0];
+	*dport = p[1];
+	return 0;
+}
 
 /* Within the rate? Refills tokens (in ns of credit) and spends one packet. */
 static __always_inline int hg_fw_within_rate(const struct hg_fw_verdict *v, const __be32 *src)
@@ -244,6 +267,16 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 	v = bpf_map_lookup_elem(&hg_fw_src, &lkey);
 	if (!v)
 		return -1;
+	if (v->action != HG_FW_ALLOW) {
+		/* A reply to a connection a container opened passes. */
+		struct hg_fw_flow flow = { .proto = pkt->l4_proto, .family = v6 ? HG_FAMILY_V6 : HG_FAMILY_V4 };
+
+		if (hg_ports_of(data, data_end, pkt, &flow.rport, &flow.lport) == 0) {
+			__builtin_memcpy(flow.remote, lkey.addr, 16);
+			if (bpf_map_lookup_elem(&hg_fw_flows, &flow))
+				return -1;
+		}
+	}
 	hg_fw_count(v->rule_id, data_end - data);
 	switch (v->action) {
 	case HG_FW_ALLOW:
@@ -270,6 +303,22 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 }
 
 #define HG_FW_EGRESS 4
+
+/* Records a connection a container opens so its replies get in; returns 1. */
+static __always_inline int hg_fw_remember(struct __sk_buff *skb, const struct hg_pkt *pkt,
+					  const __u8 *remote, __u8 v6)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct hg_fw_flow flow = { .proto = pkt->l4_proto, .family = v6 ? HG_FAMILY_V6 : HG_FAMILY_V4 };
+	__u64 now = bpf_ktime_get_ns();
+
+	if (hg_ports_of(data, data_end, pkt, &flow.lport, &flow.rport) < 0)
+		return 1;
+	__builtin_memcpy(flow.remote, remote, 16);
+	bpf_map_update_elem(&hg_fw_flows, &flow, &now, BPF_ANY);
+	return 1;
+}
 
 /*
  * Judges what a container sends against its customer's outgoing rules
@@ -333,17 +382,17 @@ static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_p
 		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
 	}
 	if (!g)
-		return 1; /* a container with no outgoing rules */
+		return hg_fw_remember(skb, pkt, lkey.addr, v6); /* no outgoing rules */
 	lkey.group = g->group;
 	v = bpf_map_lookup_elem(&hg_fw_src, &lkey);
 	if (!v)
-		return 1;
+		return hg_fw_remember(skb, pkt, lkey.addr, v6);
 	hg_fw_count(v->rule_id, skb->len);
 	switch (v->action) {
 	case HG_FW_ALLOW:
-		return 1;
+		return hg_fw_remember(skb, pkt, lkey.addr, v6);
 	case HG_FW_RATE_LIMIT:
-		return hg_fw_within_rate(v, src);
+		return hg_fw_within_rate(v, src) && hg_fw_remember(skb, pkt, lkey.addr, v6);
 	default:
 		return 0;
 	}

@@ -206,6 +206,23 @@ struct hg_fw_verdict {
 	__u32 burst;
 };
 
+/*
+ * A connection a container opened (map hg_fw_flows), seen from outside:
+ * replies from (remote, rport) to any local address on lport pass the
+ * incoming rules. The local address is left out because egress SNAT
+ * (nftables) rewrites it after TC has seen the packet.
+ */
+struct hg_fw_flow {
+	__be32 remote[4];
+	__be16 rport;
+	__be16 lport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+#define HG_FW_FLOWS 262144
+
 /* Which ruleset version is live (hg_fw_active, one entry). */
 struct hg_fw_state {
 	__u32 version;

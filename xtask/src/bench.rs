@@ -55,9 +55,7 @@ pub fn run(what: &[String]) -> anyhow::Result<()> {
 }
 
 fn lb() -> anyhow::Result<()> {
-    let mut pkgs = deps::BUILD_AND_TEST.to_vec();
-    pkgs.push(("nftables", "the nftables load balancer compared against"));
-    deps::ensure(&pkgs)?;
+    deps::ensure(deps::BUILD_AND_TEST)?;
     if !deps::is_root() {
         bail!("the benchmark loads BPF programs and creates namespaces: run it as root");
     }
@@ -414,9 +412,7 @@ fn fw_tables(rules: &str) -> anyhow::Result<hostgate_rules::tables::Tables> {
 }
 
 fn fw() -> anyhow::Result<()> {
-    let mut pkgs = deps::BUILD_AND_TEST.to_vec();
-    pkgs.push(("nftables", "the nftables firewall compared against"));
-    deps::ensure(&pkgs)?;
+    deps::ensure(deps::BUILD_AND_TEST)?;
     if !deps::is_root() {
         bail!("the benchmark loads BPF programs and creates namespaces: run it as root");
     }

@@ -13,6 +13,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("iputils-ping", "ping in tests and the demo"),
     ("util-linux", "nsenter to run the daemon inside a namespace"),
     ("ethtool", "GRO and checksum settings of test veths"),
+    ("nftables", "nft, which the daemon drives for source NAT"),
 ];
 
 fn installed(pkg: &str) -> bool {

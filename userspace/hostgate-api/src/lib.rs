@@ -349,6 +349,9 @@ pub struct ContainerView {
     pub iface: String,
     pub ips: Vec<String>,
     pub mac: Option<String>,
+    /// `masquerade` or an address to source-NAT its outgoing traffic to.
+    #[serde(default)]
+    pub snat: Option<String>,
     /// Spoofed frames dropped on its veth (listing only).
     #[serde(default)]
     pub spoof_drops: u64,

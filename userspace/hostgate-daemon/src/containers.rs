@@ -32,6 +32,7 @@ pub async fn add(State(d): State<Arc<Daemon>>, Json(req): Json<ContainerView>) -
         iface: req.iface.clone(),
         ips,
         mac: req.mac.clone(),
+        snat: req.snat.clone(),
         created,
     };
     c.validate().map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -71,6 +72,7 @@ pub async fn list(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<ContainerView
                     iface: c.iface,
                     ips: c.ips.iter().map(ToString::to_string).collect(),
                     mac: c.mac,
+                    snat: c.snat,
                     spoof_drops: drops,
                 }
             })
@@ -116,12 +118,16 @@ async fn follow(d: &Arc<Daemon>) -> anyhow::Result<()> {
                 None => warn!(container = %c.name, iface = %c.iface, "container interface not found; not guarded"),
             }
         }
+        let containers: Vec<Container> = mirror.entries.values().filter_map(|kv| kv.decode().ok()).collect();
         let dd = d.clone();
         tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
             Some(dp) => dp.set_guards(&guards).map_err(anyhow::Error::from),
             None => Ok(()),
         })
         .await??;
+        if let Err(e) = tokio::task::spawn_blocking(move || crate::snat::apply(&containers)).await? {
+            warn!(error = format!("{e:#}"), "source NAT not applied");
+        }
         let Some(batch) = watch.recv().await else { anyhow::bail!("the store's watch ended") };
         mirror.apply(&batch);
     }

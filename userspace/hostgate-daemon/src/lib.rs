@@ -16,6 +16,7 @@ mod ips;
 mod lb;
 mod netif;
 mod nodes;
+mod snat;
 mod status;
 
 use std::{

@@ -327,6 +327,18 @@ pub struct FwBucket {
     pub last_ns: u64,
 }
 
+/// `struct hg_fw_flow`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwFlow {
+    pub remote: [u32; 4],
+    pub rport: u16,
+    pub lport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub pad: u16,
+}
+
 /// `struct hg_guard`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

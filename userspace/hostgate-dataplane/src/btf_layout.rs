@@ -186,6 +186,7 @@ mod tests {
         check_struct!(l, "hg_fw_bucket", FwBucket, [tokens, last_ns]);
         assert_eq!(size_of::<FwLpmData>() + 4, size_of::<FwLpmKey>());
         check_struct!(l, "hg_guard", Guard, [mac, check_mac, pad, drops]);
+        check_struct!(l, "hg_fw_flow", FwFlow, [remote, rport, lport, proto, family, pad]);
         check_struct!(l, "hg_guard_addr", GuardAddr, [ifindex, family, addr]);
     }
 

@@ -126,6 +126,10 @@ pub struct Container {
     pub ips: Vec<IpAddr>,
     /// `aa:bb:cc:dd:ee:ff`; `None` accepts any source MAC.
     pub mac: Option<String>,
+    /// Source NAT of what it sends out: `masquerade` (the node's address
+    /// on the way out) or an address (usually one of the customer's IPs).
+    #[serde(default)]
+    pub snat: Option<String>,
     pub created: u64,
 }
 
@@ -158,6 +162,11 @@ impl Container {
         }
         if self.ips.is_empty() {
             return Err(invalid("ip", "a container needs at least one address (--ip)"));
+        }
+        if let Some(s) = &self.snat {
+            if s != "masquerade" && s.parse::<IpAddr>().is_err() {
+                return Err(invalid("snat", format!("{s:?} is neither `masquerade` nor an address")));
+            }
         }
         if let Some(m) = &self.mac {
             if parse_mac(m).is_none() {

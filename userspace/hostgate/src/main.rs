@@ -219,6 +219,9 @@ enum ContainerCommand {
         /// The container's MAC address (default: any).
         #[arg(long)]
         mac: Option<String>,
+        /// Source-NAT what it sends out: `masquerade` or an address (e.g. a customer IP).
+        #[arg(long)]
+        snat: Option<String>,
     },
     /// Every registered container, with spoofed frames dropped.
     List {
@@ -537,8 +540,8 @@ async fn customer(client: &Client, command: CustomerCommand) -> anyhow::Result<(
 async fn container(client: &Client, command: ContainerCommand) -> anyhow::Result<()> {
     use hostgate_api::{ContainerRef, ContainerView};
     match command {
-        ContainerCommand::Add { name, customer, iface, ips, mac } => {
-            let v = ContainerView { name, customer, iface, ips, mac, spoof_drops: 0 };
+        ContainerCommand::Add { name, customer, iface, ips, mac, snat } => {
+            let v = ContainerView { name, customer, iface, ips, mac, snat, spoof_drops: 0 };
             let c: ContainerView = client.post(hostgate_api::CONTAINERS, &v).await?;
             println!("container {} registered on {} ({})", c.name, c.iface, c.ips.join(", "));
         }

@@ -256,3 +256,64 @@ fn outgoing_rules_hold_containers() {
     let rule = stats.rules.iter().find(|r| r.line == Some(3)).expect("rule");
     assert_eq!((rule.direction.as_str(), rule.packets), ("out", 1));
 }
+
+#[test]
+fn containers_reach_out_through_snat_and_replies_get_back_in() {
+    if !privileged("containers_reach_out_through_snat_and_replies_get_back_in") {
+        return;
+    }
+    let rules_dir = tempfile::tempdir().expect("dir");
+    std::fs::write(rules_dir.path().join("acme.rules"), "customer acme\ndefault drop\n").expect("write");
+    let config =
+        format!("\n[ip]\npools = [\"203.0.113.0/24\"]\n\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
+    let mut node = TestNode::with_config("fwsnat", 1, &config);
+    node.start_daemon();
+    let c = &node.topo.containers[0];
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["ip", "assign", "203.0.113.10", "--customer", "acme"]));
+    ok(node.cli(&[
+        "container",
+        "add",
+        "web",
+        "--customer",
+        "acme",
+        "--iface",
+        &c.node_iface,
+        "--ip",
+        &c.v4.to_string(),
+        "--snat",
+        "203.0.113.10",
+    ]));
+    ok(node.cli(&["rules", "apply"]));
+    std::thread::sleep(Duration::from_millis(300));
+    let table = String::from_utf8_lossy(
+        &node.topo.node.exec("nft", ["list", "table", "inet", "hostgate"]).expect("nft").stdout,
+    )
+    .into_owned();
+    assert!(table.contains("snat ip to 203.0.113.10"), "{table}");
+
+    // The client tells each sender which address it saw.
+    let client = node.topo.client.path();
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        hostgate_testbed::sender::enter_netns(&client)?;
+        let s = std::net::UdpSocket::bind("0.0.0.0:9")?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut buf = [0u8; 64];
+        for _ in 0..3 {
+            let (_, peer) = s.recv_from(&mut buf)?;
+            s.send_to(peer.ip().to_string().as_bytes(), peer)?;
+        }
+        Ok(())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let answers = servers::udp_ask(&c.ns.path(), format!("{CLIENT_V4}:9").parse().expect("a"), 3).expect("udp");
+    echo.join().expect("echo thread").expect("echo");
+    // Seen from outside as the customer IP; the replies passed `default drop` as replies.
+    assert_eq!(answers, vec![Ok("203.0.113.10".to_string()); 3]);
+    // Unsolicited traffic to the same IP still meets the default.
+    let stray = Packet::ipv4(CLIENT_V4, [203, 0, 113, 10]).macs(CLIENT_MAC, NODE_MAC).udp(9, 40000).build();
+    let before = uplink_count(&node, "ipv4-udp", "drop");
+    send_frames(&node.topo.client.path(), CLIENT_IFACE, vec![stray], 3, Pace::FAST).expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(uplink_count(&node, "ipv4-udp", "drop") - before, 3);
+}
