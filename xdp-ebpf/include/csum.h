@@ -9,6 +9,7 @@
 #define HOSTGATE_CSUM_H
 
 #include <linux/types.h>
+#include <linux/ip.h>
 
 static __always_inline __u16 hg_csum_fold(__u32 sum)
 {
@@ -49,6 +50,19 @@ static __always_inline __u16 hg_csum_update128(__u16 check, const __be32 *from,
 	for (i = 0; i < 4; i++)
 		check = hg_csum_update32(check, from[i], to[i]);
 	return check;
+}
+
+/* Full checksum of a fresh 20-byte IPv4 header (check field zero). */
+static __always_inline __u16 hg_ipv4_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < (int)(sizeof(*ip) / 2); i++)
+		sum += w[i];
+	return ~hg_csum_fold(sum);
 }
 
 #endif /* HOSTGATE_CSUM_H */

@@ -128,11 +128,117 @@ static __always_inline int hg_fw_within_rate(const struct hg_fw_verdict *v, cons
 	return 1;
 }
 
+/* Bytes of the offending packet an ICMP error quotes: its IP header (20
+ * for IPv4 without options, 40 for IPv6) and 8 bytes of what follows. */
+#define HG_QUOTE_V4 28
+#define HG_QUOTE_V6 48
+
+/* The Internet checksum of @len (even, <= 2 * HG_CSUM_MAX_WORDS) bytes at @p. */
+#define HG_CSUM_MAX_WORDS 32
+static __always_inline __u32 hg_csum_words(const __u16 *p, int words, void *data_end, __u32 sum)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < HG_CSUM_MAX_WORDS; i++) {
+		if (i >= words || (void *)(p + i + 1) > data_end)
+			break;
+		sum += p[i];
+	}
+	return sum;
+}
+
+/*
+ * Answers a non-TCP packet with ICMP / ICMPv6 port unreachable, as
+ * nftables' reject does: the packet is turned into the error in place
+ * (headers prepended, the quote of the original kept, the rest trimmed)
+ * and sent back with XDP_TX.
+ */
+static __always_inline int hg_fw_reject_icmp(struct xdp_md *ctx, const struct hg_pkt *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr eth_copy, *eth = data;
+	int v6 = pkt->l3_proto == ETH_P_IPV6;
+	int outer = v6 ? sizeof(struct ipv6hdr) + 8 : sizeof(struct iphdr) + 8;
+	int quote = v6 ? HG_QUOTE_V6 : HG_QUOTE_V4;
+	int len = data_end - data;
+	__be32 src[4] = {}, dst[4] = {};
+
+	/* No ICMP about ICMP; nothing for tagged or too short frames. */
+	if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6 || pkt->vlan_depth ||
+	    (void *)(eth + 1) > data_end || len < (int)sizeof(*eth) + quote)
+		return XDP_DROP;
+	if (v6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return XDP_DROP;
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		__builtin_memcpy(dst, &ip6->daddr, 16);
+	} else {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end || ip->ihl != 5)
+			return XDP_DROP;
+		src[0] = ip->saddr;
+		dst[0] = ip->daddr;
+	}
+	__builtin_memcpy(&eth_copy, eth, sizeof(eth_copy));
+	/* Keep only the quote of the original, then make room in front. */
+	if (bpf_xdp_adjust_tail(ctx, (int)sizeof(*eth) + quote - len))
+		return XDP_DROP;
+	if (bpf_xdp_adjust_head(ctx, -outer))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, eth_copy.h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth_copy.h_dest, ETH_ALEN);
+	eth->h_proto = eth_copy.h_proto;
+	if (v6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__u8 *icmp = (void *)(ip6 + 1);
+		__u32 sum;
+
+		if ((void *)(icmp + 8 + HG_QUOTE_V6) > data_end)
+			return XDP_DROP;
+		*ip6 = (struct ipv6hdr){ .version = 6, .payload_len = bpf_htons(8 + HG_QUOTE_V6),
+					 .nexthdr = IPPROTO_ICMPV6, .hop_limit = 64 };
+		__builtin_memcpy(&ip6->saddr, dst, 16);
+		__builtin_memcpy(&ip6->daddr, src, 16);
+		__builtin_memset(icmp, 0, 8);
+		icmp[0] = 1; /* destination unreachable */
+		icmp[1] = 4; /* port unreachable */
+		/* Pseudo-header: addresses, length, next header; then the message. */
+		sum = hg_csum_words((__u16 *)&ip6->saddr, 16, data_end, 0);
+		sum += bpf_htons(8 + HG_QUOTE_V6) + bpf_htons(IPPROTO_ICMPV6);
+		sum = hg_csum_words((__u16 *)icmp, (8 + HG_QUOTE_V6) / 2, data_end, sum);
+		((__u16 *)icmp)[1] = ~hg_csum_fold(sum);
+	} else {
+		struct iphdr *ip = (void *)(eth + 1);
+		__u8 *icmp = (void *)(ip + 1);
+
+		if ((void *)(icmp + 8 + HG_QUOTE_V4) > data_end)
+			return XDP_DROP;
+		*ip = (struct iphdr){ .version = 4, .ihl = 5, .tot_len = bpf_htons(20 + 8 + HG_QUOTE_V4),
+				      .ttl = 64, .protocol = IPPROTO_ICMP, .saddr = dst[0], .daddr = src[0] };
+		ip->check = hg_ipv4_csum(ip);
+		__builtin_memset(icmp, 0, 8);
+		icmp[0] = 3; /* destination unreachable */
+		icmp[1] = 3; /* port unreachable */
+		((__u16 *)icmp)[1] = ~hg_csum_fold(hg_csum_words((__u16 *)icmp, (8 + HG_QUOTE_V4) / 2, data_end, 0));
+	}
+	return XDP_TX;
+}
+
 /*
  * Turns a TCP segment into the RST that answers it and sends it back
  * (XDP_TX): addresses and ports swapped, checksums recomputed
- * incrementally where the headers are only permuted. Other protocols are
- * dropped silently.
+ * incrementally where the headers are only permuted. Other protocols get
+ * an ICMP port unreachable (hg_fw_reject_icmp).
  */
 static __always_inline int hg_fw_reject(struct xdp_md *ctx, const struct hg_pkt *pkt)
 {
@@ -145,8 +251,10 @@ static __always_inline int hg_fw_reject(struct xdp_md *ctx, const struct hg_pkt 
 	__u16 old_flags, new_flags;
 	__be16 port;
 
-	if (pkt->l4_proto != IPPROTO_TCP || !pkt->has_l4 || pkt->vlan_depth || (void *)(eth + 1) > data_end ||
-	    (void *)(tcp + 1) > data_end || tcp->rst)
+	if (pkt->l4_proto != IPPROTO_TCP)
+		return hg_fw_reject_icmp(ctx, pkt);
+	if (!pkt->has_l4 || pkt->vlan_depth || (void *)(eth + 1) > data_end || (void *)(tcp + 1) > data_end ||
+	    tcp->rst)
 		return XDP_DROP;
 	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);

@@ -30,19 +30,6 @@ static __always_inline struct hg_node *hg_self(void)
 	return bpf_map_lookup_elem(&hg_node, &zero);
 }
 
-/* Full checksum of a fresh 20-byte IPv4 header (check field zero). */
-static __always_inline __u16 hg_ipv4_csum(const struct iphdr *ip)
-{
-	const __u16 *w = (const __u16 *)ip;
-	__u32 sum = 0;
-	int i;
-
-#pragma unroll
-	for (i = 0; i < (int)(sizeof(*ip) / 2); i++)
-		sum += w[i];
-	return ~hg_csum_fold(sum);
-}
-
 /*
  * Sends the (already FIB-resolved) frame out: back where it came from with
  * XDP_TX, or into another interface of hg_tx_ports.

@@ -173,3 +173,40 @@ fn rate_limit_and_ruleset_swap() {
     node.dp().apply_fw(&tables::Tables::default()).expect("apply");
     assert_eq!(node.run(&q(4)).0, XDP_PASS);
 }
+
+#[test]
+fn reject_answers_udp_with_port_unreachable() {
+    if !privileged("reject_answers_udp_with_port_unreachable") {
+        return;
+    }
+    let mut node = Node::new();
+    node.apply("customer acme\ndefault reject\n", &["203.0.113.10", "2001:db8:113::10"]);
+    let query = Packet::ipv4([198, 18, 0, 2], [203, 0, 113, 10]).udp(40000, 53).payload(&[7; 100]).build();
+    let (action, out) = node.run(&query);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(out.len(), 14 + 20 + 8 + 28, "the error quotes IP header + 8 bytes");
+    assert_eq!(checksum(&[&out[14..34]]), 0, "IPv4 checksum");
+    assert_eq!((&out[26..30], &out[30..34]), (&[203, 0, 113, 10][..], &[198, 18, 0, 2][..]));
+    assert_eq!((out[23], out[34], out[35]), (1, 3, 3), "ICMP port unreachable");
+    assert_eq!(checksum(&[&out[34..]]), 0, "ICMP checksum");
+    assert_eq!(&out[42..70], &query[14..42], "the quote is the original");
+
+    let src: std::net::Ipv6Addr = "2001:db8:18::2".parse().expect("ip");
+    let dst: std::net::Ipv6Addr = "2001:db8:113::10".parse().expect("ip");
+    let query6 = Packet::ipv6(src, dst).udp(40000, 53).payload(&[7; 100]).build();
+    let (action, out) = node.run(&query6);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(out.len(), 14 + 40 + 8 + 48);
+    let icmp = &out[54..];
+    assert_eq!((out[20], icmp[0], icmp[1]), (58, 1, 4), "ICMPv6 port unreachable");
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&out[22..54]);
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    assert_eq!(checksum(&[&pseudo, icmp]), 0, "ICMPv6 checksum");
+    assert_eq!(&out[22..38], &dst.octets(), "from the customer IP");
+
+    // No ICMP about ICMP.
+    let ping = Packet::ipv4([198, 18, 0, 2], [203, 0, 113, 10]).echo_request(1, 1).build();
+    assert_eq!(node.run(&ping).0, XDP_DROP);
+}
