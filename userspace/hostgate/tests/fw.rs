@@ -75,7 +75,7 @@ fn rules_guard_a_customer_ip() {
     assert!(by_line(Some(3)) >= 1 && by_line(Some(4)) >= 1 && by_line(None) >= 1, "{stats:?}");
     assert!(stats.drops["acme"] >= 2, "{stats:?}");
     let human = ok(node.cli(&["rules", "stats"]));
-    assert!(human.contains("acme.rules:3") && human.contains("(default)"), "{human}");
+    assert!(human.contains("acme.rules:3") && human.contains("(default in)"), "{human}");
 
     // A broken file is refused with its location; the rules in force stay.
     std::fs::write(&file, "customer acme\ndefault drop\nallow tcp port 80\nallow tcp port 22 from nowhere\n")
