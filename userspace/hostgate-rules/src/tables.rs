@@ -32,8 +32,9 @@ pub struct Tables {
     pub rules: Vec<RuleRef>,
 }
 
-/// What one customer's rules guard: its IPs (ingress) and its containers'
-/// addresses (egress).
+/// What one customer's rules guard: incoming rules its IPs and its
+/// containers' addresses (traffic to them from the network); outgoing
+/// rules its containers' addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Guarded {
     pub customer_ips: Vec<IpAddr>,
@@ -63,8 +64,8 @@ pub fn build(rulesets: &[(Ruleset, Guarded)]) -> Result<Tables, CompileError> {
             });
             t.rules.len() as u32 - 1
         });
-        for (direction, locals) in [(Direction::In, &guarded.customer_ips), (Direction::Out, &guarded.container_addrs)]
-        {
+        let incoming: Vec<IpAddr> = guarded.customer_ips.iter().chain(&guarded.container_addrs).copied().collect();
+        for (direction, locals) in [(Direction::In, &incoming), (Direction::Out, &guarded.container_addrs)] {
             if direction == Direction::Out && !rs.rules.iter().any(|r| r.direction == Direction::Out) {
                 continue; // nothing to enforce: unmatched egress is allowed anyway
             }

@@ -317,3 +317,42 @@ fn containers_reach_out_through_snat_and_replies_get_back_in() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(uplink_count(&node, "ipv4-udp", "drop") - before, 3);
 }
+
+#[test]
+fn incoming_rules_guard_container_addresses_too() {
+    if !privileged("incoming_rules_guard_container_addresses_too") {
+        return;
+    }
+    let rules_dir = tempfile::tempdir().expect("dir");
+    let config = format!("\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
+    let mut node = TestNode::with_config("fwct", 1, &config);
+    node.start_daemon();
+    let c = &node.topo.containers[0];
+    let addr = c.v4.to_string();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["container", "add", "web", "--customer", "acme", "--iface", &c.node_iface, "--ip", &addr]));
+    let _servers: Vec<_> = [80u16, 22]
+        .iter()
+        .map(|p| {
+            servers::tcp_identity(&c.ns.path(), format!("0.0.0.0:{p}").parse().expect("a"), &format!("port{p}"))
+                .expect("server")
+        })
+        .collect();
+    std::fs::write(
+        rules_dir.path().join("acme.rules"),
+        format!("customer acme\ndefault drop\nallow tcp port 80 to {addr}\n"),
+    )
+    .expect("write");
+    ok(node.cli(&["rules", "apply"]));
+    let ask = |port: u16| {
+        servers::tcp_ask(&node.topo.client.path(), format!("{addr}:{port}").parse().expect("a"), 1)
+            .expect("client")
+            .remove(0)
+    };
+    assert_eq!(ask(80), Ok("port80".into()));
+    assert!(
+        ask(22).is_err(),
+        "port 22 of the container is closed to the network: {}",
+        ok(node.cli(&["rules", "stats"]))
+    );
+}
