@@ -302,6 +302,71 @@ static __always_inline int hg_fw_reject(struct xdp_md *ctx, const struct hg_pkt 
 	return XDP_TX;
 }
 
+#define HG_FW_EGRESS 4
+
+/*
+ * Fills the policy key (guarded address, protocol, destination port or
+ * ICMP type + 1) and the source-lookup key (the far address) of @pkt:
+ * incoming, the guarded address is the destination; outgoing, the source.
+ * Returns -1 for non-IP packets.
+ */
+static __always_inline int hg_fw_keys(void *data, void *data_end, const struct hg_pkt *pkt, __u32 version,
+				      int egress, struct hg_fw_key *key, struct hg_fw_lpm_key *lkey)
+{
+	__u8 v6 = pkt->l3_proto == ETH_P_IPV6;
+
+	if (pkt->l3_proto == ETH_P_IP) {
+		struct iphdr *ip = HG_PTR(data, pkt->l3_off);
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		key->dst[0] = egress ? ip->saddr : ip->daddr;
+		__builtin_memcpy(lkey->addr, egress ? &ip->daddr : &ip->saddr, 4);
+	} else if (pkt->l3_proto == ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = HG_PTR(data, pkt->l3_off);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		__builtin_memcpy(key->dst, egress ? &ip6->saddr : &ip6->daddr, 16);
+		__builtin_memcpy(lkey->addr, egress ? &ip6->daddr : &ip6->saddr, 16);
+	} else {
+		return -1;
+	}
+	key->flags = v6 | (version & 1) << 1 | (egress ? HG_FW_EGRESS : 0);
+	key->proto = pkt->l4_proto;
+	if (pkt->has_l4) {
+		__u8 *l4 = HG_PTR(data, pkt->l4_off);
+
+		if ((void *)(l4 + 4) > data_end)
+			return -1;
+		if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP)
+			key->port = bpf_ntohs(*(__be16 *)(l4 + 2));
+		else if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
+			key->port = l4[0] + 1;
+	}
+	return 0;
+}
+
+/* The decision for the keys: (addr, proto, port), (addr, proto, any),
+ * (addr, any, any), then the longest source prefix. NULL: not guarded. */
+static __always_inline struct hg_fw_verdict *hg_fw_decide(struct hg_fw_key *key, struct hg_fw_lpm_key *lkey)
+{
+	struct hg_fw_group *g = bpf_map_lookup_elem(&hg_fw_policy, key);
+
+	if (!g) {
+		key->port = 0;
+		g = bpf_map_lookup_elem(&hg_fw_policy, key);
+	}
+	if (!g) {
+		key->proto = 0;
+		g = bpf_map_lookup_elem(&hg_fw_policy, key);
+	}
+	if (!g)
+		return NULL;
+	lkey->group = g->group;
+	return bpf_map_lookup_elem(&hg_fw_src, lkey);
+}
+
 static __always_inline void hg_fw_count(__u32 rule_id, __u64 bytes)
 {
 	struct hg_counter *c = bpf_map_lookup_elem(&hg_fw_stats, &rule_id);
@@ -324,57 +389,15 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 	struct hg_fw_key key = {};
 	struct hg_fw_state *state;
 	struct hg_fw_verdict *v;
-	struct hg_fw_group *g;
 	__u32 zero = 0;
 	__u8 v6 = pkt->l3_proto == ETH_P_IPV6;
 
 	state = bpf_map_lookup_elem(&hg_fw_active, &zero);
-	if (!state || !state->enabled)
+	if (!state || !state->enabled || hg_fw_keys(data, data_end, pkt, state->version, 0, &key, &lkey) < 0)
 		return -1;
-	if (pkt->l3_proto == ETH_P_IP) {
-		struct iphdr *ip = HG_PTR(data, pkt->l3_off);
-
-		if ((void *)(ip + 1) > data_end)
-			return -1;
-		key.dst[0] = ip->daddr;
-		__builtin_memcpy(lkey.addr, &ip->saddr, 4);
-	} else if (pkt->l3_proto == ETH_P_IPV6) {
-		struct ipv6hdr *ip6 = HG_PTR(data, pkt->l3_off);
-
-		if ((void *)(ip6 + 1) > data_end)
-			return -1;
-		__builtin_memcpy(key.dst, &ip6->daddr, 16);
-		__builtin_memcpy(lkey.addr, &ip6->saddr, 16);
-	} else {
-		return -1;
-	}
-	key.flags = v6 | (state->version & 1) << 1;
-	key.proto = pkt->l4_proto;
-	if (pkt->has_l4) {
-		__u8 *l4 = HG_PTR(data, pkt->l4_off);
-
-		if ((void *)(l4 + 4) > data_end)
-			return -1;
-		if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP)
-			key.port = bpf_ntohs(*(__be16 *)(l4 + 2));
-		else if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
-			key.port = l4[0] + 1;
-	}
-	g = bpf_map_lookup_elem(&hg_fw_policy, &key);
-	if (!g) {
-		key.port = 0;
-		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
-	}
-	if (!g) {
-		key.proto = 0;
-		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
-	}
-	if (!g)
-		return -1; /* not a guarded customer IP */
-	lkey.group = g->group;
-	v = bpf_map_lookup_elem(&hg_fw_src, &lkey);
+	v = hg_fw_decide(&key, &lkey);
 	if (!v)
-		return -1;
+		return -1; /* not a guarded address */
 	if (v->action != HG_FW_ALLOW) {
 		/* A reply to a connection a container opened passes. */
 		struct hg_fw_flow flow = { .proto = pkt->l4_proto, .family = v6 ? HG_FAMILY_V6 : HG_FAMILY_V4 };
@@ -410,8 +433,6 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 	}
 }
 
-#define HG_FW_EGRESS 4
-
 /* Records a connection a container opens so its replies get in; returns 1. */
 static __always_inline int hg_fw_remember(struct __sk_buff *skb, const struct hg_pkt *pkt,
 					  const __u8 *remote, __u8 v6)
@@ -441,66 +462,21 @@ static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_p
 	struct hg_fw_key key = {};
 	struct hg_fw_state *state;
 	struct hg_fw_verdict *v;
-	struct hg_fw_group *g;
 	__u32 zero = 0;
 	__u8 v6 = pkt->l3_proto == ETH_P_IPV6;
-	__be32 src[4] = {};
 
 	state = bpf_map_lookup_elem(&hg_fw_active, &zero);
-	if (!state || !state->enabled)
+	if (!state || !state->enabled || hg_fw_keys(data, data_end, pkt, state->version, 1, &key, &lkey) < 0)
 		return 1;
-	if (pkt->l3_proto == ETH_P_IP) {
-		struct iphdr *ip = HG_PTR(data, pkt->l3_off);
-
-		if ((void *)(ip + 1) > data_end)
-			return 1;
-		key.dst[0] = ip->saddr;
-		src[0] = ip->saddr;
-		__builtin_memcpy(lkey.addr, &ip->daddr, 4);
-	} else if (pkt->l3_proto == ETH_P_IPV6) {
-		struct ipv6hdr *ip6 = HG_PTR(data, pkt->l3_off);
-
-		if ((void *)(ip6 + 1) > data_end)
-			return 1;
-		__builtin_memcpy(key.dst, &ip6->saddr, 16);
-		__builtin_memcpy(src, &ip6->saddr, 16);
-		__builtin_memcpy(lkey.addr, &ip6->daddr, 16);
-	} else {
-		return 1;
-	}
-	key.flags = v6 | (state->version & 1) << 1 | HG_FW_EGRESS;
-	key.proto = pkt->l4_proto;
-	if (pkt->has_l4) {
-		__u8 *l4 = HG_PTR(data, pkt->l4_off);
-
-		if ((void *)(l4 + 4) > data_end)
-			return 1;
-		if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP)
-			key.port = bpf_ntohs(*(__be16 *)(l4 + 2));
-		else if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
-			key.port = l4[0] + 1;
-	}
-	g = bpf_map_lookup_elem(&hg_fw_policy, &key);
-	if (!g) {
-		key.port = 0;
-		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
-	}
-	if (!g) {
-		key.proto = 0;
-		g = bpf_map_lookup_elem(&hg_fw_policy, &key);
-	}
-	if (!g)
-		return hg_fw_remember(skb, pkt, lkey.addr, v6); /* no outgoing rules */
-	lkey.group = g->group;
-	v = bpf_map_lookup_elem(&hg_fw_src, &lkey);
+	v = hg_fw_decide(&key, &lkey);
 	if (!v)
-		return hg_fw_remember(skb, pkt, lkey.addr, v6);
+		return hg_fw_remember(skb, pkt, lkey.addr, v6); /* no outgoing rules */
 	hg_fw_count(v->rule_id, skb->len);
 	switch (v->action) {
 	case HG_FW_ALLOW:
 		return hg_fw_remember(skb, pkt, lkey.addr, v6);
 	case HG_FW_RATE_LIMIT:
-		return hg_fw_within_rate(v, src) && hg_fw_remember(skb, pkt, lkey.addr, v6);
+		return hg_fw_within_rate(v, key.dst) && hg_fw_remember(skb, pkt, lkey.addr, v6);
 	default:
 		return 0;
 	}
