@@ -25,7 +25,9 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use hostgate_dataplane::{detach_pinned, pins::PinLayout, Dataplane, DataplaneSpec, XdpModeChoice};
+use hostgate_dataplane::{
+    detach_pinned, pins::PinLayout, scratch::ScratchDataplane, Dataplane, DataplaneSpec, XdpModeChoice,
+};
 use hostgate_lb::{
     model::{BackendSpec, Mode, VipSpec},
     plan,
@@ -82,19 +84,6 @@ fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
     (v[v.len() / 2], v[v.len() - 1] - v[0])
 }
 
-/// A data plane without interfaces, removed on drop.
-struct BenchDataplane {
-    dp: Option<Dataplane>,
-    layout: PinLayout,
-}
-
-impl Drop for BenchDataplane {
-    fn drop(&mut self) {
-        drop(self.dp.take());
-        let _ = detach_pinned(&self.layout);
-    }
-}
-
 fn lb_plan(proto: &str, port: u16, backends4: &[String], backends6: &[String]) -> anyhow::Result<plan::Plan> {
     let v4 = format!("203.0.113.10:{port}/{proto}");
     let v6 = format!("[2001:db8:113::10]:{port}/{proto}");
@@ -124,20 +113,10 @@ fn lb_plan(proto: &str, port: u16, backends4: &[String], backends6: &[String]) -
 }
 
 fn test_run_table() -> anyhow::Result<()> {
-    let name = unique_name("bench");
-    let spec = DataplaneSpec {
-        pin_root: PIN_ROOT.into(),
-        node: name.clone(),
-        uplinks: vec![],
-        container_ifaces: vec![],
-        xdp_mode: XdpModeChoice::Auto,
-    };
-    let mut bench =
-        BenchDataplane { dp: Some(Dataplane::start(&spec)?), layout: PinLayout::new(Path::new(PIN_ROOT), &name) };
+    let mut dp = ScratchDataplane::new(Path::new(PIN_ROOT), "bench")?;
     let b4: Vec<String> = (0..3).map(|i| format!("198.51.100.{}", 4 * i + 6)).collect();
     let b6: Vec<String> = (1..=3).map(|i| format!("2001:db8:51:{i}::2")).collect();
     let plan = lb_plan("tcp", 80, &b4, &b6)?;
-    let dp = bench.dp.as_mut().context("data plane")?;
     dp.apply_lb(&plan)?;
 
     let mut pass = EbpfLoader::new().load(hostgate_dataplane::XDP_PASS_OBJECT)?;
@@ -166,8 +145,8 @@ fn test_run_table() -> anyhow::Result<()> {
         let mut floor = Vec::new();
         for round in 0..RUNS as u8 {
             let batch: Vec<Vec<u8>> = (10_000..30_000u16).map(|p| make(p, round + 1)).collect();
-            new_flow.push(avg_ns(dp, &batch)?);
-            established.push(avg_ns(dp, &batch)?);
+            new_flow.push(avg_ns(&mut dp, &batch)?);
+            established.push(avg_ns(&mut dp, &batch)?);
             floor.push(avg_pass_ns(pass_prog, &batch)?);
         }
         let (f, fs) = median_spread(floor);
@@ -424,16 +403,7 @@ fn fw() -> anyhow::Result<()> {
         "{:>8} {:>12} {:>12} {:>14} {:>12} {:>12}",
         "rules", "hostgate", "xdp_pass", "hostgate-pass", "check ms", "apply ms"
     );
-    let name = unique_name("benchfw");
-    let spec = DataplaneSpec {
-        pin_root: PIN_ROOT.into(),
-        node: name.clone(),
-        uplinks: vec![],
-        container_ifaces: vec![],
-        xdp_mode: XdpModeChoice::Auto,
-    };
-    let mut bench =
-        BenchDataplane { dp: Some(Dataplane::start(&spec)?), layout: PinLayout::new(Path::new(PIN_ROOT), &name) };
+    let mut dp = ScratchDataplane::new(Path::new(PIN_ROOT), "benchfw")?;
     let mut pass = EbpfLoader::new().load(hostgate_dataplane::XDP_PASS_OBJECT)?;
     let pass_prog: &mut Xdp = pass.program_mut("xdp_pass").context("xdp_pass")?.try_into()?;
     pass_prog.load()?;
@@ -447,13 +417,12 @@ fn fw() -> anyhow::Result<()> {
         let check = t0.elapsed();
         let t1 = Instant::now();
         let tables = hostgate_rules::tables::build(&[(rs, guarded_ip()?)])?;
-        let dp = bench.dp.as_mut().context("data plane")?;
         dp.apply_fw(&tables)?;
         let apply = t1.elapsed();
         let mut ns = Vec::new();
         let mut floor = Vec::new();
         for _ in 0..RUNS {
-            ns.push(avg_ns(dp, &frames)?);
+            ns.push(avg_ns(&mut dp, &frames)?);
             floor.push(avg_pass_ns(pass_prog, &frames)?);
         }
         let ((m, ms), (f, _)) = (median_spread(ns), median_spread(floor));
@@ -466,7 +435,7 @@ fn fw() -> anyhow::Result<()> {
             apply.as_secs_f64() * 1e3
         );
     }
-    drop(bench);
+    drop(dp);
 
     println!("\n(b) client -> customer IP on the node over veth, UDP with random source ports, delivered to the node's UDP layer (median of {RUNS} runs)\n");
     println!("{:>8} {:>16} {:>16} {:>10} {:>14}", "rules", "hostgate Mpps", "nftables Mpps", "ratio", "nft -f ms");

@@ -16,6 +16,7 @@ pub mod fw;
 pub mod guard;
 pub mod lb;
 pub mod pins;
+pub mod scratch;
 pub mod sys;
 
 use std::{collections::BTreeSet, io, path::PathBuf};

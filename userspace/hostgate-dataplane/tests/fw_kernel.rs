@@ -4,7 +4,7 @@
 
 use std::{net::IpAddr, path::Path};
 
-use hostgate_dataplane::{detach_pinned, pins::PinLayout, Dataplane, DataplaneSpec, XdpModeChoice};
+use hostgate_dataplane::{scratch::ScratchDataplane, Dataplane};
 use hostgate_rules::{
     ast::Direction,
     eval::{evaluate, Packet as EvalPacket},
@@ -12,7 +12,7 @@ use hostgate_rules::{
 };
 use hostgate_testbed::{
     packet::{checksum, tcp_flags, Packet},
-    privileged, unique_name,
+    privileged,
 };
 
 const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-test";
@@ -21,35 +21,17 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
 struct Node {
-    dp: Option<Dataplane>,
-    layout: PinLayout,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        drop(self.dp.take());
-        let _ = detach_pinned(&self.layout);
-    }
+    dp: ScratchDataplane,
 }
 
 impl Node {
+    /// A data plane with no interfaces: enough for test runs.
     fn new() -> Node {
-        let name = unique_name("fwk");
-        let spec = DataplaneSpec {
-            pin_root: PIN_ROOT.into(),
-            node: name.clone(),
-            uplinks: vec![],
-            container_ifaces: vec![],
-            xdp_mode: XdpModeChoice::Auto,
-        };
-        Node {
-            dp: Some(Dataplane::start(&spec).expect("data plane")),
-            layout: PinLayout::new(Path::new(PIN_ROOT), &name),
-        }
+        Node { dp: ScratchDataplane::new(Path::new(PIN_ROOT), "fwk").expect("data plane") }
     }
 
     fn dp(&mut self) -> &mut Dataplane {
-        self.dp.as_mut().expect("dp")
+        &mut self.dp
     }
 
     fn apply(&mut self, text: &str, ips: &[&str]) -> hostgate_rules::Ruleset {

@@ -8,14 +8,14 @@ use std::{
     path::Path,
 };
 
-use hostgate_dataplane::{detach_pinned, pins::PinLayout, Dataplane, DataplaneSpec, XdpModeChoice};
+use hostgate_dataplane::{scratch::ScratchDataplane, Dataplane};
 use hostgate_lb::{
     model::{BackendSpec, Mode, VipSpec},
     plan,
 };
 use hostgate_testbed::{
     packet::{checksum, tcp_flags, Packet},
-    privileged, unique_name,
+    privileged,
 };
 
 const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-test";
@@ -23,34 +23,18 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
 struct Node {
-    dp: Option<Dataplane>,
-    layout: PinLayout,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        drop(self.dp.take());
-        let _ = detach_pinned(&self.layout);
-    }
+    dp: ScratchDataplane,
 }
 
 impl Node {
     /// A data plane with no interfaces: enough for test runs.
+    /// A data plane with no interfaces: enough for test runs.
     fn new() -> Node {
-        let name = unique_name("lbk");
-        let spec = DataplaneSpec {
-            pin_root: PIN_ROOT.into(),
-            node: name.clone(),
-            uplinks: vec![],
-            container_ifaces: vec![],
-            xdp_mode: XdpModeChoice::Auto,
-        };
-        let dp = Dataplane::start(&spec).expect("data plane");
-        Node { dp: Some(dp), layout: PinLayout::new(Path::new(PIN_ROOT), &name) }
+        Node { dp: ScratchDataplane::new(Path::new(PIN_ROOT), "lbk").expect("data plane") }
     }
 
     fn dp(&mut self) -> &mut Dataplane {
-        self.dp.as_mut().expect("data plane")
+        &mut self.dp
     }
 
     fn apply(&mut self, vips: &[VipSpec], backends: &[BackendSpec]) {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestNode;
+use common::{ok, TestNode};
 use hostgate_api::ContainerView;
 use hostgate_testbed::{
     packet::{Packet, ETH_P_ARP},
@@ -13,11 +13,6 @@ use hostgate_testbed::{
     sender::{send_frames, Pace},
     topology::CONTAINER_IFACE,
 };
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn drops(node: &TestNode) -> u64 {
     let all: Vec<ContainerView> = serde_json::from_str(&ok(node.cli(&["container", "list", "--json"]))).expect("json");

@@ -6,14 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestNode;
+use common::{ok, TestNode};
 use hostgate_api::RulesStatus;
 use hostgate_testbed::{privileged, servers};
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn connect(node: &TestNode, port: u16) -> Result<String, String> {
     let target = format!("203.0.113.10:{port}").parse().expect("addr");

@@ -6,22 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestNode;
+use common::{err, ok, TestNode};
 use hostgate_api::IpView;
 use hostgate_testbed::{privileged, sender::capture, topology::CLIENT_IFACE};
 
 const POOLS: &str =
     "\n[ip]\npools = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\nannounce_count = 3\nannounce_interval_ms = 100\n";
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: std::process::Output) -> String {
-    assert!(!out.status.success(), "succeeded: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn uplink_addrs(node: &TestNode) -> String {
     String::from_utf8_lossy(&node.topo.node.ip(["addr", "show", "dev", "uplink0"]).expect("ip").stdout).into_owned()

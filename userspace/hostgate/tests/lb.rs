@@ -6,14 +6,9 @@ mod common;
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
-use common::TestNode;
+use common::{ok, TestNode};
 use hostgate_api::VipView;
 use hostgate_testbed::{privileged, servers};
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn tally(answers: &[Result<String, String>]) -> BTreeMap<String, usize> {
     let mut t = BTreeMap::new();

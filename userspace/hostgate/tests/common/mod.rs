@@ -192,3 +192,15 @@ impl TestNode {
 pub fn counted(status: &Status, hook: &str, proto: &str) -> u64 {
     status.dataplane.counters.iter().filter(|r| r.hook == hook && r.proto == proto).map(|r| r.packets).sum()
 }
+
+/// The stdout of a command that must succeed (its stderr otherwise).
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stderr of a command that must fail.
+pub fn err(out: Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
