@@ -72,7 +72,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hg_fw_buckets SEC(".maps");
 
-/* hg_fw_flows: connections containers opened; their replies are let in. */
+/* hg_fw_flows: conversations containers opened; their replies are let in. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, HG_FW_FLOWS);
@@ -80,6 +80,17 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hg_fw_flows SEC(".maps");
+
+/* hg_fw_inbound: conversations the incoming rules allowed; the guarded
+ * side's answers pass its outgoing rules. Kept apart from hg_fw_flows so
+ * neither kind can open the other direction's door. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HG_FW_FLOWS);
+	__type(key, struct hg_fw_flow);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_fw_inbound SEC(".maps");
 
 #define HG_NSEC 1000000000ULL
 
@@ -367,6 +378,26 @@ static __always_inline struct hg_fw_verdict *hg_fw_decide(struct hg_fw_key *key,
 	return bpf_map_lookup_elem(&hg_fw_src, lkey);
 }
 
+/*
+ * Remembers an allowed incoming conversation (remote, remote port, local
+ * port) so the guarded side's answers pass its outgoing rules. Written only
+ * when missing: the fast path mostly reads.
+ */
+static __always_inline void hg_fw_note_inbound(void *data, void *data_end, const struct hg_pkt *pkt,
+					       const __u8 *remote, __u8 v6)
+{
+	struct hg_fw_flow flow = { .proto = pkt->l4_proto, .family = v6 ? HG_FAMILY_V6 : HG_FAMILY_V4 };
+	__u64 now;
+
+	if (hg_ports_of(data, data_end, pkt, &flow.rport, &flow.lport) < 0)
+		return;
+	__builtin_memcpy(flow.remote, remote, 16);
+	if (bpf_map_lookup_elem(&hg_fw_inbound, &flow))
+		return;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&hg_fw_inbound, &flow, &now, BPF_ANY);
+}
+
 static __always_inline void hg_fw_count(__u32 rule_id, __u64 bytes)
 {
 	struct hg_counter *c = bpf_map_lookup_elem(&hg_fw_stats, &rule_id);
@@ -411,13 +442,16 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 	hg_fw_count(v->rule_id, data_end - data);
 	switch (v->action) {
 	case HG_FW_ALLOW:
+		hg_fw_note_inbound(data, data_end, pkt, lkey.addr, v6);
 		return -1;
 	case HG_FW_RATE_LIMIT: {
 		__be32 src[4] = {};
 
 		__builtin_memcpy(src, lkey.addr, 16);
-		if (hg_fw_within_rate(v, src))
+		if (hg_fw_within_rate(v, src)) {
+			hg_fw_note_inbound(data, data_end, pkt, lkey.addr, v6);
 			return -1;
+		}
 		*verdict = HG_VERDICT_DROP;
 		return XDP_DROP;
 	}
@@ -471,6 +505,16 @@ static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_p
 	v = hg_fw_decide(&key, &lkey);
 	if (!v)
 		return hg_fw_remember(skb, pkt, lkey.addr, v6); /* no outgoing rules */
+	if (v->action != HG_FW_ALLOW) {
+		/* An answer within a conversation the incoming rules allowed passes. */
+		struct hg_fw_flow flow = { .proto = pkt->l4_proto, .family = v6 ? HG_FAMILY_V6 : HG_FAMILY_V4 };
+
+		if (hg_ports_of(data, data_end, pkt, &flow.lport, &flow.rport) == 0) {
+			__builtin_memcpy(flow.remote, lkey.addr, 16);
+			if (bpf_map_lookup_elem(&hg_fw_inbound, &flow))
+				return 1;
+		}
+	}
 	hg_fw_count(v->rule_id, skb->len);
 	switch (v->action) {
 	case HG_FW_ALLOW:

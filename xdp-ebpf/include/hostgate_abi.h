@@ -207,10 +207,10 @@ struct hg_fw_verdict {
 };
 
 /*
- * A connection a container opened (map hg_fw_flows), seen from outside:
- * replies from (remote, rport) to any local address on lport pass the
- * incoming rules. The local address is left out because egress SNAT
- * (nftables) rewrites it after TC has seen the packet.
+ * A conversation under way (map hg_fw_flows), seen from the guarded side:
+ * opened by a container (its replies pass the incoming rules) or allowed
+ * in (its answers pass the outgoing rules). The local address is left out
+ * because egress SNAT (nftables) rewrites it after TC has seen the packet.
  */
 struct hg_fw_flow {
 	__be32 remote[4];

@@ -351,3 +351,31 @@ fn incoming_rules_guard_container_addresses_too() {
         ok(node.cli(&["rules", "stats"]))
     );
 }
+
+#[test]
+fn answers_to_allowed_connections_pass_outgoing_rules() {
+    if !privileged("answers_to_allowed_connections_pass_outgoing_rules") {
+        return;
+    }
+    let rules_dir = tempfile::tempdir().expect("dir");
+    let config = format!("\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
+    let mut node = TestNode::with_config("fwans", 1, &config);
+    node.start_daemon();
+    let c = &node.topo.containers[0];
+    let addr = c.v4.to_string();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["container", "add", "web", "--customer", "acme", "--iface", &c.node_iface, "--ip", &addr]));
+    let _server = servers::tcp_identity(&c.ns.path(), "0.0.0.0:80".parse().expect("a"), "web").expect("server");
+    // The container may start nothing itself, but may serve port 80.
+    std::fs::write(
+        rules_dir.path().join("acme.rules"),
+        format!("customer acme\ndefault drop\nallow tcp port 80 to {addr}\ndrop out\n"),
+    )
+    .expect("write");
+    ok(node.cli(&["rules", "apply"]));
+    let answers =
+        servers::tcp_ask(&node.topo.client.path(), format!("{addr}:80").parse().expect("a"), 5).expect("client");
+    assert!(answers.iter().all(|a| a.as_deref() == Ok("web")), "{answers:?}");
+    let out = servers::udp_ask(&c.ns.path(), format!("{CLIENT_V4}:9").parse().expect("a"), 1).expect("udp");
+    assert!(out[0].is_err(), "the container cannot start conversations");
+}
