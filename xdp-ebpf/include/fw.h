@@ -483,6 +483,60 @@ static __always_inline int hg_fw_remember(struct __sk_buff *skb, const struct hg
 	return 1;
 }
 
+/* hg_uplinks: the uplinks' ifindexes. Frames that entered through one were
+ * judged by XDP already; the container side judges only the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_uplinks SEC(".maps");
+
+/*
+ * Judges what reaches a container from inside the node (another container,
+ * the node itself) against the incoming rules guarding its address (TC on
+ * the egress side of its veth). Returns 1 to deliver, 0 to drop.
+ */
+static __always_inline int hg_fw_to_container(struct __sk_buff *skb, const struct hg_pkt *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct hg_fw_lpm_key lkey = { .prefixlen = 32 + 128 };
+	struct hg_fw_key key = {};
+	struct hg_fw_state *state;
+	struct hg_fw_verdict *v;
+	__u32 zero = 0, in = skb->ingress_ifindex;
+
+	state = bpf_map_lookup_elem(&hg_fw_active, &zero);
+	if (!state || !state->enabled || bpf_map_lookup_elem(&hg_uplinks, &in))
+		return 1;
+	if (hg_fw_keys(data, data_end, pkt, state->version, 0, &key, &lkey) < 0)
+		return 1;
+	v = hg_fw_decide(&key, &lkey);
+	if (!v)
+		return 1;
+	if (v->action != HG_FW_ALLOW) {
+		/* A reply to a conversation the container opened passes. */
+		struct hg_fw_flow flow = { .proto = pkt->l4_proto, .family = pkt->l3_proto == ETH_P_IPV6 ? HG_FAMILY_V6 : HG_FAMILY_V4 };
+
+		if (hg_ports_of(data, data_end, pkt, &flow.rport, &flow.lport) == 0) {
+			__builtin_memcpy(flow.remote, lkey.addr, 16);
+			if (bpf_map_lookup_elem(&hg_fw_flows, &flow))
+				return 1;
+		}
+	}
+	hg_fw_count(v->rule_id, skb->len);
+	switch (v->action) {
+	case HG_FW_ALLOW:
+		return 1;
+	case HG_FW_RATE_LIMIT:
+		return hg_fw_within_rate(v, (const __be32 *)lkey.addr);
+	default:
+		return 0;
+	}
+}
+
 /*
  * Judges what a container sends against its customer's outgoing rules
  * (TC). Returns 1 to let it go, 0 to drop it. Rejects drop (no RST is

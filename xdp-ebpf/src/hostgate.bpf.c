@@ -6,6 +6,9 @@
  *   hg_xdp_uplink     XDP on the uplink NIC: everything entering the node.
  *   hg_tc_container   TC ingress (TCX) on each container-facing veth: everything
  *                     a container sends.
+ *   hg_tc_to_container TC egress (TCX) on the same veths: what reaches the
+ *                     container from inside the node, judged by the incoming
+ *                     rules (traffic from the network was judged in XDP).
  *
  * The load balancer sits between parse and count; the firewall will too.
  */
@@ -86,6 +89,19 @@ int hg_tc_container(struct __sk_buff *skb)
 	}
 	hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, verdict, len);
 	return action;
+}
+
+SEC("classifier")
+int hg_tc_to_container(struct __sk_buff *skb)
+{
+	struct hg_pkt pkt;
+	__u32 len = skb->len;
+
+	if (skb->data_end - skb->data < len)
+		bpf_skb_pull_data(skb, len < HG_TC_PULL_LEN ? len : HG_TC_PULL_LEN);
+	if (hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt) < 0)
+		return TC_ACT_OK;
+	return hg_fw_to_container(skb, &pkt) ? TC_ACT_OK : TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -396,6 +396,8 @@ pub mod names {
     pub const GUARD_ADDRS: &str = "hg_guard_addrs";
     pub const XDP_UPLINK: &str = "hg_xdp_uplink";
     pub const TC_CONTAINER: &str = "hg_tc_container";
+    pub const TC_TO_CONTAINER: &str = "hg_tc_to_container";
+    pub const UPLINKS: &str = "hg_uplinks";
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 pub use crate::counters::{CounterRow, Counters};
 use crate::{
-    abi::{names, Hook},
+    abi::names,
     pins::{AttachKind, LinkKey, PinLayout},
 };
 
@@ -191,15 +191,20 @@ impl Dataplane {
 
         let mut attachments = Vec::new();
         for (hook_kind, iface, ifindex) in &wanted {
-            let result = match hook_kind {
-                HookKind::Xdp => attach_xdp(&mut ebpf, &layout, &pinned, iface, *ifindex, spec.xdp_mode),
-                HookKind::Tc => attach_tc(&mut ebpf, &layout, &pinned, iface, *ifindex),
+            let results = match hook_kind {
+                HookKind::Xdp => vec![attach_xdp(&mut ebpf, &layout, &pinned, iface, *ifindex, spec.xdp_mode)],
+                HookKind::Tc => [AttachKind::TcxIngress, AttachKind::TcxEgress]
+                    .into_iter()
+                    .map(|kind| attach_tc(&mut ebpf, &layout, &pinned, iface, *ifindex, kind))
+                    .collect(),
             };
-            match result {
-                Ok(a) => attachments.push(a),
-                Err(e) => {
-                    roll_back(&layout, attachments);
-                    return Err(e);
+            for result in results {
+                match result {
+                    Ok(a) => attachments.push(a),
+                    Err(e) => {
+                        roll_back(&layout, attachments);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -356,14 +361,27 @@ fn set_tx_ports(ebpf: &mut Ebpf, wanted: &[(HookKind, String, u32)]) -> Result<(
     for ifindex in want {
         ports.insert(ifindex, ifindex, None, 0).map_err(|e| DataplaneError::TxPorts(Box::new(e)))?;
     }
+    // The uplinks, so the container side knows what XDP judged already.
+    let map = ebpf.map_mut(names::UPLINKS).ok_or(DataplaneError::MissingMap(names::UPLINKS))?;
+    let mut uplinks: aya::maps::HashMap<&mut aya::maps::MapData, u32, u8> = aya::maps::HashMap::try_from(map)?;
+    let have: Vec<u32> = uplinks.keys().collect::<Result<_, _>>()?;
+    let want: BTreeSet<u32> = wanted.iter().filter(|(k, _, _)| *k == HookKind::Xdp).map(|(_, _, i)| *i).collect();
+    for stale in have.iter().filter(|i| !want.contains(i)) {
+        uplinks.remove(stale)?;
+    }
+    for ifindex in want {
+        uplinks.insert(ifindex, 1, 0)?;
+    }
     Ok(())
 }
 
 fn load_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
     let xdp: &mut Xdp = program(ebpf, names::XDP_UPLINK)?;
     xdp.load().map_err(|source| DataplaneError::Program { name: names::XDP_UPLINK, source })?;
-    let tc: &mut SchedClassifier = program(ebpf, names::TC_CONTAINER)?;
-    tc.load().map_err(|source| DataplaneError::Program { name: names::TC_CONTAINER, source })?;
+    for name in [names::TC_CONTAINER, names::TC_TO_CONTAINER] {
+        let tc: &mut SchedClassifier = program(ebpf, name)?;
+        tc.load().map_err(|source| DataplaneError::Program { name, source })?;
+    }
     Ok(())
 }
 
@@ -379,7 +397,7 @@ where
 
 /// Pins each program under progs/, replacing the previous daemon's pin.
 fn pin_programs(ebpf: &mut Ebpf, layout: &PinLayout) -> Result<(), DataplaneError> {
-    for name in [names::XDP_UPLINK, names::TC_CONTAINER] {
+    for name in [names::XDP_UPLINK, names::TC_CONTAINER, names::TC_TO_CONTAINER] {
         let path = layout.progs_dir().join(name);
         remove_pin(&path);
         let prog = ebpf
@@ -397,19 +415,19 @@ fn attach_err<E: std::error::Error + Send + Sync + 'static>(
     move |e| DataplaneError::Attach { kind, iface: iface.to_string(), source: Box::new(e) }
 }
 
-/// A pinned link on `iface` for `hook` that still belongs to that interface
-/// and is of a kind `accept`s. Pins of the hook that do not fit (defunct
+/// A pinned link on `iface` in `slot` that still belongs to that interface
+/// and is of a kind `accept`s. Pins of the slot that do not fit (defunct
 /// link, other XDP mode) are removed so a fresh attachment can be made.
 fn usable_pin(
     layout: &PinLayout,
     pinned: &[LinkKey],
-    hook: Hook,
+    slot: &str,
     iface: &str,
     ifindex: u32,
     accept: impl Fn(AttachKind) -> bool,
 ) -> Option<LinkKey> {
     let mut found = None;
-    for key in pinned.iter().filter(|k| k.iface == iface && k.kind.hook() == hook) {
+    for key in pinned.iter().filter(|k| k.iface == iface && k.kind.slot() == slot) {
         let path = layout.link_path(key);
         match sys::pinned_link_state(&path) {
             Ok(state) if state.ifindex == ifindex && accept(key.kind) && found.is_none() => found = Some(key.clone()),
@@ -431,7 +449,7 @@ fn attach_xdp(
     choice: XdpModeChoice,
 ) -> Result<Attachment, DataplaneError> {
     let prog: &mut Xdp = program(ebpf, names::XDP_UPLINK)?;
-    if let Some(key) = usable_pin(layout, pinned, Hook::XdpUplink, iface, ifindex, |k| choice.accepts(k)) {
+    if let Some(key) = usable_pin(layout, pinned, "xdp", iface, ifindex, |k| choice.accepts(k)) {
         let link = XdpLink::try_from(open_pinned(layout, &key)?).map_err(attach_err(key.kind, iface))?;
         let id = prog.attach_to_link(link).map_err(attach_err(key.kind, iface))?;
         let fd_link = FdLink::try_from(prog.take_link(id).map_err(attach_err(key.kind, iface))?)
@@ -472,10 +490,14 @@ fn attach_tc(
     pinned: &[LinkKey],
     iface: &str,
     ifindex: u32,
+    kind: AttachKind,
 ) -> Result<Attachment, DataplaneError> {
-    let kind = AttachKind::TcxIngress;
-    let prog: &mut SchedClassifier = program(ebpf, names::TC_CONTAINER)?;
-    if let Some(key) = usable_pin(layout, pinned, Hook::TcContainer, iface, ifindex, |k| k == kind) {
+    let (name, attach_type) = match kind {
+        AttachKind::TcxEgress => (names::TC_TO_CONTAINER, TcAttachType::Egress),
+        _ => (names::TC_CONTAINER, TcAttachType::Ingress),
+    };
+    let prog: &mut SchedClassifier = program(ebpf, name)?;
+    if let Some(key) = usable_pin(layout, pinned, kind.slot(), iface, ifindex, |k| k == kind) {
         let link = SchedClassifierLink::try_from(open_pinned(layout, &key)?).map_err(attach_err(kind, iface))?;
         let id = prog.attach_to_link(link).map_err(attach_err(kind, iface))?;
         let fd_link =
@@ -487,7 +509,7 @@ fn attach_tc(
         return Err(DataplaneError::NoTcx);
     }
     let id = prog
-        .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .attach_with_options(iface, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
         .map_err(attach_err(kind, iface))?;
     let fd_link =
         FdLink::try_from(prog.take_link(id).map_err(attach_err(kind, iface))?).map_err(attach_err(kind, iface))?;

@@ -30,18 +30,32 @@ pub enum AttachKind {
     XdpNative,
     /// XDP in the generic (skb) path, for drivers without native XDP.
     XdpGeneric,
-    /// TC ingress through a TCX link (kernel >= 6.6).
+    /// TC ingress through a TCX link (kernel >= 6.6): what a container sends.
     TcxIngress,
+    /// TC egress through a TCX link: what reaches a container.
+    TcxEgress,
 }
 
 impl AttachKind {
-    pub const ALL: [AttachKind; 3] = [AttachKind::XdpNative, AttachKind::XdpGeneric, AttachKind::TcxIngress];
+    pub const ALL: [AttachKind; 4] =
+        [AttachKind::XdpNative, AttachKind::XdpGeneric, AttachKind::TcxIngress, AttachKind::TcxEgress];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AttachKind::XdpNative => "xdp-native",
             AttachKind::XdpGeneric => "xdp-generic",
             AttachKind::TcxIngress => "tcx-ingress",
+            AttachKind::TcxEgress => "tcx-egress",
+        }
+    }
+
+    /// Attachments of one slot exclude each other on an interface (one XDP
+    /// program, whatever its mode; one hostgate program per TC direction).
+    pub fn slot(self) -> &'static str {
+        match self {
+            AttachKind::XdpNative | AttachKind::XdpGeneric => "xdp",
+            AttachKind::TcxIngress => "tcx-ingress",
+            AttachKind::TcxEgress => "tcx-egress",
         }
     }
 
@@ -49,7 +63,7 @@ impl AttachKind {
     pub fn hook(self) -> Hook {
         match self {
             AttachKind::XdpNative | AttachKind::XdpGeneric => Hook::XdpUplink,
-            AttachKind::TcxIngress => Hook::TcContainer,
+            AttachKind::TcxIngress | AttachKind::TcxEgress => Hook::TcContainer,
         }
     }
 }

@@ -211,7 +211,14 @@ fn attach_count_adopt_detach() {
     let (first_ids, first_counts) = in_netns(&topo.node.path(), move || {
         let dp = Dataplane::start(&s).expect("data plane starts");
         let kinds: Vec<_> = dp.attachments().iter().map(|a| (a.key.kind, a.origin)).collect();
-        assert_eq!(kinds, vec![(AttachKind::XdpNative, Origin::Attached), (AttachKind::TcxIngress, Origin::Attached)]);
+        assert_eq!(
+            kinds,
+            vec![
+                (AttachKind::XdpNative, Origin::Attached),
+                (AttachKind::TcxIngress, Origin::Attached),
+                (AttachKind::TcxEgress, Origin::Attached)
+            ]
+        );
         let ids: Vec<u32> = dp.attachments().iter().map(|a| a.link_id).collect();
         (ids, dp.counters().expect("counters"))
         // dp dropped here: the process "exits", the pins keep everything attached
@@ -252,7 +259,7 @@ fn attach_count_adopt_detach() {
         assert_eq!(after, before, "counters continue across adoption");
         let ids: Vec<u32> = dp.attachments().iter().map(|a| a.link_id).collect();
         let report = dp.detach().expect("detach");
-        assert_eq!(report.links.len(), 2);
+        assert_eq!(report.links.len(), 3);
         ids
     });
     assert_eq!(dp_ids, first_ids, "the same bpf_links were adopted");

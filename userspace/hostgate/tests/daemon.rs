@@ -31,11 +31,13 @@ fn status_reports_attachments_and_exact_counts() {
         vec![
             (NODE_UPLINK, "xdp-native", "attached"),
             ("hgc1", "tcx-ingress", "attached"),
-            ("hgc2", "tcx-ingress", "attached")
+            ("hgc1", "tcx-egress", "attached"),
+            ("hgc2", "tcx-ingress", "attached"),
+            ("hgc2", "tcx-egress", "attached")
         ]
     );
     assert!(s.dataplane.maps.iter().any(|m| m.name == "hg_stats" && m.pinned.is_some()));
-    assert_eq!(s.dataplane.programs.len(), 2);
+    assert_eq!(s.dataplane.programs.len(), 3);
     assert!(s.store.revision >= 1, "the daemon published its status to the store");
 
     let m = |p: Packet| p.macs(CLIENT_MAC, NODE_MAC);

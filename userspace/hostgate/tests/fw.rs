@@ -379,3 +379,47 @@ fn answers_to_allowed_connections_pass_outgoing_rules() {
     let out = servers::udp_ask(&c.ns.path(), format!("{CLIENT_V4}:9").parse().expect("a"), 1).expect("udp");
     assert!(out[0].is_err(), "the container cannot start conversations");
 }
+
+#[test]
+fn incoming_rules_hold_between_containers() {
+    if !privileged("incoming_rules_hold_between_containers") {
+        return;
+    }
+    let rules_dir = tempfile::tempdir().expect("dir");
+    let config = format!("\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
+    let mut node = TestNode::with_config("fwc2c", 2, &config);
+    node.start_daemon();
+    let (web, other) = (&node.topo.containers[0], &node.topo.containers[1]);
+    let addr = web.v4.to_string();
+    for c in [web, other] {
+        c.ns.ip(["route", "add", "198.51.100.0/24", "via", &c.gateway_v4.to_string()]).expect("route to the neighbour");
+    }
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["container", "add", "web", "--customer", "acme", "--iface", &web.node_iface, "--ip", &addr]));
+    let _servers: Vec<_> = [80u16, 22]
+        .iter()
+        .map(|p| {
+            servers::tcp_identity(&web.ns.path(), format!("0.0.0.0:{p}").parse().expect("a"), &format!("port{p}"))
+                .expect("server")
+        })
+        .collect();
+    std::fs::write(
+        rules_dir.path().join("acme.rules"),
+        format!("customer acme\ndefault drop\nallow tcp port 80 to {addr}\n"),
+    )
+    .expect("write");
+    ok(node.cli(&["rules", "apply"]));
+    // From the other container, inside the node: the same rules hold.
+    let ask = |port: u16| {
+        servers::tcp_ask(&other.ns.path(), format!("{addr}:{port}").parse().expect("a"), 1).expect("client").remove(0)
+    };
+    assert_eq!(ask(80), Ok("port80".into()));
+    assert!(ask(22).is_err(), "port 22 closed to the neighbour too");
+    // And web itself still reaches out, its replies coming back in.
+    let out =
+        servers::tcp_ask(&web.ns.path(), format!("{}:80", web.gateway_v4).parse().expect("a"), 1).expect("client");
+    assert!(
+        out[0].as_ref().err().is_none_or(|e| !e.contains("timed out")),
+        "web's own connections are not held: {out:?}"
+    );
+}
