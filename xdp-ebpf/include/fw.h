@@ -442,14 +442,16 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 	hg_fw_count(v->rule_id, data_end - data);
 	switch (v->action) {
 	case HG_FW_ALLOW:
-		hg_fw_note_inbound(data, data_end, pkt, lkey.addr, v6);
+		if (v->flags & HG_FW_TRACK_INBOUND)
+			hg_fw_note_inbound(data, data_end, pkt, lkey.addr, v6);
 		return -1;
 	case HG_FW_RATE_LIMIT: {
 		__be32 src[4] = {};
 
 		__builtin_memcpy(src, lkey.addr, 16);
 		if (hg_fw_within_rate(v, src)) {
-			hg_fw_note_inbound(data, data_end, pkt, lkey.addr, v6);
+			if (v->flags & HG_FW_TRACK_INBOUND)
+				hg_fw_note_inbound(data, data_end, pkt, lkey.addr, v6);
 			return -1;
 		}
 		*verdict = HG_VERDICT_DROP;

@@ -15,7 +15,7 @@
 
 #include <linux/types.h>
 
-#define HG_LAYOUT_VERSION 2
+#define HG_LAYOUT_VERSION 3
 
 /* Where a program is attached. */
 enum hg_hook {
@@ -204,7 +204,12 @@ struct hg_fw_verdict {
 	__u32 action;  /* enum hg_fw_action */
 	__u32 rate;    /* packets per second (rate limit) */
 	__u32 burst;
+	__u32 flags;   /* HG_FW_TRACK_* */
 };
+
+/* The guarded side has outgoing rules: remember allowed incoming
+ * conversations so its answers pass them (otherwise answers pass anyway). */
+#define HG_FW_TRACK_INBOUND 1
 
 /*
  * A conversation under way (map hg_fw_flows), seen from the guarded side:

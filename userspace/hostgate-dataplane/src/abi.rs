@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 /// Layout version of every map; part of the pin path (see [`crate::pins`]).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// One slot of `hg_stats`: `struct hg_counter`.
 #[repr(C)]
@@ -300,7 +300,11 @@ pub struct FwVerdict {
     pub action: u32,
     pub rate: u32,
     pub burst: u32,
+    pub flags: u32,
 }
+
+/// `HG_FW_TRACK_INBOUND`.
+pub const FW_TRACK_INBOUND: u32 = 1;
 
 /// `struct hg_fw_state`.
 #[repr(C)]

@@ -180,7 +180,7 @@ mod tests {
         check_struct!(l, "hg_fw_key", FwKey, [dst, port, proto, flags]);
         check_struct!(l, "hg_fw_group", FwGroup, [group]);
         check_struct!(l, "hg_fw_lpm_key", FwLpmKey, [prefixlen, group, addr]);
-        check_struct!(l, "hg_fw_verdict", FwVerdict, [rule_id, action, rate, burst]);
+        check_struct!(l, "hg_fw_verdict", FwVerdict, [rule_id, action, rate, burst, flags]);
         check_struct!(l, "hg_fw_state", FwState, [version, enabled]);
         check_struct!(l, "hg_fw_bucket_key", FwBucketKey, [rule_id, pad, src]);
         check_struct!(l, "hg_fw_bucket", FwBucket, [tokens, last_ns]);

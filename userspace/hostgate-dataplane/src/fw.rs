@@ -25,14 +25,15 @@ fn group_word(group: u32, version: u32, v6: bool) -> u32 {
     (group << 2) | (version & 1) << 1 | u32::from(v6)
 }
 
-fn verdict(rule_id: u32, action: Action) -> FwVerdict {
+fn verdict(rule_id: u32, action: Action, track_inbound: bool) -> FwVerdict {
     let (action, rate, burst) = match action {
         Action::Allow => (FwAction::Allow, 0, 0),
         Action::Drop => (FwAction::Drop, 0, 0),
         Action::Reject => (FwAction::Reject, 0, 0),
         Action::RateLimit { rate, burst } => (FwAction::RateLimit, rate, burst),
     };
-    FwVerdict { rule_id, action: action as u32, rate, burst }
+    let flags = if track_inbound { crate::abi::FW_TRACK_INBOUND } else { 0 };
+    FwVerdict { rule_id, action: action as u32, rate, burst, flags }
 }
 
 fn addr_bytes(a: IpAddr) -> [u8; 16] {
@@ -69,11 +70,12 @@ impl Dataplane {
         let mut src: LpmTrie<&mut MapData, FwLpmData, FwVerdict> =
             LpmTrie::try_from(map).map_err(map_err(names::FW_SRC))?;
         for (group, prefix, rule_id, action) in &tables.sources {
+            let track = tables.track_inbound.contains(group);
             let data = FwLpmData {
                 group: group_word(*group, new_version, prefix.addr.is_ipv6()),
                 addr: addr_bytes(prefix.addr),
             };
-            src.insert(&Key::new(32 + u32::from(prefix.len), data), verdict(*rule_id, *action), 0)
+            src.insert(&Key::new(32 + u32::from(prefix.len), data), verdict(*rule_id, *action, track), 0)
                 .map_err(map_err(names::FW_SRC))?;
         }
         let map = self.ebpf.map_mut(names::FW_POLICY).ok_or(DataplaneError::MissingMap(names::FW_POLICY))?;

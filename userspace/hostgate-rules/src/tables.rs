@@ -30,6 +30,9 @@ pub struct Tables {
     pub sources: Vec<(u32, Cidr, u32, Action)>,
     /// Indexed by rule id.
     pub rules: Vec<RuleRef>,
+    /// Incoming groups whose customer also has outgoing rules: allowed
+    /// conversations must be remembered so the answers pass those.
+    pub track_inbound: std::collections::BTreeSet<u32>,
 }
 
 /// What one customer's rules guard: incoming rules its IPs and its
@@ -71,6 +74,9 @@ pub fn build(rulesets: &[(Ruleset, Guarded)]) -> Result<Tables, CompileError> {
             }
             let c = compile(rs, direction, locals)?;
             let default = default_ids[usize::from(direction == Direction::Out)];
+            if direction == Direction::In && rs.rules.iter().any(|r| r.direction == Direction::Out) {
+                t.track_inbound.extend((0..c.groups).map(|g| group_base + g));
+            }
             t.policy.extend(c.policy.iter().map(|(k, g)| (*k, group_base + g)));
             t.sources.extend(c.lpm.iter().map(|((g, prefix), d)| {
                 let id = d.rule.map_or(default, |i| id_base + i as u32);
