@@ -237,12 +237,12 @@ mod tests {
         // 198.51.100.7 matches both; the /16 rule comes first.
         let d = lookup(&c, &pkt("198.51.100.7", "203.0.113.10", 6, 80)).expect("guarded");
         assert_eq!(d, Decision { rule: Some(0), action: Action::Allow });
-        let d = lookup(&c, &pkt("192.0.2.1", "203.0.113.10", 6, 80)).expect("guarded");
+        let d = lookup(&c, &pkt("198.18.5.1", "203.0.113.10", 6, 80)).expect("guarded");
         assert_eq!(d, Decision { rule: None, action: Action::Drop });
-        let d = lookup(&c, &pkt("192.0.2.1", "203.0.113.11", 17, 53)).expect("guarded");
+        let d = lookup(&c, &pkt("198.18.5.1", "203.0.113.11", 17, 53)).expect("guarded");
         assert_eq!(d.action, Action::Reject);
-        assert_eq!(lookup(&c, &pkt("192.0.2.1", "203.0.113.10", 17, 53)).expect("guarded").action, Action::Drop);
-        assert_eq!(lookup(&c, &pkt("192.0.2.1", "203.0.113.99", 17, 53)), None, "not a customer IP");
+        assert_eq!(lookup(&c, &pkt("198.18.5.1", "203.0.113.10", 17, 53)).expect("guarded").action, Action::Drop);
+        assert_eq!(lookup(&c, &pkt("198.18.5.1", "203.0.113.99", 17, 53)), None, "not a customer IP");
     }
 
     #[test]
@@ -260,7 +260,7 @@ mod tests {
             Just(""),
             Just("from 198.51.0.0/16"),
             Just("from 198.51.100.0/24"),
-            Just("from 198.51.100.128/25, 192.0.2.0/24"),
+            Just("from 198.51.100.128/25, 198.18.5.0/24"),
             Just("from 2001:db8::/32"),
         ];
         let to = prop_oneof![Just(""), Just("to 203.0.113.10"), Just("to 203.0.113.11")];
@@ -278,7 +278,7 @@ mod tests {
             Just("198.51.100.200"),
             Just("198.51.100.5"),
             Just("198.51.7.7"),
-            Just("192.0.2.9"),
+            Just("198.18.5.9"),
             Just("203.0.113.50"),
             Just("2001:db8::1"),
             Just("2001:db9::1"),
