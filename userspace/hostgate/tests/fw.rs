@@ -200,17 +200,15 @@ fn reloads_under_traffic_never_leave_a_gap() {
     assert_eq!(uplink_count(&node, "ipv4-udp", "drop"), sent);
 }
 
-#[test]
-fn outgoing_rules_hold_containers() {
-    if !privileged("outgoing_rules_hold_containers") {
-        return;
-    }
+/// A node with `containers` containers whose daemon applies a fresh rules
+/// directory; customer acme exists and owns the first container as `web`.
+fn firewalled_node(purpose: &str, containers: usize) -> (TestNode, tempfile::TempDir) {
     let rules_dir = tempfile::tempdir().expect("dir");
     let config = format!("\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
-    let mut node = TestNode::with_config("fwout", 1, &config);
+    let mut node = TestNode::with_config(purpose, containers, &config);
     node.start_daemon();
-    let c = &node.topo.containers[0];
     ok(node.cli(&["customer", "add", "acme"]));
+    let c = &node.topo.containers[0];
     ok(node.cli(&[
         "container",
         "add",
@@ -222,6 +220,16 @@ fn outgoing_rules_hold_containers() {
         "--ip",
         &c.v4.to_string(),
     ]));
+    (node, rules_dir)
+}
+
+#[test]
+fn outgoing_rules_hold_containers() {
+    if !privileged("outgoing_rules_hold_containers") {
+        return;
+    }
+    let (node, rules_dir) = firewalled_node("fwout", 1);
+    let c = &node.topo.containers[0];
     // The client answers UDP on port 9 and 10.
     let _servers: Vec<_> = [9u16, 10]
         .iter()
@@ -318,14 +326,9 @@ fn incoming_rules_guard_container_addresses_too() {
     if !privileged("incoming_rules_guard_container_addresses_too") {
         return;
     }
-    let rules_dir = tempfile::tempdir().expect("dir");
-    let config = format!("\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
-    let mut node = TestNode::with_config("fwct", 1, &config);
-    node.start_daemon();
+    let (node, rules_dir) = firewalled_node("fwct", 1);
     let c = &node.topo.containers[0];
     let addr = c.v4.to_string();
-    ok(node.cli(&["customer", "add", "acme"]));
-    ok(node.cli(&["container", "add", "web", "--customer", "acme", "--iface", &c.node_iface, "--ip", &addr]));
     let _servers: Vec<_> = [80u16, 22]
         .iter()
         .map(|p| {
@@ -357,14 +360,9 @@ fn answers_to_allowed_connections_pass_outgoing_rules() {
     if !privileged("answers_to_allowed_connections_pass_outgoing_rules") {
         return;
     }
-    let rules_dir = tempfile::tempdir().expect("dir");
-    let config = format!("\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
-    let mut node = TestNode::with_config("fwans", 1, &config);
-    node.start_daemon();
+    let (node, rules_dir) = firewalled_node("fwans", 1);
     let c = &node.topo.containers[0];
     let addr = c.v4.to_string();
-    ok(node.cli(&["customer", "add", "acme"]));
-    ok(node.cli(&["container", "add", "web", "--customer", "acme", "--iface", &c.node_iface, "--ip", &addr]));
     let _server = servers::tcp_identity(&c.ns.path(), "0.0.0.0:80".parse().expect("a"), "web").expect("server");
     // The container may start nothing itself, but may serve port 80.
     std::fs::write(
@@ -385,17 +383,12 @@ fn incoming_rules_hold_between_containers() {
     if !privileged("incoming_rules_hold_between_containers") {
         return;
     }
-    let rules_dir = tempfile::tempdir().expect("dir");
-    let config = format!("\n[firewall]\nrules_dir = \"{}\"\n", rules_dir.path().display());
-    let mut node = TestNode::with_config("fwc2c", 2, &config);
-    node.start_daemon();
+    let (node, rules_dir) = firewalled_node("fwc2c", 2);
     let (web, other) = (&node.topo.containers[0], &node.topo.containers[1]);
     let addr = web.v4.to_string();
     for c in [web, other] {
         c.ns.ip(["route", "add", "198.51.100.0/24", "via", &c.gateway_v4.to_string()]).expect("route to the neighbour");
     }
-    ok(node.cli(&["customer", "add", "acme"]));
-    ok(node.cli(&["container", "add", "web", "--customer", "acme", "--iface", &web.node_iface, "--ip", &addr]));
     let _servers: Vec<_> = [80u16, 22]
         .iter()
         .map(|p| {
