@@ -60,6 +60,16 @@ int hg_xdp_uplink(struct xdp_md *ctx)
 	return action;
 }
 
+/* Pulls paged headers into the linear part, then parses; as hg_parse. */
+static __always_inline int hg_tc_parse(struct __sk_buff *skb, struct hg_pkt *pkt)
+{
+	__u32 len = skb->len;
+
+	if (skb->data_end - skb->data < len)
+		bpf_skb_pull_data(skb, len < HG_TC_PULL_LEN ? len : HG_TC_PULL_LEN);
+	return hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, pkt);
+}
+
 SEC("classifier")
 int hg_tc_container(struct __sk_buff *skb)
 {
@@ -69,11 +79,7 @@ int hg_tc_container(struct __sk_buff *skb)
 	__u32 len = skb->len;
 	int action = TC_ACT_OK;
 
-	/* Headers may sit in paged data; pull them into the linear part. */
-	if (skb->data_end - skb->data < len)
-		bpf_skb_pull_data(skb, len < HG_TC_PULL_LEN ? len : HG_TC_PULL_LEN);
-
-	hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt);
+	hg_tc_parse(skb, &pkt);
 	if (!hg_guard_check(skb, &pkt)) {
 		hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, HG_VERDICT_DROP, len);
 		return TC_ACT_SHOT;
@@ -95,11 +101,8 @@ SEC("classifier")
 int hg_tc_to_container(struct __sk_buff *skb)
 {
 	struct hg_pkt pkt;
-	__u32 len = skb->len;
 
-	if (skb->data_end - skb->data < len)
-		bpf_skb_pull_data(skb, len < HG_TC_PULL_LEN ? len : HG_TC_PULL_LEN);
-	if (hg_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt) < 0)
+	if (hg_tc_parse(skb, &pkt) < 0)
 		return TC_ACT_OK;
 	return hg_fw_to_container(skb, &pkt) ? TC_ACT_OK : TC_ACT_SHOT;
 }

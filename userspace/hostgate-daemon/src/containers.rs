@@ -2,7 +2,7 @@
 //! tables it drives: each registered container's veth may send only from
 //! its addresses and MAC.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, Json};
 use hostgate_api::{ContainerRef, ContainerView};
@@ -95,16 +95,8 @@ pub async fn remove(
 }
 
 /// Keeps the anti-spoofing tables equal to the registry.
-pub async fn reconcile(daemon: Arc<Daemon>) {
-    loop {
-        if let Err(e) = follow(&daemon).await {
-            warn!(error = format!("{e:#}"), "container reconciler restarting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
-async fn follow(d: &Arc<Daemon>) -> anyhow::Result<()> {
+pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
+    let d = &d;
     let snap = d.store.snapshot(keys::CONTAINERS).await?;
     let mut watch = d.store.watch(keys::CONTAINERS, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);

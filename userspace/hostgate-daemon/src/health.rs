@@ -41,16 +41,8 @@ fn now() -> u64 {
 }
 
 /// Follows the declared backends and keeps one checker per checked backend.
-pub async fn run(daemon: Arc<Daemon>) {
-    loop {
-        if let Err(e) = follow(&daemon).await {
-            warn!(error = format!("{e:#}"), "health checker restarting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
-async fn follow(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
+pub(crate) async fn follow(daemon: Arc<Daemon>) -> anyhow::Result<()> {
+    let daemon = &daemon;
     let snap = daemon.store.snapshot(keys::BACKENDS).await?;
     let mut watch = daemon.store.watch(keys::BACKENDS, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);

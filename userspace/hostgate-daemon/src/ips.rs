@@ -225,16 +225,8 @@ pub async fn move_ip(State(d): State<Arc<Daemon>>, Json(req): Json<IpRef>) -> Re
 }
 
 /// Keeps this node's interface holding exactly the IPs it owns.
-pub async fn reconcile(daemon: Arc<Daemon>) {
-    loop {
-        if let Err(e) = follow(&daemon).await {
-            warn!(error = format!("{e:#}"), "IP reconciler restarting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
-async fn follow(d: &Arc<Daemon>) -> anyhow::Result<()> {
+pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
+    let d = &d;
     let iface = d.config.ip_interface().to_string();
     let addrs = netif::Addresses::connect(&iface)?;
     let snap = d.store.snapshot(keys::IPS).await?;

@@ -80,19 +80,11 @@ fn decode(entries: &BTreeMap<String, KeyValue>, node: &str) -> Declared {
     out
 }
 
-/// Follows `lb/` in the store forever, applying every change to the maps.
-pub async fn reconcile(daemon: Arc<Daemon>) {
-    loop {
-        if let Err(e) = follow(&daemon).await {
-            warn!(error = format!("{e:#}"), "load balancer reconciler restarting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
 /// Everything the reconciler follows lives under these prefixes: `lb/`,
 /// `health/<node>/` and `nodes/`. One watch of the whole key space keeps them in step.
-async fn follow(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
+/// Follows `lb/` in the store forever, applying every change to the maps.
+pub(crate) async fn follow(daemon: Arc<Daemon>) -> anyhow::Result<()> {
+    let daemon = &daemon;
     let snap = daemon.store.snapshot("").await?;
     let mut watch = daemon.store.watch("", snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);

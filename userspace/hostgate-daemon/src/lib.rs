@@ -124,12 +124,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     publish_status(&daemon).await?;
     nodes::register_self(&daemon).await?;
-    tokio::spawn(lb::reconcile(daemon.clone()));
-    tokio::spawn(health::run(daemon.clone()));
-    tokio::spawn(nodes::keep_neighbours(daemon.clone()));
-    tokio::spawn(ips::reconcile(daemon.clone()));
+    spawn_follower("load balancer reconciler", &daemon, lb::follow);
+    spawn_follower("health checker", &daemon, health::follow);
+    spawn_follower("neighbour keeper", &daemon, nodes::neighbour_loop);
+    spawn_follower("IP reconciler", &daemon, ips::follow);
+    spawn_follower("container reconciler", &daemon, containers::follow);
     tokio::spawn(fw::run(daemon.clone()));
-    tokio::spawn(containers::reconcile(daemon.clone()));
 
     let listener = bind_socket(&socket)?;
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");
@@ -140,6 +140,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         info!("stopping; the data plane stays attached (pinned) and keeps forwarding");
     }
     Ok(())
+}
+
+/// Runs a task that follows the store for as long as the daemon lives: when
+/// it fails (store hiccup, kernel error), it starts over a second later from
+/// a fresh snapshot.
+fn spawn_follower<Fut>(what: &'static str, daemon: &Arc<Daemon>, follow: fn(Arc<Daemon>) -> Fut)
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let daemon = daemon.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = follow(daemon.clone()).await {
+                warn!(task = what, error = format!("{e:#}"), "restarting");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    });
 }
 
 /// Writes this node's status (what is attached, since when) to the store.

@@ -34,13 +34,6 @@ pub fn decode<'a>(entries: impl Iterator<Item = &'a KeyValue>) -> BTreeMap<Strin
         .collect()
 }
 
-/// Same rule as the config's node_name.
-fn valid_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && !name.starts_with('-')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 pub async fn register_self(daemon: &Daemon) -> anyhow::Result<()> {
     let record = NodeRecord { addresses: daemon.config.node_addresses.clone() };
     daemon.store.commit(Txn::new().then(Op::put_json(key(&daemon.config.node_name), &record)?)).await?;
@@ -63,7 +56,7 @@ pub async fn list(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<NodeView>>, F
 
 pub async fn add(State(d): State<Arc<Daemon>>, Json(req): Json<NodeView>) -> Result<Json<NodeView>, Failure> {
     let bad = |m: String| Failure(StatusCode::BAD_REQUEST, m);
-    if !valid_name(&req.name) {
+    if !hostgate_ipam::model::valid_name(&req.name) {
         return Err(bad(format!("name: {:?} must be 1-63 characters of a-z, 0-9 and '-'", req.name)));
     }
     if req.name == d.config.node_name {
@@ -107,19 +100,10 @@ const NEIGH_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 /// next hops the FIB already knows (it cannot resolve one itself, and the
 /// kernel would refuse a tunnel packet handed back with our own source
 /// address). A datagram to the discard port makes the kernel resolve and
-/// refresh the entry.
-pub async fn keep_neighbours(daemon: Arc<Daemon>) {
-    loop {
-        if let Err(e) = neighbour_loop(&daemon).await {
-            tracing::warn!(error = %e, "neighbour keeper restarting");
-            tokio::time::sleep(NEIGH_REFRESH).await;
-        }
-    }
-}
-
-/// Probes every other node now, whenever the registry changes, and every
-/// NEIGH_REFRESH, so entries never go stale.
-async fn neighbour_loop(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
+/// refresh the entry. Every other node is probed at once, whenever the
+/// registry changes, and every NEIGH_REFRESH, so entries never go stale.
+pub(crate) async fn neighbour_loop(daemon: Arc<Daemon>) -> anyhow::Result<()> {
+    let daemon = &daemon;
     let snap = daemon.store.snapshot(PREFIX).await?;
     let mut watch = daemon.store.watch(PREFIX, snap.revision).await?;
     let mut mirror = hostgate_store::Mirror::from_snapshot(snap);

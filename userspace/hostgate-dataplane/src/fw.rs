@@ -13,12 +13,8 @@ use hostgate_rules::{tables::Tables, Action};
 
 use crate::{
     abi::{addr_words, names, Counter, FwAction, FwGroup, FwKey, FwLpmData, FwState, FwVerdict, FW_MAX_RULES},
-    Dataplane, DataplaneError,
+    map_access, Dataplane, DataplaneError,
 };
-
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |e| DataplaneError::MapAccess { map: name, source: e }
-}
 
 /// Group id as the kernel stores it: (group << 2) | version << 1 | IPv6.
 fn group_word(group: u32, version: u32, v6: bool) -> u32 {
@@ -52,9 +48,9 @@ pub struct TooManyRules(pub usize);
 
 impl Dataplane {
     fn fw_state(&self) -> Result<FwState, DataplaneError> {
-        let map = self.ebpf.map(names::FW_ACTIVE).ok_or(DataplaneError::MissingMap(names::FW_ACTIVE))?;
-        let active: Array<&MapData, FwState> = Array::try_from(map).map_err(map_err(names::FW_ACTIVE))?;
-        active.get(&0, 0).map_err(map_err(names::FW_ACTIVE))
+        let map = self.named_map(names::FW_ACTIVE)?;
+        let active: Array<&MapData, FwState> = Array::try_from(map).map_err(map_access(names::FW_ACTIVE))?;
+        active.get(&0, 0).map_err(map_access(names::FW_ACTIVE))
     }
 
     /// Makes `tables` the firewall in force (an empty table set turns it off).
@@ -66,9 +62,9 @@ impl Dataplane {
         let new_version = (old.version + 1) & 1;
 
         // 1. The new version beside the old.
-        let map = self.ebpf.map_mut(names::FW_SRC).ok_or(DataplaneError::MissingMap(names::FW_SRC))?;
+        let map = self.named_map_mut(names::FW_SRC)?;
         let mut src: LpmTrie<&mut MapData, FwLpmData, FwVerdict> =
-            LpmTrie::try_from(map).map_err(map_err(names::FW_SRC))?;
+            LpmTrie::try_from(map).map_err(map_access(names::FW_SRC))?;
         for (group, prefix, rule_id, action) in &tables.sources {
             let track = tables.track_inbound.contains(group);
             let data = FwLpmData {
@@ -76,11 +72,11 @@ impl Dataplane {
                 addr: addr_bytes(prefix.addr),
             };
             src.insert(&Key::new(32 + u32::from(prefix.len), data), verdict(*rule_id, *action, track), 0)
-                .map_err(map_err(names::FW_SRC))?;
+                .map_err(map_access(names::FW_SRC))?;
         }
-        let map = self.ebpf.map_mut(names::FW_POLICY).ok_or(DataplaneError::MissingMap(names::FW_POLICY))?;
+        let map = self.named_map_mut(names::FW_POLICY)?;
         let mut policy: BpfHashMap<&mut MapData, FwKey, FwGroup> =
-            BpfHashMap::try_from(map).map_err(map_err(names::FW_POLICY))?;
+            BpfHashMap::try_from(map).map_err(map_access(names::FW_POLICY))?;
         for (k, group) in &tables.policy {
             let v6 = k.local.is_ipv6();
             let egress = u8::from(k.direction == hostgate_rules::ast::Direction::Out) << 2;
@@ -92,7 +88,7 @@ impl Dataplane {
             };
             policy
                 .insert(key, FwGroup { group: group_word(*group, new_version, v6) }, 0)
-                .map_err(map_err(names::FW_POLICY))?;
+                .map_err(map_access(names::FW_POLICY))?;
         }
 
         // 2. Counters start over with the new rule ids, then the flip.
@@ -100,53 +96,53 @@ impl Dataplane {
         let used = self.fw_rule_count.max(tables.rules.len() as u32);
         self.zero_fw_stats(used)?;
         self.fw_rule_count = tables.rules.len() as u32;
-        let map = self.ebpf.map_mut(names::FW_ACTIVE).ok_or(DataplaneError::MissingMap(names::FW_ACTIVE))?;
-        let mut active: Array<&mut MapData, FwState> = Array::try_from(map).map_err(map_err(names::FW_ACTIVE))?;
+        let map = self.named_map_mut(names::FW_ACTIVE)?;
+        let mut active: Array<&mut MapData, FwState> = Array::try_from(map).map_err(map_access(names::FW_ACTIVE))?;
         let enabled = u32::from(!tables.policy.is_empty());
-        active.set(0, FwState { version: new_version, enabled }, 0).map_err(map_err(names::FW_ACTIVE))?;
+        active.set(0, FwState { version: new_version, enabled }, 0).map_err(map_access(names::FW_ACTIVE))?;
 
         // 3. The old version goes.
         let old_bit = (new_version ^ 1) as u8;
-        let map = self.ebpf.map_mut(names::FW_POLICY).ok_or(DataplaneError::MissingMap(names::FW_POLICY))?;
+        let map = self.named_map_mut(names::FW_POLICY)?;
         let mut policy: BpfHashMap<&mut MapData, FwKey, FwGroup> =
-            BpfHashMap::try_from(map).map_err(map_err(names::FW_POLICY))?;
+            BpfHashMap::try_from(map).map_err(map_access(names::FW_POLICY))?;
         let stale: Vec<FwKey> =
             policy.keys().filter_map(Result::ok).filter(|k| (k.flags >> 1) & 1 == old_bit).collect();
         for k in stale {
-            policy.remove(&k).map_err(map_err(names::FW_POLICY))?;
+            policy.remove(&k).map_err(map_access(names::FW_POLICY))?;
         }
-        let map = self.ebpf.map_mut(names::FW_SRC).ok_or(DataplaneError::MissingMap(names::FW_SRC))?;
+        let map = self.named_map_mut(names::FW_SRC)?;
         let mut src: LpmTrie<&mut MapData, FwLpmData, FwVerdict> =
-            LpmTrie::try_from(map).map_err(map_err(names::FW_SRC))?;
+            LpmTrie::try_from(map).map_err(map_access(names::FW_SRC))?;
         let stale: Vec<Key<FwLpmData>> =
             src.keys().filter_map(Result::ok).filter(|k| (k.data().group >> 1) & 1 == u32::from(old_bit)).collect();
         for k in stale {
-            src.remove(&k).map_err(map_err(names::FW_SRC))?;
+            src.remove(&k).map_err(map_access(names::FW_SRC))?;
         }
         Ok(())
     }
 
     fn zero_fw_stats(&mut self, count: u32) -> Result<(), DataplaneError> {
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { path: what.into(), source: e })?;
-        let map = self.ebpf.map_mut(names::FW_STATS).ok_or(DataplaneError::MissingMap(names::FW_STATS))?;
+        let map = self.named_map_mut(names::FW_STATS)?;
         let mut stats: PerCpuArray<&mut MapData, Counter> =
-            PerCpuArray::try_from(map).map_err(map_err(names::FW_STATS))?;
+            PerCpuArray::try_from(map).map_err(map_access(names::FW_STATS))?;
         for id in 0..count.min(FW_MAX_RULES) {
             let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
                 .map_err(|e| DataplaneError::Io { path: names::FW_STATS.into(), source: e })?;
-            stats.set(id, zero, 0).map_err(map_err(names::FW_STATS))?;
+            stats.set(id, zero, 0).map_err(map_access(names::FW_STATS))?;
         }
         Ok(())
     }
 
     /// Packets and bytes decided by rules `0..count`, summed over CPUs.
     pub fn fw_stats(&self, count: usize) -> Result<Vec<Counter>, DataplaneError> {
-        let map = self.ebpf.map(names::FW_STATS).ok_or(DataplaneError::MissingMap(names::FW_STATS))?;
-        let stats: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map).map_err(map_err(names::FW_STATS))?;
+        let map = self.named_map(names::FW_STATS)?;
+        let stats: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map).map_err(map_access(names::FW_STATS))?;
         (0..count.min(FW_MAX_RULES as usize) as u32)
             .map(|id| {
                 let mut sum = Counter::default();
-                for c in stats.get(&id, 0).map_err(map_err(names::FW_STATS))?.iter() {
+                for c in stats.get(&id, 0).map_err(map_access(names::FW_STATS))?.iter() {
                     sum += *c;
                 }
                 Ok(sum)

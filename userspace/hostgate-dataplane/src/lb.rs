@@ -19,7 +19,7 @@ use hostgate_lb::{
 
 use crate::{
     abi::{self, addr_words, family_of, names, port_be, Backend, LbCounter, Vip, VipKey},
-    Dataplane, DataplaneError,
+    map_access, Dataplane, DataplaneError,
 };
 
 /// What this process last wrote, so unchanged rings are not rebuilt.
@@ -33,10 +33,6 @@ pub struct LbApplied {
 pub struct LbStats {
     pub vips: BTreeMap<u32, LbCounter>,
     pub backends: BTreeMap<u32, LbCounter>,
-}
-
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |e| DataplaneError::MapAccess { map: name, source: e }
 }
 
 fn vip_key(key: &hostgate_lb::model::VipKey) -> VipKey {
@@ -87,10 +83,10 @@ impl Dataplane {
     }
 
     fn write_backends(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
-        let map = self.ebpf.map_mut(names::BACKENDS).ok_or(DataplaneError::MissingMap(names::BACKENDS))?;
-        let mut backends: Array<&mut MapData, Backend> = Array::try_from(map).map_err(map_err(names::BACKENDS))?;
+        let map = self.named_map_mut(names::BACKENDS)?;
+        let mut backends: Array<&mut MapData, Backend> = Array::try_from(map).map_err(map_access(names::BACKENDS))?;
         for b in plan.backends.values() {
-            backends.set(b.id, backend_value(b), 0).map_err(map_err(names::BACKENDS))?;
+            backends.set(b.id, backend_value(b), 0).map_err(map_access(names::BACKENDS))?;
         }
         Ok(())
     }
@@ -98,38 +94,38 @@ impl Dataplane {
     /// Builds the ring complete in a fresh inner map, then swaps it in.
     fn swap_ring(&mut self, vip_id: u32, ring_size: u32, ring: &[u32]) -> Result<(), DataplaneError> {
         let mut inner: Array<MapData, u32> =
-            Array::create(ring_size, abi::BPF_F_INNER_MAP).map_err(map_err("maglev ring"))?;
+            Array::create(ring_size, abi::BPF_F_INNER_MAP).map_err(map_access("maglev ring"))?;
         for (slot, id) in ring.iter().enumerate() {
-            inner.set(slot as u32, id, 0).map_err(map_err("maglev ring"))?;
+            inner.set(slot as u32, id, 0).map_err(map_access("maglev ring"))?;
         }
-        let map = self.ebpf.map_mut(names::MAGLEV).ok_or(DataplaneError::MissingMap(names::MAGLEV))?;
+        let map = self.named_map_mut(names::MAGLEV)?;
         let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, u32>> =
-            ArrayOfMaps::try_from(map).map_err(map_err(names::MAGLEV))?;
-        outer.set(vip_id, &inner, 0).map_err(map_err(names::MAGLEV))
+            ArrayOfMaps::try_from(map).map_err(map_access(names::MAGLEV))?;
+        outer.set(vip_id, &inner, 0).map_err(map_access(names::MAGLEV))
     }
 
     fn write_vips(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
-        let map = self.ebpf.map_mut(names::VIPS).ok_or(DataplaneError::MissingMap(names::VIPS))?;
+        let map = self.named_map_mut(names::VIPS)?;
         let mut vips: BpfHashMap<&mut MapData, VipKey, Vip> =
-            BpfHashMap::try_from(map).map_err(map_err(names::VIPS))?;
+            BpfHashMap::try_from(map).map_err(map_access(names::VIPS))?;
         for v in &plan.vips {
             // ring_size 0 tells the program there is no ring: new flows are dropped.
             let value = Vip { id: v.id, ring_size: if v.ring.is_some() { v.ring_size } else { 0 } };
-            vips.insert(vip_key(&v.key), value, 0).map_err(map_err(names::VIPS))?;
+            vips.insert(vip_key(&v.key), value, 0).map_err(map_access(names::VIPS))?;
         }
         Ok(())
     }
 
     fn remove_stale(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
         let wanted: BTreeSet<VipKey> = plan.vips.iter().map(|v| vip_key(&v.key)).collect();
-        let map = self.ebpf.map_mut(names::VIPS).ok_or(DataplaneError::MissingMap(names::VIPS))?;
+        let map = self.named_map_mut(names::VIPS)?;
         let mut vips: BpfHashMap<&mut MapData, VipKey, Vip> =
-            BpfHashMap::try_from(map).map_err(map_err(names::VIPS))?;
+            BpfHashMap::try_from(map).map_err(map_access(names::VIPS))?;
         let mut gone_vips = Vec::new();
-        for key in vips.keys().collect::<Result<Vec<_>, _>>().map_err(map_err(names::VIPS))? {
+        for key in vips.keys().collect::<Result<Vec<_>, _>>().map_err(map_access(names::VIPS))? {
             if !wanted.contains(&key) {
-                let id = vips.get(&key, 0).map_err(map_err(names::VIPS))?.id;
-                vips.remove(&key).map_err(map_err(names::VIPS))?;
+                let id = vips.get(&key, 0).map_err(map_access(names::VIPS))?.id;
+                vips.remove(&key).map_err(map_access(names::VIPS))?;
                 gone_vips.push(id);
             }
         }
@@ -138,14 +134,14 @@ impl Dataplane {
         }
         self.zero_counters(names::VIP_STATS, &gone_vips)?;
 
-        let map = self.ebpf.map_mut(names::BACKENDS).ok_or(DataplaneError::MissingMap(names::BACKENDS))?;
-        let mut backends: Array<&mut MapData, Backend> = Array::try_from(map).map_err(map_err(names::BACKENDS))?;
+        let map = self.named_map_mut(names::BACKENDS)?;
+        let mut backends: Array<&mut MapData, Backend> = Array::try_from(map).map_err(map_access(names::BACKENDS))?;
         let mut gone_backends = Vec::new();
         for id in 1..abi::MAX_BACKENDS {
             if !plan.backends.contains_key(&id)
-                && backends.get(&id, 0).map_err(map_err(names::BACKENDS))? != Backend::default()
+                && backends.get(&id, 0).map_err(map_access(names::BACKENDS))? != Backend::default()
             {
-                backends.set(id, Backend::default(), 0).map_err(map_err(names::BACKENDS))?;
+                backends.set(id, Backend::default(), 0).map_err(map_access(names::BACKENDS))?;
                 gone_backends.push(id);
             }
         }
@@ -157,12 +153,12 @@ impl Dataplane {
             return Ok(());
         }
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { path: what.into(), source: e })?;
-        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
-        let mut stats: PerCpuArray<&mut MapData, LbCounter> = PerCpuArray::try_from(map).map_err(map_err(name))?;
+        let map = self.named_map_mut(name)?;
+        let mut stats: PerCpuArray<&mut MapData, LbCounter> = PerCpuArray::try_from(map).map_err(map_access(name))?;
         for id in ids {
             let zeros = PerCpuValues::try_from(vec![LbCounter::default(); cpus])
                 .map_err(|e| DataplaneError::Io { path: name.into(), source: e })?;
-            stats.set(*id, zeros, 0).map_err(map_err(name))?;
+            stats.set(*id, zeros, 0).map_err(map_access(name))?;
         }
         Ok(())
     }
@@ -177,20 +173,20 @@ impl Dataplane {
                 _ => {}
             }
         }
-        let map = self.ebpf.map_mut(names::NODE).ok_or(DataplaneError::MissingMap(names::NODE))?;
-        let mut node: Array<&mut MapData, abi::NodeAddrs> = Array::try_from(map).map_err(map_err(names::NODE))?;
-        node.set(0, value, 0).map_err(map_err(names::NODE))
+        let map = self.named_map_mut(names::NODE)?;
+        let mut node: Array<&mut MapData, abi::NodeAddrs> = Array::try_from(map).map_err(map_access(names::NODE))?;
+        node.set(0, value, 0).map_err(map_access(names::NODE))
     }
 
     /// Counters of the given VIP and backend ids.
     pub fn lb_stats(&self, vip_ids: &[u32], backend_ids: &[u32]) -> Result<LbStats, DataplaneError> {
         let read = |name: &'static str, ids: &[u32]| -> Result<BTreeMap<u32, LbCounter>, DataplaneError> {
-            let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
-            let stats: PerCpuArray<&MapData, LbCounter> = PerCpuArray::try_from(map).map_err(map_err(name))?;
+            let map = self.named_map(name)?;
+            let stats: PerCpuArray<&MapData, LbCounter> = PerCpuArray::try_from(map).map_err(map_access(name))?;
             let mut out = BTreeMap::new();
             for id in ids {
                 let mut sum = LbCounter::default();
-                for c in stats.get(id, 0).map_err(map_err(name))?.iter() {
+                for c in stats.get(id, 0).map_err(map_access(name))?.iter() {
                     sum += *c;
                 }
                 out.insert(*id, sum);
@@ -202,9 +198,9 @@ impl Dataplane {
 
     /// Number of flows in the connection table (for status).
     pub fn conntrack_len(&self) -> Result<usize, DataplaneError> {
-        let map = self.ebpf.map(names::CONNTRACK).ok_or(DataplaneError::MissingMap(names::CONNTRACK))?;
+        let map = self.named_map(names::CONNTRACK)?;
         let ct: BpfHashMap<&MapData, abi::FlowKey, abi::CtEntry> =
-            BpfHashMap::try_from(map).map_err(map_err(names::CONNTRACK))?;
+            BpfHashMap::try_from(map).map_err(map_access(names::CONNTRACK))?;
         Ok(ct.keys().count())
     }
 

@@ -238,8 +238,7 @@ impl Dataplane {
     }
 
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        let map = self.ebpf.map(names::STATS_MAP).ok_or(DataplaneError::MissingMap(names::STATS_MAP))?;
-        Counters::read(map)
+        Counters::read(self.named_map(names::STATS_MAP)?)
     }
 
     pub fn programs(&self) -> Vec<ProgramStatus> {
@@ -285,6 +284,23 @@ impl Dataplane {
         drop(attachments);
         drop(ebpf);
         detach_pinned(&layout)
+    }
+}
+
+/// Wraps a map error with the map's name.
+pub(crate) fn map_access(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |e| DataplaneError::MapAccess { map: name, source: e }
+}
+
+impl Dataplane {
+    /// A map of the object by name.
+    pub(crate) fn named_map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
+        self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))
+    }
+
+    /// A map of the object by name, for writing.
+    pub(crate) fn named_map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))
     }
 }
 
