@@ -19,6 +19,8 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
+#include <linux/pkt_cls.h>
+#include <stddef.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -160,62 +162,28 @@ static __always_inline __u32 hg_csum_words(const __u16 *p, int words, void *data
 }
 
 /*
- * Answers a non-TCP packet with ICMP / ICMPv6 port unreachable, as
- * nftables' reject does: the packet is turned into the error in place
- * (headers prepended, the quote of the original kept, the rest trimmed)
- * and sent back with XDP_TX.
+ * Writes an ICMP / ICMPv6 port unreachable from @dst to @src into a frame
+ * already sized to Ethernet + outer headers + quote, the quote of the
+ * original in place behind the room for the outer headers. Returns 0, or -1
+ * if the frame is too short.
  */
-static __always_inline int hg_fw_reject_icmp(struct xdp_md *ctx, const struct hg_pkt *pkt)
+static __always_inline int hg_fw_write_unreach(void *data, void *data_end, const struct ethhdr *orig,
+					       const __be32 *src, const __be32 *dst, int v6)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr eth_copy, *eth = data;
-	int v6 = pkt->l3_proto == ETH_P_IPV6;
-	int outer = v6 ? sizeof(struct ipv6hdr) + 8 : sizeof(struct iphdr) + 8;
-	int quote = v6 ? HG_QUOTE_V6 : HG_QUOTE_V4;
-	int len = data_end - data;
-	__be32 src[4] = {}, dst[4] = {};
+	struct ethhdr *eth = data;
 
-	/* No ICMP about ICMP; nothing for tagged or too short frames. */
-	if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6 || pkt->vlan_depth ||
-	    (void *)(eth + 1) > data_end || len < (int)sizeof(*eth) + quote)
-		return XDP_DROP;
-	if (v6) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-
-		if ((void *)(ip6 + 1) > data_end)
-			return XDP_DROP;
-		__builtin_memcpy(src, &ip6->saddr, 16);
-		__builtin_memcpy(dst, &ip6->daddr, 16);
-	} else {
-		struct iphdr *ip = (void *)(eth + 1);
-
-		if ((void *)(ip + 1) > data_end || ip->ihl != 5)
-			return XDP_DROP;
-		src[0] = ip->saddr;
-		dst[0] = ip->daddr;
-	}
-	__builtin_memcpy(&eth_copy, eth, sizeof(eth_copy));
-	/* Keep only the quote of the original, then make room in front. */
-	if (bpf_xdp_adjust_tail(ctx, (int)sizeof(*eth) + quote - len))
-		return XDP_DROP;
-	if (bpf_xdp_adjust_head(ctx, -outer))
-		return XDP_DROP;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	eth = data;
 	if ((void *)(eth + 1) > data_end)
-		return XDP_DROP;
-	__builtin_memcpy(eth->h_dest, eth_copy.h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, eth_copy.h_dest, ETH_ALEN);
-	eth->h_proto = eth_copy.h_proto;
+		return -1;
+	__builtin_memcpy(eth->h_dest, orig->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, orig->h_dest, ETH_ALEN);
+	eth->h_proto = orig->h_proto;
 	if (v6) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		__u8 *icmp = (void *)(ip6 + 1);
 		__u32 sum;
 
 		if ((void *)(icmp + 8 + HG_QUOTE_V6) > data_end)
-			return XDP_DROP;
+			return -1;
 		*ip6 = (struct ipv6hdr){ .version = 6, .payload_len = bpf_htons(8 + HG_QUOTE_V6),
 					 .nexthdr = IPPROTO_ICMPV6, .hop_limit = 64 };
 		__builtin_memcpy(&ip6->saddr, dst, 16);
@@ -233,7 +201,7 @@ static __always_inline int hg_fw_reject_icmp(struct xdp_md *ctx, const struct hg
 		__u8 *icmp = (void *)(ip + 1);
 
 		if ((void *)(icmp + 8 + HG_QUOTE_V4) > data_end)
-			return XDP_DROP;
+			return -1;
 		*ip = (struct iphdr){ .version = 4, .ihl = 5, .tot_len = bpf_htons(20 + 8 + HG_QUOTE_V4),
 				      .ttl = 64, .protocol = IPPROTO_ICMP, .saddr = dst[0], .daddr = src[0] };
 		ip->check = hg_ipv4_csum(ip);
@@ -242,41 +210,112 @@ static __always_inline int hg_fw_reject_icmp(struct xdp_md *ctx, const struct hg
 		icmp[1] = 3; /* port unreachable */
 		((__u16 *)icmp)[1] = ~hg_csum_fold(hg_csum_words((__u16 *)icmp, (8 + HG_QUOTE_V4) / 2, data_end, 0));
 	}
-	return XDP_TX;
+	return 0;
 }
 
 /*
- * Turns a TCP segment into the RST that answers it and sends it back
- * (XDP_TX): addresses and ports swapped, checksums recomputed
- * incrementally where the headers are only permuted. Other protocols get
- * an ICMP port unreachable (hg_fw_reject_icmp).
+ * What an ICMP error about @pkt needs: the original Ethernet header and
+ * addresses, and the sizes of the outer headers and of the quote. Returns
+ * -1 for what gets no error: ICMP itself (no ICMP about ICMP), tagged
+ * frames, IPv4 with options, frames shorter than the quote.
  */
-static __always_inline int hg_fw_reject(struct xdp_md *ctx, const struct hg_pkt *pkt)
+struct hg_unreach {
+	struct ethhdr eth;
+	__be32 src[4];
+	__be32 dst[4];
+	int v6;
+	int outer;
+	int quote;
+};
+
+static __always_inline int hg_fw_unreach_of(void *data, void *data_end, const struct hg_pkt *pkt,
+					    struct hg_unreach *u)
+{
+	struct ethhdr *eth = data;
+	int len = data_end - data;
+
+	u->v6 = pkt->l3_proto == ETH_P_IPV6;
+	u->outer = u->v6 ? sizeof(struct ipv6hdr) + 8 : sizeof(struct iphdr) + 8;
+	u->quote = u->v6 ? HG_QUOTE_V6 : HG_QUOTE_V4;
+	if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6 || pkt->vlan_depth ||
+	    (void *)(eth + 1) > data_end || len < (int)sizeof(*eth) + u->quote)
+		return -1;
+	if (u->v6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		__builtin_memcpy(u->src, &ip6->saddr, 16);
+		__builtin_memcpy(u->dst, &ip6->daddr, 16);
+	} else {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end || ip->ihl != 5)
+			return -1;
+		u->src[0] = ip->saddr;
+		u->dst[0] = ip->daddr;
+	}
+	__builtin_memcpy(&u->eth, eth, sizeof(u->eth));
+	return 0;
+}
+
+/*
+ * Answers a non-TCP packet with ICMP / ICMPv6 port unreachable, as
+ * nftables' reject does: the packet is turned into the error in place
+ * (headers prepended, the quote of the original kept, the rest trimmed)
+ * and sent back with XDP_TX.
+ */
+static __always_inline int hg_fw_reject_icmp(struct xdp_md *ctx, const struct hg_pkt *pkt)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct hg_unreach u;
+
+	if (hg_fw_unreach_of(data, data_end, pkt, &u) < 0)
+		return XDP_DROP;
+	/* Keep only the quote of the original, then make room in front. */
+	if (bpf_xdp_adjust_tail(ctx, (int)sizeof(u.eth) + u.quote - (int)(data_end - data)))
+		return XDP_DROP;
+	if (bpf_xdp_adjust_head(ctx, -u.outer))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (hg_fw_write_unreach(data, data_end, &u.eth, u.src, u.dst, u.v6) < 0)
+		return XDP_DROP;
+	return XDP_TX;
+}
+
+/* What turning a segment into its RST changed, for the checksum. */
+struct hg_rst {
+	__be32 old_seq, seq;
+	__be32 old_ack, ack;
+	__u16 old_flags, flags;
+};
+
+/*
+ * Turns a TCP segment into the RST that answers it, in place: MACs,
+ * addresses and ports swapped (which leaves the checksums unchanged);
+ * seq = their ack (if any), ack = their seq + 1 for a SYN. The payload
+ * stays (its length is in the IP header); the peer ignores it. The caller
+ * fixes the TCP checksum from @r. Returns -1 for what gets no RST.
+ */
+static __always_inline int hg_fw_rst_in_place(void *data, void *data_end, const struct hg_pkt *pkt,
+					      struct hg_rst *r)
+{
 	struct ethhdr *eth = data;
 	struct tcphdr *tcp = HG_PTR(data, pkt->l4_off);
 	__u8 mac[ETH_ALEN];
-	__be32 seq, ack;
-	__u16 old_flags, new_flags;
 	__be16 port;
 
-	if (pkt->l4_proto != IPPROTO_TCP)
-		return hg_fw_reject_icmp(ctx, pkt);
 	if (!pkt->has_l4 || pkt->vlan_depth || (void *)(eth + 1) > data_end || (void *)(tcp + 1) > data_end ||
 	    tcp->rst)
-		return XDP_DROP;
-	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
-	/* Swapping addresses or ports leaves the checksums unchanged. */
+		return -1;
 	if (pkt->l3_proto == ETH_P_IP) {
 		struct iphdr *ip = HG_PTR(data, pkt->l3_off);
 		__be32 a;
 
 		if ((void *)(ip + 1) > data_end)
-			return XDP_DROP;
+			return -1;
 		a = ip->saddr;
 		ip->saddr = ip->daddr;
 		ip->daddr = a;
@@ -285,32 +324,95 @@ static __always_inline int hg_fw_reject(struct xdp_md *ctx, const struct hg_pkt 
 		struct in6_addr a;
 
 		if ((void *)(ip6 + 1) > data_end)
-			return XDP_DROP;
+			return -1;
 		a = ip6->saddr;
 		ip6->saddr = ip6->daddr;
 		ip6->daddr = a;
 	}
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
 	port = tcp->source;
 	tcp->source = tcp->dest;
 	tcp->dest = port;
-	/* RST: seq = their ack (if any), ack = their seq + 1 (for a SYN). The
-	 * payload stays (its length is in the IP header); the peer ignores it. */
-	seq = tcp->ack ? tcp->ack_seq : 0;
-	ack = bpf_htonl(bpf_ntohl(tcp->seq) + (tcp->syn ? 1 : 0));
-	tcp->check = hg_csum_update32(tcp->check, tcp->seq, seq);
-	tcp->check = hg_csum_update32(tcp->check, tcp->ack_seq, ack);
-	tcp->seq = seq;
-	tcp->ack_seq = ack;
-	old_flags = ((__u16 *)tcp)[6];
+	r->old_seq = tcp->seq;
+	r->old_ack = tcp->ack_seq;
+	r->seq = tcp->ack ? tcp->ack_seq : 0;
+	r->ack = bpf_htonl(bpf_ntohl(tcp->seq) + (tcp->syn ? 1 : 0));
+	tcp->seq = r->seq;
+	tcp->ack_seq = r->ack;
+	r->old_flags = ((__u16 *)tcp)[6];
 	tcp->syn = 0;
 	tcp->fin = 0;
 	tcp->psh = 0;
 	tcp->urg = 0;
 	tcp->rst = 1;
 	tcp->ack = 1;
-	new_flags = ((__u16 *)tcp)[6];
-	tcp->check = hg_csum_update16(tcp->check, old_flags, new_flags);
+	r->flags = ((__u16 *)tcp)[6];
+	return 0;
+}
+
+/*
+ * Answers a rejected packet from the network: a TCP segment with its RST,
+ * anything else with an ICMP port unreachable (hg_fw_reject_icmp), sent
+ * back with XDP_TX.
+ */
+static __always_inline int hg_fw_reject(struct xdp_md *ctx, const struct hg_pkt *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tcphdr *tcp = HG_PTR(data, pkt->l4_off);
+	struct hg_rst r;
+
+	if (pkt->l4_proto != IPPROTO_TCP)
+		return hg_fw_reject_icmp(ctx, pkt);
+	if (hg_fw_rst_in_place(data, data_end, pkt, &r) < 0 || (void *)(tcp + 1) > data_end)
+		return XDP_DROP;
+	tcp->check = hg_csum_update32(tcp->check, r.old_seq, r.seq);
+	tcp->check = hg_csum_update32(tcp->check, r.old_ack, r.ack);
+	tcp->check = hg_csum_update16(tcp->check, r.old_flags, r.flags);
 	return XDP_TX;
+}
+
+/*
+ * The TC side of reject, for what a container sends: the RST or the ICMP
+ * error goes back out of the veth the packet came in by (a redirect to its
+ * egress), so the container learns at once, as from nftables' reject.
+ * hg_tc_to_container lets such frames through unjudged (they re-enter the
+ * interface they came from). Returns TC_ACT_REDIRECT, or TC_ACT_SHOT when
+ * no answer is due.
+ */
+static __always_inline int hg_fw_reject_skb(struct __sk_buff *skb, const struct hg_pkt *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (pkt->l4_proto == IPPROTO_TCP) {
+		__u32 check = (pkt->l4_off & HG_MAX_HDR_OFF) + offsetof(struct tcphdr, check);
+		struct hg_rst r;
+
+		if (hg_fw_rst_in_place(data, data_end, pkt, &r) < 0)
+			return TC_ACT_SHOT;
+		/* The helper keeps a checksum the NIC is to finish (CHECKSUM_PARTIAL) right. */
+		if (bpf_l4_csum_replace(skb, check, r.old_seq, r.seq, 4) ||
+		    bpf_l4_csum_replace(skb, check, r.old_ack, r.ack, 4) ||
+		    bpf_l4_csum_replace(skb, check, r.old_flags, r.flags, 2))
+			return TC_ACT_SHOT;
+	} else {
+		struct hg_unreach u;
+
+		if (hg_fw_unreach_of(data, data_end, pkt, &u) < 0)
+			return TC_ACT_SHOT;
+		/* Keep only the quote, then insert the outer headers after the MAC. */
+		if (bpf_skb_change_tail(skb, sizeof(u.eth) + u.quote, 0) ||
+		    bpf_skb_adjust_room(skb, u.outer, BPF_ADJ_ROOM_MAC, 0) || bpf_skb_pull_data(skb, skb->len))
+			return TC_ACT_SHOT;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (hg_fw_write_unreach(data, data_end, &u.eth, u.src, u.dst, u.v6) < 0)
+			return TC_ACT_SHOT;
+	}
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 #define HG_FW_EGRESS 4
@@ -469,7 +571,8 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 	}
 }
 
-/* Records a connection a container opens so its replies get in; returns 1. */
+/* Records a connection a container opens so its replies get in; returns
+ * TC_ACT_OK, to let the packet go. */
 static __always_inline int hg_fw_remember(struct __sk_buff *skb, const struct hg_pkt *pkt,
 					  const __u8 *remote, __u8 v6)
 {
@@ -479,10 +582,10 @@ static __always_inline int hg_fw_remember(struct __sk_buff *skb, const struct hg
 	__u64 now = bpf_ktime_get_ns();
 
 	if (hg_ports_of(data, data_end, pkt, &flow.lport, &flow.rport) < 0)
-		return 1;
+		return TC_ACT_OK;
 	__builtin_memcpy(flow.remote, remote, 16);
 	bpf_map_update_elem(&hg_fw_flows, &flow, &now, BPF_ANY);
-	return 1;
+	return TC_ACT_OK;
 }
 
 /* hg_uplinks: the uplinks' ifindexes. Frames that entered through one were
@@ -511,7 +614,9 @@ static __always_inline int hg_fw_to_container(struct __sk_buff *skb, const struc
 	__u32 zero = 0, in = skb->ingress_ifindex;
 
 	state = bpf_map_lookup_elem(&hg_fw_active, &zero);
-	if (!state || !state->enabled || bpf_map_lookup_elem(&hg_uplinks, &in))
+	/* From an uplink: judged in XDP. Back out of the veth it came in by: a
+	 * reject's answer (hg_fw_reject_skb), judged on its way out. */
+	if (!state || !state->enabled || bpf_map_lookup_elem(&hg_uplinks, &in) || in == skb->ifindex)
 		return 1;
 	if (hg_fw_keys(data, data_end, pkt, state->version, 0, &key, &lkey) < 0)
 		return 1;
@@ -541,8 +646,8 @@ static __always_inline int hg_fw_to_container(struct __sk_buff *skb, const struc
 
 /*
  * Judges what a container sends against its customer's outgoing rules
- * (TC). Returns 1 to let it go, 0 to drop it. Rejects drop (no RST is
- * forged towards a container).
+ * (TC). Returns the TC action: TC_ACT_OK to let it go, TC_ACT_SHOT to drop
+ * it, TC_ACT_REDIRECT when a reject answers it (hg_fw_reject_skb).
  */
 static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_pkt *pkt)
 {
@@ -557,7 +662,7 @@ static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_p
 
 	state = bpf_map_lookup_elem(&hg_fw_active, &zero);
 	if (!state || !state->enabled || hg_fw_keys(data, data_end, pkt, state->version, 1, &key, &lkey) < 0)
-		return 1;
+		return TC_ACT_OK;
 	v = hg_fw_decide(&key, &lkey);
 	if (!v)
 		return hg_fw_remember(skb, pkt, lkey.addr, v6); /* no outgoing rules */
@@ -568,7 +673,7 @@ static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_p
 		if (hg_ports_of(data, data_end, pkt, &flow.lport, &flow.rport) == 0) {
 			__builtin_memcpy(flow.remote, lkey.addr, 16);
 			if (bpf_map_lookup_elem(&hg_fw_inbound, &flow))
-				return 1;
+				return TC_ACT_OK;
 		}
 	}
 	hg_fw_count(v->rule_id, skb->len);
@@ -576,9 +681,11 @@ static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_p
 	case HG_FW_ALLOW:
 		return hg_fw_remember(skb, pkt, lkey.addr, v6);
 	case HG_FW_RATE_LIMIT:
-		return hg_fw_within_rate(v, key.dst) && hg_fw_remember(skb, pkt, lkey.addr, v6);
+		return hg_fw_within_rate(v, key.dst) ? hg_fw_remember(skb, pkt, lkey.addr, v6) : TC_ACT_SHOT;
+	case HG_FW_REJECT:
+		return hg_fw_reject_skb(skb, pkt);
 	default:
-		return 0;
+		return TC_ACT_SHOT;
 	}
 }
 

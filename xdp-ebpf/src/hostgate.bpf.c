@@ -89,9 +89,12 @@ int hg_tc_container(struct __sk_buff *skb)
 		action = hg_lb_send_reply(skb, &pkt, &reply);
 		if (action == TC_ACT_REDIRECT)
 			verdict = HG_VERDICT_REDIRECT;
-	} else if (!hg_fw_egress(skb, &pkt)) {
-		verdict = HG_VERDICT_DROP;
-		action = TC_ACT_SHOT;
+	} else {
+		action = hg_fw_egress(skb, &pkt);
+		if (action == TC_ACT_SHOT)
+			verdict = HG_VERDICT_DROP;
+		else if (action == TC_ACT_REDIRECT)
+			verdict = HG_VERDICT_TX; /* a reject's answer, back to the container */
 	}
 	hg_count(HG_HOOK_TC_CONTAINER, pkt.proto_class, verdict, len);
 	return action;

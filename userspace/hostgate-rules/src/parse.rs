@@ -2,7 +2,10 @@
 //! with its line and column, then whole-file checks (missing statements,
 //! shadowed rules).
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use hostgate_ipam::model::{valid_name, Cidr};
 
@@ -431,7 +434,7 @@ pub fn parse(file: &str, text: &str) -> Result<(Ruleset, Vec<Diagnostic>), Vec<D
             Some("say what happens to traffic no rule matches: `default drop` or `default allow`"),
         );
     }
-    let warnings = shadowed(file, &rules);
+    let warnings = order_warnings(file, &rules);
     if !p.errors.is_empty() {
         let mut all = p.errors;
         all.extend(warnings);
@@ -462,45 +465,96 @@ pub fn covers(earlier: &Rule, later: &Rule) -> bool {
     earlier.direction == later.direction && proto && from && to && ports && icmp
 }
 
-/// Earlier rules that might cover a later one: those from any source, and
-/// those listing a prefix that contains the later rule's first source
-/// (found over its ancestors), so checking stays near-linear in the rules.
-struct CoverIndex {
-    from_any: Vec<usize>,
-    by_prefix: HashMap<Cidr, Vec<usize>>,
+/// Whether two optional matches can both hold (`None`: anything).
+fn either<T: PartialEq>(x: Option<T>, y: Option<T>) -> bool {
+    x.is_none() || y.is_none() || x == y
 }
 
-impl CoverIndex {
-    fn candidates(&self, later: &Rule) -> Vec<usize> {
-        let mut c = self.from_any.clone();
-        if let Some(first) = later.from.first() {
-            for len in 0..=first.len {
-                let mask_v4 = |a: std::net::Ipv4Addr| {
-                    if len == 0 {
-                        0
-                    } else {
-                        u32::from(a) & (u32::MAX << (32 - u32::from(len)))
-                    }
-                };
-                let mask_v6 = |a: std::net::Ipv6Addr| {
-                    if len == 0 {
-                        0
-                    } else {
-                        u128::from(a) & (u128::MAX << (128 - u32::from(len)))
-                    }
-                };
-                let addr = match first.addr {
-                    IpAddr::V4(a) => IpAddr::from(mask_v4(a).to_be_bytes()),
-                    IpAddr::V6(a) => IpAddr::from(mask_v6(a).to_be_bytes()),
-                };
-                if let Some(v) = self.by_prefix.get(&Cidr { addr, len }) {
-                    c.extend(v);
-                }
+/// Whether some packet matches both rules.
+pub fn intersects(a: &Rule, b: &Rule) -> bool {
+    let cidrs = |x: &[Cidr], y: &[Cidr]| {
+        x.is_empty() || y.is_empty() || x.iter().any(|p| y.iter().any(|q| cidr_within(p, q) || cidr_within(q, p)))
+    };
+    let ports = a.ports.is_empty()
+        || b.ports.is_empty()
+        || a.ports.iter().any(|(lo, hi)| b.ports.iter().any(|(c, d)| lo <= d && c <= hi));
+    a.direction == b.direction
+        && either(a.proto, b.proto)
+        && either(a.icmp_type, b.icmp_type)
+        && ports
+        && cidrs(&a.from, &b.from)
+        && cidrs(&a.to, &b.to)
+}
+
+/// A source prefix as an ordered key: family, address as a number, length.
+type PrefixKey = (u8, u128, u8);
+
+fn prefix_key(c: &Cidr) -> PrefixKey {
+    match c.addr {
+        IpAddr::V4(a) => (4, u128::from(u32::from(a)), c.len),
+        IpAddr::V6(a) => (6, u128::from(a), c.len),
+    }
+}
+
+/// Earlier rules by source prefix, so that checking a rule against the
+/// earlier ones looks only at those whose sources can meet its own (rules
+/// from any source, prefixes containing or inside its sources), and
+/// checking stays near-linear in the rules.
+#[derive(Default)]
+struct SourceIndex {
+    from_any: Vec<usize>,
+    by_prefix: BTreeMap<PrefixKey, Vec<usize>>,
+    count: usize,
+}
+
+impl SourceIndex {
+    /// Earlier rules listing a prefix that contains `c` (found over its ancestors).
+    fn containing(&self, c: &Cidr, out: &mut Vec<usize>) {
+        let (family, addr, len) = prefix_key(c);
+        let bits = if family == 4 { 32 } else { 128 };
+        for l in 0..=len {
+            let host_bits = u32::from(bits - l);
+            let masked = if host_bits >= 128 { 0 } else { addr & (u128::MAX << host_bits) };
+            if let Some(v) = self.by_prefix.get(&(family, masked, l)) {
+                out.extend(v);
             }
         }
-        c.sort_unstable();
-        c.dedup();
-        c
+    }
+
+    /// Earlier rules listing a prefix inside `c` (a range of the ordered keys).
+    fn inside(&self, c: &Cidr, out: &mut Vec<usize>) {
+        let (family, addr, len) = prefix_key(c);
+        let bits = if family == 4 { 32u32 } else { 128 };
+        let host_bits = bits - u32::from(len);
+        let last = if host_bits >= 128 { u128::MAX } else { addr | !(u128::MAX << host_bits) };
+        for ((_, _, l), v) in self.by_prefix.range((family, addr, len)..=(family, last, u8::MAX)) {
+            if *l >= len {
+                out.extend(v);
+            }
+        }
+    }
+
+    /// Earlier rules that might take all of `later`'s traffic.
+    fn may_cover(&self, later: &Rule) -> Vec<usize> {
+        let mut c = self.from_any.clone();
+        if let Some(first) = later.from.first() {
+            self.containing(first, &mut c);
+        }
+        sorted(c)
+    }
+
+    /// Earlier rules whose sources can meet `later`'s: all of them when it
+    /// is from any source.
+    fn may_meet<'r>(&self, later: &Rule, rules: &'r [Rule]) -> Box<dyn Iterator<Item = &'r Rule> + 'r> {
+        if later.from.is_empty() {
+            return Box::new(rules[..self.count].iter());
+        }
+        let mut c = self.from_any.clone();
+        for p in &later.from {
+            self.containing(p, &mut c);
+            self.inside(p, &mut c);
+        }
+        Box::new(sorted(c).into_iter().map(move |i| &rules[i]))
     }
 
     fn add(&mut self, i: usize, rule: &Rule) {
@@ -508,31 +562,58 @@ impl CoverIndex {
             self.from_any.push(i);
         }
         for c in &rule.from {
-            self.by_prefix.entry(*c).or_default().push(i);
+            self.by_prefix.entry(prefix_key(c)).or_default().push(i);
         }
+        self.count = i + 1;
     }
 }
 
-/// Rules that can never match because an earlier rule takes all their traffic.
-fn shadowed(file: &str, rules: &[Rule]) -> Vec<Diagnostic> {
+fn sorted(mut v: Vec<usize>) -> Vec<usize> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Warnings about rule order: rules that can never match because an
+/// earlier rule takes all their traffic, and rules that partly overlap an
+/// earlier one with another action (where both match, the earlier decides,
+/// which is easy to miss). A specific rule above a general one (the usual
+/// exception) is neither.
+fn order_warnings(file: &str, rules: &[Rule]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let mut index = CoverIndex { from_any: Vec::new(), by_prefix: HashMap::new() };
+    let mut index = SourceIndex::default();
     for (j, later) in rules.iter().enumerate() {
-        let found = index.candidates(later).into_iter().map(|i| &rules[i]).find(|e| covers(e, later));
-        index.add(j, later);
-        if let Some(earlier) = found {
-            out.push(Diagnostic {
-                file: file.to_string(),
-                line: later.line,
-                column: 1,
-                severity: Severity::Warning,
-                message: format!(
+        let warning = |line: u32, message: String, hint: String| Diagnostic {
+            file: file.to_string(),
+            line,
+            column: 1,
+            severity: Severity::Warning,
+            message,
+            hint: Some(hint),
+        };
+        if let Some(earlier) = index.may_cover(later).into_iter().map(|i| &rules[i]).find(|e| covers(e, later)) {
+            out.push(warning(
+                later.line,
+                format!(
                     "this rule never matches: line {} ({}) takes all its traffic first",
                     earlier.line, earlier.action
                 ),
-                hint: Some(format!("remove it, or move it above line {}", earlier.line)),
-            });
+                format!("remove it, or move it above line {}", earlier.line),
+            ));
+        } else if let Some(earlier) =
+            index.may_meet(later, rules).find(|e| e.action != later.action && intersects(e, later) && !covers(later, e))
+        {
+            out.push(warning(
+                later.line,
+                format!(
+                    "this rule overlaps line {} ({}): where both match, line {} decides",
+                    earlier.line, earlier.action, earlier.line
+                ),
+                "split the rules so they do not overlap, or order them from the most specific to the most general"
+                    .to_string(),
+            ));
         }
+        index.add(j, later);
     }
     out
 }
@@ -611,6 +692,29 @@ allow out
         assert_eq!(
             w[0].to_string(),
             "t.rules:4:1: warning: this rule never matches: line 3 (allow) takes all its traffic first (hint: remove it, or move it above line 3)"
+        );
+    }
+
+    #[test]
+    fn partial_overlaps_with_another_action_are_warned() {
+        let (_, w) = parse(
+            "t.rules",
+            "customer a\ndefault drop\nallow tcp port 20-80 from 198.51.100.0/25\n\
+             drop tcp port 80-90 from 198.51.100.0/24\n\
+             allow tcp port 80-90 from 198.51.0.0/16\n\
+             allow tcp port 22 from 203.0.113.0/24\ndrop tcp port 22\ndrop udp port 22\n",
+        )
+        .expect("valid");
+        let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            w,
+            vec![
+                "t.rules:4:1: warning: this rule overlaps line 3 (allow): where both match, line 3 decides \
+                 (hint: split the rules so they do not overlap, or order them from the most specific to the most general)",
+                "t.rules:7:1: warning: this rule overlaps line 3 (allow): where both match, line 3 decides \
+                 (hint: split the rules so they do not overlap, or order them from the most specific to the most general)",
+            ],
+            "exceptions above the general rule (4 above 5, 6 above 7) and disjoint rules (8) are fine"
         );
     }
 

@@ -163,6 +163,30 @@ pub fn udp_ask(netns_path: &str, target: SocketAddr, count: usize) -> io::Result
     .map_err(|_| io::Error::other("client thread panicked"))?
 }
 
+/// One datagram from a connected socket in `netns_path` to `target`: the
+/// answer, or the error as text. A connected socket hears ICMP errors, so
+/// a port unreachable shows as "Connection refused".
+pub fn udp_ask_connected(netns_path: &str, target: SocketAddr) -> io::Result<Result<String, String>> {
+    let path = netns_path.to_string();
+    std::thread::spawn(move || -> io::Result<Result<String, String>> {
+        enter_netns(&path)?;
+        let any: SocketAddr =
+            if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(io::Error::other)?;
+        let s = UdpSocket::bind(any)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.connect(target)?;
+        let ask = || -> Result<String, String> {
+            s.send(b"who").map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 256];
+            let n = s.recv(&mut buf).map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        };
+        Ok(ask())
+    })
+    .join()
+    .map_err(|_| io::Error::other("client thread panicked"))?
+}
+
 /// `count` UDP sockets bound inside `netns_path`. A socket keeps its
 /// namespace, so the caller can use them from any thread: each is one flow.
 pub fn udp_flows(netns_path: &str, count: usize) -> io::Result<Vec<UdpSocket>> {

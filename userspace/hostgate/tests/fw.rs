@@ -261,6 +261,43 @@ fn outgoing_rules_hold_containers() {
 }
 
 #[test]
+fn outgoing_reject_answers_the_container() {
+    if !privileged("outgoing_reject_answers_the_container") {
+        return;
+    }
+    let (node, rules_dir) = firewalled_node("fwrej", 1);
+    let c = &node.topo.containers[0];
+    // Servers on the client, so that a refusal can only come from the rule.
+    let client = node.topo.client.path();
+    let _tcp = servers::tcp_identity(&client, "0.0.0.0:25".parse().expect("a"), "smtp").expect("server");
+    let _udp = servers::udp_identity(&client, "0.0.0.0:9".parse().expect("a"), "udp9").expect("server");
+    let smtp: std::net::SocketAddr = format!("{CLIENT_V4}:25").parse().expect("a");
+    let discard: std::net::SocketAddr = format!("{CLIENT_V4}:9").parse().expect("a");
+    let tcp = || servers::tcp_ask(&c.ns.path(), smtp, 1).expect("tcp").remove(0);
+    let udp = || servers::udp_ask_connected(&c.ns.path(), discard).expect("udp");
+    assert_eq!(tcp(), Ok("smtp".into()), "no rules: open");
+    assert_eq!(udp(), Ok("udp9".into()), "no rules: open");
+
+    std::fs::write(
+        rules_dir.path().join("acme.rules"),
+        "customer acme\ndefault allow\nreject out tcp port 25\nreject out udp port 9\n",
+    )
+    .expect("write");
+    ok(node.cli(&["rules", "apply"]));
+    let started = Instant::now();
+    let refused = tcp().expect_err("rejected");
+    assert!(refused.contains("refused"), "a RST answers the SYN: {refused}");
+    let refused = udp().expect_err("rejected");
+    assert!(refused.contains("refused"), "an ICMP port unreachable answers the datagram: {refused}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at once, not timed out");
+    let stats: RulesStatus = serde_json::from_str(&ok(node.cli(&["rules", "stats", "--json"]))).expect("json");
+    for line in [3, 4] {
+        let rule = stats.rules.iter().find(|r| r.line == Some(line)).expect("rule");
+        assert_eq!(rule.packets, 1, "rule on line {line} hit once");
+    }
+}
+
+#[test]
 fn containers_reach_out_through_snat_and_replies_get_back_in() {
     if !privileged("containers_reach_out_through_snat_and_replies_get_back_in") {
         return;
