@@ -14,6 +14,8 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("util-linux", "nsenter to run the daemon inside a namespace"),
     ("ethtool", "GRO and checksum settings of test veths"),
     ("nftables", "nft, which the daemon drives for source NAT"),
+    ("protobuf-compiler", "protoc, which etcd-client's build script runs"),
+    ("etcd-server", "the etcd that cluster tests and the cluster demo run"),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -9,8 +9,12 @@
 //!   applied atomically or not at all;
 //! - snapshot + watch: a consumer reads a prefix at revision R, then
 //!   receives every change after R in order. If the changes it asks for are
-//!   no longer kept, it gets [`StoreError::Compacted`] and re-reads.
+//!   no longer kept, it gets [`StoreError::Compacted`] and re-reads;
+//! - leases: keys put with a lease vanish (with delete events) when it is
+//!   revoked or not kept alive within its TTL. Cluster membership and IP
+//!   ownership rest on them.
 
+mod etcd_store;
 mod redb_store;
 
 use std::collections::BTreeMap;
@@ -18,10 +22,21 @@ use std::collections::BTreeMap;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-pub use crate::redb_store::RedbStore;
+pub use crate::{etcd_store::EtcdStore, redb_store::RedbStore};
 
 /// A store-wide revision; 0 before the first commit.
 pub type Revision = u64;
+
+/// Names a lease (never 0).
+pub type LeaseId = i64;
+
+/// A granted lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub id: LeaseId,
+    /// As granted, which may be longer than asked (etcd has a minimum).
+    pub ttl: std::time::Duration,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +50,8 @@ pub enum StoreError {
     Encode { key: String, source: serde_json::Error },
     #[error("the store is closed")]
     Closed,
+    #[error("lease {0:x} has expired")]
+    LeaseExpired(LeaseId),
 }
 
 /// A key with its value and revisions.
@@ -68,6 +85,8 @@ pub enum Compare {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Put(String, Vec<u8>),
+    /// A put whose key vanishes with the lease.
+    PutLeased(String, Vec<u8>, LeaseId),
     Delete(String),
     DeletePrefix(String),
 }
@@ -164,6 +183,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes under `prefix` committed after revision `after`.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watcher, StoreError>;
+
+    /// A new lease that lives `ttl` past each keep-alive.
+    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<Lease, StoreError>;
+
+    /// Renews `lease`; `Ok(false)` if it has expired (its keys are gone).
+    async fn keep_alive(&self, lease: LeaseId) -> Result<bool, StoreError>;
+
+    /// Ends `lease` now, deleting its keys.
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
+
+    /// Where the store lives, for people (a path or the etcd endpoints).
+    fn location(&self) -> String;
 }
 
 /// Keeps a local copy of a prefix up to date from a snapshot and a watch:

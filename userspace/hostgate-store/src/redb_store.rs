@@ -1,10 +1,13 @@
 //! The embedded backend: one redb file, fsynced on every commit, plus an
-//! in-memory log of recent commits that serves watchers.
+//! in-memory log of recent commits that serves watchers, and in-memory
+//! leases (a lease lives no longer than the process that holds the store,
+//! so keys left with a lease by a previous process are deleted on open).
 
 use std::{
-    collections::VecDeque,
-    path::Path,
+    collections::{HashMap, VecDeque},
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -12,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::{
-    Compare, Event, KeyValue, Op, Revision, Snapshot, Store, StoreError, Txn, TxnOutcome, WatchBatch, Watcher,
+    Compare, Event, KeyValue, Lease, LeaseId, Op, Revision, Snapshot, Store, StoreError, Txn, TxnOutcome, WatchBatch,
+    Watcher,
 };
 
 /// key -> JSON-encoded [`Record`].
@@ -28,6 +32,9 @@ struct Record {
     create_revision: Revision,
     mod_revision: Revision,
     value: Vec<u8>,
+    /// The lease the key goes with; 0: none.
+    #[serde(default)]
+    lease: LeaseId,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -50,11 +57,39 @@ struct Feed {
     watchers: Vec<WatchEntry>,
 }
 
+/// Live leases: id -> (TTL, deadline).
+#[derive(Default)]
+struct Leases {
+    next: LeaseId,
+    live: HashMap<LeaseId, (Duration, tokio::time::Instant)>,
+}
+
+/// A store that does not keep the database open.
+struct WeakStore {
+    db: std::sync::Weak<Database>,
+    feed: std::sync::Weak<Mutex<Feed>>,
+    leases: std::sync::Weak<Mutex<Leases>>,
+    path: PathBuf,
+}
+
+impl WeakStore {
+    fn upgrade(&self) -> Option<RedbStore> {
+        Some(RedbStore {
+            db: self.db.upgrade()?,
+            feed: self.feed.upgrade()?,
+            leases: self.leases.upgrade()?,
+            path: self.path.clone(),
+        })
+    }
+}
+
 /// The embedded store.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
     feed: Arc<Mutex<Feed>>,
+    leases: Arc<Mutex<Leases>>,
+    path: PathBuf,
 }
 
 impl RedbStore {
@@ -68,12 +103,76 @@ impl RedbStore {
         let store = RedbStore {
             db: Arc::new(db),
             feed: Arc::new(Mutex::new(Feed { log: VecDeque::new(), oldest_after: 0, watchers: Vec::new() })),
+            leases: Arc::new(Mutex::new(Leases { next: 1, live: HashMap::new() })),
+            path: path.to_path_buf(),
         };
+        // Leases died with the process that held them: so do their keys.
+        let orphans = store.keys_with_lease(|lease| lease != 0)?;
+        if !orphans.is_empty() {
+            store.commit_blocking(Txn { compares: vec![], ops: orphans.into_iter().map(Op::Delete).collect() })?;
+        }
         let rev = store.revision_blocking()?;
         store.lock_feed().oldest_after = rev;
         Ok(store)
     }
 
+    fn lock_leases(&self) -> MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keys whose lease satisfies `which`.
+    fn keys_with_lease(&self, which: impl Fn(LeaseId) -> bool) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let table = tx.open_table(KV).map_err(backend)?;
+        let mut keys = Vec::new();
+        for item in table.iter().map_err(backend)? {
+            let (k, v) = item.map_err(backend)?;
+            let r: Record = serde_json::from_slice(v.value())
+                .map_err(|source| StoreError::Decode { key: k.value().into(), source })?;
+            if which(r.lease) {
+                keys.push(k.value().to_string());
+            }
+        }
+        Ok(keys)
+    }
+
+    fn revoke_blocking(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.lock_leases().live.remove(&lease);
+        let doomed = self.keys_with_lease(|l| l == lease)?;
+        if !doomed.is_empty() {
+            self.commit_blocking(Txn { compares: vec![], ops: doomed.into_iter().map(Op::Delete).collect() })?;
+        }
+        Ok(())
+    }
+
+    /// Revokes `lease` once its deadline passes without a keep-alive. Holds
+    /// the store weakly: closing the store ends the task.
+    async fn expire_when_due(store: WeakStore, lease: LeaseId) {
+        loop {
+            let Some(me) = store.upgrade() else { return };
+            let deadline = match me.lock_leases().live.get(&lease) {
+                Some((_, deadline)) => *deadline,
+                None => return,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                if let Err(e) = me.blocking(move |s| s.revoke_blocking(lease)).await {
+                    tracing::warn!(lease, error = %e, "expiring a lease");
+                }
+                return;
+            }
+            drop(me);
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            db: Arc::downgrade(&self.db),
+            feed: Arc::downgrade(&self.feed),
+            leases: Arc::downgrade(&self.leases),
+            path: self.path.clone(),
+        }
+    }
     fn lock_feed(&self) -> MutexGuard<'_, Feed> {
         // A panic while holding the lock leaves consistent data (the log is
         // only appended after a commit), so poisoning is not fatal.
@@ -116,6 +215,11 @@ impl RedbStore {
             let revision = meta.get(REVISION_KEY).map_err(backend)?.map_or(0, |v| v.value()) + 1;
             let mut events = Vec::new();
             for op in txn.ops {
+                if let Op::PutLeased(_, _, lease) = &op {
+                    if !self.lock_leases().live.contains_key(lease) {
+                        return Err(StoreError::LeaseExpired(*lease));
+                    }
+                }
                 apply(&mut table, op, revision, &mut events)?;
             }
             meta.insert(REVISION_KEY, revision).map_err(backend)?;
@@ -185,6 +289,22 @@ fn compare_holds(table: &impl ReadableTable<&'static str, &'static [u8]>, c: &Co
     })
 }
 
+fn put(
+    table: &mut redb::Table<&'static str, &'static [u8]>,
+    key: String,
+    value: Vec<u8>,
+    lease: LeaseId,
+    revision: Revision,
+    events: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    let create_revision = read_record(table, &key)?.map_or(revision, |kv| kv.create_revision);
+    let record = Record { create_revision, mod_revision: revision, value, lease };
+    let raw = serde_json::to_vec(&record).map_err(|source| StoreError::Encode { key: key.clone(), source })?;
+    table.insert(key.as_str(), raw.as_slice()).map_err(backend)?;
+    events.push(Event::Put(KeyValue { key, value: record.value, create_revision, mod_revision: revision }));
+    Ok(())
+}
+
 fn apply(
     table: &mut redb::Table<&'static str, &'static [u8]>,
     op: Op,
@@ -192,13 +312,8 @@ fn apply(
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
     match op {
-        Op::Put(key, value) => {
-            let create_revision = read_record(table, &key)?.map_or(revision, |kv| kv.create_revision);
-            let record = Record { create_revision, mod_revision: revision, value };
-            let raw = serde_json::to_vec(&record).map_err(|source| StoreError::Encode { key: key.clone(), source })?;
-            table.insert(key.as_str(), raw.as_slice()).map_err(backend)?;
-            events.push(Event::Put(KeyValue { key, value: record.value, create_revision, mod_revision: revision }));
-        }
+        Op::Put(key, value) => put(table, key, value, 0, revision, events)?,
+        Op::PutLeased(key, value, lease) => put(table, key, value, lease, revision, events)?,
         Op::Delete(key) => {
             if table.remove(key.as_str()).map_err(backend)?.is_some() {
                 events.push(Event::Delete { key, mod_revision: revision });
@@ -249,6 +364,36 @@ impl Store for RedbStore {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watcher, StoreError> {
         self.watch_now(prefix, after)
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Lease, StoreError> {
+        let id = {
+            let mut leases = self.lock_leases();
+            let id = leases.next;
+            leases.next += 1;
+            leases.live.insert(id, (ttl, tokio::time::Instant::now() + ttl));
+            id
+        };
+        tokio::spawn(Self::expire_when_due(self.downgrade(), id));
+        Ok(Lease { id, ttl })
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<bool, StoreError> {
+        Ok(match self.lock_leases().live.get_mut(&lease) {
+            Some((ttl, deadline)) => {
+                *deadline = tokio::time::Instant::now() + *ttl;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.blocking(move |s| s.revoke_blocking(lease)).await
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
 }
 
@@ -329,6 +474,34 @@ mod tests {
         let s = RedbStore::open(&path).expect("reopen");
         assert!(matches!(s.watch("", 0).await, Err(StoreError::Compacted { requested: 0, oldest: 1 })));
         assert!(s.watch("", 1).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn leased_keys_vanish_with_their_lease() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        let s = RedbStore::open(&path).expect("open");
+        let short = s.grant_lease(Duration::from_millis(200)).await.expect("grant");
+        let kept = s.grant_lease(Duration::from_millis(200)).await.expect("grant");
+        let snap = s.snapshot("m/").await.expect("snap");
+        let mut w = s.watch("m/", snap.revision).await.expect("watch");
+        s.commit(Txn::new().then(Op::PutLeased("m/a".into(), vec![1], short.id))).await.expect("put");
+        s.commit(Txn::new().then(Op::PutLeased("m/b".into(), vec![2], kept.id))).await.expect("put");
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(s.keep_alive(kept.id).await.expect("keep alive"));
+        }
+        assert!(s.get("m/a").await.expect("get").is_none(), "expired without keep-alives");
+        assert!(s.get("m/b").await.expect("get").is_some(), "kept alive");
+        assert!(!s.keep_alive(short.id).await.expect("keep alive"), "an expired lease stays expired");
+        let put = s.commit(Txn::new().then(Op::PutLeased("m/c".into(), vec![3], short.id))).await;
+        assert!(matches!(put, Err(StoreError::LeaseExpired(_))), "{put:?}");
+        let events: Vec<_> = [w.recv().await, w.recv().await, w.recv().await].into_iter().flatten().collect();
+        assert!(matches!(&events[2].events[0], Event::Delete { key, .. } if key == "m/a"), "{events:?}");
+        drop(s);
+        // A new process: the old leases are gone, and their keys with them.
+        let s = RedbStore::open(&path).expect("reopen");
+        assert!(s.snapshot("m/").await.expect("snap").kvs.is_empty());
     }
 
     proptest! {

@@ -7,6 +7,7 @@
 //! addresses or routes: every link is created directly inside the test's
 //! namespaces.
 
+pub mod etcd;
 pub mod netns;
 pub mod packet;
 pub mod process;
@@ -14,6 +15,7 @@ pub mod sender;
 pub mod servers;
 pub mod topology;
 
+pub use etcd::EtcdServer;
 pub use netns::{Netns, TestbedError};
 pub use process::ChildGuard;
 pub use topology::{Container, NodeTopology};

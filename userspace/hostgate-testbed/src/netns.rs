@@ -13,6 +13,8 @@ pub enum TestbedError {
     Spawn { cmd: String, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Runs a command to completion; a non-zero exit is an error carrying stderr.
