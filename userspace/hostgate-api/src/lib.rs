@@ -34,14 +34,36 @@ pub struct Status {
     /// Seconds since the Unix epoch.
     pub started_at: u64,
     pub store: StoreStatus,
+    #[serde(default)]
+    pub cluster: ClusterStatus,
     pub dataplane: DataplaneStatus,
+}
+
+/// This node in its cluster (a cluster of one on the embedded store).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Whether the store is etcd, shared with other nodes.
+    pub clustered: bool,
+    /// joining | live | fenced.
+    pub standing: String,
+    /// The membership lease, in hex, while live.
+    pub lease: Option<String>,
+    /// Live members, by name.
+    pub members: Vec<String>,
+    /// The store revision this node has applied everything up to: equal on
+    /// every node once they have converged.
+    pub config_revision: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoreStatus {
     pub backend: String,
     pub location: String,
+    /// The store's current revision (0 if it does not answer).
     pub revision: u64,
+    /// Why the store did not answer, if it did not.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -201,6 +223,8 @@ pub struct Applied<T> {
 
 pub const NODES: &str = "/v1/nodes";
 pub const NODE_REMOVE: &str = "/v1/nodes/remove";
+pub const NODE_DRAIN: &str = "/v1/nodes/drain";
+pub const NODE_UNDRAIN: &str = "/v1/nodes/undrain";
 
 /// A node of the registry (`GET /v1/nodes`, and the body of `POST /v1/nodes`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -211,6 +235,18 @@ pub struct NodeView {
     /// Whether this is the answering daemon's own node.
     #[serde(default)]
     pub this_node: bool,
+    /// "up" while the node holds a membership lease, else "down".
+    #[serde(default)]
+    pub state: String,
+    /// Drained nodes take no customer IPs (`hostgate node drain`).
+    #[serde(default)]
+    pub drained: bool,
+    /// Share of unpinned IPs, while up.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Customer IPs the node holds now.
+    #[serde(default)]
+    pub ips: usize,
 }
 
 /// `POST /v1/nodes/remove`.

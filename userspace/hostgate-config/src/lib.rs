@@ -19,6 +19,12 @@
 //! container_interfaces = []
 //! xdp_mode = "auto"          # auto | native | generic
 //!
+//! [cluster]                  # absent: one node, embedded store
+//! etcd_endpoints = ["http://198.18.1.254:2379"]
+//! key_prefix = "hostgate/"
+//! lease_ttl_secs = 1         # a dead node's IPs move after about this long
+//! weight = 100               # this node's share of unpinned IPs
+//!
 //! [log]
 //! format = "text"            # text | json
 //! level = "info"             # a tracing filter, e.g. "info,hostgate_dataplane=debug"
@@ -66,7 +72,50 @@ pub struct Config {
     #[serde(default)]
     pub firewall: FirewallConfig,
     #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Cluster membership. Without etcd endpoints the node is a cluster of one
+/// on its embedded store.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://HOST:PORT`); empty: embedded store.
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    /// Every key hostgate writes goes under this prefix, so clusters can share an etcd.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Membership lease: a node that stops renewing it for this long is
+    /// out, and its IPs move. It withdraws its own addresses before then.
+    #[serde(default = "default_lease_ttl_secs")]
+    pub lease_ttl_secs: u32,
+    /// This node's relative share of unpinned IPs (1-1000).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            etcd_endpoints: Vec::new(),
+            key_prefix: default_key_prefix(),
+            lease_ttl_secs: default_lease_ttl_secs(),
+            weight: default_weight(),
+        }
+    }
+}
+
+fn default_key_prefix() -> String {
+    "hostgate/".into()
+}
+fn default_lease_ttl_secs() -> u32 {
+    1
+}
+fn default_weight() -> u32 {
+    100
 }
 
 /// The firewall: where its rules files are.
@@ -256,6 +305,21 @@ impl Config {
                 return bad("firewall.rules_dir", format!("{} must be an absolute path", dir.display()));
             }
         }
+        let cluster = &self.cluster;
+        for (i, url) in cluster.etcd_endpoints.iter().enumerate() {
+            if let Err(problem) = check_endpoint(url) {
+                return bad(&format!("cluster.etcd_endpoints[{i}]"), problem);
+            }
+        }
+        if cluster.key_prefix.is_empty() || !cluster.key_prefix.ends_with('/') {
+            return bad("cluster.key_prefix", format!("{:?} must be non-empty and end with '/'", cluster.key_prefix));
+        }
+        if !(1..=60).contains(&cluster.lease_ttl_secs) {
+            return bad("cluster.lease_ttl_secs", format!("{} is not between 1 and 60", cluster.lease_ttl_secs));
+        }
+        if !(1..=1000).contains(&cluster.weight) {
+            return bad("cluster.weight", format!("{} is not between 1 and 1000", cluster.weight));
+        }
         if self.ip.announce_count > 100 {
             return bad("ip.announce_count", format!("{} is more than 100", self.ip.announce_count));
         }
@@ -283,7 +347,23 @@ fn check_cidr(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `http://HOST:PORT` or `https://HOST:PORT`.
+fn check_endpoint(url: &str) -> Result<(), String> {
+    let bad = || format!("{url:?} is not http://HOST:PORT (an etcd client URL)");
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(bad)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 impl Config {
+    /// Whether this node is part of an etcd cluster.
+    pub fn clustered(&self) -> bool {
+        !self.cluster.etcd_endpoints.is_empty()
+    }
+
     /// The interface customer IPs go on.
     pub fn ip_interface(&self) -> &str {
         self.ip.interface.as_deref().or(self.dataplane.uplinks.first().map(String::as_str)).unwrap_or("lo")
@@ -356,6 +436,21 @@ container_interfaces = ["veth1", "veth2"]
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new("hg.toml")).expect_err("must be rejected").to_string()
+    }
+
+    #[test]
+    fn cluster_fields_are_checked() {
+        let with = |extra: &str| format!("{GOOD}\n[cluster]\n{extra}\n");
+        assert_eq!(
+            err(&with("etcd_endpoints = [\"198.18.1.254:2379\"]")),
+            "hg.toml: cluster.etcd_endpoints[0]: \"198.18.1.254:2379\" is not http://HOST:PORT (an etcd client URL)"
+        );
+        assert_eq!(err(&with("lease_ttl_secs = 0")), "hg.toml: cluster.lease_ttl_secs: 0 is not between 1 and 60");
+        assert_eq!(err(&with("weight = 0")), "hg.toml: cluster.weight: 0 is not between 1 and 1000");
+        let c = Config::parse(&with("etcd_endpoints = [\"http://198.18.1.254:2379\"]"), Path::new("hg.toml"))
+            .expect("valid");
+        assert!(c.clustered());
+        assert_eq!((c.cluster.lease_ttl_secs, c.cluster.key_prefix.as_str()), (1, "hostgate/"));
     }
 
     #[test]

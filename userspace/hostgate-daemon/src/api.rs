@@ -26,6 +26,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::BACKEND_REMOVE, post(lb::remove_backend))
         .route(hostgate_api::NODES, get(nodes::list).post(nodes::add))
         .route(hostgate_api::NODE_REMOVE, post(nodes::remove))
+        .route(hostgate_api::NODE_DRAIN, post(nodes::drain))
+        .route(hostgate_api::NODE_UNDRAIN, post(nodes::undrain))
         .route(hostgate_api::CUSTOMERS, get(ips::list_customers).post(ips::add_customer))
         .route(hostgate_api::CUSTOMER_SHOW, post(ips::show_customer))
         .route(hostgate_api::CUSTOMER_REMOVE, post(ips::remove_customer))

@@ -25,7 +25,7 @@ pub async fn add(State(d): State<Arc<Daemon>>, Json(req): Json<ContainerView>) -
                 .map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("ip: {ip:?} is not an IP address")))?,
         );
     }
-    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |x| x.as_secs());
+    let created = crate::now();
     let c = Container {
         name: req.name.clone(),
         customer: req.customer.clone(),

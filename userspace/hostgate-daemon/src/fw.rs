@@ -7,7 +7,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use axum::{extract::State, Json};
@@ -16,7 +16,7 @@ use hostgate_ipam::model::{keys, Assignment, Container};
 use hostgate_rules::{tables, Action, Severity};
 use tracing::{info, warn};
 
-use crate::{api::Failure, Daemon};
+use crate::{api::Failure, now, Daemon};
 
 /// The `*.rules` files (path, modified, size) and the store revision of
 /// customers and IPs a reload saw: when neither changed, nothing to do.
@@ -32,10 +32,6 @@ pub struct FwState {
     pub last_errors: Vec<String>,
     /// Directory fingerprint and IP revision of the last attempt.
     seen: Option<Seen>,
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `*.rules` files with their modification times and sizes, sorted.

@@ -17,7 +17,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::Daemon;
+use crate::{now, Daemon};
 
 /// What the store holds about a backend's health.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,10 +34,6 @@ pub fn prefix(node: &str) -> String {
 
 pub fn key(node: &str, backend_id: u32) -> String {
     format!("{}{backend_id}", prefix(node))
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Follows the declared backends and keeps one checker per checked backend.

@@ -2,22 +2,25 @@
 //! reconciler that puts this node's share on its interface, announces it,
 //! and takes off what it no longer owns (only addresses it added itself).
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{extract::State, http::StatusCode, Json};
 use hostgate_api::{CustomerRef, CustomerRequest, CustomerView, IpRef, IpRequest, IpView};
 use hostgate_ipam::{
     announce,
     model::{check_assignable, keys, valid_name, Assignment, Cidr, Customer},
+    ownership::{self, address_wanted, candidates, desired_owner, Claim, Member, Step},
+    placement::Candidate,
 };
-use hostgate_store::{Compare, Mirror, Op, Txn, TxnOutcome};
+use hostgate_store::{Compare, KeyValue, LeaseId, Mirror, Op, StoreError, Txn, TxnOutcome};
 use tracing::{info, warn};
 
-use crate::{api::Failure, netif, Daemon};
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+use crate::{api::Failure, netif, now, Daemon};
 
 fn err(e: impl Into<anyhow::Error>) -> Failure {
     Failure::from(e.into())
@@ -32,10 +35,66 @@ fn pools(d: &Daemon) -> Vec<Cidr> {
     d.config.ip.pools.iter().filter_map(|p| p.parse().ok()).collect()
 }
 
-/// The node that answers for an assignment: its pinned node, else this
-/// one (placement over several nodes needs cluster membership).
-fn owner(d: &Daemon, a: &Assignment) -> String {
-    a.pinned_node.clone().unwrap_or_else(|| d.config.node_name.clone())
+/// The cluster as the store shows it: who is live, who is drained, who
+/// holds which IP, and the assignments.
+pub(crate) struct ClusterView {
+    pub members: BTreeMap<String, Member>,
+    pub drained: Vec<String>,
+    pub claims: BTreeMap<IpAddr, (Claim, KeyValue)>,
+    pub assignments: Vec<Assignment>,
+}
+
+impl ClusterView {
+    pub fn from_entries<'a>(entries: impl Iterator<Item = &'a KeyValue>) -> Self {
+        let mut view =
+            ClusterView { members: BTreeMap::new(), drained: vec![], claims: BTreeMap::new(), assignments: vec![] };
+        for kv in entries {
+            if kv.key.starts_with(ownership::keys::MEMBERS) {
+                if let Ok(m) = kv.decode::<Member>() {
+                    view.members.insert(m.node.clone(), m);
+                }
+            } else if let Some(node) = kv.key.strip_prefix(ownership::keys::DRAINED) {
+                view.drained.push(node.to_string());
+            } else if let Some(addr) = kv.key.strip_prefix(ownership::keys::CLAIMS) {
+                if let (Ok(addr), Ok(claim)) = (addr.parse(), kv.decode::<Claim>()) {
+                    view.claims.insert(addr, (claim, kv.clone()));
+                }
+            } else if kv.key.starts_with(keys::IPS) {
+                if let Ok(a) = kv.decode::<Assignment>() {
+                    view.assignments.push(a);
+                }
+            }
+        }
+        view
+    }
+
+    pub async fn read(d: &Daemon) -> Result<Self, Failure> {
+        let snap = d.store.snapshot("").await.map_err(err)?;
+        Ok(Self::from_entries(snap.kvs.iter()))
+    }
+
+    pub fn candidates(&self) -> Vec<Candidate> {
+        candidates(self.members.values(), &self.drained)
+    }
+
+    pub fn claim_holder(&self, addr: IpAddr) -> Option<&str> {
+        self.claims.get(&addr).map(|(c, _)| c.node.as_str())
+    }
+}
+
+/// Refuses a node that is not a live member (for `--node` and `--to`).
+fn check_live(view: &ClusterView, field: &str, node: &str) -> Result<(), Failure> {
+    if !valid_name(node) {
+        return Err(bad(format!("{field}: {node:?} is not a node name")));
+    }
+    if !view.members.contains_key(node) {
+        let live: Vec<&str> = view.members.keys().map(String::as_str).collect();
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("{field}: node {node} is not a live member of the cluster (live: {})", live.join(", ")),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn add_customer(
@@ -63,43 +122,42 @@ async fn assignments(d: &Daemon) -> Result<Vec<Assignment>, Failure> {
     Ok(snap.kvs.iter().filter_map(|kv| kv.decode().ok()).collect())
 }
 
-async fn ip_view(d: &Daemon, a: &Assignment, local: &[IpAddr]) -> IpView {
-    let owner = owner(d, a);
-    let mine = owner == d.config.node_name;
-    let state = match (mine, local.contains(&a.addr)) {
-        (true, true) => "active",
-        (true, false) => "pending",
-        (false, _) => "remote",
+/// An IP as `ip list` shows it: the node holding its claim ("active"),
+/// else the node it is headed for ("pending"), or none ("unplaced").
+fn ip_view(view: &ClusterView, candidates: &[Candidate], a: &Assignment) -> IpView {
+    let (owner, state) = match (view.claim_holder(a.addr), desired_owner(a, candidates)) {
+        (Some(holder), _) => (Some(holder.to_string()), "active"),
+        (None, Some(next)) => (Some(next.to_string()), "pending"),
+        (None, None) => (None, "unplaced"),
     };
     IpView {
         addr: a.addr.to_string(),
         customer: a.customer.clone(),
-        owner: Some(owner),
+        owner,
         pinned: a.pinned_node.is_some(),
         state: state.into(),
         since: a.since,
     }
 }
 
-async fn local_ours(d: &Daemon) -> Vec<IpAddr> {
-    match netif::Addresses::connect(d.config.ip_interface()) {
-        Ok(a) => a.list().await.map(|l| l.into_iter().filter(|x| x.ours).map(|x| x.addr).collect()).unwrap_or_default(),
-        Err(_) => vec![],
-    }
-}
-
 pub async fn list_customers(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<CustomerView>>, Failure> {
     let snap = d.store.snapshot(keys::CUSTOMERS).await.map_err(err)?;
-    let ips = assignments(&d).await?;
-    let local = local_ours(&d).await;
-    let mut out = Vec::new();
-    for c in snap.kvs.iter().filter_map(|kv| kv.decode::<Customer>().ok()) {
-        let mut views = Vec::new();
-        for a in ips.iter().filter(|a| a.customer == c.name) {
-            views.push(ip_view(&d, a, &local).await);
-        }
-        out.push(CustomerView { name: c.name, description: c.description, created: c.created, ips: views });
-    }
+    let view = ClusterView::read(&d).await?;
+    let candidates = view.candidates();
+    let out = snap
+        .kvs
+        .iter()
+        .filter_map(|kv| kv.decode::<Customer>().ok())
+        .map(|c| {
+            let ips = view
+                .assignments
+                .iter()
+                .filter(|a| a.customer == c.name)
+                .map(|a| ip_view(&view, &candidates, a))
+                .collect();
+            CustomerView { name: c.name, description: c.description, created: c.created, ips }
+        })
+        .collect();
     Ok(Json(out))
 }
 
@@ -140,9 +198,7 @@ pub async fn assign(State(d): State<Arc<Daemon>>, Json(req): Json<IpRequest>) ->
     let addr: IpAddr = req.addr.parse().map_err(|_| bad(format!("address: {:?} is not an IP address", req.addr)))?;
     check_assignable(addr, &pools(&d)).map_err(|e| bad(e.to_string()))?;
     if let Some(node) = &req.node {
-        if !valid_name(node) {
-            return Err(bad(format!("node: {node:?} is not a node name")));
-        }
+        check_live(&ClusterView::read(&d).await?, "node", node)?;
     }
     // An address the host already has (and hostgate did not add) is the host's.
     let iface = d.config.ip_interface().to_string();
@@ -162,7 +218,8 @@ pub async fn assign(State(d): State<Arc<Daemon>>, Json(req): Json<IpRequest>) ->
     match d.store.commit(txn).await.map_err(err)? {
         TxnOutcome::Committed(_) => {
             info!(%addr, customer = %a.customer, "IP assigned");
-            Ok(Json(ip_view(&d, &a, &[]).await))
+            let view = ClusterView::read(&d).await?;
+            Ok(Json(ip_view(&view, &view.candidates(), &a)))
         }
         TxnOutcome::CompareFailed(0) => Err(Failure(
             StatusCode::NOT_FOUND,
@@ -178,12 +235,9 @@ pub async fn assign(State(d): State<Arc<Daemon>>, Json(req): Json<IpRequest>) ->
 }
 
 pub async fn list_ips(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<IpView>>, Failure> {
-    let local = local_ours(&d).await;
-    let mut out = Vec::new();
-    for a in assignments(&d).await? {
-        out.push(ip_view(&d, &a, &local).await);
-    }
-    Ok(Json(out))
+    let view = ClusterView::read(&d).await?;
+    let candidates = view.candidates();
+    Ok(Json(view.assignments.iter().map(|a| ip_view(&view, &candidates, a)).collect()))
 }
 
 pub async fn release(State(d): State<Arc<Daemon>>, Json(req): Json<IpRef>) -> Result<Json<IpRef>, Failure> {
@@ -204,9 +258,7 @@ pub async fn release(State(d): State<Arc<Daemon>>, Json(req): Json<IpRef>) -> Re
 pub async fn move_ip(State(d): State<Arc<Daemon>>, Json(req): Json<IpRef>) -> Result<Json<IpView>, Failure> {
     let addr: IpAddr = req.addr.parse().map_err(|_| bad(format!("address: {:?} is not an IP address", req.addr)))?;
     let to = req.to.clone().ok_or_else(|| bad("to: name the node to move the IP to (--to NAME)"))?;
-    if !valid_name(&to) {
-        return Err(bad(format!("to: {to:?} is not a node name")));
-    }
+    check_live(&ClusterView::read(&d).await?, "to", &to)?;
     let Some(kv) = d.store.get(&keys::ip(addr)).await.map_err(err)? else {
         return Err(Failure(StatusCode::NOT_FOUND, format!("{addr} is not assigned")));
     };
@@ -218,45 +270,144 @@ pub async fn move_ip(State(d): State<Arc<Daemon>>, Json(req): Json<IpRef>) -> Re
     match d.store.commit(txn).await.map_err(err)? {
         TxnOutcome::Committed(_) => {
             info!(%addr, %to, "IP moved");
-            Ok(Json(ip_view(&d, &a, &[]).await))
+            let view = ClusterView::read(&d).await?;
+            Ok(Json(ip_view(&view, &view.candidates(), &a)))
         }
         TxnOutcome::CompareFailed(_) => Err(Failure(StatusCode::CONFLICT, format!("{addr} changed meanwhile; retry"))),
     }
 }
 
-/// Keeps this node's interface holding exactly the IPs it owns.
+/// Keeps this node's interface holding exactly the IPs it has claimed:
+/// follows the whole store (assignments, members, drains, claims) and this
+/// node's standing, and re-checks the interface every few seconds.
 pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let d = &d;
     let iface = d.config.ip_interface().to_string();
     let addrs = netif::Addresses::connect(&iface)?;
-    let snap = d.store.snapshot(keys::IPS).await?;
-    let mut watch = d.store.watch(keys::IPS, snap.revision).await?;
+    let mut standing = d.standing.subscribe();
+    let snap = d.store.snapshot("").await?;
+    let mut watch = d.store.watch("", snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
-        apply(d, &addrs, &iface, &mirror).await?;
-        let Some(batch) = watch.recv().await else { anyhow::bail!("the store's watch ended") };
-        mirror.apply(&batch);
-        while let Ok(more) = watch.try_recv() {
-            mirror.apply(&more);
+        reconcile(d, &addrs, &iface, &mirror).await?;
+        d.config_revision.send_replace(mirror.revision);
+        tokio::select! {
+            batch = watch.recv() => {
+                let Some(batch) = batch else { anyhow::bail!("the store's watch ended") };
+                mirror.apply(&batch);
+                while let Ok(more) = watch.try_recv() {
+                    mirror.apply(&more);
+                }
+            }
+            changed = standing.changed() => changed?,
+            _ = tick.tick() => {}
         }
     }
 }
 
-async fn apply(d: &Arc<Daemon>, addrs: &netif::Addresses, iface: &str, mirror: &Mirror) -> anyhow::Result<()> {
-    let wanted: BTreeMap<IpAddr, Assignment> = mirror
-        .entries
-        .values()
-        .filter_map(|kv| kv.decode::<Assignment>().ok())
-        .filter(|a| owner(d, a) == d.config.node_name)
-        .map(|a| (a.addr, a))
-        .collect();
+/// One pass: claims and releases in the store, then the interface.
+async fn reconcile(d: &Arc<Daemon>, addrs: &netif::Addresses, iface: &str, mirror: &Mirror) -> anyhow::Result<()> {
+    let me = d.config.node_name.as_str();
+    let view = ClusterView::from_entries(mirror.entries.values());
+    let candidates = view.candidates();
+    let lease = d.standing.borrow().lease();
+    let mut wanted = BTreeSet::new();
+    let mut releases = Vec::new();
+    for a in &view.assignments {
+        let claim = view.claims.get(&a.addr);
+        let step = ownership::step(me, lease.is_some(), desired_owner(a, &candidates), view.claim_holder(a.addr));
+        let Some(lease) = lease else { continue }; // fenced or joining: holds nothing
+        let held = match step {
+            Step::Claim => claim_ip(d, a.addr, lease).await?,
+            Step::Hold => match claim {
+                Some((c, kv)) if c.lease != lease => rebind(d, kv, c, lease).await?,
+                _ => true,
+            },
+            Step::Release => {
+                if let Some((_, kv)) = claim {
+                    releases.push(kv.clone());
+                }
+                false
+            }
+            Step::Wait | Step::Absent => false,
+        };
+        if held && address_wanted(step) {
+            wanted.insert(a.addr);
+        }
+    }
+    // Claims on IPs no longer assigned go too.
+    if lease.is_some() {
+        let assigned: BTreeSet<IpAddr> = view.assignments.iter().map(|a| a.addr).collect();
+        for (addr, (claim, kv)) in &view.claims {
+            if claim.node == me && !assigned.contains(addr) {
+                releases.push(kv.clone());
+            }
+        }
+    }
+    set_addresses(d, addrs, iface, &wanted, lease).await?;
+    // Released only once the address is gone, so no two nodes ever hold it.
+    for kv in releases {
+        let txn = Txn::new().when(Compare::ModRevision(kv.key.clone(), kv.mod_revision)).then(Op::Delete(kv.key));
+        d.store.commit(txn).await?;
+    }
+    Ok(())
+}
+
+/// Claims `addr` for this node if nobody holds it; whether it did.
+async fn claim_ip(d: &Daemon, addr: IpAddr, lease: LeaseId) -> anyhow::Result<bool> {
+    let claim = Claim { node: d.config.node_name.clone(), since: now(), lease };
+    let key = ownership::keys::claim(addr);
+    let value = serde_json::to_vec(&claim)?;
+    let txn = Txn::new().when(Compare::Absent(key.clone())).then(Op::PutLeased(key, value, lease));
+    match d.store.commit(txn).await {
+        Ok(TxnOutcome::Committed(_)) => {
+            info!(%addr, "claimed");
+            Ok(true)
+        }
+        Ok(TxnOutcome::CompareFailed(_)) | Err(StoreError::LeaseExpired(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Binds this node's claim from an earlier lease (a previous daemon) to
+/// the current one; whether the claim is held.
+async fn rebind(d: &Daemon, kv: &KeyValue, claim: &Claim, lease: LeaseId) -> anyhow::Result<bool> {
+    let value = serde_json::to_vec(&Claim { lease, ..claim.clone() })?;
+    let txn = Txn::new().when(Compare::ModRevision(kv.key.clone(), kv.mod_revision)).then(Op::PutLeased(
+        kv.key.clone(),
+        value,
+        lease,
+    ));
+    match d.store.commit(txn).await {
+        Ok(TxnOutcome::Committed(_)) => Ok(true),
+        Ok(TxnOutcome::CompareFailed(_)) | Err(StoreError::LeaseExpired(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes the interface hold exactly `wanted` of hostgate's addresses. Adds
+/// only while still live on `lease` (checked under the address lock, which
+/// fencing takes too); addresses hostgate did not add are never touched.
+async fn set_addresses(
+    d: &Arc<Daemon>,
+    addrs: &netif::Addresses,
+    iface: &str,
+    wanted: &BTreeSet<IpAddr>,
+    lease: Option<LeaseId>,
+) -> anyhow::Result<()> {
+    let _lock = d.addresses_lock.lock().await;
+    let live = lease.is_some() && d.standing.borrow().lease() == lease;
     let present = addrs.list().await?;
-    for a in present.iter().filter(|a| a.ours && !wanted.contains_key(&a.addr)) {
+    for a in present.iter().filter(|a| a.ours && !(live && wanted.contains(&a.addr))) {
         if addrs.remove_ours(a.addr).await? {
             info!(addr = %a.addr, %iface, "customer IP withdrawn");
         }
     }
-    for addr in wanted.keys() {
+    if !live {
+        return Ok(());
+    }
+    for addr in wanted {
         if present.iter().any(|p| p.addr == *addr && !p.ours) {
             warn!(%addr, %iface, "customer IP is also a host address; leaving it to the host");
             continue;
@@ -270,6 +421,19 @@ async fn apply(d: &Arc<Daemon>, addrs: &netif::Addresses, iface: &str, mirror: &
                     warn!(%addr, error = format!("{e:#}"), "announcement failed");
                 }
             });
+        }
+    }
+    Ok(())
+}
+
+/// Removes every customer address hostgate added here (fencing, shutdown).
+/// The caller holds the address lock.
+pub(crate) async fn withdraw_all(d: &Daemon) -> anyhow::Result<()> {
+    let iface = d.config.ip_interface();
+    let addrs = netif::Addresses::connect(iface)?;
+    for a in addrs.list().await?.into_iter().filter(|a| a.ours) {
+        if addrs.remove_ours(a.addr).await? {
+            info!(addr = %a.addr, %iface, "customer IP withdrawn");
         }
     }
     Ok(())

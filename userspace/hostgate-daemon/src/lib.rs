@@ -14,6 +14,7 @@ mod fw;
 mod health;
 mod ips;
 mod lb;
+mod members;
 mod netif;
 mod nodes;
 mod snat;
@@ -27,7 +28,7 @@ use std::{
 use anyhow::Context;
 use hostgate_config::{Config, LogFormat, XdpMode};
 use hostgate_dataplane::{Dataplane, DataplaneSpec, XdpModeChoice};
-use hostgate_store::{Op, RedbStore, Store, Txn};
+use hostgate_store::{EtcdStore, Op, RedbStore, Store, Txn};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
@@ -35,7 +36,13 @@ use tracing::{info, warn};
 pub struct Daemon {
     pub config: Config,
     pub store: Arc<dyn Store>,
-    pub store_location: String,
+    /// Where this node stands in the cluster (lease, fenced).
+    pub standing: tokio::sync::watch::Sender<members::Standing>,
+    /// Held while customer addresses are added or withdrawn, so that fencing
+    /// and the IP reconciler never interleave.
+    pub addresses_lock: tokio::sync::Mutex<()>,
+    /// The store revision the IP reconciler has seen everything up to.
+    pub config_revision: tokio::sync::watch::Sender<u64>,
     /// `None` after `hostgate dataplane detach`.
     pub dataplane: Mutex<Option<Dataplane>>,
     pub started_at: u64,
@@ -56,6 +63,34 @@ impl Daemon {
     pub fn fw_state(&self) -> std::sync::MutexGuard<'_, fw::FwState> {
         self.fw.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The store: etcd when the config names endpoints, else the embedded one
+/// in `state_dir`.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if config.clustered() {
+        let c = &config.cluster;
+        let patience = std::time::Duration::from_secs(30);
+        let store = EtcdStore::connect(&c.etcd_endpoints, &c.key_prefix, etcd_timeout(config), patience)
+            .await
+            .context("connecting to etcd (cluster.etcd_endpoints)")?;
+        return Ok(Arc::new(store));
+    }
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
+    let path = config.state_dir.join("state.redb");
+    Ok(Arc::new(RedbStore::open(&path).context("opening the store (is another daemon using this state_dir?)")?))
+}
+
+/// How long one etcd request may take: a quarter of the lease, so that a
+/// renewal can fail and be retried before the node must fence itself.
+fn etcd_timeout(config: &Config) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::from(config.cluster.lease_ttl_secs) * 250)
 }
 
 /// Sets up `tracing` for the process: text for people, JSON for shippers.
@@ -94,11 +129,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let socket = config.api.socket.clone();
     refuse_if_running(&socket).await?;
 
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
-    let store_path = config.state_dir.join("state.redb");
-    let store = RedbStore::open(&store_path).context("opening the store (is another daemon using this state_dir?)")?;
-    info!(path = %store_path.display(), "store open");
+    let store = open_store(&config).await?;
+    info!(store = %store.location(), "store open");
 
     let spec = dataplane_spec(&config);
     let node_addrs = config.node_addresses.clone();
@@ -111,10 +143,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .context("data plane task")?
     .context("bringing up the data plane")?;
 
-    let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let started_at = now();
     let daemon = Arc::new(Daemon {
-        store: Arc::new(store),
-        store_location: store_path.display().to_string(),
+        store,
+        standing: tokio::sync::watch::Sender::new(members::Standing::Joining),
+        addresses_lock: tokio::sync::Mutex::new(()),
+        config_revision: tokio::sync::watch::Sender::new(0),
         dataplane: Mutex::new(Some(dataplane)),
         started_at,
         config,
@@ -124,6 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     publish_status(&daemon).await?;
     nodes::register_self(&daemon).await?;
+    tokio::spawn(members::run(daemon.clone()));
     spawn_follower("load balancer reconciler", &daemon, lb::follow);
     spawn_follower("health checker", &daemon, health::follow);
     spawn_follower("neighbour keeper", &daemon, nodes::neighbour_loop);
@@ -135,6 +170,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");
     let served = axum::serve(listener, api::router(daemon.clone())).with_graceful_shutdown(shutdown_signal()).await;
     let _ = std::fs::remove_file(&socket);
+    if daemon.config.clustered() {
+        members::leave(&daemon).await;
+    }
     served.context("serving the API")?;
     if daemon.dataplane().is_some() {
         info!("stopping; the data plane stays attached (pinned) and keeps forwarding");

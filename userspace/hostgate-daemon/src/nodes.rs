@@ -1,16 +1,23 @@
 //! The node registry: `nodes/<name>` holds each node's underlay addresses.
-//! A daemon registers itself at start (from `node_addresses`); other nodes
-//! are added by operators (`hostgate node add`) until cluster membership
-//! does it for them.
+//! A daemon registers itself at start (from `node_addresses`); nodes outside
+//! the cluster (DSR targets) are added by operators (`hostgate node add`).
+//! `node list` joins the registry with membership (`members/`, leased),
+//! drains (`drained/`) and claims; `node drain` moves a node's IPs away.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use axum::{extract::State, http::StatusCode, Json};
 use hostgate_api::{NodeRef, NodeView};
 use hostgate_store::{KeyValue, Op, Txn};
 use serde::{Deserialize, Serialize};
 
-use crate::{api::Failure, Daemon};
+use hostgate_ipam::ownership::keys;
+
+use crate::{api::Failure, ips::ClusterView, Daemon};
 
 pub const PREFIX: &str = "nodes/";
 
@@ -41,17 +48,55 @@ pub async fn register_self(daemon: &Daemon) -> anyhow::Result<()> {
 }
 
 pub async fn list(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<NodeView>>, Failure> {
-    let snap = d.store.snapshot(PREFIX).await.map_err(|e| Failure::from(anyhow::Error::from(e)))?;
+    let snap = d.store.snapshot("").await.map_err(|e| Failure::from(anyhow::Error::from(e)))?;
+    let registry = decode(snap.kvs.iter().filter(|kv| kv.key.starts_with(PREFIX)));
+    let view = ClusterView::from_entries(snap.kvs.iter());
+    let names: BTreeSet<&String> = registry.keys().chain(view.members.keys()).collect();
     Ok(Json(
-        decode(snap.kvs.iter())
+        names
             .into_iter()
-            .map(|(name, addrs)| NodeView {
-                this_node: name == d.config.node_name,
-                name,
-                addresses: addrs.iter().map(ToString::to_string).collect(),
+            .map(|name| {
+                let member = view.members.get(name);
+                NodeView {
+                    this_node: *name == d.config.node_name,
+                    name: name.clone(),
+                    addresses: registry.get(name).into_iter().flatten().map(ToString::to_string).collect(),
+                    state: if member.is_some() { "up" } else { "down" }.into(),
+                    drained: view.drained.contains(name),
+                    weight: member.map(|m| m.weight),
+                    ips: view.claims.values().filter(|(c, _)| &c.node == name).count(),
+                }
             })
             .collect(),
     ))
+}
+
+/// `node drain NAME`: the node keeps running but takes no customer IPs;
+/// the others take its share (and its pinned IPs) over.
+pub async fn drain(State(d): State<Arc<Daemon>>, Json(req): Json<NodeRef>) -> Result<Json<NodeRef>, Failure> {
+    set_drained(&d, req, true).await
+}
+
+/// `node undrain NAME`: the node takes its share again.
+pub async fn undrain(State(d): State<Arc<Daemon>>, Json(req): Json<NodeRef>) -> Result<Json<NodeRef>, Failure> {
+    set_drained(&d, req, false).await
+}
+
+async fn set_drained(d: &Daemon, req: NodeRef, drained: bool) -> Result<Json<NodeRef>, Failure> {
+    let store_err = |e: hostgate_store::StoreError| Failure::from(anyhow::Error::from(e));
+    let snap = d.store.snapshot("").await.map_err(store_err)?;
+    let known = snap.kvs.iter().any(|kv| kv.key == key(&req.name) || kv.key == keys::member(&req.name));
+    if !known {
+        return Err(Failure(StatusCode::NOT_FOUND, format!("node {} is not known (hostgate node list)", req.name)));
+    }
+    let op = if drained {
+        Op::put_json(keys::drained(&req.name), &crate::now()).map_err(store_err)?
+    } else {
+        Op::Delete(keys::drained(&req.name))
+    };
+    d.store.commit(Txn::new().then(op)).await.map_err(store_err)?;
+    tracing::info!(node = %req.name, drained, "drain changed");
+    Ok(Json(req))
 }
 
 pub async fn add(State(d): State<Arc<Daemon>>, Json(req): Json<NodeView>) -> Result<Json<NodeView>, Failure> {
@@ -75,7 +120,7 @@ pub async fn add(State(d): State<Arc<Daemon>>, Json(req): Json<NodeView>) -> Res
     let op =
         Op::put_json(key(&req.name), &NodeRecord { addresses }).map_err(|e| Failure::from(anyhow::Error::from(e)))?;
     d.store.commit(Txn::new().then(op)).await.map_err(|e| Failure::from(anyhow::Error::from(e)))?;
-    Ok(Json(NodeView { this_node: false, ..req }))
+    Ok(Json(NodeView { this_node: false, state: "down".into(), ..req }))
 }
 
 pub async fn remove(State(d): State<Arc<Daemon>>, Json(req): Json<NodeRef>) -> Result<Json<NodeRef>, Failure> {

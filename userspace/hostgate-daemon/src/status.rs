@@ -1,7 +1,10 @@
 //! Builds the API's view of the daemon from the live data plane and store.
 
-use hostgate_api::{AttachmentStatus, CounterRow, DataplaneStatus, MapStatus, ProgramStatus, Status, StoreStatus};
+use hostgate_api::{
+    AttachmentStatus, ClusterStatus, CounterRow, DataplaneStatus, MapStatus, ProgramStatus, Status, StoreStatus,
+};
 use hostgate_dataplane::{Counters, Dataplane};
+use hostgate_ipam::ownership::keys;
 
 use crate::Daemon;
 
@@ -68,15 +71,29 @@ pub async fn collect(daemon: &Daemon) -> anyhow::Result<Status> {
         Some(dp) => dataplane_status(dp)?,
         None => DataplaneStatus::default(),
     };
+    let revision = daemon.store.revision().await;
+    let standing = *daemon.standing.borrow();
+    let members = match daemon.store.snapshot(keys::MEMBERS).await {
+        Ok(s) => s.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::MEMBERS).map(String::from)).collect(),
+        Err(_) => vec![],
+    };
     Ok(Status {
         node: daemon.config.node_name.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         started_at: daemon.started_at,
         store: StoreStatus {
-            backend: "redb".into(),
-            location: daemon.store_location.clone(),
-            revision: daemon.store.revision().await?,
+            backend: if daemon.config.clustered() { "etcd" } else { "redb" }.into(),
+            location: daemon.store.location(),
+            revision: *revision.as_ref().unwrap_or(&0),
+            error: revision.err().map(|e| e.to_string()),
+        },
+        cluster: ClusterStatus {
+            clustered: daemon.config.clustered(),
+            standing: standing.name().into(),
+            lease: standing.lease().map(|l| format!("{l:x}")),
+            members,
+            config_revision: *daemon.config_revision.borrow(),
         },
         dataplane,
     })

@@ -3,4 +3,5 @@
 
 pub mod announce;
 pub mod model;
+pub mod ownership;
 pub mod placement;

@@ -45,26 +45,45 @@ pub struct EtcdStore {
 
 impl EtcdStore {
     /// Connects to `endpoints` (e.g. `http://198.18.1.254:2379`); keys go
-    /// under `prefix`. Fails if no endpoint answers within `timeout`.
-    pub async fn connect(endpoints: &[String], prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+    /// under `prefix`; each request may take `timeout`. Keeps trying for
+    /// `patience` (etcd may be starting or electing a leader), then fails.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+        patience: Duration,
+    ) -> Result<Self, StoreError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        // No per-request timeout on the channel: it would cut watch
+        // streams; every request gets a deadline of its own instead.
         let options = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout)
+            .with_connect_timeout(Duration::from_secs(2))
             .with_keep_alive(timeout, timeout)
             .with_keep_alive_while_idle(true);
-        let client = tokio::time::timeout(timeout, Client::connect(endpoints, Some(options)))
-            .await
-            .map_err(|_| StoreError::Backend(format!("no etcd endpoint answered within {timeout:?}")))?
-            .map_err(|e| StoreError::Backend(format!("connecting to etcd at {}: {e}", endpoints.join(","))))?;
-        let store = EtcdStore {
-            client,
-            endpoints: endpoints.to_vec(),
-            prefix: prefix.to_string(),
-            timeout,
-            keepers: Mutex::new(HashMap::new()),
-        };
-        store.revision().await?;
-        Ok(store)
+        loop {
+            let attempt = async {
+                let client = Client::connect(endpoints, Some(options.clone()))
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("connecting to etcd at {}: {e}", endpoints.join(","))))?;
+                let store = EtcdStore {
+                    client,
+                    endpoints: endpoints.to_vec(),
+                    prefix: prefix.to_string(),
+                    timeout,
+                    keepers: Mutex::new(HashMap::new()),
+                };
+                store.revision().await?;
+                Ok::<_, StoreError>(store)
+            };
+            match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                Ok(Ok(store)) => return Ok(store),
+                Ok(Err(e)) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(StoreError::Backend(format!("etcd at {} does not answer", endpoints.join(","))))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     fn full(&self, key: &str) -> String {

@@ -30,7 +30,9 @@ fn etcd(test: &str) -> Option<EtcdServer> {
 }
 
 async fn connect(server: &EtcdServer) -> EtcdStore {
-    EtcdStore::connect(&[server.endpoint()], "hostgate-test/", Duration::from_secs(2)).await.expect("connect")
+    EtcdStore::connect(&[server.endpoint()], "hostgate-test/", Duration::from_secs(2), Duration::from_secs(10))
+        .await
+        .expect("connect")
 }
 
 fn put(k: &str, v: &str) -> Op {

@@ -173,6 +173,10 @@ pub struct ClusterTopology {
 }
 
 pub const CLUSTER_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// The cluster store's address on the control network.
+pub const CONTROL_STORE_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+/// Each node's interface on the control network.
+pub const CONTROL_IFACE: &str = "ctl0";
 pub const CLUSTER_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 0x100);
 
 impl ClusterTopology {
@@ -215,6 +219,53 @@ impl ClusterTopology {
             topo.nodes.push(node);
         }
         Ok(topo)
+    }
+
+    /// Adds a control network for a cluster store: bridge `br1` in the
+    /// switch namespace holding [`CONTROL_STORE_V4`] (where the test's etcd
+    /// listens), and on every node an interface `ctl0` with 198.18.1.N/24
+    /// on switch port `cN`. Cutting `cN` ([`Self::cut_control`]) separates
+    /// node N from the store while its uplink still sees clients.
+    pub fn add_control_network(&self) -> Result<(), TestbedError> {
+        self.switch.ip(["link", "add", "br1", "type", "bridge"])?;
+        self.switch.ip(["addr", "add", &format!("{CONTROL_STORE_V4}/24"), "dev", "br1"])?;
+        self.switch.ip(["link", "set", "br1", "up"])?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let port = format!("c{}", i + 1);
+            self.switch.ip([
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                CONTROL_IFACE,
+                "netns",
+                node.ns.name(),
+            ])?;
+            self.switch.ip(["link", "set", &port, "master", "br1"])?;
+            self.switch.ip(["link", "set", &port, "up"])?;
+            node.ns.ip(["addr", "add", &format!("198.18.1.{}/24", i + 1), "dev", CONTROL_IFACE])?;
+            node.ns.ip(["link", "set", CONTROL_IFACE, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Cuts (or restores) node `index`'s (0-based) link to the control network.
+    pub fn cut_control(&self, index: usize, cut: bool) -> Result<(), TestbedError> {
+        let port = format!("c{}", index + 1);
+        self.switch.ip(["link", "set", &port, if cut { "down" } else { "up" }])?;
+        Ok(())
+    }
+
+    /// Makes the client reach customer IPs directly on the segment (ARP /
+    /// NDP), as an upstream router does, instead of through node 1: the
+    /// node that announces an IP gets its traffic.
+    pub fn client_on_link(&self) -> Result<(), TestbedError> {
+        self.client.ip(["route", "replace", "203.0.113.0/24", "dev", CLIENT_IFACE])?;
+        self.client.ip(["-6", "route", "replace", "2001:db8:113::/48", "dev", CLIENT_IFACE])?;
+        Ok(())
     }
 
     /// Connects `ns` (as `iface`) to the bridge through port `port`.

@@ -67,7 +67,8 @@ enum Command {
         #[command(subcommand)]
         command: IpCommand,
     },
-    /// The node registry: underlay addresses of the nodes DSR tunnels go to.
+    /// Nodes: cluster members (up/down, drained, IPs held) and the underlay
+    /// addresses DSR tunnels go to.
     Node {
         #[command(subcommand)]
         command: NodeCommand,
@@ -276,6 +277,10 @@ enum NodeCommand {
     },
     /// Forget a node.
     Remove { name: String },
+    /// Move a node's customer IPs to the others and give it none until undrained.
+    Drain { name: String },
+    /// Let a drained node take its share of customer IPs again.
+    Undrain { name: String },
 }
 
 #[derive(Subcommand)]
@@ -586,7 +591,16 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
     use hostgate_api::{NodeRef, NodeView};
     match command {
         NodeCommand::Add { name, addresses } => {
-            let n: NodeView = client.post(hostgate_api::NODES, &NodeView { name, addresses, this_node: false }).await?;
+            let view = NodeView {
+                name,
+                addresses,
+                this_node: false,
+                state: String::new(),
+                drained: false,
+                weight: None,
+                ips: 0,
+            };
+            let n: NodeView = client.post(hostgate_api::NODES, &view).await?;
             println!("node {} registered at {}", n.name, n.addresses.join(", "));
         }
         NodeCommand::List { json } => {
@@ -596,6 +610,14 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Remove { name } => {
             let n: NodeRef = client.post(hostgate_api::NODE_REMOVE, &NodeRef { name }).await?;
             println!("node {} removed", n.name);
+        }
+        NodeCommand::Drain { name } => {
+            let n: NodeRef = client.post(hostgate_api::NODE_DRAIN, &NodeRef { name }).await?;
+            println!("node {} drained: its customer IPs move to the other nodes", n.name);
+        }
+        NodeCommand::Undrain { name } => {
+            let n: NodeRef = client.post(hostgate_api::NODE_UNDRAIN, &NodeRef { name }).await?;
+            println!("node {} undrained", n.name);
         }
     }
     Ok(())

@@ -31,7 +31,19 @@ pub fn status(s: &Status) -> String {
         s.pid,
         duration(now.saturating_sub(s.started_at))
     );
-    out += &format!("store      {} {} at revision {}\n", s.store.backend, s.store.location, s.store.revision);
+    out += &match &s.store.error {
+        None => format!("store      {} {} at revision {}\n", s.store.backend, s.store.location, s.store.revision),
+        Some(e) => format!("store      {} {} NOT ANSWERING: {e}\n", s.store.backend, s.store.location),
+    };
+    let c = &s.cluster;
+    out += &format!(
+        "cluster    {}{}, {} member(s): {}; config revision {}\n",
+        c.standing,
+        c.lease.as_ref().map_or(String::new(), |l| format!(" (lease {l})")),
+        c.members.len(),
+        c.members.join(", "),
+        c.config_revision
+    );
     let dp = &s.dataplane;
     if !dp.attached {
         out += "dataplane  detached\n";
@@ -145,10 +157,14 @@ pub fn vip_show(v: &VipView) -> String {
 }
 
 pub fn nodes(nodes: &[NodeView]) -> Table {
-    let mut t = table(&["NODE", "ADDRESSES", ""]);
+    let mut t = table(&["NODE", "STATE", "WEIGHT", "IPS", "ADDRESSES", ""]);
     for n in nodes {
+        let state = if n.drained { format!("{} (drained)", n.state) } else { n.state.clone() };
         t.add_row(vec![
             n.name.clone(),
+            state,
+            n.weight.map_or("-".into(), |w| w.to_string()),
+            n.ips.to_string(),
             n.addresses.join(", "),
             if n.this_node { "(this node)".into() } else { String::new() },
         ]);

@@ -83,9 +83,11 @@ fn assigned_ips_are_added_announced_and_withdrawn() {
     node.start_daemon();
     wait_for("address restored", || uplink_addrs(&node).contains("203.0.113.10/32"));
 
-    // Release and move withdraw; the host's own address stays.
+    // Release withdraws; a drained node holds nothing; the host's own address stays.
     ok(node.cli(&["ip", "release", "203.0.113.10"]));
-    ok(node.cli(&["ip", "move", "2001:db8:113::10", "--to", "elsewhere"]));
+    assert!(err(node.cli(&["ip", "move", "2001:db8:113::10", "--to", "elsewhere"])).contains("not a live member"));
+    let name = node.name.clone();
+    ok(node.cli(&["node", "drain", &name]));
     wait_for("addresses withdrawn", || {
         let a = uplink_addrs(&node);
         !a.contains("203.0.113.10/32") && !a.contains("2001:db8:113::10/128")
@@ -93,7 +95,10 @@ fn assigned_ips_are_added_announced_and_withdrawn() {
     assert!(uplink_addrs(&node).contains("203.0.113.99/32"), "foreign address removed");
     let ips: Vec<IpView> = serde_json::from_str(&ok(node.cli(&["ip", "list", "--json"]))).expect("json");
     assert_eq!(ips.len(), 1);
-    assert_eq!((ips[0].state.as_str(), ips[0].owner.as_deref(), ips[0].pinned), ("remote", Some("elsewhere"), true));
+    assert_eq!((ips[0].state.as_str(), ips[0].owner.as_deref()), ("unplaced", None), "no node may hold it");
+    assert!(ok(node.cli(&["node", "list"])).contains("up (drained)"));
+    ok(node.cli(&["node", "undrain", &name]));
+    wait_for("address back", || uplink_addrs(&node).contains("2001:db8:113::10/128"));
 }
 
 #[test]

@@ -1,0 +1,161 @@
+//! Cluster membership: this node's lease, its `members/<node>` key, and the
+//! fencing that keeps a node cut off from the store from answering for IPs
+//! another node may already have taken.
+//!
+//! The node renews its lease every TTL/5. A renewal sent at time t that
+//! succeeds proves the lease lives until at least t + TTL at the store (the
+//! store counts from when it received the renewal, which is later). If no
+//! renewal has succeeded for TTL - TTL/4 since the last good one was sent,
+//! the node fences itself: under the address lock it marks itself fenced
+//! and withdraws every customer address it holds, before any other node
+//! can see its lease expire. Once renewals succeed again it is live again;
+//! if the lease did expire, it joins afresh with a new one.
+
+use std::{sync::Arc, time::Duration};
+
+use hostgate_ipam::ownership::{keys, Member};
+use hostgate_store::{LeaseId, Op, Txn};
+use tokio::time::{sleep, sleep_until, Instant};
+use tracing::{info, warn};
+
+use crate::{ips, Daemon};
+
+/// Where this node stands in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// No lease yet (start-up, or after losing one).
+    Joining,
+    /// Holding this lease: may claim and hold IPs.
+    Live(LeaseId),
+    /// Renewals have failed for too long: holds nothing until they succeed.
+    Fenced(LeaseId),
+}
+
+impl Standing {
+    pub fn lease(self) -> Option<LeaseId> {
+        match self {
+            Standing::Live(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Standing::Joining => "joining",
+            Standing::Live(_) => "live",
+            Standing::Fenced(_) => "fenced",
+        }
+    }
+}
+
+fn ttl(d: &Daemon) -> Duration {
+    Duration::from_secs(d.config.cluster.lease_ttl_secs.into())
+}
+
+/// Joins, keeps the lease, rejoins when it is lost; runs for the daemon's life.
+pub(crate) async fn run(d: Arc<Daemon>) {
+    loop {
+        match join(&d).await {
+            Ok((lease, ttl, sent)) => keep(&d, lease, ttl, sent).await,
+            Err(e) => {
+                warn!(error = format!("{e:#}"), "cannot join the cluster; retrying");
+                sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Takes a lease and puts this node's member key on it; returns the lease,
+/// its TTL, and when the grant was asked for (the lease is good until at
+/// least then + TTL).
+async fn join(d: &Daemon) -> anyhow::Result<(LeaseId, Duration, Instant)> {
+    let sent = Instant::now();
+    let lease = d.store.grant_lease(ttl(d)).await?;
+    let member = Member { node: d.config.node_name.clone(), weight: d.config.cluster.weight, joined: crate::now() };
+    let op = Op::put_json(keys::member(&member.node), &member)?;
+    let Op::Put(key, value) = op else { unreachable!("put_json makes a put") };
+    d.store.commit(Txn::new().then(Op::PutLeased(key, value, lease.id))).await?;
+    if sent.elapsed() >= lease.ttl {
+        anyhow::bail!("joining took longer than the lease lives");
+    }
+    d.standing.send_replace(Standing::Live(lease.id));
+    info!(lease = format!("{:x}", lease.id), ttl = ?lease.ttl, "joined the cluster");
+    Ok((lease.id, lease.ttl, sent))
+}
+
+/// Renews `lease` until it is lost, fencing while renewals fail.
+async fn keep(d: &Daemon, lease: LeaseId, ttl: Duration, granted: Instant) {
+    let every = ttl / 5;
+    let margin = ttl / 4;
+    let mut valid_until = granted + ttl;
+    let mut fenced = false;
+    loop {
+        let fence_at = valid_until - margin;
+        // Wait for the next renewal, fencing if the deadline passes meanwhile.
+        let next = Instant::now() + every;
+        while Instant::now() < next {
+            tokio::select! {
+                _ = sleep_until(next) => {}
+                _ = sleep_until(fence_at), if !fenced => fenced = fence(d, lease).await,
+            }
+        }
+        let sent = Instant::now();
+        let renewal = d.store.keep_alive(lease);
+        tokio::pin!(renewal);
+        let result = loop {
+            tokio::select! {
+                r = &mut renewal => break r,
+                _ = sleep_until(fence_at), if !fenced => fenced = fence(d, lease).await,
+            }
+        };
+        match result {
+            Ok(true) => {
+                valid_until = sent + ttl;
+                if fenced {
+                    fenced = false;
+                    d.standing.send_replace(Standing::Live(lease));
+                    info!("the store answers again: live");
+                }
+            }
+            Ok(false) => {
+                if !fenced {
+                    fence(d, lease).await;
+                }
+                d.standing.send_replace(Standing::Joining);
+                warn!(lease = format!("{lease:x}"), "membership lease expired; joining again");
+                return;
+            }
+            Err(e) if !fenced => warn!(error = %e, "lease renewal failed"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Marks the node fenced and withdraws its customer addresses; returns true.
+async fn fence(d: &Daemon, lease: LeaseId) -> bool {
+    let _addresses = d.addresses_lock.lock().await;
+    d.standing.send_replace(Standing::Fenced(lease));
+    warn!("lease renewals failing: fenced, withdrawing every customer IP before the lease can expire");
+    if let Err(e) = ips::withdraw_all(d).await {
+        warn!(error = format!("{e:#}"), "withdrawing customer IPs");
+    }
+    true
+}
+
+/// On shutdown in a cluster: withdraw and leave, so that the IPs move now
+/// rather than when the lease expires (the addresses must not outlive the
+/// daemon that guards them).
+pub(crate) async fn leave(d: &Daemon) {
+    let standing = *d.standing.borrow();
+    let _addresses = d.addresses_lock.lock().await;
+    d.standing.send_replace(Standing::Joining);
+    if let Err(e) = ips::withdraw_all(d).await {
+        warn!(error = format!("{e:#}"), "withdrawing customer IPs");
+    }
+    if let Standing::Live(lease) | Standing::Fenced(lease) = standing {
+        match d.store.revoke_lease(lease).await {
+            Ok(()) => info!("left the cluster"),
+            Err(e) => warn!(error = %e, "could not revoke the lease; it expires on its own"),
+        }
+    }
+}
