@@ -1,26 +1,39 @@
-//! The firewall in the daemon: reads the rules directory, compiles every
+//! The firewall in the daemon: reads the rules files, compiles every
 //! customer's file against the IPs the customer holds, and applies the
-//! result whole. A directory with any error changes nothing: the rules in
-//! force stay, and the errors are logged and reported.
+//! result whole. A set of files with any error changes nothing: the rules
+//! in force stay, and the errors are logged and reported.
+//!
+//! Where the files come from: on one node, its rules directory. In a
+//! cluster, the store (`rules/files/`): a node with a rules directory checks
+//! it and, if it is clean, publishes it there; every node applies what the
+//! store holds, so one `rules apply` anywhere reaches every node.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use axum::{extract::State, Json};
 use hostgate_api::{RuleChange, RuleStats, RulesApplied, RulesDiff, RulesStatus};
 use hostgate_ipam::model::{keys, Assignment, Container};
 use hostgate_rules::{tables, Action, Severity};
+use hostgate_store::{Op, Txn};
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{api::Failure, now, Daemon};
 
-/// The `*.rules` files (path, modified, size) and the store revision of
-/// customers and IPs a reload saw: when neither changed, nothing to do.
-type Seen = (Vec<(PathBuf, SystemTime, u64)>, u64);
+/// Where a cluster keeps the rules files in force, one key per file name.
+const SHARED: &str = "rules/files/";
+
+/// A rules file: the name its diagnostics carry (the path where it was
+/// read), and its text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// The files and the store revision a reload saw: when neither changed,
+/// nothing to do.
+type Seen = (Vec<RulesFile>, u64);
 
 /// What the firewall last did.
 #[derive(Debug, Default)]
@@ -30,27 +43,37 @@ pub struct FwState {
     pub rulesets: Vec<hostgate_rules::Ruleset>,
     pub applied_at: Option<u64>,
     pub last_errors: Vec<String>,
-    /// Directory fingerprint and IP revision of the last attempt.
+    /// Files and store revision of the last attempt.
     seen: Option<Seen>,
+    /// In a cluster: the local files last published (or refused).
+    published: Option<Vec<RulesFile>>,
 }
 
-/// `*.rules` files with their modification times and sizes, sorted.
-fn fingerprint(dir: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime, u64)>> {
+/// The `*.rules` files of `dir`, sorted by name.
+fn read_dir(dir: &Path) -> anyhow::Result<Vec<RulesFile>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?.path();
         if path.extension().is_some_and(|e| e == "rules") {
-            let meta = std::fs::metadata(&path)?;
-            out.push((path, meta.modified()?, meta.len()));
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+            out.push(RulesFile { name: path.display().to_string(), text });
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-/// Follows the rules directory and the customers' IPs; reapplies on change.
+/// The store key of a published file: its base name.
+fn shared_key(f: &RulesFile) -> String {
+    let base = Path::new(&f.name).file_name().map_or(f.name.clone(), |n| n.to_string_lossy().into_owned());
+    format!("{SHARED}{base}")
+}
+
+/// Follows the rules (directory or store) and the customers' IPs; reapplies on change.
 pub async fn run(daemon: Arc<Daemon>) {
-    if daemon.config.firewall.rules_dir.is_none() {
+    if daemon.config.firewall.rules_dir.is_none() && !daemon.config.clustered() {
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -71,7 +94,7 @@ struct Candidate {
 
 /// Parses and checks every file against the customers and their IPs.
 fn load(
-    files: &[(PathBuf, SystemTime, u64)],
+    files: &[RulesFile],
     ips_snap: &hostgate_store::Snapshot,
     customers: &hostgate_store::Snapshot,
     containers: &hostgate_store::Snapshot,
@@ -84,16 +107,8 @@ fn load(
     let known: Vec<String> =
         customers.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::CUSTOMERS).map(str::to_string)).collect();
     let held: Vec<Assignment> = ips_snap.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
-    for (path, _, _) in files {
-        let name = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(format!("{name}: cannot read: {e}"));
-                continue;
-            }
-        };
-        match hostgate_rules::parse(&name, &text) {
+    for RulesFile { name, text } in files {
+        match hostgate_rules::parse(name, text) {
             Ok((rs, w)) => {
                 warnings.extend(w.iter().map(ToString::to_string));
                 if !known.contains(&rs.customer) {
@@ -130,30 +145,120 @@ fn load(
     Candidate { rulesets, errors, warnings }
 }
 
-/// Reads, checks, compiles and applies the rules directory. With `force`,
-/// even if nothing changed since the last attempt.
+/// The store's view the rules are checked against.
+struct Context {
+    ips: hostgate_store::Snapshot,
+    customers: hostgate_store::Snapshot,
+    containers: hostgate_store::Snapshot,
+}
+
+impl Context {
+    async fn read(d: &Daemon) -> anyhow::Result<Self> {
+        Ok(Context {
+            ips: d.store.snapshot(keys::IPS).await?,
+            customers: d.store.snapshot(keys::CUSTOMERS).await?,
+            containers: d.store.snapshot(keys::CONTAINERS).await?,
+        })
+    }
+
+    fn load(&self, files: &[RulesFile]) -> Candidate {
+        load(files, &self.ips, &self.customers, &self.containers)
+    }
+}
+
+/// The files published in the store.
+async fn shared_files(d: &Daemon) -> anyhow::Result<Vec<RulesFile>> {
+    let snap = d.store.snapshot(SHARED).await?;
+    let mut files: Vec<RulesFile> = snap.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// In a cluster: publishes this node's rules directory if it changed and
+/// is clean (or `force`). Returns the errors that kept it back.
+async fn publish(d: &Daemon, local: &[RulesFile], ctx: &Context, force: bool) -> anyhow::Result<Vec<String>> {
+    if !force && d.fw_state().published.as_deref() == Some(local) {
+        return Ok(vec![]);
+    }
+    let checked = ctx.load(local);
+    let mut errors = checked.errors;
+    if errors.is_empty() {
+        if let Err(e) = tables::build(&checked.rulesets) {
+            errors.push(e.to_string());
+        }
+    }
+    if errors.is_empty() {
+        let shared = d.store.snapshot(SHARED).await?;
+        let keep: Vec<String> = local.iter().map(shared_key).collect();
+        let mut txn = Txn::new();
+        for kv in shared.kvs.iter().filter(|kv| !keep.contains(&kv.key)) {
+            txn = txn.then(Op::Delete(kv.key.clone()));
+        }
+        for f in local {
+            let key = shared_key(f);
+            if shared.kvs.iter().find(|kv| kv.key == key).and_then(|kv| kv.decode::<RulesFile>().ok()).as_ref()
+                != Some(f)
+            {
+                txn = txn.then(Op::put_json(key, f)?);
+            }
+        }
+        if !txn.ops.is_empty() {
+            d.store.commit(txn).await?;
+            info!(files = local.len(), "rules published to the cluster");
+        }
+    } else {
+        for e in &errors {
+            warn!(error = %e, "rules not published; the rules in force stay");
+        }
+    }
+    d.fw_state().published = Some(local.to_vec());
+    Ok(errors)
+}
+
+/// Reads, checks, compiles and applies the rules. With `force`, even if
+/// nothing changed since the last attempt.
 pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied> {
     let _serial = d.fw_reload.lock().await;
-    let Some(dir) = d.config.firewall.rules_dir.clone() else {
-        return Ok(RulesApplied {
-            applied: false,
-            files: 0,
-            rules: 0,
-            errors: vec!["no firewall.rules_dir configured".into()],
-            warnings: vec![],
-        });
+    let local = match &d.config.firewall.rules_dir {
+        Some(dir) => Some(read_dir(dir)?),
+        None => None,
     };
-    let files = fingerprint(&dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
-    let ips_snap = d.store.snapshot(keys::IPS).await?;
-    let customers = d.store.snapshot(keys::CUSTOMERS).await?;
-    let containers = d.store.snapshot(keys::CONTAINERS).await?;
+    let ctx = Context::read(d).await?;
+    let files = match (&local, d.config.clustered()) {
+        (Some(local), true) => {
+            let refused = publish(d, local, &ctx, force).await?;
+            if !refused.is_empty() {
+                let mut st = d.fw_state();
+                st.last_errors = refused.clone();
+                return Ok(RulesApplied {
+                    applied: false,
+                    files: local.len(),
+                    rules: 0,
+                    errors: refused,
+                    warnings: vec![],
+                });
+            }
+            shared_files(d).await?
+        }
+        (None, true) => shared_files(d).await?,
+        (Some(local), false) => local.clone(),
+        (None, false) => {
+            return Ok(RulesApplied {
+                applied: false,
+                files: 0,
+                rules: 0,
+                errors: vec!["no firewall.rules_dir configured".into()],
+                warnings: vec![],
+            })
+        }
+    };
     // Snapshots carry the store-wide revision: any change anywhere reloads.
-    let seen = (files.clone(), containers.revision);
+    let seen = (files.clone(), ctx.containers.revision);
     if !force && d.fw_state().seen.as_ref() == Some(&seen) {
         return Ok(RulesApplied { applied: false, files: files.len(), rules: 0, errors: vec![], warnings: vec![] });
     }
 
-    let Candidate { rulesets, mut errors, warnings } = load(&files, &ips_snap, &customers, &containers);
+    let Candidate { rulesets, mut errors, warnings } = ctx.load(&files);
     let rule_count: usize = rulesets.iter().map(|(rs, _)| rs.rules.len()).sum();
     let tables = if errors.is_empty() {
         match tables::build(&rulesets) {
@@ -200,16 +305,17 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
     Ok(RulesApplied { applied: true, files: files.len(), rules: rule_count, errors: vec![], warnings })
 }
 
-/// What applying the rules directory now would change.
+/// What applying the rules directory (in a cluster without one: the
+/// published files) now would change.
 pub async fn diff(State(d): State<Arc<Daemon>>) -> Result<Json<RulesDiff>, Failure> {
-    let Some(dir) = d.config.firewall.rules_dir.clone() else {
-        return Err(Failure(axum::http::StatusCode::CONFLICT, "no firewall.rules_dir configured".into()));
+    let files = match (&d.config.firewall.rules_dir, d.config.clustered()) {
+        (Some(dir), _) => read_dir(dir)?,
+        (None, true) => shared_files(&d).await?,
+        (None, false) => {
+            return Err(Failure(axum::http::StatusCode::CONFLICT, "no firewall.rules_dir configured".into()))
+        }
     };
-    let files = fingerprint(&dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
-    let ips_snap = d.store.snapshot(keys::IPS).await.map_err(anyhow::Error::from)?;
-    let customers = d.store.snapshot(keys::CUSTOMERS).await.map_err(anyhow::Error::from)?;
-    let containers = d.store.snapshot(keys::CONTAINERS).await.map_err(anyhow::Error::from)?;
-    let c = load(&files, &ips_snap, &customers, &containers);
+    let c = Context::read(&d).await?.load(&files);
     let new: Vec<hostgate_rules::Ruleset> = c.rulesets.into_iter().map(|(rs, _)| rs).collect();
     let changes = hostgate_rules::diff::diff(&d.fw_state().rulesets, &new)
         .into_iter()

@@ -33,6 +33,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(purpose: &str, n: usize) -> Cluster {
+        Self::start_with(purpose, n, |_| String::new())
+    }
+
+    /// As `start`, with `extra(i)` appended to node i's config.
+    fn start_with(purpose: &str, n: usize, extra: impl Fn(usize) -> String) -> Cluster {
         let pass = tempfile::tempdir().expect("dir");
         let object = pass.path().join("xdp_pass.o");
         std::fs::write(&object, hostgate_dataplane::XDP_PASS_OBJECT).expect("write pass object");
@@ -50,7 +55,9 @@ impl Cluster {
         let nodes = topo
             .nodes
             .iter()
-            .map(|node| {
+            .enumerate()
+            .map(|(i, node)| {
+                let config = config.clone() + &extra(i);
                 let mut d = TestDaemon::with_config(purpose, &node.ns.path(), &[], &[node.v4.to_string()], &config);
                 d.start_daemon();
                 d
@@ -267,6 +274,48 @@ fn a_node_cut_off_from_etcd_withdraws_before_anyone_takes_over() {
         }
     }
     assert_eq!(c.nodes[2].status().cluster.standing, "live");
+}
+
+#[test]
+fn rules_applied_on_one_node_hold_on_every_node() {
+    if !privileged("rules_applied_on_one_node_hold_on_every_node") {
+        return;
+    }
+    let rules_dir = tempfile::tempdir().expect("dir");
+    let dir = rules_dir.path().display().to_string();
+    let c = Cluster::start_with("clrules", 3, |i| {
+        if i == 0 {
+            format!("\n[firewall]\nrules_dir = \"{dir}\"\n")
+        } else {
+            String::new()
+        }
+    });
+    let _responders = c.responders();
+    ok(c.nodes[0].cli(&["customer", "add", "acme"]));
+    let far = c.nodes[2].name.clone();
+    ok(c.nodes[0].cli(&["ip", "assign", "203.0.113.70", "--customer", "acme", "--node", &far]));
+    c.wait_for("the IP on node 3", |c| c.settled(0) && c.holders("203.0.113.70") == vec![2]);
+    let ask = |c: &Cluster| probe(c, "203.0.113.70", Duration::from_secs(1), |s| !s.is_empty()).remove(0).1;
+    assert_eq!(ask(&c), Some(far.clone()), "no rules yet");
+
+    // A broken file on node 1 is refused there and reaches nobody.
+    std::fs::write(
+        rules_dir.path().join("acme.rules"),
+        "customer acme\ndefault allow\ndrop udp port 7 from 10.0.0.0/33\n",
+    )
+    .expect("write");
+    let refused = err(c.nodes[0].cli(&["rules", "apply"]));
+    assert!(refused.contains("acme.rules:3:"), "{refused}");
+    assert_eq!(ask(&c), Some(far.clone()), "nothing published");
+
+    std::fs::write(rules_dir.path().join("acme.rules"), "customer acme\ndefault allow\ndrop udp port 7\n")
+        .expect("write");
+    ok(c.nodes[0].cli(&["rules", "apply"]));
+    c.wait_for("node 3 to drop what node 1's rules say", |c| ask(c).is_none());
+    let stats: hostgate_api::RulesStatus =
+        serde_json::from_str(&ok(c.nodes[2].cli(&["rules", "stats", "--json"]))).expect("json");
+    let rule = stats.rules.iter().find(|r| r.line == Some(3)).expect("the rule in force on node 3");
+    assert!(rule.packets >= 1, "{stats:?}");
 }
 
 #[test]
