@@ -45,12 +45,14 @@ const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
 const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {
-    let what: Vec<&str> = if what.is_empty() { vec!["lb", "fw"] } else { what.iter().map(String::as_str).collect() };
+    let what: Vec<&str> =
+        if what.is_empty() { vec!["lb", "fw", "failover"] } else { what.iter().map(String::as_str).collect() };
     for w in what {
         match w {
             "lb" => lb()?,
             "fw" => fw()?,
-            other => bail!("unknown benchmark {other:?} (available: lb, fw)"),
+            "failover" => crate::failover::run()?,
+            other => bail!("unknown benchmark {other:?} (available: lb, fw, failover)"),
         }
     }
     Ok(())

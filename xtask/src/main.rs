@@ -6,6 +6,7 @@
 
 mod bench;
 mod deps;
+mod failover;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -22,9 +23,9 @@ enum Command {
     /// Build and start hostgate: a self-contained demo node in network
     /// namespaces, or with --config the daemon on this host's interfaces.
     Run(run::RunArgs),
-    /// Benchmarks against peers, printed as one table per area (`lb`).
+    /// Benchmarks against peers, printed as one table per area.
     Bench {
-        /// Which: lb (default: all).
+        /// Which: lb, fw, failover (default: all).
         what: Vec<String>,
     },
     /// Check formatting and lints, then run every test (unit and privileged
