@@ -412,7 +412,7 @@ async fn set_addresses(
             warn!(%addr, %iface, "customer IP is also a host address; leaving it to the host");
             continue;
         }
-        if addrs.add(*addr).await? {
+        if addrs.add(*addr, address_lifetime(d)).await? {
             info!(%addr, %iface, "customer IP added");
             let d = d.clone();
             let (addr, iface) = (*addr, iface.to_string());
@@ -422,6 +422,31 @@ async fn set_addresses(
                 }
             });
         }
+    }
+    Ok(())
+}
+
+/// In a cluster, customer addresses live one lease TTL in the kernel unless
+/// renewed (after each lease renewal): a daemon that dies without
+/// withdrawing them leaves them behind about as long as its lease lives
+/// (the kernel expires addresses on whole seconds). A live daemon whose
+/// renewals stall withdraws them itself before then (fencing). On one node
+/// they are permanent: nobody else could take them over.
+fn address_lifetime(d: &Daemon) -> Option<u32> {
+    d.config.clustered().then_some(d.config.cluster.lease_ttl_secs)
+}
+
+/// Renews the lifetime of every customer address held here, while live
+/// (the membership loop calls it after each successful lease renewal).
+pub(crate) async fn refresh_lifetimes(d: &Daemon, lease: LeaseId) -> anyhow::Result<()> {
+    let Some(lifetime) = address_lifetime(d) else { return Ok(()) };
+    let _lock = d.addresses_lock.lock().await;
+    if d.standing.borrow().lease() != Some(lease) {
+        return Ok(());
+    }
+    let addrs = netif::Addresses::connect(d.config.ip_interface())?;
+    for a in addrs.list().await?.into_iter().filter(|a| a.ours) {
+        addrs.refresh(a.addr, lifetime).await?;
     }
     Ok(())
 }

@@ -9,7 +9,9 @@
 //! the node fences itself: under the address lock it marks itself fenced
 //! and withdraws every customer address it holds, before any other node
 //! can see its lease expire. Once renewals succeed again it is live again;
-//! if the lease did expire, it joins afresh with a new one.
+//! if the lease did expire, it joins afresh with a new one. After each
+//! renewal the customer addresses' kernel lifetimes are renewed too, so
+//! that a daemon killed outright cannot leave them behind for long.
 
 use std::{sync::Arc, time::Duration};
 
@@ -115,6 +117,9 @@ async fn keep(d: &Daemon, lease: LeaseId, ttl: Duration, granted: Instant) {
                     fenced = false;
                     d.standing.send_replace(Standing::Live(lease));
                     info!("the store answers again: live");
+                }
+                if let Err(e) = ips::refresh_lifetimes(d, lease).await {
+                    warn!(error = format!("{e:#}"), "renewing customer address lifetimes");
                 }
             }
             Ok(false) => {

@@ -77,21 +77,55 @@ impl Addresses {
             .collect())
     }
 
-    /// Adds `addr` as a host address (/32, /128) marked as hostgate's.
+    /// Adds `addr` as a host address (/32, /128) marked as hostgate's,
+    /// valid for `lifetime` seconds if given (see [`Self::refresh`]).
     /// Returns false if it was already there.
-    pub async fn add(&self, addr: IpAddr) -> anyhow::Result<bool> {
+    pub async fn add(&self, addr: IpAddr, lifetime: Option<u32>) -> anyhow::Result<bool> {
         if self.list().await?.iter().any(|a| a.addr == addr) {
             return Ok(false);
         }
+        self.request(addr, lifetime, false)?
+            .execute()
+            .await
+            .with_context(|| format!("adding {addr} to {}", self.iface))?;
+        Ok(true)
+    }
+
+    /// Renews the lifetime of hostgate's `addr`: in a cluster, addresses
+    /// expire in the kernel unless a live daemon keeps renewing them, so a
+    /// daemon that dies without withdrawing them cannot leave them behind
+    /// for long.
+    pub async fn refresh(&self, addr: IpAddr, lifetime: u32) -> anyhow::Result<()> {
+        self.request(addr, Some(lifetime), true)?
+            .execute()
+            .await
+            .with_context(|| format!("renewing {addr} on {}", self.iface))
+    }
+
+    fn request(
+        &self,
+        addr: IpAddr,
+        lifetime: Option<u32>,
+        replace: bool,
+    ) -> anyhow::Result<rtnetlink::AddressAddRequest> {
         let prefix = if addr.is_ipv4() { 32 } else { 128 };
         let mut req = self.handle.address().add(ifindex(&self.iface)?, addr, prefix);
-        req.message_mut().attributes.push(AddressAttribute::Protocol(AddressProtocol::Other(HOSTGATE_PROTO)));
+        if replace {
+            req = req.replace();
+        }
+        let msg = req.message_mut();
+        msg.attributes.push(AddressAttribute::Protocol(AddressProtocol::Other(HOSTGATE_PROTO)));
+        if let Some(secs) = lifetime {
+            let mut info = netlink_packet_route::address::CacheInfo::default();
+            info.ifa_preferred = secs;
+            info.ifa_valid = secs;
+            msg.attributes.push(AddressAttribute::CacheInfo(info));
+        }
         if addr.is_ipv6() {
             // No duplicate address detection: the cluster decides who owns it.
-            req.message_mut().header.flags |= netlink_packet_route::address::AddressHeaderFlags::Nodad;
+            msg.header.flags |= netlink_packet_route::address::AddressHeaderFlags::Nodad;
         }
-        req.execute().await.with_context(|| format!("adding {addr} to {}", self.iface))?;
-        Ok(true)
+        Ok(req)
     }
 
     /// Removes `addr` if hostgate added it. Returns whether it did.

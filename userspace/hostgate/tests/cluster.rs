@@ -223,6 +223,35 @@ fn a_dead_nodes_ips_answer_from_another_node_within_seconds() {
 }
 
 #[test]
+fn a_killed_daemon_leaves_no_address_behind() {
+    if !privileged("a_killed_daemon_leaves_no_address_behind") {
+        return;
+    }
+    let mut c = Cluster::start("clcrash", 3);
+    ok(c.nodes[0].cli(&["customer", "add", "acme"]));
+    let name = c.nodes[0].name.clone();
+    ok(c.nodes[0].cli(&["ip", "assign", "203.0.113.35", "--customer", "acme", "--node", &name]));
+    c.wait_for("the IP on node 1", |c| c.settled(1) && c.holders("203.0.113.35") == vec![0]);
+    // Only the daemon dies: the kernel would go on answering for the IP if
+    // the address did not expire without the daemon renewing it.
+    c.nodes[0].daemon.as_mut().expect("daemon").kill();
+    let start = Instant::now();
+    let (mut gone, mut taken) = (None, None);
+    while gone.is_none() || taken.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "gone {gone:?}, taken {taken:?}");
+        let h = c.holders("203.0.113.35");
+        if gone.is_none() && !h.contains(&0) {
+            gone = Some(start.elapsed());
+        }
+        if taken.is_none() && h.iter().any(|&i| i != 0) {
+            taken = Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("crash: the dead daemon's address expired after {gone:?}; taken over after {taken:?}");
+}
+
+#[test]
 fn a_node_cut_off_from_etcd_withdraws_before_anyone_takes_over() {
     if !privileged("a_node_cut_off_from_etcd_withdraws_before_anyone_takes_over") {
         return;
