@@ -3,6 +3,8 @@
 //! - `run`: the demo node in namespaces (or the daemon on this host's real
 //!   interfaces with `--config`).
 //! - `test`: formatting, lints and every test, privileged ones included.
+//! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`).
+//! - `etcd`: an etcd for a cluster of hostgate nodes.
 
 mod bench;
 mod deps;
@@ -28,6 +30,18 @@ enum Command {
         /// Which: lb, fw, failover (default: all).
         what: Vec<String>,
     },
+    /// Run an etcd for a hostgate cluster in the foreground (Debian's
+    /// etcd-server, installed if missing), with the short election timeout
+    /// that lets etcd grant one-second leases. Point every node's
+    /// `cluster.etcd_endpoints` at it.
+    Etcd {
+        /// Client address to listen on (the peer port is the next one).
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        listen: std::net::SocketAddr,
+        /// Where etcd keeps its data.
+        #[arg(long, default_value = "/var/lib/hostgate/etcd")]
+        data_dir: std::path::PathBuf,
+    },
     /// Check formatting and lints, then run every test (unit and privileged
     /// integration; run as root, as CI does).
     Test {
@@ -42,7 +56,32 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Test { args } => test(&args),
         Command::Bench { what } => bench::run(&what),
+        Command::Etcd { listen, data_dir } => etcd(listen, &data_dir),
     }
+}
+
+fn etcd(listen: std::net::SocketAddr, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    deps::ensure(&[("etcd-server", "the cluster store")])?;
+    let client = format!("http://{listen}");
+    let peer = format!("http://{}:{}", listen.ip(), listen.port() + 1);
+    println!("xtask: etcd for hostgate on {client} (data in {}); Ctrl-C stops it", data_dir.display());
+    println!("xtask: in each node's config: [cluster] etcd_endpoints = [\"{client}\"]");
+    let status = std::process::Command::new("etcd")
+        .args(["--name", "hostgate", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("hostgate={peer}")])
+        // Leases of one second need an election timeout <= 666 ms (etcd's
+        // minimum TTL is 1.5 election timeouts).
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .args(["--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000"])
+        .args(["--logger", "zap", "--log-level", "warn"])
+        .status()
+        .context("starting etcd")?;
+    anyhow::ensure!(status.success(), "etcd exited with {status}");
+    Ok(())
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
