@@ -214,7 +214,8 @@ pub async fn add_backend(
             port: req.port,
             weight: req.weight.unwrap_or(1),
             mode,
-            node: req.node.clone(),
+            // A NAT backend is a container of the node it was added on.
+            node: req.node.clone().or_else(|| (mode == Mode::Nat).then(|| d.config.node_name.clone())),
             id,
             check: check.clone(),
         };

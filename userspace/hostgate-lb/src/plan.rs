@@ -60,13 +60,15 @@ pub struct Site {
 }
 
 impl Site {
-    /// How this node reaches backend `b`: (mode, tunnel endpoint).
+    /// How this node reaches backend `b`: (mode, tunnel endpoint). A backend
+    /// on this node is local (NAT); one on another node is tunnelled there
+    /// whatever its mode (in a cluster, a NAT backend added on node A is
+    /// reached from node B through A, which translates and delivers it).
     fn route(&self, b: &BackendSpec) -> Result<(Mode, Option<IpAddr>), String> {
         let here = b.node.as_deref().is_none_or(|n| n == self.this_node);
-        match (b.mode, here) {
-            (_, true) => Ok((Mode::Nat, None)),
-            (Mode::Nat, false) => Err(format!("nat backends must be on this node, not {:?}", b.node)),
-            (Mode::Dsr, false) => {
+        match here {
+            true => Ok((Mode::Nat, None)),
+            false => {
                 let node = b.node.clone().unwrap_or_default();
                 let addrs =
                     self.nodes.get(&node).ok_or_else(|| format!("node {node} is unknown (hostgate node add)"))?;
@@ -216,6 +218,11 @@ mod tests {
             (Mode::Nat, None),
             "dsr to ourselves is local"
         );
+        // A NAT backend added on node b (a cluster) is tunnelled there too.
+        let mut nat_at_b = remote.clone();
+        nat_at_b.mode = Mode::Nat;
+        let (plan, _) = build(&[vip(v, 0)], std::slice::from_ref(&nat_at_b), &BTreeSet::new(), &site);
+        assert_eq!(plan.backends[&1].mode, Mode::Dsr);
         // Seen from node b, the same backend is local.
         let at_b = Site { this_node: "b".into(), nodes: BTreeMap::new() };
         let (plan, _) = build(&[vip(v, 0)], std::slice::from_ref(&remote), &BTreeSet::new(), &at_b);
