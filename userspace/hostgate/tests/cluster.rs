@@ -216,6 +216,9 @@ fn a_dead_nodes_ips_answer_from_another_node_within_seconds() {
     assert_ne!(survivor, victim_name);
     eprintln!("failover: answered by {survivor} after {:?}, {lost} request(s) lost", first.0);
     assert!(first.0 < Duration::from_secs(5), "recovery took {:?}", first.0);
+    assert!(lost < 250, "{lost} requests lost (one every 20 ms)");
+    let after_recovery = after.iter().skip_while(|(_, a)| a.is_none()).filter(|(_, a)| a.is_none()).count();
+    assert_eq!(after_recovery, 0, "nothing lost once another node answered: {after:?}");
     let ips = c.ips(0);
     assert_eq!((ips[0].state.as_str(), ips[0].owner.as_deref()), ("active", Some(survivor.as_str())));
     let list = ok(c.nodes[2].cli(&["node", "list"]));
