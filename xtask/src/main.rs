@@ -5,11 +5,13 @@
 //! - `test`: formatting, lints and every test, privileged ones included.
 //! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`).
 //! - `etcd`: an etcd for a cluster of hostgate nodes.
+//! - `vm-test`: scenarios in QEMU VMs on a kernel of their own (`vm-tests/`).
 
 mod bench;
 mod deps;
 mod failover;
 mod run;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +44,12 @@ enum Command {
         #[arg(long, default_value = "/var/lib/hostgate/etcd")]
         data_dir: std::path::PathBuf,
     },
+    /// Run scenarios in QEMU VMs (Debian's 6.12 kernel, virtio-net), all by
+    /// default: see vm-tests/README.md.
+    VmTest {
+        /// Scenarios to run (smoke, firewall, restart, failover).
+        scenarios: Vec<String>,
+    },
     /// Check formatting and lints, then run every test (unit and privileged
     /// integration; run as root, as CI does).
     Test {
@@ -57,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test(&args),
         Command::Bench { what } => bench::run(&what),
         Command::Etcd { listen, data_dir } => etcd(listen, &data_dir),
+        Command::VmTest { scenarios } => vm::run(&scenarios),
     }
 }
 
@@ -99,6 +108,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     if extra.is_empty() {
         // The README's first command, end to end, non-interactively.
         run::run(run::RunArgs::check())?;
+        // One VM on a kernel of its own: boot, attach, pass traffic.
+        vm::smoke()?;
     }
     Ok(())
 }

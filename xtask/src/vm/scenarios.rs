@@ -1,0 +1,233 @@
+//! The scenarios: each builds a lab, drives its VMs and checks what it
+//! claims, failing with the reason. On failure every VM's daemon log is
+//! copied next to its console log.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+
+use super::{machine::LAB_V4, Env, Lab, Scenario, Vm};
+
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "smoke",
+        about: "one VM: the data plane attaches in native XDP mode on virtio-net and counts traffic from the lab",
+        run: smoke,
+    },
+    Scenario {
+        name: "firewall",
+        about: "a customer IP in a VM: its rules drop the lab's pings in XDP, then let them through",
+        run: firewall,
+    },
+    Scenario {
+        name: "restart",
+        about: "the daemon in a VM is killed and restarted under a continuous ping: not one is lost",
+        run: restart,
+    },
+    Scenario {
+        name: "failover",
+        about: "two node VMs with etcd in the lab: the holder of a customer IP is powered off, the other answers",
+        run: failover,
+    },
+];
+
+/// Runs `body` on a lab of `vms`; on failure keeps every VM's daemon log.
+fn with_lab(env: &Env, vms: &[&str], body: impl FnOnce(&mut Lab) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut lab = env.lab(vms)?;
+    let result = body(&mut lab);
+    if result.is_err() {
+        for vm in &mut lab.vms {
+            if let Ok((_, log)) = vm.sh("cat /var/log/hostgate.log", Duration::from_secs(10)) {
+                let _ = std::fs::write(vm.dir.join("hostgate.log"), log);
+            }
+        }
+    }
+    result
+}
+
+/// Gives `vm` address 198.18.60.`host` on its NIC.
+fn address(vm: &mut Vm, host: u8) -> anyhow::Result<String> {
+    let addr = format!("198.18.60.{host}");
+    vm.ok(&format!("ip addr add {addr}/24 dev eth0 && ip link set eth0 up"))?;
+    Ok(addr)
+}
+
+/// A node config for `vm`; `extra` TOML is appended.
+fn config(vm: &Vm, addr: &str, extra: &str) -> String {
+    format!(
+        "node_name = \"{name}\"\nstate_dir = \"/var/lib/hostgate\"\nnode_addresses = [\"{addr}\"]\n\n\
+         [dataplane]\nuplinks = [\"eth0\"]\nxdp_mode = \"native\"\n{extra}",
+        name = vm.name
+    )
+}
+
+/// Writes the config and starts `hostgate daemon` in the background; waits until it answers.
+fn start_daemon(vm: &mut Vm, config: &str) -> anyhow::Result<()> {
+    vm.ok(&format!("cat > /etc/hostgate/hostgate.toml <<'HGEOF'\n{config}\nHGEOF"))?;
+    vm.ok("setsid hostgate daemon --config /etc/hostgate/hostgate.toml >>/var/log/hostgate.log 2>&1 &")?;
+    let start = Instant::now();
+    loop {
+        if vm.sh("hostgate status >/dev/null", Duration::from_secs(30))?.0 == 0 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let log = vm.sh("tail -20 /var/log/hostgate.log", Duration::from_secs(10))?.1;
+            bail!("{}: the daemon did not answer within 60 s: {log}", vm.name);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Packets the VM's data plane counted for (hook, protocol, verdict).
+fn counted(vm: &mut Vm, hook: &str, proto: &str, verdict: &str) -> anyhow::Result<u64> {
+    let table = vm.ok("hostgate dataplane counters")?;
+    Ok(table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.len() >= 4 && w[0] == hook && w[1] == proto && w[2] == verdict)
+        .and_then(|w| w[3].parse().ok())
+        .unwrap_or(0))
+}
+
+/// Pings `addr` `count` times from the lab, 50 ms apart; how many answered.
+fn ping(lab: &Lab, addr: &str, count: u32) -> anyhow::Result<u32> {
+    let out = lab.ns.command("ping").args(["-c", &count.to_string(), "-i", "0.05", "-W", "1", addr]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received = text
+        .lines()
+        .find_map(|l| l.split(", ").find_map(|p| p.strip_suffix(" received")).and_then(|n| n.trim().parse().ok()))
+        .context("ping printed no summary")?;
+    Ok(received)
+}
+
+fn smoke(env: &mut Env) -> anyhow::Result<()> {
+    with_lab(env, &["node"], |lab| {
+        let vm = lab.vm("node");
+        let addr = address(vm, 11)?;
+        start_daemon(vm, &config(vm, &addr, ""))?;
+        let status = vm.ok("hostgate status")?;
+        ensure!(
+            status.lines().any(|l| l.contains("eth0") && l.contains("xdp-native")),
+            "not attached in native mode: {status}"
+        );
+        let before = counted(lab.vm("node"), "xdp-uplink", "ipv4-icmp", "pass")?;
+        let answered = ping(lab, &addr, 20)?;
+        ensure!(answered == 20, "{answered} of 20 pings answered through the attached program");
+        let after = counted(lab.vm("node"), "xdp-uplink", "ipv4-icmp", "pass")?;
+        ensure!(after - before >= 20, "the program counted {} echo requests, sent 20", after - before);
+        println!("xtask: vm: native XDP on virtio-net, 20/20 pings answered and counted");
+        Ok(())
+    })
+}
+
+const CUSTOMER_IP: &str = "203.0.113.90";
+
+/// A node VM holding CUSTOMER_IP for customer acme, with a rules directory.
+fn customer_node(lab: &mut Lab, name: &str, host: u8, extra: &str) -> anyhow::Result<String> {
+    let vm = lab.vm(name);
+    let addr = address(vm, host)?;
+    vm.ok("mkdir -p /etc/hostgate/rules")?;
+    let pools = format!(
+        "\n[ip]\npools = [\"203.0.113.0/24\"]\nannounce_interval_ms = 50\n\n[firewall]\nrules_dir = \"/etc/hostgate/rules\"\n{extra}"
+    );
+    start_daemon(vm, &config(vm, &addr, &pools))?;
+    Ok(addr)
+}
+
+fn firewall(env: &mut Env) -> anyhow::Result<()> {
+    with_lab(env, &["node"], |lab| {
+        customer_node(lab, "node", 11, "")?;
+        lab.ns.ip(["route", "add", "203.0.113.0/24", "dev", "br0"])?;
+        let vm = lab.vm("node");
+        vm.ok("hostgate customer add acme")?;
+        vm.ok(&format!("hostgate ip assign {CUSTOMER_IP} --customer acme"))?;
+        wait(lab, "the customer IP to answer", Duration::from_secs(30), |lab| Ok(ping(lab, CUSTOMER_IP, 1)? == 1))?;
+
+        let vm = lab.vm("node");
+        vm.ok(
+            "printf 'customer acme\\ndefault allow\\ndrop icmp type echo-request\\n' > /etc/hostgate/rules/acme.rules",
+        )?;
+        vm.ok("hostgate rules apply")?;
+        let dropped_before = counted(lab.vm("node"), "xdp-uplink", "ipv4-icmp", "drop")?;
+        let answered = ping(lab, CUSTOMER_IP, 10)?;
+        ensure!(answered == 0, "{answered} of 10 pings answered despite the drop rule");
+        let dropped = counted(lab.vm("node"), "xdp-uplink", "ipv4-icmp", "drop")? - dropped_before;
+        ensure!(dropped >= 10, "XDP dropped {dropped} echo requests, the lab sent 10");
+        let stats = lab.vm("node").ok("hostgate rules stats")?;
+        ensure!(stats.contains("acme"), "rules stats: {stats}");
+
+        lab.vm("node")
+            .ok("printf 'customer acme\\ndefault allow\\n' > /etc/hostgate/rules/acme.rules && hostgate rules apply")?;
+        let answered = ping(lab, CUSTOMER_IP, 10)?;
+        ensure!(answered == 10, "{answered} of 10 pings answered after the rule went");
+        println!("xtask: vm: 10 pings dropped in XDP by the rule, 10 answered without it");
+        Ok(())
+    })
+}
+
+fn wait(
+    lab: &mut Lab,
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut(&mut Lab) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !cond(lab)? {
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn restart(env: &mut Env) -> anyhow::Result<()> {
+    with_lab(env, &["node"], |lab| {
+        let vm = lab.vm("node");
+        let addr = address(vm, 11)?;
+        start_daemon(vm, &config(vm, &addr, ""))?;
+        // 200 pings over about 10 s while the daemon is killed and started again.
+        let pinger = lab
+            .ns
+            .command("ping")
+            .args(["-c", "200", "-i", "0.05", "-W", "1", &addr])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        std::thread::sleep(Duration::from_secs(2));
+        let vm = lab.vm("node");
+        vm.ok("kill -9 $(pidof hostgate)")?;
+        std::thread::sleep(Duration::from_secs(1));
+        start_daemon(vm, &config(vm, &addr, ""))?;
+        let status = vm.ok("hostgate status")?;
+        ensure!(status.contains("adopted"), "the restarted daemon did not adopt the pinned link: {status}");
+        let out = pinger.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(text.contains("200 received"), "pings lost across the restart: {}", text.lines().last().unwrap_or(""));
+        println!("xtask: vm: 200/200 pings answered across a SIGKILL and restart of the daemon");
+        Ok(())
+    })
+}
+
+fn failover(env: &mut Env) -> anyhow::Result<()> {
+    let etcd_addr = format!("{LAB_V4}:2379");
+    with_lab(env, &["n1", "n2"], |lab| {
+        let _etcd = hostgate_testbed::EtcdServer::start(Some(&lab.ns), etcd_addr.parse()?)?;
+        let cluster = format!("\n[cluster]\netcd_endpoints = [\"http://{etcd_addr}\"]\nlease_ttl_secs = 1\n");
+        lab.ns.ip(["route", "add", "203.0.113.0/24", "dev", "br0"])?;
+        customer_node(lab, "n1", 11, &cluster)?;
+        customer_node(lab, "n2", 12, &cluster)?;
+        let n1 = lab.vm("n1");
+        n1.ok("hostgate customer add acme")?;
+        n1.ok(&format!("hostgate ip assign {CUSTOMER_IP} --customer acme --node n1"))?;
+        wait(lab, "the customer IP on n1", Duration::from_secs(60), |lab| Ok(ping(lab, CUSTOMER_IP, 1)? == 1))?;
+        // Power cut on n1; the lab pings every 50 ms until n2 answers.
+        lab.vm("n1").power_off();
+        let start = Instant::now();
+        wait(lab, "n2 to answer for the IP", Duration::from_secs(30), |lab| Ok(ping(lab, CUSTOMER_IP, 1)? == 1))?;
+        let gap = start.elapsed();
+        let held = lab.vm("n2").ok("ip -br addr show dev eth0")?;
+        ensure!(held.contains(CUSTOMER_IP), "n2 does not hold the IP: {held}");
+        println!("xtask: vm: n1 powered off; {CUSTOMER_IP} answered from n2 after {:.2} s", gap.as_secs_f64());
+        Ok(())
+    })
+}
