@@ -50,8 +50,15 @@ impl Standing {
     }
 }
 
+/// The membership lease's TTL. A node on its embedded store is a cluster
+/// of one: nobody could take its IPs over, so its lease is long and it
+/// never fences itself (a busy or slow node must not drop its addresses).
 fn ttl(d: &Daemon) -> Duration {
-    Duration::from_secs(d.config.cluster.lease_ttl_secs.into())
+    if d.config.clustered() {
+        Duration::from_secs(d.config.cluster.lease_ttl_secs.into())
+    } else {
+        Duration::from_secs(3600)
+    }
 }
 
 /// Joins, keeps the lease, rejoins when it is lost; runs for the daemon's life.
@@ -87,7 +94,7 @@ async fn join(d: &Daemon) -> anyhow::Result<(LeaseId, Duration, Instant)> {
 
 /// Renews `lease` until it is lost, fencing while renewals fail.
 async fn keep(d: &Daemon, lease: LeaseId, ttl: Duration, granted: Instant) {
-    let every = ttl / 5;
+    let every = if d.config.clustered() { ttl / 5 } else { Duration::from_secs(10) };
     let margin = ttl / 4;
     let mut valid_until = granted + ttl;
     let mut fenced = false;

@@ -49,6 +49,18 @@ fn is_ours(msg: &AddressMessage) -> bool {
 }
 
 /// rtnetlink operations on one interface's addresses.
+/// Awaits a netlink request for at most a few seconds: a connection that
+/// stopped answering becomes an error (the caller starts over with a new
+/// one) instead of a task that waits forever.
+async fn in_time<T, E: Into<anyhow::Error>>(
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(Duration::from_secs(5), request).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => anyhow::bail!("rtnetlink did not answer within 5 s"),
+    }
+}
+
 pub struct Addresses {
     handle: rtnetlink::Handle,
     iface: String,
@@ -64,7 +76,7 @@ impl Addresses {
     async fn messages(&self) -> anyhow::Result<Vec<AddressMessage>> {
         let index = ifindex(&self.iface)?;
         let stream = self.handle.address().get().set_link_index_filter(index).execute();
-        Ok(stream.try_collect().await?)
+        in_time(stream.try_collect()).await
     }
 
     /// Every address of the interface.
@@ -96,8 +108,7 @@ impl Addresses {
     /// daemon that dies without withdrawing them cannot leave them behind
     /// for long.
     pub async fn refresh(&self, addr: IpAddr, lifetime: u32) -> anyhow::Result<()> {
-        self.request(addr, Some(lifetime), true)?
-            .execute()
+        in_time(self.request(addr, Some(lifetime), true)?.execute())
             .await
             .with_context(|| format!("renewing {addr} on {}", self.iface))
     }
@@ -135,7 +146,7 @@ impl Addresses {
                 if !is_ours(&msg) {
                     bail!("{addr} on {} was not added by hostgate; leaving it", self.iface);
                 }
-                self.handle.address().del(msg).execute().await.with_context(|| format!("removing {addr}"))?;
+                in_time(self.handle.address().del(msg).execute()).await.with_context(|| format!("removing {addr}"))?;
                 return Ok(true);
             }
         }

@@ -102,7 +102,7 @@ impl Vm {
         initrd: &Path,
     ) -> anyhow::Result<Vm> {
         let mac = format!("52:54:00:60:00:{:02x}", index + 10);
-        let accel = if kvm() { "kvm" } else { "tcg" };
+        let (accel, cpu) = if kvm() { ("kvm", "host") } else { ("tcg", "max") };
         let console = dir.join("console.sock");
         let control = dir.join("control.sock");
         let log = dir.join("console.log");
@@ -112,8 +112,8 @@ impl Vm {
         let out = std::fs::File::create(dir.join("qemu.log"))?;
         let child = Command::new("nsenter")
             .arg(format!("--net={}", ns.path()))
-            .args(["--", "qemu-system-x86_64", "-name", name, "-machine", "q35", "-accel", accel, "-cpu", "max"])
-            .args(["-smp", "2", "-m", "768", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+            .args(["--", "qemu-system-x86_64", "-name", name, "-machine", "q35", "-accel", accel, "-cpu", cpu])
+            .args(["-smp", "1", "-m", "768", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
             .arg("-kernel")
             .arg(kernel)
             .arg("-initrd")
@@ -176,26 +176,34 @@ impl Vm {
         let control = self.control.as_mut().with_context(|| format!("{name}: not booted"))?;
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let tag = format!("{}x{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        // The marker is printed in two pieces so that nothing but its own output matches.
-        let line = format!("{{ {cmd}\n}} </dev/null 2>&1; printf '\\n__HG_%s_RC=%d\\n' {tag} $?\n");
+        // Output is what comes between the start and end markers: the shell
+        // echoes the command first, and the echo never matches a marker
+        // (its format string, not its expansion, is echoed).
+        let line = format!(
+            "printf '\\n__HG_%s_START\\n' {tag}; {{ {cmd}\n}} </dev/null 2>&1; printf '\\n__HG_%s_RC=%d\\n' {tag} $?\n"
+        );
         control.get_mut().write_all(line.as_bytes())?;
-        let marker = format!("__HG_{tag}_RC=");
+        let (start_marker, end_marker) = (format!("__HG_{tag}_START"), format!("__HG_{tag}_RC="));
         let start = Instant::now();
-        let mut output = String::new();
+        let mut output: Option<String> = None;
         let mut line = String::new();
         loop {
             if start.elapsed() > limit {
-                bail!("{name}: `{cmd}` did not finish within {limit:?}; output so far: {output}");
+                bail!("{name}: `{cmd}` did not finish within {limit:?}; output so far: {}", output.unwrap_or_default());
             }
             match control.read_line(&mut line) {
                 Ok(0) => bail!("{name}: control port closed"),
                 Ok(_) if line.ends_with('\n') => {
-                    if let Some(rc) = line.trim().strip_prefix(&marker) {
+                    let clean = strip_escapes(&line);
+                    let text = clean.trim();
+                    if text.ends_with(&start_marker) {
+                        output = Some(String::new());
+                    } else if let Some(rc) = text.strip_prefix(&end_marker).filter(|_| output.is_some()) {
                         let rc = rc.parse().unwrap_or(-1);
-                        let output = output.trim_end_matches('\n').to_string();
-                        return Ok((rc, output));
+                        return Ok((rc, output.unwrap_or_default().trim_matches('\n').to_string()));
+                    } else if let Some(out) = output.as_mut() {
+                        out.push_str(&clean);
                     }
-                    output.push_str(&line.replace('\r', ""));
                     line.clear();
                 }
                 Ok(_) => {}
@@ -221,6 +229,30 @@ impl Vm {
             q.kill();
         }
     }
+}
+
+/// `s` without terminal escape sequences and carriage returns.
+fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                // ESC [ parameters final-byte
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Drop for Vm {

@@ -48,7 +48,7 @@ fn with_lab(env: &Env, vms: &[&str], body: impl FnOnce(&mut Lab) -> anyhow::Resu
 /// Gives `vm` address 198.18.60.`host` on its NIC.
 fn address(vm: &mut Vm, host: u8) -> anyhow::Result<String> {
     let addr = format!("198.18.60.{host}");
-    vm.ok(&format!("ip addr add {addr}/24 dev eth0 && ip link set eth0 up"))?;
+    vm.ok(&format!("/usr/sbin/ip addr add {addr}/24 dev eth0 && /usr/sbin/ip link set eth0 up"))?;
     Ok(addr)
 }
 
@@ -212,7 +212,7 @@ fn failover(env: &mut Env) -> anyhow::Result<()> {
     let etcd_addr = format!("{LAB_V4}:2379");
     with_lab(env, &["n1", "n2"], |lab| {
         let _etcd = hostgate_testbed::EtcdServer::start(Some(&lab.ns), etcd_addr.parse()?)?;
-        let cluster = format!("\n[cluster]\netcd_endpoints = [\"http://{etcd_addr}\"]\nlease_ttl_secs = 1\n");
+        let cluster = format!("\n[cluster]\netcd_endpoints = [\"http://{etcd_addr}\"]\nlease_ttl_secs = 2\n");
         lab.ns.ip(["route", "add", "203.0.113.0/24", "dev", "br0"])?;
         customer_node(lab, "n1", 11, &cluster)?;
         customer_node(lab, "n2", 12, &cluster)?;
@@ -225,7 +225,7 @@ fn failover(env: &mut Env) -> anyhow::Result<()> {
         let start = Instant::now();
         wait(lab, "n2 to answer for the IP", Duration::from_secs(30), |lab| Ok(ping(lab, CUSTOMER_IP, 1)? == 1))?;
         let gap = start.elapsed();
-        let held = lab.vm("n2").ok("ip -br addr show dev eth0")?;
+        let held = lab.vm("n2").ok("/usr/sbin/ip -br addr show dev eth0")?;
         ensure!(held.contains(CUSTOMER_IP), "n2 does not hold the IP: {held}");
         println!("xtask: vm: n1 powered off; {CUSTOMER_IP} answered from n2 after {:.2} s", gap.as_secs_f64());
         Ok(())
