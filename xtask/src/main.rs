@@ -60,7 +60,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if deps::is_root() {
+        for name in hostgate_testbed::remove_stale_namespaces() {
+            println!("xtask: removed namespace {name}, left by a run that no longer exists");
+        }
+    }
+    match command {
         Command::Run(args) => run::run(args),
         Command::Test { args } => test(&args),
         Command::Bench { what } => bench::run(&what),

@@ -16,7 +16,7 @@ pub mod servers;
 pub mod topology;
 
 pub use etcd::EtcdServer;
-pub use netns::{Netns, TestbedError};
+pub use netns::{remove_stale_namespaces, Netns, TestbedError};
 pub use process::ChildGuard;
 pub use topology::{Container, NodeTopology};
 

@@ -114,11 +114,51 @@ impl Netns {
     }
 }
 
+/// Deletes namespaces left by test-bed processes that no longer run (a
+/// benchmark or test killed before its guards ran): names made by
+/// [`crate::unique_name`], `hg-<purpose>-<pid>-<n>`, whose pid is gone.
+/// Returns the names deleted.
+pub fn remove_stale_namespaces() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else { return vec![] };
+    let mut removed = Vec::new();
+    for name in entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()) {
+        if let Some(pid) = stale_owner(&name) {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() && run("ip", ["netns", "del", &name]).is_ok() {
+                removed.push(name);
+            }
+        }
+    }
+    removed
+}
+
+/// The pid in a test-bed name `hg-<purpose>-<pid>-<n>[-suffix...]`.
+fn stale_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("hg-")?;
+    let parts: Vec<&str> = rest.split('-').collect();
+    // purpose, pid, n: the first numeric pair after the purpose.
+    parts.windows(2).skip(1).find_map(|w| match (w[0].parse::<u32>(), w[1].parse::<u32>()) {
+        (Ok(pid), Ok(_)) => Some(pid),
+        _ => None,
+    })
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace deletes its veths, and with them their peers.
         if let Err(e) = run("ip", ["netns", "del", &self.name]) {
             eprintln!("testbed: could not delete netns {}: {e}", self.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod stale_tests {
+    #[test]
+    fn owners_of_test_bed_names() {
+        assert_eq!(super::stale_owner("hg-bench-1234-0"), Some(1234));
+        assert_eq!(super::stale_owner("hg-clfail-13337-5-n2"), Some(13337));
+        assert_eq!(super::stale_owner("hg-bench-fw-77-1-client"), Some(77));
+        assert_eq!(super::stale_owner("hg-demo-node"), None, "the demo's names are not the test bed's");
+        assert_eq!(super::stale_owner("other-1-2"), None);
     }
 }
