@@ -24,7 +24,7 @@ use std::{collections::BTreeSet, io, path::PathBuf};
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        tc::{SchedClassifierLink, TcAttachOptions},
+        tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
         xdp::XdpLink,
         LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
@@ -67,8 +67,6 @@ pub enum DataplaneError {
     Attach { kind: AttachKind, iface: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("native XDP is not available on {iface}")]
     NativeXdpUnsupported { iface: String, source: aya::programs::ProgramError },
-    #[error("TC attachment needs TCX (kernel >= 6.6) to be pinned; this kernel has none")]
-    NoTcx,
     #[error("map {0} missing from the BPF object")]
     MissingMap(&'static str),
     #[error("BPF map access")]
@@ -137,8 +135,9 @@ pub struct Attachment {
     pub origin: Origin,
     pub link_id: u32,
     pub program_id: u32,
-    /// Our handle; the pin keeps the link alive after we exit.
-    _link: FdLink,
+    /// Our handle; the pin keeps the link alive after we exit. None for a
+    /// netlink TC filter, which the kernel keeps by itself.
+    _link: Option<FdLink>,
 }
 
 /// Kernel-side facts about a loaded program, for status.
@@ -280,10 +279,16 @@ impl Dataplane {
     /// Detaches everything this node attached and removes its pins.
     pub fn detach(self) -> Result<DetachReport, DataplaneError> {
         let Dataplane { ebpf, layout, attachments, .. } = self;
+        let filtered: BTreeSet<String> =
+            attachments.iter().filter(|a| a._link.is_none()).map(|a| a.key.iface.clone()).collect();
         // Our fds must be closed for the links to go when their pins do.
         drop(attachments);
         drop(ebpf);
-        detach_pinned(&layout)
+        let mut report = detach_pinned(&layout)?;
+        for iface in filtered {
+            report.links.extend(detach_tc_filters(&iface));
+        }
+        Ok(report)
     }
 }
 
@@ -520,9 +525,8 @@ fn attach_tc(
             FdLink::try_from(prog.take_link(id).map_err(attach_err(kind, iface))?).map_err(attach_err(kind, iface))?;
         return finish(layout, key, ifindex, Origin::Adopted, fd_link, false);
     }
-    let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
-    if !tcx {
-        return Err(DataplaneError::NoTcx);
+    if !has_tcx() {
+        return attach_tc_netlink(prog, iface, ifindex, attach_type);
     }
     let id = prog
         .attach_with_options(iface, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
@@ -530,6 +534,70 @@ fn attach_tc(
     let fd_link =
         FdLink::try_from(prog.take_link(id).map_err(attach_err(kind, iface))?).map_err(attach_err(kind, iface))?;
     finish(layout, LinkKey { kind, iface: iface.into() }, ifindex, Origin::Attached, fd_link, true)
+}
+
+/// Whether this kernel has TCX links (>= 6.6).
+fn has_tcx() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+}
+
+/// The priority and handle of hostgate's netlink TC filters: fixed, so that
+/// a restarted daemon (or `dataplane detach`) finds them again.
+const TC_PRIORITY: u16 = 0x6867;
+const TC_HANDLE: TcHandle = TcHandle::new(0, 0x68);
+
+/// TC without TCX (kernel < 6.6): a cls_bpf filter on the interface's
+/// clsact qdisc. If our filter is there already (a previous daemon), its
+/// program is replaced in place (adopted, no gap); else one is created. The
+/// filter outlives the daemon like a pinned link does.
+fn attach_tc_netlink(
+    prog: &mut SchedClassifier,
+    iface: &str,
+    ifindex: u32,
+    attach_type: TcAttachType,
+) -> Result<Attachment, DataplaneError> {
+    let kind = if attach_type == TcAttachType::Egress { AttachKind::TcEgress } else { AttachKind::TcIngress };
+    // EEXIST: the qdisc is there already (ours or anyone's; clsact is shared).
+    if let Err(e) = aya::programs::tc::qdisc_add_clsact(iface) {
+        if !e.to_string().contains("exists") {
+            warn!(%iface, error = %e, "adding the clsact qdisc");
+        }
+    }
+    let existing = SchedClassifierLink::attached(iface, attach_type, TC_PRIORITY, TC_HANDLE, None)
+        .map_err(|e| attach_err(kind, iface)(e))?;
+    let (id, origin) = match prog.attach_to_link(existing) {
+        Ok(id) => (id, Origin::Adopted),
+        Err(_) => {
+            let options = NlOptions { priority: TC_PRIORITY, handle: TC_HANDLE, classid: None };
+            let id = prog
+                .attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options))
+                .map_err(attach_err(kind, iface))?;
+            (id, Origin::Attached)
+        }
+    };
+    // Dropping the link would delete the filter: it is meant to stay.
+    std::mem::forget(prog.take_link(id).map_err(attach_err(kind, iface))?);
+    let program_id = prog.info().map(|i| i.id()).unwrap_or(0);
+    Ok(Attachment { key: LinkKey { kind, iface: iface.into() }, ifindex, origin, link_id: 0, program_id, _link: None })
+}
+
+/// Deletes hostgate's netlink TC filters (both directions) from `iface`;
+/// the names of those it found.
+pub fn detach_tc_filters(iface: &str) -> Vec<String> {
+    let mut removed = Vec::new();
+    for (attach_type, kind) in
+        [(TcAttachType::Ingress, AttachKind::TcIngress), (TcAttachType::Egress, AttachKind::TcEgress)]
+    {
+        if let Ok(link) = SchedClassifierLink::attached(iface, attach_type, TC_PRIORITY, TC_HANDLE, None) {
+            let prog_present = aya::programs::tc::qdisc_detach_program(iface, attach_type, names::TC_CONTAINER).is_ok()
+                | aya::programs::tc::qdisc_detach_program(iface, attach_type, names::TC_TO_CONTAINER).is_ok();
+            drop(link);
+            if prog_present {
+                removed.push(LinkKey { kind, iface: iface.into() }.pin_name());
+            }
+        }
+    }
+    removed
 }
 
 fn open_pinned(layout: &PinLayout, key: &LinkKey) -> Result<FdLink, DataplaneError> {
@@ -553,13 +621,17 @@ fn finish(
     let path = layout.link_path(&key);
     let link = if pin { FdLink::from(link.pin(&path)?) } else { link };
     let state = sys::pinned_link_state(&path).map_err(|source| DataplaneError::Io { path, source })?;
-    Ok(Attachment { key, ifindex, origin, link_id: state.link_id, program_id: state.program_id, _link: link })
+    Ok(Attachment { key, ifindex, origin, link_id: state.link_id, program_id: state.program_id, _link: Some(link) })
 }
 
 /// Undoes the attachments this start created; adopted ones stay pinned.
 fn roll_back(layout: &PinLayout, attachments: Vec<Attachment>) {
     for a in attachments {
         if a.origin == Origin::Attached {
+            if a._link.is_none() {
+                detach_tc_filters(&a.key.iface);
+                continue;
+            }
             let path = layout.link_path(&a.key);
             drop(a);
             remove_pin(&path);

@@ -34,9 +34,16 @@ pub enum AttachKind {
     TcxIngress,
     /// TC egress through a TCX link: what reaches a container.
     TcxEgress,
+    /// TC ingress as a netlink cls_bpf filter on a clsact qdisc, for kernels
+    /// without TCX (< 6.6). Not a link: nothing is pinned; the filter stays
+    /// in the kernel and is found again by its priority and handle.
+    TcIngress,
+    /// TC egress as a netlink cls_bpf filter.
+    TcEgress,
 }
 
 impl AttachKind {
+    /// The kinds kept as pinned links.
     pub const ALL: [AttachKind; 4] =
         [AttachKind::XdpNative, AttachKind::XdpGeneric, AttachKind::TcxIngress, AttachKind::TcxEgress];
 
@@ -46,6 +53,8 @@ impl AttachKind {
             AttachKind::XdpGeneric => "xdp-generic",
             AttachKind::TcxIngress => "tcx-ingress",
             AttachKind::TcxEgress => "tcx-egress",
+            AttachKind::TcIngress => "tc-ingress",
+            AttachKind::TcEgress => "tc-egress",
         }
     }
 
@@ -54,8 +63,8 @@ impl AttachKind {
     pub fn slot(self) -> &'static str {
         match self {
             AttachKind::XdpNative | AttachKind::XdpGeneric => "xdp",
-            AttachKind::TcxIngress => "tcx-ingress",
-            AttachKind::TcxEgress => "tcx-egress",
+            AttachKind::TcxIngress | AttachKind::TcIngress => "tcx-ingress",
+            AttachKind::TcxEgress | AttachKind::TcEgress => "tcx-egress",
         }
     }
 
@@ -63,7 +72,9 @@ impl AttachKind {
     pub fn hook(self) -> Hook {
         match self {
             AttachKind::XdpNative | AttachKind::XdpGeneric => Hook::XdpUplink,
-            AttachKind::TcxIngress | AttachKind::TcxEgress => Hook::TcContainer,
+            AttachKind::TcxIngress | AttachKind::TcxEgress | AttachKind::TcIngress | AttachKind::TcEgress => {
+                Hook::TcContainer
+            }
         }
     }
 }

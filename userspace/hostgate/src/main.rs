@@ -698,7 +698,11 @@ async fn detach(client: &Client, config: &std::path::Path) -> anyhow::Result<Det
         Err(e) if e.is_unreachable() => {
             let c = Config::load(config).context("no daemon answers, so the config is needed to find the pins")?;
             let layout = hostgate_dataplane::pins::PinLayout::new(&c.dataplane.pin_root, &c.node_name);
-            let report = hostgate_dataplane::detach_pinned(&layout)?;
+            let mut report = hostgate_dataplane::detach_pinned(&layout)?;
+            // TC filters of kernels without TCX are not pinned: found on the configured interfaces.
+            for iface in &c.dataplane.container_interfaces {
+                report.links.extend(hostgate_dataplane::detach_tc_filters(iface));
+            }
             Ok(DetachResponse { links: report.links, pins_removed: report.pins_removed })
         }
         Err(e) => Err(e.into()),

@@ -28,8 +28,18 @@ pub const CACHE: &str = "/var/cache/hostgate/vm";
 /// Bump when the base image's recipe changes in a way the key below misses.
 const RECIPE: u32 = 6;
 /// Modules the scenarios need (their dependencies are found and loaded first).
-const MODULES: &[&str] =
-    &["virtio_pci", "virtio_net", "veth", "bridge", "nf_tables", "nft_chain_nat", "nft_nat", "nft_masq"];
+const MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "veth",
+    "sch_ingress",
+    "cls_bpf",
+    "bridge",
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_nat",
+    "nft_masq",
+];
 /// Host binaries copied in with their libraries.
 const HOST_BINARIES: &[&str] = &["/usr/sbin/ip", "/usr/sbin/nft"];
 

@@ -25,6 +25,11 @@ pub const ALL: &[Scenario] = &[
         run: restart,
     },
     Scenario {
+        name: "containers",
+        about: "a container in a VM on a kernel without TCX: TC hooks attach as netlink filters, a spoofed source is dropped, the daemon restart adopts them",
+        run: containers,
+    },
+    Scenario {
         name: "failover",
         about: "two node VMs with etcd in the lab: the holder of a customer IP is powered off, the other answers",
         run: failover,
@@ -209,6 +214,59 @@ fn restart(env: &mut Env) -> anyhow::Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         ensure!(text.contains("200 received"), "pings lost across the restart: {}", text.lines().last().unwrap_or(""));
         println!("xtask: vm: 200/200 pings answered across a SIGKILL and restart of the daemon");
+        Ok(())
+    })
+}
+
+/// The container of the `containers` scenario: namespace c1 behind veth
+/// hgc1, 198.51.100.6/24, its gateway the node (198.51.100.1).
+const CONTAINER_SETUP: &str = "sysctl -w net.ipv4.ip_forward=1 >/dev/null && /usr/sbin/ip netns add c1 && \
+    /usr/sbin/ip link add hgc1 type veth peer name eth0 netns c1 && \
+    /usr/sbin/ip addr add 198.51.100.1/24 dev hgc1 && /usr/sbin/ip link set hgc1 up && \
+    nsenter --net=/run/netns/c1 /usr/sbin/ip link set lo up && \
+    nsenter --net=/run/netns/c1 /usr/sbin/ip addr add 198.51.100.6/24 dev eth0 && \
+    nsenter --net=/run/netns/c1 /usr/sbin/ip addr add 198.51.100.99/32 dev eth0 && \
+    nsenter --net=/run/netns/c1 /usr/sbin/ip link set eth0 up && \
+    nsenter --net=/run/netns/c1 /usr/sbin/ip route add default via 198.51.100.1";
+
+fn containers(env: &mut Env) -> anyhow::Result<()> {
+    with_lab(env, &["node"], |lab| {
+        lab.ns.ip(["route", "add", "198.51.100.0/24", "via", "198.18.60.11"])?;
+        let vm = lab.vm("node");
+        let addr = address(vm, 11)?;
+        vm.ok(CONTAINER_SETUP)?;
+        let cfg = config(vm, &addr, "")
+            .replace("uplinks = [\"eth0\"]", "uplinks = [\"eth0\"]\ncontainer_interfaces = [\"hgc1\"]");
+        start_daemon(vm, &cfg)?;
+        let status = vm.ok("hostgate status")?;
+        ensure!(
+            status.contains("tc-ingress") && status.contains("tc-egress"),
+            "TC hooks not attached as netlink filters: {status}"
+        );
+        vm.ok(
+            "hostgate customer add acme && hostgate container add web --customer acme --iface hgc1 --ip 198.51.100.6",
+        )?;
+        let ping = |vm: &mut Vm, from: &str| -> anyhow::Result<bool> {
+            let cmd = format!("nsenter --net=/run/netns/c1 ping -c 3 -W 1 -I {from} {LAB_V4}");
+            Ok(vm.sh(&cmd, Duration::from_secs(30))?.0 == 0)
+        };
+        ensure!(ping(vm, "198.51.100.6")?, "the container cannot reach the lab from its own address");
+        ensure!(!ping(vm, "198.51.100.99")?, "a spoofed source got out");
+        let list = vm.ok("hostgate container list")?;
+        ensure!(list.lines().any(|l| l.contains("web") && !l.contains(" 0 ")), "no drops counted: {list}");
+        // A restarted daemon finds its filters and replaces their programs in place.
+        vm.ok("kill -9 $(pidof hostgate)")?;
+        start_daemon(vm, &cfg)?;
+        let status = vm.ok("hostgate status")?;
+        ensure!(
+            status.lines().filter(|l| l.contains("hgc1") && l.contains("adopted")).count() == 2,
+            "the restarted daemon did not adopt both filters: {status}"
+        );
+        ensure!(!ping(vm, "198.51.100.99")?, "a spoofed source got out after the restart");
+        ensure!(ping(vm, "198.51.100.6")?, "the container lost its way out after the restart");
+        let detach = vm.ok("hostgate dataplane detach")?;
+        ensure!(detach.contains("tc-ingress:hgc1") && detach.contains("tc-egress:hgc1"), "{detach}");
+        println!("xtask: vm: TC as netlink filters on 6.1: spoofing dropped, adopted across a restart, detached");
         Ok(())
     })
 }
