@@ -41,7 +41,7 @@ const MODULES: &[&str] = &[
     "nft_masq",
 ];
 /// Host binaries copied in with their libraries.
-const HOST_BINARIES: &[&str] = &["/usr/sbin/ip", "/usr/sbin/nft"];
+const HOST_BINARIES: &[&str] = &["/usr/sbin/ip", "/usr/sbin/nft", "/usr/sbin/ethtool"];
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;

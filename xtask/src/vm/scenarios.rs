@@ -25,6 +25,11 @@ pub const ALL: &[Scenario] = &[
         run: restart,
     },
     Scenario {
+        name: "lb",
+        about: "a client VM reaches a VIP whose backends are containers on two node VMs (local NAT on one, DSR to the other), spread by weight",
+        run: lb,
+    },
+    Scenario {
         name: "containers",
         about: "a container in a VM on a kernel without TCX: TC hooks attach as netlink filters, a spoofed source is dropped, the daemon restart adopts them",
         run: containers,
@@ -267,6 +272,69 @@ fn containers(env: &mut Env) -> anyhow::Result<()> {
         let detach = vm.ok("hostgate dataplane detach")?;
         ensure!(detach.contains("tc-ingress:hgc1") && detach.contains("tc-egress:hgc1"), "{detach}");
         println!("xtask: vm: TC as netlink filters on 6.1: spoofing dropped, adopted across a restart, detached");
+        Ok(())
+    })
+}
+
+/// A container in `vm`: namespace c1 behind veth hgc1 at 198.51.`net`.6/24,
+/// GRO on (NAPI for XDP redirects into it), serving HTTP with `identity`.
+fn web_container(vm: &mut Vm, net: u8, identity: &str) -> anyhow::Result<String> {
+    let (gw, addr) = (format!("198.51.{net}.1"), format!("198.51.{net}.6"));
+    let c = "nsenter --net=/run/netns/c1";
+    vm.ok(&format!(
+        "sysctl -w net.ipv4.ip_forward=1 >/dev/null && /usr/sbin/ip netns add c1 && \
+         /usr/sbin/ip link add hgc1 type veth peer name eth0 netns c1 && \
+         /usr/sbin/ip addr add {gw}/24 dev hgc1 && /usr/sbin/ip link set hgc1 up && \
+         {c} /usr/sbin/ip link set lo up && {c} /usr/sbin/ip addr add {addr}/24 dev eth0 && \
+         {c} /usr/sbin/ip link set eth0 up && {c} /usr/sbin/ip route add default via {gw} && \
+         {c} /usr/sbin/ethtool -K eth0 gro on >/dev/null && \
+         mkdir -p /www && echo {identity} > /www/index.html && {c} httpd -p 80 -h /www"
+    ))?;
+    Ok(addr)
+}
+
+fn lb(env: &mut Env) -> anyhow::Result<()> {
+    with_lab(env, &["n1", "n2", "client"], |lab| {
+        let mut backends = Vec::new();
+        for (name, host, net) in [("n1", 11u8, 100u8), ("n2", 12, 101)] {
+            let vm = lab.vm(name);
+            let addr = address(vm, host)?;
+            backends.push(web_container(vm, net, &format!("{name}-web"))?);
+            let cfg = config(vm, &addr, "")
+                .replace("uplinks = [\"eth0\"]", "uplinks = [\"eth0\"]\ncontainer_interfaces = [\"hgc1\"]");
+            start_daemon(vm, &cfg)?;
+        }
+        lab.vm("n1").ok("hostgate node add n2 --address 198.18.60.12")?;
+        lab.vm("n2").ok("hostgate node add n1 --address 198.18.60.11")?;
+        // Both nodes hold the same declarations; each sees its own backend as local.
+        for name in ["n1", "n2"] {
+            let vm = lab.vm(name);
+            vm.ok("hostgate vip add 203.0.113.80 --proto tcp --port 80")?;
+            vm.ok(&format!(
+                "hostgate backend add 203.0.113.80:80/tcp {} --mode dsr --node n1 --weight 2",
+                backends[0]
+            ))?;
+            vm.ok(&format!(
+                "hostgate backend add 203.0.113.80:80/tcp {} --mode dsr --node n2 --weight 1",
+                backends[1]
+            ))?;
+        }
+        let client = lab.vm("client");
+        address(client, 20)?;
+        client.ok("/usr/sbin/ip route add 203.0.113.0/24 via 198.18.60.11")?;
+        let (_, out) = client.sh(
+            "for i in $(seq 90); do \
+             r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 203.0.113.80 80 | tail -n 1); \
+             if [ -n \"$r\" ]; then echo \"$r\"; else echo failed; fi; done",
+            Duration::from_secs(600),
+        )?;
+        let count = |who: &str| out.lines().filter(|l| l.trim() == who).count();
+        let (local, remote, failed) = (count("n1-web"), count("n2-web"), count("failed"));
+        println!("xtask: vm: 90 connections: {local} to n1's container (NAT, weight 2), {remote} to n2's (DSR, weight 1), {failed} failed");
+        ensure!(failed == 0 && local + remote == 90, "connections failed or went astray: {out}");
+        ensure!((45..=75).contains(&local) && remote >= 15, "the spread does not follow the weights 2:1");
+        let tunnelled = counted(lab.vm("n1"), "xdp-uplink", "ipv4-tcp", "tx")?;
+        ensure!(tunnelled >= remote as u64, "n1 tunnelled {tunnelled} packets for {remote} remote connections");
         Ok(())
     })
 }
