@@ -365,7 +365,16 @@ async fn claim_ip(d: &Daemon, addr: IpAddr, lease: LeaseId) -> anyhow::Result<bo
             info!(%addr, "claimed");
             Ok(true)
         }
-        Ok(TxnOutcome::CompareFailed(_)) | Err(StoreError::LeaseExpired(_)) => Ok(false),
+        // Our own claim, made by an earlier pass whose watch event has not
+        // reached the mirror yet, counts as held: dropping the address for
+        // that would make it flap.
+        Ok(TxnOutcome::CompareFailed(_)) => {
+            let current = d.store.get(&ownership::keys::claim(addr)).await?;
+            Ok(current
+                .and_then(|kv| kv.decode::<Claim>().ok())
+                .is_some_and(|c| c.node == d.config.node_name && c.lease == lease))
+        }
+        Err(StoreError::LeaseExpired(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
