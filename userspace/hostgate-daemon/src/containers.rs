@@ -34,6 +34,7 @@ pub async fn add(State(d): State<Arc<Daemon>>, Json(req): Json<ContainerView>) -
         mac: req.mac.clone(),
         snat: req.snat.clone(),
         created,
+        node: Some(d.config.node_name.clone()),
     };
     c.validate().map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
     let txn = Txn::new()
@@ -62,8 +63,10 @@ pub async fn list(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<ContainerView
             .iter()
             .filter_map(|kv| kv.decode::<Container>().ok())
             .map(|c| {
+                // Drops are counted on the node the container sits behind.
+                let local = c.on_node(&d.config.node_name);
                 let drops = match (guard.as_ref(), hostgate_dataplane::sys::ifindex(&c.iface)) {
-                    (Some(dp), Some(ifindex)) => dp.guard_drops(ifindex).unwrap_or(0),
+                    (Some(dp), Some(ifindex)) if local => dp.guard_drops(ifindex).unwrap_or(0),
                     _ => 0,
                 };
                 ContainerView {
@@ -101,8 +104,13 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut watch = d.store.watch(keys::CONTAINERS, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
     loop {
+        // In a cluster the registry holds every node's containers: this node
+        // guards and translates its own.
+        let me = d.config.node_name.as_str();
+        let containers: Vec<Container> =
+            mirror.entries.values().filter_map(|kv| kv.decode::<Container>().ok()).filter(|c| c.on_node(me)).collect();
         let mut guards = Vec::new();
-        for c in mirror.entries.values().filter_map(|kv| kv.decode::<Container>().ok()) {
+        for c in containers.iter().cloned() {
             match hostgate_dataplane::sys::ifindex(&c.iface) {
                 Some(ifindex) => {
                     guards.push(GuardSpec { ifindex, mac: c.mac.as_deref().and_then(parse_mac), addrs: c.ips })
@@ -110,7 +118,6 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
                 None => warn!(container = %c.name, iface = %c.iface, "container interface not found; not guarded"),
             }
         }
-        let containers: Vec<Container> = mirror.entries.values().filter_map(|kv| kv.decode().ok()).collect();
         let dd = d.clone();
         tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
             Some(dp) => dp.set_guards(&guards).map_err(anyhow::Error::from),

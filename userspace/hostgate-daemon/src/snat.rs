@@ -92,6 +92,7 @@ mod tests {
             mac: None,
             snat: Some("203.0.113.10".into()),
             created: 0,
+            node: None,
         };
         let json = serde_json::to_string(&batch(&[c]).to_nftables()).expect("json");
         assert!(json.contains("\"snat\"") && json.contains("203.0.113.10") && json.contains("198.51.100.6"), "{json}");

@@ -131,6 +131,17 @@ pub struct Container {
     #[serde(default)]
     pub snat: Option<String>,
     pub created: u64,
+    /// The node it sits behind (the one it was added on); `None` in
+    /// registries written before clusters: this node.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+impl Container {
+    /// Whether it sits behind node `name`.
+    pub fn on_node(&self, name: &str) -> bool {
+        self.node.as_deref().is_none_or(|n| n == name)
+    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
