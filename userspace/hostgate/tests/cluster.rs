@@ -38,10 +38,15 @@ impl Cluster {
 
     /// As `start`, with `extra(i)` appended to node i's config.
     fn start_with(purpose: &str, n: usize, extra: impl Fn(usize) -> String) -> Cluster {
+        Self::start_full(purpose, n, 0, extra)
+    }
+
+    /// As `start_with`, with `containers` containers behind every node.
+    fn start_full(purpose: &str, n: usize, containers: usize, extra: impl Fn(usize) -> String) -> Cluster {
         let pass = tempfile::tempdir().expect("dir");
         let object = pass.path().join("xdp_pass.o");
         std::fs::write(&object, hostgate_dataplane::XDP_PASS_OBJECT).expect("write pass object");
-        let topo = ClusterTopology::build(purpose, &vec![0; n], &object).expect("topology");
+        let topo = ClusterTopology::build(purpose, &vec![containers; n], &object).expect("topology");
         topo.add_control_network().expect("control network");
         topo.client_on_link().expect("client routes");
         let etcd = EtcdServer::start(Some(&topo.switch), format!("{CONTROL_STORE_V4}:2379").parse().expect("addr"))
@@ -58,13 +63,14 @@ impl Cluster {
             .enumerate()
             .map(|(i, node)| {
                 let config = config.clone() + &extra(i);
-                let mut d = TestDaemon::with_config(purpose, &node.ns.path(), &[], &[node.v4.to_string()], &config);
+                let ifaces: Vec<String> = node.containers.iter().map(|c| c.node_iface.clone()).collect();
+                let mut d = TestDaemon::with_config(purpose, &node.ns.path(), &ifaces, &[node.v4.to_string()], &config);
                 d.start_daemon();
                 d
             })
             .collect();
         let cluster = Cluster { nodes, etcd, topo, _pass: pass };
-        cluster.wait_for("every node to see three members", |c| {
+        cluster.wait_for("every node to see every member", |c| {
             c.nodes.iter().all(|d| d.status().cluster.members.len() == c.nodes.len())
         });
         cluster
@@ -348,6 +354,52 @@ fn rules_applied_on_one_node_hold_on_every_node() {
         serde_json::from_str(&ok(c.nodes[2].cli(&["rules", "stats", "--json"]))).expect("json");
     let rule = stats.rules.iter().find(|r| r.line == Some(3)).expect("the rule in force on node 3");
     assert!(rule.packets >= 1, "{stats:?}");
+}
+
+#[test]
+fn containers_are_guarded_on_their_own_node_only() {
+    if !privileged("containers_are_guarded_on_their_own_node_only") {
+        return;
+    }
+    // Both nodes have a container on a veth named hgc1 with the same address.
+    let c = Cluster::start_full("clcont", 2, 1, |_| String::new());
+    let (first, second) = (&c.topo.nodes[0].containers[0], &c.topo.nodes[1].containers[0]);
+    let mac = first.ns.mac("eth0").expect("mac");
+    let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    ok(c.nodes[0].cli(&["customer", "add", "acme"]));
+    let (iface, v4) = (first.node_iface.clone(), first.v4.to_string());
+    ok(c.nodes[0].cli(&[
+        "container",
+        "add",
+        "web",
+        "--customer",
+        "acme",
+        "--iface",
+        &iface,
+        "--ip",
+        &v4,
+        "--mac",
+        &mac,
+    ]));
+    std::thread::sleep(Duration::from_millis(500));
+    let ping = |ct: &hostgate_testbed::Container| {
+        ct.ns.exec("ping", ["-c", "2", "-i", "0.2", "-W", "1", &ct.gateway_v4.to_string()]).is_ok()
+    };
+    assert!(ping(first), "node 1's container reaches its gateway");
+    assert!(ping(second), "node 2 does not apply node 1's container to its own hgc1");
+    // Node 1 does guard its own: a foreign source from it is dropped.
+    first.ns.ip(["addr", "add", "198.51.100.99/32", "dev", "eth0"]).expect("addr");
+    let spoofed = first
+        .ns
+        .exec("ping", ["-c", "2", "-i", "0.2", "-W", "1", "-I", "198.51.100.99", &first.gateway_v4.to_string()]);
+    assert!(spoofed.is_err(), "a spoofed source got out of node 1's container");
+    let list: Vec<hostgate_api::ContainerView> =
+        serde_json::from_str(&ok(c.nodes[1].cli(&["container", "list", "--json"]))).expect("json");
+    assert_eq!(
+        (list.len(), list[0].spoof_drops),
+        (1, 0),
+        "node 2 lists the cluster's container, counts none of its drops"
+    );
 }
 
 #[test]
