@@ -364,23 +364,9 @@ fn containers_are_guarded_on_their_own_node_only() {
     // Both nodes have a container on a veth named hgc1 with the same address.
     let c = Cluster::start_full("clcont", 2, 1, |_| String::new());
     let (first, second) = (&c.topo.nodes[0].containers[0], &c.topo.nodes[1].containers[0]);
-    let mac = first.ns.mac("eth0").expect("mac");
-    let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let mac = common::mac_text(first.ns.mac("eth0").expect("mac"));
     ok(c.nodes[0].cli(&["customer", "add", "acme"]));
-    let (iface, v4) = (first.node_iface.clone(), first.v4.to_string());
-    ok(c.nodes[0].cli(&[
-        "container",
-        "add",
-        "web",
-        "--customer",
-        "acme",
-        "--iface",
-        &iface,
-        "--ip",
-        &v4,
-        "--mac",
-        &mac,
-    ]));
+    common::add_web_container(&c.nodes[0], &first.node_iface, &[first.v4.to_string()], Some(&mac));
     std::thread::sleep(Duration::from_millis(500));
     let ping = |ct: &hostgate_testbed::Container| {
         ct.ns.exec("ping", ["-c", "2", "-i", "0.2", "-W", "1", &ct.gateway_v4.to_string()]).is_ok()

@@ -29,24 +29,10 @@ fn containers_send_only_from_their_addresses() {
     let c = &node.topo.containers[0];
     let own = c.ns.mac(CONTAINER_IFACE).expect("container MAC");
     let gw = node.topo.node.mac(&c.node_iface).expect("gateway MAC");
-    let mac = own.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let mac = common::mac_text(own);
     ok(node.cli(&["customer", "add", "acme"]));
     let (v4, v6) = (c.v4.to_string(), c.v6.to_string());
-    ok(node.cli(&[
-        "container",
-        "add",
-        "web",
-        "--customer",
-        "acme",
-        "--iface",
-        &c.node_iface,
-        "--ip",
-        &v4,
-        "--ip",
-        &v6,
-        "--mac",
-        &mac,
-    ]));
+    common::add_web_container(&node, &c.node_iface, &[v4.clone(), v6.clone()], Some(&mac));
     std::thread::sleep(Duration::from_millis(300));
 
     // Its own traffic flows.

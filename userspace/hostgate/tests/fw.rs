@@ -209,17 +209,7 @@ fn firewalled_node(purpose: &str, containers: usize) -> (TestNode, tempfile::Tem
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
     let c = &node.topo.containers[0];
-    ok(node.cli(&[
-        "container",
-        "add",
-        "web",
-        "--customer",
-        "acme",
-        "--iface",
-        &c.node_iface,
-        "--ip",
-        &c.v4.to_string(),
-    ]));
+    common::add_web_container(&node, &c.node_iface, &[c.v4.to_string()], None);
     (node, rules_dir)
 }
 

@@ -193,6 +193,24 @@ pub fn counted(status: &Status, hook: &str, proto: &str) -> u64 {
     status.dataplane.counters.iter().filter(|r| r.hook == hook && r.proto == proto).map(|r| r.packets).sum()
 }
 
+/// Registers container `web` of customer `acme` (who must exist) behind
+/// `iface`, with `ips` and, if given, its MAC; the CLI's output.
+pub fn add_web_container(d: &TestDaemon, iface: &str, ips: &[String], mac: Option<&str>) -> String {
+    let mut args = vec!["container", "add", "web", "--customer", "acme", "--iface", iface];
+    for ip in ips {
+        args.extend(["--ip", ip.as_str()]);
+    }
+    if let Some(mac) = mac {
+        args.extend(["--mac", mac]);
+    }
+    ok(d.cli(&args))
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// The stdout of a command that must succeed (its stderr otherwise).
 pub fn ok(out: Output) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
