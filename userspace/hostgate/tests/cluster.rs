@@ -339,7 +339,7 @@ fn rules_applied_on_one_node_hold_on_every_node() {
     // A broken file on node 1 is refused there and reaches nobody.
     std::fs::write(
         rules_dir.path().join("acme.rules"),
-        "customer acme\ndefault allow\ndrop udp port 7 from 10.0.0.0/33\n",
+        "customer acme\ndefault allow\ndrop udp port 7 from 198.18.0.0/33\n",
     )
     .expect("write");
     let refused = err(c.nodes[0].cli(&["rules", "apply"]));
