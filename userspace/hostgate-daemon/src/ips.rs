@@ -358,8 +358,7 @@ async fn reconcile(d: &Arc<Daemon>, addrs: &netif::Addresses, iface: &str, mirro
 async fn claim_ip(d: &Daemon, addr: IpAddr, lease: LeaseId) -> anyhow::Result<bool> {
     let claim = Claim { node: d.config.node_name.clone(), since: now(), lease };
     let key = ownership::keys::claim(addr);
-    let value = serde_json::to_vec(&claim)?;
-    let txn = Txn::new().when(Compare::Absent(key.clone())).then(Op::PutLeased(key, value, lease));
+    let txn = Txn::new().when(Compare::Absent(key.clone())).then(Op::put_leased_json(key, &claim, lease)?);
     match d.store.commit(txn).await {
         Ok(TxnOutcome::Committed(_)) => {
             info!(%addr, "claimed");
@@ -382,12 +381,11 @@ async fn claim_ip(d: &Daemon, addr: IpAddr, lease: LeaseId) -> anyhow::Result<bo
 /// Binds this node's claim from an earlier lease (a previous daemon) to
 /// the current one; whether the claim is held.
 async fn rebind(d: &Daemon, kv: &KeyValue, claim: &Claim, lease: LeaseId) -> anyhow::Result<bool> {
-    let value = serde_json::to_vec(&Claim { lease, ..claim.clone() })?;
-    let txn = Txn::new().when(Compare::ModRevision(kv.key.clone(), kv.mod_revision)).then(Op::PutLeased(
+    let txn = Txn::new().when(Compare::ModRevision(kv.key.clone(), kv.mod_revision)).then(Op::put_leased_json(
         kv.key.clone(),
-        value,
+        &Claim { lease, ..claim.clone() },
         lease,
-    ));
+    )?);
     match d.store.commit(txn).await {
         Ok(TxnOutcome::Committed(_)) => Ok(true),
         Ok(TxnOutcome::CompareFailed(_)) | Err(StoreError::LeaseExpired(_)) => Ok(false),

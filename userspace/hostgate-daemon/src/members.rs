@@ -81,9 +81,7 @@ async fn join(d: &Daemon) -> anyhow::Result<(LeaseId, Duration, Instant)> {
     let sent = Instant::now();
     let lease = d.store.grant_lease(ttl(d)).await?;
     let member = Member { node: d.config.node_name.clone(), weight: d.config.cluster.weight, joined: crate::now() };
-    let op = Op::put_json(keys::member(&member.node), &member)?;
-    let Op::Put(key, value) = op else { unreachable!("put_json makes a put") };
-    d.store.commit(Txn::new().then(Op::PutLeased(key, value, lease.id))).await?;
+    d.store.commit(Txn::new().then(Op::put_leased_json(keys::member(&member.node), &member, lease.id)?)).await?;
     if sent.elapsed() >= lease.ttl {
         anyhow::bail!("joining took longer than the lease lives");
     }

@@ -98,6 +98,13 @@ impl Op {
         let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode { key: key.clone(), source })?;
         Ok(Op::Put(key, bytes))
     }
+
+    /// A put of `value` encoded as JSON, its key bound to `lease`.
+    pub fn put_leased_json<T: Serialize>(key: impl Into<String>, value: &T, lease: LeaseId) -> Result<Op, StoreError> {
+        let key = key.into();
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode { key: key.clone(), source })?;
+        Ok(Op::PutLeased(key, bytes, lease))
+    }
 }
 
 /// Compares, then operations, all or nothing.
