@@ -1,0 +1,16 @@
+//! DHCPv4's pure core. The daemon decodes packets (dhcproto), asks this
+//! crate what to answer, persists what changed before it answers, and
+//! encodes the reply. Nothing here touches a socket, a file or the clock.
+//!
+//! - [`network`]: a customer's network (subnet, gateway, pools, lease time)
+//!   and its validation;
+//! - [`identity`]: who a client is (client identifier or MAC), and which
+//!   reservation it matches, a MAC reservation matching a DUID client-id
+//!   that carries the same MAC (RFC 4361 §6.3);
+//! - [`leases`]: the lease table and its state machine (offer, bind, renew,
+//!   release, decline quarantine, expiry, per-MAC rate limit) with its
+//!   invariant: no address is ever held by two clients.
+
+pub mod identity;
+pub mod leases;
+pub mod network;

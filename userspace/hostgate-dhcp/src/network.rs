@@ -1,0 +1,152 @@
+//! A customer's DHCP network: what the server hands out on its interfaces.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetworkError {
+    #[error("name: {0:?} must be 1-63 characters of a-z, 0-9 and '-'")]
+    Name(String),
+    #[error("subnet: /{0} leaves no room for clients (use /8 to /30)")]
+    SubnetSize(u8),
+    #[error("subnet: {0}/{1} has host bits set")]
+    HostBits(Ipv4Addr, u8),
+    #[error("gateway: {0} is not inside {1}/{2}")]
+    Gateway(Ipv4Addr, Ipv4Addr, u8),
+    #[error("pool {0}-{1}: {2}")]
+    Pool(Ipv4Addr, Ipv4Addr, &'static str),
+    #[error("lease_secs: {0} is not between 60 and 2592000 (30 days)")]
+    LeaseTime(u32),
+}
+
+/// An inclusive address range handed out dynamically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl Pool {
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        self.first <= a && a <= self.last
+    }
+
+    /// How many addresses it holds.
+    pub fn size(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+}
+
+/// A network as the operator declares it (`hostgate network add`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub customer: String,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub pools: Vec<Pool>,
+    pub lease_secs: u32,
+}
+
+impl Network {
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - u32::from(self.prefix_len));
+        u32::from(a) & mask == u32::from(self.subnet)
+    }
+
+    fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet) | !(u32::MAX << (32 - u32::from(self.prefix_len))))
+    }
+
+    /// Checks the declaration; the first problem, naming its field.
+    pub fn validate(&self) -> Result<(), NetworkError> {
+        let name_ok = (1..=63).contains(&self.name.len())
+            && !self.name.starts_with('-')
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(NetworkError::Name(self.name.clone()));
+        }
+        if !(8..=30).contains(&self.prefix_len) {
+            return Err(NetworkError::SubnetSize(self.prefix_len));
+        }
+        if !self.contains(self.subnet) || u32::from(self.subnet) & !(u32::MAX << (32 - u32::from(self.prefix_len))) != 0
+        {
+            return Err(NetworkError::HostBits(self.subnet, self.prefix_len));
+        }
+        if !self.contains(self.gateway) || self.gateway == self.subnet || self.gateway == self.broadcast() {
+            return Err(NetworkError::Gateway(self.gateway, self.subnet, self.prefix_len));
+        }
+        for (i, p) in self.pools.iter().enumerate() {
+            let bad = |why| Err(NetworkError::Pool(p.first, p.last, why));
+            if p.first > p.last {
+                return bad("its first address is above its last");
+            }
+            if !self.contains(p.first) || !self.contains(p.last) {
+                return bad("it is not inside the subnet");
+            }
+            if p.contains(self.subnet) || p.contains(self.broadcast()) {
+                return bad("it holds the subnet's network or broadcast address");
+            }
+            if p.contains(self.gateway) {
+                return bad("it holds the gateway");
+            }
+            if self.pools[..i].iter().any(|q| q.first <= p.last && p.first <= q.last) {
+                return bad("it overlaps an earlier pool");
+            }
+        }
+        if !(60..=2_592_000).contains(&self.lease_secs) {
+            return Err(NetworkError::LeaseTime(self.lease_secs));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn net() -> Network {
+        Network {
+            name: "acme-web".into(),
+            customer: "acme".into(),
+            subnet: Ipv4Addr::new(198, 51, 100, 0),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(198, 51, 100, 1),
+            pools: vec![Pool { first: Ipv4Addr::new(198, 51, 100, 100), last: Ipv4Addr::new(198, 51, 100, 199) }],
+            lease_secs: 3600,
+        }
+    }
+
+    #[test]
+    fn declarations_are_checked_field_by_field() {
+        assert_eq!(net().validate(), Ok(()));
+        let with = |f: fn(&mut Network)| {
+            let mut n = net();
+            f(&mut n);
+            n.validate().expect_err("invalid").to_string()
+        };
+        assert_eq!(with(|n| n.prefix_len = 31), "subnet: /31 leaves no room for clients (use /8 to /30)");
+        assert_eq!(with(|n| n.subnet = Ipv4Addr::new(198, 51, 100, 5)), "subnet: 198.51.100.5/24 has host bits set");
+        assert_eq!(
+            with(|n| n.gateway = Ipv4Addr::new(198, 18, 0, 1)),
+            "gateway: 198.18.0.1 is not inside 198.51.100.0/24"
+        );
+        assert_eq!(
+            with(|n| n
+                .pools
+                .push(Pool { first: Ipv4Addr::new(198, 51, 100, 150), last: Ipv4Addr::new(198, 51, 100, 250) })),
+            "pool 198.51.100.150-198.51.100.250: it overlaps an earlier pool"
+        );
+        assert_eq!(
+            with(|n| n.pools[0].last = Ipv4Addr::new(198, 51, 101, 10)),
+            "pool 198.51.100.100-198.51.101.10: it is not inside the subnet"
+        );
+        assert_eq!(
+            with(|n| n.pools[0].first = Ipv4Addr::new(198, 51, 100, 1)),
+            "pool 198.51.100.1-198.51.100.199: it holds the gateway"
+        );
+        assert_eq!(with(|n| n.lease_secs = 10), "lease_secs: 10 is not between 60 and 2592000 (30 days)");
+    }
+}
