@@ -1,6 +1,7 @@
-//! DHCPv4's pure core. The daemon decodes packets (dhcproto), asks this
-//! crate what to answer, persists what changed before it answers, and
-//! encodes the reply. Nothing here touches a socket, a file or the clock.
+//! DHCPv4's pure core. The daemon hands packets to [`wire`], asks
+//! [`leases`] what to answer, persists what changed before it answers, and
+//! sends what [`wire`] encodes. Nothing here touches a socket, a file or
+//! the clock.
 //!
 //! - [`network`]: a customer's network (subnet, gateway, pools, lease time)
 //!   and its validation;
@@ -9,8 +10,11 @@
 //!   that carries the same MAC (RFC 4361 §6.3);
 //! - [`leases`]: the lease table and its state machine (offer, bind, renew,
 //!   release, decline quarantine, expiry, per-MAC rate limit) with its
-//!   invariant: no address is ever held by two clients.
+//!   invariant: no address is ever held by two clients;
+//! - [`wire`]: packets in and out on dhcproto, with the header, cookie and
+//!   option 82 handled here (checked before decoding; echoed raw and last).
 
 pub mod identity;
 pub mod leases;
 pub mod network;
+pub mod wire;

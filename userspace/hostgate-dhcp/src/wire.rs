@@ -1,0 +1,353 @@
+//! DHCPv4 on the wire, on top of dhcproto, with its traps handled here
+//! (see ../shared/research/services.md §1.4): the magic cookie and the
+//! fixed header are checked before dhcproto sees a packet (it checks
+//! neither, and its setters panic on long fields); option 82 is read and
+//! echoed as raw bytes, unchanged and last (dhcproto emits options in code
+//! order, which would put 121 after it).
+
+use std::net::Ipv4Addr;
+
+use dhcproto::{
+    v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode},
+    Decodable, Encodable,
+};
+
+use crate::leases::Lease;
+
+/// The fixed BOOTP header, then the magic cookie.
+const OPTIONS_AT: usize = 240;
+const COOKIE: [u8; 4] = [99, 130, 83, 99];
+/// Larger than any DHCP packet we accept (a full Ethernet frame's payload).
+const MAX_LEN: usize = 1472;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("{0} bytes: shorter than a DHCP header")]
+    Short(usize),
+    #[error("{0} bytes: larger than any DHCP packet")]
+    Oversized(usize),
+    #[error("not a BOOTREQUEST")]
+    NotRequest,
+    #[error("hardware type/length is not Ethernet")]
+    NotEthernet,
+    #[error("bad magic cookie")]
+    Cookie,
+    #[error("no message type")]
+    NoType,
+    #[error("option {0}: malformed")]
+    BadOption(u8),
+    #[error("undecodable: {0}")]
+    Decode(String),
+}
+
+/// What the server needs from a client's packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub msg: Message,
+    pub kind: MessageType,
+    pub chaddr: [u8; 6],
+    pub client_id: Option<Vec<u8>>,
+    pub requested: Option<Ipv4Addr>,
+    pub server_id: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+    /// Option 82 as received, to echo unchanged.
+    pub relay_info: Option<Vec<u8>>,
+    /// Its circuit-id sub-option (1).
+    pub circuit_id: Option<Vec<u8>>,
+}
+
+/// The raw payload of option `code` in the options area, walking the
+/// TLVs ourselves (pad 0, end 255).
+fn raw_option(options: &[u8], code: u8) -> Option<Vec<u8>> {
+    let mut i = 0;
+    while i < options.len() {
+        match options[i] {
+            0 => i += 1,
+            255 => return None,
+            c => {
+                let len = *options.get(i + 1)? as usize;
+                let value = options.get(i + 2..i + 2 + len)?;
+                if c == code {
+                    return Some(value.to_vec());
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    None
+}
+
+/// Walks the options and refuses what dhcproto 0.15 would trip on: a TLV
+/// running past the packet, and options whose length its decoder asserts
+/// (debug builds panic) or subtracts from: rapid commit (80) must be
+/// empty, client FQDN (81) at least 3 bytes, client network interface (94)
+/// 3 bytes, BLQ status (151) at least 1, BLQ times (152-155) 4.
+fn check_options(options: &[u8]) -> Result<(), WireError> {
+    let mut i = 0;
+    while i < options.len() {
+        match options[i] {
+            0 => i += 1,
+            255 => return Ok(()),
+            code => {
+                let Some(&len) = options.get(i + 1) else { return Err(WireError::BadOption(code)) };
+                let ok = match code {
+                    80 => len == 0,
+                    81 => len >= 3,
+                    94 => len == 3,
+                    151 => len >= 1,
+                    152..=155 => len == 4,
+                    _ => true,
+                };
+                if !ok || i + 2 + len as usize > options.len() {
+                    return Err(WireError::BadOption(code));
+                }
+                i += 2 + len as usize;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sub-option `code` of a relay agent information payload.
+fn sub_option(info: &[u8], code: u8) -> Option<Vec<u8>> {
+    let mut i = 0;
+    while i + 2 <= info.len() {
+        let len = info[i + 1] as usize;
+        let value = info.get(i + 2..i + 2 + len)?;
+        if info[i] == code {
+            return Some(value.to_vec());
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// Checks and decodes a client's packet.
+pub fn parse(bytes: &[u8]) -> Result<Request, WireError> {
+    if bytes.len() < OPTIONS_AT {
+        return Err(WireError::Short(bytes.len()));
+    }
+    if bytes.len() > MAX_LEN {
+        return Err(WireError::Oversized(bytes.len()));
+    }
+    if bytes[0] != 1 {
+        return Err(WireError::NotRequest);
+    }
+    if bytes[1] != 1 || bytes[2] != 6 {
+        return Err(WireError::NotEthernet);
+    }
+    if bytes[236..240] != COOKIE {
+        return Err(WireError::Cookie);
+    }
+    check_options(&bytes[OPTIONS_AT..])?;
+    let msg = Message::from_bytes(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
+    let kind = msg.opts().msg_type().ok_or(WireError::NoType)?;
+    let mut chaddr = [0u8; 6];
+    chaddr.copy_from_slice(&bytes[28..34]);
+    let opts = msg.opts();
+    let client_id = match opts.get(OptionCode::ClientIdentifier) {
+        Some(DhcpOption::ClientIdentifier(id)) => Some(id.clone()),
+        _ => None,
+    };
+    let requested = match opts.get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(a)) => Some(*a),
+        _ => None,
+    };
+    let server_id = match opts.get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(a)) => Some(*a),
+        _ => None,
+    };
+    let hostname = match opts.get(OptionCode::Hostname) {
+        Some(DhcpOption::Hostname(h)) => Some(h.clone()),
+        _ => None,
+    };
+    let relay_info = raw_option(&bytes[OPTIONS_AT..], 82);
+    let circuit_id = relay_info.as_deref().and_then(|i| sub_option(i, 1));
+    Ok(Request { msg, kind, chaddr, client_id, requested, server_id, hostname, relay_info, circuit_id })
+}
+
+/// What every reply of a network carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyOptions {
+    pub server_id: Ipv4Addr,
+    pub prefix_len: u8,
+    pub router: Ipv4Addr,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub mtu: Option<u16>,
+    pub lease_secs: u32,
+}
+
+/// What to send back.
+pub enum Reply<'a> {
+    Offer(&'a Lease),
+    Ack(&'a Lease),
+    Nak,
+}
+
+/// Encodes the reply to `req`. Option 82, if the request had it, is echoed
+/// byte for byte as the last option.
+pub fn reply(req: &Request, answer: Reply<'_>, o: &ReplyOptions) -> Result<Vec<u8>, WireError> {
+    let (kind, yiaddr) = match answer {
+        Reply::Offer(l) => (MessageType::Offer, l.addr),
+        Reply::Ack(l) => (MessageType::Ack, l.addr),
+        Reply::Nak => (MessageType::Nak, Ipv4Addr::UNSPECIFIED),
+    };
+    let m = &req.msg;
+    let ciaddr = if kind == MessageType::Ack { m.ciaddr() } else { Ipv4Addr::UNSPECIFIED };
+    let mut out = Message::new_with_id(m.xid(), ciaddr, yiaddr, Ipv4Addr::UNSPECIFIED, m.giaddr(), &req.chaddr);
+    out.set_opcode(Opcode::BootReply);
+    out.set_flags(if m.flags().broadcast() { Flags::default().set_broadcast() } else { Flags::default() });
+    let opts = out.opts_mut();
+    opts.insert(DhcpOption::MessageType(kind));
+    opts.insert(DhcpOption::ServerIdentifier(o.server_id));
+    if kind != MessageType::Nak {
+        let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(o.prefix_len)));
+        opts.insert(DhcpOption::AddressLeaseTime(o.lease_secs));
+        opts.insert(DhcpOption::Renewal(o.lease_secs / 2));
+        opts.insert(DhcpOption::Rebinding(o.lease_secs / 8 * 7));
+        opts.insert(DhcpOption::SubnetMask(mask));
+        opts.insert(DhcpOption::Router(vec![o.router]));
+        if !o.dns.is_empty() {
+            opts.insert(DhcpOption::DomainNameServer(o.dns.clone()));
+        }
+        if let Some(d) = &o.domain {
+            opts.insert(DhcpOption::DomainName(d.clone()));
+        }
+        if let Some(mtu) = o.mtu {
+            opts.insert(DhcpOption::InterfaceMtu(mtu));
+        }
+    }
+    let mut bytes = out.to_vec().map_err(|e| WireError::Decode(e.to_string()))?;
+    if let Some(info) = &req.relay_info {
+        append_last(&mut bytes, 82, info);
+    }
+    Ok(bytes)
+}
+
+/// Inserts option `code` just before the End option of an encoded message
+/// (adding End if there was none).
+fn append_last(bytes: &mut Vec<u8>, code: u8, value: &[u8]) {
+    let mut i = OPTIONS_AT;
+    while i < bytes.len() && bytes[i] != 255 {
+        i += if bytes[i] == 0 { 1 } else { 2 + bytes.get(i + 1).copied().unwrap_or(0) as usize };
+    }
+    let i = i.min(bytes.len());
+    let had_end = i < bytes.len();
+    let value = &value[..value.len().min(255)];
+    let mut opt = vec![code, value.len() as u8];
+    opt.extend_from_slice(value);
+    bytes.splice(i..i, opt);
+    if !had_end {
+        bytes.push(255);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::leases::State;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    fn discover(extra: &[u8]) -> Vec<u8> {
+        let mut m = Message::new_with_id(
+            0x1234,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::new(198, 51, 100, 1),
+            &MAC,
+        );
+        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
+        m.opts_mut().insert(DhcpOption::ClientIdentifier(vec![1, 2, 0, 0, 0, 0, 1]));
+        let mut bytes = m.to_vec().expect("encode");
+        if !extra.is_empty() {
+            append_last(&mut bytes, extra[0], &extra[1..]);
+        }
+        bytes
+    }
+
+    fn options() -> ReplyOptions {
+        ReplyOptions {
+            server_id: Ipv4Addr::new(198, 51, 100, 1),
+            prefix_len: 24,
+            router: Ipv4Addr::new(198, 51, 100, 1),
+            dns: vec![Ipv4Addr::new(198, 51, 100, 1)],
+            domain: Some("acme.example".into()),
+            mtu: Some(1500),
+            lease_secs: 3600,
+        }
+    }
+
+    #[test]
+    fn headers_are_checked_before_decoding() {
+        let good = discover(&[]);
+        assert!(parse(&good).is_ok());
+        assert_eq!(parse(&good[..100]), Err(WireError::Short(100)));
+        let mut cookie = good.clone();
+        cookie[236] = 0;
+        assert_eq!(parse(&cookie), Err(WireError::Cookie));
+        let mut reply = good.clone();
+        reply[0] = 2;
+        assert_eq!(parse(&reply), Err(WireError::NotRequest));
+        let mut hlen = good.clone();
+        hlen[2] = 16;
+        assert_eq!(parse(&hlen), Err(WireError::NotEthernet));
+        assert_eq!(parse(&vec![1u8; 2000]), Err(WireError::Oversized(2000)));
+    }
+
+    #[test]
+    fn relay_information_is_echoed_unchanged_and_last() {
+        // Option 82: circuit-id "port7", remote-id "sw1".
+        let info = [1, 5, b'p', b'o', b'r', b't', b'7', 2, 3, b's', b'w', b'1'];
+        let mut raw = vec![82];
+        raw.extend_from_slice(&info);
+        let req = parse(&discover(&raw)).expect("parse");
+        assert_eq!(req.circuit_id.as_deref(), Some(&b"port7"[..]));
+        assert_eq!(req.client_id.as_deref(), Some(&[1, 2, 0, 0, 0, 0, 1][..]));
+        let lease = Lease {
+            addr: Ipv4Addr::new(198, 51, 100, 10),
+            client: None,
+            mac: MAC,
+            hostname: None,
+            state: State::Offered,
+            expires: 0,
+        };
+        let out = reply(&req, Reply::Offer(&lease), &options()).expect("encode");
+        // Walk the options: 82 is the last before End, byte for byte.
+        let mut i = OPTIONS_AT;
+        let mut last = None;
+        while out[i] != 255 {
+            let len = out[i + 1] as usize;
+            last = Some((out[i], out[i + 2..i + 2 + len].to_vec()));
+            i += 2 + len;
+        }
+        assert_eq!(last, Some((82, info.to_vec())));
+        let back = Message::from_bytes(&out).expect("decodes");
+        assert_eq!(back.yiaddr(), lease.addr);
+        assert_eq!(back.opts().msg_type(), Some(MessageType::Offer));
+        assert_eq!(back.giaddr(), Ipv4Addr::new(198, 51, 100, 1), "giaddr kept for the relay");
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the parser.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+            let _ = parse(&bytes);
+        }
+
+        /// Nor do valid headers followed by arbitrary options.
+        #[test]
+        fn arbitrary_options_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut bytes = discover(&[]);
+            bytes.truncate(OPTIONS_AT);
+            bytes.extend(tail);
+            if let Ok(req) = parse(&bytes) {
+                let _ = reply(&req, Reply::Nak, &options());
+            }
+        }
+    }
+}
