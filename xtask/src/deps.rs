@@ -16,6 +16,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("nftables", "nft, which the daemon drives for source NAT"),
     ("protobuf-compiler", "protoc, which etcd-client's build script runs"),
     ("etcd-server", "the etcd that cluster tests and the cluster demo run"),
+    ("busybox-static", "udhcpc, the DHCP client of the DHCP tests"),
 ];
 
 fn installed(pkg: &str) -> bool {

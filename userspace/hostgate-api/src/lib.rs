@@ -397,3 +397,47 @@ pub struct ContainerView {
 pub struct ContainerRef {
     pub name: String,
 }
+
+pub const NETWORKS: &str = "/v1/networks";
+pub const NETWORK_REMOVE: &str = "/v1/networks/remove";
+pub const DHCP_LEASES: &str = "/v1/dhcp/leases";
+
+/// A customer's DHCP network (`POST /v1/networks`, `GET /v1/networks`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkView {
+    pub name: String,
+    pub customer: String,
+    /// `ADDRESS/LENGTH`.
+    pub subnet: String,
+    pub gateway: String,
+    /// `FIRST-LAST` ranges.
+    pub pools: Vec<String>,
+    pub lease_secs: Option<u32>,
+    /// Container-facing interfaces (of this node) the server answers on.
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Bound leases (listing only).
+    #[serde(default)]
+    pub leases: usize,
+}
+
+/// `POST /v1/networks/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkRef {
+    pub name: String,
+}
+
+/// A DHCP lease (`GET /v1/dhcp/leases`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseView {
+    pub network: String,
+    pub addr: String,
+    pub mac: String,
+    pub client_id: Option<String>,
+    pub hostname: Option<String>,
+    /// offered | bound | declined.
+    pub state: String,
+    /// Seconds since the epoch.
+    pub expires: u64,
+}

@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{containers, fw, ips, lb, nodes, status, Daemon};
+use crate::{containers, dhcp, fw, ips, lb, nodes, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -39,6 +39,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::RULES_DIFF, get(fw::diff))
         .route(hostgate_api::CONTAINERS, get(containers::list).post(containers::add))
         .route(hostgate_api::CONTAINER_REMOVE, post(containers::remove))
+        .route(hostgate_api::NETWORKS, get(dhcp::list_networks).post(dhcp::add_network))
+        .route(hostgate_api::NETWORK_REMOVE, post(dhcp::remove_network))
+        .route(hostgate_api::DHCP_LEASES, get(dhcp::list_leases))
         .fallback(not_found)
         .with_state(daemon)
 }

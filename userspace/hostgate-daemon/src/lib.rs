@@ -10,6 +10,7 @@
 
 mod api;
 mod containers;
+mod dhcp;
 mod fw;
 mod health;
 mod ips;
@@ -164,6 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_follower("neighbour keeper", &daemon, nodes::neighbour_loop);
     spawn_follower("IP reconciler", &daemon, ips::follow);
     spawn_follower("container reconciler", &daemon, containers::follow);
+    spawn_follower("DHCP server", &daemon, dhcp::follow);
     tokio::spawn(fw::run(daemon.clone()));
 
     let listener = bind_socket(&socket)?;

@@ -302,6 +302,9 @@ mod tests {
             gateway: Ipv4Addr::new(198, 51, 100, 1),
             pools: vec![Pool { first: Ipv4Addr::new(198, 51, 100, 10), last: Ipv4Addr::new(198, 51, 100, last) }],
             lease_secs: 3600,
+            interfaces: vec![],
+            node: None,
+            dns: vec![],
         }
     }
 

@@ -48,6 +48,34 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     pub pools: Vec<Pool>,
     pub lease_secs: u32,
+    /// Container-facing interfaces the server answers on (of the node
+    /// that declared the network).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// The node whose interfaces these are.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// DNS servers handed out (default: the gateway, where hostgate's DNS answers).
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// Store keys.
+pub mod keys {
+    use std::net::Ipv4Addr;
+
+    pub const NETWORKS: &str = "dhcp/networks/";
+    pub const LEASES: &str = "dhcp/leases/";
+
+    pub fn network(name: &str) -> String {
+        format!("{NETWORKS}{name}")
+    }
+    pub fn leases_of(network: &str) -> String {
+        format!("{LEASES}{network}/")
+    }
+    pub fn lease(network: &str, addr: Ipv4Addr) -> String {
+        format!("{LEASES}{network}/{addr}")
+    }
 }
 
 impl Network {
@@ -116,6 +144,9 @@ mod tests {
             gateway: Ipv4Addr::new(198, 51, 100, 1),
             pools: vec![Pool { first: Ipv4Addr::new(198, 51, 100, 100), last: Ipv4Addr::new(198, 51, 100, 199) }],
             lease_secs: 3600,
+            interfaces: vec![],
+            node: None,
+            dns: vec![],
         }
     }
 

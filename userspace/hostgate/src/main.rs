@@ -62,6 +62,16 @@ enum Command {
         #[command(subcommand)]
         command: ContainerCommand,
     },
+    /// DHCP networks of customers' containers: subnet, gateway, pools, interfaces.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// The DHCP server's leases.
+    Dhcp {
+        #[command(subcommand)]
+        command: DhcpCommand,
+    },
     /// Customer IPs: which customer holds which address, and which node answers for it.
     Ip {
         #[command(subcommand)]
@@ -234,6 +244,52 @@ enum ContainerCommand {
 }
 
 #[derive(Subcommand)]
+enum NetworkCommand {
+    /// Declare a network served by DHCP on this node's container interfaces.
+    Add {
+        name: String,
+        #[arg(long)]
+        customer: String,
+        /// ADDRESS/LENGTH, e.g. 198.51.100.0/24.
+        #[arg(long)]
+        subnet: String,
+        /// The router handed out (this node's address on the interfaces).
+        #[arg(long)]
+        gateway: String,
+        /// FIRST-LAST; repeat for more.
+        #[arg(long = "pool", required = true)]
+        pools: Vec<String>,
+        /// Container-facing interface to answer on; repeat for more.
+        #[arg(long = "iface", required = true)]
+        interfaces: Vec<String>,
+        /// Lease time in seconds (default 3600).
+        #[arg(long)]
+        lease_secs: Option<u32>,
+        /// DNS server handed out (default: the gateway); repeat for more.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+    },
+    /// Every network, with its bound leases.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a network and its leases.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum DhcpCommand {
+    /// Every lease: address, MAC, client-id, hostname, state, expiry.
+    Leases {
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum IpCommand {
     /// Assign an IP from the configured pools to a customer.
     Assign {
@@ -376,6 +432,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Customer { command } => customer(&client, command).await,
         Command::Ip { command } => ip(&client, command).await,
         Command::Container { command } => container(&client, command).await,
+        Command::Network { command } => network(&client, command).await,
+        Command::Dhcp { command } => dhcp(&client, command).await,
         Command::Rules { command: RulesCommand::Check { files, json } } => rules_check(&client, &files, json).await,
         Command::Rules { command: RulesCommand::Apply { json } } => {
             let r: hostgate_api::RulesApplied = client.post(hostgate_api::RULES_APPLY, &()).await?;
@@ -557,6 +615,37 @@ async fn container(client: &Client, command: ContainerCommand) -> anyhow::Result
         ContainerCommand::Remove { name } => {
             let r: ContainerRef = client.post(hostgate_api::CONTAINER_REMOVE, &ContainerRef { name }).await?;
             println!("container {} removed", r.name);
+        }
+    }
+    Ok(())
+}
+
+async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()> {
+    use hostgate_api::{NetworkRef, NetworkView};
+    match command {
+        NetworkCommand::Add { name, customer, subnet, gateway, pools, interfaces, lease_secs, dns } => {
+            let v = NetworkView { name, customer, subnet, gateway, pools, lease_secs, interfaces, dns, leases: 0 };
+            let n: NetworkView = client.post(hostgate_api::NETWORKS, &v).await?;
+            println!("network {} ({}) served on {}", n.name, n.subnet, n.interfaces.join(", "));
+        }
+        NetworkCommand::List { json } => {
+            let all: Vec<NetworkView> = client.get(hostgate_api::NETWORKS).await?;
+            print_out(json, &all, |all| output::networks(all).to_string())?;
+        }
+        NetworkCommand::Rm { name } => {
+            let r: NetworkRef = client.post(hostgate_api::NETWORK_REMOVE, &NetworkRef { name }).await?;
+            println!("network {} removed", r.name);
+        }
+    }
+    Ok(())
+}
+
+async fn dhcp(client: &Client, command: DhcpCommand) -> anyhow::Result<()> {
+    match command {
+        DhcpCommand::Leases { network, json } => {
+            let mut all: Vec<hostgate_api::LeaseView> = client.get(hostgate_api::DHCP_LEASES).await?;
+            all.retain(|l| network.as_ref().is_none_or(|n| &l.network == n));
+            print_out(json, &all, |all| output::leases(all).to_string())?;
         }
     }
     Ok(())

@@ -177,6 +177,39 @@ fn since(secs: u64) -> String {
     format!("{} ago", duration(now.saturating_sub(secs)))
 }
 
+pub fn networks(all: &[hostgate_api::NetworkView]) -> Table {
+    let mut t = table(&["NETWORK", "CUSTOMER", "SUBNET", "GATEWAY", "POOLS", "INTERFACES", "LEASES"]);
+    for n in all {
+        t.add_row(vec![
+            n.name.clone(),
+            n.customer.clone(),
+            n.subnet.clone(),
+            n.gateway.clone(),
+            n.pools.join(", "),
+            n.interfaces.join(", "),
+            n.leases.to_string(),
+        ]);
+    }
+    t
+}
+
+pub fn leases(all: &[hostgate_api::LeaseView]) -> Table {
+    let mut t = table(&["NETWORK", "ADDRESS", "MAC", "CLIENT-ID", "HOSTNAME", "STATE", "EXPIRES"]);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for l in all {
+        t.add_row(vec![
+            l.network.clone(),
+            l.addr.clone(),
+            l.mac.clone(),
+            l.client_id.clone().unwrap_or("-".into()),
+            l.hostname.clone().unwrap_or("-".into()),
+            l.state.clone(),
+            format!("in {}", duration(l.expires.saturating_sub(now))),
+        ]);
+    }
+    t
+}
+
 pub fn ips(ips: &[IpView]) -> Table {
     let mut t = table(&["IP", "CUSTOMER", "NODE", "STATE", "SINCE"]);
     for v in ips {

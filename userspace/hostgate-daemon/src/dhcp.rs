@@ -1,0 +1,386 @@
+//! The DHCP server: networks declared through the API (`dhcp/networks/`),
+//! served on their container-facing interfaces, leases kept in the store
+//! (`dhcp/leases/<network>/<addr>`). A lease is committed to the store
+//! (fsynced by the embedded store, replicated by etcd) before its ACK
+//! leaves. The protocol logic is hostgate-dhcp's; this module moves packets
+//! and state.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::{FromRawFd, OwnedFd},
+    sync::Arc,
+};
+
+use axum::{extract::State, http::StatusCode, Json};
+use hostgate_api::{LeaseView, NetworkRef, NetworkView};
+use hostgate_dhcp::{
+    identity::Client,
+    leases::{Answer, Lease, LeaseTable, Limits, State as LeaseState},
+    network::{keys, Network, Pool},
+    wire::{self, Reply, ReplyOptions},
+};
+use hostgate_ipam::model::keys as ipam_keys;
+use hostgate_store::{Compare, Mirror, Op, Txn, TxnOutcome};
+use tokio::{net::UdpSocket, sync::Mutex, task::JoinHandle};
+use tracing::{debug, info, warn};
+
+use crate::{api::Failure, now, Daemon};
+
+fn bad(m: impl Into<String>) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, m.into())
+}
+
+fn store_err(e: hostgate_store::StoreError) -> Failure {
+    Failure::from(anyhow::Error::from(e))
+}
+
+fn parse_network(d: &Daemon, v: &NetworkView) -> Result<Network, Failure> {
+    let (subnet, len) = v
+        .subnet
+        .split_once('/')
+        .and_then(|(a, l)| Some((a.parse::<Ipv4Addr>().ok()?, l.parse::<u8>().ok()?)))
+        .ok_or_else(|| bad(format!("subnet: {:?} is not ADDRESS/LENGTH (e.g. 198.51.100.0/24)", v.subnet)))?;
+    let gateway: Ipv4Addr =
+        v.gateway.parse().map_err(|_| bad(format!("gateway: {:?} is not an IPv4 address", v.gateway)))?;
+    let mut pools = Vec::new();
+    for p in &v.pools {
+        let pool = p
+            .split_once('-')
+            .and_then(|(a, b)| Some(Pool { first: a.trim().parse().ok()?, last: b.trim().parse().ok()? }))
+            .ok_or_else(|| bad(format!("pool: {p:?} is not FIRST-LAST (e.g. 198.51.100.100-198.51.100.199)")))?;
+        pools.push(pool);
+    }
+    let mut dns = Vec::new();
+    for s in &v.dns {
+        dns.push(s.parse().map_err(|_| bad(format!("dns: {s:?} is not an IPv4 address")))?);
+    }
+    for i in &v.interfaces {
+        if hostgate_dataplane::sys::ifindex(i).is_none() {
+            return Err(bad(format!("iface: {i:?} does not exist on this node")));
+        }
+    }
+    let n = Network {
+        name: v.name.clone(),
+        customer: v.customer.clone(),
+        subnet,
+        prefix_len: len,
+        gateway,
+        pools,
+        lease_secs: v.lease_secs.unwrap_or(3600),
+        interfaces: v.interfaces.clone(),
+        node: Some(d.config.node_name.clone()),
+        dns,
+    };
+    n.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(n)
+}
+
+fn view(n: &Network, leases: usize) -> NetworkView {
+    NetworkView {
+        name: n.name.clone(),
+        customer: n.customer.clone(),
+        subnet: format!("{}/{}", n.subnet, n.prefix_len),
+        gateway: n.gateway.to_string(),
+        pools: n.pools.iter().map(|p| format!("{}-{}", p.first, p.last)).collect(),
+        lease_secs: Some(n.lease_secs),
+        interfaces: n.interfaces.clone(),
+        dns: n.dns.iter().map(ToString::to_string).collect(),
+        leases,
+    }
+}
+
+pub async fn add_network(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<NetworkView>,
+) -> Result<Json<NetworkView>, Failure> {
+    let n = parse_network(&d, &req)?;
+    let txn = Txn::new()
+        .when(Compare::Present(ipam_keys::customer(&n.customer)))
+        .when(Compare::Absent(keys::network(&n.name)))
+        .then(Op::put_json(keys::network(&n.name), &n).map_err(store_err)?);
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => {
+            info!(network = %n.name, customer = %n.customer, "DHCP network added");
+            Ok(Json(view(&n, 0)))
+        }
+        TxnOutcome::CompareFailed(0) => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("customer: {} does not exist (hostgate customer add)", n.customer),
+        )),
+        TxnOutcome::CompareFailed(_) => {
+            Err(Failure(StatusCode::CONFLICT, format!("network {} already exists", n.name)))
+        }
+    }
+}
+
+pub async fn list_networks(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<NetworkView>>, Failure> {
+    let nets = d.store.snapshot(keys::NETWORKS).await.map_err(store_err)?;
+    let leases = d.store.snapshot(keys::LEASES).await.map_err(store_err)?;
+    Ok(Json(
+        nets.kvs
+            .iter()
+            .filter_map(|kv| kv.decode::<Network>().ok())
+            .map(|n| {
+                let prefix = keys::leases_of(&n.name);
+                let count = leases
+                    .kvs
+                    .iter()
+                    .filter(|kv| kv.key.starts_with(&prefix))
+                    .filter(|kv| kv.decode::<Lease>().is_ok_and(|l| l.state == LeaseState::Bound))
+                    .count();
+                view(&n, count)
+            })
+            .collect(),
+    ))
+}
+
+pub async fn remove_network(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<NetworkRef>,
+) -> Result<Json<NetworkRef>, Failure> {
+    if d.store.get(&keys::network(&req.name)).await.map_err(store_err)?.is_none() {
+        return Err(Failure(StatusCode::NOT_FOUND, format!("network {} does not exist", req.name)));
+    }
+    let txn = Txn::new().then(Op::Delete(keys::network(&req.name))).then(Op::DeletePrefix(keys::leases_of(&req.name)));
+    d.store.commit(txn).await.map_err(store_err)?;
+    Ok(Json(req))
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub async fn list_leases(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<LeaseView>>, Failure> {
+    let snap = d.store.snapshot(keys::LEASES).await.map_err(store_err)?;
+    Ok(Json(
+        snap.kvs
+            .iter()
+            .filter_map(|kv| {
+                let network = kv.key.strip_prefix(keys::LEASES)?.split('/').next()?.to_string();
+                let l: Lease = kv.decode().ok()?;
+                let client_id = match &l.client {
+                    Some(hostgate_dhcp::identity::ClientKey::ClientId(id)) => {
+                        Some(id.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+                    }
+                    _ => None,
+                };
+                let state = match l.state {
+                    LeaseState::Offered => "offered",
+                    LeaseState::Bound => "bound",
+                    LeaseState::Declined => "declined",
+                };
+                Some(LeaseView {
+                    network,
+                    addr: l.addr.to_string(),
+                    mac: mac_text(l.mac),
+                    client_id,
+                    hostname: l.hostname,
+                    state: state.into(),
+                    expires: l.expires,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// One network served here: the tasks on its interfaces (which share its
+/// lease table).
+struct Served {
+    network: Network,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Serves the networks declared for this node, following the store.
+pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
+    let snap = d.store.snapshot(keys::NETWORKS).await?;
+    let mut watch = d.store.watch(keys::NETWORKS, snap.revision).await?;
+    let mut mirror = Mirror::from_snapshot(snap);
+    let mut served: HashMap<String, Served> = HashMap::new();
+    loop {
+        let wanted: HashMap<String, Network> = mirror
+            .entries
+            .values()
+            .filter_map(|kv| kv.decode::<Network>().ok())
+            .filter(|n| n.node.as_deref().is_none_or(|node| node == d.config.node_name))
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        served.retain(|name, s| wanted.get(name) == Some(&s.network));
+        for (name, network) in wanted {
+            if served.contains_key(&name) {
+                continue;
+            }
+            let stored = d.store.snapshot(&keys::leases_of(&name)).await?;
+            let leases: Vec<Lease> = stored.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
+            let (table, refused) = LeaseTable::restore(network.clone(), Limits::default(), leases);
+            for l in refused {
+                warn!(network = %name, addr = %l.addr, "stored lease conflicts with another; dropped");
+            }
+            let table = Arc::new(Mutex::new(table));
+            let mut tasks = Vec::new();
+            for iface in &network.interfaces {
+                match bind(iface) {
+                    Ok(socket) => {
+                        info!(network = %name, %iface, "DHCP serving");
+                        tasks.push(tokio::spawn(serve(d.clone(), network.clone(), table.clone(), socket)));
+                    }
+                    Err(e) => warn!(network = %name, %iface, error = %e, "cannot serve DHCP here"),
+                }
+            }
+            served.insert(name, Served { network, tasks });
+        }
+        let Some(batch) = watch.recv().await else { anyhow::bail!("the store's watch ended") };
+        mirror.apply(&batch);
+    }
+}
+
+/// A UDP socket on port 67 of `iface` only (SO_BINDTODEVICE before bind,
+/// so each interface has its own), allowed to broadcast.
+fn bind(iface: &str) -> std::io::Result<UdpSocket> {
+    // SAFETY: plain socket(2)/setsockopt(2)/bind(2) on a descriptor we own
+    // from its creation; every return is checked.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let set = |opt, val: *const libc::c_void, len| {
+            if libc::setsockopt(fd, libc::SOL_SOCKET, opt, val, len) < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        set(libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), size)?;
+        set(libc::SO_BROADCAST, (&one as *const libc::c_int).cast(), size)?;
+        set(libc::SO_BINDTODEVICE, iface.as_ptr().cast(), iface.len() as libc::socklen_t)?;
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 67u16.to_be(),
+            sin_addr: libc::in_addr { s_addr: 0 },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+            < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        UdpSocket::from_std(std::net::UdpSocket::from(owned))
+    }
+}
+
+async fn serve(d: Arc<Daemon>, network: Network, table: Arc<Mutex<LeaseTable>>, socket: UdpSocket) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(network = %network.name, error = %e, "DHCP receive failed");
+                continue;
+            }
+        };
+        match handle(&d, &network, &table, &buf[..n]).await {
+            Ok(Some((reply, to))) => {
+                if let Err(e) = socket.send_to(&reply, to).await {
+                    warn!(network = %network.name, %to, error = %e, "DHCP reply not sent");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => debug!(network = %network.name, %from, error = %e, "DHCP packet dropped"),
+        }
+    }
+}
+
+/// One packet in; the reply and where it goes, if any.
+async fn handle(
+    d: &Daemon,
+    network: &Network,
+    table: &Mutex<LeaseTable>,
+    packet: &[u8],
+) -> anyhow::Result<Option<(Vec<u8>, SocketAddr)>> {
+    use dhcproto::v4::MessageType as M;
+    let req = wire::parse(packet)?;
+    let mut client = Client::new(req.chaddr, req.client_id.as_deref());
+    client.circuit_id = req.circuit_id.clone();
+    client.hostname = req.hostname.clone();
+    let now = now();
+    let options = ReplyOptions {
+        server_id: network.gateway,
+        prefix_len: network.prefix_len,
+        router: network.gateway,
+        dns: if network.dns.is_empty() { vec![network.gateway] } else { network.dns.clone() },
+        domain: None,
+        mtu: None,
+        lease_secs: network.lease_secs,
+    };
+    if req.server_id.is_some_and(|s| s != network.gateway) {
+        // The client chose another server's offer: what we offered is free again.
+        return Ok(None);
+    }
+    let mut table = table.lock().await;
+    let answer = match req.kind {
+        M::Discover => table.discover(now, &client, req.requested, &[]),
+        M::Request => {
+            let ciaddr = req.msg.ciaddr();
+            let Some(addr) = req.requested.or((!ciaddr.is_unspecified()).then_some(ciaddr)) else {
+                return Ok(None);
+            };
+            table.request(now, &client, addr, &[])
+        }
+        M::Release => {
+            if let Some(l) = table.release(&client, req.msg.ciaddr()) {
+                d.store.commit(Txn::new().then(Op::Delete(keys::lease(&network.name, l.addr)))).await?;
+            }
+            return Ok(None);
+        }
+        M::Decline => {
+            if let Some(addr) = req.requested {
+                if table.decline(now, &client, addr) {
+                    if let Some(l) = table.leases().find(|l| l.addr == addr) {
+                        d.store.commit(Txn::new().then(Op::put_json(keys::lease(&network.name, addr), l)?)).await?;
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        _ => return Ok(None),
+    };
+    let reply = match &answer {
+        Answer::Offer(l) => wire::reply(&req, Reply::Offer(l), &options)?,
+        Answer::Ack(l) => {
+            // Durable before it leaves.
+            d.store.commit(Txn::new().then(Op::put_json(keys::lease(&network.name, l.addr), l)?)).await?;
+            wire::reply(&req, Reply::Ack(l), &options)?
+        }
+        Answer::Nak(why) => {
+            debug!(network = %network.name, why, "NAK");
+            wire::reply(&req, Reply::Nak, &options)?
+        }
+        Answer::Ignore(why) => {
+            debug!(network = %network.name, why, "not answered");
+            return Ok(None);
+        }
+    };
+    let giaddr = req.msg.giaddr();
+    let ciaddr = req.msg.ciaddr();
+    let to = if !giaddr.is_unspecified() {
+        SocketAddrV4::new(giaddr, 67)
+    } else if !ciaddr.is_unspecified() && !req.msg.flags().broadcast() {
+        SocketAddrV4::new(ciaddr, 68)
+    } else {
+        // No address yet (or the client asked): broadcast on the interface.
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+    };
+    Ok(Some((reply, SocketAddr::V4(to))))
+}

@@ -1,0 +1,108 @@
+//! DHCP end to end: a real client (busybox udhcpc) in a container namespace
+//! gets its address from the real daemon; the lease survives a SIGKILL of
+//! the daemon, and the same client gets the same address back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ok, TestNode};
+use hostgate_api::LeaseView;
+use hostgate_testbed::{privileged, unique_name, Netns};
+
+/// What udhcpc's script saw when it bound: `ip subnet router dns`.
+fn udhcpc(ns: &Netns, dir: &std::path::Path) -> String {
+    let script = dir.join("udhcpc.sh");
+    let result = dir.join("bound");
+    let _ = std::fs::remove_file(&result);
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip $subnet $router $dns\" > {}\nexit 0\n", result.display()),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let out = ns
+        .command("busybox")
+        .args(["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s"])
+        .arg(&script)
+        .output()
+        .expect("run udhcpc (apt-get install busybox-static)");
+    std::fs::read_to_string(&result).unwrap_or_else(|_| {
+        panic!("udhcpc got no lease: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+#[test]
+fn udhcpc_gets_a_durable_lease() {
+    if !privileged("udhcpc_gets_a_durable_lease") {
+        return;
+    }
+    let mut node = TestNode::new("dhcp", 0);
+    // A container port without an address: veth hgd1 in the node, eth0 in the container.
+    let ct = Netns::create(&unique_name("dhcpc")).expect("netns");
+    node.topo
+        .node
+        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
+        .expect("veth");
+    node.topo.node.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
+    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&[
+        "network",
+        "add",
+        "web",
+        "--customer",
+        "acme",
+        "--subnet",
+        "198.51.100.128/25",
+        "--gateway",
+        "198.51.100.129",
+        "--pool",
+        "198.51.100.200-198.51.100.210",
+        "--iface",
+        "hgd1",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    let got = udhcpc(&ct, dir.path());
+    let fields: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(fields, ["198.51.100.200", "255.255.255.128", "198.51.100.129", "198.51.100.129"], "{got}");
+
+    let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    let mac = ct.mac("eth0").expect("mac");
+    let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(
+        (leases[0].addr.as_str(), leases[0].mac.as_str(), leases[0].state.as_str()),
+        ("198.51.100.200", mac.as_str(), "bound")
+    );
+
+    // A crash loses nothing: the lease was committed before the ACK left.
+    node.daemon.as_mut().expect("daemon").kill();
+    node.start_daemon();
+    let after: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    assert_eq!(after, leases);
+    std::thread::sleep(Duration::from_millis(300));
+    let again = udhcpc(&ct, dir.path());
+    assert!(again.starts_with("198.51.100.200 "), "the same client gets its address back: {again}");
+    let list = ok(node.cli(&["network", "list"]));
+    assert!(list.contains("web") && list.contains("198.51.100.128/25"), "{list}");
+    assert!(common::err(node.cli(&[
+        "network",
+        "add",
+        "bad",
+        "--customer",
+        "acme",
+        "--subnet",
+        "198.51.100.128/25",
+        "--gateway",
+        "198.51.100.129",
+        "--pool",
+        "198.51.100.1-198.51.100.5",
+        "--iface",
+        "hgd1"
+    ]))
+    .contains("pool 198.51.100.1-198.51.100.5: it is not inside the subnet"));
+}
