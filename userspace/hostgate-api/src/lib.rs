@@ -441,3 +441,21 @@ pub struct LeaseView {
     /// Seconds since the epoch.
     pub expires: u64,
 }
+
+pub const DHCP_RESERVATIONS: &str = "/v1/dhcp/reservations";
+pub const DHCP_RESERVATION_REMOVE: &str = "/v1/dhcp/reservations/remove";
+
+/// A fixed address (`POST /v1/dhcp/reservations`, listed by GET). Exactly
+/// one of `mac`, `client_id` (hex, `:`-separated) and `circuit_id` (text).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReservationView {
+    pub network: String,
+    pub mac: Option<String>,
+    pub client_id: Option<String>,
+    pub circuit_id: Option<String>,
+    /// For adding and listing; ignored when removing.
+    #[serde(default)]
+    pub addr: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+}

@@ -42,6 +42,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::NETWORKS, get(dhcp::list_networks).post(dhcp::add_network))
         .route(hostgate_api::NETWORK_REMOVE, post(dhcp::remove_network))
         .route(hostgate_api::DHCP_LEASES, get(dhcp::list_leases))
+        .route(hostgate_api::DHCP_RESERVATIONS, get(dhcp::list_reservations).post(dhcp::add_reservation))
+        .route(hostgate_api::DHCP_RESERVATION_REMOVE, post(dhcp::remove_reservation))
         .fallback(not_found)
         .with_state(daemon)
 }

@@ -13,16 +13,20 @@ use std::{
 };
 
 use axum::{extract::State, http::StatusCode, Json};
-use hostgate_api::{LeaseView, NetworkRef, NetworkView};
+use hostgate_api::{LeaseView, NetworkRef, NetworkView, ReservationView};
 use hostgate_dhcp::{
-    identity::Client,
+    identity::{Client, Reservation, ReservedFor},
     leases::{Answer, Lease, LeaseTable, Limits, State as LeaseState},
     network::{keys, Network, Pool},
     wire::{self, Reply, ReplyOptions},
 };
 use hostgate_ipam::model::keys as ipam_keys;
 use hostgate_store::{Compare, Mirror, Op, Txn, TxnOutcome};
-use tokio::{net::UdpSocket, sync::Mutex, task::JoinHandle};
+use tokio::{
+    net::UdpSocket,
+    sync::{Mutex, RwLock},
+    task::JoinHandle,
+};
 use tracing::{debug, info, warn};
 
 use crate::{api::Failure, now, Daemon};
@@ -184,6 +188,107 @@ pub async fn list_leases(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<LeaseV
     ))
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn unhex(field: &str, s: &str) -> Result<Vec<u8>, Failure> {
+    s.split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| bad(format!("{field}: {s:?} is not hex bytes separated by ':'")))
+}
+
+/// The reservation key of a request: exactly one identity.
+fn reserved_for(v: &ReservationView) -> Result<ReservedFor, Failure> {
+    match (&v.mac, &v.client_id, &v.circuit_id) {
+        (Some(m), None, None) => {
+            let bytes = unhex("mac", m)?;
+            let mac = <[u8; 6]>::try_from(bytes.as_slice()).map_err(|_| bad(format!("mac: {m:?} is not 6 bytes")))?;
+            Ok(ReservedFor::Mac(mac))
+        }
+        (None, Some(c), None) => Ok(ReservedFor::ClientId(unhex("client-id", c)?)),
+        (None, None, Some(c)) if !c.is_empty() => Ok(ReservedFor::CircuitId(c.as_bytes().to_vec())),
+        _ => Err(bad("give exactly one of --mac, --client-id, --circuit-id")),
+    }
+}
+
+fn reservation_key(network: &str, r: &ReservedFor) -> String {
+    match r {
+        ReservedFor::Mac(m) => keys::reservation(network, "mac", &hex(m).replace(':', "")),
+        ReservedFor::ClientId(c) => keys::reservation(network, "cid", &hex(c).replace(':', "")),
+        ReservedFor::CircuitId(c) => keys::reservation(network, "circuit", &hex(c).replace(':', "")),
+    }
+}
+
+fn reservation_view(r: &Reservation) -> ReservationView {
+    let mut v = ReservationView {
+        network: r.network.clone(),
+        addr: r.addr.to_string(),
+        hostname: r.hostname.clone(),
+        ..ReservationView::default()
+    };
+    match &r.reserved_for {
+        ReservedFor::Mac(m) => v.mac = Some(hex(m)),
+        ReservedFor::ClientId(c) => v.client_id = Some(hex(c)),
+        ReservedFor::CircuitId(c) => v.circuit_id = Some(String::from_utf8_lossy(c).into_owned()),
+    }
+    v
+}
+
+pub async fn add_reservation(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<ReservationView>,
+) -> Result<Json<ReservationView>, Failure> {
+    let reserved_for = reserved_for(&req)?;
+    let addr: Ipv4Addr = req.addr.parse().map_err(|_| bad(format!("ip: {:?} is not an IPv4 address", req.addr)))?;
+    let Some(kv) = d.store.get(&keys::network(&req.network)).await.map_err(store_err)? else {
+        return Err(Failure(StatusCode::NOT_FOUND, format!("network: {} does not exist", req.network)));
+    };
+    let network: Network = kv.decode().map_err(store_err)?;
+    if !network.contains(addr) || addr == network.gateway {
+        return Err(bad(format!("ip: {addr} is not a client address of {}/{}", network.subnet, network.prefix_len)));
+    }
+    let taken = d.store.snapshot(&format!("{}{}/", keys::RESERVATIONS, req.network)).await.map_err(store_err)?;
+    if taken.kvs.iter().filter_map(|kv| kv.decode::<Reservation>().ok()).any(|r| r.addr == addr) {
+        return Err(Failure(StatusCode::CONFLICT, format!("ip: {addr} is reserved for another client already")));
+    }
+    let r = Reservation { network: req.network.clone(), reserved_for, addr, hostname: req.hostname.clone() };
+    let key = reservation_key(&r.network, &r.reserved_for);
+    let txn = Txn::new()
+        .when(Compare::ModRevision(kv.key.clone(), kv.mod_revision))
+        .when(Compare::Absent(key.clone()))
+        .then(Op::put_json(key, &r).map_err(store_err)?);
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => {
+            info!(network = %r.network, addr = %r.addr, "DHCP reservation added");
+            Ok(Json(reservation_view(&r)))
+        }
+        TxnOutcome::CompareFailed(_) => {
+            Err(Failure(StatusCode::CONFLICT, "this client has a reservation in this network already".into()))
+        }
+    }
+}
+
+pub async fn list_reservations(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<ReservationView>>, Failure> {
+    let snap = d.store.snapshot(keys::RESERVATIONS).await.map_err(store_err)?;
+    Ok(Json(snap.kvs.iter().filter_map(|kv| kv.decode::<Reservation>().ok()).map(|r| reservation_view(&r)).collect()))
+}
+
+pub async fn remove_reservation(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<ReservationView>,
+) -> Result<Json<ReservationView>, Failure> {
+    let key = reservation_key(&req.network, &reserved_for(&req)?);
+    if d.store.get(&key).await.map_err(store_err)?.is_none() {
+        return Err(Failure(StatusCode::NOT_FOUND, "no such reservation".into()));
+    }
+    d.store.commit(Txn::new().then(Op::Delete(key))).await.map_err(store_err)?;
+    Ok(Json(req))
+}
+
 /// One network served here: the tasks on its interfaces (which share its
 /// lease table).
 struct Served {
@@ -200,15 +305,25 @@ impl Drop for Served {
 }
 
 /// Serves the networks declared for this node, following the store.
+/// Reservations take effect at once: the follower swaps the set the
+/// serving tasks read.
 pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
-    let snap = d.store.snapshot(keys::NETWORKS).await?;
-    let mut watch = d.store.watch(keys::NETWORKS, snap.revision).await?;
+    let snap = d.store.snapshot(keys::DHCP).await?;
+    let mut watch = d.store.watch(keys::DHCP, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
     let mut served: HashMap<String, Served> = HashMap::new();
+    let reservations: Arc<RwLock<Vec<Reservation>>> = Arc::default();
     loop {
+        *reservations.write().await = mirror
+            .entries
+            .values()
+            .filter(|kv| kv.key.starts_with(keys::RESERVATIONS))
+            .filter_map(|kv| kv.decode().ok())
+            .collect();
         let wanted: HashMap<String, Network> = mirror
             .entries
             .values()
+            .filter(|kv| kv.key.starts_with(keys::NETWORKS))
             .filter_map(|kv| kv.decode::<Network>().ok())
             .filter(|n| n.node.as_deref().is_none_or(|node| node == d.config.node_name))
             .map(|n| (n.name.clone(), n))
@@ -230,15 +345,28 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
                 match bind(iface) {
                     Ok(socket) => {
                         info!(network = %name, %iface, "DHCP serving");
-                        tasks.push(tokio::spawn(serve(d.clone(), network.clone(), table.clone(), socket)));
+                        let server = Server {
+                            d: d.clone(),
+                            network: network.clone(),
+                            table: table.clone(),
+                            reservations: reservations.clone(),
+                        };
+                        tasks.push(tokio::spawn(server.serve(socket)));
                     }
                     Err(e) => warn!(network = %name, %iface, error = %e, "cannot serve DHCP here"),
                 }
             }
             served.insert(name, Served { network, tasks });
         }
-        let Some(batch) = watch.recv().await else { anyhow::bail!("the store's watch ended") };
-        mirror.apply(&batch);
+        // Leases change all the time; only networks and reservations matter here.
+        loop {
+            let Some(batch) = watch.recv().await else { anyhow::bail!("the store's watch ended") };
+            let relevant = batch.events.iter().any(|e| !e.key().starts_with(keys::LEASES));
+            mirror.apply(&batch);
+            if relevant {
+                break;
+            }
+        }
     }
 }
 
@@ -280,98 +408,115 @@ fn bind(iface: &str) -> std::io::Result<UdpSocket> {
     }
 }
 
-async fn serve(d: Arc<Daemon>, network: Network, table: Arc<Mutex<LeaseTable>>, socket: UdpSocket) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(network = %network.name, error = %e, "DHCP receive failed");
-                continue;
+/// What one interface's serving task holds.
+struct Server {
+    d: Arc<Daemon>,
+    network: Network,
+    table: Arc<Mutex<LeaseTable>>,
+    reservations: Arc<RwLock<Vec<Reservation>>>,
+}
+
+impl Server {
+    async fn serve(self, socket: UdpSocket) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, from) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(network = %self.network.name, error = %e, "DHCP receive failed");
+                    continue;
+                }
+            };
+            match self.handle(&buf[..n]).await {
+                Ok(Some((reply, to))) => {
+                    if let Err(e) = socket.send_to(&reply, to).await {
+                        warn!(network = %self.network.name, %to, error = %e, "DHCP reply not sent");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => debug!(network = %self.network.name, %from, error = %e, "DHCP packet dropped"),
+            }
+        }
+    }
+
+    /// One packet in; the reply and where it goes, if any.
+    async fn handle(&self, packet: &[u8]) -> anyhow::Result<Option<(Vec<u8>, SocketAddr)>> {
+        use dhcproto::v4::MessageType as M;
+        let (d, network) = (&self.d, &self.network);
+        let req = wire::parse(packet)?;
+        let mut client = Client::new(req.chaddr, req.client_id.as_deref());
+        client.circuit_id = req.circuit_id.clone();
+        client.hostname = req.hostname.clone();
+        let now = now();
+        let options = ReplyOptions {
+            server_id: network.gateway,
+            prefix_len: network.prefix_len,
+            router: network.gateway,
+            dns: if network.dns.is_empty() { vec![network.gateway] } else { network.dns.clone() },
+            domain: None,
+            mtu: None,
+            lease_secs: network.lease_secs,
+        };
+        if req.server_id.is_some_and(|s| s != network.gateway) {
+            // The client chose another server's offer.
+            return Ok(None);
+        }
+        let reservations = self.reservations.read().await.clone();
+        let mut table = self.table.lock().await;
+        let answer = match req.kind {
+            M::Discover => table.discover(now, &client, req.requested, &reservations),
+            M::Request => {
+                let ciaddr = req.msg.ciaddr();
+                let Some(addr) = req.requested.or((!ciaddr.is_unspecified()).then_some(ciaddr)) else {
+                    return Ok(None);
+                };
+                table.request(now, &client, addr, &reservations)
+            }
+            M::Release => {
+                if let Some(l) = table.release(&client, req.msg.ciaddr()) {
+                    d.store.commit(Txn::new().then(Op::Delete(keys::lease(&network.name, l.addr)))).await?;
+                }
+                return Ok(None);
+            }
+            M::Decline => {
+                if let Some(addr) = req.requested {
+                    if table.decline(now, &client, addr) {
+                        if let Some(l) = table.leases().find(|l| l.addr == addr) {
+                            d.store.commit(Txn::new().then(Op::put_json(keys::lease(&network.name, addr), l)?)).await?;
+                        }
+                    }
+                }
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        };
+        let reply = match &answer {
+            Answer::Offer(l) => wire::reply(&req, Reply::Offer(l), &options)?,
+            Answer::Ack(l) => {
+                // Durable before it leaves; a lease the client moved away from goes.
+                let mut txn = Txn::new().then(Op::put_json(keys::lease(&network.name, l.addr), l)?);
+                if let Some(old) = table.take_vacated(&client.key).filter(|a| *a != l.addr) {
+                    txn = txn.then(Op::Delete(keys::lease(&network.name, old)));
+                }
+                d.store.commit(txn).await?;
+                wire::reply(&req, Reply::Ack(l), &options)?
+            }
+            Answer::Nak(why) => {
+                debug!(network = %network.name, why, "NAK");
+                wire::reply(&req, Reply::Nak, &options)?
+            }
+            Answer::Ignore(why) => {
+                debug!(network = %network.name, why, "not answered");
+                return Ok(None);
             }
         };
-        match handle(&d, &network, &table, &buf[..n]).await {
-            Ok(Some((reply, to))) => {
-                if let Err(e) = socket.send_to(&reply, to).await {
-                    warn!(network = %network.name, %to, error = %e, "DHCP reply not sent");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => debug!(network = %network.name, %from, error = %e, "DHCP packet dropped"),
-        }
+        Ok(Some((reply, destination(&req))))
     }
 }
 
-/// One packet in; the reply and where it goes, if any.
-async fn handle(
-    d: &Daemon,
-    network: &Network,
-    table: &Mutex<LeaseTable>,
-    packet: &[u8],
-) -> anyhow::Result<Option<(Vec<u8>, SocketAddr)>> {
-    use dhcproto::v4::MessageType as M;
-    let req = wire::parse(packet)?;
-    let mut client = Client::new(req.chaddr, req.client_id.as_deref());
-    client.circuit_id = req.circuit_id.clone();
-    client.hostname = req.hostname.clone();
-    let now = now();
-    let options = ReplyOptions {
-        server_id: network.gateway,
-        prefix_len: network.prefix_len,
-        router: network.gateway,
-        dns: if network.dns.is_empty() { vec![network.gateway] } else { network.dns.clone() },
-        domain: None,
-        mtu: None,
-        lease_secs: network.lease_secs,
-    };
-    if req.server_id.is_some_and(|s| s != network.gateway) {
-        // The client chose another server's offer: what we offered is free again.
-        return Ok(None);
-    }
-    let mut table = table.lock().await;
-    let answer = match req.kind {
-        M::Discover => table.discover(now, &client, req.requested, &[]),
-        M::Request => {
-            let ciaddr = req.msg.ciaddr();
-            let Some(addr) = req.requested.or((!ciaddr.is_unspecified()).then_some(ciaddr)) else {
-                return Ok(None);
-            };
-            table.request(now, &client, addr, &[])
-        }
-        M::Release => {
-            if let Some(l) = table.release(&client, req.msg.ciaddr()) {
-                d.store.commit(Txn::new().then(Op::Delete(keys::lease(&network.name, l.addr)))).await?;
-            }
-            return Ok(None);
-        }
-        M::Decline => {
-            if let Some(addr) = req.requested {
-                if table.decline(now, &client, addr) {
-                    if let Some(l) = table.leases().find(|l| l.addr == addr) {
-                        d.store.commit(Txn::new().then(Op::put_json(keys::lease(&network.name, addr), l)?)).await?;
-                    }
-                }
-            }
-            return Ok(None);
-        }
-        _ => return Ok(None),
-    };
-    let reply = match &answer {
-        Answer::Offer(l) => wire::reply(&req, Reply::Offer(l), &options)?,
-        Answer::Ack(l) => {
-            // Durable before it leaves.
-            d.store.commit(Txn::new().then(Op::put_json(keys::lease(&network.name, l.addr), l)?)).await?;
-            wire::reply(&req, Reply::Ack(l), &options)?
-        }
-        Answer::Nak(why) => {
-            debug!(network = %network.name, why, "NAK");
-            wire::reply(&req, Reply::Nak, &options)?
-        }
-        Answer::Ignore(why) => {
-            debug!(network = %network.name, why, "not answered");
-            return Ok(None);
-        }
-    };
+/// Where a reply goes: the relay, the client's address, or a broadcast on
+/// the interface for a client without an address (or that asked for one).
+fn destination(req: &wire::Request) -> SocketAddr {
     let giaddr = req.msg.giaddr();
     let ciaddr = req.msg.ciaddr();
     let to = if !giaddr.is_unspecified() {
@@ -379,8 +524,7 @@ async fn handle(
     } else if !ciaddr.is_unspecified() && !req.msg.flags().broadcast() {
         SocketAddrV4::new(ciaddr, 68)
     } else {
-        // No address yet (or the client asked): broadcast on the interface.
         SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
     };
-    Ok(Some((reply, SocketAddr::V4(to))))
+    SocketAddr::V4(to)
 }

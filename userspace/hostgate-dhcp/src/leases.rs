@@ -77,11 +77,21 @@ pub struct LeaseTable {
     by_client: HashMap<ClientKey, Ipv4Addr>,
     /// Times new addresses went to each MAC in the last minute.
     recent: HashMap<[u8; 6], VecDeque<u64>>,
+    /// Bound addresses a client moved away from (a new reservation), until
+    /// the caller takes them to delete from storage.
+    vacated: HashMap<ClientKey, Ipv4Addr>,
 }
 
 impl LeaseTable {
     pub fn new(network: Network, limits: Limits) -> Self {
-        LeaseTable { network, limits, by_addr: BTreeMap::new(), by_client: HashMap::new(), recent: HashMap::new() }
+        LeaseTable {
+            network,
+            limits,
+            by_addr: BTreeMap::new(),
+            by_client: HashMap::new(),
+            recent: HashMap::new(),
+            vacated: HashMap::new(),
+        }
     }
 
     /// A table from stored leases (at start-up); the ones that conflict
@@ -111,6 +121,12 @@ impl LeaseTable {
 
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
         self.by_addr.values()
+    }
+
+    /// The bound address `client` moved away from since the last call, to
+    /// delete from storage once the new one is bound.
+    pub fn take_vacated(&mut self, client: &ClientKey) -> Option<Ipv4Addr> {
+        self.vacated.remove(client)
     }
 
     /// Removes leases whose time is up; the bound ones that ended (their
@@ -176,8 +192,8 @@ impl LeaseTable {
 
     fn hold(&mut self, addr: Ipv4Addr, client: &Client, state: State, expires: u64) -> Lease {
         if let Some(old) = self.by_client.get(&client.key).copied() {
-            if old != addr {
-                self.remove(old);
+            if old != addr && self.remove(old).is_some_and(|l| l.state == State::Bound) {
+                self.vacated.insert(client.key.clone(), old);
             }
         }
         let lease = Lease {

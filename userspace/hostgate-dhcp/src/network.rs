@@ -64,8 +64,15 @@ pub struct Network {
 pub mod keys {
     use std::net::Ipv4Addr;
 
+    pub const DHCP: &str = "dhcp/";
     pub const NETWORKS: &str = "dhcp/networks/";
     pub const LEASES: &str = "dhcp/leases/";
+    pub const RESERVATIONS: &str = "dhcp/reservations/";
+
+    /// `kind` is mac, cid or circuit; `id` its value in hex.
+    pub fn reservation(network: &str, kind: &str, id: &str) -> String {
+        format!("{RESERVATIONS}{network}/{kind}-{id}")
+    }
 
     pub fn network(name: &str) -> String {
         format!("{NETWORKS}{name}")

@@ -287,6 +287,47 @@ enum DhcpCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Fixed addresses, by MAC (which also matches a DUID client-id carrying
+    /// that MAC), client-id or relay circuit-id; they apply at once.
+    Reserve {
+        #[command(subcommand)]
+        command: ReserveCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReserveKey {
+    #[arg(long)]
+    network: String,
+    /// aa:bb:cc:dd:ee:ff
+    #[arg(long, group = "who")]
+    mac: Option<String>,
+    /// The client identifier (option 61) in hex, ':'-separated.
+    #[arg(long, group = "who")]
+    client_id: Option<String>,
+    /// The relay agent's circuit-id (option 82.1), as text.
+    #[arg(long, group = "who")]
+    circuit_id: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ReserveCommand {
+    Add {
+        #[command(flatten)]
+        key: ReserveKey,
+        #[arg(long)]
+        ip: String,
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Rm {
+        #[command(flatten)]
+        key: ReserveKey,
+    },
 }
 
 #[derive(Subcommand)]
@@ -646,6 +687,31 @@ async fn dhcp(client: &Client, command: DhcpCommand) -> anyhow::Result<()> {
             let mut all: Vec<hostgate_api::LeaseView> = client.get(hostgate_api::DHCP_LEASES).await?;
             all.retain(|l| network.as_ref().is_none_or(|n| &l.network == n));
             print_out(json, &all, |all| output::leases(all).to_string())?;
+        }
+        DhcpCommand::Reserve { command } => {
+            use hostgate_api::ReservationView;
+            let view = |k: ReserveKey| ReservationView {
+                network: k.network,
+                mac: k.mac,
+                client_id: k.client_id,
+                circuit_id: k.circuit_id,
+                ..ReservationView::default()
+            };
+            match command {
+                ReserveCommand::Add { key, ip, hostname } => {
+                    let v = ReservationView { addr: ip, hostname, ..view(key) };
+                    let r: ReservationView = client.post(hostgate_api::DHCP_RESERVATIONS, &v).await?;
+                    println!("{} reserved in network {}", r.addr, r.network);
+                }
+                ReserveCommand::List { json } => {
+                    let all: Vec<ReservationView> = client.get(hostgate_api::DHCP_RESERVATIONS).await?;
+                    print_out(json, &all, |all| output::reservations(all).to_string())?;
+                }
+                ReserveCommand::Rm { key } => {
+                    let _: ReservationView = client.post(hostgate_api::DHCP_RESERVATION_REMOVE, &view(key)).await?;
+                    println!("reservation removed");
+                }
+            }
         }
     }
     Ok(())

@@ -210,6 +210,20 @@ pub fn leases(all: &[hostgate_api::LeaseView]) -> Table {
     t
 }
 
+pub fn reservations(all: &[hostgate_api::ReservationView]) -> Table {
+    let mut t = table(&["NETWORK", "FOR", "ADDRESS", "HOSTNAME"]);
+    for r in all {
+        let who = match (&r.mac, &r.client_id, &r.circuit_id) {
+            (Some(m), _, _) => format!("mac {m}"),
+            (_, Some(c), _) => format!("client-id {c}"),
+            (_, _, Some(c)) => format!("circuit-id {c}"),
+            _ => "-".into(),
+        };
+        t.add_row(vec![r.network.clone(), who, r.addr.clone(), r.hostname.clone().unwrap_or("-".into())]);
+    }
+    t
+}
+
 pub fn ips(ips: &[IpView]) -> Table {
     let mut t = table(&["IP", "CUSTOMER", "NODE", "STATE", "SINCE"]);
     for v in ips {

@@ -87,6 +87,29 @@ fn udhcpc_gets_a_durable_lease() {
     std::thread::sleep(Duration::from_millis(300));
     let again = udhcpc(&ct, dir.path());
     assert!(again.starts_with("198.51.100.200 "), "the same client gets its address back: {again}");
+    // A reservation applies at once, without a restart: the next exchange
+    // moves the client to its reserved address.
+    ok(node.cli(&["dhcp", "reserve", "add", "--network", "web", "--mac", &mac, "--ip", "198.51.100.205"]));
+    std::thread::sleep(Duration::from_millis(300));
+    ct.ip(["addr", "flush", "dev", "eth0"]).expect("flush");
+    let reserved = udhcpc(&ct, dir.path());
+    assert!(reserved.starts_with("198.51.100.205 "), "the reservation wins: {reserved}");
+    let now: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    assert_eq!(now.iter().map(|l| l.addr.as_str()).collect::<Vec<_>>(), ["198.51.100.205"], "the old lease is gone");
+    let table = ok(node.cli(&["dhcp", "reserve", "list"]));
+    assert!(table.contains("198.51.100.205") && table.contains(&mac), "{table}");
+    assert!(common::err(node.cli(&[
+        "dhcp",
+        "reserve",
+        "add",
+        "--network",
+        "web",
+        "--mac",
+        "02:00:00:00:00:09",
+        "--ip",
+        "198.51.100.205"
+    ]))
+    .contains("reserved for another client already"));
     let list = ok(node.cli(&["network", "list"]));
     assert!(list.contains("web") && list.contains("198.51.100.128/25"), "{list}");
     assert!(common::err(node.cli(&[
