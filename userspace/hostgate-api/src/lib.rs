@@ -36,7 +36,23 @@ pub struct Status {
     pub store: StoreStatus,
     #[serde(default)]
     pub cluster: ClusterStatus,
+    /// Per DHCP network served here, since the daemon started.
+    #[serde(default)]
+    pub dhcp: Vec<DhcpCounters>,
     pub dataplane: DataplaneStatus,
+}
+
+/// What the DHCP server did for one network.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DhcpCounters {
+    pub network: String,
+    pub offers: u64,
+    pub acks: u64,
+    pub naks: u64,
+    pub declines: u64,
+    pub releases: u64,
+    /// Packets not answered: malformed, rate-limited, pool exhausted.
+    pub drops: u64,
 }
 
 /// This node in its cluster (a cluster of one on the embedded store).

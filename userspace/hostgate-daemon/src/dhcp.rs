@@ -434,9 +434,20 @@ impl Server {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => debug!(network = %self.network.name, %from, error = %e, "DHCP packet dropped"),
+                Err(e) => {
+                    self.count(|c| c.drops += 1);
+                    debug!(network = %self.network.name, %from, error = %e, "DHCP packet dropped");
+                }
             }
         }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut hostgate_api::DhcpCounters)) {
+        let mut all = self.d.dhcp_counters.lock().unwrap_or_else(|p| p.into_inner());
+        let c = all
+            .entry(self.network.name.clone())
+            .or_insert_with(|| hostgate_api::DhcpCounters { network: self.network.name.clone(), ..Default::default() });
+        f(c);
     }
 
     /// One packet in; the reply and where it goes, if any.
@@ -473,12 +484,14 @@ impl Server {
                 table.request(now, &client, addr, &reservations)
             }
             M::Release => {
+                self.count(|c| c.releases += 1);
                 if let Some(l) = table.release(&client, req.msg.ciaddr()) {
                     d.store.commit(Txn::new().then(Op::Delete(keys::lease(&network.name, l.addr)))).await?;
                 }
                 return Ok(None);
             }
             M::Decline => {
+                self.count(|c| c.declines += 1);
                 if let Some(addr) = req.requested {
                     if table.decline(now, &client, addr) {
                         if let Some(l) = table.leases().find(|l| l.addr == addr) {
@@ -491,7 +504,10 @@ impl Server {
             _ => return Ok(None),
         };
         let reply = match &answer {
-            Answer::Offer(l) => wire::reply(&req, Reply::Offer(l), &options)?,
+            Answer::Offer(l) => {
+                self.count(|c| c.offers += 1);
+                wire::reply(&req, Reply::Offer(l), &options)?
+            }
             Answer::Ack(l) => {
                 // Durable before it leaves; a lease the client moved away from goes.
                 let mut txn = Txn::new().then(Op::put_json(keys::lease(&network.name, l.addr), l)?);
@@ -499,13 +515,16 @@ impl Server {
                     txn = txn.then(Op::Delete(keys::lease(&network.name, old)));
                 }
                 d.store.commit(txn).await?;
+                self.count(|c| c.acks += 1);
                 wire::reply(&req, Reply::Ack(l), &options)?
             }
             Answer::Nak(why) => {
+                self.count(|c| c.naks += 1);
                 debug!(network = %network.name, why, "NAK");
                 wire::reply(&req, Reply::Nak, &options)?
             }
             Answer::Ignore(why) => {
+                self.count(|c| c.drops += 1);
                 debug!(network = %network.name, why, "not answered");
                 return Ok(None);
             }

@@ -44,6 +44,8 @@ pub struct Daemon {
     pub addresses_lock: tokio::sync::Mutex<()>,
     /// The store revision the IP reconciler has seen everything up to.
     pub config_revision: tokio::sync::watch::Sender<u64>,
+    /// DHCP counters by network name.
+    pub dhcp_counters: Mutex<std::collections::BTreeMap<String, hostgate_api::DhcpCounters>>,
     /// `None` after `hostgate dataplane detach`.
     pub dataplane: Mutex<Option<Dataplane>>,
     pub started_at: u64,
@@ -150,6 +152,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         standing: tokio::sync::watch::Sender::new(members::Standing::Joining),
         addresses_lock: tokio::sync::Mutex::new(()),
         config_revision: tokio::sync::watch::Sender::new(0),
+        dhcp_counters: Mutex::new(Default::default()),
         dataplane: Mutex::new(Some(dataplane)),
         started_at,
         config,

@@ -44,6 +44,12 @@ pub fn status(s: &Status) -> String {
         c.members.join(", "),
         c.config_revision
     );
+    for c in &s.dhcp {
+        out += &format!(
+            "dhcp       {}: {} offers, {} acks, {} naks, {} declines, {} releases, {} dropped\n",
+            c.network, c.offers, c.acks, c.naks, c.declines, c.releases, c.drops
+        );
+    }
     let dp = &s.dataplane;
     if !dp.attached {
         out += "dataplane  detached\n";

@@ -110,6 +110,9 @@ fn udhcpc_gets_a_durable_lease() {
         "198.51.100.205"
     ]))
     .contains("reserved for another client already"));
+    let status = node.status();
+    let counters = status.dhcp.iter().find(|c| c.network == "web").expect("counters");
+    assert!(counters.offers >= 1 && counters.acks >= 2, "{counters:?}");
     let list = ok(node.cli(&["network", "list"]));
     assert!(list.contains("web") && list.contains("198.51.100.128/25"), "{list}");
     assert!(common::err(node.cli(&[
