@@ -125,14 +125,8 @@ impl Bed {
 
     /// The nodes holding `IP` on their uplink.
     fn holders(&self) -> Vec<usize> {
-        (0..3)
-            .filter(|&i| {
-                self.topo.nodes[i]
-                    .ns
-                    .ip(["addr", "show", "dev", NODE_UPLINK])
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{IP}/32")))
-            })
-            .collect()
+        let addr = IP.parse().expect("a constant address");
+        (0..3).filter(|&i| self.topo.nodes[i].ns.has_host_address(NODE_UPLINK, addr)).collect()
     }
 
     fn wait(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {

@@ -151,10 +151,6 @@ pub async fn remove_network(
     Ok(Json(req))
 }
 
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
 pub async fn list_leases(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<LeaseView>>, Failure> {
     let snap = d.store.snapshot(keys::LEASES).await.map_err(store_err)?;
     Ok(Json(
@@ -164,9 +160,7 @@ pub async fn list_leases(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<LeaseV
                 let network = kv.key.strip_prefix(keys::LEASES)?.split('/').next()?.to_string();
                 let l: Lease = kv.decode().ok()?;
                 let client_id = match &l.client {
-                    Some(hostgate_dhcp::identity::ClientKey::ClientId(id)) => {
-                        Some(id.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
-                    }
+                    Some(hostgate_dhcp::identity::ClientKey::ClientId(id)) => Some(hex(id)),
                     _ => None,
                 };
                 let state = match l.state {
@@ -177,7 +171,7 @@ pub async fn list_leases(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<LeaseV
                 Some(LeaseView {
                     network,
                     addr: l.addr.to_string(),
-                    mac: mac_text(l.mac),
+                    mac: hex(&l.mac),
                     client_id,
                     hostname: l.hostname,
                     state: state.into(),

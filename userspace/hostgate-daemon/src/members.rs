@@ -95,31 +95,14 @@ async fn keep(d: &Daemon, lease: LeaseId, ttl: Duration, granted: Instant) {
     let every = if d.config.clustered() { ttl / 5 } else { Duration::from_secs(10) };
     let margin = ttl / 4;
     let mut valid_until = granted + ttl;
-    let mut fenced = false;
     loop {
         let fence_at = valid_until - margin;
-        // Wait for the next renewal, fencing if the deadline passes meanwhile.
-        let next = Instant::now() + every;
-        while Instant::now() < next {
-            tokio::select! {
-                _ = sleep_until(next) => {}
-                _ = sleep_until(fence_at), if !fenced => fenced = fence(d, lease).await,
-            }
-        }
+        fencing(d, lease, fence_at, sleep(every)).await;
         let sent = Instant::now();
-        let renewal = d.store.keep_alive(lease);
-        tokio::pin!(renewal);
-        let result = loop {
-            tokio::select! {
-                r = &mut renewal => break r,
-                _ = sleep_until(fence_at), if !fenced => fenced = fence(d, lease).await,
-            }
-        };
-        match result {
+        match fencing(d, lease, fence_at, d.store.keep_alive(lease)).await {
             Ok(true) => {
                 valid_until = sent + ttl;
-                if fenced {
-                    fenced = false;
+                if is_fenced(d) {
                     d.standing.send_replace(Standing::Live(lease));
                     info!("the store answers again: live");
                 }
@@ -128,28 +111,43 @@ async fn keep(d: &Daemon, lease: LeaseId, ttl: Duration, granted: Instant) {
                 }
             }
             Ok(false) => {
-                if !fenced {
+                if !is_fenced(d) {
                     fence(d, lease).await;
                 }
                 d.standing.send_replace(Standing::Joining);
                 warn!(lease = format!("{lease:x}"), "membership lease expired; joining again");
                 return;
             }
-            Err(e) if !fenced => warn!(error = %e, "lease renewal failed"),
+            Err(e) if !is_fenced(d) => warn!(error = %e, "lease renewal failed"),
             Err(_) => {}
         }
     }
 }
 
-/// Marks the node fenced and withdraws its customer addresses; returns true.
-async fn fence(d: &Daemon, lease: LeaseId) -> bool {
+fn is_fenced(d: &Daemon) -> bool {
+    matches!(*d.standing.borrow(), Standing::Fenced(_))
+}
+
+/// Awaits `work`; if `fence_at` passes first, fences the node and goes on
+/// waiting (a renewal that answers late still counts).
+async fn fencing<T>(d: &Daemon, lease: LeaseId, fence_at: Instant, work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = sleep_until(fence_at), if !is_fenced(d) => fence(d, lease).await,
+        }
+    }
+}
+
+/// Marks the node fenced and withdraws its customer addresses.
+async fn fence(d: &Daemon, lease: LeaseId) {
     let _addresses = d.addresses_lock.lock().await;
     d.standing.send_replace(Standing::Fenced(lease));
     warn!("lease renewals failing: fenced, withdrawing every customer IP before the lease can expire");
     if let Err(e) = ips::withdraw_all(d).await {
         warn!(error = format!("{e:#}"), "withdrawing customer IPs");
     }
-    true
 }
 
 /// On shutdown in a cluster: withdraw and leave, so that the IPs move now

@@ -56,70 +56,54 @@ pub struct Request {
     pub circuit_id: Option<Vec<u8>>,
 }
 
-/// The raw payload of option `code` in the options area, walking the
-/// TLVs ourselves (pad 0, end 255).
-fn raw_option(options: &[u8], code: u8) -> Option<Vec<u8>> {
-    let mut i = 0;
-    while i < options.len() {
-        match options[i] {
-            0 => i += 1,
-            255 => return None,
-            c => {
-                let len = *options.get(i + 1)? as usize;
-                let value = options.get(i + 2..i + 2 + len)?;
-                if c == code {
-                    return Some(value.to_vec());
-                }
-                i += 2 + len;
-            }
+/// The options of an options area, walked ourselves: (offset, code,
+/// value), pads skipped, stopping at End (255); `Err(code)` for an option
+/// that runs past the data, after which the walk stops.
+fn tlvs(data: &[u8]) -> impl Iterator<Item = Result<(usize, u8, &[u8]), u8>> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while data.get(at) == Some(&0) {
+            at += 1;
         }
-    }
-    None
+        let code = *data.get(at).filter(|c| **c != 255)?;
+        let start = at;
+        let value = data.get(at + 1).and_then(|len| data.get(at + 2..at + 2 + *len as usize));
+        let Some(value) = value else {
+            at = data.len();
+            return Some(Err(code));
+        };
+        at += 2 + value.len();
+        Some(Ok((start, code, value)))
+    })
 }
 
-/// Walks the options and refuses what dhcproto 0.15 would trip on: a TLV
-/// running past the packet, and options whose length its decoder asserts
-/// (debug builds panic) or subtracts from: rapid commit (80) must be
-/// empty, client FQDN (81) at least 3 bytes, client network interface (94)
-/// 3 bytes, BLQ status (151) at least 1, BLQ times (152-155) 4.
+/// The value of option (or sub-option) `code`, if present and whole.
+fn find(data: &[u8], code: u8) -> Option<Vec<u8>> {
+    tlvs(data).map_while(Result::ok).find(|(_, c, _)| *c == code).map(|(_, _, v)| v.to_vec())
+}
+
+/// Refuses what dhcproto 0.15 would trip on: an option running past the
+/// packet, and options whose length its decoder asserts (debug builds
+/// panic) or subtracts from: rapid commit (80) must be empty, client FQDN
+/// (81) at least 3 bytes, client network interface (94) 3 bytes, BLQ status
+/// (151) at least 1, BLQ times (152-155) 4.
 fn check_options(options: &[u8]) -> Result<(), WireError> {
-    let mut i = 0;
-    while i < options.len() {
-        match options[i] {
-            0 => i += 1,
-            255 => return Ok(()),
-            code => {
-                let Some(&len) = options.get(i + 1) else { return Err(WireError::BadOption(code)) };
-                let ok = match code {
-                    80 => len == 0,
-                    81 => len >= 3,
-                    94 => len == 3,
-                    151 => len >= 1,
-                    152..=155 => len == 4,
-                    _ => true,
-                };
-                if !ok || i + 2 + len as usize > options.len() {
-                    return Err(WireError::BadOption(code));
-                }
-                i += 2 + len as usize;
-            }
+    for tlv in tlvs(options) {
+        let (_, code, value) = tlv.map_err(WireError::BadOption)?;
+        let len = value.len();
+        let ok = match code {
+            80 => len == 0,
+            81 => len >= 3,
+            94 => len == 3,
+            151 => len >= 1,
+            152..=155 => len == 4,
+            _ => true,
+        };
+        if !ok {
+            return Err(WireError::BadOption(code));
         }
     }
     Ok(())
-}
-
-/// Sub-option `code` of a relay agent information payload.
-fn sub_option(info: &[u8], code: u8) -> Option<Vec<u8>> {
-    let mut i = 0;
-    while i + 2 <= info.len() {
-        let len = info[i + 1] as usize;
-        let value = info.get(i + 2..i + 2 + len)?;
-        if info[i] == code {
-            return Some(value.to_vec());
-        }
-        i += 2 + len;
-    }
-    None
 }
 
 /// Checks and decodes a client's packet.
@@ -161,8 +145,8 @@ pub fn parse(bytes: &[u8]) -> Result<Request, WireError> {
         Some(DhcpOption::Hostname(h)) => Some(h.clone()),
         _ => None,
     };
-    let relay_info = raw_option(&bytes[OPTIONS_AT..], 82);
-    let circuit_id = relay_info.as_deref().and_then(|i| sub_option(i, 1));
+    let relay_info = find(&bytes[OPTIONS_AT..], 82);
+    let circuit_id = relay_info.as_deref().and_then(|i| find(i, 1));
     Ok(Request { msg, kind, chaddr, client_id, requested, server_id, hostname, relay_info, circuit_id })
 }
 
@@ -225,19 +209,17 @@ pub fn reply(req: &Request, answer: Reply<'_>, o: &ReplyOptions) -> Result<Vec<u
     Ok(bytes)
 }
 
-/// Inserts option `code` just before the End option of an encoded message
-/// (adding End if there was none).
+/// Inserts option `code` after the last option of an encoded message, so
+/// before its End (adding End if there was none).
 fn append_last(bytes: &mut Vec<u8>, code: u8, value: &[u8]) {
-    let mut i = OPTIONS_AT;
-    while i < bytes.len() && bytes[i] != 255 {
-        i += if bytes[i] == 0 { 1 } else { 2 + bytes.get(i + 1).copied().unwrap_or(0) as usize };
-    }
-    let i = i.min(bytes.len());
-    let had_end = i < bytes.len();
+    let options = bytes.get(OPTIONS_AT..).unwrap_or_default();
+    let end = tlvs(options).map_while(Result::ok).last().map_or(0, |(at, _, v)| at + 2 + v.len());
+    let at = (OPTIONS_AT + end).min(bytes.len());
+    let had_end = bytes[at..].contains(&255);
     let value = &value[..value.len().min(255)];
     let mut opt = vec![code, value.len() as u8];
     opt.extend_from_slice(value);
-    bytes.splice(i..i, opt);
+    bytes.splice(at..at, opt);
     if !had_end {
         bytes.push(255);
     }

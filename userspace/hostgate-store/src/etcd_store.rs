@@ -33,6 +33,18 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// An etcd error as a store error: etcd's "lease not found" (a lease that
+/// expired or never was) becomes `LeaseExpired`, with the id the caller
+/// fills in (0 here: etcd's message does not carry it).
+fn from_etcd(e: etcd_client::Error) -> StoreError {
+    let message = e.to_string();
+    if message.contains("lease not found") {
+        StoreError::LeaseExpired(0)
+    } else {
+        StoreError::Backend(message)
+    }
+}
+
 /// etcd behind [`Store`].
 pub struct EtcdStore {
     client: Client,
@@ -108,7 +120,7 @@ impl EtcdStore {
         tokio::time::timeout(self.timeout, f(self.client.clone()))
             .await
             .map_err(|_| StoreError::Backend(format!("etcd did not answer within {:?}", self.timeout)))?
-            .map_err(backend)
+            .map_err(from_etcd)
     }
 
     fn etcd_compare(&self, c: &Compare) -> EtcdCompare {
@@ -150,7 +162,7 @@ impl EtcdStore {
                 Ok(pair) => {
                     slot.insert(pair);
                 }
-                Err(StoreError::Backend(m)) if m.contains("lease not found") => return Ok(false),
+                Err(StoreError::LeaseExpired(_)) => return Ok(false),
                 Err(e) => return Err(e),
             }
         }
@@ -174,10 +186,10 @@ impl EtcdStore {
             }
             Ok(Err(e)) => {
                 keepers.remove(&lease);
-                if e.to_string().contains("lease not found") {
-                    return Ok(false);
+                match from_etcd(e) {
+                    StoreError::LeaseExpired(_) => Ok(false),
+                    other => Err(other),
                 }
-                Err(backend(e))
             }
             Err(_) => {
                 // The answer may still come: a fresh stream cannot confuse it with the next one.
@@ -275,9 +287,7 @@ impl Store for EtcdStore {
         let ops: Vec<TxnOp> = txn.ops.into_iter().map(|op| self.etcd_op(op)).collect();
         let request = EtcdTxn::new().when(compares).and_then(ops).or_else(reads);
         let resp = self.request(|mut c| async move { c.txn(request).await }).await.map_err(|e| match e {
-            StoreError::Backend(m) if m.contains("requested lease not found") => {
-                StoreError::LeaseExpired(lease.unwrap_or(0))
-            }
+            StoreError::LeaseExpired(_) => StoreError::LeaseExpired(lease.unwrap_or(0)),
             other => other,
         })?;
         if resp.succeeded() {
@@ -331,7 +341,7 @@ impl Store for EtcdStore {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
         self.keepers.lock().await.remove(&lease);
         match self.request(|mut c| async move { c.lease_revoke(lease).await }).await {
-            Err(StoreError::Backend(m)) if m.contains("requested lease not found") => Ok(()),
+            Err(StoreError::LeaseExpired(_)) => Ok(()),
             other => other.map(|_| ()),
         }
     }

@@ -88,6 +88,12 @@ impl Netns {
         run("nsenter", all)
     }
 
+    /// Whether `iface` holds `addr` as a host address (/32 or /128) now.
+    pub fn has_host_address(&self, iface: &str, addr: std::net::IpAddr) -> bool {
+        let needle = format!("{addr}/{}", if addr.is_ipv4() { 32 } else { 128 });
+        self.ip(["addr", "show", "dev", iface]).is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&needle))
+    }
+
     /// The MAC address of `iface` in this namespace (asked of iproute2:
     /// /sys under nsenter shows the root namespace's interfaces).
     pub fn mac(&self, iface: &str) -> Result<[u8; 6], TestbedError> {

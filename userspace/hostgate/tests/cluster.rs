@@ -86,13 +86,8 @@ impl Cluster {
 
     /// The nodes (indexes) that have `ip` on their uplink now.
     fn holders(&self, ip: &str) -> Vec<usize> {
-        let needle = if ip.contains(':') { format!("{ip}/128") } else { format!("{ip}/32") };
-        (0..self.topo.nodes.len())
-            .filter(|&i| {
-                let out = self.topo.nodes[i].ns.ip(["addr", "show", "dev", NODE_UPLINK]).expect("ip addr");
-                String::from_utf8_lossy(&out.stdout).contains(&needle)
-            })
-            .collect()
+        let addr = ip.parse().expect("an address");
+        (0..self.topo.nodes.len()).filter(|&i| self.topo.nodes[i].ns.has_host_address(NODE_UPLINK, addr)).collect()
     }
 
     fn ips(&self, via: usize) -> Vec<IpView> {

@@ -32,6 +32,25 @@ fn udhcpc(ns: &Netns, dir: &std::path::Path) -> String {
     })
 }
 
+/// `network add NAME` on hgd1 (198.51.100.128/25, gateway .129) with one pool.
+fn add_network(node: &TestNode, name: &str, pool: &str) -> std::process::Output {
+    node.cli(&[
+        "network",
+        "add",
+        name,
+        "--customer",
+        "acme",
+        "--subnet",
+        "198.51.100.128/25",
+        "--gateway",
+        "198.51.100.129",
+        "--pool",
+        pool,
+        "--iface",
+        "hgd1",
+    ])
+}
+
 #[test]
 fn udhcpc_gets_a_durable_lease() {
     if !privileged("udhcpc_gets_a_durable_lease") {
@@ -49,21 +68,7 @@ fn udhcpc_gets_a_durable_lease() {
     ct.ip(["link", "set", "eth0", "up"]).expect("up");
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
-    ok(node.cli(&[
-        "network",
-        "add",
-        "web",
-        "--customer",
-        "acme",
-        "--subnet",
-        "198.51.100.128/25",
-        "--gateway",
-        "198.51.100.129",
-        "--pool",
-        "198.51.100.200-198.51.100.210",
-        "--iface",
-        "hgd1",
-    ]));
+    ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
     std::thread::sleep(Duration::from_millis(300));
     let dir = tempfile::tempdir().expect("dir");
     let got = udhcpc(&ct, dir.path());
@@ -71,8 +76,7 @@ fn udhcpc_gets_a_durable_lease() {
     assert_eq!(fields, ["198.51.100.200", "255.255.255.128", "198.51.100.129", "198.51.100.129"], "{got}");
 
     let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
-    let mac = ct.mac("eth0").expect("mac");
-    let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let mac = common::mac_text(ct.mac("eth0").expect("mac"));
     assert_eq!(leases.len(), 1, "{leases:?}");
     assert_eq!(
         (leases[0].addr.as_str(), leases[0].mac.as_str(), leases[0].state.as_str()),
@@ -115,20 +119,6 @@ fn udhcpc_gets_a_durable_lease() {
     assert!(counters.offers >= 1 && counters.acks >= 2, "{counters:?}");
     let list = ok(node.cli(&["network", "list"]));
     assert!(list.contains("web") && list.contains("198.51.100.128/25"), "{list}");
-    assert!(common::err(node.cli(&[
-        "network",
-        "add",
-        "bad",
-        "--customer",
-        "acme",
-        "--subnet",
-        "198.51.100.128/25",
-        "--gateway",
-        "198.51.100.129",
-        "--pool",
-        "198.51.100.1-198.51.100.5",
-        "--iface",
-        "hgd1"
-    ]))
-    .contains("pool 198.51.100.1-198.51.100.5: it is not inside the subnet"));
+    assert!(common::err(add_network(&node, "bad", "198.51.100.1-198.51.100.5"))
+        .contains("pool 198.51.100.1-198.51.100.5: it is not inside the subnet"));
 }
