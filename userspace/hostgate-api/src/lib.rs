@@ -429,6 +429,11 @@ pub struct NetworkView {
     /// `FIRST-LAST` ranges.
     pub pools: Vec<String>,
     pub lease_secs: Option<u32>,
+    /// New addresses per MAC and per port a minute (0: no limit).
+    #[serde(default)]
+    pub max_new_per_mac: Option<u32>,
+    #[serde(default)]
+    pub max_new_per_port: Option<u32>,
     /// Container-facing interfaces (of this node) the server answers on.
     pub interfaces: Vec<String>,
     #[serde(default)]

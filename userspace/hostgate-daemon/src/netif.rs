@@ -193,6 +193,32 @@ pub fn mac_of(iface: &str) -> anyhow::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The first IPv4 address of `iface`, if it has one (getifaddrs(3)).
+pub fn ipv4_of(iface: &str) -> Option<std::net::Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which is walked read-only and freed
+    // once; every pointer is checked before it is read.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut at = list;
+        while !at.is_null() && found.is_none() {
+            let entry = &*at;
+            let name = std::ffi::CStr::from_ptr(entry.ifa_name);
+            let addr = entry.ifa_addr;
+            if name.to_bytes() == iface.as_bytes() && !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
+                let sin = &*(addr as *const libc::sockaddr_in);
+                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            at = entry.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
+}
+
 /// A sending-only AF_PACKET socket: each sendto names the interface.
 fn raw_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned at once.

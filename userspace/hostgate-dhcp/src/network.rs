@@ -48,6 +48,14 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     pub pools: Vec<Pool>,
     pub lease_secs: u32,
+    /// New addresses one MAC may get per minute (0: no limit).
+    #[serde(default = "default_max_new_per_mac")]
+    pub max_new_per_mac: u32,
+    /// New addresses one port (an interface, or a relay's circuit-id) may
+    /// get per minute, so random MACs behind it cannot drain the pool (0: no
+    /// limit).
+    #[serde(default = "default_max_new_per_port")]
+    pub max_new_per_port: u32,
     /// Container-facing interfaces the server answers on (of the node
     /// that declared the network).
     #[serde(default)]
@@ -58,6 +66,14 @@ pub struct Network {
     /// DNS servers handed out (default: the gateway, where hostgate's DNS answers).
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+}
+
+fn default_max_new_per_mac() -> u32 {
+    10
+}
+
+fn default_max_new_per_port() -> u32 {
+    60
 }
 
 /// Store keys.
@@ -86,6 +102,15 @@ pub mod keys {
 }
 
 impl Network {
+    /// The lease table's limits for this network.
+    pub fn limits(&self) -> crate::leases::Limits {
+        crate::leases::Limits {
+            per_mac_per_minute: self.max_new_per_mac as usize,
+            per_port_per_minute: self.max_new_per_port as usize,
+            ..Default::default()
+        }
+    }
+
     pub fn contains(&self, a: Ipv4Addr) -> bool {
         let mask = u32::MAX << (32 - u32::from(self.prefix_len));
         u32::from(a) & mask == u32::from(self.subnet)
@@ -151,6 +176,8 @@ mod tests {
             gateway: Ipv4Addr::new(198, 51, 100, 1),
             pools: vec![Pool { first: Ipv4Addr::new(198, 51, 100, 100), last: Ipv4Addr::new(198, 51, 100, 199) }],
             lease_secs: 3600,
+            max_new_per_mac: 10,
+            max_new_per_port: 60,
             interfaces: vec![],
             node: None,
             dns: vec![],

@@ -265,6 +265,13 @@ enum NetworkCommand {
         /// Lease time in seconds (default 3600).
         #[arg(long)]
         lease_secs: Option<u32>,
+        /// New addresses one MAC may get per minute (default 10; 0: no limit).
+        #[arg(long)]
+        max_new_per_mac: Option<u32>,
+        /// New addresses one port (interface or relay circuit-id) may get per
+        /// minute (default 60; 0: no limit).
+        #[arg(long)]
+        max_new_per_port: Option<u32>,
         /// DNS server handed out (default: the gateway); repeat for more.
         #[arg(long = "dns")]
         dns: Vec<String>,
@@ -664,8 +671,31 @@ async fn container(client: &Client, command: ContainerCommand) -> anyhow::Result
 async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()> {
     use hostgate_api::{NetworkRef, NetworkView};
     match command {
-        NetworkCommand::Add { name, customer, subnet, gateway, pools, interfaces, lease_secs, dns } => {
-            let v = NetworkView { name, customer, subnet, gateway, pools, lease_secs, interfaces, dns, leases: 0 };
+        NetworkCommand::Add {
+            name,
+            customer,
+            subnet,
+            gateway,
+            pools,
+            interfaces,
+            lease_secs,
+            max_new_per_mac,
+            max_new_per_port,
+            dns,
+        } => {
+            let v = NetworkView {
+                name,
+                customer,
+                subnet,
+                gateway,
+                pools,
+                lease_secs,
+                max_new_per_mac,
+                max_new_per_port,
+                interfaces,
+                dns,
+                leases: 0,
+            };
             let n: NetworkView = client.post(hostgate_api::NETWORKS, &v).await?;
             println!("network {} ({}) served on {}", n.name, n.subnet, n.interfaces.join(", "));
         }
