@@ -17,6 +17,8 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("protobuf-compiler", "protoc, which etcd-client's build script runs"),
     ("etcd-server", "the etcd that cluster tests and the cluster demo run"),
     ("busybox-static", "udhcpc, the DHCP client of the DHCP tests"),
+    ("isc-dhcp-relay", "dhcrelay, the relay agent of the DHCP relay test"),
+    ("kea-admin", "perfdhcp, the DHCP load generator of the crash test and `bench dhcp`"),
 ];
 
 fn installed(pkg: &str) -> bool {

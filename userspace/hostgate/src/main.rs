@@ -224,8 +224,9 @@ enum ContainerCommand {
         /// Host-side interface of the container's veth.
         #[arg(long)]
         iface: String,
-        /// An address the container holds; repeat for more.
-        #[arg(long = "ip", required = true)]
+        /// An address the container holds; repeat for more (none: it gets
+        /// its address by DHCP).
+        #[arg(long = "ip")]
         ips: Vec<String>,
         /// The container's MAC address (default: any).
         #[arg(long)]
@@ -260,7 +261,9 @@ enum NetworkCommand {
         #[arg(long = "pool", required = true)]
         pools: Vec<String>,
         /// Container-facing interface to answer on; repeat for more.
-        #[arg(long = "iface", required = true)]
+        /// (None: the network is served to DHCP relays only, see
+        /// `[dhcp] relay_interfaces`.)
+        #[arg(long = "iface")]
         interfaces: Vec<String>,
         /// Lease time in seconds (default 3600).
         #[arg(long)]

@@ -122,3 +122,103 @@ fn udhcpc_gets_a_durable_lease() {
     assert!(common::err(add_network(&node, "bad", "198.51.100.1-198.51.100.5"))
         .contains("pool 198.51.100.1-198.51.100.5: it is not inside the subnet"));
 }
+
+/// Relay-only network of 198.51.100.128/25 (no interface of its own).
+fn add_relayed_network(node: &TestNode) {
+    ok(node.cli(&[
+        "network",
+        "add",
+        "far",
+        "--customer",
+        "acme",
+        "--subnet",
+        "198.51.100.128/25",
+        "--gateway",
+        "198.51.100.129",
+        "--pool",
+        "198.51.100.200-198.51.100.210",
+    ]));
+}
+
+#[test]
+fn relayed_clients_are_served_from_the_network_of_giaddr() {
+    if !privileged("relayed_clients_are_served_from_the_network_of_giaddr") {
+        return;
+    }
+    // client eth0 -- down0 [relay: ISC dhcrelay, forwarding] up0 -- hgr1 [node]
+    let mut node = TestNode::with_config("dhcpr", 0, "\n[dhcp]\nrelay_interfaces = [\"hgr1\"]\n");
+    let relay = Netns::create(&unique_name("dhcprl")).expect("netns");
+    let ct = Netns::create(&unique_name("dhcprc")).expect("netns");
+    let n = &node.topo.node;
+    n.ip(["link", "add", "hgr1", "type", "veth", "peer", "name", "up0", "netns", relay.name()]).expect("veth");
+    n.ip(["addr", "add", "198.18.70.1/24", "dev", "hgr1"]).expect("addr");
+    n.ip(["link", "set", "hgr1", "up"]).expect("up");
+    n.ip(["route", "add", "198.51.100.128/25", "via", "198.18.70.2"]).expect("route to the relayed network");
+    relay.ip(["link", "add", "down0", "type", "veth", "peer", "name", "eth0", "netns", ct.name()]).expect("veth");
+    relay.ip(["addr", "add", "198.18.70.2/24", "dev", "up0"]).expect("addr");
+    relay.ip(["addr", "add", "198.51.100.129/25", "dev", "down0"]).expect("addr");
+    relay.ip(["link", "set", "up0", "up"]).expect("up");
+    relay.ip(["link", "set", "down0", "up"]).expect("up");
+    relay.exec("sysctl", ["-qw", "net.ipv4.ip_forward=1"]).expect("forwarding");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    add_relayed_network(&node);
+    // -a: add option 82 (circuit-id = the client-side interface, "down0"),
+    // and drop replies whose option 82 does not come back unchanged.
+    let child = relay
+        .command("dhcrelay")
+        .args(["-d", "-4", "-a", "-m", "replace", "-iu", "up0", "-id", "down0", "198.18.70.1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dhcrelay (apt-get install isc-dhcp-relay)");
+    let _relay_guard = hostgate_testbed::ChildGuard::new("dhcrelay", child);
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().expect("dir");
+    let got = udhcpc(&ct, dir.path());
+    let fields: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(fields, ["198.51.100.200", "255.255.255.128", "198.51.100.129", "198.51.100.129"], "{got}");
+    // Reserved by the relay's circuit-id: the port, whatever the MAC.
+    ok(node.cli(&["dhcp", "reserve", "add", "--network", "far", "--circuit-id", "down0", "--ip", "198.51.100.207"]));
+    std::thread::sleep(Duration::from_millis(300));
+    ct.ip(["addr", "flush", "dev", "eth0"]).expect("flush");
+    let reserved = udhcpc(&ct, dir.path());
+    assert!(reserved.starts_with("198.51.100.207 "), "the circuit-id reservation wins: {reserved}");
+    let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    assert_eq!(leases.iter().map(|l| l.addr.as_str()).collect::<Vec<_>>(), ["198.51.100.207"]);
+}
+
+#[test]
+fn deleting_a_container_frees_its_lease_at_once() {
+    if !privileged("deleting_a_container_frees_its_lease_at_once") {
+        return;
+    }
+    let mut node = TestNode::new("dhcpd", 0);
+    let ct = Netns::create(&unique_name("dhcpdc")).expect("netns");
+    node.topo
+        .node
+        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
+        .expect("veth");
+    node.topo.node.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
+    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
+    let mac = common::mac_text(ct.mac("eth0").expect("mac"));
+    common::add_web_container(&node, "hgd1", &[], Some(&mac));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(udhcpc(&ct, dir.path()).starts_with("198.51.100.200 "));
+    let leases = || -> Vec<LeaseView> {
+        serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json")
+    };
+    assert_eq!(leases().len(), 1);
+    ok(node.cli(&["container", "remove", "web"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !leases().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leases(), vec![], "the container's lease ends with it, not at expiry");
+}
