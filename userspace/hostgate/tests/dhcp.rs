@@ -211,9 +211,8 @@ fn deleting_a_container_frees_its_lease_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     let dir = tempfile::tempdir().expect("dir");
     assert!(udhcpc(&ct, dir.path()).starts_with("198.51.100.200 "));
-    let leases = || -> Vec<LeaseView> {
-        serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json")
-    };
+    let leases =
+        || -> Vec<LeaseView> { serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json") };
     assert_eq!(leases().len(), 1);
     ok(node.cli(&["container", "remove", "web"]));
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
@@ -221,4 +220,118 @@ fn deleting_a_container_frees_its_lease_at_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(leases(), vec![], "the container's lease ends with it, not at expiry");
+}
+
+/// The (address, MAC) of every DHCPACK among captured frames.
+fn acks_in(frames: &[Vec<u8>]) -> Vec<(std::net::Ipv4Addr, [u8; 6])> {
+    let mut acks = Vec::new();
+    for f in frames {
+        // Ethernet, IPv4 (any header length), UDP to port 67 (replies to a relay).
+        if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[23] != 17 {
+            continue;
+        }
+        let udp = 14 + usize::from(f[14] & 0x0f) * 4;
+        let Some(dhcp) = f.get(udp + 8..) else { continue };
+        if f.get(udp + 2..udp + 4) != Some(&[0, 67][..]) || dhcp.len() < 240 || dhcp[0] != 2 {
+            continue;
+        }
+        let mut at = 240;
+        let mut kind = None;
+        while at + 1 < dhcp.len() && dhcp[at] != 255 {
+            if dhcp[at] == 0 {
+                at += 1;
+                continue;
+            }
+            let len = usize::from(dhcp[at + 1]);
+            if dhcp[at] == 53 && len == 1 {
+                kind = dhcp.get(at + 2).copied();
+            }
+            at += 2 + len;
+        }
+        if kind == Some(5) {
+            let addr = std::net::Ipv4Addr::new(dhcp[16], dhcp[17], dhcp[18], dhcp[19]);
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&dhcp[28..34]);
+            acks.push((addr, mac));
+        }
+    }
+    acks
+}
+
+/// perfdhcp load, the daemon SIGKILLed at a different moment each round:
+/// after every restart each ACKed lease is in the store, and no address
+/// ever went to two clients (no lease is released or expires here).
+#[test]
+fn acked_leases_survive_kill_9_under_load() {
+    if !privileged("acked_leases_survive_kill_9_under_load") {
+        return;
+    }
+    let mut node = TestNode::with_config("dhcpk", 0, "\n[dhcp]\nrelay_interfaces = [\"hgp0\"]\n");
+    let gen = Netns::create(&unique_name("dhcpkg")).expect("netns");
+    let n = &node.topo.node;
+    n.ip(["link", "add", "hgp0", "type", "veth", "peer", "name", "eth0", "netns", gen.name()]).expect("veth");
+    n.ip(["addr", "add", "198.18.0.1/15", "dev", "hgp0"]).expect("addr");
+    n.ip(["link", "set", "hgp0", "up"]).expect("up");
+    gen.ip(["addr", "add", "198.18.0.2/15", "dev", "eth0"]).expect("addr");
+    gen.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&[
+        "network",
+        "add",
+        "load",
+        "--customer",
+        "acme",
+        "--subnet",
+        "198.18.0.0/15",
+        "--gateway",
+        "198.18.0.1",
+        "--pool",
+        "198.18.1.0-198.19.255.254",
+        "--max-new-per-mac",
+        "0",
+        "--max-new-per-port",
+        "0",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut acked: std::collections::HashMap<std::net::Ipv4Addr, [u8; 6]> = Default::default();
+    for (round, kill_after_ms) in [700u64, 1300, 1900, 2500].into_iter().enumerate() {
+        let capture =
+            hostgate_testbed::sender::capture(&gen.path(), "eth0", Duration::from_millis(3800)).expect("capture");
+        let load = hostgate_testbed::perfdhcp::Load {
+            netns: &gen.path(),
+            iface: "eth0",
+            server: "198.18.0.1",
+            rate: 400,
+            clients: 100_000,
+            period: Duration::from_secs(3),
+            unique: false,
+        };
+        let generator = load.command().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
+        let mut generator = hostgate_testbed::ChildGuard::new("perfdhcp", generator.expect("perfdhcp (kea-admin)"));
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        node.daemon.as_mut().expect("daemon").kill();
+        let _ = generator.wait_timeout(Duration::from_secs(10));
+        let frames = capture.join().expect("capture thread").expect("capture");
+        let acks = acks_in(&frames);
+        assert!(!acks.is_empty(), "round {round}: no ACK before the kill");
+        for (addr, mac) in acks {
+            if let Some(before) = acked.insert(addr, mac) {
+                assert_eq!(before, mac, "round {round}: {addr} went to two clients");
+            }
+        }
+        node.start_daemon();
+        let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+        let stored: std::collections::HashMap<String, String> =
+            leases.iter().map(|l| (l.addr.clone(), l.mac.clone())).collect();
+        let lost: Vec<String> = acked
+            .iter()
+            .filter(|(addr, mac)| stored.get(&addr.to_string()) != Some(&common::mac_text(**mac)))
+            .map(|(addr, _)| addr.to_string())
+            .collect();
+        assert!(lost.is_empty(), "round {round}: ACKed leases lost by the kill: {lost:?}");
+        let mut macs = std::collections::HashSet::new();
+        assert!(leases.iter().all(|l| macs.insert(l.mac.clone())), "a client holds two addresses");
+        eprintln!("round {round}: {} ACKed leases so far, {} stored", acked.len(), leases.len());
+    }
 }
