@@ -85,7 +85,7 @@ pub fn parse(text: &str) -> Report {
             continue;
         }
         let Some((key, value)) = line.split_once(':') else { continue };
-        let number = value.trim().split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let number = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         if key == "non unique addresses" {
             report.non_unique += number as u64;
         }
