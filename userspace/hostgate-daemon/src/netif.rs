@@ -154,6 +154,46 @@ impl Addresses {
     }
 }
 
+/// Host routes (/32) to DHCP clients holding routed single addresses,
+/// marked as hostgate's by their protocol.
+pub struct HostRoutes {
+    handle: rtnetlink::Handle,
+}
+
+impl HostRoutes {
+    pub fn connect() -> anyhow::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        tokio::spawn(conn);
+        Ok(HostRoutes { handle })
+    }
+
+    fn message(addr: std::net::Ipv4Addr, index: u32) -> netlink_packet_route::route::RouteMessage {
+        rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(addr, 32)
+            .output_interface(index)
+            .scope(netlink_packet_route::route::RouteScope::Link)
+            .protocol(netlink_packet_route::route::RouteProtocol::Other(HOSTGATE_PROTO))
+            .build()
+    }
+
+    /// Routes `addr` out of `iface` (replacing any route of it).
+    pub async fn set(&self, addr: std::net::Ipv4Addr, iface: &str) -> anyhow::Result<()> {
+        let req = self.handle.route().add(Self::message(addr, ifindex(iface)?)).replace();
+        in_time(req.execute()).await.with_context(|| format!("routing {addr} to {iface}"))
+    }
+
+    /// Removes the route of `addr` out of `iface`, if there is one.
+    pub async fn remove(&self, addr: std::net::Ipv4Addr, iface: &str) -> anyhow::Result<()> {
+        let Ok(index) = ifindex(iface) else { return Ok(()) };
+        match in_time(self.handle.route().del(Self::message(addr, index)).execute()).await {
+            Ok(()) => Ok(()),
+            // ESRCH: no such route (already gone with its interface).
+            Err(e) if format!("{e:#}").contains("No such process") => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing the route of {addr}")),
+        }
+    }
+}
+
 /// Sends `frames` out of `iface`, `count` rounds `interval` apart.
 pub async fn announce(iface: &str, frames: Vec<Vec<u8>>, count: u32, interval: Duration) -> anyhow::Result<()> {
     let index = ifindex(iface)?;

@@ -39,6 +39,9 @@ pub struct Lease {
     pub state: State,
     /// Seconds since the epoch.
     pub expires: u64,
+    /// The port the client asked from (interface or relay circuit-id).
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 /// What to answer.
@@ -290,6 +293,7 @@ impl LeaseTable {
             hostname: client.hostname.clone(),
             state,
             expires,
+            port: client.port.clone(),
         };
         self.by_client.insert(client.key.clone(), addr);
         self.put(lease.clone());
@@ -371,6 +375,7 @@ impl LeaseTable {
                 hostname: None,
                 state: State::Declined,
                 expires: now + self.limits.quarantine_secs,
+                port: None,
             };
             self.put(quarantined);
         }
@@ -407,6 +412,10 @@ mod tests {
             lease_secs: 3600,
             max_new_per_mac: 10,
             max_new_per_port: 60,
+            domain: None,
+            search: vec![],
+            mtu: None,
+            routed: false,
             interfaces: vec![],
             node: None,
             dns: vec![],
@@ -543,6 +552,7 @@ mod tests {
             hostname: None,
             state: State::Bound,
             expires: 10,
+            port: None,
         };
         let (t, refused) =
             LeaseTable::restore(net(20), Limits::default(), vec![l(10, 1), l(10, 2), l(11, 1), l(12, 3)]);

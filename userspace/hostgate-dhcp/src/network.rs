@@ -18,6 +18,24 @@ pub enum NetworkError {
     Pool(Ipv4Addr, Ipv4Addr, &'static str),
     #[error("lease_secs: {0} is not between 60 and 2592000 (30 days)")]
     LeaseTime(u32),
+    #[error("{0}: {1:?} is not a domain name")]
+    Domain(&'static str, String),
+    #[error("mtu: {0} is not between 576 and 65535")]
+    Mtu(u16),
+}
+
+/// A DNS name as DHCP hands it out: dot-separated labels of letters,
+/// digits and '-', none empty or longer than 63, 253 characters at most.
+fn valid_domain(d: &str) -> bool {
+    let d = d.strip_suffix('.').unwrap_or(d);
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// An inclusive address range handed out dynamically.
@@ -56,6 +74,21 @@ pub struct Network {
     /// limit).
     #[serde(default = "default_max_new_per_port")]
     pub max_new_per_port: u32,
+    /// Domain name handed out (option 15).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Domain search list (option 119).
+    #[serde(default)]
+    pub search: Vec<String>,
+    /// Interface MTU handed out (option 26).
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// Routed single addresses ("any IP of any server"): each client gets
+    /// its address as a /32, with the gateway on-link through classless
+    /// static routes (121), and the node routes the address to the port
+    /// the client asked from. The gateway may then lie outside the subnet.
+    #[serde(default)]
+    pub routed: bool,
     /// Container-facing interfaces the server answers on (of the node
     /// that declared the network).
     #[serde(default)]
@@ -102,6 +135,28 @@ pub mod keys {
 }
 
 impl Network {
+    /// What every reply on this network carries; `server_id` is the
+    /// address clients reach this server at.
+    pub fn reply_options(&self, server_id: Ipv4Addr) -> crate::wire::ReplyOptions {
+        let any = Ipv4Addr::UNSPECIFIED;
+        let (prefix_len, routes) = match self.routed {
+            // The gateway is reached on-link, then everything through it.
+            true => (32, vec![(self.gateway, 32, any), (any, 0, self.gateway)]),
+            false => (self.prefix_len, vec![]),
+        };
+        crate::wire::ReplyOptions {
+            server_id,
+            prefix_len,
+            router: self.gateway,
+            dns: if self.dns.is_empty() { vec![self.gateway] } else { self.dns.clone() },
+            domain: self.domain.clone(),
+            search: self.search.clone(),
+            mtu: self.mtu,
+            routes,
+            lease_secs: self.lease_secs,
+        }
+    }
+
     /// The lease table's limits for this network.
     pub fn limits(&self) -> crate::leases::Limits {
         crate::leases::Limits {
@@ -135,7 +190,9 @@ impl Network {
         {
             return Err(NetworkError::HostBits(self.subnet, self.prefix_len));
         }
-        if !self.contains(self.gateway) || self.gateway == self.subnet || self.gateway == self.broadcast() {
+        let gateway_on_subnet =
+            self.contains(self.gateway) && self.gateway != self.subnet && self.gateway != self.broadcast();
+        if !gateway_on_subnet && !(self.routed && !self.contains(self.gateway)) {
             return Err(NetworkError::Gateway(self.gateway, self.subnet, self.prefix_len));
         }
         for (i, p) in self.pools.iter().enumerate() {
@@ -159,6 +216,15 @@ impl Network {
         if !(60..=2_592_000).contains(&self.lease_secs) {
             return Err(NetworkError::LeaseTime(self.lease_secs));
         }
+        if let Some(d) = self.domain.as_ref().filter(|d| !valid_domain(d)) {
+            return Err(NetworkError::Domain("domain", d.clone()));
+        }
+        if let Some(d) = self.search.iter().find(|d| !valid_domain(d)) {
+            return Err(NetworkError::Domain("search", d.clone()));
+        }
+        if let Some(mtu) = self.mtu.filter(|m| *m < 576) {
+            return Err(NetworkError::Mtu(mtu));
+        }
         Ok(())
     }
 }
@@ -178,6 +244,10 @@ mod tests {
             lease_secs: 3600,
             max_new_per_mac: 10,
             max_new_per_port: 60,
+            domain: None,
+            search: vec![],
+            mtu: None,
+            routed: false,
             interfaces: vec![],
             node: None,
             dns: vec![],
@@ -213,5 +283,17 @@ mod tests {
             "pool 198.51.100.1-198.51.100.199: it holds the gateway"
         );
         assert_eq!(with(|n| n.lease_secs = 10), "lease_secs: 10 is not between 60 and 2592000 (30 days)");
+        assert_eq!(
+            with(|n| n.search = vec!["ok.example".into(), "bad_name.example".into()]),
+            "search: \"bad_name.example\" is not a domain name"
+        );
+        assert_eq!(with(|n| n.mtu = Some(100)), "mtu: 100 is not between 576 and 65535");
+        // Routed: the gateway may (only then) lie outside the subnet.
+        let mut routed = net();
+        routed.routed = true;
+        routed.gateway = Ipv4Addr::new(198, 18, 0, 1);
+        assert_eq!(routed.validate(), Ok(()));
+        let o = routed.reply_options(routed.gateway);
+        assert_eq!((o.prefix_len, o.routes.len()), (32, 2));
     }
 }

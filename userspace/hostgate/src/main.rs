@@ -275,6 +275,20 @@ enum NetworkCommand {
         /// minute (default 60; 0: no limit).
         #[arg(long)]
         max_new_per_port: Option<u32>,
+        /// Domain name handed out (option 15).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Domain search list entry (option 119); repeat for more.
+        #[arg(long = "search")]
+        search: Vec<String>,
+        /// Interface MTU handed out (option 26).
+        #[arg(long)]
+        mtu: Option<u16>,
+        /// Routed single addresses: each client gets its address as a /32
+        /// with the gateway on-link (router + classless static routes, 121),
+        /// and the node routes the address to the client's port.
+        #[arg(long)]
+        routed: bool,
         /// DNS server handed out (default: the gateway); repeat for more.
         #[arg(long = "dns")]
         dns: Vec<String>,
@@ -684,6 +698,10 @@ async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()>
             lease_secs,
             max_new_per_mac,
             max_new_per_port,
+            domain,
+            search,
+            mtu,
+            routed,
             dns,
         } => {
             let v = NetworkView {
@@ -695,12 +713,19 @@ async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()>
                 lease_secs,
                 max_new_per_mac,
                 max_new_per_port,
+                domain,
+                search,
+                mtu,
+                routed,
                 interfaces,
                 dns,
                 leases: 0,
             };
             let n: NetworkView = client.post(hostgate_api::NETWORKS, &v).await?;
-            println!("network {} ({}) served on {}", n.name, n.subnet, n.interfaces.join(", "));
+            match n.interfaces.is_empty() {
+                true => println!("network {} ({}) served to DHCP relays", n.name, n.subnet),
+                false => println!("network {} ({}) served on {}", n.name, n.subnet, n.interfaces.join(", ")),
+            }
         }
         NetworkCommand::List { json } => {
             let all: Vec<NetworkView> = client.get(hostgate_api::NETWORKS).await?;

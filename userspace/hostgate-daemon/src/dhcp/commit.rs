@@ -27,21 +27,32 @@ pub(crate) struct HeldReply {
     pub network: String,
 }
 
-/// Store changes, and the reply to send once they are committed.
+/// Store changes, the reply to send once they are committed, and the
+/// lease changes that derived state (routes) follows once they are.
 pub(crate) struct Durable {
     pub ops: Vec<Op>,
     pub reply: Option<HeldReply>,
+    pub changes: Vec<super::serve::LeaseChange>,
 }
 
 pub(crate) type Queue = mpsc::Sender<Durable>;
 
 /// Commits queued changes in rounds until every sender is gone.
-pub(crate) async fn run(d: Arc<Daemon>, mut rx: mpsc::Receiver<Durable>) {
+pub(crate) async fn run(
+    d: Arc<Daemon>,
+    mut rx: mpsc::Receiver<Durable>,
+    derived: mpsc::UnboundedSender<super::serve::LeaseChange>,
+) {
     let mut round = Vec::with_capacity(MAX_ROUND);
     while rx.recv_many(&mut round, MAX_ROUND).await > 0 {
         let ops = last_per_key(round.iter().flat_map(|c| c.ops.iter().cloned()).collect());
         let committed = commit_all(&d, ops).await;
         for change in round.drain(..) {
+            if committed {
+                for c in change.changes {
+                    let _ = derived.send(c);
+                }
+            }
             let Some(reply) = change.reply else { continue };
             if committed {
                 send(&d, reply).await;

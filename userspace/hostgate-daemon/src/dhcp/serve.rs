@@ -17,7 +17,7 @@ use hostgate_dhcp::{
     identity::{Client, Reservation, Reservations},
     leases::{Answer, Lease, LeaseTable, State as LeaseState},
     network::{keys, Network},
-    wire::{self, Reply, ReplyOptions},
+    wire::{self, Reply},
 };
 use hostgate_ipam::model::{keys as ipam_keys, parse_mac, Container};
 use hostgate_store::{Event, Mirror, Op, WatchBatch};
@@ -26,6 +26,42 @@ use tracing::{debug, info, warn};
 
 use super::commit::{self, Durable, HeldReply, Queue};
 use crate::{now, Daemon};
+
+/// A lease that began or ended, for the state derived from leases: the
+/// node's host routes to routed single addresses.
+pub(crate) enum LeaseChange {
+    Bound(Lease, bool),
+    Ended(Lease, bool),
+}
+
+type Derived = mpsc::UnboundedSender<LeaseChange>;
+
+/// Keeps derived state equal to the leases: a routed network's bound
+/// lease is a /32 route out of the port the client asked from.
+async fn keep_derived(mut rx: mpsc::UnboundedReceiver<LeaseChange>) {
+    let routes = match crate::netif::HostRoutes::connect() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = format!("{e:#}"), "no rtnetlink: routed DHCP addresses get no routes");
+            return;
+        }
+    };
+    while let Some(change) = rx.recv().await {
+        let (lease, bound) = match change {
+            LeaseChange::Bound(l, true) => (l, true),
+            LeaseChange::Ended(l, true) => (l, false),
+            _ => continue,
+        };
+        let Some(iface) = lease.port.as_deref().and_then(|p| p.strip_prefix("iface:")) else { continue };
+        let done = match bound {
+            true => routes.set(lease.addr, iface).await,
+            false => routes.remove(lease.addr, iface).await,
+        };
+        if let Err(e) = done {
+            warn!(addr = %lease.addr, %iface, error = format!("{e:#}"), "DHCP host route not updated");
+        }
+    }
+}
 
 /// One network served here.
 pub(crate) struct NetworkState {
@@ -84,8 +120,10 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut networks = Followed::start(&d, keys::NETWORKS).await?;
     let mut reservations = Followed::start(&d, keys::RESERVATIONS).await?;
     let mut containers = Followed::start(&d, ipam_keys::CONTAINERS).await?;
+    let (derived, derived_rx) = mpsc::unbounded_channel();
+    let _derived = Task(tokio::spawn(keep_derived(derived_rx)));
     let (queue, rx) = mpsc::channel(commit::QUEUE);
-    let _committer = Task(tokio::spawn(commit::run(d.clone(), rx)));
+    let _committer = Task(tokio::spawn(commit::run(d.clone(), rx, derived.clone())));
     let routing: SharedRouting = Arc::default();
     let mut states: HashMap<String, Arc<NetworkState>> = HashMap::new();
     let mut listeners: HashMap<String, Task> = HashMap::new();
@@ -93,7 +131,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut networks_changed = true;
     loop {
         if networks_changed {
-            states = serve_networks(&d, &networks.mirror, states).await?;
+            states = serve_networks(&d, &networks.mirror, states, &derived).await?;
             set_reservations(&states, &reservations.mirror);
             let mut by_iface = HashMap::new();
             for s in states.values() {
@@ -117,15 +155,15 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
         networks_changed = false;
         tokio::select! {
             b = networks.watch.recv() => {
-                networks.mirror.apply(&b.ok_or_else(ended)?);
+                networks.mirror.apply(&b.ok_or_else(watch_ended)?);
                 networks_changed = true;
             }
             b = reservations.watch.recv() => {
-                reservations.mirror.apply(&b.ok_or_else(ended)?);
+                reservations.mirror.apply(&b.ok_or_else(watch_ended)?);
                 set_reservations(&states, &reservations.mirror);
             }
             b = containers.watch.recv() => {
-                let b = b.ok_or_else(ended)?;
+                let b = b.ok_or_else(watch_ended)?;
                 free_deleted_containers(&states, &containers.mirror, &b, &queue).await;
                 containers.mirror.apply(&b);
             }
@@ -134,7 +172,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     }
 }
 
-fn ended() -> anyhow::Error {
+fn watch_ended() -> anyhow::Error {
     anyhow::anyhow!("the store's watch ended")
 }
 
@@ -159,6 +197,7 @@ async fn serve_networks(
     d: &Daemon,
     mirror: &Mirror,
     mut old: HashMap<String, Arc<NetworkState>>,
+    derived: &Derived,
 ) -> anyhow::Result<HashMap<String, Arc<NetworkState>>> {
     let mut states = HashMap::new();
     for network in mirror.entries.values().filter_map(|kv| kv.decode::<Network>().ok()) {
@@ -177,8 +216,18 @@ async fn serve_networks(
             warn!(network = %name, addr = %l.addr, "stored lease conflicts with another; dropped");
         }
         info!(network = %name, interfaces = ?network.interfaces, "DHCP network served");
+        // Derived state is rebuilt from the stored leases, not left to renewals.
+        for l in table.leases().filter(|l| l.state == LeaseState::Bound) {
+            let _ = derived.send(LeaseChange::Bound(l.clone(), network.routed));
+        }
         let state = NetworkState { network, table: Mutex::new(table), reservations: RwLock::default() };
         states.insert(name, Arc::new(state));
+    }
+    // Networks no longer served (removed or changed): their derived state goes.
+    for s in old.values() {
+        for l in s.table().leases().filter(|l| l.state == LeaseState::Bound) {
+            let _ = derived.send(LeaseChange::Ended(l.clone(), s.network.routed));
+        }
     }
     Ok(states)
 }
@@ -209,10 +258,9 @@ async fn free_deleted_containers(
         let Some(mac) = c.mac.as_deref().and_then(parse_mac) else { continue };
         for s in states.values().filter(|s| s.network.interfaces.contains(&c.iface)) {
             let gone = s.table().forget_mac(mac);
-            let ops: Vec<Op> = gone.iter().map(|l| Op::Delete(keys::lease(&s.network.name, l.addr))).collect();
-            if !ops.is_empty() {
-                info!(container = %c.name, network = %s.network.name, leases = ops.len(), "container gone; leases freed");
-                let _ = queue.send(Durable { ops, reply: None }).await;
+            if !gone.is_empty() {
+                info!(container = %c.name, network = %s.network.name, leases = gone.len(), "container gone; leases freed");
+                let _ = queue.send(ended(&s.network, gone)).await;
             }
         }
     }
@@ -222,12 +270,18 @@ async fn free_deleted_containers(
 async fn expire(states: &HashMap<String, Arc<NetworkState>>, queue: &Queue) {
     let now = now();
     for s in states.values() {
-        let ended = s.table().expire(now);
-        if !ended.is_empty() {
-            let ops = ended.iter().map(|l| Op::Delete(keys::lease(&s.network.name, l.addr))).collect();
-            let _ = queue.send(Durable { ops, reply: None }).await;
+        let gone = s.table().expire(now);
+        if !gone.is_empty() {
+            let _ = queue.send(ended(&s.network, gone)).await;
         }
     }
+}
+
+/// Deleting leases that ended, and their derived state once deleted.
+fn ended(network: &Network, leases: Vec<Lease>) -> Durable {
+    let ops = leases.iter().map(|l| Op::Delete(keys::lease(&network.name, l.addr))).collect();
+    let changes = leases.into_iter().map(|l| LeaseChange::Ended(l, network.routed)).collect();
+    Durable { ops, reply: None, changes }
 }
 
 /// Starts serving `iface`; `None` (logged) if it cannot be bound.
@@ -314,7 +368,7 @@ enum Outcome {
     /// Send this now.
     Now(Vec<u8>, SocketAddr),
     /// Commit these changes, then send the reply if any.
-    Durable(Vec<Op>, Option<(Vec<u8>, SocketAddr)>),
+    Durable(Durable),
     Nothing,
 }
 
@@ -338,14 +392,8 @@ impl Listener {
                         warn!(network = %name, %to, error = %e, "DHCP reply not sent");
                     }
                 }
-                Ok(Outcome::Durable(ops, reply)) => {
-                    let reply = reply.map(|(bytes, to)| HeldReply {
-                        socket: self.socket.clone(),
-                        bytes,
-                        to,
-                        network: name.clone(),
-                    });
-                    if self.queue.try_send(Durable { ops, reply }).is_err() {
+                Ok(Outcome::Durable(durable)) => {
+                    if self.queue.try_send(durable).is_err() {
                         count(&self.d, name, |c| c.drops += 1);
                         debug!(network = %name, "commit queue full; request dropped");
                     }
@@ -396,15 +444,7 @@ impl Listener {
             (None, true) => None,
         };
         let now = now();
-        let options = ReplyOptions {
-            server_id,
-            prefix_len: network.prefix_len,
-            router: network.gateway,
-            dns: if network.dns.is_empty() { vec![network.gateway] } else { network.dns.clone() },
-            domain: None,
-            mtu: None,
-            lease_secs: network.lease_secs,
-        };
+        let options = network.reply_options(server_id);
         let reservations = state.reservations();
         let mut table = state.table();
         let answer = match req.kind {
@@ -419,8 +459,7 @@ impl Listener {
             M::Release => {
                 count(&self.d, &network.name, |c| c.releases += 1);
                 let gone = table.release(&client, req.msg.ciaddr());
-                let ops = gone.map(|l| Op::Delete(keys::lease(&network.name, l.addr)));
-                return Ok(Outcome::Durable(ops.into_iter().collect(), None));
+                return Ok(Outcome::Durable(ended(network, gone.into_iter().collect())));
             }
             M::Decline => {
                 count(&self.d, &network.name, |c| c.declines += 1);
@@ -432,7 +471,16 @@ impl Listener {
                     .find(|l| l.addr == addr)
                     .map(|l| Op::put_json(keys::lease(&network.name, addr), l))
                     .transpose()?;
-                return Ok(Outcome::Durable(ops.into_iter().collect(), None));
+                return Ok(Outcome::Durable(Durable { ops: ops.into_iter().collect(), reply: None, changes: vec![] }));
+            }
+            M::Inform => {
+                // Configuration for a client that has its address already.
+                let ciaddr = req.msg.ciaddr();
+                if !network.contains(ciaddr) {
+                    return Ok(Outcome::Nothing);
+                }
+                count(&self.d, &network.name, |c| c.informs += 1);
+                return Ok(Outcome::Now(wire::reply(&req, Reply::Inform, &options)?, destination(&req)));
             }
             _ => return Ok(Outcome::Nothing),
         };
@@ -445,10 +493,15 @@ impl Listener {
             Answer::Ack(l) => {
                 // Durable before it leaves; a lease the client moved away from goes.
                 let mut ops = vec![Op::put_json(keys::lease(&network.name, l.addr), l)?];
+                let mut changes = vec![LeaseChange::Bound(l.clone(), network.routed)];
                 if let Some(old) = table.take_vacated(&client.key).filter(|a| *a != l.addr) {
                     ops.push(Op::Delete(keys::lease(&network.name, old)));
+                    let vacated = Lease { addr: old, ..l.clone() };
+                    changes.insert(0, LeaseChange::Ended(vacated, network.routed));
                 }
-                Outcome::Durable(ops, Some((wire::reply(&req, Reply::Ack(l), &options)?, to)))
+                let bytes = wire::reply(&req, Reply::Ack(l), &options)?;
+                let reply = HeldReply { socket: self.socket.clone(), bytes, to, network: network.name.clone() };
+                Outcome::Durable(Durable { ops, reply: Some(reply), changes })
             }
             Answer::Nak(why) => {
                 count(&self.d, &network.name, |c| c.naks += 1);
