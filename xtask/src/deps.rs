@@ -19,6 +19,8 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("busybox-static", "udhcpc, the DHCP client of the DHCP tests"),
     ("isc-dhcp-relay", "dhcrelay, the relay agent of the DHCP relay test"),
     ("kea-admin", "perfdhcp, the DHCP load generator of the crash test and `bench dhcp`"),
+    ("isc-dhcp-client", "dhclient, a DHCP client of the DHCP tests"),
+    ("dhcpcd-base", "dhcpcd, a DHCP client of the DHCP tests"),
 ];
 
 fn installed(pkg: &str) -> bool {

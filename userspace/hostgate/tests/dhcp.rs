@@ -335,3 +335,163 @@ fn acked_leases_survive_kill_9_under_load() {
         eprintln!("round {round}: {} ACKed leases so far, {} stored", acked.len(), leases.len());
     }
 }
+
+/// Which real DHCP client configures the container.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Udhcpc,
+    Dhclient,
+    Dhcpcd,
+}
+
+/// Runs `kind` in `ct` on eth0 until it configured an address (the
+/// client's own work: address, and routes from option 121), then stops it.
+fn configure_with(kind: Kind, ct: &Netns, dir: &std::path::Path) {
+    let script = dir.join(format!("{kind:?}.sh"));
+    let write_script = |body: &str| {
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\nexit 0\n")).expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    };
+    let mut cmd = match kind {
+        // busybox hands the script $staticroutes ("dest/len gw ..."); this
+        // is what distributions' udhcpc scripts do with it.
+        Kind::Udhcpc => {
+            write_script(
+                "case \"$1\" in bound|renew)\n ip addr add \"$ip/$mask\" dev \"$interface\"\n set -- $staticroutes\n \
+                 while [ $# -ge 2 ]; do\n  if [ \"$2\" = 0.0.0.0 ]; then ip route add \"$1\" dev \"$interface\"; \
+                 else ip route add \"$1\" via \"$2\" dev \"$interface\"; fi\n  shift 2\n done;;\nesac",
+            );
+            let mut c = ct.command("busybox");
+            c.args(["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-O", "staticroutes", "-s"])
+                .arg(&script);
+            c
+        }
+        // ISC dhclient with Debian's own RFC 3442 hook doing the routes
+        // (sourced from a script of ours so /etc/resolv.conf is left alone).
+        Kind::Dhclient => {
+            let conf = dir.join("dhclient.conf");
+            std::fs::write(
+                &conf,
+                "option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n\
+                 request subnet-mask, routers, domain-name-servers, rfc3442-classless-static-routes;\n",
+            )
+            .expect("conf");
+            write_script(
+                "case \"$reason\" in BOUND|REBOOT)\n ip addr add \"$new_ip_address/$new_subnet_mask\" dev \"$interface\"\n \
+                 . /etc/dhcp/dhclient-exit-hooks.d/rfc3442-classless-routes;;\nesac",
+            );
+            let mut c = ct.command("dhclient");
+            c.args(["-4", "-1", "-d", "-cf"])
+                .arg(&conf)
+                .arg("-sf")
+                .arg(&script)
+                .arg("-pf")
+                .arg(dir.join("dhclient.pid"))
+                .arg("-lf")
+                .arg(dir.join("dhclient.leases"))
+                .arg("eth0");
+            c
+        }
+        // dhcpcd configures address and routes itself; no hook scripts.
+        Kind::Dhcpcd => {
+            let mut c = ct.command("dhcpcd");
+            c.args(["-4", "-B", "-p", "--noarp", "-c", "/bin/true", "-t", "10", "eth0"]);
+            c
+        }
+    };
+    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
+    let mut client = hostgate_testbed::ChildGuard::new(&format!("{kind:?}"), child.expect("DHCP client"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let configured = || {
+        let routes =
+            String::from_utf8_lossy(&ct.ip(["-4", "route", "show", "default"]).expect("routes").stdout).into_owned();
+        routes.contains("via 198.51.100.1")
+    };
+    while !configured() {
+        assert!(std::time::Instant::now() < deadline, "{kind:?} configured no default route in 15 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // dhcpcd keeps its configuration when it stops (-p); the others never undo it.
+    client.kill();
+}
+
+/// Routed single addresses: each client gets a customer IP as a /32 with
+/// the gateway on-link (router + option 121), and the node routes the IP
+/// to the client's port; shown with udhcpc, dhclient and dhcpcd.
+#[test]
+fn routed_single_addresses_work_with_udhcpc_dhclient_and_dhcpcd() {
+    if !privileged("routed_single_addresses_work_with_udhcpc_dhclient_and_dhcpcd") {
+        return;
+    }
+    let mut node = TestNode::new("dhcp32", 0);
+    let kinds = [Kind::Udhcpc, Kind::Dhclient, Kind::Dhcpcd];
+    let mut cts = Vec::new();
+    for i in 0..kinds.len() {
+        let ct = Netns::create(&unique_name("dhcp32c")).expect("netns");
+        let port = format!("hgr{i}");
+        let n = &node.topo.node;
+        n.ip(["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ct.name()]).expect("veth");
+        // The gateway: one node address, on every port.
+        n.ip(["addr", "add", "198.51.100.1/32", "dev", &port]).expect("addr");
+        n.ip(["link", "set", &port, "up"]).expect("up");
+        ct.ip(["link", "set", "eth0", "up"]).expect("up");
+        cts.push(ct);
+    }
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    let mut args = vec![
+        "network",
+        "add",
+        "routed",
+        "--customer",
+        "acme",
+        "--subnet",
+        "203.0.113.0/24",
+        "--gateway",
+        "198.51.100.1",
+        "--pool",
+        "203.0.113.10-203.0.113.20",
+        "--routed",
+    ];
+    for p in ["hgr0", "hgr1", "hgr2"] {
+        args.extend(["--iface", p]);
+    }
+    ok(node.cli(&args));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    for (i, (kind, ct)) in kinds.iter().zip(&cts).enumerate() {
+        configure_with(*kind, ct, dir.path());
+        let addrs = String::from_utf8_lossy(&ct.ip(["-4", "addr", "show", "eth0"]).expect("addr").stdout).into_owned();
+        let ip = addrs
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{kind:?}: no address: {addrs}"))
+            .to_string();
+        assert!(ip.starts_with("203.0.113.") && ip.ends_with("/32"), "{kind:?} got {ip}");
+        // The node routes the address to this port (derived from the lease)...
+        let host = ip.trim_end_matches("/32");
+        let route =
+            String::from_utf8_lossy(&node.topo.node.ip(["route", "get", host]).expect("route").stdout).into_owned();
+        assert!(route.contains(&format!("dev hgr{i}")), "{kind:?}: node route to {host}: {route}");
+        // ...so the container reaches its gateway and hears back.
+        let ping = ct.exec("ping", ["-c", "1", "-W", "2", "198.51.100.1"]).expect("ping");
+        assert!(
+            ping.status.success(),
+            "{kind:?}: {host} cannot reach its gateway: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+    }
+    let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    assert_eq!(leases.len(), 3, "{leases:?}");
+    // The routes are derived state: rebuilt from the store after a crash.
+    node.daemon.as_mut().expect("daemon").kill();
+    node.topo.node.ip(["route", "flush", "proto", "0x68"]).expect("flush our routes");
+    node.start_daemon();
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, l) in leases.iter().enumerate() {
+        let route =
+            String::from_utf8_lossy(&node.topo.node.ip(["route", "get", &l.addr]).expect("route").stdout).into_owned();
+        assert!(route.contains("dev hgr"), "lease {i} ({}) has no route after the restart: {route}", l.addr);
+    }
+}
