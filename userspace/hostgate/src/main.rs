@@ -245,6 +245,8 @@ enum ContainerCommand {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of one variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum NetworkCommand {
     /// Declare a network served by DHCP on this node's container interfaces.
     Add {
