@@ -1,0 +1,85 @@
+//! The zones served, and which one answers a name: the closest enclosing
+//! zone, found by trying the qname's suffixes from the longest, one hash
+//! lookup per label (not a scan over the zones: the CoreDNS file plugin's
+//! linear walk cost 2,000 zones 100 % of 32 cores, coredns#5661).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+
+use crate::lookup::IndexedZone;
+use crate::zone::label_count;
+
+/// An immutable set of zones; the daemon builds a new one on change and
+/// swaps it in.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// `Name`'s hash and equality are case-insensitive.
+    zones: HashMap<Name, Arc<IndexedZone>>,
+}
+
+impl Catalog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces the zone of its origin; returns the one replaced.
+    pub fn insert(&mut self, zone: Arc<IndexedZone>) -> Option<Arc<IndexedZone>> {
+        self.zones.insert(zone.origin().clone(), zone)
+    }
+
+    pub fn remove(&mut self, origin: &Name) -> Option<Arc<IndexedZone>> {
+        self.zones.remove(origin)
+    }
+
+    pub fn len(&self) -> usize {
+        self.zones.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+
+    pub fn zones(&self) -> impl Iterator<Item = &Arc<IndexedZone>> {
+        self.zones.values()
+    }
+
+    /// The closest enclosing zone of `qname`, if we serve one.
+    pub fn find(&self, qname: &Name) -> Option<&Arc<IndexedZone>> {
+        if self.zones.is_empty() {
+            return None;
+        }
+        (0..=label_count(qname)).rev().find_map(|k| self.zones.get(&qname.trim_to(k)))
+    }
+}
+
+impl FromIterator<IndexedZone> for Catalog {
+    fn from_iter<I: IntoIterator<Item = IndexedZone>>(iter: I) -> Self {
+        Self { zones: iter.into_iter().map(|z| (z.origin().clone(), Arc::new(z))).collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn zone(origin: &str) -> IndexedZone {
+        let text = "$TTL 60\n@ SOA ns1 h 1 1 1 1 1\n NS ns1\nns1 A 198.51.100.1\n";
+        let origin = Name::from_str(origin).unwrap();
+        IndexedZone::new(&crate::master::parse(text, "t", &origin).unwrap())
+    }
+
+    #[test]
+    fn the_closest_enclosing_zone_answers() {
+        let catalog: Catalog = ["example.com.", "sub.example.com.", "example.net."].into_iter().map(zone).collect();
+        let origin = |q: &str| catalog.find(&Name::from_str(q).unwrap()).map(|z| z.origin().to_string());
+        assert_eq!(origin("www.example.com.").as_deref(), Some("example.com."));
+        assert_eq!(origin("example.com.").as_deref(), Some("example.com."));
+        assert_eq!(origin("a.b.SUB.example.com.").as_deref(), Some("sub.example.com."));
+        assert_eq!(origin("example.net.").as_deref(), Some("example.net."));
+        assert_eq!(origin("www.example.org."), None);
+        assert_eq!(origin("com."), None);
+    }
+}

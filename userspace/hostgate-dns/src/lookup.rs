@@ -1,0 +1,445 @@
+//! An immutable, indexed zone answering (qname, qtype) with NSD/BIND
+//! semantics, in O(labels x log n) on hits and misses alike.
+//!
+//! The index is one `BTreeMap` in canonical DNS order holding every name
+//! that exists: owners of records and every empty non-terminal between
+//! them and the apex. A name exists iff it is a key, so finding the
+//! closest encloser is a walk down the qname's labels with one map lookup
+//! per label, stopping at the first missing one (nothing exists below a
+//! name that does not exist). No answer ever scans the zone: that is the
+//! O(zone) trap in hickory-server's in-memory handler on every miss.
+//!
+//! Semantics:
+//! - exact match: the RRset, AA; additional A/AAAA for in-zone MX, SRV and
+//!   NS targets (never from below a cut, never from wildcards);
+//! - CNAME: followed within the zone, at most [`MAX_CHAIN`] links, loops
+//!   stopped; the rcode is the last link's (RFC 6604: NXDOMAIN at the end
+//!   of a chain is NXDOMAIN);
+//! - wildcards (RFC 4592): `*.<closest encloser>` only when the qname does
+//!   not exist (an empty non-terminal exists and stops it); the answer's
+//!   owner is the qname; wildcard NODATA is NOERROR + SOA;
+//! - empty non-terminal: NODATA (NOERROR + SOA), never NXDOMAIN;
+//! - negative answers: SOA in authority with TTL = min(SOA TTL, minimum)
+//!   (RFC 2308 §3);
+//! - delegation (NS below the apex) at or above the qname: a referral, no
+//!   AA, the cut's NS in authority and in-bailiwick glue in additional;
+//!   nothing at or below a cut is answered from this zone;
+//! - qtype ANY: every RRset at the name (NSD's behaviour; RFC 8482 allows
+//!   it). Our RRsets are small and RRL bounds amplification; a UDP answer
+//!   too big for the client is truncated like any other.
+//! - positive answers carry no NS in authority (minimal responses, as Knot
+//!   and BIND's `minimal-responses no-auth` do): less to send, nothing a
+//!   resolver needs.
+
+use std::collections::BTreeMap;
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::zone::{in_class, label_count, Zone};
+
+/// CNAME links followed inside one answer (BIND follows 16 in all; 8 in
+/// one zone is already a broken zone).
+pub const MAX_CHAIN: usize = 8;
+
+/// The kind of answer, for the header, counters and RRL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Data in the answer section (possibly only a CNAME chain leaving the
+    /// zone).
+    Answer,
+    /// The name exists, not the type: NOERROR, SOA in authority.
+    NoData,
+    /// The name does not exist.
+    NxDomain,
+    /// Below a delegation: NS in authority, no AA.
+    Referral,
+}
+
+/// A response's sections, before it is put on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub outcome: Outcome,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    pub additional: Vec<Record>,
+    /// Additional records the answer is wrong without (glue of a
+    /// referral): if they do not fit, the reply is truncated (RFC 9471).
+    pub additional_required: bool,
+    /// The name response rate limiting accounts this answer to: the qname
+    /// for data, the wildcard for synthesized data, the zone for NXDOMAIN
+    /// (so a random-subdomain flood is one flow), the cut for referrals.
+    pub rrl_name: Name,
+}
+
+/// Records of one name.
+#[derive(Clone, Debug, Default)]
+struct Node {
+    /// (type, records) in type-code order; a handful per name.
+    sets: Vec<(RecordType, Vec<Record>)>,
+    /// NS below the apex.
+    cut: bool,
+}
+
+impl Node {
+    fn get(&self, t: RecordType) -> Option<&[Record]> {
+        self.sets.iter().find(|(ty, _)| *ty == t).map(|(_, r)| r.as_slice())
+    }
+}
+
+/// Where a name leads.
+enum Found<'a> {
+    /// The name exists (maybe an empty non-terminal).
+    Exact(&'a Node),
+    /// It does not, and `*.<closest encloser>` does.
+    Wildcard(&'a Node, Name),
+    NxDomain,
+    /// A delegation at or above it.
+    Referral(Name, &'a Node),
+}
+
+/// A zone indexed for answering. Build once, share behind an `Arc`.
+#[derive(Clone, Debug)]
+pub struct IndexedZone {
+    origin: Name,
+    origin_labels: usize,
+    serial: u32,
+    /// The SOA as negative answers carry it.
+    negative_soa: Record,
+    nodes: BTreeMap<Name, Node>,
+}
+
+impl IndexedZone {
+    pub fn new(zone: &Zone) -> Self {
+        let origin = zone.origin().clone();
+        let mut nodes: BTreeMap<Name, Node> = BTreeMap::new();
+        for record in zone.records() {
+            let node = nodes.entry(record.name.clone()).or_default();
+            match node.sets.iter_mut().find(|(t, _)| *t == record.record_type()) {
+                Some((_, records)) => records.push(record),
+                None => node.sets.push((record.record_type(), vec![record])),
+            }
+        }
+        let owners: Vec<Name> = nodes.keys().cloned().collect();
+        for owner in owners {
+            add_empty_non_terminals(&mut nodes, &origin, owner);
+        }
+        for (name, node) in nodes.iter_mut() {
+            node.sets.sort_by_key(|(t, _)| u16::from(*t));
+            node.cut = *name != origin && node.get(RecordType::NS).is_some();
+        }
+        let mut negative_soa = zone.soa_record();
+        negative_soa.ttl = zone.soa_ttl().min(zone.soa().minimum);
+        Self { origin_labels: label_count(&origin), origin, serial: zone.soa().serial, negative_soa, nodes }
+    }
+
+    pub fn origin(&self) -> &Name {
+        &self.origin
+    }
+
+    pub fn serial(&self) -> u32 {
+        self.serial
+    }
+
+    /// Answers a query for a name in this zone (the catalog chose it).
+    pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Answer {
+        let mut answer = Answer {
+            outcome: Outcome::Answer,
+            authoritative: true,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+            additional_required: false,
+            rrl_name: qname.clone(),
+        };
+        let mut name = qname.clone();
+        let mut visited: Vec<Name> = Vec::new();
+        loop {
+            visited.push(name.clone());
+            match self.find(&name) {
+                Found::Referral(cut, node) => {
+                    self.referral(&mut answer, cut, node);
+                    break;
+                }
+                Found::NxDomain => {
+                    answer.outcome = Outcome::NxDomain;
+                    answer.rrl_name = self.origin.clone();
+                    answer.authority.push(self.negative_soa.clone());
+                    break;
+                }
+                Found::Exact(node) => match self.at_node(&mut answer, node, &name, qtype) {
+                    Some(next) => name = next,
+                    None => break,
+                },
+                Found::Wildcard(node, wildcard) => {
+                    if name == *qname {
+                        answer.rrl_name = wildcard;
+                    }
+                    match self.at_node(&mut answer, node, &name, qtype) {
+                        Some(next) => name = next,
+                        None => break,
+                    }
+                }
+            }
+            // a CNAME led to `name`: follow it if it stays here and is new
+            let stays = self.origin.zone_of(&name) && !visited.contains(&name);
+            if !stays || visited.len() >= MAX_CHAIN {
+                answer.outcome = Outcome::Answer;
+                break;
+            }
+        }
+        self.add_additional(&mut answer);
+        answer
+    }
+
+    /// Fills the answer from a node reached as `owner`; returns a CNAME
+    /// target to follow.
+    fn at_node(&self, answer: &mut Answer, node: &Node, owner: &Name, qtype: RecordType) -> Option<Name> {
+        let owned = |r: &Record| {
+            let mut r = r.clone();
+            r.name = owner.clone();
+            r
+        };
+        if qtype == RecordType::ANY && !node.sets.is_empty() {
+            answer.answers.extend(node.sets.iter().flat_map(|(_, r)| r.iter().map(owned)));
+            answer.outcome = Outcome::Answer;
+            return None;
+        }
+        if let Some(records) = node.get(qtype) {
+            answer.answers.extend(records.iter().map(owned));
+            answer.outcome = Outcome::Answer;
+            return None;
+        }
+        if let Some(cname) = node.get(RecordType::CNAME) {
+            answer.answers.extend(cname.iter().map(owned));
+            return cname.first().and_then(|r| match &r.data {
+                RData::CNAME(target) => Some(target.0.clone()),
+                _ => None,
+            });
+        }
+        answer.outcome = Outcome::NoData;
+        answer.authority.push(self.negative_soa.clone());
+        None
+    }
+
+    fn referral(&self, answer: &mut Answer, cut: Name, node: &Node) {
+        answer.outcome = Outcome::Referral;
+        // AA is about the qname's own data: a chain that reached the cut
+        // from an answer of ours keeps it
+        answer.authoritative = !answer.answers.is_empty();
+        answer.rrl_name = cut;
+        let ns = node.get(RecordType::NS).unwrap_or_default();
+        answer.authority.extend(ns.iter().cloned());
+        for target in ns.iter().filter_map(|r| target_of(&r.data)) {
+            if self.origin.zone_of(target) {
+                if let Some(glue) = self.nodes.get(target) {
+                    push_addresses(&mut answer.additional, glue);
+                }
+            }
+        }
+        answer.additional_required = !answer.additional.is_empty();
+    }
+
+    /// A/AAAA of in-zone MX, SRV and NS targets in the answer.
+    fn add_additional(&self, answer: &mut Answer) {
+        let targets: Vec<Name> = answer.answers.iter().filter_map(|r| target_of(&r.data)).cloned().collect();
+        for target in targets {
+            if !self.origin.zone_of(&target) || answer.additional.iter().any(|r| r.name == target) {
+                continue;
+            }
+            if let Found::Exact(node) = self.find(&target) {
+                push_addresses(&mut answer.additional, node);
+            }
+        }
+    }
+
+    /// Walks from the apex down the labels of `name`.
+    fn find(&self, name: &Name) -> Found<'_> {
+        let labels = label_count(name);
+        let mut encloser = self.origin.clone();
+        let Some(mut node) = self.nodes.get(&self.origin) else { return Found::NxDomain };
+        for k in self.origin_labels + 1..=labels {
+            let ancestor = name.trim_to(k);
+            match self.nodes.get(&ancestor) {
+                None => return self.wildcard_at(&encloser),
+                Some(n) if n.cut => return Found::Referral(ancestor, n),
+                Some(n) => node = n,
+            }
+            encloser = ancestor;
+        }
+        Found::Exact(node)
+    }
+
+    fn wildcard_at(&self, encloser: &Name) -> Found<'_> {
+        let Ok(wildcard) = encloser.prepend_label("*") else { return Found::NxDomain };
+        match self.nodes.get(&wildcard) {
+            Some(node) => Found::Wildcard(node, wildcard),
+            None => Found::NxDomain,
+        }
+    }
+}
+
+/// Adds the empty names between `owner` and the apex.
+fn add_empty_non_terminals(nodes: &mut BTreeMap<Name, Node>, origin: &Name, owner: Name) {
+    let mut name = owner;
+    while name != *origin && label_count(&name) > label_count(origin) {
+        name = name.base_name();
+        if nodes.contains_key(&name) {
+            // an owner (walked on its own turn) or a non-terminal added
+            // with all its ancestors
+            return;
+        }
+        nodes.insert(name.clone(), Node::default());
+    }
+}
+
+fn target_of(data: &RData) -> Option<&Name> {
+    match data {
+        RData::MX(mx) => Some(&mx.exchange),
+        RData::SRV(srv) => Some(&srv.target),
+        RData::NS(ns) => Some(&ns.0),
+        _ => None,
+    }
+}
+
+fn push_addresses(out: &mut Vec<Record>, node: &Node) {
+    for t in [RecordType::A, RecordType::AAAA] {
+        out.extend(node.get(t).unwrap_or_default().iter().cloned().map(in_class));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    /// The test zone of the brief, in master format.
+    pub(crate) const ZONE: &str = r#"
+$ORIGIN example.com.
+$TTL 3600
+@       IN SOA ns1 hostmaster ( 2026112601 7200 900 1209600 300 )
+        NS   ns1
+        NS   ns.example.net.          ; out of zone
+        MX   10 mail
+ns1     A    198.51.100.1
+mail    A    198.51.100.25
+        AAAA 2001:db8::25
+www  300 A   198.51.100.80
+        AAAA 2001:db8::80
+alias   CNAME www
+alias2  CNAME alias
+out     CNAME www.example.net.
+dangling CNAME nothere
+loop1   CNAME loop2
+loop2   CNAME loop1
+*.w     TXT  "wildcard"
+a.b.c   TXT  "deep"
+sub     NS   ns.sub
+        NS   ns.example.net.
+ns.sub  A    198.51.100.53
+_sip._tcp SRV 0 5 5060 www
+"#;
+
+    pub(crate) fn zone() -> IndexedZone {
+        let origin = Name::from_str("example.com.").unwrap();
+        let zone = crate::master::parse(ZONE, "test.zone", &origin).unwrap_or_else(|e| panic!("{e:?}"));
+        IndexedZone::new(&zone)
+    }
+
+    fn q(name: &str, t: RecordType) -> Answer {
+        zone().lookup(&Name::from_str(name).unwrap(), t)
+    }
+
+    fn names(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| format!("{} {}", r.name, r.record_type())).collect()
+    }
+
+    fn soa_only(a: &Answer) {
+        assert_eq!(names(&a.authority), ["example.com. SOA"]);
+        assert_eq!(a.authority[0].ttl, 300, "min(SOA TTL, minimum)");
+    }
+
+    #[test]
+    fn exact_answers_are_authoritative_with_additional() {
+        let a = q("www.example.com.", RecordType::A);
+        assert_eq!((a.outcome, a.authoritative), (Outcome::Answer, true));
+        assert_eq!(names(&a.answers), ["www.example.com. A"]);
+        assert_eq!(a.answers[0].ttl, 300);
+        assert!(a.authority.is_empty());
+        let mx = q("example.com.", RecordType::MX);
+        assert_eq!(names(&mx.additional), ["mail.example.com. A", "mail.example.com. AAAA"]);
+        let ns = q("example.com.", RecordType::NS);
+        assert_eq!(names(&ns.additional), ["ns1.example.com. A"], "out-of-zone NS target has none");
+        let srv = q("_sip._tcp.example.com.", RecordType::SRV);
+        assert_eq!(names(&srv.additional), ["www.example.com. A", "www.example.com. AAAA"]);
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        assert_eq!(q("WwW.ExAmPlE.cOm.", RecordType::A).outcome, Outcome::Answer);
+    }
+
+    #[test]
+    fn cname_chains_are_followed_and_bounded() {
+        let a = q("alias2.example.com.", RecordType::A);
+        assert_eq!(names(&a.answers), ["alias2.example.com. CNAME", "alias.example.com. CNAME", "www.example.com. A"]);
+        assert_eq!(a.outcome, Outcome::Answer);
+        let out = q("out.example.com.", RecordType::A);
+        assert_eq!((names(&out.answers), out.outcome), (vec!["out.example.com. CNAME".to_string()], Outcome::Answer));
+        let cname = q("alias.example.com.", RecordType::CNAME);
+        assert_eq!(names(&cname.answers), ["alias.example.com. CNAME"]);
+        let looped = q("loop1.example.com.", RecordType::A);
+        assert_eq!(names(&looped.answers), ["loop1.example.com. CNAME", "loop2.example.com. CNAME"]);
+        let dangling = q("dangling.example.com.", RecordType::A);
+        assert_eq!(dangling.outcome, Outcome::NxDomain, "RFC 6604: the last link's rcode");
+        assert_eq!(names(&dangling.answers), ["dangling.example.com. CNAME"]);
+        soa_only(&dangling);
+    }
+
+    #[test]
+    fn wildcards_per_rfc_4592() {
+        let a = q("x.w.example.com.", RecordType::TXT);
+        assert_eq!((a.outcome, names(&a.answers)), (Outcome::Answer, vec!["x.w.example.com. TXT".to_string()]));
+        assert_eq!(a.rrl_name, Name::from_str("*.w.example.com.").unwrap());
+        let deep = q("y.x.w.example.com.", RecordType::TXT);
+        assert_eq!(names(&deep.answers), ["y.x.w.example.com. TXT"]);
+        let nodata = q("x.w.example.com.", RecordType::A);
+        assert_eq!((nodata.outcome, nodata.answers.len()), (Outcome::NoData, 0));
+        soa_only(&nodata);
+        // w itself is an empty non-terminal: it exists, so no wildcard
+        assert_eq!(q("w.example.com.", RecordType::TXT).outcome, Outcome::NoData);
+    }
+
+    #[test]
+    fn empty_non_terminals_are_nodata() {
+        for name in ["b.c.example.com.", "c.example.com."] {
+            let a = q(name, RecordType::A);
+            assert_eq!(a.outcome, Outcome::NoData, "{name}");
+            soa_only(&a);
+        }
+        let a = q("x.b.c.example.com.", RecordType::A);
+        assert_eq!(a.outcome, Outcome::NxDomain);
+        assert_eq!(a.rrl_name, Name::from_str("example.com.").unwrap());
+        soa_only(&a);
+        assert!(a.authoritative);
+    }
+
+    #[test]
+    fn delegations_give_referrals_with_glue() {
+        for name in ["sub.example.com.", "ns.sub.example.com.", "deep.below.sub.example.com."] {
+            let a = q(name, RecordType::A);
+            assert_eq!((a.outcome, a.authoritative), (Outcome::Referral, false), "{name}");
+            assert!(a.answers.is_empty(), "{name}: never answered from the parent");
+            assert_eq!(names(&a.authority), ["sub.example.com. NS", "sub.example.com. NS"]);
+            assert_eq!(names(&a.additional), ["ns.sub.example.com. A"]);
+            assert!(a.additional_required);
+        }
+    }
+
+    #[test]
+    fn any_returns_every_rrset() {
+        let a = q("www.example.com.", RecordType::ANY);
+        assert_eq!(names(&a.answers), ["www.example.com. A", "www.example.com. AAAA"]);
+        assert_eq!(q("b.c.example.com.", RecordType::ANY).outcome, Outcome::NoData);
+    }
+}
