@@ -365,3 +365,261 @@ fn formerr_from_header(header: &[u8]) -> Vec<u8> {
     out[3] = ResponseCode::FormErr.low();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::IndexedZone;
+    use crate::rrl::RrlConfig;
+    use hickory_proto::op::MessageType;
+    use proptest::prelude::*;
+    use std::str::FromStr;
+
+    fn catalog() -> Catalog {
+        let big: String = (0..40).map(|i| format!("big TXT \"{i:02} {}\"\n", "x".repeat(60))).collect();
+        let text = format!("{}{big}", crate::lookup::tests::ZONE);
+        let origin = Name::from_str("example.com.").unwrap();
+        let zone = crate::master::parse(&text, "t", &origin).unwrap_or_else(|e| panic!("{e:?}"));
+        [IndexedZone::new(&zone)].into_iter().collect()
+    }
+
+    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
+        let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_str(name).unwrap(), qtype));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m
+    }
+
+    fn client(transport: Transport) -> Client {
+        Client { addr: "198.51.100.7".parse().unwrap(), transport, now_ms: 0 }
+    }
+
+    fn ask_bytes(bytes: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        respond(&catalog(), &Config::default(), None, &mut Counters::default(), bytes, &client(transport))
+    }
+
+    fn ask(m: &Message, transport: Transport) -> Message {
+        let reply = ask_bytes(&m.to_vec().unwrap(), transport).unwrap();
+        Message::from_vec(&reply).unwrap()
+    }
+
+    #[test]
+    fn short_and_response_packets_are_dropped() {
+        assert_eq!(ask_bytes(&[0; 11], Transport::Udp), None);
+        let mut m = query("www.example.com.", RecordType::A, None);
+        m.metadata.message_type = MessageType::Response;
+        assert_eq!(ask_bytes(&m.to_vec().unwrap(), Transport::Udp), None);
+    }
+
+    #[test]
+    fn undecodable_with_a_header_is_formerr() {
+        let mut bytes = query("www.example.com.", RecordType::A, None).to_vec().unwrap();
+        bytes.truncate(20);
+        let reply = ask_bytes(&bytes, Transport::Udp).unwrap();
+        assert_eq!(reply, [0x12, 0x34, 0x81, 0x01, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn header_rules() {
+        let mut notify = query("example.com.", RecordType::SOA, None);
+        notify.metadata.op_code = OpCode::Notify;
+        assert_eq!(ask(&notify, Transport::Udp).metadata.response_code, ResponseCode::NotImp);
+        let mut none = query("example.com.", RecordType::SOA, None);
+        none.queries.clear();
+        assert_eq!(ask(&none, Transport::Udp).metadata.response_code, ResponseCode::FormErr);
+        let mut two = query("example.com.", RecordType::SOA, None);
+        two.add_query(Query::query(Name::from_str("www.example.com.").unwrap(), RecordType::A));
+        assert_eq!(ask(&two, Transport::Udp).metadata.response_code, ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn notify_can_be_intercepted() {
+        let mut notify = query("example.com.", RecordType::SOA, None);
+        notify.metadata.op_code = OpCode::Notify;
+        let Decoded::Request(r) = decode(&notify.to_vec().unwrap(), &mut Counters::default()) else { panic!() };
+        assert_eq!(r.op_code(), OpCode::Notify);
+        assert_eq!(r.query().map(|q| q.name().to_string()).as_deref(), Some("example.com."));
+    }
+
+    #[test]
+    fn edns_versions_above_zero_get_badvers() {
+        let mut m = query("www.example.com.", RecordType::A, Some(4096));
+        if let Some(e) = m.edns.as_mut() {
+            e.set_version(1);
+        }
+        let r = ask(&m, Transport::Udp);
+        // 16 reads back as BADSIG, which shares the code
+        assert_eq!(u16::from(r.metadata.response_code), 16);
+        assert_eq!(r.edns.as_ref().map(|e| e.version()), Some(0));
+        assert!(r.answers.is_empty());
+    }
+
+    #[test]
+    fn refused_for_other_classes_zones_and_transfers_over_udp() {
+        let mut chaos = query("version.bind.", RecordType::TXT, None);
+        chaos.queries[0].set_query_class(DNSClass::CH);
+        assert_eq!(ask(&chaos, Transport::Udp).metadata.response_code, ResponseCode::Refused);
+        let other = ask(&query("www.example.org.", RecordType::A, None), Transport::Udp);
+        assert_eq!((other.metadata.response_code, other.metadata.authoritative), (ResponseCode::Refused, false));
+        let axfr = ask(&query("example.com.", RecordType::AXFR, None), Transport::Udp);
+        assert_eq!(axfr.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn answers_echo_id_question_and_case() {
+        let r = ask(&query("WwW.ExAmPlE.CoM.", RecordType::A, Some(1232)), Transport::Udp);
+        assert_eq!(r.metadata.id, 0x1234);
+        assert!(r.metadata.authoritative && r.metadata.recursion_desired && !r.metadata.recursion_available);
+        assert!(r.queries[0].name().eq_case(&Name::from_str("WwW.ExAmPlE.CoM.").unwrap()));
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.edns.as_ref().map(|e| e.max_payload()), Some(1232));
+        let nx = ask(&query("nope.example.com.", RecordType::A, None), Transport::Udp);
+        assert_eq!((nx.metadata.response_code, nx.authorities.len()), (ResponseCode::NXDomain, 1));
+        assert!(nx.edns.is_none(), "no OPT to a query without one");
+        let referral = ask(&query("www.sub.example.com.", RecordType::A, None), Transport::Udp);
+        assert!(!referral.metadata.authoritative);
+        assert_eq!((referral.authorities.len(), referral.additionals.len()), (2, 1));
+    }
+
+    #[test]
+    fn too_big_for_udp_is_truncated_and_fits_over_tcp() {
+        let plain = ask(&query("big.example.com.", RecordType::TXT, None), Transport::Udp);
+        assert!(plain.metadata.truncation);
+        assert!(plain.answers.is_empty() && plain.queries.len() == 1);
+        let edns = ask(&query("big.example.com.", RecordType::TXT, Some(4096)), Transport::Udp);
+        assert!(edns.metadata.truncation, "4096 is clamped to 1232");
+        assert!(edns.edns.is_some());
+        let tcp = ask(&query("big.example.com.", RecordType::TXT, None), Transport::Tcp);
+        assert!(!tcp.metadata.truncation);
+        assert_eq!(tcp.answers.len(), 40);
+    }
+
+    #[test]
+    fn optional_additional_records_go_first() {
+        let config = Config { udp_payload_min: 512, udp_payload_max: 512 };
+        let m = query("example.com.", RecordType::MX, Some(512));
+        let full =
+            respond(&catalog(), &config, None, &mut Counters::default(), &m.to_vec().unwrap(), &client(Transport::Udp));
+        let full = Message::from_vec(&full.unwrap()).unwrap();
+        assert_eq!(full.additionals.len(), 2, "fits: kept");
+        let mut mx = Message::new(0, MessageType::Response, OpCode::Query);
+        mx.answers = full.answers.clone();
+        mx.additionals = full.additionals.clone();
+        let reply = Reply { message: mx, additional_required: false };
+        let mut counters = Counters::default();
+        let bytes = encode(reply, 80, &mut counters).unwrap();
+        let small = Message::from_vec(&bytes).unwrap();
+        assert_eq!((small.answers.len(), small.additionals.len(), small.metadata.truncation), (1, 0, false));
+        assert_eq!(counters.truncated, 0);
+    }
+
+    #[test]
+    fn rate_limited_responses_are_dropped_or_slipped() {
+        let catalog = catalog();
+        let mut rrl = Rrl::new(RrlConfig { responses_per_second: 2, slip: 2, ..RrlConfig::default() }, 1);
+        let mut counters = Counters::default();
+        let bytes = query("www.example.com.", RecordType::A, None).to_vec().unwrap();
+        let replies: Vec<_> = (0..6)
+            .map(|_| {
+                respond(&catalog, &Config::default(), Some(&mut rrl), &mut counters, &bytes, &client(Transport::Udp))
+            })
+            .collect();
+        assert!(replies[..2].iter().all(|r| r.is_some()));
+        assert_eq!(replies[2], None);
+        let slipped = Message::from_vec(replies[3].as_deref().unwrap()).unwrap();
+        assert!(slipped.metadata.truncation && slipped.answers.is_empty());
+        assert_eq!((counters.rate_limited_dropped, counters.rate_limited_slipped), (2, 2));
+        assert_eq!((counters.queries, counters.noerror), (6, 2));
+        // TCP is never limited: the source address is proven
+        let tcp = respond(&catalog, &Config::default(), Some(&mut rrl), &mut counters, &bytes, &client(Transport::Tcp));
+        assert!(tcp.is_some());
+    }
+
+    #[test]
+    fn counters_add_up() {
+        let mut counters = Counters::default();
+        let catalog = catalog();
+        for name in ["www.example.com.", "nope.example.com.", "b.c.example.com.", "sub.example.com."] {
+            let bytes = query(name, RecordType::A, None).to_vec().unwrap();
+            respond(&catalog, &Config::default(), None, &mut counters, &bytes, &client(Transport::Udp));
+        }
+        respond(&catalog, &Config::default(), None, &mut counters, &[1, 2, 3], &client(Transport::Udp));
+        assert_eq!((counters.queries, counters.noerror, counters.nxdomain), (5, 3, 1));
+        assert_eq!((counters.nodata, counters.referrals, counters.dropped), (1, 1, 1));
+        let mut total = Counters::default();
+        total.add(&counters);
+        total.add(&counters);
+        assert_eq!(total.queries, 10);
+    }
+
+    fn qname() -> impl Strategy<Value = String> {
+        let labels = prop_oneof![
+            Just("www"),
+            Just("WWW"),
+            Just("x"),
+            Just("w"),
+            Just("b"),
+            Just("c"),
+            Just("sub"),
+            Just("big"),
+            Just("alias2"),
+            Just("loop1"),
+            Just("_tcp"),
+            Just("*"),
+            Just("example"),
+            Just("com"),
+            Just("net")
+        ];
+        proptest::collection::vec(labels, 0..5)
+            .prop_map(|l| l.iter().map(|l| format!("{l}.")).collect::<String>() + "example.com.")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), tcp in any::<bool>()) {
+            let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+            let _ = ask_bytes(&bytes, transport);
+        }
+
+        #[test]
+        fn mutated_queries_never_panic(at in 0usize..64, byte in any::<u8>(), name in qname()) {
+            let mut bytes = query(&name, RecordType::A, Some(1232)).to_vec().unwrap();
+            if let Some(b) = bytes.get_mut(at) {
+                *b = byte;
+            }
+            let _ = ask_bytes(&bytes, Transport::Udp);
+        }
+
+        #[test]
+        fn well_formed_queries_get_parseable_answers(
+            name in qname(),
+            qtype in prop_oneof![Just(RecordType::A), Just(RecordType::AAAA), Just(RecordType::TXT), Just(RecordType::MX),
+                                 Just(RecordType::NS), Just(RecordType::SOA), Just(RecordType::ANY), Just(RecordType::CNAME),
+                                 Just(RecordType::SRV), Just(RecordType::CAA), Just(RecordType::PTR)],
+            id in any::<u16>(),
+            edns in proptest::option::of(0u16..5000),
+            tcp in any::<bool>(),
+        ) {
+            let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+            let mut m = query(&name, qtype, edns);
+            m.metadata.id = id;
+            let reply = ask_bytes(&m.to_vec().unwrap(), transport).unwrap();
+            let limit = match (tcp, edns) { (true, _) => 65535, (false, None) => 512, (false, Some(_)) => 1232 };
+            prop_assert!(reply.len() <= limit);
+            let r = Message::from_vec(&reply).unwrap();
+            prop_assert_eq!(r.metadata.id, id);
+            prop_assert_eq!(r.metadata.message_type, MessageType::Response);
+            prop_assert_eq!(r.queries.len(), 1);
+            prop_assert!(r.queries[0].name().eq_case(m.queries[0].name()));
+            prop_assert_eq!(r.queries[0].query_type(), qtype);
+            prop_assert_eq!(r.edns.is_some(), edns.is_some());
+        }
+    }
+}
