@@ -436,6 +436,91 @@ _sip._tcp SRV 0 5 5060 www
         }
     }
 
+    /// The rules written the slow, obvious way (scans allowed here), for
+    /// zones without CNAMEs: what exists, where the cuts are, which
+    /// wildcard applies.
+    fn reference(zone: &Zone, qname: &Name, qtype: RecordType) -> Outcome {
+        let origin = zone.origin();
+        let owners: Vec<(Name, RecordType)> = zone.records().map(|r| (r.name.clone(), r.record_type())).collect();
+        let exists = |n: &Name| owners.iter().any(|(o, _)| n.zone_of(o));
+        let has = |n: &Name, t: RecordType| owners.iter().any(|(o, ty)| o == n && *ty == t);
+        let ancestors: Vec<Name> = (label_count(origin)..=label_count(qname)).map(|k| qname.trim_to(k)).collect();
+        if ancestors.iter().any(|a| a != origin && has(a, RecordType::NS)) {
+            return Outcome::Referral;
+        }
+        if exists(qname) {
+            return if has(qname, qtype) { Outcome::Answer } else { Outcome::NoData };
+        }
+        let Some(encloser) = ancestors.iter().rev().find(|a| exists(a)) else { return Outcome::NxDomain };
+        match encloser.prepend_label("*") {
+            // a wildcard that is only an empty non-terminal still exists
+            // (RFC 4592 §2.2.1): NODATA, hickory-dns#1275
+            Ok(w) if exists(&w) => {
+                if has(&w, qtype) {
+                    Outcome::Answer
+                } else {
+                    Outcome::NoData
+                }
+            }
+            _ => Outcome::NxDomain,
+        }
+    }
+
+    /// A zone from random records, dropping those validation refuses.
+    fn valid_zone(records: Vec<(Vec<&str>, u8)>) -> Zone {
+        let origin = Name::from_str("example.com.").unwrap();
+        let soa = "@ 60 SOA ns1 h 1 1 1 1 1\n@ 60 NS ns1.example.net.\n";
+        let base = crate::master::parse(soa, "t", &origin).unwrap();
+        let mut all: Vec<Record> = base.records().collect();
+        for (labels, kind) in records {
+            let owner = labels.iter().fold(origin.clone(), |n, l| n.prepend_label(*l).unwrap());
+            let data = match kind % 4 {
+                0 | 1 => RData::A(std::net::Ipv4Addr::new(198, 51, 100, kind).into()),
+                2 => RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["t".into()])),
+                _ => RData::NS(hickory_proto::rr::rdata::NS(Name::from_str("ns.example.net.").unwrap())),
+            };
+            all.push(in_class(Record::from_rdata(owner, 60, data)));
+        }
+        loop {
+            match Zone::new(origin.clone(), all.clone()) {
+                Ok(zone) => return zone,
+                Err(errors) => {
+                    let bad: Vec<usize> = errors.iter().filter_map(|e| e.record).collect();
+                    assert!(!bad.is_empty(), "{errors:?}");
+                    all = all.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, r)| r).collect();
+                }
+            }
+        }
+    }
+
+    fn labels(max: usize) -> impl proptest::strategy::Strategy<Value = Vec<&'static str>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("*"), Just("C")], 0..max)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lookup_agrees_with_the_obvious_rules(
+            records in proptest::collection::vec((labels(4), proptest::prelude::any::<u8>()), 0..12),
+            queries in proptest::collection::vec(labels(5), 1..20),
+            qtype in proptest::prelude::prop_oneof![
+                proptest::prelude::Just(RecordType::A),
+                proptest::prelude::Just(RecordType::TXT),
+                proptest::prelude::Just(RecordType::MX)
+            ],
+        ) {
+            let zone = valid_zone(records);
+            let indexed = IndexedZone::new(&zone);
+            for q in queries {
+                let qname = q.iter().fold(zone.origin().clone(), |n, l| n.prepend_label(*l).unwrap());
+                let got = indexed.lookup(&qname, qtype);
+                proptest::prop_assert_eq!(got.outcome, reference(&zone, &qname, qtype), "{} {}", qname, qtype);
+                let negative = matches!(got.outcome, Outcome::NoData | Outcome::NxDomain);
+                proptest::prop_assert_eq!(negative, !got.authority.is_empty() && got.authority[0].record_type() == RecordType::SOA);
+            }
+        }
+    }
+
     #[test]
     fn any_returns_every_rrset() {
         let a = q("www.example.com.", RecordType::ANY);

@@ -31,7 +31,7 @@ use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use crate::catalog::Catalog;
-use crate::lookup::{Answer, Outcome};
+use crate::lookup::Outcome;
 use crate::rrl::{Action, ResponseClass, Rrl};
 
 const HEADER_LEN: usize = 12;
@@ -236,6 +236,12 @@ pub fn respond_request(
     encode(reply, limit, counters)
 }
 
+/// What the lookup found, for RRL and the counters.
+struct Found {
+    outcome: Outcome,
+    rrl_name: Name,
+}
+
 /// A response being built, and whether its additional records are
 /// required.
 struct Reply {
@@ -245,7 +251,7 @@ struct Reply {
 
 /// The response message (without OPT) and what the lookup found, if it
 /// got that far.
-fn build(catalog: &Catalog, query: &Message) -> (Reply, Option<Answer>) {
+fn build(catalog: &Catalog, query: &Message) -> (Reply, Option<Found>) {
     let mut message = Message::response(query.metadata.id, query.metadata.op_code);
     message.metadata.recursion_desired = query.metadata.recursion_desired;
     message.metadata.checking_disabled = query.metadata.checking_disabled;
@@ -274,10 +280,11 @@ fn build(catalog: &Catalog, query: &Message) -> (Reply, Option<Answer>) {
         Outcome::NxDomain => ResponseCode::NXDomain,
         _ => ResponseCode::NoError,
     };
-    message.answers = answer.answers.clone();
-    message.authorities = answer.authority.clone();
-    message.additionals = answer.additional.clone();
-    (Reply { message, additional_required: answer.additional_required }, Some(answer))
+    let found = Found { outcome: answer.outcome, rrl_name: answer.rrl_name };
+    message.answers = answer.answers;
+    message.authorities = answer.authority;
+    message.additionals = answer.additional;
+    (Reply { message, additional_required: answer.additional_required }, Some(found))
 }
 
 /// The largest reply the client takes.
@@ -294,7 +301,7 @@ fn size_limit(config: &Config, query: &Message, transport: Transport) -> usize {
 }
 
 /// RRL's view of a response: its class and the name it is accounted to.
-fn rrl_flow(answer: &Option<Answer>) -> (ResponseClass, Name) {
+fn rrl_flow(answer: &Option<Found>) -> (ResponseClass, Name) {
     // errors of every name are one flow per client prefix
     let Some(answer) = answer else { return (ResponseClass::Error, Name::root()) };
     let class = match answer.outcome {
@@ -306,7 +313,7 @@ fn rrl_flow(answer: &Option<Answer>) -> (ResponseClass, Name) {
     (class, answer.rrl_name.clone())
 }
 
-fn count(counters: &mut Counters, message: &Message, outcome: &Option<Answer>) {
+fn count(counters: &mut Counters, message: &Message, outcome: &Option<Found>) {
     counters.rcode(message.metadata.response_code);
     match outcome.as_ref().map(|a| a.outcome) {
         Some(Outcome::NoData) => counters.nodata += 1,
