@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, RecordType};
 
 use crate::lookup::IndexedZone;
 use crate::zone::label_count;
@@ -45,12 +45,19 @@ impl Catalog {
         self.zones.values()
     }
 
-    /// The closest enclosing zone of `qname`, if we serve one.
-    pub fn find(&self, qname: &Name) -> Option<&Arc<IndexedZone>> {
+    /// The closest enclosing zone of `qname`, if we serve one. A DS
+    /// record lives in the parent (RFC 4035 §3.1.4.1): for a DS query at
+    /// a zone's apex the search starts one label up.
+    pub fn find(&self, qname: &Name, qtype: RecordType) -> Option<&Arc<IndexedZone>> {
         if self.zones.is_empty() {
             return None;
         }
-        (0..=label_count(qname)).rev().find_map(|k| self.zones.get(&qname.trim_to(k)))
+        let labels = label_count(qname);
+        let longest = if qtype == RecordType::DS { labels.saturating_sub(1) } else { labels };
+        let found = (0..=longest).rev().find_map(|k| self.zones.get(&qname.trim_to(k)));
+        // the root's DS, or a DS whose parent we do not serve, is still
+        // ours to refuse or answer from the zone itself
+        found.or_else(|| self.zones.get(qname))
     }
 }
 
@@ -74,12 +81,15 @@ mod tests {
     #[test]
     fn the_closest_enclosing_zone_answers() {
         let catalog: Catalog = ["example.com.", "sub.example.com.", "example.net."].into_iter().map(zone).collect();
-        let origin = |q: &str| catalog.find(&Name::from_str(q).unwrap()).map(|z| z.origin().to_string());
+        let find = |q: &str, t| catalog.find(&Name::from_str(q).unwrap(), t).map(|z| z.origin().to_string());
+        let origin = |q: &str| find(q, RecordType::A);
         assert_eq!(origin("www.example.com.").as_deref(), Some("example.com."));
         assert_eq!(origin("example.com.").as_deref(), Some("example.com."));
         assert_eq!(origin("a.b.SUB.example.com.").as_deref(), Some("sub.example.com."));
         assert_eq!(origin("example.net.").as_deref(), Some("example.net."));
         assert_eq!(origin("www.example.org."), None);
         assert_eq!(origin("com."), None);
+        assert_eq!(find("sub.example.com.", RecordType::DS).as_deref(), Some("example.com."), "DS: the parent");
+        assert_eq!(find("example.net.", RecordType::DS).as_deref(), Some("example.net."), "no parent here");
     }
 }

@@ -53,6 +53,8 @@ pub enum Outcome {
     NxDomain,
     /// Below a delegation: NS in authority, no AA.
     Referral,
+    /// Not a name of this zone: nothing (the responder says REFUSED).
+    OutOfZone,
 }
 
 /// A response's sections, before it is put on the wire.
@@ -141,22 +143,27 @@ impl IndexedZone {
         self.serial
     }
 
-    /// Answers a query for a name in this zone (the catalog chose it).
+    /// Answers a query for a name in this zone (the catalog chose it; a
+    /// name outside gets [`Outcome::OutOfZone`]).
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Answer {
+        let inside = self.origin.zone_of(qname);
         let mut answer = Answer {
-            outcome: Outcome::Answer,
-            authoritative: true,
+            outcome: Outcome::OutOfZone,
+            authoritative: inside,
             answers: Vec::new(),
             authority: Vec::new(),
             additional: Vec::new(),
             additional_required: false,
             rrl_name: qname.clone(),
         };
+        if !inside {
+            return answer;
+        }
         let mut name = qname.clone();
         let mut visited: Vec<Name> = Vec::new();
         loop {
             visited.push(name.clone());
-            match self.find(&name) {
+            match self.find(&name, qtype) {
                 Found::Referral(cut, node) => {
                     self.referral(&mut answer, cut, node);
                     break;
@@ -247,14 +254,15 @@ impl IndexedZone {
             if !self.origin.zone_of(&target) || answer.additional.iter().any(|r| r.name == target) {
                 continue;
             }
-            if let Found::Exact(node) = self.find(&target) {
+            if let Found::Exact(node) = self.find(&target, RecordType::A) {
                 push_addresses(&mut answer.additional, node);
             }
         }
     }
 
-    /// Walks from the apex down the labels of `name`.
-    fn find(&self, name: &Name) -> Found<'_> {
+    /// Walks from the apex down the labels of `name`. A DS query at a cut
+    /// is the parent's to answer (RFC 4035 §3.1.4.1), so no referral then.
+    fn find(&self, name: &Name, qtype: RecordType) -> Found<'_> {
         let labels = label_count(name);
         let mut encloser = self.origin.clone();
         let Some(mut node) = self.nodes.get(&self.origin) else { return Found::NxDomain };
@@ -262,7 +270,7 @@ impl IndexedZone {
             let ancestor = name.trim_to(k);
             match self.nodes.get(&ancestor) {
                 None => return self.wildcard_at(&encloser),
-                Some(n) if n.cut => return Found::Referral(ancestor, n),
+                Some(n) if n.cut && !(k == labels && qtype == RecordType::DS) => return Found::Referral(ancestor, n),
                 Some(n) => node = n,
             }
             encloser = ancestor;
@@ -519,6 +527,16 @@ _sip._tcp SRV 0 5 5060 www
                 proptest::prop_assert_eq!(negative, !got.authority.is_empty() && got.authority[0].record_type() == RecordType::SOA);
             }
         }
+    }
+
+    #[test]
+    fn ds_at_a_cut_is_the_parents_and_foreign_names_are_not_ours() {
+        let ds = q("sub.example.com.", RecordType::DS);
+        assert_eq!((ds.outcome, ds.authoritative), (Outcome::NoData, true));
+        soa_only(&ds);
+        assert_eq!(q("x.sub.example.com.", RecordType::DS).outcome, Outcome::Referral);
+        let foreign = q("www.example.net.", RecordType::A);
+        assert_eq!((foreign.outcome, foreign.authoritative, foreign.answers.len()), (Outcome::OutOfZone, false, 0));
     }
 
     #[test]

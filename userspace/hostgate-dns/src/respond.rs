@@ -273,8 +273,11 @@ fn build(catalog: &Catalog, query: &Message) -> (Reply, Option<Found>) {
     if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
         return reply(message, ResponseCode::Refused);
     }
-    let Some(zone) = catalog.find(q.name()) else { return reply(message, ResponseCode::Refused) };
+    let Some(zone) = catalog.find(q.name(), q.query_type()) else { return reply(message, ResponseCode::Refused) };
     let answer = zone.lookup(q.name(), q.query_type());
+    if answer.outcome == Outcome::OutOfZone {
+        return reply(message, ResponseCode::Refused);
+    }
     message.metadata.authoritative = answer.authoritative;
     message.metadata.response_code = match answer.outcome {
         Outcome::NxDomain => ResponseCode::NXDomain,
@@ -309,6 +312,7 @@ fn rrl_flow(answer: &Option<Found>) -> (ResponseClass, Name) {
         Outcome::NoData => ResponseClass::NoData,
         Outcome::NxDomain => ResponseClass::NxDomain,
         Outcome::Referral => ResponseClass::Referral,
+        Outcome::OutOfZone => ResponseClass::Error,
     };
     (class, answer.rrl_name.clone())
 }
