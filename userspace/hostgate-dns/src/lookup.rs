@@ -163,40 +163,39 @@ impl IndexedZone {
         let mut visited: Vec<Name> = Vec::new();
         loop {
             visited.push(name.clone());
-            match self.find(&name, qtype) {
-                Found::Referral(cut, node) => {
-                    self.referral(&mut answer, cut, node);
-                    break;
-                }
-                Found::NxDomain => {
-                    answer.outcome = Outcome::NxDomain;
-                    answer.rrl_name = self.origin.clone();
-                    answer.authority.push(self.negative_soa.clone());
-                    break;
-                }
-                Found::Exact(node) => match self.at_node(&mut answer, node, &name, qtype) {
-                    Some(next) => name = next,
-                    None => break,
-                },
-                Found::Wildcard(node, wildcard) => {
-                    if name == *qname {
-                        answer.rrl_name = wildcard;
-                    }
-                    match self.at_node(&mut answer, node, &name, qtype) {
-                        Some(next) => name = next,
-                        None => break,
-                    }
-                }
-            }
-            // a CNAME led to `name`: follow it if it stays here and is new
-            let stays = self.origin.zone_of(&name) && !visited.contains(&name);
+            let Some(next) = self.step(&mut answer, &name, qname, qtype) else { break };
+            // a CNAME led on: follow it if it stays here and is new
+            let stays = self.origin.zone_of(&next) && !visited.contains(&next);
             if !stays || visited.len() >= MAX_CHAIN {
-                answer.outcome = Outcome::Answer;
                 break;
             }
+            name = next;
         }
         self.add_additional(&mut answer);
         answer
+    }
+
+    /// Answers for one name of a chain; returns a CNAME target to follow.
+    fn step(&self, answer: &mut Answer, name: &Name, qname: &Name, qtype: RecordType) -> Option<Name> {
+        match self.find(name, qtype) {
+            Found::Referral(cut, node) => {
+                self.referral(answer, cut, node);
+                None
+            }
+            Found::NxDomain => {
+                answer.outcome = Outcome::NxDomain;
+                answer.rrl_name = self.origin.clone();
+                answer.authority.push(self.negative_soa.clone());
+                None
+            }
+            Found::Exact(node) => self.at_node(answer, node, name, qtype),
+            Found::Wildcard(node, wildcard) => {
+                if name == qname {
+                    answer.rrl_name = wildcard;
+                }
+                self.at_node(answer, node, name, qtype)
+            }
+        }
     }
 
     /// Fills the answer from a node reached as `owner`; returns a CNAME
@@ -219,6 +218,7 @@ impl IndexedZone {
         }
         if let Some(cname) = node.get(RecordType::CNAME) {
             answer.answers.extend(cname.iter().map(owned));
+            answer.outcome = Outcome::Answer;
             return cname.first().and_then(|r| match &r.data {
                 RData::CNAME(target) => Some(target.0.clone()),
                 _ => None,

@@ -429,7 +429,7 @@ fn split_labels(text: &str) -> Result<(Vec<Vec<u8>>, bool), String> {
                 current.clear();
             }
             _ => {
-                let c = text[i..].chars().next().ok_or("bad text")?;
+                let c = text.get(i..).and_then(|t| t.chars().next()).ok_or("bad text")?;
                 current.push(c);
                 i += c.len_utf8();
                 continue;
