@@ -24,12 +24,15 @@
 //! - delegation (NS below the apex) at or above the qname: a referral, no
 //!   AA, the cut's NS in authority and in-bailiwick glue in additional;
 //!   nothing at or below a cut is answered from this zone;
-//! - qtype ANY: every RRset at the name (NSD's behaviour; RFC 8482 allows
-//!   it). Our RRsets are small and RRL bounds amplification; a UDP answer
-//!   too big for the client is truncated like any other.
-//! - positive answers carry no NS in authority (minimal responses, as Knot
-//!   and BIND's `minimal-responses no-auth` do): less to send, nothing a
-//!   resolver needs.
+//! - qtype ANY: one RRset (RFC 8482 §4.1), the SOA at the apex, else the
+//!   one of the lowest type code, on every transport: what NSD 4.6 does
+//!   (checked side by side with `examples/compare.rs`). ANY is an
+//!   amplification tool and no resolver needs all of a name's data.
+//! - positive answers carry no NS in authority and no NS addresses in
+//!   additional (minimal responses, as Knot and BIND's
+//!   `minimal-responses no-auth` do). NSD 4.6 adds the apex NS RRset and
+//!   its glue to every positive answer: nothing a resolver needs (it has
+//!   the NS from the referral) and bytes for every reply.
 
 use std::collections::BTreeMap;
 
@@ -206,10 +209,14 @@ impl IndexedZone {
             r.name = owner.clone();
             r
         };
-        if qtype == RecordType::ANY && !node.sets.is_empty() {
-            answer.answers.extend(node.sets.iter().flat_map(|(_, r)| r.iter().map(owned)));
-            answer.outcome = Outcome::Answer;
-            return None;
+        if qtype == RecordType::ANY {
+            // RFC 8482 §4.1, as NSD does: one RRset, the SOA at the apex
+            let one = node.get(RecordType::SOA).or_else(|| node.sets.first().map(|(_, r)| r.as_slice()));
+            if let Some(records) = one {
+                answer.answers.extend(records.iter().map(owned));
+                answer.outcome = Outcome::Answer;
+                return None;
+            }
         }
         if let Some(records) = node.get(qtype) {
             answer.answers.extend(records.iter().map(owned));
@@ -540,9 +547,13 @@ _sip._tcp SRV 0 5 5060 www
     }
 
     #[test]
-    fn any_returns_every_rrset() {
+    fn any_returns_one_rrset() {
         let a = q("www.example.com.", RecordType::ANY);
-        assert_eq!(names(&a.answers), ["www.example.com. A", "www.example.com. AAAA"]);
+        assert_eq!(names(&a.answers), ["www.example.com. A"]);
+        let apex = q("example.com.", RecordType::ANY);
+        assert_eq!(names(&apex.answers), ["example.com. SOA"]);
+        let wildcard = q("x.w.example.com.", RecordType::ANY);
+        assert_eq!(names(&wildcard.answers), ["x.w.example.com. TXT"]);
         assert_eq!(q("b.c.example.com.", RecordType::ANY).outcome, Outcome::NoData);
     }
 }
