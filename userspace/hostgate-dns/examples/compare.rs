@@ -6,8 +6,20 @@
 //!
 //! cargo run -p hostgate-dns --example compare -- ZONEFILE ORIGIN ADDR:PORT < queries
 //!
-//! Not a test: it needs the other server running (see the crate's
-//! README section in ARCHITECTURE.md for how we ran NSD).
+//! Not a test: it needs the other server running. How NSD was run for it,
+//! without installing the package (which would start a server in the
+//! root namespace):
+//!
+//! ```text
+//! apt-get download nsd libprotobuf-c1 libfstrm0; for d in *.deb; do dpkg -x $d root; done
+//! # nsd.conf: server: ip-address 127.0.0.1@5353, username "", chroot "",
+//! #   database "", rrl-ratelimit 0; zone: name example.com, zonefile ...
+//! ip netns add hg-dnsdiff-1 && ip -n hg-dnsdiff-1 link set lo up
+//! LD_LIBRARY_PATH=root/usr/lib/x86_64-linux-gnu nsenter --net=/run/netns/hg-dnsdiff-1 \
+//!     root/usr/sbin/nsd -d -c nsd.conf &
+//! nsenter --net=/run/netns/hg-dnsdiff-1 target/debug/examples/compare \
+//!     example.com.zone example.com. 127.0.0.1:5353 < queries
+//! ```
 
 use std::io::BufRead;
 use std::net::UdpSocket;

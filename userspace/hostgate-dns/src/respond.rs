@@ -552,6 +552,23 @@ mod tests {
     }
 
     #[test]
+    fn a_random_subdomain_flood_is_one_flow() {
+        let catalog = catalog();
+        let mut rrl = Rrl::new(RrlConfig { responses_per_second: 10, slip: 0, ..RrlConfig::default() }, 1);
+        let mut counters = Counters::default();
+        let sent = (0..100)
+            .filter_map(|i| {
+                let bytes = query(&format!("r{i}.example.com."), RecordType::A, None).to_vec().unwrap();
+                respond(&catalog, &Config::default(), Some(&mut rrl), &mut counters, &bytes, &client(Transport::Udp))
+            })
+            .count();
+        assert_eq!((sent, counters.nxdomain, counters.rate_limited_dropped), (10, 10, 90));
+        let www = query("www.example.com.", RecordType::A, None).to_vec().unwrap();
+        let ok = respond(&catalog, &Config::default(), Some(&mut rrl), &mut counters, &www, &client(Transport::Udp));
+        assert!(ok.is_some(), "the client's other answers are another flow");
+    }
+
+    #[test]
     fn counters_add_up() {
         let mut counters = Counters::default();
         let catalog = catalog();
