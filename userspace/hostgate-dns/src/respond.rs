@@ -10,17 +10,18 @@
 //! - QDCOUNT other than 1, or a second OPT: FORMERR;
 //! - EDNS version above 0: BADVERS (RFC 6891 §6.1.3);
 //! - class other than IN: REFUSED; a name we have no zone for: REFUSED;
-//! - AXFR/IXFR: REFUSED over UDP (RFC 5936 §4.2); over TCP too for now,
-//!   the daemon will intercept them with its ACLs and TSIG;
+//! - AXFR/IXFR: REFUSED over UDP (RFC 5936 §4.2; NSD says NOTIMP); over
+//!   TCP too for now (as NSD without an ACL), the daemon will intercept
+//!   them with its ACLs and TSIG;
 //! - size: UDP without EDNS 512 bytes; with EDNS the client's payload size
 //!   clamped to [`Config::udp_payload_min`, `udp_payload_max`] (1232 by
 //!   default, the DNS flag day 2020 value); TCP 65535. If a response does
 //!   not fit, the additional section goes first (without TC: it is
 //!   optional, RFC 2181 §9), except a referral's glue, which is required
 //!   (RFC 9471); if it still does not fit, the reply is the question (and
-//!   OPT) with TC=1, so the client retries over TCP. NSD instead sends the
-//!   RRsets that fit with TC=1; a resolver ignores a truncated answer and
-//!   retries anyway, so we send less;
+//!   OPT) with TC=1, so the client retries over TCP: what NSD 4.6 sent
+//!   for the same oversized RRset (`examples/compare.rs`). A resolver
+//!   ignores a truncated answer's records anyway;
 //! - the question is echoed as received (case included);
 //! - UDP responses pass response rate limiting when the daemon gives an
 //!   [`Rrl`]: dropped, or slipped as an empty TC=1 reply.
@@ -156,8 +157,14 @@ pub enum Decoded {
     Request(Request),
 }
 
-/// Decodes a query, answering at once what cannot be a request.
-pub fn decode(bytes: &[u8], counters: &mut Counters) -> Decoded {
+/// Decodes a query, answering at once what cannot be a request. Counts
+/// the query, so a daemon that intercepts some (NOTIFY) counts them too.
+pub fn decode(bytes: &[u8], transport: Transport, counters: &mut Counters) -> Decoded {
+    counters.queries += 1;
+    match transport {
+        Transport::Udp => counters.udp += 1,
+        Transport::Tcp => counters.tcp += 1,
+    }
     let Some(header) = bytes.get(..HEADER_LEN) else {
         counters.dropped += 1;
         return Decoded::Drop;
@@ -184,12 +191,7 @@ pub fn respond(
     bytes: &[u8],
     client: &Client,
 ) -> Option<Vec<u8>> {
-    counters.queries += 1;
-    match client.transport {
-        Transport::Udp => counters.udp += 1,
-        Transport::Tcp => counters.tcp += 1,
-    }
-    match decode(bytes, counters) {
+    match decode(bytes, client.transport, counters) {
         Decoded::Drop => None,
         Decoded::Reply(reply) => Some(reply),
         Decoded::Request(request) => respond_request(catalog, config, rrl, counters, &request, client),
@@ -452,7 +454,9 @@ mod tests {
     fn notify_can_be_intercepted() {
         let mut notify = query("example.com.", RecordType::SOA, None);
         notify.metadata.op_code = OpCode::Notify;
-        let Decoded::Request(r) = decode(&notify.to_vec().unwrap(), &mut Counters::default()) else { panic!() };
+        let Decoded::Request(r) = decode(&notify.to_vec().unwrap(), Transport::Udp, &mut Counters::default()) else {
+            panic!()
+        };
         assert_eq!(r.op_code(), OpCode::Notify);
         assert_eq!(r.query().map(|q| q.name().to_string()).as_deref(), Some("example.com."));
     }

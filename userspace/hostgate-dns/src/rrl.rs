@@ -206,8 +206,17 @@ mod tests {
     #[test]
     fn memory_is_bounded() {
         let mut r = rrl(1, 1);
+        // 100 000 /24s of 198.18.0.0/15, the benchmarking range
+        let base = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0));
         for i in 0..100_000u32 {
-            r.check(IpAddr::V4(i.to_be_bytes().into()), ResponseClass::NxDomain, &name(), RecordType::A, 0);
+            let client = IpAddr::V4((base + (i << 8) % (1 << 17)).into());
+            r.check(
+                client,
+                ResponseClass::NxDomain,
+                &Name::from_str(&format!("n{i}.example.com.")).unwrap(),
+                RecordType::A,
+                0,
+            );
         }
         assert_eq!(r.buckets.len(), 1024);
     }
