@@ -684,7 +684,41 @@ mod tests {
         ]
     }
 
+    /// Zone-file-ish text: the tokens that steer the lexer, mixed.
+    fn zoneish() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("@".to_string()),
+            Just(" ".to_string()),
+            Just("\n".to_string()),
+            Just("(".to_string()),
+            Just(")".to_string()),
+            Just("\"".to_string()),
+            Just(";".to_string()),
+            Just("\\".to_string()),
+            Just("$ORIGIN".to_string()),
+            Just("$TTL".to_string()),
+            Just("IN".to_string()),
+            Just("SOA".to_string()),
+            Just("TXT".to_string()),
+            Just("CAA".to_string()),
+            Just("MX".to_string()),
+            Just(".".to_string()),
+            "[a-z0-9*-]{1,8}",
+            "[0-9]{1,12}",
+            "\\\\[0-9]{1,3}",
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..60).prop_map(|p| p.concat())
+    }
+
     proptest! {
+        /// Whatever the text, the parser returns (a zone or errors).
+        #[test]
+        fn any_text_parses_or_errs_without_panicking(text in zoneish()) {
+            let _ = parse(&format!("{HEAD}{text}"), "fuzz", &origin());
+            let _ = parse(&text, "fuzz", &origin());
+        }
+
         /// export -> parse gives the same zone, and exporting again the same text.
         #[test]
         fn export_then_parse_round_trips(
