@@ -1,12 +1,13 @@
 //! An immutable, indexed zone answering (qname, qtype) with NSD/BIND
 //! semantics, in O(labels x log n) on hits and misses alike.
 //!
-//! The index is one `BTreeMap` in canonical DNS order holding every name
-//! that exists: owners of records and every empty non-terminal between
-//! them and the apex. A name exists iff it is a key, so finding the
-//! closest encloser is a walk down the qname's labels with one map lookup
-//! per label, stopping at the first missing one (nothing exists below a
-//! name that does not exist). No answer ever scans the zone: that is the
+//! The index is one `BTreeMap` holding every name that exists: owners of
+//! records and every empty non-terminal between them and the apex, keyed
+//! by the name's labels from the root down (lower case, so that every
+//! ancestor's key is a prefix of the name's). A name exists iff it is a
+//! key, so finding the closest encloser is a walk down the qname's labels
+//! with one map lookup per label, stopping at the first missing one
+//! (nothing exists below a name that does not exist). No answer ever scans the zone: that is the
 //! O(zone) trap in hickory-server's in-memory handler on every miss.
 //!
 //! Semantics:
@@ -80,6 +81,7 @@ pub struct Answer {
 /// Records of one name.
 #[derive(Clone, Debug, Default)]
 struct Node {
+    name: Name,
     /// (type, records) in type-code order; a handful per name.
     sets: Vec<(RecordType, Vec<Record>)>,
     /// NS below the apex.
@@ -97,21 +99,48 @@ enum Found<'a> {
     /// The name exists (maybe an empty non-terminal).
     Exact(&'a Node),
     /// It does not, and `*.<closest encloser>` does.
-    Wildcard(&'a Node, Name),
+    Wildcard(&'a Node),
     NxDomain,
     /// A delegation at or above it.
-    Referral(Name, &'a Node),
+    Referral(&'a Node),
+}
+
+/// A name as an index key: its labels from the root down, each as a
+/// length byte and the label in lower case. The key of every ancestor of
+/// a name is a prefix of the name's key, so walking down the labels of a
+/// qname is slicing one key, with no allocation, and each map lookup
+/// compares bytes (hickory's `Name` comparison walks labels backwards and
+/// was most of the time of an answer).
+pub(crate) fn key_of(name: &Name) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1);
+    for label in name.iter().rev() {
+        // labels are at most 63 bytes (hickory checks)
+        key.push(label.len() as u8);
+        key.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    key
+}
+
+/// The end of each label's part of a key, from the root down.
+pub(crate) fn label_ends(key: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let len = usize::from(*key.get(at)?);
+        at = (at + 1 + len).min(key.len());
+        Some(at)
+    })
 }
 
 /// A zone indexed for answering. Build once, share behind an `Arc`.
 #[derive(Clone, Debug)]
 pub struct IndexedZone {
     origin: Name,
-    origin_labels: usize,
+    origin_key: Vec<u8>,
     serial: u32,
     /// The SOA as negative answers carry it.
     negative_soa: Record,
-    nodes: BTreeMap<Name, Node>,
+    /// Every existing name, by [`key_of`].
+    nodes: BTreeMap<Vec<u8>, Node>,
 }
 
 impl IndexedZone {
@@ -129,13 +158,18 @@ impl IndexedZone {
         for owner in owners {
             add_empty_non_terminals(&mut nodes, &origin, owner);
         }
-        for (name, node) in nodes.iter_mut() {
-            node.sets.sort_by_key(|(t, _)| u16::from(*t));
-            node.cut = *name != origin && node.get(RecordType::NS).is_some();
-        }
+        let nodes = nodes
+            .into_iter()
+            .map(|(name, mut node)| {
+                node.sets.sort_by_key(|(t, _)| u16::from(*t));
+                node.cut = name != origin && node.get(RecordType::NS).is_some();
+                node.name = name;
+                (key_of(&node.name), node)
+            })
+            .collect();
         let mut negative_soa = zone.soa_record();
         negative_soa.ttl = zone.soa_ttl().min(zone.soa().minimum);
-        Self { origin_labels: label_count(&origin), origin, serial: zone.soa().serial, negative_soa, nodes }
+        Self { origin_key: key_of(&origin), origin, serial: zone.soa().serial, negative_soa, nodes }
     }
 
     pub fn origin(&self) -> &Name {
@@ -181,8 +215,8 @@ impl IndexedZone {
     /// Answers for one name of a chain; returns a CNAME target to follow.
     fn step(&self, answer: &mut Answer, name: &Name, qname: &Name, qtype: RecordType) -> Option<Name> {
         match self.find(name, qtype) {
-            Found::Referral(cut, node) => {
-                self.referral(answer, cut, node);
+            Found::Referral(node) => {
+                self.referral(answer, node);
                 None
             }
             Found::NxDomain => {
@@ -192,9 +226,9 @@ impl IndexedZone {
                 None
             }
             Found::Exact(node) => self.at_node(answer, node, name, qtype),
-            Found::Wildcard(node, wildcard) => {
+            Found::Wildcard(node) => {
                 if name == qname {
-                    answer.rrl_name = wildcard;
+                    answer.rrl_name = node.name.clone();
                 }
                 self.at_node(answer, node, name, qtype)
             }
@@ -236,17 +270,17 @@ impl IndexedZone {
         None
     }
 
-    fn referral(&self, answer: &mut Answer, cut: Name, node: &Node) {
+    fn referral(&self, answer: &mut Answer, node: &Node) {
         answer.outcome = Outcome::Referral;
         // AA is about the qname's own data: a chain that reached the cut
         // from an answer of ours keeps it
         answer.authoritative = !answer.answers.is_empty();
-        answer.rrl_name = cut;
+        answer.rrl_name = node.name.clone();
         let ns = node.get(RecordType::NS).unwrap_or_default();
         answer.authority.extend(ns.iter().cloned());
         for target in ns.iter().filter_map(|r| target_of(&r.data)) {
             if self.origin.zone_of(target) {
-                if let Some(glue) = self.nodes.get(target) {
+                if let Some(glue) = self.nodes.get(&key_of(target)) {
                     push_addresses(&mut answer.additional, glue);
                 }
             }
@@ -270,25 +304,29 @@ impl IndexedZone {
     /// Walks from the apex down the labels of `name`. A DS query at a cut
     /// is the parent's to answer (RFC 4035 §3.1.4.1), so no referral then.
     fn find(&self, name: &Name, qtype: RecordType) -> Found<'_> {
-        let labels = label_count(name);
-        let mut encloser = self.origin.clone();
-        let Some(mut node) = self.nodes.get(&self.origin) else { return Found::NxDomain };
-        for k in self.origin_labels + 1..=labels {
-            let ancestor = name.trim_to(k);
-            match self.nodes.get(&ancestor) {
-                None => return self.wildcard_at(&encloser),
-                Some(n) if n.cut && !(k == labels && qtype == RecordType::DS) => return Found::Referral(ancestor, n),
+        let key = key_of(name);
+        let Some(mut node) = self.nodes.get(&self.origin_key) else { return Found::NxDomain };
+        if !key.starts_with(&self.origin_key) {
+            return Found::NxDomain;
+        }
+        let mut encloser = self.origin_key.len();
+        for end in label_ends(&key).skip_while(|end| *end <= self.origin_key.len()) {
+            match self.nodes.get(&key[..end]) {
+                None => return self.wildcard_at(&key[..encloser]),
+                Some(n) if n.cut && !(end == key.len() && qtype == RecordType::DS) => return Found::Referral(n),
                 Some(n) => node = n,
             }
-            encloser = ancestor;
+            encloser = end;
         }
         Found::Exact(node)
     }
 
-    fn wildcard_at(&self, encloser: &Name) -> Found<'_> {
-        let Ok(wildcard) = encloser.prepend_label("*") else { return Found::NxDomain };
+    fn wildcard_at(&self, encloser: &[u8]) -> Found<'_> {
+        let mut wildcard = Vec::with_capacity(encloser.len() + 2);
+        wildcard.extend_from_slice(encloser);
+        wildcard.extend_from_slice(&[1, b'*']);
         match self.nodes.get(&wildcard) {
-            Some(node) => Found::Wildcard(node, wildcard),
+            Some(node) => Found::Wildcard(node),
             None => Found::NxDomain,
         }
     }
