@@ -391,6 +391,9 @@ sub     NS   ns.sub
         NS   ns.example.net.
 ns.sub  A    198.51.100.53
 _sip._tcp SRV 0 5 5060 www
+*.cw    CNAME www
+tosub   CNAME host.sub
+towild  CNAME x.w
 "#;
 
     pub(crate) fn zone() -> IndexedZone {
@@ -447,6 +450,18 @@ _sip._tcp SRV 0 5 5060 www
         assert_eq!(dangling.outcome, Outcome::NxDomain, "RFC 6604: the last link's rcode");
         assert_eq!(names(&dangling.answers), ["dangling.example.com. CNAME"]);
         soa_only(&dangling);
+    }
+
+    #[test]
+    fn chains_through_wildcards_and_into_delegations() {
+        let a = q("x.cw.example.com.", RecordType::A);
+        assert_eq!(names(&a.answers), ["x.cw.example.com. CNAME", "www.example.com. A"]);
+        let a = q("towild.example.com.", RecordType::TXT);
+        assert_eq!(names(&a.answers), ["towild.example.com. CNAME", "x.w.example.com. TXT"]);
+        let a = q("tosub.example.com.", RecordType::A);
+        assert_eq!((a.outcome, a.authoritative), (Outcome::Referral, true));
+        assert_eq!(names(&a.answers), ["tosub.example.com. CNAME"]);
+        assert_eq!(names(&a.authority), ["sub.example.com. NS", "sub.example.com. NS"]);
     }
 
     #[test]
