@@ -453,6 +453,21 @@ towild  CNAME x.w
     }
 
     #[test]
+    fn long_chains_stop_after_max_chain_links() {
+        let mut text = "$TTL 60\n@ SOA ns1 h 1 1 1 1 1\n NS ns1\nns1 A 198.51.100.1\n".to_string();
+        text.extend((0..12).map(|i| format!("c{i} CNAME c{}\n", i + 1)));
+        text.push_str("c12 A 198.51.100.12\n");
+        let origin = Name::from_str("example.com.").unwrap();
+        let zone = IndexedZone::new(&crate::master::parse(&text, "t", &origin).unwrap());
+        let a = zone.lookup(&Name::from_str("c0.example.com.").unwrap(), RecordType::A);
+        assert_eq!(a.answers.len(), MAX_CHAIN);
+        assert!(a.answers.iter().all(|r| r.record_type() == RecordType::CNAME));
+        assert_eq!((a.outcome, a.authority.len()), (Outcome::Answer, 0), "the resolver follows on");
+        let near = zone.lookup(&Name::from_str("c5.example.com.").unwrap(), RecordType::A);
+        assert_eq!(names(&near.answers).last().map(String::as_str), Some("c12.example.com. A"));
+    }
+
+    #[test]
     fn chains_through_wildcards_and_into_delegations() {
         let a = q("x.cw.example.com.", RecordType::A);
         assert_eq!(names(&a.answers), ["x.cw.example.com. CNAME", "www.example.com. A"]);

@@ -651,6 +651,24 @@ mod tests {
     }
 
     #[test]
+    fn export_is_canonical() {
+        let text = format!("{HEAD}www 300 A 198.51.100.2\nt TXT \"a\\\"b\" c\\010\n");
+        let zone = parse(&text, "t.zone", &origin()).unwrap();
+        let lines: Vec<String> = export(&zone).lines().map(str::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "$ORIGIN example.com.",
+                "example.com. 3600 IN SOA ns1.example.com. hostmaster.example.com. 1 7200 900 1209600 300",
+                "example.com. 3600 IN NS ns1.example.com.",
+                "ns1.example.com. 3600 IN A 198.51.100.1",
+                "t.example.com. 3600 IN TXT \"a\\\"b\" \"c\\010\"",
+                "www.example.com. 300 IN A 198.51.100.2",
+            ]
+        );
+    }
+
+    #[test]
     fn ttls_with_units() {
         assert_eq!(parse_ttl("1h30m"), Ok(5400));
         assert_eq!(parse_ttl("2W"), Ok(1209600));
