@@ -87,6 +87,9 @@ impl Bed {
     fn spawn(&self, program: &Path, args: &[&str], log: &str) -> anyhow::Result<ChildGuard> {
         let log = std::fs::File::create(self.path(log))?;
         let child = Command::new("nsenter")
+            // Kea's pid and lock files, away from the packaged service's /run/kea.
+            .env("KEA_PIDFILE_DIR", self.dir.path())
+            .env("KEA_LOCKFILE_DIR", self.dir.path())
             .arg(format!("--net={}", self.server.path()))
             .arg("--")
             .arg(program)
@@ -149,6 +152,7 @@ impl Peer {
                     "--no-ping".into(),
                     "--quiet-dhcp".into(),
                     "--log-facility=-".into(),
+                    format!("--pid-file={}", bed.path("dnsmasq.pid").display()),
                 ];
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let p = bed.spawn(Path::new("/usr/sbin/dnsmasq"), &args, "dnsmasq.log")?;

@@ -287,17 +287,21 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut standing = d.standing.subscribe();
     let snap = d.store.snapshot("").await?;
     let mut watch = d.store.watch("", snap.revision).await?;
-    let mut mirror = Mirror::from_snapshot(snap);
+    let mut mirror = Mirror::from_snapshot_where(snap, crate::placement_state);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut relevant = true;
     loop {
-        reconcile(d, &addrs, &iface, &mirror).await?;
+        if relevant {
+            reconcile(d, &addrs, &iface, &mirror).await?;
+        }
         d.config_revision.send_replace(mirror.revision);
+        relevant = true;
         tokio::select! {
             batch = watch.recv() => {
                 let Some(batch) = batch else { anyhow::bail!("the store's watch ended") };
-                mirror.apply(&batch);
+                relevant = mirror.apply_where(&batch, crate::placement_state);
                 while let Ok(more) = watch.try_recv() {
-                    mirror.apply(&more);
+                    relevant |= mirror.apply_where(&more, crate::placement_state);
                 }
             }
             changed = standing.changed() => changed?,

@@ -87,15 +87,19 @@ pub(crate) async fn follow(daemon: Arc<Daemon>) -> anyhow::Result<()> {
     let daemon = &daemon;
     let snap = daemon.store.snapshot("").await?;
     let mut watch = daemon.store.watch("", snap.revision).await?;
-    let mut mirror = Mirror::from_snapshot(snap);
+    let mut mirror = Mirror::from_snapshot_where(snap, crate::placement_state);
     apply(daemon, &mirror).await?;
     while let Some(batch) = watch.recv().await {
-        mirror.apply(&batch);
+        let mut changed = mirror.apply_where(&batch, crate::placement_state);
         // Coalesce a burst of changes into one apply.
         while let Ok(more) = watch.try_recv() {
-            mirror.apply(&more);
+            changed |= mirror.apply_where(&more, crate::placement_state);
         }
-        apply(daemon, &mirror).await?;
+        if changed {
+            apply(daemon, &mirror).await?;
+        } else {
+            daemon.lb_applied.send_replace(mirror.revision);
+        }
     }
     anyhow::bail!("the store's watch ended")
 }

@@ -72,6 +72,14 @@ impl Daemon {
 }
 
 /// Seconds since the Unix epoch.
+/// Keys of the network services (DHCP leases, DNS zones): they change per
+/// client, and the followers of the whole key space (load balancer,
+/// customer IPs) never read them, so they skip them instead of
+/// re-reconciling on every lease.
+pub(crate) fn placement_state(key: &str) -> bool {
+    !key.starts_with("dhcp/") && !key.starts_with("dns/")
+}
+
 pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

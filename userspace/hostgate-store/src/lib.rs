@@ -233,10 +233,25 @@ impl Mirror {
 
     /// Applies a batch; batches at or below the mirror's revision are ignored.
     pub fn apply(&mut self, batch: &WatchBatch) {
+        self.apply_where(batch, |_| true);
+    }
+
+    /// A mirror of the keys `keep` accepts, for a follower that watches a
+    /// wide prefix but reads only part of it.
+    pub fn from_snapshot_where(s: Snapshot, keep: impl Fn(&str) -> bool) -> Self {
+        let entries = s.kvs.into_iter().filter(|kv| keep(&kv.key)).map(|kv| (kv.key.clone(), kv)).collect();
+        Mirror { revision: s.revision, entries }
+    }
+
+    /// Applies the events of a batch whose keys `keep` accepts; whether
+    /// there was any (the revision advances either way).
+    pub fn apply_where(&mut self, batch: &WatchBatch, keep: impl Fn(&str) -> bool) -> bool {
         if batch.revision <= self.revision {
-            return;
+            return false;
         }
-        for e in &batch.events {
+        let mut any = false;
+        for e in batch.events.iter().filter(|e| keep(e.key())) {
+            any = true;
             match e {
                 Event::Put(kv) => {
                     self.entries.insert(kv.key.clone(), kv.clone());
@@ -247,5 +262,6 @@ impl Mirror {
             }
         }
         self.revision = batch.revision;
+        any
     }
 }
