@@ -321,6 +321,9 @@ mod tests {
             interfaces: vec![],
             node: None,
             dns: vec![],
+            ipv6_prefix: None,
+            dns6: vec![],
+            search: vec![],
         }
     }
 

@@ -1,6 +1,6 @@
 //! A customer's DHCP network: what the server hands out on its interfaces.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,14 @@ pub enum NetworkError {
     Pool(Ipv4Addr, Ipv4Addr, &'static str),
     #[error("lease_secs: {0} is not between 60 and 2592000 (30 days)")]
     LeaseTime(u32),
+    #[error("ipv6_prefix: {0}/{1} must be a /64 without host bits, global unicast (SLAAC needs a /64)")]
+    Ipv6Prefix(Ipv6Addr, u8),
+    #[error("dns6: {0} is not a unicast address")]
+    Dns6(Ipv6Addr),
+    #[error("search: {0:?} is not a domain name (labels of 1-63 letters, digits and '-', 253 characters at most)")]
+    Search(String),
+    #[error("{0}: needs ipv6_prefix (router advertisements carry it)")]
+    NeedsIpv6(&'static str),
 }
 
 /// An inclusive address range handed out dynamically.
@@ -58,6 +66,17 @@ pub struct Network {
     /// DNS servers handed out (default: the gateway, where hostgate's DNS answers).
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+    /// The /64 advertised for SLAAC on the interfaces (router advertisements;
+    /// the node takes `prefix::1` as its router address there).
+    #[serde(default)]
+    pub ipv6_prefix: Option<(Ipv6Addr, u8)>,
+    /// IPv6 DNS servers advertised (RDNSS; default: the router address,
+    /// where hostgate's DNS answers).
+    #[serde(default)]
+    pub dns6: Vec<Ipv6Addr>,
+    /// DNS search domains advertised (DNSSL), the network's own domain first.
+    #[serde(default)]
+    pub search: Vec<String>,
 }
 
 /// Store keys.
@@ -134,7 +153,36 @@ impl Network {
         if !(60..=2_592_000).contains(&self.lease_secs) {
             return Err(NetworkError::LeaseTime(self.lease_secs));
         }
+        self.validate_ipv6()
+    }
+
+    /// The IPv6 side: a global /64, unicast DNS servers, search domains
+    /// that are domain names; DNS servers and domains only with a prefix
+    /// (they travel in its router advertisements).
+    fn validate_ipv6(&self) -> Result<(), NetworkError> {
+        if let Some((addr, len)) = self.ipv6_prefix {
+            let host_bits = u128::from(addr) & (u128::MAX >> 64) != 0;
+            let special = addr.is_multicast() || addr.is_loopback() || addr.is_unspecified() || (addr.segments()[0] & 0xffc0) == 0xfe80;
+            if len != 64 || host_bits || special {
+                return Err(NetworkError::Ipv6Prefix(addr, len));
+            }
+        } else if !self.dns6.is_empty() {
+            return Err(NetworkError::NeedsIpv6("dns6"));
+        } else if !self.search.is_empty() {
+            return Err(NetworkError::NeedsIpv6("search"));
+        }
+        if let Some(a) = self.dns6.iter().find(|a| a.is_multicast() || a.is_unspecified()) {
+            return Err(NetworkError::Dns6(*a));
+        }
+        if let Some(d) = self.search.iter().find(|d| crate::ra::encode_name(d).is_none()) {
+            return Err(NetworkError::Search(d.clone()));
+        }
         Ok(())
+    }
+
+    /// The router address on the interfaces: `prefix::1`.
+    pub fn router6(&self) -> Option<Ipv6Addr> {
+        self.ipv6_prefix.map(|(p, _)| Ipv6Addr::from(u128::from(p) | 1))
     }
 }
 
@@ -154,6 +202,9 @@ mod tests {
             interfaces: vec![],
             node: None,
             dns: vec![],
+            ipv6_prefix: None,
+            dns6: vec![],
+            search: vec![],
         }
     }
 
@@ -186,5 +237,43 @@ mod tests {
             "pool 198.51.100.1-198.51.100.199: it holds the gateway"
         );
         assert_eq!(with(|n| n.lease_secs = 10), "lease_secs: 10 is not between 60 and 2592000 (30 days)");
+    }
+
+    #[test]
+    fn ipv6_fields_are_checked_and_optional() {
+        let v6 = |f: fn(&mut Network)| {
+            let mut n = net();
+            n.ipv6_prefix = Some(("2001:db8:1::".parse().expect("addr"), 64));
+            f(&mut n);
+            n.validate().map_err(|e| e.to_string())
+        };
+        assert_eq!(v6(|_| {}), Ok(()));
+        assert_eq!(v6(|n| n.search = vec!["example.test".into(), "test".into()]), Ok(()));
+        assert_eq!(
+            v6(|n| n.ipv6_prefix = Some(("2001:db8::".parse().expect("addr"), 48))),
+            Err("ipv6_prefix: 2001:db8::/48 must be a /64 without host bits, global unicast (SLAAC needs a /64)".into())
+        );
+        assert!(v6(|n| n.ipv6_prefix = Some(("2001:db8:1::5".parse().expect("addr"), 64))).is_err());
+        assert!(v6(|n| n.ipv6_prefix = Some(("fe80::".parse().expect("addr"), 64))).is_err());
+        assert_eq!(v6(|n| n.dns6 = vec!["ff02::1".parse().expect("addr")]), Err("dns6: ff02::1 is not a unicast address".into()));
+        assert!(v6(|n| n.search = vec!["bad..name".into()]).unwrap_err().starts_with("search: \"bad..name\""));
+        let mut n = net();
+        n.dns6 = vec!["2001:db8::53".parse().expect("addr")];
+        assert_eq!(n.validate().map_err(|e| e.to_string()), Err("dns6: needs ipv6_prefix (router advertisements carry it)".into()));
+        n.dns6.clear();
+        assert_eq!(n.router6(), None);
+        n.ipv6_prefix = Some(("2001:db8:1::".parse().expect("addr"), 64));
+        assert_eq!(n.router6(), Some("2001:db8:1::1".parse().expect("addr")));
+    }
+
+    #[test]
+    fn networks_stored_before_ipv6_still_load() {
+        let mut stored = serde_json::to_value(net()).expect("json");
+        let obj = stored.as_object_mut().expect("object");
+        for f in ["ipv6_prefix", "dns6", "search"] {
+            obj.remove(f);
+        }
+        let n: Network = serde_json::from_value(stored).expect("old record loads");
+        assert_eq!(n, net());
     }
 }
