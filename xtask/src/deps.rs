@@ -17,6 +17,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("protobuf-compiler", "protoc, which etcd-client's build script runs"),
     ("etcd-server", "the etcd that cluster tests and the cluster demo run"),
     ("busybox-static", "udhcpc, the DHCP client of the DHCP tests"),
+    ("ndisc6", "rdisc6, which checks router advertisements (RDNSS, DNSSL) in the RA test"),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -59,6 +59,7 @@ fn parse_network(d: &Daemon, v: &NetworkView) -> Result<Network, Failure> {
     for s in &v.dns {
         dns.push(s.parse().map_err(|_| bad(format!("dns: {s:?} is not an IPv4 address")))?);
     }
+    let (ipv6_prefix, dns6, search) = crate::ra::parse_fields(v)?;
     for i in &v.interfaces {
         if hostgate_dataplane::sys::ifindex(i).is_none() {
             return Err(bad(format!("iface: {i:?} does not exist on this node")));
@@ -75,13 +76,16 @@ fn parse_network(d: &Daemon, v: &NetworkView) -> Result<Network, Failure> {
         interfaces: v.interfaces.clone(),
         node: Some(d.config.node_name.clone()),
         dns,
+        ipv6_prefix,
+        dns6,
+        search,
     };
     n.validate().map_err(|e| bad(e.to_string()))?;
     Ok(n)
 }
 
 fn view(n: &Network, leases: usize) -> NetworkView {
-    NetworkView {
+    let mut v = NetworkView {
         name: n.name.clone(),
         customer: n.customer.clone(),
         subnet: format!("{}/{}", n.subnet, n.prefix_len),
@@ -91,7 +95,10 @@ fn view(n: &Network, leases: usize) -> NetworkView {
         interfaces: n.interfaces.clone(),
         dns: n.dns.iter().map(ToString::to_string).collect(),
         leases,
-    }
+        ..NetworkView::default()
+    };
+    crate::ra::fill_view(n, &mut v);
+    v
 }
 
 pub async fn add_network(
@@ -306,6 +313,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut watch = d.store.watch(keys::DHCP, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
     let mut served: HashMap<String, Served> = HashMap::new();
+    let mut advertisers = crate::ra::Advertisers::default();
     let reservations: Arc<RwLock<Vec<Reservation>>> = Arc::default();
     loop {
         *reservations.write().await = mirror
@@ -322,6 +330,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
             .filter(|n| n.node.as_deref().is_none_or(|node| node == d.config.node_name))
             .map(|n| (n.name.clone(), n))
             .collect();
+        advertisers.reconcile(&wanted).await;
         served.retain(|name, s| wanted.get(name) == Some(&s.network));
         for (name, network) in wanted {
             if served.contains_key(&name) {

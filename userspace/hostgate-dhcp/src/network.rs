@@ -162,7 +162,10 @@ impl Network {
     fn validate_ipv6(&self) -> Result<(), NetworkError> {
         if let Some((addr, len)) = self.ipv6_prefix {
             let host_bits = u128::from(addr) & (u128::MAX >> 64) != 0;
-            let special = addr.is_multicast() || addr.is_loopback() || addr.is_unspecified() || (addr.segments()[0] & 0xffc0) == 0xfe80;
+            let special = addr.is_multicast()
+                || addr.is_loopback()
+                || addr.is_unspecified()
+                || (addr.segments()[0] & 0xffc0) == 0xfe80;
             if len != 64 || host_bits || special {
                 return Err(NetworkError::Ipv6Prefix(addr, len));
             }
@@ -255,11 +258,17 @@ mod tests {
         );
         assert!(v6(|n| n.ipv6_prefix = Some(("2001:db8:1::5".parse().expect("addr"), 64))).is_err());
         assert!(v6(|n| n.ipv6_prefix = Some(("fe80::".parse().expect("addr"), 64))).is_err());
-        assert_eq!(v6(|n| n.dns6 = vec!["ff02::1".parse().expect("addr")]), Err("dns6: ff02::1 is not a unicast address".into()));
+        assert_eq!(
+            v6(|n| n.dns6 = vec!["ff02::1".parse().expect("addr")]),
+            Err("dns6: ff02::1 is not a unicast address".into())
+        );
         assert!(v6(|n| n.search = vec!["bad..name".into()]).unwrap_err().starts_with("search: \"bad..name\""));
         let mut n = net();
         n.dns6 = vec!["2001:db8::53".parse().expect("addr")];
-        assert_eq!(n.validate().map_err(|e| e.to_string()), Err("dns6: needs ipv6_prefix (router advertisements carry it)".into()));
+        assert_eq!(
+            n.validate().map_err(|e| e.to_string()),
+            Err("dns6: needs ipv6_prefix (router advertisements carry it)".into())
+        );
         n.dns6.clear();
         assert_eq!(n.router6(), None);
         n.ipv6_prefix = Some(("2001:db8:1::".parse().expect("addr"), 64));

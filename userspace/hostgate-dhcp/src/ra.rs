@@ -4,7 +4,7 @@
 //! the body on a raw ICMPv6 socket (the kernel fills in the checksum) and
 //! passes the time and random numbers in.
 
-use std::{collections::HashMap, net::Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use crate::network::Network;
 
@@ -258,13 +258,20 @@ pub fn checksum(src: Ipv6Addr, dst: Ipv6Addr, icmp: &[u8]) -> u16 {
 
 /// When to answer solicitations on one interface (RFC 4861 §6.2.6): after
 /// a random 0-500 ms; by unicast to a solicitor with an address (RFC 7772,
-/// radvd's AdvRASolicitedUnicast), at most once per 3 s per solicitor; by
-/// multicast otherwise, at most one multicast RA per 3 s on the interface.
+/// radvd's AdvRASolicitedUnicast), so that a host asking again (rdisc6,
+/// a kernel retrying) is answered at once, with at most
+/// [`UNICAST_ANSWERS_PER_SEC`] such answers per second on the interface
+/// against floods; by multicast otherwise, at most one multicast RA per 3 s
+/// on the interface (MIN_DELAY_BETWEEN_RAS).
 #[derive(Debug, Default)]
 pub struct Answers {
     last_multicast_ms: Option<u64>,
-    last_unicast_ms: HashMap<Ipv6Addr, u64>,
+    /// The current one-second window of unicast answers and their number.
+    window_ms: u64,
+    unicast_in_window: u32,
 }
+
+pub const UNICAST_ANSWERS_PER_SEC: u32 = 10;
 
 /// An answer to send: at `at_ms`, to the solicitor (None: to all nodes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,21 +284,22 @@ impl Answers {
     /// The answer to `s` received at `now_ms`, if one is due.
     pub fn solicited(&mut self, now_ms: u64, s: &Solicitation, random: u32) -> Option<Answer> {
         let at_ms = now_ms + u64::from(random) % (MAX_RA_DELAY_TIME_MS + 1);
-        let recent = |t: u64| now_ms < t + MIN_DELAY_BETWEEN_RAS_MS;
-        self.last_unicast_ms.retain(|_, t| recent(*t));
         match s.source {
             Some(host) => {
-                if self.last_unicast_ms.contains_key(&host) {
+                if now_ms >= self.window_ms + 1000 {
+                    (self.window_ms, self.unicast_in_window) = (now_ms, 0);
+                }
+                if self.unicast_in_window >= UNICAST_ANSWERS_PER_SEC {
                     return None;
                 }
-                self.last_unicast_ms.insert(host, at_ms);
+                self.unicast_in_window += 1;
                 Some(Answer { at_ms, to: Some(host) })
             }
             None => {
-                let earliest = self.last_multicast_ms.map_or(0, |t| t + MIN_DELAY_BETWEEN_RAS_MS);
                 if self.last_multicast_ms.is_some_and(|t| t >= now_ms) {
                     return None; // one is already scheduled: it answers this one too
                 }
+                let earliest = self.last_multicast_ms.map_or(0, |t| t + MIN_DELAY_BETWEEN_RAS_MS);
                 let at_ms = at_ms.max(earliest);
                 self.last_multicast_ms = Some(at_ms);
                 Some(Answer { at_ms, to: None })
@@ -375,7 +383,8 @@ mod tests {
                     r.prefix = Some((b[0], b[1], be32(&b[2..]), be32(&b[6..]), Ipv6Addr::from(addr)));
                 }
                 OPT_RDNSS => {
-                    let addrs = b[6..].chunks(16).map(|c| Ipv6Addr::from(<[u8; 16]>::try_from(c).expect("16"))).collect();
+                    let addrs =
+                        b[6..].chunks(16).map(|c| Ipv6Addr::from(<[u8; 16]>::try_from(c).expect("16"))).collect();
                     r.rdnss = Some((be32(&b[2..]), addrs));
                 }
                 OPT_DNSSL => r.dnssl = Some((be32(&b[2..]), names(&b[6..]))),
@@ -472,8 +481,12 @@ mod tests {
         let host = Solicitation { source: Some("fe80::1".parse().expect("addr")), source_ll: None };
         let anon = Solicitation { source: None, source_ll: None };
         assert_eq!(a.solicited(1_000, &host, 700), Some(Answer { at_ms: 1_199, to: host.source }));
-        assert_eq!(a.solicited(2_000, &host, 0), None, "the same host within 3 s");
-        assert!(a.solicited(4_300, &host, 0).is_some());
+        assert!(a.solicited(1_100, &host, 0).is_some(), "a host asking again is answered again");
+        for _ in 2..UNICAST_ANSWERS_PER_SEC {
+            assert!(a.solicited(1_500, &host, 0).is_some());
+        }
+        assert_eq!(a.solicited(1_900, &host, 0), None, "at most 10 unicast answers a second");
+        assert!(a.solicited(2_000, &host, 0).is_some(), "the next second");
         a.sent_multicast(10_000);
         assert_eq!(a.solicited(11_000, &anon, 0), Some(Answer { at_ms: 13_000, to: None }), "3 s after the last");
         assert_eq!(a.solicited(11_500, &anon, 0), None, "the scheduled one answers both");

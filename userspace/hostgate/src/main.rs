@@ -246,29 +246,7 @@ enum ContainerCommand {
 #[derive(Subcommand)]
 enum NetworkCommand {
     /// Declare a network served by DHCP on this node's container interfaces.
-    Add {
-        name: String,
-        #[arg(long)]
-        customer: String,
-        /// ADDRESS/LENGTH, e.g. 198.51.100.0/24.
-        #[arg(long)]
-        subnet: String,
-        /// The router handed out (this node's address on the interfaces).
-        #[arg(long)]
-        gateway: String,
-        /// FIRST-LAST; repeat for more.
-        #[arg(long = "pool", required = true)]
-        pools: Vec<String>,
-        /// Container-facing interface to answer on; repeat for more.
-        #[arg(long = "iface", required = true)]
-        interfaces: Vec<String>,
-        /// Lease time in seconds (default 3600).
-        #[arg(long)]
-        lease_secs: Option<u32>,
-        /// DNS server handed out (default: the gateway); repeat for more.
-        #[arg(long = "dns")]
-        dns: Vec<String>,
-    },
+    Add(Box<NetworkAdd>),
     /// Every network, with its bound leases.
     List {
         #[arg(long)]
@@ -276,6 +254,42 @@ enum NetworkCommand {
     },
     /// Remove a network and its leases.
     Rm { name: String },
+}
+
+/// `hostgate network add` (boxed in its variant: far larger than the others).
+#[derive(clap::Args)]
+struct NetworkAdd {
+    name: String,
+    #[arg(long)]
+    customer: String,
+    /// ADDRESS/LENGTH, e.g. 198.51.100.0/24.
+    #[arg(long)]
+    subnet: String,
+    /// The router handed out (this node's address on the interfaces).
+    #[arg(long)]
+    gateway: String,
+    /// FIRST-LAST; repeat for more.
+    #[arg(long = "pool", required = true)]
+    pools: Vec<String>,
+    /// Container-facing interface to answer on; repeat for more.
+    #[arg(long = "iface", required = true)]
+    interfaces: Vec<String>,
+    /// Lease time in seconds (default 3600).
+    #[arg(long)]
+    lease_secs: Option<u32>,
+    /// DNS server handed out (default: the gateway); repeat for more.
+    #[arg(long = "dns")]
+    dns: Vec<String>,
+    /// IPv6 /64 advertised for SLAAC (router advertisements), e.g.
+    /// 2001:db8:1::/64; the node takes PREFIX::1 on the interfaces.
+    #[arg(long)]
+    ipv6_prefix: Option<String>,
+    /// IPv6 DNS server advertised (RDNSS; default: PREFIX::1); repeat for more.
+    #[arg(long = "dns6")]
+    dns6: Vec<String>,
+    /// DNS search domain advertised (DNSSL), the network's domain first; repeat for more.
+    #[arg(long = "search")]
+    search: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -664,10 +678,37 @@ async fn container(client: &Client, command: ContainerCommand) -> anyhow::Result
 async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()> {
     use hostgate_api::{NetworkRef, NetworkView};
     match command {
-        NetworkCommand::Add { name, customer, subnet, gateway, pools, interfaces, lease_secs, dns } => {
-            let v = NetworkView { name, customer, subnet, gateway, pools, lease_secs, interfaces, dns, leases: 0 };
+        NetworkCommand::Add(add) => {
+            let NetworkAdd {
+                name,
+                customer,
+                subnet,
+                gateway,
+                pools,
+                interfaces,
+                lease_secs,
+                dns,
+                ipv6_prefix,
+                dns6,
+                search,
+            } = *add;
+            let v = NetworkView {
+                name,
+                customer,
+                subnet,
+                gateway,
+                pools,
+                lease_secs,
+                interfaces,
+                dns,
+                leases: 0,
+                ipv6_prefix,
+                dns6,
+                search,
+            };
             let n: NetworkView = client.post(hostgate_api::NETWORKS, &v).await?;
-            println!("network {} ({}) served on {}", n.name, n.subnet, n.interfaces.join(", "));
+            let v6 = n.ipv6_prefix.as_ref().map(|p| format!(", {p} advertised")).unwrap_or_default();
+            println!("network {} ({}{v6}) served on {}", n.name, n.subnet, n.interfaces.join(", "));
         }
         NetworkCommand::List { json } => {
             let all: Vec<NetworkView> = client.get(hostgate_api::NETWORKS).await?;

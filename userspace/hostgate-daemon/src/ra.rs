@@ -1,0 +1,453 @@
+//! IPv6 router advertisements on the interfaces of DHCP networks that have
+//! an IPv6 prefix (what radvd or dnsmasq's `enable-ra` would do there): the
+//! node takes `prefix::1/64` on each interface (marked as hostgate's), and a
+//! task per interface sends RAs from the interface's link-local address,
+//! unsolicited on RFC 4861's schedule and in answer to router
+//! solicitations. When a network or interface stops being served, or the
+//! daemon stops, a last RA with router lifetime 0 withdraws the router.
+//! The message contents and timing are `hostgate_dhcp::ra`'s; this module
+//! owns the sockets and addresses. The DHCP follower calls
+//! [`Advertisers::reconcile`] with the networks it serves.
+
+use std::{
+    collections::HashMap,
+    io,
+    mem::{size_of, zeroed},
+    net::Ipv6Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use hostgate_api::NetworkView;
+use hostgate_dhcp::{
+    network::Network,
+    ra::{parse_rs, Answer, Answers, RaConfig, ROUTER_SOLICITATION},
+};
+use tokio::{io::unix::AsyncFd, task::JoinHandle, time::Instant};
+use tracing::{debug, info, warn};
+
+use crate::{api::Failure, netif};
+
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+/// Answers waiting for their random delay; more are dropped (a flood of
+/// solicitations from made-up sources must not grow memory).
+const MAX_PENDING: usize = 64;
+
+/// The IPv6 fields of an API request: (prefix, DNS servers, search domains).
+pub(crate) type V6Fields = (Option<(Ipv6Addr, u8)>, Vec<Ipv6Addr>, Vec<String>);
+
+/// Reads the IPv6 fields of a network request (checked further by
+/// `Network::validate`).
+pub(crate) fn parse_fields(v: &NetworkView) -> Result<V6Fields, Failure> {
+    let bad = |m: String| Failure(axum::http::StatusCode::BAD_REQUEST, m);
+    let prefix = match &v.ipv6_prefix {
+        None => None,
+        Some(p) => Some(
+            p.split_once('/')
+                .and_then(|(a, l)| Some((a.parse::<Ipv6Addr>().ok()?, l.parse::<u8>().ok()?)))
+                .ok_or_else(|| bad(format!("ipv6_prefix: {p:?} is not ADDRESS/64 (e.g. 2001:db8:1::/64)")))?,
+        ),
+    };
+    let mut dns6 = Vec::new();
+    for s in &v.dns6 {
+        dns6.push(s.parse().map_err(|_| bad(format!("dns6: {s:?} is not an IPv6 address")))?);
+    }
+    Ok((prefix, dns6, v.search.clone()))
+}
+
+/// Fills the IPv6 fields of a network's API view.
+pub(crate) fn fill_view(n: &Network, v: &mut NetworkView) {
+    v.ipv6_prefix = n.ipv6_prefix.map(|(a, l)| format!("{a}/{l}"));
+    v.dns6 = n.dns6.iter().map(ToString::to_string).collect();
+    v.search = n.search.clone();
+}
+
+/// The advertising tasks of this node, by (network, interface).
+#[derive(Default)]
+pub(crate) struct Advertisers {
+    running: HashMap<(String, String), Advertiser>,
+}
+
+impl Advertisers {
+    /// Makes the running advertisers match `wanted`: withdraws (last RA,
+    /// router address removed) what is no longer wanted or changed, starts
+    /// what is missing. Failures are logged and retried at the next call.
+    pub(crate) async fn reconcile(&mut self, wanted: &HashMap<String, Network>) {
+        let mut want: HashMap<(String, String), RaConfig> = HashMap::new();
+        for n in wanted.values() {
+            let Some(config) = RaConfig::for_network(n) else { continue };
+            for iface in &n.interfaces {
+                want.insert((n.name.clone(), iface.clone()), config.clone());
+            }
+        }
+        let stale: Vec<_> =
+            self.running.iter().filter(|(k, a)| want.get(*k) != Some(&a.base)).map(|(k, _)| k.clone()).collect();
+        for key in stale {
+            if let Some(a) = self.running.remove(&key) {
+                a.stop().await;
+            }
+        }
+        for (key, base) in want {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            match Advertiser::start(&key.1, base).await {
+                Ok(a) => {
+                    info!(network = %key.0, iface = %key.1, router = %a.router, "IPv6 router advertisements on");
+                    self.running.insert(key, a);
+                }
+                Err(e) => warn!(network = %key.0, iface = %key.1, error = format!("{e:#}"), "cannot advertise here"),
+            }
+        }
+    }
+}
+
+/// One interface's advertiser: its task, and what withdraws it.
+struct Advertiser {
+    iface: String,
+    /// The configuration from the network alone (to compare with).
+    base: RaConfig,
+    router: Ipv6Addr,
+    socket: Arc<RaSocket>,
+    /// The withdrawing RA, sent when this is dropped.
+    last: Vec<u8>,
+    task: JoinHandle<()>,
+}
+
+impl Advertiser {
+    async fn start(iface: &str, base: RaConfig) -> anyhow::Result<Advertiser> {
+        let mut config = base.clone();
+        config.source_mac = Some(netif::mac_of(iface)?);
+        config.mtu = Some(mtu_of(iface)?);
+        let router = Ipv6Addr::from(u128::from(base.prefix) | 1);
+        let addresses = netif::Addresses::connect(iface)?;
+        addresses.add_on_link(router.into(), base.prefix_len).await?;
+        let socket = Arc::new(RaSocket::open(iface).with_context(|| format!("raw ICMPv6 socket on {iface}"))?);
+        let last = config.withdrawn().build();
+        let task = tokio::spawn(advertise(socket.clone(), config, iface.to_string()));
+        Ok(Advertiser { iface: iface.to_string(), base, router, socket, last, task })
+    }
+
+    /// Withdraws the router (by the drop) and removes its address.
+    async fn stop(self) {
+        let (iface, router) = (self.iface.clone(), self.router);
+        drop(self);
+        let removed = match netif::Addresses::connect(&iface) {
+            Ok(a) => a.remove_ours(router.into()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            warn!(%iface, %router, error = format!("{e:#}"), "router address not removed");
+        }
+        info!(%iface, %router, "IPv6 router advertisements off");
+    }
+}
+
+impl Drop for Advertiser {
+    /// The last RA goes out here, synchronously, so that it is sent however
+    /// the advertiser ends: removed by the follower, or dropped with the
+    /// runtime when the daemon stops.
+    fn drop(&mut self) {
+        self.task.abort();
+        if self.socket.bound.load(Ordering::Acquire) {
+            if let Err(e) = self.socket.send(&self.last, ALL_NODES) {
+                warn!(iface = %self.iface, error = %e, "withdrawing RA not sent");
+            }
+        }
+    }
+}
+
+/// Sends unsolicited RAs and answers solicitations until aborted.
+async fn advertise(socket: Arc<RaSocket>, config: RaConfig, iface: String) {
+    // Hosts accept RAs only from a link-local source, which is usable only
+    // once the kernel has checked it for duplicates.
+    while let Err(e) = socket.bind_link_local(&iface) {
+        debug!(%iface, error = format!("{e:#}"), "waiting for a link-local address");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ra = config.build();
+    let start = Instant::now();
+    let now_ms = || start.elapsed().as_millis() as u64;
+    let (mut answers, mut pending, mut sent, mut next_unsolicited) = (Answers::default(), Vec::<Answer>::new(), 0, 0);
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let due = pending.iter().map(|a| a.at_ms).min().unwrap_or(u64::MAX).min(next_unsolicited);
+        tokio::select! {
+            () = tokio::time::sleep_until(start + Duration::from_millis(due)) => {
+                let now = now_ms();
+                if now >= next_unsolicited {
+                    send_or_warn(&socket, &ra, ALL_NODES, &iface);
+                    answers.sent_multicast(now);
+                    sent += 1;
+                    next_unsolicited = now + config.unsolicited_interval_ms(sent, random());
+                }
+                pending.retain(|a| {
+                    if a.at_ms > now {
+                        return true;
+                    }
+                    send_or_warn(&socket, &ra, a.to.unwrap_or(ALL_NODES), &iface);
+                    false
+                });
+            }
+            got = socket.recv(&mut buf) => match got {
+                Ok((src, dst, hops, len)) => match parse_rs(src, dst, hops, &buf[..len]) {
+                    Ok(rs) => {
+                        if let Some(a) = answers.solicited(now_ms(), &rs, random()).filter(|_| pending.len() < MAX_PENDING) {
+                            pending.push(a);
+                        }
+                    }
+                    Err(e) => debug!(%iface, %src, error = %e, "router solicitation ignored"),
+                },
+                Err(e) => {
+                    warn!(%iface, error = %e, "receiving solicitations failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Sends, logging a failure: the next RA is never far off.
+fn send_or_warn(socket: &RaSocket, ra: &[u8], to: Ipv6Addr, iface: &str) {
+    if let Err(e) = socket.send(ra, to) {
+        warn!(%iface, %to, error = %e, "RA not sent");
+    }
+}
+
+/// A random number for RFC 4861's jitter (getrandom; the clock if that fails).
+fn random() -> u32 {
+    let mut r = 0u32;
+    // SAFETY: getrandom writes at most 4 bytes into `r`.
+    let n = unsafe { libc::getrandom((&mut r as *mut u32).cast(), 4, libc::GRND_NONBLOCK) };
+    if n != 4 {
+        r = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    }
+    r
+}
+
+/// The MTU of `iface` (SIOCGIFMTU, asked of this namespace's kernel).
+fn mtu_of(iface: &str) -> anyhow::Result<u32> {
+    // SAFETY: plain socket(2); owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("socket for SIOCGIFMTU");
+    }
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; the name is copied in bounds.
+    let mut req: libc::ifreq = unsafe { zeroed() };
+    anyhow::ensure!(iface.len() < req.ifr_name.len(), "interface name {iface:?} is too long");
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) } != 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("reading the MTU of {iface}"));
+    }
+    // SAFETY: SIOCGIFMTU filled the mtu arm of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// A raw ICMPv6 socket on one interface: receives router solicitations
+/// (only those: ICMP6_FILTER) sent to ff02::2, sends RAs with hop limit 255.
+struct RaSocket {
+    fd: AsyncFd<OwnedFd>,
+    ifindex: u32,
+    /// Bound to the link-local address: RAs may go out.
+    bound: AtomicBool,
+}
+
+/// ICMP6_FILTER (linux/icmpv6.h), not in the libc crate.
+const ICMP6_FILTER: libc::c_int = 1;
+
+impl RaSocket {
+    fn open(iface: &str) -> io::Result<RaSocket> {
+        let ifindex = hostgate_dataplane::sys::ifindex(iface)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {iface:?}")))?;
+        // SAFETY: plain socket(2); owned at once.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET6,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMPV6,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        setopt(&fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, iface.as_bytes())?;
+        let (v6, hops, one, off) = (libc::IPPROTO_IPV6, 255 as libc::c_int, 1 as libc::c_int, 0 as libc::c_int);
+        setopt(&fd, v6, libc::IPV6_UNICAST_HOPS, &hops)?;
+        setopt(&fd, v6, libc::IPV6_MULTICAST_HOPS, &hops)?;
+        setopt(&fd, v6, libc::IPV6_MULTICAST_IF, &(ifindex as libc::c_int))?;
+        // Our own RAs are not for this node's stack.
+        setopt(&fd, v6, libc::IPV6_MULTICAST_LOOP, &off)?;
+        setopt(&fd, v6, libc::IPV6_RECVHOPLIMIT, &one)?;
+        setopt(&fd, v6, libc::IPV6_RECVPKTINFO, &one)?;
+        let mut filter = [u32::MAX; 8];
+        filter[usize::from(ROUTER_SOLICITATION >> 5)] &= !(1 << (ROUTER_SOLICITATION & 31));
+        setopt(&fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &filter)?;
+        let join = libc::ipv6_mreq { ipv6mr_multiaddr: in6(ALL_ROUTERS), ipv6mr_interface: ifindex };
+        setopt(&fd, v6, libc::IPV6_ADD_MEMBERSHIP, &join)?;
+        // SAFETY: an OwnedFd keeps its one descriptor open until dropped.
+        let fd = unsafe { AsyncFd::register(fd) }?;
+        Ok(RaSocket { fd, ifindex, bound: AtomicBool::new(false) })
+    }
+
+    /// Binds to the interface's link-local address (fails while it is
+    /// missing or tentative), so that every RA has it as source.
+    fn bind_link_local(&self, iface: &str) -> anyhow::Result<()> {
+        let ll = link_local(iface)?.with_context(|| format!("{iface} has no link-local address"))?;
+        let sa = sockaddr(ll, self.ifindex);
+        // SAFETY: sa is a valid sockaddr_in6 of the size given.
+        let rc = unsafe {
+            libc::bind(
+                self.fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in6).cast(),
+                size_of::<libc::sockaddr_in6>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error()).with_context(|| format!("binding to {ll}%{iface}"));
+        }
+        self.bound.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn send(&self, msg: &[u8], to: Ipv6Addr) -> io::Result<()> {
+        let sa = sockaddr(to, self.ifindex);
+        // SAFETY: msg and sa outlive the call; the kernel fills the checksum.
+        let rc = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&sa as *const libc::sockaddr_in6).cast(),
+                size_of::<libc::sockaddr_in6>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// One message: (source, destination, hop limit, length).
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<(Ipv6Addr, Ipv6Addr, u8, usize)> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| recv_msg(fd.as_raw_fd(), buf)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// recvmsg(2) with the hop limit and destination from control messages;
+/// a message without them reads as hop limit 0 (and is refused).
+fn recv_msg(fd: libc::c_int, buf: &mut [u8]) -> io::Result<(Ipv6Addr, Ipv6Addr, u8, usize)> {
+    // SAFETY: every pointer in msghdr points into locals that outlive the
+    // call, with their true sizes; control messages are read through the
+    // CMSG macros within msg_controllen.
+    unsafe {
+        let mut from: libc::sockaddr_in6 = zeroed();
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut control = [0u64; 16];
+        let mut msg: libc::msghdr = zeroed();
+        msg.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in6>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of::<[u64; 16]>();
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (mut hops, mut dst) = (0u8, Ipv6Addr::UNSPECIFIED);
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+                    hops = std::ptr::read_unaligned(data.cast::<libc::c_int>()).clamp(0, 255) as u8;
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    dst = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        Ok((Ipv6Addr::from(from.sin6_addr.s6_addr), dst, hops, n as usize))
+    }
+}
+
+/// The link-local address of `iface` (getifaddrs, this namespace).
+fn link_local(iface: &str) -> io::Result<Option<Ipv6Addr>> {
+    // SAFETY: getifaddrs' list is walked read-only and freed once.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut found = None;
+        let mut cur = list;
+        while !cur.is_null() {
+            let a = &*cur;
+            cur = a.ifa_next;
+            if a.ifa_addr.is_null() || i32::from((*a.ifa_addr).sa_family) != libc::AF_INET6 {
+                continue;
+            }
+            if std::ffi::CStr::from_ptr(a.ifa_name).to_bytes() != iface.as_bytes() {
+                continue;
+            }
+            let addr = Ipv6Addr::from((*a.ifa_addr.cast::<libc::sockaddr_in6>()).sin6_addr.s6_addr);
+            if addr.segments()[0] & 0xffc0 == 0xfe80 {
+                found = Some(addr);
+                break;
+            }
+        }
+        libc::freeifaddrs(list);
+        Ok(found)
+    }
+}
+
+fn in6(a: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr { s6_addr: a.octets() }
+}
+
+fn sockaddr(a: Ipv6Addr, ifindex: u32) -> libc::sockaddr_in6 {
+    // SAFETY: a zeroed sockaddr_in6 is valid.
+    let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_addr = in6(a);
+    sa.sin6_scope_id = ifindex;
+    sa
+}
+
+/// setsockopt(2) with a value of any plain type (or a byte string).
+fn setopt<T: ?Sized>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: value points to size_of_val(value) readable bytes.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of_val(value) as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
