@@ -28,7 +28,7 @@ use hostgate_dhcp::{
     network::Network,
     ra::{parse_rs, Answer, Answers, RaConfig, ROUTER_SOLICITATION},
 };
-use tokio::{io::unix::AsyncFd, task::JoinHandle, time::Instant};
+use tokio::{io::unix::AsyncFd, sync::Notify, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
 use crate::{api::Failure, netif};
@@ -92,6 +92,9 @@ impl Advertisers {
             if let Some(a) = self.running.remove(&key) {
                 a.stop().await;
             }
+            // Hosts took the withdrawal as the whole router's: another
+            // network's advertiser on the interface speaks up at once.
+            self.running.iter().filter(|(k, _)| k.1 == key.1).for_each(|(_, a)| a.wake.notify_one());
         }
         for (key, base) in want {
             if self.running.contains_key(&key) {
@@ -117,6 +120,8 @@ struct Advertiser {
     socket: Arc<RaSocket>,
     /// The withdrawing RA, sent when this is dropped.
     last: Vec<u8>,
+    /// Makes the task send an unsolicited RA now.
+    wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -130,8 +135,9 @@ impl Advertiser {
         addresses.add_on_link(router.into(), base.prefix_len).await?;
         let socket = Arc::new(RaSocket::open(iface).with_context(|| format!("raw ICMPv6 socket on {iface}"))?);
         let last = config.withdrawn().build();
-        let task = tokio::spawn(advertise(socket.clone(), config, iface.to_string()));
-        Ok(Advertiser { iface: iface.to_string(), base, router, socket, last, task })
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(advertise(socket.clone(), config, iface.to_string(), wake.clone()));
+        Ok(Advertiser { iface: iface.to_string(), base, router, socket, last, wake, task })
     }
 
     /// Withdraws the router (by the drop) and removes its address.
@@ -164,7 +170,7 @@ impl Drop for Advertiser {
 }
 
 /// Sends unsolicited RAs and answers solicitations until aborted.
-async fn advertise(socket: Arc<RaSocket>, config: RaConfig, iface: String) {
+async fn advertise(socket: Arc<RaSocket>, config: RaConfig, iface: String, wake: Arc<Notify>) {
     // Hosts accept RAs only from a link-local source, which is usable only
     // once the kernel has checked it for duplicates.
     while let Err(e) = socket.bind_link_local(&iface) {
@@ -195,6 +201,7 @@ async fn advertise(socket: Arc<RaSocket>, config: RaConfig, iface: String) {
                     false
                 });
             }
+            () = wake.notified() => next_unsolicited = now_ms(),
             got = socket.recv(&mut buf) => match got {
                 Ok((src, dst, hops, len)) => match parse_rs(src, dst, hops, &buf[..len]) {
                     Ok(rs) => {

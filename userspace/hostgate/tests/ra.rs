@@ -33,10 +33,10 @@ fn text(ns: &Netns, args: &[&str]) -> String {
     String::from_utf8_lossy(&ns.ip(args).expect("ip").stdout).into_owned()
 }
 
-/// The client's usable (not tentative) global address in the prefix.
-fn slaac_address(ct: &Netns) -> Option<String> {
+/// The client's usable (not tentative) global address starting with `start`.
+fn slaac_address(ct: &Netns, start: &str) -> Option<String> {
     let out = text(ct, &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]);
-    let line = out.lines().find(|l| l.contains("2001:db8:1:") && !l.contains("tentative"))?;
+    let line = out.lines().find(|l| l.contains(start) && !l.contains("tentative"))?;
     line.split_whitespace().skip_while(|w| *w != "inet6").nth(1).map(str::to_string)
 }
 
@@ -90,7 +90,7 @@ fn a_kernel_client_configures_itself_from_router_advertisements() {
     assert!(err(add_network(&node, "bad", "2001:db8::/48")).contains("ipv6_prefix: 2001:db8::/48 must be a /64"));
     ok(add_network(&node, "web", PREFIX));
 
-    let addr = wait_for(20, || slaac_address(&ct)).unwrap_or_else(|| {
+    let addr = wait_for(20, || slaac_address(&ct, "2001:db8:1:")).unwrap_or_else(|| {
         panic!("no SLAAC address in {PREFIX}: {}", text(&ct, &["-6", "addr", "show", "dev", "eth0"]))
     });
     assert!(addr.ends_with("/64"), "{addr}");
@@ -116,7 +116,33 @@ fn a_kernel_client_configures_itself_from_router_advertisements() {
     let list = ok(node.cli(&["network", "list"]));
     assert!(list.contains(PREFIX), "{list}");
 
-    // Removing the network withdraws the router: lifetime 0, route gone.
+    // A second network on the same link: its removal withdraws its prefix,
+    // not the router, which the first network's advertiser restates at once.
+    ok(node.cli(&[
+        "network",
+        "add",
+        "web2",
+        "--customer",
+        "acme",
+        "--subnet",
+        "198.51.100.0/25",
+        "--gateway",
+        "198.51.100.1",
+        "--pool",
+        "198.51.100.50-198.51.100.60",
+        "--iface",
+        "hgd1",
+        "--ipv6-prefix",
+        "2001:db8:2::/64",
+    ]));
+    assert!(wait_for(20, || slaac_address(&ct, "2001:db8:2:")).is_some(), "no SLAAC address in the second prefix");
+    ok(node.cli(&["network", "rm", "web2"]));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(default_gateway(&ct), Some(gw.clone()), "the router stays: {}", text(&ct, &["-6", "route"]));
+    let second = text(&ct, &["-6", "addr", "show", "dev", "eth0"]);
+    assert!(second.contains("deprecated"), "the removed prefix is deprecated: {second}");
+
+    // Removing the last network withdraws the router: lifetime 0, route gone.
     ok(node.cli(&["network", "rm", "web"]));
     assert!(
         wait_for(5, || default_gateway(&ct).is_none().then_some(())).is_some(),
