@@ -187,7 +187,9 @@ async fn advertise(socket: Arc<RaSocket>, config: RaConfig, iface: String, wake:
         tokio::select! {
             () = tokio::time::sleep_until(start + Duration::from_millis(due)) => {
                 let now = now_ms();
-                if now >= next_unsolicited {
+                if now >= next_unsolicited && now < answers.multicast_allowed_at() {
+                    next_unsolicited = answers.multicast_allowed_at();
+                } else if now >= next_unsolicited {
                     send_or_warn(&socket, &ra, ALL_NODES, &iface);
                     answers.sent_multicast(now);
                     sent += 1;

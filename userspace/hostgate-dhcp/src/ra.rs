@@ -307,6 +307,12 @@ impl Answers {
         }
     }
 
+    /// When the next multicast RA may go (MIN_DELAY_BETWEEN_RAS counts
+    /// unsolicited ones too): an unsolicited RA due earlier waits.
+    pub fn multicast_allowed_at(&self) -> u64 {
+        self.last_multicast_ms.map_or(0, |t| t + MIN_DELAY_BETWEEN_RAS_MS)
+    }
+
     /// Records an unsolicited multicast RA sent at `now_ms`.
     pub fn sent_multicast(&mut self, now_ms: u64) {
         self.last_multicast_ms = Some(self.last_multicast_ms.map_or(now_ms, |t| t.max(now_ms)));
@@ -493,7 +499,40 @@ mod tests {
         assert_eq!(a.solicited(20_000, &anon, 250), Some(Answer { at_ms: 20_250, to: None }));
     }
 
+    /// A stream of events: (ms since the previous one, what happened:
+    /// 0 unsolicited timer, 1 solicitation from ::, 2 from a host).
+    fn replay(events: &[(u16, u8, u32)]) -> (Vec<u64>, Vec<(u64, u64)>) {
+        let host = Solicitation { source: Some("fe80::1".parse().expect("addr")), source_ll: None };
+        let anon = Solicitation { source: None, source_ll: None };
+        let (mut a, mut now, mut multicast, mut unicast) = (Answers::default(), 0u64, vec![], vec![]);
+        for &(dt, kind, random) in events {
+            now += u64::from(dt);
+            match kind % 3 {
+                0 if now >= a.multicast_allowed_at() => {
+                    a.sent_multicast(now);
+                    multicast.push(now);
+                }
+                0 => {}
+                1 => multicast.extend(a.solicited(now, &anon, random).map(|x| x.at_ms)),
+                _ => unicast.extend(a.solicited(now, &host, random).map(|x| (now, x.at_ms))),
+            }
+        }
+        multicast.sort_unstable();
+        (multicast, unicast)
+    }
+
     proptest! {
+        #[test]
+        fn multicast_ras_are_3_s_apart_and_answers_prompt(events in proptest::collection::vec((0u16..4000, any::<u8>(), any::<u32>()), 0..200)) {
+            let (multicast, unicast) = replay(&events);
+            for pair in multicast.windows(2) {
+                prop_assert!(pair[1] >= pair[0] + MIN_DELAY_BETWEEN_RAS_MS, "{:?}", pair);
+            }
+            for (asked, at) in unicast {
+                prop_assert!(asked <= at && at <= asked + MAX_RA_DELAY_TIME_MS);
+            }
+        }
+
         #[test]
         fn the_rs_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256), hop in any::<u8>(), src in any::<u128>()) {
             let _ = parse_rs(Ipv6Addr::from(src), ALL_ROUTERS, hop, &bytes);
