@@ -100,7 +100,7 @@ impl Advertisers {
             if self.running.contains_key(&key) {
                 continue;
             }
-            match Advertiser::start(&key.1, base).await {
+            match Advertiser::start(&key.0, &key.1, base).await {
                 Ok(a) => {
                     info!(network = %key.0, iface = %key.1, router = %a.router, "IPv6 router advertisements on");
                     self.running.insert(key, a);
@@ -113,6 +113,7 @@ impl Advertisers {
 
 /// One interface's advertiser: its task, and what withdraws it.
 struct Advertiser {
+    network: String,
     iface: String,
     /// The configuration from the network alone (to compare with).
     base: RaConfig,
@@ -126,7 +127,7 @@ struct Advertiser {
 }
 
 impl Advertiser {
-    async fn start(iface: &str, base: RaConfig) -> anyhow::Result<Advertiser> {
+    async fn start(network: &str, iface: &str, base: RaConfig) -> anyhow::Result<Advertiser> {
         let mut config = base.clone();
         config.source_mac = Some(netif::mac_of(iface)?);
         config.mtu = Some(mtu_of(iface)?);
@@ -137,21 +138,30 @@ impl Advertiser {
         let last = config.withdrawn().build();
         let wake = Arc::new(Notify::new());
         let task = tokio::spawn(advertise(socket.clone(), config, iface.to_string(), wake.clone()));
-        Ok(Advertiser { iface: iface.to_string(), base, router, socket, last, wake, task })
+        Ok(Advertiser {
+            network: network.to_string(),
+            iface: iface.to_string(),
+            base,
+            router,
+            socket,
+            last,
+            wake,
+            task,
+        })
     }
 
     /// Withdraws the router (by the drop) and removes its address.
     async fn stop(self) {
-        let (iface, router) = (self.iface.clone(), self.router);
+        let (network, iface, router) = (self.network.clone(), self.iface.clone(), self.router);
         drop(self);
         let removed = match netif::Addresses::connect(&iface) {
             Ok(a) => a.remove_ours(router.into()).await,
             Err(e) => Err(e),
         };
         if let Err(e) = removed {
-            warn!(%iface, %router, error = format!("{e:#}"), "router address not removed");
+            warn!(%network, %iface, %router, error = format!("{e:#}"), "router address not removed");
         }
-        info!(%iface, %router, "IPv6 router advertisements off");
+        info!(%network, %iface, %router, "IPv6 router advertisements off (router withdrawn)");
     }
 }
 
