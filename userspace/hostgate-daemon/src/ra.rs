@@ -15,10 +15,7 @@ use std::{
     mem::{size_of, zeroed},
     net::Ipv6Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -77,7 +74,7 @@ pub(crate) struct Advertisers {
 impl Advertisers {
     /// Makes the running advertisers match `wanted`: withdraws (last RA,
     /// router address removed) what is no longer wanted or changed, starts
-    /// what is missing. Failures are logged and retried at the next call.
+    /// what is missing (each retries on its own until its interface works).
     pub(crate) async fn reconcile(&mut self, wanted: &HashMap<String, Network>) {
         let mut want: HashMap<(String, String), RaConfig> = HashMap::new();
         for n in wanted.values() {
@@ -97,57 +94,52 @@ impl Advertisers {
             self.running.iter().filter(|(k, _)| k.1 == key.1).for_each(|(_, a)| a.wake.notify_one());
         }
         for (key, base) in want {
-            if self.running.contains_key(&key) {
-                continue;
-            }
-            match Advertiser::start(&key.0, &key.1, base).await {
-                Ok(a) => {
-                    info!(network = %key.0, iface = %key.1, router = %a.router, "IPv6 router advertisements on");
-                    self.running.insert(key, a);
-                }
-                Err(e) => warn!(network = %key.0, iface = %key.1, error = format!("{e:#}"), "cannot advertise here"),
-            }
+            let (network, iface) = key.clone();
+            self.running.entry(key).or_insert_with(|| Advertiser::start(&network, &iface, base));
         }
     }
 }
 
-/// One interface's advertiser: its task, and what withdraws it.
+/// The socket RAs go out on now, with the RA that withdraws the router
+/// (None while there is no usable interface).
+type Current = Arc<Mutex<Option<(Arc<RaSocket>, Vec<u8>)>>>;
+
+fn lock(c: &Current) -> std::sync::MutexGuard<'_, Option<(Arc<RaSocket>, Vec<u8>)>> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One (network, interface) advertiser: its task, and what withdraws it.
 struct Advertiser {
     network: String,
     iface: String,
     /// The configuration from the network alone (to compare with).
     base: RaConfig,
     router: Ipv6Addr,
-    socket: Arc<RaSocket>,
-    /// The withdrawing RA, sent when this is dropped.
-    last: Vec<u8>,
+    current: Current,
     /// Makes the task send an unsolicited RA now.
     wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
 impl Advertiser {
-    async fn start(network: &str, iface: &str, base: RaConfig) -> anyhow::Result<Advertiser> {
-        let mut config = base.clone();
-        config.source_mac = Some(netif::mac_of(iface)?);
-        config.mtu = Some(mtu_of(iface)?);
-        let router = Ipv6Addr::from(u128::from(base.prefix) | 1);
-        let addresses = netif::Addresses::connect(iface)?;
-        addresses.add_on_link(router.into(), base.prefix_len).await?;
-        let socket = Arc::new(RaSocket::open(iface).with_context(|| format!("raw ICMPv6 socket on {iface}"))?);
-        let last = config.withdrawn().build();
-        let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(advertise(socket.clone(), config, iface.to_string(), wake.clone()));
-        Ok(Advertiser {
+    fn start(network: &str, iface: &str, base: RaConfig) -> Advertiser {
+        let (current, wake) = (Current::default(), Arc::new(Notify::new()));
+        let task = tokio::spawn(advertise(
+            network.to_string(),
+            iface.to_string(),
+            base.clone(),
+            current.clone(),
+            wake.clone(),
+        ));
+        Advertiser {
             network: network.to_string(),
             iface: iface.to_string(),
+            router: router_of(&base),
             base,
-            router,
-            socket,
-            last,
+            current,
             wake,
             task,
-        })
+        }
     }
 
     /// Withdraws the router (by the drop) and removes its address.
@@ -171,27 +163,74 @@ impl Drop for Advertiser {
     /// runtime when the daemon stops.
     fn drop(&mut self) {
         self.task.abort();
-        if self.socket.bound.load(Ordering::Acquire) {
-            if let Err(e) = self.socket.send(&self.last, ALL_NODES) {
+        if let Some((socket, last)) = lock(&self.current).take() {
+            if let Err(e) = socket.send(&last, ALL_NODES) {
                 warn!(iface = %self.iface, error = %e, "withdrawing RA not sent");
             }
         }
     }
 }
 
-/// Sends unsolicited RAs and answers solicitations until aborted.
-async fn advertise(socket: Arc<RaSocket>, config: RaConfig, iface: String, wake: Arc<Notify>) {
+fn router_of(c: &RaConfig) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(c.prefix) | 1)
+}
+
+/// Advertises on `iface` until aborted, and again on every new interface
+/// of that name (a container restarted with its veth made anew): the
+/// kernel binds a socket to one interface index, and the router address
+/// goes with the old link.
+async fn advertise(network: String, iface: String, base: RaConfig, current: Current, wake: Arc<Notify>) {
+    let mut failing = false;
+    loop {
+        if let Err(e) = advertise_on(&network, &iface, &base, &current, &wake).await {
+            // Said once per outage, not every second of it.
+            if !failing {
+                warn!(%network, %iface, error = format!("{e:#}"), "not advertising here (retrying every second)");
+            }
+            failing = true;
+        }
+        lock(&current).take();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        failing &= hostgate_dataplane::sys::ifindex(&iface).is_none();
+    }
+}
+
+/// One interface's life: router address, socket, RAs until it goes.
+async fn advertise_on(
+    network: &str,
+    iface: &str,
+    base: &RaConfig,
+    current: &Current,
+    wake: &Notify,
+) -> anyhow::Result<()> {
+    let mut config = base.clone();
+    config.source_mac = Some(netif::mac_of(iface)?);
+    config.mtu = Some(mtu_of(iface)?);
+    let router = router_of(base);
+    netif::Addresses::connect(iface)?.add_on_link(router.into(), base.prefix_len).await?;
+    let socket = Arc::new(RaSocket::open(iface).with_context(|| format!("raw ICMPv6 socket on {iface}"))?);
     // Hosts accept RAs only from a link-local source, which is usable only
     // once the kernel has checked it for duplicates.
-    while let Err(e) = socket.bind_link_local(&iface) {
+    while let Err(e) = socket.bind_link_local(iface) {
+        anyhow::ensure!(socket.still_on(iface), "{iface} went away");
         debug!(%iface, error = format!("{e:#}"), "waiting for a link-local address");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    *lock(current) = Some((socket.clone(), config.withdrawn().build()));
+    info!(%network, %iface, %router, prefix = %format!("{}/{}", base.prefix, base.prefix_len), "IPv6 router advertisements on");
+    serve(&socket, &config, iface, wake).await
+}
+
+/// Sends unsolicited RAs and answers solicitations until the interface
+/// goes (an error) or the task is aborted.
+async fn serve(socket: &RaSocket, config: &RaConfig, iface: &str, wake: &Notify) -> anyhow::Result<()> {
     let ra = config.build();
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
     let (mut answers, mut pending, mut sent, mut next_unsolicited) = (Answers::default(), Vec::<Answer>::new(), 0, 0);
     let mut buf = vec![0u8; 1500];
+    // A replaced interface is noticed within this.
+    let mut check = tokio::time::interval(Duration::from_secs(2));
     loop {
         let due = pending.iter().map(|a| a.at_ms).min().unwrap_or(u64::MAX).min(next_unsolicited);
         tokio::select! {
@@ -200,7 +239,7 @@ async fn advertise(socket: Arc<RaSocket>, config: RaConfig, iface: String, wake:
                 if now >= next_unsolicited && now < answers.multicast_allowed_at() {
                     next_unsolicited = answers.multicast_allowed_at();
                 } else if now >= next_unsolicited {
-                    send_or_warn(&socket, &ra, ALL_NODES, &iface);
+                    send_or_warn(socket, &ra, ALL_NODES, iface);
                     answers.sent_multicast(now);
                     sent += 1;
                     next_unsolicited = now + config.unsolicited_interval_ms(sent, random());
@@ -209,11 +248,12 @@ async fn advertise(socket: Arc<RaSocket>, config: RaConfig, iface: String, wake:
                     if a.at_ms > now {
                         return true;
                     }
-                    send_or_warn(&socket, &ra, a.to.unwrap_or(ALL_NODES), &iface);
+                    send_or_warn(socket, &ra, a.to.unwrap_or(ALL_NODES), iface);
                     false
                 });
             }
             () = wake.notified() => next_unsolicited = now_ms(),
+            _ = check.tick() => anyhow::ensure!(socket.still_on(iface), "{iface} was removed or replaced"),
             got = socket.recv(&mut buf) => match got {
                 Ok((src, dst, hops, len)) => match parse_rs(src, dst, hops, &buf[..len]) {
                     Ok(rs) => {
@@ -276,8 +316,6 @@ fn mtu_of(iface: &str) -> anyhow::Result<u32> {
 struct RaSocket {
     fd: AsyncFd<OwnedFd>,
     ifindex: u32,
-    /// Bound to the link-local address: RAs may go out.
-    bound: AtomicBool,
 }
 
 /// ICMP6_FILTER (linux/icmpv6.h), not in the libc crate.
@@ -315,7 +353,7 @@ impl RaSocket {
         setopt(&fd, v6, libc::IPV6_ADD_MEMBERSHIP, &join)?;
         // SAFETY: an OwnedFd keeps its one descriptor open until dropped.
         let fd = unsafe { AsyncFd::register(fd) }?;
-        Ok(RaSocket { fd, ifindex, bound: AtomicBool::new(false) })
+        Ok(RaSocket { fd, ifindex })
     }
 
     /// Binds to the interface's link-local address (fails while it is
@@ -334,8 +372,12 @@ impl RaSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error()).with_context(|| format!("binding to {ll}%{iface}"));
         }
-        self.bound.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether `iface` is still the interface this socket is bound to.
+    fn still_on(&self, iface: &str) -> bool {
+        hostgate_dataplane::sys::ifindex(iface) == Some(self.ifindex)
     }
 
     fn send(&self, msg: &[u8], to: Ipv6Addr) -> io::Result<()> {

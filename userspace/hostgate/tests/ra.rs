@@ -46,6 +46,20 @@ fn default_gateway(ct: &Netns) -> Option<String> {
     out.split_whitespace().skip_while(|w| *w != "via").nth(1).map(str::to_string)
 }
 
+/// A container port: veth hgd1 in the node, eth0 in the container, which
+/// is a host (not a router) that takes RAs and builds SLAAC addresses.
+fn plug(node: &TestNode, ct: &Netns) {
+    node.topo
+        .node
+        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
+        .expect("veth");
+    for (key, value) in [("accept_ra", "2"), ("autoconf", "1"), ("disable_ipv6", "0")] {
+        ct.sysctl(&format!("net.ipv6.conf.eth0.{key}"), value).expect("sysctl");
+    }
+    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+}
+
 fn add_network(node: &TestNode, name: &str, prefix: &str) -> std::process::Output {
     node.cli(&[
         "network",
@@ -75,16 +89,7 @@ fn a_kernel_client_configures_itself_from_router_advertisements() {
     }
     let mut node = TestNode::new("ra", 0);
     let ct = Netns::create(&unique_name("rac")).expect("netns");
-    node.topo
-        .node
-        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
-        .expect("veth");
-    // A host, not a router, that takes RAs and builds SLAAC addresses.
-    for (key, value) in [("accept_ra", "2"), ("autoconf", "1"), ("disable_ipv6", "0")] {
-        ct.sysctl(&format!("net.ipv6.conf.eth0.{key}"), value).expect("sysctl");
-    }
-    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
-    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    plug(&node, &ct);
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
     assert!(err(add_network(&node, "bad", "2001:db8::/48")).contains("ipv6_prefix: 2001:db8::/48 must be a /64"));
@@ -141,6 +146,14 @@ fn a_kernel_client_configures_itself_from_router_advertisements() {
     assert_eq!(default_gateway(&ct), Some(gw.clone()), "the router stays: {}", text(&ct, &["-6", "route"]));
     let second = text(&ct, &["-6", "addr", "show", "dev", "eth0"]);
     assert!(second.contains("deprecated"), "the removed prefix is deprecated: {second}");
+
+    // The container restarted, its veth made anew: advertised on the new link.
+    node.topo.node.ip(["link", "del", "hgd1"]).expect("unplug");
+    plug(&node, &ct);
+    assert!(wait_for(20, || slaac_address(&ct, "2001:db8:1:")).is_some(), "no SLAAC address on the new link");
+    assert!(wait_for(10, || default_gateway(&ct)).is_some(), "no default route on the new link");
+    let node_addrs = text(&node.topo.node, &["-6", "addr", "show", "dev", "hgd1"]);
+    assert!(node_addrs.contains(&format!("{ROUTER}/64")), "the router address on the new link: {node_addrs}");
 
     // Removing the last network withdraws the router: lifetime 0, route gone.
     ok(node.cli(&["network", "rm", "web"]));
