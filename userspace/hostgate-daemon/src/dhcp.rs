@@ -106,6 +106,7 @@ pub async fn add_network(
     Json(req): Json<NetworkView>,
 ) -> Result<Json<NetworkView>, Failure> {
     let n = parse_network(&d, &req)?;
+    crate::ra::refuse_taken_prefix(&d, &n).await?;
     let txn = Txn::new()
         .when(Compare::Present(ipam_keys::customer(&n.customer)))
         .when(Compare::Absent(keys::network(&n.name)))

@@ -22,13 +22,13 @@ use std::{
 use anyhow::Context;
 use hostgate_api::NetworkView;
 use hostgate_dhcp::{
-    network::Network,
+    network::{keys, Network},
     ra::{parse_rs, Answer, Answers, RaConfig, ROUTER_SOLICITATION},
 };
 use tokio::{io::unix::AsyncFd, sync::Notify, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
-use crate::{api::Failure, netif};
+use crate::{api::Failure, netif, Daemon};
 
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
@@ -56,6 +56,22 @@ pub(crate) fn parse_fields(v: &NetworkView) -> Result<V6Fields, Failure> {
         dns6.push(s.parse().map_err(|_| bad(format!("dns6: {s:?} is not an IPv6 address")))?);
     }
     Ok((prefix, dns6, v.search.clone()))
+}
+
+/// Refuses a prefix another network has: two links cannot both be on-link
+/// for one /64 (checked against a snapshot: two operators adding the same
+/// prefix at the same instant can still both win).
+pub(crate) async fn refuse_taken_prefix(d: &Daemon, n: &Network) -> Result<(), Failure> {
+    let Some((prefix, len)) = n.ipv6_prefix else { return Ok(()) };
+    let nets = d.store.snapshot(keys::NETWORKS).await.map_err(|e| Failure::from(anyhow::Error::from(e)))?;
+    let holder = nets.kvs.iter().filter_map(|kv| kv.decode::<Network>().ok()).find(|o| o.ipv6_prefix == n.ipv6_prefix);
+    match holder {
+        Some(o) if o.name != n.name => Err(Failure(
+            axum::http::StatusCode::CONFLICT,
+            format!("ipv6_prefix: {prefix}/{len} is network {}'s already", o.name),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Fills the IPv6 fields of a network's API view.

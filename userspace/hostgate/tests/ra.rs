@@ -120,6 +120,8 @@ fn a_kernel_client_configures_itself_from_router_advertisements() {
     assert!(seen.contains("2001:db8:1::/64"), "{seen}");
     let list = ok(node.cli(&["network", "list"]));
     assert!(list.contains(PREFIX), "{list}");
+    let taken = err(add_network(&node, "other", PREFIX));
+    assert!(taken.contains("ipv6_prefix: 2001:db8:1::/64 is network web's already"), "{taken}");
 
     // A second network on the same link: its removal withdraws its prefix,
     // not the router, which the first network's advertiser restates at once.
