@@ -17,6 +17,10 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("protobuf-compiler", "protoc, which etcd-client's build script runs"),
     ("etcd-server", "the etcd that cluster tests and the cluster demo run"),
     ("busybox-static", "udhcpc, the DHCP client of the DHCP tests"),
+    ("isc-dhcp-relay", "dhcrelay, the relay agent of the DHCP relay test"),
+    ("kea-admin", "perfdhcp, the DHCP load generator of the crash test and `bench dhcp`"),
+    ("isc-dhcp-client", "dhclient, a DHCP client of the DHCP tests"),
+    ("dhcpcd-base", "dhcpcd, a DHCP client of the DHCP tests"),
     ("ndisc6", "rdisc6, which checks router advertisements (RDNSS, DNSSL) in the RA test"),
 ];
 

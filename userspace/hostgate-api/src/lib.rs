@@ -51,6 +51,8 @@ pub struct DhcpCounters {
     pub naks: u64,
     pub declines: u64,
     pub releases: u64,
+    #[serde(default)]
+    pub informs: u64,
     /// Packets not answered: malformed, rate-limited, pool exhausted.
     pub drops: u64,
 }
@@ -429,6 +431,20 @@ pub struct NetworkView {
     /// `FIRST-LAST` ranges.
     pub pools: Vec<String>,
     pub lease_secs: Option<u32>,
+    /// New addresses per MAC and per port a minute (0: no limit).
+    #[serde(default)]
+    pub max_new_per_mac: Option<u32>,
+    #[serde(default)]
+    pub max_new_per_port: Option<u32>,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// Routed single addresses: /32 leases, the gateway on-link (option 121).
+    #[serde(default)]
+    pub routed: bool,
     /// Container-facing interfaces (of this node) the server answers on.
     pub interfaces: Vec<String>,
     #[serde(default)]
@@ -442,9 +458,6 @@ pub struct NetworkView {
     /// IPv6 DNS servers advertised (RDNSS; default: the router, `prefix::1`).
     #[serde(default)]
     pub dns6: Vec<String>,
-    /// DNS search domains advertised (DNSSL).
-    #[serde(default)]
-    pub search: Vec<String>,
 }
 
 /// `POST /v1/networks/remove`.
@@ -465,6 +478,9 @@ pub struct LeaseView {
     pub state: String,
     /// Seconds since the epoch.
     pub expires: u64,
+    /// The port it was asked from (`iface:NAME` or `circuit:HEX`).
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 pub const DHCP_RESERVATIONS: &str = "/v1/dhcp/reservations";

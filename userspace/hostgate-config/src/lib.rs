@@ -74,6 +74,8 @@ pub struct Config {
     #[serde(default)]
     pub cluster: ClusterConfig,
     #[serde(default)]
+    pub dhcp: DhcpConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -116,6 +118,19 @@ fn default_lease_ttl_secs() -> u32 {
 }
 fn default_weight() -> u32 {
     100
+}
+
+/// The DHCP server. Networks are declared through the API; this is what
+/// only the node's operator decides.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpConfig {
+    /// Interfaces on which requests relayed by DHCP relay agents (giaddr
+    /// set) are accepted and served from the network containing giaddr.
+    /// Relayed requests arriving anywhere else are ignored, so nobody can
+    /// drain a pool from outside.
+    #[serde(default)]
+    pub relay_interfaces: Vec<String>,
 }
 
 /// The firewall: where its rules files are.
@@ -288,6 +303,11 @@ impl Config {
                 if !seen.insert(name) {
                     return bad(&field, format!("{name:?} is listed twice"));
                 }
+            }
+        }
+        for (i, name) in self.dhcp.relay_interfaces.iter().enumerate() {
+            if !valid_ifname(name) {
+                return bad(&format!("dhcp.relay_interfaces[{i}]"), format!("{name:?} is not a valid interface name"));
             }
         }
         for (i, pool) in self.ip.pools.iter().enumerate() {

@@ -171,6 +171,46 @@ impl Addresses {
     }
 }
 
+/// Host routes (/32) to DHCP clients holding routed single addresses,
+/// marked as hostgate's by their protocol.
+pub struct HostRoutes {
+    handle: rtnetlink::Handle,
+}
+
+impl HostRoutes {
+    pub fn connect() -> anyhow::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        tokio::spawn(conn);
+        Ok(HostRoutes { handle })
+    }
+
+    fn message(addr: std::net::Ipv4Addr, index: u32) -> netlink_packet_route::route::RouteMessage {
+        rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(addr, 32)
+            .output_interface(index)
+            .scope(netlink_packet_route::route::RouteScope::Link)
+            .protocol(netlink_packet_route::route::RouteProtocol::Other(HOSTGATE_PROTO))
+            .build()
+    }
+
+    /// Routes `addr` out of `iface` (replacing any route of it).
+    pub async fn set(&self, addr: std::net::Ipv4Addr, iface: &str) -> anyhow::Result<()> {
+        let req = self.handle.route().add(Self::message(addr, ifindex(iface)?)).replace();
+        in_time(req.execute()).await.with_context(|| format!("routing {addr} to {iface}"))
+    }
+
+    /// Removes the route of `addr` out of `iface`, if there is one.
+    pub async fn remove(&self, addr: std::net::Ipv4Addr, iface: &str) -> anyhow::Result<()> {
+        let Ok(index) = ifindex(iface) else { return Ok(()) };
+        match in_time(self.handle.route().del(Self::message(addr, index)).execute()).await {
+            Ok(()) => Ok(()),
+            // ESRCH: no such route (already gone with its interface).
+            Err(e) if format!("{e:#}").contains("No such process") => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing the route of {addr}")),
+        }
+    }
+}
+
 /// Sends `frames` out of `iface`, `count` rounds `interval` apart.
 pub async fn announce(iface: &str, frames: Vec<Vec<u8>>, count: u32, interval: Duration) -> anyhow::Result<()> {
     let index = ifindex(iface)?;
@@ -208,6 +248,32 @@ pub fn mac_of(iface: &str) -> anyhow::Result<[u8; 6]> {
         *m = *b as u8;
     }
     Ok(mac)
+}
+
+/// The first IPv4 address of `iface`, if it has one (getifaddrs(3)).
+pub fn ipv4_of(iface: &str) -> Option<std::net::Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which is walked read-only and freed
+    // once; every pointer is checked before it is read.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut at = list;
+        while !at.is_null() && found.is_none() {
+            let entry = &*at;
+            let name = std::ffi::CStr::from_ptr(entry.ifa_name);
+            let addr = entry.ifa_addr;
+            if name.to_bytes() == iface.as_bytes() && !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
+                let sin = &*(addr as *const libc::sockaddr_in);
+                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            at = entry.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
 }
 
 /// A sending-only AF_PACKET socket: each sendto names the interface.

@@ -36,8 +36,8 @@ const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 /// solicitations from made-up sources must not grow memory).
 const MAX_PENDING: usize = 64;
 
-/// The IPv6 fields of an API request: (prefix, DNS servers, search domains).
-pub(crate) type V6Fields = (Option<(Ipv6Addr, u8)>, Vec<Ipv6Addr>, Vec<String>);
+/// The IPv6 fields of an API request: (prefix, DNS servers).
+pub(crate) type V6Fields = (Option<(Ipv6Addr, u8)>, Vec<Ipv6Addr>);
 
 /// Reads the IPv6 fields of a network request (checked further by
 /// `Network::validate`).
@@ -55,7 +55,7 @@ pub(crate) fn parse_fields(v: &NetworkView) -> Result<V6Fields, Failure> {
     for s in &v.dns6 {
         dns6.push(s.parse().map_err(|_| bad(format!("dns6: {s:?} is not an IPv6 address")))?);
     }
-    Ok((prefix, dns6, v.search.clone()))
+    Ok((prefix, dns6))
 }
 
 /// Refuses a prefix another network has: two links cannot both be on-link
@@ -78,7 +78,6 @@ pub(crate) async fn refuse_taken_prefix(d: &Daemon, n: &Network) -> Result<(), F
 pub(crate) fn fill_view(n: &Network, v: &mut NetworkView) {
     v.ipv6_prefix = n.ipv6_prefix.map(|(a, l)| format!("{a}/{l}"));
     v.dns6 = n.dns6.iter().map(ToString::to_string).collect();
-    v.search = n.search.clone();
 }
 
 /// The advertising tasks of this node, by (network, interface).
@@ -91,9 +90,9 @@ impl Advertisers {
     /// Makes the running advertisers match `wanted`: withdraws (last RA,
     /// router address removed) what is no longer wanted or changed, starts
     /// what is missing (each retries on its own until its interface works).
-    pub(crate) async fn reconcile(&mut self, wanted: &HashMap<String, Network>) {
+    pub(crate) async fn reconcile(&mut self, wanted: impl Iterator<Item = &Network>) {
         let mut want: HashMap<(String, String), RaConfig> = HashMap::new();
-        for n in wanted.values() {
+        for n in wanted {
             let Some(config) = RaConfig::for_network(n) else { continue };
             for iface in &n.interfaces {
                 want.insert((n.name.clone(), iface.clone()), config.clone());
@@ -221,7 +220,11 @@ async fn advertise_on(
 ) -> anyhow::Result<()> {
     let mut config = base.clone();
     config.source_mac = Some(netif::mac_of(iface)?);
-    config.mtu = Some(mtu_of(iface)?);
+    // The network's MTU if it names one (as DHCP hands it out), else the link's.
+    config.mtu = Some(match config.mtu {
+        Some(mtu) => mtu,
+        None => mtu_of(iface)?,
+    });
     let router = router_of(base);
     netif::Addresses::connect(iface)?.add_on_link(router.into(), base.prefix_len).await?;
     let socket = Arc::new(RaSocket::open(iface).with_context(|| format!("raw ICMPv6 socket on {iface}"))?);

@@ -1,6 +1,6 @@
 //! Who a client is, and which reservation it matches.
 
-use std::net::Ipv4Addr;
+use std::{collections::HashMap, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -65,11 +65,14 @@ pub struct Client {
     pub mac: [u8; 6],
     pub circuit_id: Option<Vec<u8>>,
     pub hostname: Option<String>,
+    /// The port it asks from (a relay's circuit-id, else the interface),
+    /// for the per-port rate limit; `None` is not limited by port.
+    pub port: Option<String>,
 }
 
 impl Client {
     pub fn new(mac: [u8; 6], client_id: Option<&[u8]>) -> Self {
-        Client { key: ClientKey::of(client_id, mac), mac, circuit_id: None, hostname: None }
+        Client { key: ClientKey::of(client_id, mac), mac, circuit_id: None, hostname: None, port: None }
     }
 
     /// Whether `r` is this client's: by MAC (its chaddr, or the MAC inside
@@ -86,16 +89,70 @@ impl Client {
     }
 }
 
-/// The reservation of `network` for `client`: MAC first, then client
-/// identifier, then circuit-id (the order operators are told).
-pub fn reservation_for<'a>(reservations: &'a [Reservation], network: &str, client: &Client) -> Option<&'a Reservation> {
-    let mine = |r: &&Reservation| r.network == network && client.matches(&r.reserved_for);
-    let rank = |r: &Reservation| match r.reserved_for {
-        ReservedFor::Mac(_) => 0,
-        ReservedFor::ClientId(_) => 1,
-        ReservedFor::CircuitId(_) => 2,
-    };
-    reservations.iter().filter(mine).min_by_key(|r| rank(r))
+/// The reservations of one network, indexed for the lookups every packet
+/// makes (by address, and by each kind of client identity).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reservations {
+    by_addr: HashMap<Ipv4Addr, Reservation>,
+    by_mac: HashMap<[u8; 6], Ipv4Addr>,
+    by_client_id: HashMap<Vec<u8>, Ipv4Addr>,
+    by_circuit: HashMap<Vec<u8>, Ipv4Addr>,
+}
+
+impl Reservations {
+    /// The index of `list`; a later reservation of an address replaces an
+    /// earlier one (the API refuses such duplicates anyway).
+    pub fn new(list: impl IntoIterator<Item = Reservation>) -> Self {
+        let mut rs = Reservations::default();
+        for r in list {
+            match &r.reserved_for {
+                ReservedFor::Mac(m) => rs.by_mac.insert(*m, r.addr),
+                ReservedFor::ClientId(id) => rs.by_client_id.insert(id.clone(), r.addr),
+                ReservedFor::CircuitId(c) => rs.by_circuit.insert(c.clone(), r.addr),
+            };
+            rs.by_addr.insert(r.addr, r);
+        }
+        rs
+    }
+
+    /// The reservation of `addr`, if any.
+    pub fn at(&self, addr: Ipv4Addr) -> Option<&Reservation> {
+        self.by_addr.get(&addr)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+
+    /// `client`'s reservation: MAC first (its chaddr, or the MAC inside its
+    /// DUID client-id), then client identifier, then circuit-id (the order
+    /// operators are told).
+    pub fn for_client(&self, client: &Client) -> Option<&Reservation> {
+        let duid_mac = match &client.key {
+            ClientKey::ClientId(id) => mac_in_client_id(id),
+            ClientKey::Mac(_) => None,
+        };
+        let client_id = match &client.key {
+            ClientKey::ClientId(id) => self.by_client_id.get(id),
+            ClientKey::Mac(_) => None,
+        };
+        let addr = self
+            .by_mac
+            .get(&client.mac)
+            .or_else(|| duid_mac.and_then(|m| self.by_mac.get(&m)))
+            .or(client_id)
+            .or_else(|| client.circuit_id.as_ref().and_then(|c| self.by_circuit.get(c)))?;
+        self.by_addr.get(addr).filter(|r| client.matches(&r.reserved_for))
+    }
+
+    /// Whether `addr` is reserved for a client other than `client`.
+    pub fn for_other(&self, addr: Ipv4Addr, client: &Client) -> bool {
+        self.at(addr).is_some_and(|r| !client.matches(&r.reserved_for))
+    }
 }
 
 #[cfg(test)]
@@ -126,14 +183,20 @@ mod tests {
             addr: Ipv4Addr::new(198, 51, 100, last),
             hostname: None,
         };
-        let all = vec![r(ReservedFor::CircuitId(b"port7".to_vec()), 30), r(ReservedFor::Mac(MAC), 10)];
+        let all = Reservations::new([r(ReservedFor::CircuitId(b"port7".to_vec()), 30), r(ReservedFor::Mac(MAC), 10)]);
         let ll = [255, 9, 8, 7, 6, 0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];
         // The DUID client's chaddr differs (a bond, say); its DUID holds the MAC.
         let mut client = Client::new([2, 0, 0, 0, 0, 1], Some(&ll));
         client.circuit_id = Some(b"port7".to_vec());
-        assert_eq!(reservation_for(&all, "n", &client).map(|r| r.addr.octets()[3]), Some(10), "MAC ranks first");
-        assert_eq!(reservation_for(&all, "other", &client), None);
+        assert_eq!(all.for_client(&client).map(|r| r.addr.octets()[3]), Some(10), "MAC ranks first");
+        client.circuit_id = None;
+        assert_eq!(all.for_client(&client).map(|r| r.addr.octets()[3]), Some(10), "by the MAC in the DUID");
         let stranger = Client::new([2, 0, 0, 0, 0, 2], None);
-        assert_eq!(reservation_for(&all, "n", &stranger), None);
+        assert_eq!(all.for_client(&stranger), None);
+        let mut on_port = stranger.clone();
+        on_port.circuit_id = Some(b"port7".to_vec());
+        assert_eq!(all.for_client(&on_port).map(|r| r.addr.octets()[3]), Some(30), "by circuit-id");
+        assert!(all.for_other(Ipv4Addr::new(198, 51, 100, 10), &stranger));
+        assert!(!all.for_other(Ipv4Addr::new(198, 51, 100, 10), &client));
     }
 }

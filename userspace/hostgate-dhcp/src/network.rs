@@ -18,14 +18,30 @@ pub enum NetworkError {
     Pool(Ipv4Addr, Ipv4Addr, &'static str),
     #[error("lease_secs: {0} is not between 60 and 2592000 (30 days)")]
     LeaseTime(u32),
+    #[error("{0}: {1:?} is not a domain name")]
+    Domain(&'static str, String),
+    #[error("mtu: {0} is not between 576 and 65535")]
+    Mtu(u16),
     #[error("ipv6_prefix: {0}/{1} must be a /64 without host bits, global unicast (SLAAC needs a /64)")]
     Ipv6Prefix(Ipv6Addr, u8),
     #[error("dns6: {0} is not a unicast address")]
     Dns6(Ipv6Addr),
-    #[error("search: {0:?} is not a domain name (labels of 1-63 letters, digits and '-', 253 characters at most)")]
-    Search(String),
-    #[error("{0}: needs ipv6_prefix (router advertisements carry it)")]
-    NeedsIpv6(&'static str),
+    #[error("dns6: needs ipv6_prefix (router advertisements carry it)")]
+    Dns6WithoutPrefix,
+}
+
+/// A DNS name as DHCP hands it out: dot-separated labels of letters,
+/// digits and '-', none empty or longer than 63, 253 characters at most.
+fn valid_domain(d: &str) -> bool {
+    let d = d.strip_suffix('.').unwrap_or(d);
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// An inclusive address range handed out dynamically.
@@ -56,6 +72,29 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     pub pools: Vec<Pool>,
     pub lease_secs: u32,
+    /// New addresses one MAC may get per minute (0: no limit).
+    #[serde(default = "default_max_new_per_mac")]
+    pub max_new_per_mac: u32,
+    /// New addresses one port (an interface, or a relay's circuit-id) may
+    /// get per minute, so random MACs behind it cannot drain the pool (0: no
+    /// limit).
+    #[serde(default = "default_max_new_per_port")]
+    pub max_new_per_port: u32,
+    /// Domain name handed out (option 15).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Domain search list (option 119).
+    #[serde(default)]
+    pub search: Vec<String>,
+    /// Interface MTU handed out (option 26).
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// Routed single addresses ("any IP of any server"): each client gets
+    /// its address as a /32, with the gateway on-link through classless
+    /// static routes (121), and the node routes the address to the port
+    /// the client asked from. The gateway may then lie outside the subnet.
+    #[serde(default)]
+    pub routed: bool,
     /// Container-facing interfaces the server answers on (of the node
     /// that declared the network).
     #[serde(default)]
@@ -66,17 +105,23 @@ pub struct Network {
     /// DNS servers handed out (default: the gateway, where hostgate's DNS answers).
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
-    /// The /64 advertised for SLAAC on the interfaces (router advertisements;
-    /// the node takes `prefix::1` as its router address there).
+    /// The /64 advertised for SLAAC on the interfaces (router advertisements,
+    /// which also carry `domain` and `search` as DNSSL, and `mtu`); the node
+    /// takes `prefix::1` as its router address there.
     #[serde(default)]
     pub ipv6_prefix: Option<(Ipv6Addr, u8)>,
     /// IPv6 DNS servers advertised (RDNSS; default: the router address,
     /// where hostgate's DNS answers).
     #[serde(default)]
     pub dns6: Vec<Ipv6Addr>,
-    /// DNS search domains advertised (DNSSL), the network's own domain first.
-    #[serde(default)]
-    pub search: Vec<String>,
+}
+
+fn default_max_new_per_mac() -> u32 {
+    10
+}
+
+fn default_max_new_per_port() -> u32 {
+    60
 }
 
 /// Store keys.
@@ -105,6 +150,37 @@ pub mod keys {
 }
 
 impl Network {
+    /// What every reply on this network carries; `server_id` is the
+    /// address clients reach this server at.
+    pub fn reply_options(&self, server_id: Ipv4Addr) -> crate::wire::ReplyOptions {
+        let any = Ipv4Addr::UNSPECIFIED;
+        let (prefix_len, routes) = match self.routed {
+            // The gateway is reached on-link, then everything through it.
+            true => (32, vec![(self.gateway, 32, any), (any, 0, self.gateway)]),
+            false => (self.prefix_len, vec![]),
+        };
+        crate::wire::ReplyOptions {
+            server_id,
+            prefix_len,
+            router: self.gateway,
+            dns: if self.dns.is_empty() { vec![self.gateway] } else { self.dns.clone() },
+            domain: self.domain.clone(),
+            search: self.search.clone(),
+            mtu: self.mtu,
+            routes,
+            lease_secs: self.lease_secs,
+        }
+    }
+
+    /// The lease table's limits for this network.
+    pub fn limits(&self) -> crate::leases::Limits {
+        crate::leases::Limits {
+            per_mac_per_minute: self.max_new_per_mac as usize,
+            per_port_per_minute: self.max_new_per_port as usize,
+            ..Default::default()
+        }
+    }
+
     pub fn contains(&self, a: Ipv4Addr) -> bool {
         let mask = u32::MAX << (32 - u32::from(self.prefix_len));
         u32::from(a) & mask == u32::from(self.subnet)
@@ -129,7 +205,9 @@ impl Network {
         {
             return Err(NetworkError::HostBits(self.subnet, self.prefix_len));
         }
-        if !self.contains(self.gateway) || self.gateway == self.subnet || self.gateway == self.broadcast() {
+        let gateway_on_subnet =
+            self.contains(self.gateway) && self.gateway != self.subnet && self.gateway != self.broadcast();
+        if !(gateway_on_subnet || (self.routed && !self.contains(self.gateway))) {
             return Err(NetworkError::Gateway(self.gateway, self.subnet, self.prefix_len));
         }
         for (i, p) in self.pools.iter().enumerate() {
@@ -153,11 +231,19 @@ impl Network {
         if !(60..=2_592_000).contains(&self.lease_secs) {
             return Err(NetworkError::LeaseTime(self.lease_secs));
         }
+        if let Some(d) = self.domain.as_ref().filter(|d| !valid_domain(d)) {
+            return Err(NetworkError::Domain("domain", d.clone()));
+        }
+        if let Some(d) = self.search.iter().find(|d| !valid_domain(d)) {
+            return Err(NetworkError::Domain("search", d.clone()));
+        }
+        if let Some(mtu) = self.mtu.filter(|m| *m < 576) {
+            return Err(NetworkError::Mtu(mtu));
+        }
         self.validate_ipv6()
     }
 
-    /// The IPv6 side: a global /64, unicast DNS servers, search domains
-    /// that are domain names; DNS servers and domains only with a prefix
+    /// The IPv6 side: a global /64, and unicast DNS servers only with it
     /// (they travel in its router advertisements).
     fn validate_ipv6(&self) -> Result<(), NetworkError> {
         if let Some((addr, len)) = self.ipv6_prefix {
@@ -170,15 +256,10 @@ impl Network {
                 return Err(NetworkError::Ipv6Prefix(addr, len));
             }
         } else if !self.dns6.is_empty() {
-            return Err(NetworkError::NeedsIpv6("dns6"));
-        } else if !self.search.is_empty() {
-            return Err(NetworkError::NeedsIpv6("search"));
+            return Err(NetworkError::Dns6WithoutPrefix);
         }
         if let Some(a) = self.dns6.iter().find(|a| a.is_multicast() || a.is_unspecified()) {
             return Err(NetworkError::Dns6(*a));
-        }
-        if let Some(d) = self.search.iter().find(|d| crate::ra::encode_name(d).is_none()) {
-            return Err(NetworkError::Search(d.clone()));
         }
         Ok(())
     }
@@ -186,6 +267,15 @@ impl Network {
     /// The router address on the interfaces: `prefix::1`.
     pub fn router6(&self) -> Option<Ipv6Addr> {
         self.ipv6_prefix.map(|(p, _)| Ipv6Addr::from(u128::from(p) | 1))
+    }
+
+    /// The DNS search list advertised (DNSSL): the domain, then the
+    /// search list, each once.
+    pub fn search_list(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.domain.iter().chain(&self.search).cloned().collect();
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|d| seen.insert(d.trim_end_matches('.').to_ascii_lowercase()));
+        all
     }
 }
 
@@ -202,12 +292,17 @@ mod tests {
             gateway: Ipv4Addr::new(198, 51, 100, 1),
             pools: vec![Pool { first: Ipv4Addr::new(198, 51, 100, 100), last: Ipv4Addr::new(198, 51, 100, 199) }],
             lease_secs: 3600,
+            max_new_per_mac: 10,
+            max_new_per_port: 60,
+            domain: None,
+            search: vec![],
+            mtu: None,
+            routed: false,
             interfaces: vec![],
             node: None,
             dns: vec![],
             ipv6_prefix: None,
             dns6: vec![],
-            search: vec![],
         }
     }
 
@@ -240,6 +335,18 @@ mod tests {
             "pool 198.51.100.1-198.51.100.199: it holds the gateway"
         );
         assert_eq!(with(|n| n.lease_secs = 10), "lease_secs: 10 is not between 60 and 2592000 (30 days)");
+        assert_eq!(
+            with(|n| n.search = vec!["ok.example".into(), "bad_name.example".into()]),
+            "search: \"bad_name.example\" is not a domain name"
+        );
+        assert_eq!(with(|n| n.mtu = Some(100)), "mtu: 100 is not between 576 and 65535");
+        // Routed: the gateway may (only then) lie outside the subnet.
+        let mut routed = net();
+        routed.routed = true;
+        routed.gateway = Ipv4Addr::new(198, 18, 0, 1);
+        assert_eq!(routed.validate(), Ok(()));
+        let o = routed.reply_options(routed.gateway);
+        assert_eq!((o.prefix_len, o.routes.len()), (32, 2));
     }
 
     #[test]
@@ -251,7 +358,6 @@ mod tests {
             n.validate().map_err(|e| e.to_string())
         };
         assert_eq!(v6(|_| {}), Ok(()));
-        assert_eq!(v6(|n| n.search = vec!["example.test".into(), "test".into()]), Ok(()));
         assert_eq!(
             v6(|n| n.ipv6_prefix = Some(("2001:db8::".parse().expect("addr"), 48))),
             Err("ipv6_prefix: 2001:db8::/48 must be a /64 without host bits, global unicast (SLAAC needs a /64)".into())
@@ -262,7 +368,6 @@ mod tests {
             v6(|n| n.dns6 = vec!["ff02::1".parse().expect("addr")]),
             Err("dns6: ff02::1 is not a unicast address".into())
         );
-        assert!(v6(|n| n.search = vec!["bad..name".into()]).unwrap_err().starts_with("search: \"bad..name\""));
         let mut n = net();
         n.dns6 = vec!["2001:db8::53".parse().expect("addr")];
         assert_eq!(
@@ -276,10 +381,18 @@ mod tests {
     }
 
     #[test]
+    fn the_search_list_is_the_domain_then_the_search_domains_once() {
+        let mut n = net();
+        n.domain = Some("example.test".into());
+        n.search = vec!["Example.test.".into(), "other.test".into()];
+        assert_eq!(n.search_list(), ["example.test", "other.test"]);
+    }
+
+    #[test]
     fn networks_stored_before_ipv6_still_load() {
         let mut stored = serde_json::to_value(net()).expect("json");
         let obj = stored.as_object_mut().expect("object");
-        for f in ["ipv6_prefix", "dns6", "search"] {
+        for f in ["ipv6_prefix", "dns6"] {
             obj.remove(f);
         }
         let n: Network = serde_json::from_value(stored).expect("old record loads");

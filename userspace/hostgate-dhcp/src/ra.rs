@@ -52,7 +52,8 @@ pub struct RaConfig {
 impl RaConfig {
     /// The advertisement of `n`, if it has an IPv6 prefix: SLAAC only (M and
     /// O off), the router's own address as DNS server unless `dns6` names
-    /// some, lifetimes of radvd's defaults scaled to a 200 s
+    /// some, the domain and search list as DNSSL, the network's MTU if it
+    /// has one (the daemon fills in the link's otherwise), lifetimes of radvd's defaults scaled to a 200 s
     /// MaxRtrAdvInterval (router and DNS: 3 x Max, RFC 8106 §5.1).
     pub fn for_network(n: &Network) -> Option<RaConfig> {
         let (prefix, prefix_len) = n.ipv6_prefix?;
@@ -65,10 +66,10 @@ impl RaConfig {
             router_lifetime: 3 * max_interval as u16,
             valid_lifetime: 86_400,
             preferred_lifetime: 14_400,
-            mtu: None,
+            mtu: n.mtu.map(u32::from),
             source_mac: None,
             dns: if n.dns6.is_empty() { vec![router] } else { n.dns6.clone() },
-            search: n.search.clone(),
+            search: n.search_list(),
             dns_lifetime: 3 * max_interval,
             min_interval: max_interval / 3,
             max_interval,
@@ -335,12 +336,17 @@ mod tests {
             gateway: "198.51.100.1".parse().expect("addr"),
             pools: vec![],
             lease_secs: 3600,
+            max_new_per_mac: 10,
+            max_new_per_port: 60,
+            domain: Some("example.test".into()),
+            search: vec![],
+            mtu: None,
+            routed: false,
             interfaces: vec![],
             node: None,
             dns: vec![],
             ipv6_prefix: Some(("2001:db8:1::".parse().expect("addr"), 64)),
             dns6: vec![],
-            search: vec!["example.test".into()],
         }
     }
 
@@ -424,7 +430,7 @@ mod tests {
     fn no_prefix_no_advertisement_and_named_dns_servers_win() {
         let mut n = network();
         n.dns6 = vec!["2001:db8::53".parse().expect("addr"), "2001:db8::54".parse().expect("addr")];
-        n.search.clear();
+        n.domain = None;
         let r = read(&RaConfig::for_network(&n).expect("prefix").build());
         assert_eq!(r.rdnss.expect("rdnss").1, n.dns6);
         assert!(r.dnssl.is_none() && r.mac.is_none() && r.mtu.is_none());
@@ -548,6 +554,7 @@ mod tests {
         ) {
             let mut n = network();
             n.dns6 = dns.into_iter().map(Ipv6Addr::from).collect();
+            n.domain = None;
             n.search = search.clone();
             let mut c = RaConfig::for_network(&n).expect("prefix");
             c.router_lifetime = lifetime;
@@ -556,7 +563,10 @@ mod tests {
             prop_assert_eq!(r.router_lifetime, lifetime);
             prop_assert_eq!(r.mtu, mtu);
             prop_assert_eq!(r.rdnss.expect("rdnss").1, c.dns);
-            prop_assert_eq!(r.dnssl.map(|d| d.1).unwrap_or_default(), search);
+            let mut once = search.clone();
+            let mut seen = std::collections::HashSet::new();
+            once.retain(|d| seen.insert(d.clone()));
+            prop_assert_eq!(r.dnssl.map(|d| d.1).unwrap_or_default(), once);
         }
     }
 }

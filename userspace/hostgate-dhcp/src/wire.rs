@@ -8,8 +8,8 @@
 use std::net::Ipv4Addr;
 
 use dhcproto::{
-    v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode},
-    Decodable, Encodable,
+    v4::{fqdn::ClientFQDN, fqdn::FqdnFlags, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode},
+    Decodable, Encodable, Name,
 };
 
 use crate::leases::Lease;
@@ -50,6 +50,8 @@ pub struct Request {
     pub requested: Option<Ipv4Addr>,
     pub server_id: Option<Ipv4Addr>,
     pub hostname: Option<String>,
+    /// Client FQDN (option 81): its flags and name, as text.
+    pub fqdn: Option<(u8, String)>,
     /// Option 82 as received, to echo unchanged.
     pub relay_info: Option<Vec<u8>>,
     /// Its circuit-id sub-option (1).
@@ -145,9 +147,13 @@ pub fn parse(bytes: &[u8]) -> Result<Request, WireError> {
         Some(DhcpOption::Hostname(h)) => Some(h.clone()),
         _ => None,
     };
+    let fqdn = match opts.get(OptionCode::ClientFQDN) {
+        Some(DhcpOption::ClientFQDN(f)) => Some((u8::from(f.flags()), f.domain().to_ascii())),
+        _ => None,
+    };
     let relay_info = find(&bytes[OPTIONS_AT..], 82);
     let circuit_id = relay_info.as_deref().and_then(|i| find(i, 1));
-    Ok(Request { msg, kind, chaddr, client_id, requested, server_id, hostname, relay_info, circuit_id })
+    Ok(Request { msg, kind, chaddr, client_id, requested, server_id, hostname, fqdn, relay_info, circuit_id })
 }
 
 /// What every reply of a network carries.
@@ -158,7 +164,12 @@ pub struct ReplyOptions {
     pub router: Ipv4Addr,
     pub dns: Vec<Ipv4Addr>,
     pub domain: Option<String>,
+    /// Domain search list (option 119).
+    pub search: Vec<String>,
     pub mtu: Option<u16>,
+    /// Classless static routes (option 121): destination, prefix length,
+    /// router (0.0.0.0: on-link).
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     pub lease_secs: u32,
 }
 
@@ -166,16 +177,19 @@ pub struct ReplyOptions {
 pub enum Reply<'a> {
     Offer(&'a Lease),
     Ack(&'a Lease),
+    /// The answer to an INFORM: configuration, no address.
+    Inform,
     Nak,
 }
 
 /// Encodes the reply to `req`. Option 82, if the request had it, is echoed
 /// byte for byte as the last option.
 pub fn reply(req: &Request, answer: Reply<'_>, o: &ReplyOptions) -> Result<Vec<u8>, WireError> {
-    let (kind, yiaddr) = match answer {
-        Reply::Offer(l) => (MessageType::Offer, l.addr),
-        Reply::Ack(l) => (MessageType::Ack, l.addr),
-        Reply::Nak => (MessageType::Nak, Ipv4Addr::UNSPECIFIED),
+    let (kind, yiaddr, lease) = match answer {
+        Reply::Offer(l) => (MessageType::Offer, l.addr, Some(l)),
+        Reply::Ack(l) => (MessageType::Ack, l.addr, Some(l)),
+        Reply::Inform => (MessageType::Ack, Ipv4Addr::UNSPECIFIED, None),
+        Reply::Nak => (MessageType::Nak, Ipv4Addr::UNSPECIFIED, None),
     };
     let m = &req.msg;
     let ciaddr = if kind == MessageType::Ack { m.ciaddr() } else { Ipv4Addr::UNSPECIFIED };
@@ -186,10 +200,12 @@ pub fn reply(req: &Request, answer: Reply<'_>, o: &ReplyOptions) -> Result<Vec<u
     opts.insert(DhcpOption::MessageType(kind));
     opts.insert(DhcpOption::ServerIdentifier(o.server_id));
     if kind != MessageType::Nak {
-        let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(o.prefix_len)));
-        opts.insert(DhcpOption::AddressLeaseTime(o.lease_secs));
-        opts.insert(DhcpOption::Renewal(o.lease_secs / 2));
-        opts.insert(DhcpOption::Rebinding(o.lease_secs / 8 * 7));
+        let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(o.prefix_len)).unwrap_or(0));
+        if lease.is_some() {
+            opts.insert(DhcpOption::AddressLeaseTime(o.lease_secs));
+            opts.insert(DhcpOption::Renewal(o.lease_secs / 2));
+            opts.insert(DhcpOption::Rebinding(o.lease_secs / 8 * 7));
+        }
         opts.insert(DhcpOption::SubnetMask(mask));
         opts.insert(DhcpOption::Router(vec![o.router]));
         if !o.dns.is_empty() {
@@ -201,12 +217,41 @@ pub fn reply(req: &Request, answer: Reply<'_>, o: &ReplyOptions) -> Result<Vec<u
         if let Some(mtu) = o.mtu {
             opts.insert(DhcpOption::InterfaceMtu(mtu));
         }
+        let search: Vec<Name> = o.search.iter().filter_map(|d| Name::from_ascii(d).ok()).collect();
+        if !search.is_empty() {
+            opts.insert(DhcpOption::DomainSearch(search));
+        }
+        if !o.routes.is_empty() {
+            let routes = o
+                .routes
+                .iter()
+                .filter_map(|(dst, len, via)| Some((ipnet::Ipv4Net::new(*dst, *len).ok()?.trunc(), *via)))
+                .collect();
+            opts.insert(DhcpOption::ClasslessStaticRoute(routes));
+        }
+        if let Some(name) = lease.and_then(|l| l.hostname.as_ref()) {
+            opts.insert(DhcpOption::Hostname(name.clone()));
+        }
+        if let Some(fqdn) = fqdn_answer(req) {
+            opts.insert(DhcpOption::ClientFQDN(fqdn));
+        }
     }
     let mut bytes = out.to_vec().map_err(|e| WireError::Decode(e.to_string()))?;
     if let Some(info) = &req.relay_info {
         append_last(&mut bytes, 82, info);
     }
     Ok(bytes)
+}
+
+/// The answer to a client FQDN option (RFC 4702 §4): the name as the
+/// client sent it, encoded the way it did (E), and "the server updates
+/// nothing" (N=1, S=0): DNS registration from leases is not done yet, and
+/// the client must not be told otherwise.
+fn fqdn_answer(req: &Request) -> Option<ClientFQDN> {
+    let (flags, name) = req.fqdn.as_ref()?;
+    let e = FqdnFlags::new(*flags).e();
+    let name = Name::from_ascii(name).ok()?;
+    Some(ClientFQDN::new(FqdnFlags::new(0).set_n(true).set_e(e), name))
 }
 
 /// Inserts option `code` after the last option of an encoded message, so
@@ -259,7 +304,9 @@ mod tests {
             router: Ipv4Addr::new(198, 51, 100, 1),
             dns: vec![Ipv4Addr::new(198, 51, 100, 1)],
             domain: Some("acme.example".into()),
+            search: vec!["acme.example".into(), "example.net".into()],
             mtu: Some(1500),
+            routes: vec![(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(198, 51, 100, 1))],
             lease_secs: 3600,
         }
     }
@@ -297,6 +344,7 @@ mod tests {
             hostname: None,
             state: State::Offered,
             expires: 0,
+            port: None,
         };
         let out = reply(&req, Reply::Offer(&lease), &options()).expect("encode");
         // Walk the options: 82 is the last before End, byte for byte.
@@ -312,6 +360,51 @@ mod tests {
         assert_eq!(back.yiaddr(), lease.addr);
         assert_eq!(back.opts().msg_type(), Some(MessageType::Offer));
         assert_eq!(back.giaddr(), Ipv4Addr::new(198, 51, 100, 1), "giaddr kept for the relay");
+    }
+
+    #[test]
+    fn routed_single_addresses_inform_and_fqdn() {
+        // A routed /32: mask 255.255.255.255, the gateway on-link through 121.
+        let gw = Ipv4Addr::new(198, 51, 100, 1);
+        let o = ReplyOptions {
+            prefix_len: 32,
+            routes: vec![(gw, 32, Ipv4Addr::UNSPECIFIED), (Ipv4Addr::UNSPECIFIED, 0, gw)],
+            ..options()
+        };
+        // FQDN "web1.acme.example", E set (wire format), S set (update it for me).
+        let name = Name::from_ascii("web1.acme.example.").expect("name");
+        let mut m = Message::from_bytes(&discover(&[])).expect("decode");
+        m.opts_mut().insert(DhcpOption::ClientFQDN(ClientFQDN::new(FqdnFlags::new(0b0101), name)));
+        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Request));
+        let req = parse(&m.to_vec().expect("encode")).expect("parse");
+        assert_eq!(req.fqdn.as_ref().map(|f| f.1.as_str()), Some("web1.acme.example."));
+        let lease = Lease {
+            addr: Ipv4Addr::new(203, 0, 113, 7),
+            client: None,
+            mac: MAC,
+            hostname: Some("web1".into()),
+            state: State::Bound,
+            expires: 0,
+            port: None,
+        };
+        let back = Message::from_bytes(&reply(&req, Reply::Ack(&lease), &o).expect("encode")).expect("decodes");
+        let opts = back.opts();
+        assert_eq!(opts.get(OptionCode::SubnetMask), Some(&DhcpOption::SubnetMask(Ipv4Addr::BROADCAST)));
+        let Some(DhcpOption::ClasslessStaticRoute(routes)) = opts.get(OptionCode::ClasslessStaticRoute) else {
+            panic!("no option 121")
+        };
+        assert_eq!(routes.len(), 2);
+        assert_eq!((routes[0].0.prefix_len(), routes[0].1), (32, Ipv4Addr::UNSPECIFIED));
+        assert!(matches!(opts.get(OptionCode::DomainSearch), Some(DhcpOption::DomainSearch(d)) if d.len() == 2));
+        assert_eq!(opts.get(OptionCode::Hostname), Some(&DhcpOption::Hostname("web1".into())));
+        let Some(DhcpOption::ClientFQDN(f)) = opts.get(OptionCode::ClientFQDN) else { panic!("no option 81") };
+        assert!(f.flags().n() && !f.flags().s() && f.flags().e(), "we tell the client we update nothing");
+        // INFORM: configuration without an address or lease times.
+        let inform = Message::from_bytes(&reply(&req, Reply::Inform, &o).expect("encode")).expect("decodes");
+        assert_eq!(inform.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(inform.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert!(inform.opts().get(OptionCode::AddressLeaseTime).is_none());
+        assert!(inform.opts().get(OptionCode::DomainNameServer).is_some());
     }
 
     proptest! {

@@ -171,8 +171,8 @@ impl Container {
         if !ifname_ok {
             return Err(invalid("iface", format!("{:?} is not an interface name", self.iface)));
         }
-        if self.ips.is_empty() {
-            return Err(invalid("ip", "a container needs at least one address (--ip)"));
+        if self.ips.is_empty() && self.mac.is_none() {
+            return Err(invalid("ip", "a container needs an address (--ip), or its MAC (--mac) to get one by DHCP"));
         }
         if let Some(s) = &self.snat {
             if s != "masquerade" && s.parse::<IpAddr>().is_err() {

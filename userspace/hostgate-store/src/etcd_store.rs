@@ -349,4 +349,8 @@ impl Store for EtcdStore {
     fn location(&self) -> String {
         format!("etcd {} (keys under {:?})", self.endpoints.join(","), self.prefix)
     }
+
+    fn max_txn_ops(&self) -> usize {
+        128
+    }
 }

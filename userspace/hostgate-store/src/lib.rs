@@ -99,6 +99,13 @@ impl Op {
         Ok(Op::Put(key, bytes))
     }
 
+    /// The key (or prefix) it changes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put(k, _) | Op::PutLeased(k, _, _) | Op::Delete(k) | Op::DeletePrefix(k) => k,
+        }
+    }
+
     /// A put of `value` encoded as JSON, its key bound to `lease`.
     pub fn put_leased_json<T: Serialize>(key: impl Into<String>, value: &T, lease: LeaseId) -> Result<Op, StoreError> {
         let key = key.into();
@@ -202,6 +209,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where the store lives, for people (a path or the etcd endpoints).
     fn location(&self) -> String;
+
+    /// The most operations one transaction may carry (etcd refuses more
+    /// than its `--max-txn-ops`, 128 by default); batching writers split
+    /// at this size.
+    fn max_txn_ops(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Keeps a local copy of a prefix up to date from a snapshot and a watch:

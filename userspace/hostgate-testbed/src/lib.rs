@@ -10,6 +10,7 @@
 pub mod etcd;
 pub mod netns;
 pub mod packet;
+pub mod perfdhcp;
 pub mod process;
 pub mod sender;
 pub mod servers;

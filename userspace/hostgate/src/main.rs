@@ -224,8 +224,9 @@ enum ContainerCommand {
         /// Host-side interface of the container's veth.
         #[arg(long)]
         iface: String,
-        /// An address the container holds; repeat for more.
-        #[arg(long = "ip", required = true)]
+        /// An address the container holds; repeat for more (none: it gets
+        /// its address by DHCP).
+        #[arg(long = "ip")]
         ips: Vec<String>,
         /// The container's MAC address (default: any).
         #[arg(long)]
@@ -272,24 +273,45 @@ struct NetworkAdd {
     #[arg(long = "pool", required = true)]
     pools: Vec<String>,
     /// Container-facing interface to answer on; repeat for more.
-    #[arg(long = "iface", required = true)]
+    /// (None: the network is served to DHCP relays only, see
+    /// `[dhcp] relay_interfaces`.)
+    #[arg(long = "iface")]
     interfaces: Vec<String>,
     /// Lease time in seconds (default 3600).
     #[arg(long)]
     lease_secs: Option<u32>,
+    /// New addresses one MAC may get per minute (default 10; 0: no limit).
+    #[arg(long)]
+    max_new_per_mac: Option<u32>,
+    /// New addresses one port (interface or relay circuit-id) may get per
+    /// minute (default 60; 0: no limit).
+    #[arg(long)]
+    max_new_per_port: Option<u32>,
+    /// Domain name handed out (option 15).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Domain search list entry (option 119); repeat for more.
+    #[arg(long = "search")]
+    search: Vec<String>,
+    /// Interface MTU handed out (option 26).
+    #[arg(long)]
+    mtu: Option<u16>,
+    /// Routed single addresses: each client gets its address as a /32
+    /// with the gateway on-link (router + classless static routes, 121),
+    /// and the node routes the address to the client's port.
+    #[arg(long)]
+    routed: bool,
     /// DNS server handed out (default: the gateway); repeat for more.
     #[arg(long = "dns")]
     dns: Vec<String>,
-    /// IPv6 /64 advertised for SLAAC (router advertisements), e.g.
-    /// 2001:db8:1::/64; the node takes PREFIX::1 on the interfaces.
+    /// IPv6 /64 advertised for SLAAC (router advertisements, which also carry
+    /// --domain and --search as DNSSL, and --mtu), e.g. 2001:db8:1::/64; the
+    /// node takes PREFIX::1 on the interfaces.
     #[arg(long)]
     ipv6_prefix: Option<String>,
     /// IPv6 DNS server advertised (RDNSS; default: PREFIX::1); repeat for more.
     #[arg(long = "dns6")]
     dns6: Vec<String>,
-    /// DNS search domain advertised (DNSSL), the network's domain first; repeat for more.
-    #[arg(long = "search")]
-    search: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -687,10 +709,15 @@ async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()>
                 pools,
                 interfaces,
                 lease_secs,
+                max_new_per_mac,
+                max_new_per_port,
+                domain,
+                search,
+                mtu,
+                routed,
                 dns,
                 ipv6_prefix,
                 dns6,
-                search,
             } = *add;
             let v = NetworkView {
                 name,
@@ -699,16 +726,24 @@ async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()>
                 gateway,
                 pools,
                 lease_secs,
+                max_new_per_mac,
+                max_new_per_port,
+                domain,
+                search,
+                mtu,
+                routed,
                 interfaces,
                 dns,
                 leases: 0,
                 ipv6_prefix,
                 dns6,
-                search,
             };
             let n: NetworkView = client.post(hostgate_api::NETWORKS, &v).await?;
             let v6 = n.ipv6_prefix.as_ref().map(|p| format!(", {p} advertised")).unwrap_or_default();
-            println!("network {} ({}{v6}) served on {}", n.name, n.subnet, n.interfaces.join(", "));
+            match n.interfaces.is_empty() {
+                true => println!("network {} ({}{v6}) served to DHCP relays", n.name, n.subnet),
+                false => println!("network {} ({}{v6}) served on {}", n.name, n.subnet, n.interfaces.join(", ")),
+            }
         }
         NetworkCommand::List { json } => {
             let all: Vec<NetworkView> = client.get(hostgate_api::NETWORKS).await?;

@@ -189,11 +189,11 @@ pub fn networks(all: &[hostgate_api::NetworkView]) -> Table {
         t.add_row(vec![
             n.name.clone(),
             n.customer.clone(),
-            n.subnet.clone(),
+            if n.routed { format!("{} (routed /32)", n.subnet) } else { n.subnet.clone() },
             n.gateway.clone(),
             n.ipv6_prefix.clone().unwrap_or("-".into()),
             n.pools.join(", "),
-            n.interfaces.join(", "),
+            if n.interfaces.is_empty() { "(relays)".into() } else { n.interfaces.join(", ") },
             n.leases.to_string(),
         ]);
     }
@@ -201,7 +201,7 @@ pub fn networks(all: &[hostgate_api::NetworkView]) -> Table {
 }
 
 pub fn leases(all: &[hostgate_api::LeaseView]) -> Table {
-    let mut t = table(&["NETWORK", "ADDRESS", "MAC", "CLIENT-ID", "HOSTNAME", "STATE", "EXPIRES"]);
+    let mut t = table(&["NETWORK", "ADDRESS", "MAC", "CLIENT-ID", "HOSTNAME", "STATE", "EXPIRES", "PORT"]);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     for l in all {
         t.add_row(vec![
@@ -212,6 +212,7 @@ pub fn leases(all: &[hostgate_api::LeaseView]) -> Table {
             l.hostname.clone().unwrap_or("-".into()),
             l.state.clone(),
             format!("in {}", duration(l.expires.saturating_sub(now))),
+            l.port.clone().unwrap_or("-".into()),
         ]);
     }
     t

@@ -122,3 +122,376 @@ fn udhcpc_gets_a_durable_lease() {
     assert!(common::err(add_network(&node, "bad", "198.51.100.1-198.51.100.5"))
         .contains("pool 198.51.100.1-198.51.100.5: it is not inside the subnet"));
 }
+
+/// Relay-only network of 198.51.100.128/25 (no interface of its own).
+fn add_relayed_network(node: &TestNode) {
+    ok(node.cli(&[
+        "network",
+        "add",
+        "far",
+        "--customer",
+        "acme",
+        "--subnet",
+        "198.51.100.128/25",
+        "--gateway",
+        "198.51.100.129",
+        "--pool",
+        "198.51.100.200-198.51.100.210",
+    ]));
+}
+
+#[test]
+fn relayed_clients_are_served_from_the_network_of_giaddr() {
+    if !privileged("relayed_clients_are_served_from_the_network_of_giaddr") {
+        return;
+    }
+    // client eth0 -- down0 [relay: ISC dhcrelay, forwarding] up0 -- hgr1 [node]
+    let mut node = TestNode::with_config("dhcpr", 0, "\n[dhcp]\nrelay_interfaces = [\"hgr1\"]\n");
+    let relay = Netns::create(&unique_name("dhcprl")).expect("netns");
+    let ct = Netns::create(&unique_name("dhcprc")).expect("netns");
+    let n = &node.topo.node;
+    n.ip(["link", "add", "hgr1", "type", "veth", "peer", "name", "up0", "netns", relay.name()]).expect("veth");
+    n.ip(["addr", "add", "198.18.70.1/24", "dev", "hgr1"]).expect("addr");
+    n.ip(["link", "set", "hgr1", "up"]).expect("up");
+    n.ip(["route", "add", "198.51.100.128/25", "via", "198.18.70.2"]).expect("route to the relayed network");
+    relay.ip(["link", "add", "down0", "type", "veth", "peer", "name", "eth0", "netns", ct.name()]).expect("veth");
+    relay.ip(["addr", "add", "198.18.70.2/24", "dev", "up0"]).expect("addr");
+    relay.ip(["addr", "add", "198.51.100.129/25", "dev", "down0"]).expect("addr");
+    relay.ip(["link", "set", "up0", "up"]).expect("up");
+    relay.ip(["link", "set", "down0", "up"]).expect("up");
+    relay.exec("sysctl", ["-qw", "net.ipv4.ip_forward=1"]).expect("forwarding");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    add_relayed_network(&node);
+    // -a: add option 82 (circuit-id = the client-side interface, "down0"),
+    // and drop replies whose option 82 does not come back unchanged.
+    let child = relay
+        .command("dhcrelay")
+        .args(["-d", "-4", "-a", "-m", "replace", "-iu", "up0", "-id", "down0", "198.18.70.1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dhcrelay (apt-get install isc-dhcp-relay)");
+    let _relay_guard = hostgate_testbed::ChildGuard::new("dhcrelay", child);
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().expect("dir");
+    let got = udhcpc(&ct, dir.path());
+    let fields: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(fields, ["198.51.100.200", "255.255.255.128", "198.51.100.129", "198.51.100.129"], "{got}");
+    // Reserved by the relay's circuit-id: the port, whatever the MAC.
+    ok(node.cli(&["dhcp", "reserve", "add", "--network", "far", "--circuit-id", "down0", "--ip", "198.51.100.207"]));
+    std::thread::sleep(Duration::from_millis(300));
+    ct.ip(["addr", "flush", "dev", "eth0"]).expect("flush");
+    let reserved = udhcpc(&ct, dir.path());
+    assert!(reserved.starts_with("198.51.100.207 "), "the circuit-id reservation wins: {reserved}");
+    let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    assert_eq!(leases.iter().map(|l| l.addr.as_str()).collect::<Vec<_>>(), ["198.51.100.207"]);
+}
+
+#[test]
+fn deleting_a_container_frees_its_lease_at_once() {
+    if !privileged("deleting_a_container_frees_its_lease_at_once") {
+        return;
+    }
+    let mut node = TestNode::new("dhcpd", 0);
+    let ct = Netns::create(&unique_name("dhcpdc")).expect("netns");
+    node.topo
+        .node
+        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
+        .expect("veth");
+    node.topo.node.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
+    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
+    let mac = common::mac_text(ct.mac("eth0").expect("mac"));
+    common::add_web_container(&node, "hgd1", &[], Some(&mac));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(udhcpc(&ct, dir.path()).starts_with("198.51.100.200 "));
+    let leases =
+        || -> Vec<LeaseView> { serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json") };
+    assert_eq!(leases().len(), 1);
+    ok(node.cli(&["container", "remove", "web"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !leases().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leases(), vec![], "the container's lease ends with it, not at expiry");
+}
+
+/// The (address, MAC) of every DHCPACK among captured frames.
+fn acks_in(frames: &[Vec<u8>]) -> Vec<(std::net::Ipv4Addr, [u8; 6])> {
+    let mut acks = Vec::new();
+    for f in frames {
+        // Ethernet, IPv4 (any header length), UDP to port 67 (replies to a relay).
+        if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[23] != 17 {
+            continue;
+        }
+        let udp = 14 + usize::from(f[14] & 0x0f) * 4;
+        let Some(dhcp) = f.get(udp + 8..) else { continue };
+        if f.get(udp + 2..udp + 4) != Some(&[0, 67][..]) || dhcp.len() < 240 || dhcp[0] != 2 {
+            continue;
+        }
+        let mut at = 240;
+        let mut kind = None;
+        while at + 1 < dhcp.len() && dhcp[at] != 255 {
+            if dhcp[at] == 0 {
+                at += 1;
+                continue;
+            }
+            let len = usize::from(dhcp[at + 1]);
+            if dhcp[at] == 53 && len == 1 {
+                kind = dhcp.get(at + 2).copied();
+            }
+            at += 2 + len;
+        }
+        if kind == Some(5) {
+            let addr = std::net::Ipv4Addr::new(dhcp[16], dhcp[17], dhcp[18], dhcp[19]);
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&dhcp[28..34]);
+            acks.push((addr, mac));
+        }
+    }
+    acks
+}
+
+/// perfdhcp load, the daemon SIGKILLed at a different moment each round:
+/// after every restart each ACKed lease is in the store, and no address
+/// ever went to two clients (no lease is released or expires here).
+#[test]
+fn acked_leases_survive_kill_9_under_load() {
+    if !privileged("acked_leases_survive_kill_9_under_load") {
+        return;
+    }
+    let mut node = TestNode::with_config("dhcpk", 0, "\n[dhcp]\nrelay_interfaces = [\"hgp0\"]\n");
+    let gen = Netns::create(&unique_name("dhcpkg")).expect("netns");
+    let n = &node.topo.node;
+    n.ip(["link", "add", "hgp0", "type", "veth", "peer", "name", "eth0", "netns", gen.name()]).expect("veth");
+    n.ip(["addr", "add", "198.18.0.1/15", "dev", "hgp0"]).expect("addr");
+    n.ip(["link", "set", "hgp0", "up"]).expect("up");
+    gen.ip(["addr", "add", "198.18.0.2/15", "dev", "eth0"]).expect("addr");
+    gen.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&[
+        "network",
+        "add",
+        "load",
+        "--customer",
+        "acme",
+        "--subnet",
+        "198.18.0.0/15",
+        "--gateway",
+        "198.18.0.1",
+        "--pool",
+        "198.18.1.0-198.19.255.254",
+        "--max-new-per-mac",
+        "0",
+        "--max-new-per-port",
+        "0",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut acked: std::collections::HashMap<std::net::Ipv4Addr, [u8; 6]> = Default::default();
+    for (round, kill_after_ms) in [700u64, 1300, 1900, 2500].into_iter().enumerate() {
+        let capture =
+            hostgate_testbed::sender::capture(&gen.path(), "eth0", Duration::from_millis(3800)).expect("capture");
+        let load = hostgate_testbed::perfdhcp::Load {
+            netns: &gen.path(),
+            iface: "eth0",
+            server: "198.18.0.1",
+            rate: 400,
+            clients: 100_000,
+            period: Duration::from_secs(3),
+            unique: false,
+        };
+        let generator = load.command().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
+        let mut generator = hostgate_testbed::ChildGuard::new("perfdhcp", generator.expect("perfdhcp (kea-admin)"));
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        node.daemon.as_mut().expect("daemon").kill();
+        let _ = generator.wait_timeout(Duration::from_secs(10));
+        let frames = capture.join().expect("capture thread").expect("capture");
+        let acks = acks_in(&frames);
+        assert!(!acks.is_empty(), "round {round}: no ACK before the kill");
+        for (addr, mac) in acks {
+            if let Some(before) = acked.insert(addr, mac) {
+                assert_eq!(before, mac, "round {round}: {addr} went to two clients");
+            }
+        }
+        node.start_daemon();
+        let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+        let stored: std::collections::HashMap<String, String> =
+            leases.iter().map(|l| (l.addr.clone(), l.mac.clone())).collect();
+        let lost: Vec<String> = acked
+            .iter()
+            .filter(|(addr, mac)| stored.get(&addr.to_string()) != Some(&common::mac_text(**mac)))
+            .map(|(addr, _)| addr.to_string())
+            .collect();
+        assert!(lost.is_empty(), "round {round}: ACKed leases lost by the kill: {lost:?}");
+        let mut macs = std::collections::HashSet::new();
+        assert!(leases.iter().all(|l| macs.insert(l.mac.clone())), "a client holds two addresses");
+        eprintln!("round {round}: {} ACKed leases so far, {} stored", acked.len(), leases.len());
+    }
+}
+
+/// Which real DHCP client configures the container.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Udhcpc,
+    Dhclient,
+    Dhcpcd,
+}
+
+/// Runs `kind` in `ct` on eth0 until it configured an address (the
+/// client's own work: address, and routes from option 121), then stops it.
+fn configure_with(kind: Kind, ct: &Netns, dir: &std::path::Path) {
+    let script = dir.join(format!("{kind:?}.sh"));
+    let write_script = |body: &str| {
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\nexit 0\n")).expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    };
+    let mut cmd = match kind {
+        // busybox hands the script $staticroutes ("dest/len gw ..."); this
+        // is what distributions' udhcpc scripts do with it.
+        Kind::Udhcpc => {
+            write_script(
+                "case \"$1\" in bound|renew)\n ip addr add \"$ip/$mask\" dev \"$interface\"\n set -- $staticroutes\n \
+                 while [ $# -ge 2 ]; do\n  if [ \"$2\" = 0.0.0.0 ]; then ip route add \"$1\" dev \"$interface\"; \
+                 else ip route add \"$1\" via \"$2\" dev \"$interface\"; fi\n  shift 2\n done;;\nesac",
+            );
+            let mut c = ct.command("busybox");
+            c.args(["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-O", "staticroutes", "-s"])
+                .arg(&script);
+            c
+        }
+        // ISC dhclient with Debian's own RFC 3442 hook doing the routes
+        // (sourced from a script of ours so /etc/resolv.conf is left alone).
+        Kind::Dhclient => {
+            let conf = dir.join("dhclient.conf");
+            std::fs::write(
+                &conf,
+                "option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n\
+                 request subnet-mask, routers, domain-name-servers, rfc3442-classless-static-routes;\n",
+            )
+            .expect("conf");
+            write_script(
+                "case \"$reason\" in BOUND|REBOOT)\n ip addr add \"$new_ip_address/$new_subnet_mask\" dev \"$interface\"\n \
+                 . /etc/dhcp/dhclient-exit-hooks.d/rfc3442-classless-routes;;\nesac",
+            );
+            let mut c = ct.command("dhclient");
+            c.args(["-4", "-1", "-d", "-cf"])
+                .arg(&conf)
+                .arg("-sf")
+                .arg(&script)
+                .arg("-pf")
+                .arg(dir.join("dhclient.pid"))
+                .arg("-lf")
+                .arg(dir.join("dhclient.leases"))
+                .arg("eth0");
+            c
+        }
+        // dhcpcd configures address and routes itself; no hook scripts.
+        Kind::Dhcpcd => {
+            let mut c = ct.command("dhcpcd");
+            c.args(["-4", "-B", "-p", "--noarp", "-c", "/bin/true", "-t", "10", "eth0"]);
+            c
+        }
+    };
+    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
+    let mut client = hostgate_testbed::ChildGuard::new(&format!("{kind:?}"), child.expect("DHCP client"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let configured = || {
+        let routes =
+            String::from_utf8_lossy(&ct.ip(["-4", "route", "show", "default"]).expect("routes").stdout).into_owned();
+        routes.contains("via 198.51.100.1")
+    };
+    while !configured() {
+        assert!(std::time::Instant::now() < deadline, "{kind:?} configured no default route in 15 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // dhcpcd keeps its configuration when it stops (-p); the others never undo it.
+    client.kill();
+}
+
+/// Routed single addresses: each client gets a customer IP as a /32 with
+/// the gateway on-link (router + option 121), and the node routes the IP
+/// to the client's port; shown with udhcpc, dhclient and dhcpcd.
+#[test]
+fn routed_single_addresses_work_with_udhcpc_dhclient_and_dhcpcd() {
+    if !privileged("routed_single_addresses_work_with_udhcpc_dhclient_and_dhcpcd") {
+        return;
+    }
+    let mut node = TestNode::new("dhcp32", 0);
+    let kinds = [Kind::Udhcpc, Kind::Dhclient, Kind::Dhcpcd];
+    let mut cts = Vec::new();
+    for i in 0..kinds.len() {
+        let ct = Netns::create(&unique_name("dhcp32c")).expect("netns");
+        let port = format!("hgr{i}");
+        let n = &node.topo.node;
+        n.ip(["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ct.name()]).expect("veth");
+        // The gateway: one node address, on every port.
+        n.ip(["addr", "add", "198.51.100.1/32", "dev", &port]).expect("addr");
+        n.ip(["link", "set", &port, "up"]).expect("up");
+        ct.ip(["link", "set", "eth0", "up"]).expect("up");
+        cts.push(ct);
+    }
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    let mut args = vec![
+        "network",
+        "add",
+        "routed",
+        "--customer",
+        "acme",
+        "--subnet",
+        "203.0.113.0/24",
+        "--gateway",
+        "198.51.100.1",
+        "--pool",
+        "203.0.113.10-203.0.113.20",
+        "--routed",
+    ];
+    for p in ["hgr0", "hgr1", "hgr2"] {
+        args.extend(["--iface", p]);
+    }
+    ok(node.cli(&args));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    for (i, (kind, ct)) in kinds.iter().zip(&cts).enumerate() {
+        configure_with(*kind, ct, dir.path());
+        let addrs = String::from_utf8_lossy(&ct.ip(["-4", "addr", "show", "eth0"]).expect("addr").stdout).into_owned();
+        let ip = addrs
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{kind:?}: no address: {addrs}"))
+            .to_string();
+        assert!(ip.starts_with("203.0.113.") && ip.ends_with("/32"), "{kind:?} got {ip}");
+        // The node routes the address to this port (derived from the lease)...
+        let host = ip.trim_end_matches("/32");
+        let route =
+            String::from_utf8_lossy(&node.topo.node.ip(["route", "get", host]).expect("route").stdout).into_owned();
+        assert!(route.contains(&format!("dev hgr{i}")), "{kind:?}: node route to {host}: {route}");
+        // ...so the container reaches its gateway and hears back.
+        let ping = ct.exec("ping", ["-c", "1", "-W", "2", "198.51.100.1"]).expect("ping");
+        assert!(
+            ping.status.success(),
+            "{kind:?}: {host} cannot reach its gateway: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+    }
+    let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    assert_eq!(leases.len(), 3, "{leases:?}");
+    // The routes are derived state: rebuilt from the store after a crash.
+    node.daemon.as_mut().expect("daemon").kill();
+    node.topo.node.ip(["route", "flush", "proto", "0x68"]).expect("flush our routes");
+    node.start_daemon();
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, l) in leases.iter().enumerate() {
+        let route =
+            String::from_utf8_lossy(&node.topo.node.ip(["route", "get", &l.addr]).expect("route").stdout).into_owned();
+        assert!(route.contains("dev hgr"), "lease {i} ({}) has no route after the restart: {route}", l.addr);
+    }
+}

@@ -1,0 +1,544 @@
+//! Serving: the networks declared for this node, one UDP socket per
+//! interface, packets to answers. Direct clients are served by the network
+//! of the interface they ask on; relayed requests (giaddr set), accepted on
+//! the configured relay interfaces only, by the network that contains
+//! giaddr. Offers and NAKs leave at once; ACKs and other lease changes go
+//! through the group committer first.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::{FromRawFd, OwnedFd},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use hostgate_dhcp::{
+    identity::{Client, Reservation, Reservations},
+    leases::{Answer, Lease, LeaseTable, State as LeaseState},
+    network::{keys, Network},
+    wire::{self, Reply},
+};
+use hostgate_ipam::model::{keys as ipam_keys, parse_mac, Container};
+use hostgate_store::{Event, Mirror, Op, WatchBatch};
+use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
+use tracing::{debug, info, warn};
+
+use super::commit::{self, Durable, HeldReply, Queue};
+use crate::{now, Daemon};
+
+/// A lease that began or ended, for the state derived from leases: the
+/// node's host routes to routed single addresses.
+pub(crate) enum LeaseChange {
+    Bound(Lease, bool),
+    Ended(Lease, bool),
+}
+
+type Derived = mpsc::UnboundedSender<LeaseChange>;
+
+/// Keeps derived state equal to the leases: a routed network's bound
+/// lease is a /32 route out of the port the client asked from.
+async fn keep_derived(mut rx: mpsc::UnboundedReceiver<LeaseChange>) {
+    let routes = match crate::netif::HostRoutes::connect() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = format!("{e:#}"), "no rtnetlink: routed DHCP addresses get no routes");
+            return;
+        }
+    };
+    while let Some(change) = rx.recv().await {
+        let (lease, bound) = match change {
+            LeaseChange::Bound(l, true) => (l, true),
+            LeaseChange::Ended(l, true) => (l, false),
+            _ => continue,
+        };
+        let Some(iface) = lease.port.as_deref().and_then(|p| p.strip_prefix("iface:")) else { continue };
+        let done = match bound {
+            true => routes.set(lease.addr, iface).await,
+            false => routes.remove(lease.addr, iface).await,
+        };
+        if let Err(e) = done {
+            warn!(addr = %lease.addr, %iface, error = format!("{e:#}"), "DHCP host route not updated");
+        }
+    }
+}
+
+/// One network served here.
+pub(crate) struct NetworkState {
+    network: Network,
+    table: Mutex<LeaseTable>,
+    reservations: RwLock<Arc<Reservations>>,
+}
+
+impl NetworkState {
+    fn table(&self) -> std::sync::MutexGuard<'_, LeaseTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reservations(&self) -> Arc<Reservations> {
+        self.reservations.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What the packet tasks read, swapped whole when networks change.
+#[derive(Default)]
+struct Routing {
+    by_iface: HashMap<String, Arc<NetworkState>>,
+    all: Vec<Arc<NetworkState>>,
+}
+
+impl Routing {
+    /// The network a relay with address `giaddr` serves.
+    fn for_relay(&self, giaddr: Ipv4Addr) -> Option<&Arc<NetworkState>> {
+        self.all.iter().find(|n| n.network.contains(giaddr))
+    }
+}
+
+type SharedRouting = Arc<RwLock<Arc<Routing>>>;
+
+/// Aborts a task when dropped.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) fn count(d: &Daemon, network: &str, f: impl FnOnce(&mut hostgate_api::DhcpCounters)) {
+    let mut all = d.dhcp_counters.lock().unwrap_or_else(|p| p.into_inner());
+    let c = all
+        .entry(network.to_string())
+        .or_insert_with(|| hostgate_api::DhcpCounters { network: network.to_string(), ..Default::default() });
+    f(c);
+}
+
+/// Serves the networks declared for this node, following the store:
+/// networks and reservations apply at once, a deleted container's leases
+/// end at once, expired leases leave the store.
+pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
+    let mut networks = Followed::start(&d, keys::NETWORKS).await?;
+    let mut reservations = Followed::start(&d, keys::RESERVATIONS).await?;
+    let mut containers = Followed::start(&d, ipam_keys::CONTAINERS).await?;
+    let (derived, derived_rx) = mpsc::unbounded_channel();
+    let _derived = Task(tokio::spawn(keep_derived(derived_rx)));
+    let (queue, rx) = mpsc::channel(commit::QUEUE);
+    let _committer = Task(tokio::spawn(commit::run(d.clone(), rx, derived.clone())));
+    let routing: SharedRouting = Arc::default();
+    let mut states: HashMap<String, Arc<NetworkState>> = HashMap::new();
+    let mut listeners: HashMap<String, Task> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut networks_changed = true;
+    let mut advertisers = crate::ra::Advertisers::default();
+    loop {
+        if networks_changed {
+            states = serve_networks(&d, &networks.mirror, states, &derived).await?;
+            advertisers.reconcile(states.values().map(|s| &s.network)).await;
+            set_reservations(&states, &reservations.mirror);
+            let mut by_iface = HashMap::new();
+            for s in states.values() {
+                for iface in &s.network.interfaces {
+                    by_iface.insert(iface.clone(), s.clone());
+                }
+            }
+            let wanted: HashSet<String> =
+                by_iface.keys().cloned().chain(d.config.dhcp.relay_interfaces.iter().cloned()).collect();
+            *routing.write().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(Routing { by_iface, all: states.values().cloned().collect() });
+            listeners.retain(|iface, _| wanted.contains(iface));
+            for iface in wanted {
+                if let std::collections::hash_map::Entry::Vacant(slot) = listeners.entry(iface) {
+                    if let Some(task) = listen(&d, slot.key(), &routing, &queue) {
+                        slot.insert(task);
+                    }
+                }
+            }
+        }
+        networks_changed = false;
+        tokio::select! {
+            b = networks.watch.recv() => {
+                networks.mirror.apply(&b.ok_or_else(watch_ended)?);
+                networks_changed = true;
+            }
+            b = reservations.watch.recv() => {
+                reservations.mirror.apply(&b.ok_or_else(watch_ended)?);
+                set_reservations(&states, &reservations.mirror);
+            }
+            b = containers.watch.recv() => {
+                let b = b.ok_or_else(watch_ended)?;
+                free_deleted_containers(&states, &containers.mirror, &b, &queue).await;
+                containers.mirror.apply(&b);
+            }
+            _ = tick.tick() => expire(&states, &queue).await,
+        }
+    }
+}
+
+fn watch_ended() -> anyhow::Error {
+    anyhow::anyhow!("the store's watch ended")
+}
+
+/// A prefix of the store, mirrored.
+struct Followed {
+    mirror: Mirror,
+    watch: hostgate_store::Watcher,
+}
+
+impl Followed {
+    async fn start(d: &Daemon, prefix: &str) -> anyhow::Result<Self> {
+        let snap = d.store.snapshot(prefix).await?;
+        let watch = d.store.watch(prefix, snap.revision).await?;
+        Ok(Followed { mirror: Mirror::from_snapshot(snap), watch })
+    }
+}
+
+/// The states of the networks declared for this node: unchanged ones kept
+/// (their tables hold offers in flight), new or changed ones restored from
+/// their stored leases.
+async fn serve_networks(
+    d: &Daemon,
+    mirror: &Mirror,
+    mut old: HashMap<String, Arc<NetworkState>>,
+    derived: &Derived,
+) -> anyhow::Result<HashMap<String, Arc<NetworkState>>> {
+    let mut states = HashMap::new();
+    for network in mirror.entries.values().filter_map(|kv| kv.decode::<Network>().ok()) {
+        if network.node.as_deref().is_some_and(|node| node != d.config.node_name) {
+            continue;
+        }
+        let name = network.name.clone();
+        if let Some(s) = old.remove(&name).filter(|s| s.network == network) {
+            states.insert(name, s);
+            continue;
+        }
+        let stored = d.store.snapshot(&keys::leases_of(&name)).await?;
+        let leases: Vec<Lease> = stored.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
+        let (table, refused) = LeaseTable::restore(network.clone(), network.limits(), leases);
+        for l in refused {
+            warn!(network = %name, addr = %l.addr, "stored lease conflicts with another; dropped");
+        }
+        info!(network = %name, interfaces = ?network.interfaces, "DHCP network served");
+        // Derived state is rebuilt from the stored leases, not left to renewals.
+        for l in table.leases().filter(|l| l.state == LeaseState::Bound) {
+            let _ = derived.send(LeaseChange::Bound(l.clone(), network.routed));
+        }
+        let state = NetworkState { network, table: Mutex::new(table), reservations: RwLock::default() };
+        states.insert(name, Arc::new(state));
+    }
+    // Networks no longer served (removed or changed): their derived state goes.
+    for s in old.values() {
+        for l in s.table().leases().filter(|l| l.state == LeaseState::Bound) {
+            let _ = derived.send(LeaseChange::Ended(l.clone(), s.network.routed));
+        }
+    }
+    Ok(states)
+}
+
+fn set_reservations(states: &HashMap<String, Arc<NetworkState>>, mirror: &Mirror) {
+    let mut by_network: HashMap<&str, Vec<Reservation>> = HashMap::new();
+    let all: Vec<Reservation> = mirror.entries.values().filter_map(|kv| kv.decode().ok()).collect();
+    for r in &all {
+        by_network.entry(r.network.as_str()).or_default().push(r.clone());
+    }
+    for (name, s) in states {
+        let rs = Reservations::new(by_network.remove(name.as_str()).unwrap_or_default());
+        *s.reservations.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rs);
+    }
+}
+
+/// A container that goes away frees its leases at once (its MAC on the
+/// networks of its interface), instead of pinning them until they expire.
+async fn free_deleted_containers(
+    states: &HashMap<String, Arc<NetworkState>>,
+    mirror: &Mirror,
+    batch: &WatchBatch,
+    queue: &Queue,
+) {
+    for e in &batch.events {
+        let Event::Delete { key, .. } = e else { continue };
+        let Some(c) = mirror.entries.get(key).and_then(|kv| kv.decode::<Container>().ok()) else { continue };
+        let Some(mac) = c.mac.as_deref().and_then(parse_mac) else { continue };
+        for s in states.values().filter(|s| s.network.interfaces.contains(&c.iface)) {
+            let gone = s.table().forget_mac(mac);
+            if !gone.is_empty() {
+                info!(container = %c.name, network = %s.network.name, leases = gone.len(), "container gone; leases freed");
+                let _ = queue.send(ended(&s.network, gone)).await;
+            }
+        }
+    }
+}
+
+/// Ends expired leases and deletes them from the store.
+async fn expire(states: &HashMap<String, Arc<NetworkState>>, queue: &Queue) {
+    let now = now();
+    for s in states.values() {
+        let gone = s.table().expire(now);
+        if !gone.is_empty() {
+            let _ = queue.send(ended(&s.network, gone)).await;
+        }
+    }
+}
+
+/// Deleting leases that ended, and their derived state once deleted.
+fn ended(network: &Network, leases: Vec<Lease>) -> Durable {
+    let ops = leases.iter().map(|l| Op::Delete(keys::lease(&network.name, l.addr))).collect();
+    let changes = leases.into_iter().map(|l| LeaseChange::Ended(l, network.routed)).collect();
+    Durable { ops, reply: None, changes }
+}
+
+/// Starts serving `iface`; `None` (logged) if it cannot be bound.
+fn listen(d: &Arc<Daemon>, iface: &str, routing: &SharedRouting, queue: &Queue) -> Option<Task> {
+    let socket = match bind(iface) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            warn!(%iface, error = %e, "cannot serve DHCP here");
+            return None;
+        }
+    };
+    let relays = d.config.dhcp.relay_interfaces.iter().any(|i| i == iface);
+    let listener = Listener {
+        d: d.clone(),
+        iface: iface.to_string(),
+        socket,
+        relay_server_id: relays.then(|| crate::netif::ipv4_of(iface)).flatten(),
+        relays,
+        routing: routing.clone(),
+        queue: queue.clone(),
+    };
+    info!(%iface, relays, "DHCP listening");
+    Some(Task(tokio::spawn(listener.serve())))
+}
+
+/// A UDP socket on port 67 of `iface` only (SO_BINDTODEVICE before bind,
+/// so each interface has its own), allowed to broadcast.
+fn bind(iface: &str) -> std::io::Result<UdpSocket> {
+    // SAFETY: plain socket(2)/setsockopt(2)/bind(2) on a descriptor we own
+    // from its creation; every return is checked.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let set = |opt, val: *const libc::c_void, len| {
+            if libc::setsockopt(fd, libc::SOL_SOCKET, opt, val, len) < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        set(libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), size)?;
+        set(libc::SO_BROADCAST, (&one as *const libc::c_int).cast(), size)?;
+        // Bursts of DISCOVERs (a rack booting, perfdhcp) must not overflow
+        // the default receive buffer.
+        let rcvbuf: libc::c_int = 4 << 20;
+        set(libc::SO_RCVBUF, (&rcvbuf as *const libc::c_int).cast(), size)?;
+        set(libc::SO_BINDTODEVICE, iface.as_ptr().cast(), iface.len() as libc::socklen_t)?;
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 67u16.to_be(),
+            sin_addr: libc::in_addr { s_addr: 0 },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+            < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        UdpSocket::from_std(std::net::UdpSocket::from(owned))
+    }
+}
+
+/// One interface's serving task.
+struct Listener {
+    d: Arc<Daemon>,
+    iface: String,
+    socket: Arc<UdpSocket>,
+    /// Whether relayed requests are accepted here.
+    relays: bool,
+    /// The server identifier for relayed clients: this interface's address,
+    /// which they unicast renewals to.
+    relay_server_id: Option<Ipv4Addr>,
+    routing: SharedRouting,
+    queue: Queue,
+}
+
+/// What became of a packet.
+enum Outcome {
+    /// Send this now.
+    Now(Vec<u8>, SocketAddr),
+    /// Commit these changes, then send the reply if any.
+    Durable(Durable),
+    Nothing,
+}
+
+impl Listener {
+    async fn serve(self) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(iface = %self.iface, error = %e, "DHCP receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Some(state) = self.network_for(&buf[..n]) else { continue };
+            let name = &state.network.name;
+            match self.handle(&state, &buf[..n]) {
+                Ok(Outcome::Now(reply, to)) => {
+                    if let Err(e) = self.socket.send_to(&reply, to).await {
+                        warn!(network = %name, %to, error = %e, "DHCP reply not sent");
+                    }
+                }
+                Ok(Outcome::Durable(durable)) => {
+                    if self.queue.try_send(durable).is_err() {
+                        count(&self.d, name, |c| c.drops += 1);
+                        debug!(network = %name, "commit queue full; request dropped");
+                    }
+                }
+                Ok(Outcome::Nothing) => {}
+                Err(e) => {
+                    count(&self.d, name, |c| c.drops += 1);
+                    debug!(network = %name, %from, error = %e, "DHCP packet dropped");
+                }
+            }
+        }
+    }
+
+    /// The network a packet is for: the relay's (by giaddr) if relayed and
+    /// relays are accepted here, else this interface's.
+    fn network_for(&self, packet: &[u8]) -> Option<Arc<NetworkState>> {
+        let routing = self.routing.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let giaddr = packet.get(24..28).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]))?;
+        if giaddr.is_unspecified() {
+            return routing.by_iface.get(&self.iface).cloned();
+        }
+        if !self.relays {
+            return None;
+        }
+        routing.for_relay(giaddr).cloned()
+    }
+
+    /// One packet in; what to do about it.
+    fn handle(&self, state: &NetworkState, packet: &[u8]) -> anyhow::Result<Outcome> {
+        use dhcproto::v4::MessageType as M;
+        let network = &state.network;
+        let req = wire::parse(packet)?;
+        let relayed = !req.msg.giaddr().is_unspecified();
+        let server_id = match relayed {
+            true => self.relay_server_id.unwrap_or(network.gateway),
+            false => network.gateway,
+        };
+        if req.server_id.is_some_and(|s| s != server_id) {
+            // The client chose another server's offer.
+            return Ok(Outcome::Nothing);
+        }
+        let mut client = Client::new(req.chaddr, req.client_id.as_deref());
+        client.circuit_id = req.circuit_id.clone();
+        client.hostname = req.hostname.clone();
+        client.port = match (&req.circuit_id, relayed) {
+            (Some(c), _) => Some(format!("circuit:{}", super::hex(c))),
+            (None, false) => Some(format!("iface:{}", self.iface)),
+            (None, true) => None,
+        };
+        let now = now();
+        let options = network.reply_options(server_id);
+        let reservations = state.reservations();
+        let mut table = state.table();
+        let answer = match req.kind {
+            M::Discover => table.discover(now, &client, req.requested, &reservations),
+            M::Request => {
+                let ciaddr = req.msg.ciaddr();
+                let Some(addr) = req.requested.or((!ciaddr.is_unspecified()).then_some(ciaddr)) else {
+                    return Ok(Outcome::Nothing);
+                };
+                table.request(now, &client, addr, &reservations)
+            }
+            M::Release => {
+                count(&self.d, &network.name, |c| c.releases += 1);
+                let gone = table.release(&client, req.msg.ciaddr());
+                return Ok(Outcome::Durable(ended(network, gone.into_iter().collect())));
+            }
+            M::Decline => {
+                count(&self.d, &network.name, |c| c.declines += 1);
+                let Some(addr) = req.requested.filter(|a| table.decline(now, &client, *a)) else {
+                    return Ok(Outcome::Nothing);
+                };
+                let ops = table
+                    .leases()
+                    .find(|l| l.addr == addr)
+                    .map(|l| Op::put_json(keys::lease(&network.name, addr), l))
+                    .transpose()?;
+                return Ok(Outcome::Durable(Durable { ops: ops.into_iter().collect(), reply: None, changes: vec![] }));
+            }
+            M::Inform => {
+                // Configuration for a client that has its address already.
+                let ciaddr = req.msg.ciaddr();
+                if !network.contains(ciaddr) {
+                    return Ok(Outcome::Nothing);
+                }
+                count(&self.d, &network.name, |c| c.informs += 1);
+                return Ok(Outcome::Now(wire::reply(&req, Reply::Inform, &options)?, destination(&req)));
+            }
+            _ => return Ok(Outcome::Nothing),
+        };
+        let to = destination(&req);
+        Ok(match &answer {
+            Answer::Offer(l) => {
+                count(&self.d, &network.name, |c| c.offers += 1);
+                Outcome::Now(wire::reply(&req, Reply::Offer(l), &options)?, to)
+            }
+            Answer::Ack(l) => {
+                // Durable before it leaves; a lease the client moved away from goes.
+                let mut ops = vec![Op::put_json(keys::lease(&network.name, l.addr), l)?];
+                let mut changes = vec![LeaseChange::Bound(l.clone(), network.routed)];
+                if let Some(old) = table.take_vacated(&client.key).filter(|a| *a != l.addr) {
+                    ops.push(Op::Delete(keys::lease(&network.name, old)));
+                    let vacated = Lease { addr: old, ..l.clone() };
+                    changes.insert(0, LeaseChange::Ended(vacated, network.routed));
+                }
+                let bytes = wire::reply(&req, Reply::Ack(l), &options)?;
+                let reply = HeldReply { socket: self.socket.clone(), bytes, to, network: network.name.clone() };
+                Outcome::Durable(Durable { ops, reply: Some(reply), changes })
+            }
+            Answer::Nak(why) => {
+                count(&self.d, &network.name, |c| c.naks += 1);
+                debug!(network = %network.name, why, "NAK");
+                Outcome::Now(wire::reply(&req, Reply::Nak, &options)?, to)
+            }
+            Answer::Ignore(why) => {
+                count(&self.d, &network.name, |c| c.drops += 1);
+                debug!(network = %network.name, why, "not answered");
+                Outcome::Nothing
+            }
+        })
+    }
+}
+
+/// Where a reply goes: the relay, the client's address, or a broadcast on
+/// the interface for a client without an address (or that asked for one).
+fn destination(req: &wire::Request) -> SocketAddr {
+    let giaddr = req.msg.giaddr();
+    let ciaddr = req.msg.ciaddr();
+    let to = if !giaddr.is_unspecified() {
+        SocketAddrV4::new(giaddr, 67)
+    } else if !ciaddr.is_unspecified() && !req.msg.flags().broadcast() {
+        SocketAddrV4::new(ciaddr, 68)
+    } else {
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+    };
+    SocketAddr::V4(to)
+}
+
+/// Whether a stored lease is in use (for listings).
+pub(crate) fn state_name(s: LeaseState) -> &'static str {
+    match s {
+        LeaseState::Offered => "offered",
+        LeaseState::Bound => "bound",
+        LeaseState::Declined => "declined",
+    }
+}
