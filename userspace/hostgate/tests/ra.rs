@@ -77,6 +77,8 @@ fn add_network(node: &TestNode, name: &str, prefix: &str) -> std::process::Outpu
         "hgd1",
         "--ipv6-prefix",
         prefix,
+        "--domain",
+        "web.example.test",
         "--search",
         "example.test",
     ])
@@ -116,7 +118,7 @@ fn a_kernel_client_configures_itself_from_router_advertisements() {
         .expect("rdisc6 (apt-get install ndisc6)");
     let seen = String::from_utf8_lossy(&rdisc.stdout);
     assert!(seen.contains("Recursive DNS server") && seen.contains(ROUTER), "{seen}");
-    assert!(seen.contains("DNS search list") && seen.contains("example.test"), "{seen}");
+    assert!(seen.contains("DNS search list") && seen.contains("web.example.test example.test"), "{seen}");
     assert!(seen.contains("2001:db8:1::/64"), "{seen}");
     let list = ok(node.cli(&["network", "list"]));
     assert!(list.contains(PREFIX), "{list}");
