@@ -2,7 +2,9 @@
 /*
  * guard.h: anti-spoofing on container veths (TC ingress, i.e. what the
  * container sends). A registered container may send only from its MAC
- * and its addresses; ARP must claim one of its IPv4 addresses. IPv6
+ * and its addresses (registered, or leased to it by hostgate's DHCP
+ * server); ARP must claim one of its IPv4 addresses, and DHCP may ask from
+ * 0.0.0.0. IPv6
  * link-local and unspecified sources stay allowed, or neighbour discovery
  * and duplicate address detection would break. Unregistered veths are not
  * guarded.
@@ -14,6 +16,7 @@
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 
 #include "hostgate_abi.h"
@@ -38,6 +41,23 @@ struct {
 } hg_guard_addrs SEC(".maps");
 
 #define HG_ARP_SPA_OFF (sizeof(struct ethhdr) + 14)
+
+/*
+ * A DHCP client's message (UDP 68 -> 67) from 0.0.0.0: how a container
+ * asks for its address before it has one. The address it gets is then
+ * added to hg_guard_addrs from its lease.
+ */
+static __always_inline int hg_guard_dhcp_discovery(const struct hg_pkt *pkt, const struct iphdr *ip,
+						   void *data, void *data_end)
+{
+	struct udphdr *udp = HG_PTR(data, pkt->l4_off);
+
+	if (ip->saddr != 0 || !pkt->has_l4 || pkt->l4_proto != IPPROTO_UDP)
+		return 0;
+	if ((void *)(udp + 1) > data_end)
+		return 0;
+	return udp->source == bpf_htons(68) && udp->dest == bpf_htons(67);
+}
 
 static __always_inline int hg_guard_addr_ok(__u32 ifindex, __u32 family, const void *addr, int len)
 {
@@ -68,6 +88,8 @@ static __always_inline int hg_guard_check(struct __sk_buff *skb, const struct hg
 
 		if ((void *)(ip + 1) > data_end)
 			goto spoofed;
+		if (hg_guard_dhcp_discovery(pkt, ip, data, data_end))
+			return 1;
 		if (!hg_guard_addr_ok(ifindex, HG_FAMILY_V4, &ip->saddr, 4))
 			goto spoofed;
 		return 1;

@@ -97,37 +97,64 @@ pub async fn remove(
     Ok(Json(req))
 }
 
-/// Keeps the anti-spoofing tables equal to the registry.
+/// Keeps the anti-spoofing tables equal to the registry and to the DHCP
+/// leases of the containers' ports.
 pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let d = &d;
     let snap = d.store.snapshot(keys::CONTAINERS).await?;
     let mut watch = d.store.watch(keys::CONTAINERS, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
+    let mut leased = d.dhcp_sources.subscribe();
+    let mut registry_changed = true;
+    let mut last_guards: Option<Vec<GuardSpec>> = None;
     loop {
         // In a cluster the registry holds every node's containers: this node
         // guards and translates its own.
         let me = d.config.node_name.as_str();
         let containers: Vec<Container> =
             mirror.entries.values().filter_map(|kv| kv.decode::<Container>().ok()).filter(|c| c.on_node(me)).collect();
-        let mut guards = Vec::new();
-        for c in containers.iter().cloned() {
-            match hostgate_dataplane::sys::ifindex(&c.iface) {
-                Some(ifindex) => {
-                    guards.push(GuardSpec { ifindex, mac: c.mac.as_deref().and_then(parse_mac), addrs: c.ips })
-                }
-                None => warn!(container = %c.name, iface = %c.iface, "container interface not found; not guarded"),
+        let guards = guard_specs(&containers, &leased.borrow_and_update());
+        // Leases churn; the tables change only when a container's sources do.
+        if last_guards.as_ref() != Some(&guards) {
+            let (dd, specs) = (d.clone(), guards.clone());
+            tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
+                Some(dp) => dp.set_guards(&specs).map_err(anyhow::Error::from),
+                None => Ok(()),
+            })
+            .await??;
+            last_guards = Some(guards);
+        }
+        if registry_changed {
+            if let Err(e) = tokio::task::spawn_blocking(move || crate::snat::apply(&containers)).await? {
+                warn!(error = format!("{e:#}"), "source NAT not applied");
             }
         }
-        let dd = d.clone();
-        tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
-            Some(dp) => dp.set_guards(&guards).map_err(anyhow::Error::from),
-            None => Ok(()),
-        })
-        .await??;
-        if let Err(e) = tokio::task::spawn_blocking(move || crate::snat::apply(&containers)).await? {
-            warn!(error = format!("{e:#}"), "source NAT not applied");
+        tokio::select! {
+            batch = watch.recv() => {
+                let Some(batch) = batch else { anyhow::bail!("the store's watch ended") };
+                mirror.apply(&batch);
+                registry_changed = true;
+            }
+            changed = leased.changed() => {
+                changed?;
+                registry_changed = false;
+            }
         }
-        let Some(batch) = watch.recv().await else { anyhow::bail!("the store's watch ended") };
-        mirror.apply(&batch);
     }
+}
+
+/// What each container's veth may send from: its registered addresses and
+/// the ones leased on its port by DHCP.
+fn guard_specs(containers: &[Container], leased: &crate::dhcp::LeasedSources) -> Vec<GuardSpec> {
+    let mut guards = Vec::new();
+    for c in containers {
+        let Some(ifindex) = hostgate_dataplane::sys::ifindex(&c.iface) else {
+            warn!(container = %c.name, iface = %c.iface, "container interface not found; not guarded");
+            continue;
+        };
+        let mut addrs = c.ips.clone();
+        addrs.extend(leased.get(&c.iface).into_iter().flatten().map(|a| IpAddr::V4(*a)));
+        guards.push(GuardSpec { ifindex, mac: c.mac.as_deref().and_then(parse_mac), addrs });
+    }
+    guards
 }

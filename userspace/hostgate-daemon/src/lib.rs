@@ -47,6 +47,9 @@ pub struct Daemon {
     pub config_revision: tokio::sync::watch::Sender<u64>,
     /// DHCP counters by network name.
     pub dhcp_counters: Mutex<std::collections::BTreeMap<String, hostgate_api::DhcpCounters>>,
+    /// Addresses leased by DHCP, by the interface they were asked from:
+    /// container ports may send from them (anti-spoofing).
+    pub dhcp_sources: tokio::sync::watch::Sender<dhcp::LeasedSources>,
     /// `None` after `hostgate dataplane detach`.
     pub dataplane: Mutex<Option<Dataplane>>,
     pub started_at: u64,
@@ -154,6 +157,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         addresses_lock: tokio::sync::Mutex::new(()),
         config_revision: tokio::sync::watch::Sender::new(0),
         dhcp_counters: Mutex::new(Default::default()),
+        dhcp_sources: tokio::sync::watch::Sender::new(Default::default()),
         dataplane: Mutex::new(Some(dataplane)),
         started_at,
         config,

@@ -207,7 +207,9 @@ impl Network {
         }
         let gateway_on_subnet =
             self.contains(self.gateway) && self.gateway != self.subnet && self.gateway != self.broadcast();
-        if !(gateway_on_subnet || (self.routed && !self.contains(self.gateway))) {
+        // Routed networks reach their gateway on-link, outside the subnet.
+        let routed_gateway = self.routed && !self.contains(self.gateway);
+        if !gateway_on_subnet && !routed_gateway {
             return Err(NetworkError::Gateway(self.gateway, self.subnet, self.prefix_len));
         }
         for (i, p) in self.pools.iter().enumerate() {

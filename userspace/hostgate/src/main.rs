@@ -245,9 +245,64 @@ enum ContainerCommand {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of one variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum NetworkCommand {
     /// Declare a network served by DHCP on this node's container interfaces.
-    Add(Box<NetworkAdd>),
+    Add {
+        name: String,
+        #[arg(long)]
+        customer: String,
+        /// ADDRESS/LENGTH, e.g. 198.51.100.0/24.
+        #[arg(long)]
+        subnet: String,
+        /// The router handed out (this node's address on the interfaces).
+        #[arg(long)]
+        gateway: String,
+        /// FIRST-LAST; repeat for more.
+        #[arg(long = "pool", required = true)]
+        pools: Vec<String>,
+        /// Container-facing interface to answer on; repeat for more.
+        /// (None: the network is served to DHCP relays only, see
+        /// `[dhcp] relay_interfaces`.)
+        #[arg(long = "iface")]
+        interfaces: Vec<String>,
+        /// Lease time in seconds (default 3600).
+        #[arg(long)]
+        lease_secs: Option<u32>,
+        /// New addresses one MAC may get per minute (default 10; 0: no limit).
+        #[arg(long)]
+        max_new_per_mac: Option<u32>,
+        /// New addresses one port (interface or relay circuit-id) may get per
+        /// minute (default 60; 0: no limit).
+        #[arg(long)]
+        max_new_per_port: Option<u32>,
+        /// Domain name handed out (option 15).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Domain search list entry (option 119); repeat for more.
+        #[arg(long = "search")]
+        search: Vec<String>,
+        /// Interface MTU handed out (option 26).
+        #[arg(long)]
+        mtu: Option<u16>,
+        /// Routed single addresses: each client gets its address as a /32
+        /// with the gateway on-link (router + classless static routes, 121),
+        /// and the node routes the address to the client's port.
+        #[arg(long)]
+        routed: bool,
+        /// DNS server handed out (default: the gateway); repeat for more.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// IPv6 /64 advertised for SLAAC (router advertisements, which also
+        /// carry --domain and --search as DNSSL, and --mtu), e.g.
+        /// 2001:db8:1::/64; the node takes PREFIX::1 on the interfaces.
+        #[arg(long)]
+        ipv6_prefix: Option<String>,
+        /// IPv6 DNS server advertised (RDNSS; default: PREFIX::1); repeat for more.
+        #[arg(long = "dns6")]
+        dns6: Vec<String>,
+    },
     /// Every network, with its bound leases.
     List {
         #[arg(long)]
@@ -255,63 +310,6 @@ enum NetworkCommand {
     },
     /// Remove a network and its leases.
     Rm { name: String },
-}
-
-/// `hostgate network add` (boxed in its variant: far larger than the others).
-#[derive(clap::Args)]
-struct NetworkAdd {
-    name: String,
-    #[arg(long)]
-    customer: String,
-    /// ADDRESS/LENGTH, e.g. 198.51.100.0/24.
-    #[arg(long)]
-    subnet: String,
-    /// The router handed out (this node's address on the interfaces).
-    #[arg(long)]
-    gateway: String,
-    /// FIRST-LAST; repeat for more.
-    #[arg(long = "pool", required = true)]
-    pools: Vec<String>,
-    /// Container-facing interface to answer on; repeat for more.
-    /// (None: the network is served to DHCP relays only, see
-    /// `[dhcp] relay_interfaces`.)
-    #[arg(long = "iface")]
-    interfaces: Vec<String>,
-    /// Lease time in seconds (default 3600).
-    #[arg(long)]
-    lease_secs: Option<u32>,
-    /// New addresses one MAC may get per minute (default 10; 0: no limit).
-    #[arg(long)]
-    max_new_per_mac: Option<u32>,
-    /// New addresses one port (interface or relay circuit-id) may get per
-    /// minute (default 60; 0: no limit).
-    #[arg(long)]
-    max_new_per_port: Option<u32>,
-    /// Domain name handed out (option 15).
-    #[arg(long)]
-    domain: Option<String>,
-    /// Domain search list entry (option 119); repeat for more.
-    #[arg(long = "search")]
-    search: Vec<String>,
-    /// Interface MTU handed out (option 26).
-    #[arg(long)]
-    mtu: Option<u16>,
-    /// Routed single addresses: each client gets its address as a /32
-    /// with the gateway on-link (router + classless static routes, 121),
-    /// and the node routes the address to the client's port.
-    #[arg(long)]
-    routed: bool,
-    /// DNS server handed out (default: the gateway); repeat for more.
-    #[arg(long = "dns")]
-    dns: Vec<String>,
-    /// IPv6 /64 advertised for SLAAC (router advertisements, which also carry
-    /// --domain and --search as DNSSL, and --mtu), e.g. 2001:db8:1::/64; the
-    /// node takes PREFIX::1 on the interfaces.
-    #[arg(long)]
-    ipv6_prefix: Option<String>,
-    /// IPv6 DNS server advertised (RDNSS; default: PREFIX::1); repeat for more.
-    #[arg(long = "dns6")]
-    dns6: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -700,25 +698,24 @@ async fn container(client: &Client, command: ContainerCommand) -> anyhow::Result
 async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()> {
     use hostgate_api::{NetworkRef, NetworkView};
     match command {
-        NetworkCommand::Add(add) => {
-            let NetworkAdd {
-                name,
-                customer,
-                subnet,
-                gateway,
-                pools,
-                interfaces,
-                lease_secs,
-                max_new_per_mac,
-                max_new_per_port,
-                domain,
-                search,
-                mtu,
-                routed,
-                dns,
-                ipv6_prefix,
-                dns6,
-            } = *add;
+        NetworkCommand::Add {
+            name,
+            customer,
+            subnet,
+            gateway,
+            pools,
+            interfaces,
+            lease_secs,
+            max_new_per_mac,
+            max_new_per_port,
+            domain,
+            search,
+            mtu,
+            routed,
+            dns,
+            ipv6_prefix,
+            dns6,
+        } => {
             let v = NetworkView {
                 name,
                 customer,

@@ -495,3 +495,68 @@ fn routed_single_addresses_work_with_udhcpc_dhclient_and_dhcpcd() {
         assert!(route.contains("dev hgr"), "lease {i} ({}) has no route after the restart: {route}", l.addr);
     }
 }
+
+/// The anti-spoofing tie: a container registered by MAC alone asks for its
+/// address from 0.0.0.0 through its guarded veth, may then send from the
+/// leased address, and is blocked when it changes its IP by hand.
+#[test]
+fn a_dhcp_lease_is_the_ports_allowed_source() {
+    if !privileged("a_dhcp_lease_is_the_ports_allowed_source") {
+        return;
+    }
+    let mut node = TestNode::new("dhcpg", 1);
+    let (iface, gateway, v4, mac) = {
+        let c = &node.topo.containers[0];
+        // The container starts without an address: DHCP gives it one.
+        c.ns.ip(["addr", "flush", "dev", "eth0"]).expect("flush");
+        (c.node_iface.clone(), c.gateway_v4, c.v4, common::mac_text(c.ns.mac("eth0").expect("mac")))
+    };
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    common::add_web_container(&node, &iface, &[], Some(&mac));
+    let subnet = format!("{}/30", std::net::Ipv4Addr::from(u32::from(gateway) - 1));
+    let pool = format!("{v4}-{v4}");
+    let gateway = gateway.to_string();
+    ok(node.cli(&[
+        "network",
+        "add",
+        "web",
+        "--customer",
+        "acme",
+        "--subnet",
+        &subnet,
+        "--gateway",
+        &gateway,
+        "--pool",
+        &pool,
+        "--iface",
+        &iface,
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    let c = &node.topo.containers[0];
+    let got = udhcpc(&c.ns, dir.path());
+    assert!(got.starts_with(&format!("{} ", c.v4)), "DHCP through the guard: {got}");
+    c.ns.ip(["addr", "add", &format!("{}/30", c.v4), "dev", "eth0"]).expect("configure the lease");
+    let ping =
+        |ns: &Netns| ns.command("ping").args(["-c", "1", "-W", "1", &gateway]).output().expect("ping").status.success();
+    let drops = || {
+        let all: Vec<hostgate_api::ContainerView> =
+            serde_json::from_str(&ok(node.cli(&["container", "list", "--json"]))).expect("json");
+        all[0].spoof_drops
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !ping(&c.ns) {
+        assert!(std::time::Instant::now() < deadline, "the leased address is not allowed to send");
+    }
+    let before = drops();
+    // By hand, another address: the guard drops it.
+    c.ns.ip(["addr", "flush", "dev", "eth0"]).expect("flush");
+    c.ns.ip(["addr", "add", "198.51.100.77/24", "dev", "eth0"]).expect("spoof");
+    c.ns.ip(["route", "add", &format!("{gateway}/32"), "dev", "eth0"]).expect("route");
+    assert!(!ping(&c.ns), "a hand-made address got through");
+    assert!(drops() > before, "the spoofed packets are counted");
+    // The lease names the port it was asked from.
+    let lease: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    assert_eq!(lease[0].port.as_deref(), Some(format!("iface:{iface}").as_str()));
+}

@@ -36,30 +36,51 @@ pub(crate) enum LeaseChange {
 
 type Derived = mpsc::UnboundedSender<LeaseChange>;
 
-/// Keeps derived state equal to the leases: a routed network's bound
-/// lease is a /32 route out of the port the client asked from.
-async fn keep_derived(mut rx: mpsc::UnboundedReceiver<LeaseChange>) {
-    let routes = match crate::netif::HostRoutes::connect() {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = format!("{e:#}"), "no rtnetlink: routed DHCP addresses get no routes");
-            return;
+/// Bound leases' addresses by the interface they were asked from.
+pub type LeasedSources = std::collections::BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>>;
+
+/// Keeps derived state equal to the leases: each bound lease's address is
+/// an allowed source of its port (published to the anti-spoofing
+/// follower), and a routed network's is a /32 route out of that port.
+async fn keep_derived(d: Arc<Daemon>, mut rx: mpsc::UnboundedReceiver<LeaseChange>) {
+    let routes = crate::netif::HostRoutes::connect()
+        .inspect_err(|e| warn!(error = format!("{e:#}"), "no rtnetlink: routed DHCP addresses get no routes"))
+        .ok();
+    while let Some(first) = rx.recv().await {
+        // Take every change waiting, and publish the sources once for all.
+        let mut changes = vec![first];
+        while let Ok(c) = rx.try_recv() {
+            changes.push(c);
         }
-    };
-    while let Some(change) = rx.recv().await {
-        let (lease, bound) = match change {
-            LeaseChange::Bound(l, true) => (l, true),
-            LeaseChange::Ended(l, true) => (l, false),
-            _ => continue,
-        };
-        let Some(iface) = lease.port.as_deref().and_then(|p| p.strip_prefix("iface:")) else { continue };
-        let done = match bound {
-            true => routes.set(lease.addr, iface).await,
-            false => routes.remove(lease.addr, iface).await,
-        };
-        if let Err(e) = done {
-            warn!(addr = %lease.addr, %iface, error = format!("{e:#}"), "DHCP host route not updated");
+        let mut sources = d.dhcp_sources.borrow().clone();
+        for change in changes {
+            let (lease, routed, bound) = match change {
+                LeaseChange::Bound(l, routed) => (l, routed, true),
+                LeaseChange::Ended(l, routed) => (l, routed, false),
+            };
+            let Some(iface) = lease.port.as_deref().and_then(|p| p.strip_prefix("iface:")) else { continue };
+            let set = sources.entry(iface.to_string()).or_default();
+            match bound {
+                true => set.insert(lease.addr),
+                false => set.remove(&lease.addr),
+            };
+            if set.is_empty() {
+                sources.remove(iface);
+            }
+            let Some(routes) = routes.as_ref().filter(|_| routed) else { continue };
+            let done = match bound {
+                true => routes.set(lease.addr, iface).await,
+                false => routes.remove(lease.addr, iface).await,
+            };
+            if let Err(e) = done {
+                warn!(addr = %lease.addr, %iface, error = format!("{e:#}"), "DHCP host route not updated");
+            }
         }
+        d.dhcp_sources.send_if_modified(|now| {
+            let changed = *now != sources;
+            *now = sources;
+            changed
+        });
     }
 }
 
@@ -121,7 +142,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut reservations = Followed::start(&d, keys::RESERVATIONS).await?;
     let mut containers = Followed::start(&d, ipam_keys::CONTAINERS).await?;
     let (derived, derived_rx) = mpsc::unbounded_channel();
-    let _derived = Task(tokio::spawn(keep_derived(derived_rx)));
+    let _derived = Task(tokio::spawn(keep_derived(d.clone(), derived_rx)));
     let (queue, rx) = mpsc::channel(commit::QUEUE);
     let _committer = Task(tokio::spawn(commit::run(d.clone(), rx, derived.clone())));
     let routing: SharedRouting = Arc::default();
