@@ -1,12 +1,13 @@
 //! IPv6 router advertisements on the interfaces of DHCP networks that have
 //! an IPv6 prefix (what radvd or dnsmasq's `enable-ra` would do there): the
 //! node takes `prefix::1/64` on each interface (marked as hostgate's), and a
-//! task per interface sends RAs from the interface's link-local address,
-//! unsolicited on RFC 4861's schedule and in answer to router
-//! solicitations. When a network or interface stops being served, or the
-//! daemon stops, a last RA with router lifetime 0 withdraws the router.
-//! The message contents and timing are `hostgate_dhcp::ra`'s; this module
-//! owns the sockets and addresses. The DHCP follower calls
+//! task per (network, interface) sends RAs from the interface's link-local
+//! address, unsolicited on RFC 4861's schedule and in answer to router
+//! solicitations, starting over when the interface is re-created. When a
+//! network or interface stops being served, or the daemon stops, a last RA
+//! with router lifetime 0 withdraws the router. The message contents and
+//! timing are `hostgate_dhcp::ra`'s; this module owns the sockets and
+//! addresses. The DHCP follower (`dhcp/serve.rs`) calls
 //! [`Advertisers::reconcile`] with the networks it serves.
 
 use std::{
