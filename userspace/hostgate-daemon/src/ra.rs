@@ -117,10 +117,18 @@ impl Advertisers {
 }
 
 /// The socket RAs go out on now, with the RA that withdraws the router
-/// (None while there is no usable interface).
-type Current = Arc<Mutex<Option<(Arc<RaSocket>, Vec<u8>)>>>;
+/// (`now` is None while there is no usable interface).
+type Current = Arc<Mutex<Slot>>;
 
-fn lock(c: &Current) -> std::sync::MutexGuard<'_, Option<(Arc<RaSocket>, Vec<u8>)>> {
+#[derive(Default)]
+struct Slot {
+    now: Option<(Arc<RaSocket>, Vec<u8>)>,
+    /// Withdrawn: the task, perhaps still finishing a poll on another
+    /// thread after its abort, must not advertise again.
+    withdrawn: bool,
+}
+
+fn lock(c: &Current) -> std::sync::MutexGuard<'_, Slot> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -179,7 +187,9 @@ impl Drop for Advertiser {
     /// runtime when the daemon stops.
     fn drop(&mut self) {
         self.task.abort();
-        if let Some((socket, last)) = lock(&self.current).take() {
+        let mut slot = lock(&self.current);
+        slot.withdrawn = true;
+        if let Some((socket, last)) = slot.now.take() {
             if let Err(e) = socket.send(&last, ALL_NODES) {
                 warn!(iface = %self.iface, error = %e, "withdrawing RA not sent");
             }
@@ -205,7 +215,7 @@ async fn advertise(network: String, iface: String, base: RaConfig, current: Curr
             }
             failing = true;
         }
-        lock(&current).take();
+        lock(&current).now.take();
         tokio::time::sleep(Duration::from_secs(1)).await;
         failing &= hostgate_dataplane::sys::ifindex(&iface).is_none();
     }
@@ -236,14 +246,24 @@ async fn advertise_on(
         debug!(%iface, error = format!("{e:#}"), "waiting for a link-local address");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    *lock(current) = Some((socket.clone(), config.withdrawn().build()));
+    {
+        let mut slot = lock(current);
+        anyhow::ensure!(!slot.withdrawn, "withdrawn");
+        slot.now = Some((socket.clone(), config.withdrawn().build()));
+    }
     info!(%network, %iface, %router, prefix = %format!("{}/{}", base.prefix, base.prefix_len), "IPv6 router advertisements on");
-    serve(&socket, &config, iface, wake).await
+    serve(&socket, current, &config, iface, wake).await
 }
 
 /// Sends unsolicited RAs and answers solicitations until the interface
 /// goes (an error) or the task is aborted.
-async fn serve(socket: &RaSocket, config: &RaConfig, iface: &str, wake: &Notify) -> anyhow::Result<()> {
+async fn serve(
+    socket: &RaSocket,
+    current: &Current,
+    config: &RaConfig,
+    iface: &str,
+    wake: &Notify,
+) -> anyhow::Result<()> {
     let ra = config.build();
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
@@ -259,7 +279,7 @@ async fn serve(socket: &RaSocket, config: &RaConfig, iface: &str, wake: &Notify)
                 if now >= next_unsolicited && now < answers.multicast_allowed_at() {
                     next_unsolicited = answers.multicast_allowed_at();
                 } else if now >= next_unsolicited {
-                    send_or_warn(socket, &ra, ALL_NODES, iface);
+                    send_or_warn(current, &ra, ALL_NODES, iface);
                     answers.sent_multicast(now);
                     sent += 1;
                     next_unsolicited = now + config.unsolicited_interval_ms(sent, random());
@@ -268,7 +288,7 @@ async fn serve(socket: &RaSocket, config: &RaConfig, iface: &str, wake: &Notify)
                     if a.at_ms > now {
                         return true;
                     }
-                    send_or_warn(socket, &ra, a.to.unwrap_or(ALL_NODES), iface);
+                    send_or_warn(current, &ra, a.to.unwrap_or(ALL_NODES), iface);
                     false
                 });
             }
@@ -292,10 +312,14 @@ async fn serve(socket: &RaSocket, config: &RaConfig, iface: &str, wake: &Notify)
     }
 }
 
-/// Sends, logging a failure: the next RA is never far off.
-fn send_or_warn(socket: &RaSocket, ra: &[u8], to: Ipv6Addr, iface: &str) {
-    if let Err(e) = socket.send(ra, to) {
-        warn!(%iface, %to, error = %e, "RA not sent");
+/// Sends on the current socket, logging a failure (the next RA is never
+/// far off). Under the lock the withdrawal takes the socket with: an RA
+/// racing an abort on another thread can never follow the withdrawal.
+fn send_or_warn(current: &Current, ra: &[u8], to: Ipv6Addr, iface: &str) {
+    if let Some((socket, _)) = lock(current).now.as_ref() {
+        if let Err(e) = socket.send(ra, to) {
+            warn!(%iface, %to, error = %e, "RA not sent");
+        }
     }
 }
 
