@@ -206,18 +206,21 @@ fn router_of(c: &RaConfig) -> Ipv6Addr {
 /// kernel binds a socket to one interface index, and the router address
 /// goes with the old link.
 async fn advertise(network: String, iface: String, base: RaConfig, current: Current, wake: Arc<Notify>) {
-    let mut failing = false;
+    let mut last_error = None;
     loop {
-        if let Err(e) = advertise_on(&network, &iface, &base, &current, &wake).await {
-            // Said once per outage, not every second of it.
-            if !failing {
-                warn!(%network, %iface, error = format!("{e:#}"), "not advertising here (retrying every second)");
-            }
-            failing = true;
+        let outcome = advertise_on(&network, &iface, &base, &current, &wake).await;
+        if lock(&current).now.take().is_some() {
+            last_error = None; // it advertised: a new outage is worth a warning
         }
-        lock(&current).now.take();
+        if let Err(e) = outcome {
+            // Said once per outage, not every second of it.
+            let text = format!("{e:#}");
+            if last_error.as_ref() != Some(&text) {
+                warn!(%network, %iface, error = %text, "not advertising here (retrying every second)");
+            }
+            last_error = Some(text);
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        failing &= hostgate_dataplane::sys::ifindex(&iface).is_none();
     }
 }
 
