@@ -421,7 +421,7 @@ pub const NETWORK_REMOVE: &str = "/v1/networks/remove";
 pub const DHCP_LEASES: &str = "/v1/dhcp/leases";
 
 /// A customer's DHCP network (`POST /v1/networks`, `GET /v1/networks`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NetworkView {
     pub name: String,
     pub customer: String,
@@ -452,6 +452,12 @@ pub struct NetworkView {
     /// Bound leases (listing only).
     #[serde(default)]
     pub leases: usize,
+    /// `ADDRESS/64` advertised for SLAAC by router advertisements.
+    #[serde(default)]
+    pub ipv6_prefix: Option<String>,
+    /// IPv6 DNS servers advertised (RDNSS; default: the router, `prefix::1`).
+    #[serde(default)]
+    pub dns6: Vec<String>,
 }
 
 /// `POST /v1/networks/remove`.

@@ -18,6 +18,7 @@ mod lb;
 mod members;
 mod netif;
 mod nodes;
+mod ra;
 mod snat;
 mod status;
 

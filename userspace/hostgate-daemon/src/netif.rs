@@ -96,7 +96,8 @@ impl Addresses {
         if self.list().await?.iter().any(|a| a.addr == addr) {
             return Ok(false);
         }
-        self.request(addr, lifetime, false)?
+        let prefix_len = if addr.is_ipv4() { 32 } else { 128 };
+        self.request(addr, prefix_len, lifetime, false)?
             .execute()
             .await
             .with_context(|| format!("adding {addr} to {}", self.iface))?;
@@ -108,19 +109,33 @@ impl Addresses {
     /// daemon that dies without withdrawing them cannot leave them behind
     /// for long.
     pub async fn refresh(&self, addr: IpAddr, lifetime: u32) -> anyhow::Result<()> {
-        in_time(self.request(addr, Some(lifetime), true)?.execute())
+        let prefix_len = if addr.is_ipv4() { 32 } else { 128 };
+        in_time(self.request(addr, prefix_len, Some(lifetime), true)?.execute())
             .await
             .with_context(|| format!("renewing {addr} on {}", self.iface))
+    }
+
+    /// Adds `addr/prefix_len` marked as hostgate's, without lifetime, so
+    /// that the kernel routes the prefix to this interface (a router address
+    /// on a container link). Returns false if it was already there.
+    pub async fn add_on_link(&self, addr: IpAddr, prefix_len: u8) -> anyhow::Result<bool> {
+        if self.list().await?.iter().any(|a| a.addr == addr) {
+            return Ok(false);
+        }
+        in_time(self.request(addr, prefix_len, None, false)?.execute())
+            .await
+            .with_context(|| format!("adding {addr}/{prefix_len} to {}", self.iface))?;
+        Ok(true)
     }
 
     fn request(
         &self,
         addr: IpAddr,
+        prefix_len: u8,
         lifetime: Option<u32>,
         replace: bool,
     ) -> anyhow::Result<rtnetlink::AddressAddRequest> {
-        let prefix = if addr.is_ipv4() { 32 } else { 128 };
-        let mut req = self.handle.address().add(ifindex(&self.iface)?, addr, prefix);
+        let mut req = self.handle.address().add(ifindex(&self.iface)?, addr, prefix_len);
         if replace {
             req = req.replace();
         }
@@ -133,7 +148,9 @@ impl Addresses {
             msg.attributes.push(AddressAttribute::CacheInfo(info));
         }
         if addr.is_ipv6() {
-            // No duplicate address detection: the cluster decides who owns it.
+            // No duplicate address detection: the cluster decides who owns a
+            // customer IP, and a network's router address is the node's by
+            // declaration.
             msg.header.flags |= netlink_packet_route::address::AddressHeaderFlags::Nodad;
         }
         Ok(req)

@@ -419,6 +419,8 @@ mod tests {
             interfaces: vec![],
             node: None,
             dns: vec![],
+            ipv6_prefix: None,
+            dns6: vec![],
         }
     }
 

@@ -12,9 +12,12 @@
 //!   release, decline quarantine, expiry, per-MAC rate limit) with its
 //!   invariant: no address is ever held by two clients;
 //! - [`wire`]: packets in and out on dhcproto, with the header, cookie and
-//!   option 82 handled here (checked before decoding; echoed raw and last).
+//!   option 82 handled here (checked before decoding; echoed raw and last);
+//! - [`ra`]: IPv6 router advertisements for a network's SLAAC prefix (with
+//!   RDNSS and DNSSL), router solicitations validated, and when to send.
 
 pub mod identity;
 pub mod leases;
 pub mod network;
+pub mod ra;
 pub mod wire;

@@ -1,6 +1,6 @@
 //! A customer's DHCP network: what the server hands out on its interfaces.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,12 @@ pub enum NetworkError {
     Domain(&'static str, String),
     #[error("mtu: {0} is not between 576 and 65535")]
     Mtu(u16),
+    #[error("ipv6_prefix: {0}/{1} must be a /64 without host bits, global unicast (SLAAC needs a /64)")]
+    Ipv6Prefix(Ipv6Addr, u8),
+    #[error("dns6: {0} is not a unicast address")]
+    Dns6(Ipv6Addr),
+    #[error("dns6: needs ipv6_prefix (router advertisements carry it)")]
+    Dns6WithoutPrefix,
 }
 
 /// A DNS name as DHCP hands it out: dot-separated labels of letters,
@@ -99,6 +105,15 @@ pub struct Network {
     /// DNS servers handed out (default: the gateway, where hostgate's DNS answers).
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+    /// The /64 advertised for SLAAC on the interfaces (router advertisements,
+    /// which also carry `domain` and `search` as DNSSL, and `mtu`); the node
+    /// takes `prefix::1` as its router address there.
+    #[serde(default)]
+    pub ipv6_prefix: Option<(Ipv6Addr, u8)>,
+    /// IPv6 DNS servers advertised (RDNSS; default: the router address,
+    /// where hostgate's DNS answers).
+    #[serde(default)]
+    pub dns6: Vec<Ipv6Addr>,
 }
 
 fn default_max_new_per_mac() -> u32 {
@@ -227,7 +242,42 @@ impl Network {
         if let Some(mtu) = self.mtu.filter(|m| *m < 576) {
             return Err(NetworkError::Mtu(mtu));
         }
+        self.validate_ipv6()
+    }
+
+    /// The IPv6 side: a global /64, and unicast DNS servers only with it
+    /// (they travel in its router advertisements).
+    fn validate_ipv6(&self) -> Result<(), NetworkError> {
+        if let Some((addr, len)) = self.ipv6_prefix {
+            let host_bits = u128::from(addr) & (u128::MAX >> 64) != 0;
+            let special = addr.is_multicast()
+                || addr.is_loopback()
+                || addr.is_unspecified()
+                || (addr.segments()[0] & 0xffc0) == 0xfe80;
+            if len != 64 || host_bits || special {
+                return Err(NetworkError::Ipv6Prefix(addr, len));
+            }
+        } else if !self.dns6.is_empty() {
+            return Err(NetworkError::Dns6WithoutPrefix);
+        }
+        if let Some(a) = self.dns6.iter().find(|a| a.is_multicast() || a.is_unspecified()) {
+            return Err(NetworkError::Dns6(*a));
+        }
         Ok(())
+    }
+
+    /// The router address on the interfaces: `prefix::1`.
+    pub fn router6(&self) -> Option<Ipv6Addr> {
+        self.ipv6_prefix.map(|(p, _)| Ipv6Addr::from(u128::from(p) | 1))
+    }
+
+    /// The DNS search list advertised (DNSSL): the domain, then the
+    /// search list, each once.
+    pub fn search_list(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.domain.iter().chain(&self.search).cloned().collect();
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|d| seen.insert(d.trim_end_matches('.').to_ascii_lowercase()));
+        all
     }
 }
 
@@ -253,6 +303,8 @@ mod tests {
             interfaces: vec![],
             node: None,
             dns: vec![],
+            ipv6_prefix: None,
+            dns6: vec![],
         }
     }
 
@@ -297,5 +349,55 @@ mod tests {
         assert_eq!(routed.validate(), Ok(()));
         let o = routed.reply_options(routed.gateway);
         assert_eq!((o.prefix_len, o.routes.len()), (32, 2));
+    }
+
+    #[test]
+    fn ipv6_fields_are_checked_and_optional() {
+        let v6 = |f: fn(&mut Network)| {
+            let mut n = net();
+            n.ipv6_prefix = Some(("2001:db8:1::".parse().expect("addr"), 64));
+            f(&mut n);
+            n.validate().map_err(|e| e.to_string())
+        };
+        assert_eq!(v6(|_| {}), Ok(()));
+        assert_eq!(
+            v6(|n| n.ipv6_prefix = Some(("2001:db8::".parse().expect("addr"), 48))),
+            Err("ipv6_prefix: 2001:db8::/48 must be a /64 without host bits, global unicast (SLAAC needs a /64)".into())
+        );
+        assert!(v6(|n| n.ipv6_prefix = Some(("2001:db8:1::5".parse().expect("addr"), 64))).is_err());
+        assert!(v6(|n| n.ipv6_prefix = Some(("fe80::".parse().expect("addr"), 64))).is_err());
+        assert_eq!(
+            v6(|n| n.dns6 = vec!["ff02::1".parse().expect("addr")]),
+            Err("dns6: ff02::1 is not a unicast address".into())
+        );
+        let mut n = net();
+        n.dns6 = vec!["2001:db8::53".parse().expect("addr")];
+        assert_eq!(
+            n.validate().map_err(|e| e.to_string()),
+            Err("dns6: needs ipv6_prefix (router advertisements carry it)".into())
+        );
+        n.dns6.clear();
+        assert_eq!(n.router6(), None);
+        n.ipv6_prefix = Some(("2001:db8:1::".parse().expect("addr"), 64));
+        assert_eq!(n.router6(), Some("2001:db8:1::1".parse().expect("addr")));
+    }
+
+    #[test]
+    fn the_search_list_is_the_domain_then_the_search_domains_once() {
+        let mut n = net();
+        n.domain = Some("example.test".into());
+        n.search = vec!["Example.test.".into(), "other.test".into()];
+        assert_eq!(n.search_list(), ["example.test", "other.test"]);
+    }
+
+    #[test]
+    fn networks_stored_before_ipv6_still_load() {
+        let mut stored = serde_json::to_value(net()).expect("json");
+        let obj = stored.as_object_mut().expect("object");
+        for f in ["ipv6_prefix", "dns6"] {
+            obj.remove(f);
+        }
+        let n: Network = serde_json::from_value(stored).expect("old record loads");
+        assert_eq!(n, net());
     }
 }

@@ -294,6 +294,14 @@ enum NetworkCommand {
         /// DNS server handed out (default: the gateway); repeat for more.
         #[arg(long = "dns")]
         dns: Vec<String>,
+        /// IPv6 /64 advertised for SLAAC (router advertisements, which also
+        /// carry --domain and --search as DNSSL, and --mtu), e.g.
+        /// 2001:db8:1::/64; the node takes PREFIX::1 on the interfaces.
+        #[arg(long)]
+        ipv6_prefix: Option<String>,
+        /// IPv6 DNS server advertised (RDNSS; default: PREFIX::1); repeat for more.
+        #[arg(long = "dns6")]
+        dns6: Vec<String>,
     },
     /// Every network, with its bound leases.
     List {
@@ -705,6 +713,8 @@ async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()>
             mtu,
             routed,
             dns,
+            ipv6_prefix,
+            dns6,
         } => {
             let v = NetworkView {
                 name,
@@ -722,11 +732,14 @@ async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()>
                 interfaces,
                 dns,
                 leases: 0,
+                ipv6_prefix,
+                dns6,
             };
             let n: NetworkView = client.post(hostgate_api::NETWORKS, &v).await?;
+            let v6 = n.ipv6_prefix.as_ref().map(|p| format!(", {p} advertised")).unwrap_or_default();
             match n.interfaces.is_empty() {
-                true => println!("network {} ({}) served to DHCP relays", n.name, n.subnet),
-                false => println!("network {} ({}) served on {}", n.name, n.subnet, n.interfaces.join(", ")),
+                true => println!("network {} ({}{v6}) served to DHCP relays", n.name, n.subnet),
+                false => println!("network {} ({}{v6}) served on {}", n.name, n.subnet, n.interfaces.join(", ")),
             }
         }
         NetworkCommand::List { json } => {

@@ -184,13 +184,14 @@ fn since(secs: u64) -> String {
 }
 
 pub fn networks(all: &[hostgate_api::NetworkView]) -> Table {
-    let mut t = table(&["NETWORK", "CUSTOMER", "SUBNET", "GATEWAY", "POOLS", "INTERFACES", "LEASES"]);
+    let mut t = table(&["NETWORK", "CUSTOMER", "SUBNET", "GATEWAY", "IPV6 PREFIX", "POOLS", "INTERFACES", "LEASES"]);
     for n in all {
         t.add_row(vec![
             n.name.clone(),
             n.customer.clone(),
             if n.routed { format!("{} (routed /32)", n.subnet) } else { n.subnet.clone() },
             n.gateway.clone(),
+            n.ipv6_prefix.clone().unwrap_or("-".into()),
             n.pools.join(", "),
             if n.interfaces.is_empty() { "(relays)".into() } else { n.interfaces.join(", ") },
             n.leases.to_string(),

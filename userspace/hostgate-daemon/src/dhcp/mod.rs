@@ -52,6 +52,7 @@ fn parse_network(d: &Daemon, v: &NetworkView) -> Result<Network, Failure> {
     for s in &v.dns {
         dns.push(s.parse().map_err(|_| bad(format!("dns: {s:?} is not an IPv4 address")))?);
     }
+    let (ipv6_prefix, dns6) = crate::ra::parse_fields(v)?;
     for i in &v.interfaces {
         if hostgate_dataplane::sys::ifindex(i).is_none() {
             return Err(bad(format!("iface: {i:?} does not exist on this node")));
@@ -74,13 +75,15 @@ fn parse_network(d: &Daemon, v: &NetworkView) -> Result<Network, Failure> {
         interfaces: v.interfaces.clone(),
         node: Some(d.config.node_name.clone()),
         dns,
+        ipv6_prefix,
+        dns6,
     };
     n.validate().map_err(|e| bad(e.to_string()))?;
     Ok(n)
 }
 
 fn view(n: &Network, leases: usize) -> NetworkView {
-    NetworkView {
+    let mut v = NetworkView {
         name: n.name.clone(),
         customer: n.customer.clone(),
         subnet: format!("{}/{}", n.subnet, n.prefix_len),
@@ -96,7 +99,10 @@ fn view(n: &Network, leases: usize) -> NetworkView {
         interfaces: n.interfaces.clone(),
         dns: n.dns.iter().map(ToString::to_string).collect(),
         leases,
-    }
+        ..NetworkView::default()
+    };
+    crate::ra::fill_view(n, &mut v);
+    v
 }
 
 pub async fn add_network(
@@ -104,6 +110,7 @@ pub async fn add_network(
     Json(req): Json<NetworkView>,
 ) -> Result<Json<NetworkView>, Failure> {
     let n = parse_network(&d, &req)?;
+    crate::ra::refuse_taken_prefix(&d, &n).await?;
     let txn = Txn::new()
         .when(Compare::Present(ipam_keys::customer(&n.customer)))
         .when(Compare::Absent(keys::network(&n.name)))

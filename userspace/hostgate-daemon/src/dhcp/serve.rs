@@ -150,9 +150,11 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut listeners: HashMap<String, Task> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut networks_changed = true;
+    let mut advertisers = crate::ra::Advertisers::default();
     loop {
         if networks_changed {
             states = serve_networks(&d, &networks.mirror, states, &derived).await?;
+            advertisers.reconcile(states.values().map(|s| &s.network)).await;
             set_reservations(&states, &reservations.mirror);
             let mut by_iface = HashMap::new();
             for s in states.values() {
