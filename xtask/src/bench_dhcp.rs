@@ -52,7 +52,10 @@ pub fn run() -> anyhow::Result<()> {
     for peer in [Peer::Hostgate(bin), Peer::Kea, Peer::Dnsmasq] {
         let name = peer.name();
         let server = peer.start(&bed).with_context(|| format!("starting {name}"))?;
-        let result = measure(&bed, &server).with_context(|| format!("measuring {name}"))?;
+        let result = measure(&bed, &server).with_context(|| {
+            let log = std::fs::read_to_string(bed.path(peer.log())).unwrap_or_default();
+            format!("measuring {name}; the end of its log:\n{}", tail(&log, 20))
+        })?;
         drop(server);
         results.push((name, result));
     }
@@ -125,6 +128,14 @@ impl Peer {
         }
     }
 
+    fn log(&self) -> &'static str {
+        match self {
+            Peer::Hostgate(_) => "hostgate.log",
+            Peer::Kea => "kea.log",
+            Peer::Dnsmasq => "dnsmasq.log",
+        }
+    }
+
     fn start(&self, bed: &Bed) -> anyhow::Result<Running> {
         let process = match self {
             Peer::Hostgate(bin) => start_hostgate(bed, bin)?,
@@ -132,7 +143,7 @@ impl Peer {
                 let config = bed.path("kea.json");
                 std::fs::write(&config, kea_config(&bed.path("kea-leases.csv")))?;
                 let p =
-                    bed.spawn(Path::new("/usr/sbin/kea-dhcp4"), &["-c", &config.display().to_string()], "kea.log")?;
+                    bed.spawn(Path::new("/usr/sbin/kea-dhcp4"), &["-c", &config.display().to_string()], Peer::Kea.log())?;
                 std::thread::sleep(Duration::from_secs(2));
                 p
             }
@@ -155,7 +166,7 @@ impl Peer {
                     format!("--pid-file={}", bed.path("dnsmasq.pid").display()),
                 ];
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let p = bed.spawn(Path::new("/usr/sbin/dnsmasq"), &args, "dnsmasq.log")?;
+                let p = bed.spawn(Path::new("/usr/sbin/dnsmasq"), &args, Peer::Dnsmasq.log())?;
                 std::thread::sleep(Duration::from_secs(1));
                 p
             }
@@ -331,4 +342,9 @@ fn print_table(results: &[(&str, Measured)]) {
     for (name, m) in &results[1..] {
         println!("hostgate / {name}: {:.2}x leases/s", hostgate / m.leases_per_sec.max(1e-9));
     }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
