@@ -29,7 +29,8 @@ const POOL_LAST: &str = "198.19.255.254";
 /// Distinct clients perfdhcp draws from (fewer than the pool holds).
 const CLIENTS: u32 = 100_000;
 const MAX_DROPS_PERCENT: f64 = 2.5;
-const STEPS: &[u32] = &[250, 500, 1_000, 2_000, 4_000, 6_000, 8_000, 12_000, 16_000, 20_000, 25_000, 30_000, 40_000];
+const STEPS: &[u32] =
+    &[50, 100, 250, 500, 1_000, 2_000, 4_000, 6_000, 8_000, 12_000, 16_000, 20_000, 25_000, 30_000, 40_000];
 const STEP_SECS: u64 = 3;
 const RUN_SECS: u64 = 5;
 const RUNS: usize = 3;
@@ -51,6 +52,8 @@ pub fn run() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for peer in [Peer::Hostgate(bin), Peer::Kea, Peer::Dnsmasq] {
         let name = peer.name();
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!("{name} (load average before: {})", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
         let server = peer.start(&bed).with_context(|| format!("starting {name}"))?;
         let result = measure(&bed, &server).with_context(|| {
             let log = std::fs::read_to_string(bed.path(peer.log())).unwrap_or_default();
@@ -142,8 +145,11 @@ impl Peer {
             Peer::Kea => {
                 let config = bed.path("kea.json");
                 std::fs::write(&config, kea_config(&bed.path("kea-leases.csv")))?;
-                let p =
-                    bed.spawn(Path::new("/usr/sbin/kea-dhcp4"), &["-c", &config.display().to_string()], Peer::Kea.log())?;
+                let p = bed.spawn(
+                    Path::new("/usr/sbin/kea-dhcp4"),
+                    &["-c", &config.display().to_string()],
+                    Peer::Kea.log(),
+                )?;
                 std::thread::sleep(Duration::from_secs(2));
                 p
             }
@@ -256,8 +262,10 @@ fn cpu_ticks(pid: u32) -> u64 {
     // utime and stime, fields 14 and 15 of /proc/PID/stat (after the comm).
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<u64> = after.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // After the comm: state is field 3, so utime (14) and stime (15) sit at 11 and 12.
+    field(11) + field(12)
 }
 
 fn children_cpu_secs() -> f64 {

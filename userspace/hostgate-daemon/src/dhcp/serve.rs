@@ -7,17 +7,18 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr},
     os::fd::{FromRawFd, OwnedFd},
     sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
 use hostgate_dhcp::{
-    identity::{Client, Reservation, Reservations},
-    leases::{Answer, Lease, LeaseTable, State as LeaseState},
+    identity::{Reservation, Reservations},
+    leases::{Lease, LeaseTable, State as LeaseState},
     network::{keys, Network},
-    wire::{self, Reply},
+    server::{self, Decision},
+    wire,
 };
 use hostgate_ipam::model::{keys as ipam_keys, parse_mac, Container};
 use hostgate_store::{Event, Mirror, Op, WatchBatch};
@@ -446,113 +447,58 @@ impl Listener {
 
     /// One packet in; what to do about it.
     fn handle(&self, state: &NetworkState, packet: &[u8]) -> anyhow::Result<Outcome> {
-        use dhcproto::v4::MessageType as M;
         let network = &state.network;
         let req = wire::parse(packet)?;
-        let relayed = !req.msg.giaddr().is_unspecified();
-        let server_id = match relayed {
-            true => self.relay_server_id.unwrap_or(network.gateway),
-            false => network.gateway,
+        let server_id = match req.msg.giaddr().is_unspecified() {
+            true => network.gateway,
+            false => self.relay_server_id.unwrap_or(network.gateway),
         };
-        if req.server_id.is_some_and(|s| s != server_id) {
-            // The client chose another server's offer.
-            return Ok(Outcome::Nothing);
-        }
-        let mut client = Client::new(req.chaddr, req.client_id.as_deref());
-        client.circuit_id = req.circuit_id.clone();
-        client.hostname = req.hostname.clone();
-        client.port = match (&req.circuit_id, relayed) {
-            (Some(c), _) => Some(format!("circuit:{}", super::hex(c))),
-            (None, false) => Some(format!("iface:{}", self.iface)),
-            (None, true) => None,
-        };
-        let now = now();
-        let options = network.reply_options(server_id);
+        let arrival = server::Arrival { iface: self.iface.clone(), server_id };
         let reservations = state.reservations();
-        let mut table = state.table();
-        let answer = match req.kind {
-            M::Discover => table.discover(now, &client, req.requested, &reservations),
-            M::Request => {
-                let ciaddr = req.msg.ciaddr();
-                let Some(addr) = req.requested.or((!ciaddr.is_unspecified()).then_some(ciaddr)) else {
-                    return Ok(Outcome::Nothing);
-                };
-                table.request(now, &client, addr, &reservations)
+        let decision = server::decide(network, &mut state.table(), &reservations, &req, &arrival, now())?;
+        let name = &network.name;
+        Ok(match decision {
+            Decision::Offer(bytes, to) => {
+                count(&self.d, name, |c| c.offers += 1);
+                Outcome::Now(bytes, to)
             }
-            M::Release => {
-                count(&self.d, &network.name, |c| c.releases += 1);
-                let gone = table.release(&client, req.msg.ciaddr());
-                return Ok(Outcome::Durable(ended(network, gone.into_iter().collect())));
+            Decision::Nak(bytes, to) => {
+                count(&self.d, name, |c| c.naks += 1);
+                Outcome::Now(bytes, to)
             }
-            M::Decline => {
-                count(&self.d, &network.name, |c| c.declines += 1);
-                let Some(addr) = req.requested.filter(|a| table.decline(now, &client, *a)) else {
-                    return Ok(Outcome::Nothing);
-                };
-                let ops = table
-                    .leases()
-                    .find(|l| l.addr == addr)
-                    .map(|l| Op::put_json(keys::lease(&network.name, addr), l))
-                    .transpose()?;
-                return Ok(Outcome::Durable(Durable { ops: ops.into_iter().collect(), reply: None, changes: vec![] }));
+            Decision::Inform(bytes, to) => {
+                count(&self.d, name, |c| c.informs += 1);
+                Outcome::Now(bytes, to)
             }
-            M::Inform => {
-                // Configuration for a client that has its address already.
-                let ciaddr = req.msg.ciaddr();
-                if !network.contains(ciaddr) {
-                    return Ok(Outcome::Nothing);
-                }
-                count(&self.d, &network.name, |c| c.informs += 1);
-                return Ok(Outcome::Now(wire::reply(&req, Reply::Inform, &options)?, destination(&req)));
-            }
-            _ => return Ok(Outcome::Nothing),
-        };
-        let to = destination(&req);
-        Ok(match &answer {
-            Answer::Offer(l) => {
-                count(&self.d, &network.name, |c| c.offers += 1);
-                Outcome::Now(wire::reply(&req, Reply::Offer(l), &options)?, to)
-            }
-            Answer::Ack(l) => {
+            Decision::Ack { lease, vacated, reply, to } => {
                 // Durable before it leaves; a lease the client moved away from goes.
-                let mut ops = vec![Op::put_json(keys::lease(&network.name, l.addr), l)?];
-                let mut changes = vec![LeaseChange::Bound(l.clone(), network.routed)];
-                if let Some(old) = table.take_vacated(&client.key).filter(|a| *a != l.addr) {
-                    ops.push(Op::Delete(keys::lease(&network.name, old)));
-                    let vacated = Lease { addr: old, ..l.clone() };
-                    changes.insert(0, LeaseChange::Ended(vacated, network.routed));
+                let mut ops = vec![Op::put_json(keys::lease(name, lease.addr), &lease)?];
+                let mut changes = Vec::new();
+                if let Some(old) = vacated {
+                    ops.push(Op::Delete(keys::lease(name, old.addr)));
+                    changes.push(LeaseChange::Ended(old, network.routed));
                 }
-                let bytes = wire::reply(&req, Reply::Ack(l), &options)?;
-                let reply = HeldReply { socket: self.socket.clone(), bytes, to, network: network.name.clone() };
+                changes.push(LeaseChange::Bound(lease, network.routed));
+                let reply = HeldReply { socket: self.socket.clone(), bytes: reply, to, network: name.clone() };
                 Outcome::Durable(Durable { ops, reply: Some(reply), changes })
             }
-            Answer::Nak(why) => {
-                count(&self.d, &network.name, |c| c.naks += 1);
-                debug!(network = %network.name, why, "NAK");
-                Outcome::Now(wire::reply(&req, Reply::Nak, &options)?, to)
+            Decision::Released(gone) => {
+                count(&self.d, name, |c| c.releases += 1);
+                Outcome::Durable(ended(network, gone.into_iter().collect()))
             }
-            Answer::Ignore(why) => {
-                count(&self.d, &network.name, |c| c.drops += 1);
-                debug!(network = %network.name, why, "not answered");
+            Decision::Declined(quarantined) => {
+                count(&self.d, name, |c| c.declines += 1);
+                let ops = quarantined.map(|l| Op::put_json(keys::lease(name, l.addr), &l)).transpose()?;
+                Outcome::Durable(Durable { ops: ops.into_iter().collect(), reply: None, changes: vec![] })
+            }
+            Decision::Refused(why) => {
+                count(&self.d, name, |c| c.drops += 1);
+                debug!(network = %name, why, "not answered");
                 Outcome::Nothing
             }
+            Decision::Ignored => Outcome::Nothing,
         })
     }
-}
-
-/// Where a reply goes: the relay, the client's address, or a broadcast on
-/// the interface for a client without an address (or that asked for one).
-fn destination(req: &wire::Request) -> SocketAddr {
-    let giaddr = req.msg.giaddr();
-    let ciaddr = req.msg.ciaddr();
-    let to = if !giaddr.is_unspecified() {
-        SocketAddrV4::new(giaddr, 67)
-    } else if !ciaddr.is_unspecified() && !req.msg.flags().broadcast() {
-        SocketAddrV4::new(ciaddr, 68)
-    } else {
-        SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
-    };
-    SocketAddr::V4(to)
 }
 
 /// Whether a stored lease is in use (for listings).
