@@ -308,6 +308,12 @@ enum NetworkCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One network: everything it hands out, its limits and its counters.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a network and its leases.
     Rm { name: String },
 }
@@ -745,6 +751,15 @@ async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()>
         NetworkCommand::List { json } => {
             let all: Vec<NetworkView> = client.get(hostgate_api::NETWORKS).await?;
             print_out(json, &all, |all| output::networks(all).to_string())?;
+        }
+        NetworkCommand::Show { name, json } => {
+            let all: Vec<NetworkView> = client.get(hostgate_api::NETWORKS).await?;
+            let Some(n) = all.into_iter().find(|n| n.name == name) else {
+                anyhow::bail!("network {name} does not exist");
+            };
+            let status: hostgate_api::Status = client.get(hostgate_api::STATUS).await?;
+            let counters = status.dhcp.into_iter().find(|c| c.network == name).unwrap_or_default();
+            print_out(json, &n, |n| output::network(n, &counters))?;
         }
         NetworkCommand::Rm { name } => {
             let r: NetworkRef = client.post(hostgate_api::NETWORK_REMOVE, &NetworkRef { name }).await?;

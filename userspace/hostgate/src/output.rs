@@ -200,6 +200,43 @@ pub fn networks(all: &[hostgate_api::NetworkView]) -> Table {
     t
 }
 
+/// `network show`: one field a line.
+pub fn network(n: &hostgate_api::NetworkView, c: &hostgate_api::DhcpCounters) -> String {
+    let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let limit = |v: Option<u32>| match v {
+        Some(0) => "no limit".to_string(),
+        Some(n) => format!("{n} a minute"),
+        None => "-".into(),
+    };
+    let lines = [
+        ("network", n.name.clone()),
+        ("customer", n.customer.clone()),
+        ("subnet", if n.routed { format!("{} (routed: /32 leases)", n.subnet) } else { n.subnet.clone() }),
+        ("gateway", n.gateway.clone()),
+        ("pools", list(&n.pools)),
+        ("interfaces", if n.interfaces.is_empty() { "(relays only)".into() } else { n.interfaces.join(", ") }),
+        ("lease time", n.lease_secs.map_or("-".into(), |s| duration(u64::from(s)))),
+        ("dns", list(&n.dns)),
+        ("domain", opt(&n.domain)),
+        ("search", list(&n.search)),
+        ("mtu", n.mtu.map_or("-".into(), |m| m.to_string())),
+        ("ipv6 prefix", opt(&n.ipv6_prefix)),
+        ("dns6", list(&n.dns6)),
+        ("new per mac", limit(n.max_new_per_mac)),
+        ("new per port", limit(n.max_new_per_port)),
+        ("bound leases", n.leases.to_string()),
+        (
+            "counters",
+            format!(
+                "offers {} acks {} naks {} declines {} releases {} informs {} drops {}",
+                c.offers, c.acks, c.naks, c.declines, c.releases, c.informs, c.drops
+            ),
+        ),
+    ];
+    lines.iter().map(|(k, v)| format!("{k:<13} {v}")).collect::<Vec<_>>().join("\n")
+}
+
 pub fn leases(all: &[hostgate_api::LeaseView]) -> Table {
     let mut t = table(&["NETWORK", "ADDRESS", "MAC", "CLIENT-ID", "HOSTNAME", "STATE", "EXPIRES", "PORT"]);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -119,6 +119,9 @@ fn udhcpc_gets_a_durable_lease() {
     assert!(counters.offers >= 1 && counters.acks >= 2, "{counters:?}");
     let list = ok(node.cli(&["network", "list"]));
     assert!(list.contains("web") && list.contains("198.51.100.128/25"), "{list}");
+    let show = ok(node.cli(&["network", "show", "web"]));
+    assert!(show.contains("hgd1") && show.contains("new per port  60 a minute") && show.contains("acks "), "{show}");
+    assert!(common::err(node.cli(&["network", "show", "nope"])).contains("network nope does not exist"));
     assert!(common::err(add_network(&node, "bad", "198.51.100.1-198.51.100.5"))
         .contains("pool 198.51.100.1-198.51.100.5: it is not inside the subnet"));
 }
@@ -559,4 +562,17 @@ fn a_dhcp_lease_is_the_ports_allowed_source() {
     // The lease names the port it was asked from.
     let lease: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
     assert_eq!(lease[0].port.as_deref(), Some(format!("iface:{iface}").as_str()));
+    // After a crash the allowed sources come back from the stored lease.
+    let c = &node.topo.containers[0];
+    c.ns.ip(["addr", "flush", "dev", "eth0"]).expect("flush");
+    c.ns.ip(["addr", "add", &format!("{v4}/30"), "dev", "eth0"]).expect("the leased address again");
+    node.daemon.as_mut().expect("daemon").kill();
+    // Fresh tables (pins removed): only the stored lease can put it back.
+    hostgate_dataplane::detach_pinned(&node.layout).expect("detach");
+    node.start_daemon();
+    let c = &node.topo.containers[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !ping(&c.ns) {
+        assert!(std::time::Instant::now() < deadline, "the lease's address is not allowed after a restart");
+    }
 }
