@@ -76,6 +76,8 @@ pub struct Config {
     #[serde(default)]
     pub dhcp: DhcpConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -118,6 +120,16 @@ fn default_lease_ttl_secs() -> u32 {
 }
 fn default_weight() -> u32 {
     100
+}
+
+/// Prometheus metrics.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` answers, e.g. "127.0.0.1:9468"; absent: off.
+    /// The page reveals the node's VIPs, backends and rules: keep it on
+    /// loopback or a management network.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The DHCP server. Networks are declared through the API; this is what

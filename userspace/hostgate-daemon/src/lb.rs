@@ -326,7 +326,7 @@ fn traffic(c: Option<&LbCounter>) -> Traffic {
 }
 
 /// Views of every VIP (or one), with live counters.
-async fn views(d: &Daemon, only: Option<&VipKey>) -> Result<Vec<VipView>, Failure> {
+pub(crate) async fn views(d: &Daemon, only: Option<&VipKey>) -> Result<Vec<VipView>, Failure> {
     let snap = d.store.snapshot("").await.map_err(store_err)?;
     let declared = decode(&Mirror::from_snapshot(snap).entries, &d.config.node_name);
     let vips: Vec<(VipSpec, u64)> =

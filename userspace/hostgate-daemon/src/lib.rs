@@ -16,6 +16,7 @@ mod health;
 mod ips;
 mod lb;
 mod members;
+mod metrics;
 mod netif;
 mod nodes;
 mod ra;
@@ -184,6 +185,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_follower("DHCP server", &daemon, dhcp::follow);
     tokio::spawn(fw::run(daemon.clone()));
 
+    if let Some(addr) = daemon.config.metrics.listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+        info!(%addr, "metrics at http://{addr}/metrics");
+        let router = metrics::router(daemon.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, router).await {
+                warn!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let listener = bind_socket(&socket)?;
     info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");
     let served = axum::serve(listener, api::router(daemon.clone())).with_graceful_shutdown(shutdown_signal()).await;
