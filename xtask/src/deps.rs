@@ -21,6 +21,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("kea-admin", "perfdhcp, the DHCP load generator of the crash test and `bench dhcp`"),
     ("isc-dhcp-client", "dhclient, a DHCP client of the DHCP tests"),
     ("dhcpcd-base", "dhcpcd, a DHCP client of the DHCP tests"),
+    ("bind9-dnsutils", "dig, the DNS client of the DNS tests"),
 ];
 
 fn installed(pkg: &str) -> bool {

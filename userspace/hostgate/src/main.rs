@@ -374,8 +374,9 @@ enum RecordCommand {
         name: String,
         /// A, AAAA, CNAME, MX, TXT, SRV, CAA, NS, PTR.
         rtype: String,
-        /// The data, as in a zone file (TXT: each argument is one string).
-        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        /// The data, as in a zone file (TXT: each argument is one string;
+        /// data starting with '-' goes after `--`).
+        #[arg(required = true, num_args = 1..)]
         value: Vec<String>,
         /// TTL of the RRset (default: its present TTL, else the zone's).
         #[arg(long)]
@@ -388,7 +389,7 @@ enum RecordCommand {
         zone: String,
         name: String,
         rtype: String,
-        #[arg(num_args = 0.., allow_hyphen_values = true)]
+        #[arg(num_args = 0..)]
         value: Vec<String>,
         #[arg(long)]
         json: bool,
