@@ -195,7 +195,10 @@ impl DnsConfig {
         for (i, text) in self.listen.iter().enumerate() {
             let field = format!("dns.listen[{i}]");
             let Ok(addr) = text.parse::<std::net::SocketAddr>() else {
-                return bad(&field, format!("{text:?} is not ADDRESS:PORT (e.g. \"198.51.100.1:53\", \"[2001:db8::1]:53\")"));
+                return bad(
+                    &field,
+                    format!("{text:?} is not ADDRESS:PORT (e.g. \"198.51.100.1:53\", \"[2001:db8::1]:53\")"),
+                );
             };
             if addr.port() == 0 {
                 return bad(&field, format!("{text:?}: port 0"));
@@ -613,8 +616,9 @@ container_interfaces = ["veth1", "veth2"]
     #[test]
     fn dns_fields_are_checked() {
         let base = "node_name = \"n\"\n[dataplane]\nuplinks = [\"e\"]\n[dns]\n";
-        let ok = Config::parse(&format!("{base}listen = [\"198.51.100.53:53\", \"[2001:db8::53]:53\"]\n"), Path::new("x"))
-            .expect("valid");
+        let ok =
+            Config::parse(&format!("{base}listen = [\"198.51.100.53:53\", \"[2001:db8::53]:53\"]\n"), Path::new("x"))
+                .expect("valid");
         assert_eq!((ok.dns.listen_addrs().len(), ok.dns.workers, ok.dns.tcp_idle_secs), (2, 2, 10));
         assert_eq!(
             err(&format!("{base}listen = [\"198.51.100.53:53\", \"198.51.100.53\"]\n")),

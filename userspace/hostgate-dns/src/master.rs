@@ -606,7 +606,10 @@ mod tests {
         let r = parse_record("www 60 IN A 198.51.100.2", &origin(), 300).unwrap();
         assert_eq!((r.name.to_string().as_str(), r.ttl), ("www.example.com.", 60));
         let r = parse_record("@ TXT \"a b\" c", &origin(), 300).unwrap();
-        assert_eq!((r.name.to_string().as_str(), r.ttl, rdata_text(&r.data).as_str()), ("example.com.", 300, "\"a b\" \"c\""));
+        assert_eq!(
+            (r.name.to_string().as_str(), r.ttl, rdata_text(&r.data).as_str()),
+            ("example.com.", 300, "\"a b\" \"c\"")
+        );
         assert!(parse_record("www A 198.51.100.300", &origin(), 300).unwrap_err().contains("A:"));
         assert!(parse_record("www A 198.51.100.2\nx A 198.51.100.3", &origin(), 300).is_err());
         assert!(parse_record("$TTL 60", &origin(), 300).is_err());

@@ -18,9 +18,7 @@ const V6: &str = "2001:db8:51::53";
 /// A node whose daemon answers DNS on V4 and V6 (on its loopback, inside
 /// the node namespace); the client reaches both through the uplink.
 fn dns_node(purpose: &str) -> TestNode {
-    let extra = format!(
-        "\n[dns]\nlisten = [\"{V4}:53\", \"[{V6}]:53\"]\ntcp_max_connections = 2\ntcp_idle_secs = 1\n"
-    );
+    let extra = format!("\n[dns]\nlisten = [\"{V4}:53\", \"[{V6}]:53\"]\ntcp_max_connections = 2\ntcp_idle_secs = 1\n");
     let mut node = TestNode::with_config(purpose, 0, &extra);
     node.topo.node.ip(["link", "set", "lo", "up"]).expect("lo up");
     node.topo.node.ip(["addr", "add", &format!("{V4}/32"), "dev", "lo"]).expect("v4 on lo");
@@ -117,7 +115,10 @@ fn cli_ok(node: &TestNode, args: &[&str]) -> String {
 /// The zone most tests ask: every type, a CNAME chain, a wildcard and a
 /// delegation with glue.
 fn example_zone(node: &TestNode) {
-    cli_ok(node, &["dns", "zone", "add", "example.com", "--ns", "ns1", "--ns", "ns2.example.net.", "--admin", "dns@example.com"]);
+    cli_ok(
+        node,
+        &["dns", "zone", "add", "example.com", "--ns", "ns1", "--ns", "ns2.example.net.", "--admin", "dns@example.com"],
+    );
     let records: &[&[&str]] = &[
         &["ns1", "A", "198.51.100.1"],
         &["www", "A", "198.51.100.10"],

@@ -14,9 +14,7 @@ use std::{str::FromStr, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, Json};
 use hickory_proto::rr::{rdata::SOA, DNSClass, Name, RData, Record, RecordType};
-use hostgate_api::{
-    RecordChange, RecordView, RecordsChanged, ZoneAdd, ZoneImport, ZoneRef, ZoneText, ZoneView,
-};
+use hostgate_api::{RecordChange, RecordView, RecordsChanged, ZoneAdd, ZoneImport, ZoneRef, ZoneText, ZoneView};
 use hostgate_dns::{
     master,
     zone::{next_serial, serial_lt, Zone, ZoneError},
@@ -96,7 +94,12 @@ fn with_serial(zone: &Zone, serial: u32) -> Result<Zone, Failure> {
 }
 
 fn view(z: &StoredZone) -> ZoneView {
-    ZoneView { origin: z.origin.clone(), serial: z.soa.serial, records: z.records.len() + 1, default_ttl: z.default_ttl }
+    ZoneView {
+        origin: z.origin.clone(),
+        serial: z.soa.serial,
+        records: z.records.len() + 1,
+        default_ttl: z.default_ttl,
+    }
 }
 
 /// A zone as stored, with its key's revision.
@@ -325,7 +328,11 @@ pub async fn remove_record(
         let (gone, kept): (Vec<Record>, Vec<Record>) = records.drain(..).partition(goes);
         *records = kept;
         if gone.is_empty() {
-            let what = format!("{} {rtype}{}", master::name_text(&name), req.value.as_deref().map_or(String::new(), |v| format!(" {v}")));
+            let what = format!(
+                "{} {rtype}{}",
+                master::name_text(&name),
+                req.value.as_deref().map_or(String::new(), |v| format!(" {v}"))
+            );
             return Err(Failure(StatusCode::NOT_FOUND, format!("no record {what} in the zone")));
         }
         Ok(gone)

@@ -264,7 +264,13 @@ async fn tcp_server(d: Arc<Daemon>, listener: TcpListener, counters: Arc<Mutex<C
 
 /// Answers length-prefixed queries (RFC 1035 §4.2.2, RFC 7766) until the
 /// client closes, idles for `tcp_idle_secs`, or breaks the framing.
-async fn tcp_connection(d: &Daemon, mut stream: TcpStream, peer: SocketAddr, counters: &Mutex<Counters>, epoch: Instant) {
+async fn tcp_connection(
+    d: &Daemon,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    counters: &Mutex<Counters>,
+    epoch: Instant,
+) {
     let idle = Duration::from_secs(u64::from(d.config.dns.tcp_idle_secs));
     let config = respond::Config::default();
     let mut len = [0u8; 2];
