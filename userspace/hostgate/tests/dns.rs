@@ -275,8 +275,35 @@ fn changes_apply_at_once_and_zone_files_are_all_or_nothing() {
     // Importing over an existing zone moves its serial on even if the file's did not.
     cli_ok(&node, &["dns", "zone", "import", file.to_str().expect("path")]);
     assert!(serial(&node, "example.com") > s);
+
+    // A file without $ORIGIN needs --origin; a second zone is served beside the first.
+    let bare = dir.path().join("bare.zone");
+    std::fs::write(&bare, "$TTL 300\n@ SOA ns1 hostmaster 5 2h 15m 2w 5m\n NS ns1\nns1 A 198.51.100.2\n")
+        .expect("write");
+    let bare_path = bare.to_str().expect("path");
+    assert!(err(node.cli(&["dns", "zone", "import", bare_path])).contains("give --origin"));
+    cli_ok(&node, &["dns", "zone", "import", bare_path, "--origin", "example.org"]);
+    assert_eq!(dig(&node, &["ns1.example.org", "A"]).data(), ["198.51.100.2"]);
+    assert_eq!(serial(&node, "example.org"), 5, "a new zone keeps the file's serial");
+
+    // Concurrent changes to one zone: each is one compare-and-set, none is lost.
+    let s = serial(&node, "example.com");
+    let adders: Vec<_> = (0..8)
+        .map(|i| {
+            let mut cmd = std::process::Command::new(common::BIN);
+            cmd.arg("--socket").arg(&node.socket);
+            cmd.args(["dns", "record", "add", "example.com", "many", "A", &format!("198.51.100.{}", 100 + i)]);
+            cmd.spawn().expect("spawn")
+        })
+        .collect();
+    for mut a in adders {
+        assert!(a.wait().expect("wait").success());
+    }
+    assert_eq!(dig(&node, &["many.example.com", "A"]).data().len(), 8);
+    assert_eq!(serial(&node, "example.com"), s + 8, "one serial step per change");
+
     let zones = cli_ok(&node, &["dns", "zone", "list"]);
-    assert!(zones.contains("example.com.") && zones.contains("SERIAL"), "{zones}");
+    assert!(zones.contains("example.com.") && zones.contains("example.org.") && zones.contains("SERIAL"), "{zones}");
 }
 
 /// Sends `bytes` over UDP from the client namespace; the reply, if any
@@ -296,9 +323,23 @@ fn udp_exchange(node: &TestNode, bytes: &[u8]) -> Option<Vec<u8>> {
     .expect("thread")
 }
 
+/// A plain query (RD=0, no EDNS) for `name` and `qtype`.
+fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(u8::try_from(label.len()).expect("label"));
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}
+
 #[test]
-fn truncation_tcp_limits_and_malformed_queries() {
-    if !privileged("truncation_tcp_limits_and_malformed_queries") {
+fn truncation_tcp_limits_rate_limits_and_malformed_queries() {
+    if !privileged("truncation_tcp_limits_rate_limits_and_malformed_queries") {
         return;
     }
     let node = dns_node("dns-wire");
@@ -345,7 +386,34 @@ fn truncation_tcp_limits_and_malformed_queries() {
     assert!(third_closed, "a third connection is closed at once");
     assert!(idle_closed, "an idle connection is closed");
 
+    // Response rate limiting: one client asking one name as fast as it can
+    // gets its budget (200/s, a second's worth at once) and the rest
+    // dropped or slipped (an empty TC=1 reply).
+    let before = node.status().dns;
+    let path = node.topo.client.path();
+    let elapsed = std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let start = Instant::now();
+        for id in 0..1000u16 {
+            socket.send_to(&query(id, "ns1.example.net", 1), (V4, 53)).expect("send");
+            if id % 20 == 19 {
+                // bursts the daemon's socket buffer holds
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        start.elapsed()
+    })
+    .join()
+    .expect("thread");
+    std::thread::sleep(Duration::from_millis(300));
     let status = node.status().dns;
+    let answered = status.noerror - before.noerror;
+    let limited = status.rate_limited_dropped + status.rate_limited_slipped;
+    let budget = 200.0 + 200.0 * elapsed.as_secs_f64() + 20.0;
+    eprintln!("RRL: 1000 queries in {elapsed:?}: {answered} answered, {limited} limited");
+    assert!(limited >= 500 && (answered as f64) <= budget, "{answered} answered, budget {budget}: {status:?}");
+
     assert!(status.truncated >= 1 && status.formerr >= 1 && status.dropped >= 1, "{status:?}");
     assert!(status.tcp >= 1 && status.tcp_rejected >= 1 && status.tcp_idle_closed >= 1, "{status:?}");
 }

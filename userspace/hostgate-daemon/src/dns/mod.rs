@@ -28,8 +28,10 @@ use crate::{api::Failure, Daemon};
 
 /// TTL of the SOA, apex NS and records added without one, unless given.
 const DEFAULT_TTL: u32 = 3600;
-/// A change that loses a compare-and-set race is tried again this often.
-const ATTEMPTS: usize = 5;
+/// A change that loses a compare-and-set race is tried again, from the
+/// new state, up to this often (each loss means another change landed, so
+/// this bounds the wait, not the progress).
+const ATTEMPTS: usize = 16;
 
 fn bad(m: impl Into<String>) -> Failure {
     Failure(StatusCode::BAD_REQUEST, m.into())
