@@ -52,6 +52,8 @@ pub struct Status {
 pub struct DnsStatus {
     /// `ADDRESS:PORT` served (empty: DNS is off).
     pub listen: Vec<String>,
+    /// Why it is not serving (e.g. an address it cannot bind), while not.
+    pub error: Option<String>,
     /// Zones in the catalog being answered from.
     pub zones: u64,
     /// The store revision of `dns/` that catalog was built at.

@@ -297,6 +297,9 @@ pub fn containers(all: &[ContainerView]) -> Table {
 }
 
 fn dns_status(d: &hostgate_api::DnsStatus) -> String {
+    if let Some(e) = &d.error {
+        return format!("dns        NOT SERVING (retried every second): {e}\n");
+    }
     if d.listen.is_empty() {
         return "dns        off (no [dns] listen)\n".into();
     }

@@ -18,7 +18,7 @@ const V6: &str = "2001:db8:51::53";
 /// A node whose daemon answers DNS on V4 and V6 (on its loopback, inside
 /// the node namespace); the client reaches both through the uplink.
 fn dns_node(purpose: &str) -> TestNode {
-    let extra = format!("\n[dns]\nlisten = [\"{V4}:53\", \"[{V6}]:53\"]\ntcp_max_connections = 2\ntcp_idle_secs = 1\n");
+    let extra = format!("\n[dns]\nlisten = [\"{V4}:53\", \"[{V6}]:53\"]\ntcp_max_connections = 2\ntcp_idle_secs = 1\nquery_log = true\n");
     let mut node = TestNode::with_config(purpose, 0, &extra);
     node.topo.node.ip(["link", "set", "lo", "up"]).expect("lo up");
     node.topo.node.ip(["addr", "add", &format!("{V4}/32"), "dev", "lo"]).expect("v4 on lo");
@@ -206,6 +206,8 @@ fn answers_like_an_authority() {
     assert!(status.queries >= 17 && status.tcp >= 1, "{status:?}");
     assert!(status.nxdomain >= 1 && status.nodata >= 1 && status.referrals >= 1 && status.refused >= 1, "{status:?}");
     assert_eq!((status.zones, status.listen.len()), (1, 2), "{status:?}");
+    let log = node.log();
+    assert!(log.contains("DNS query") && log.contains("nope.example.com."), "query_log = true logs queries");
     let shown = cli_ok(&node, &["status"]);
     assert!(shown.contains("dns        1 zone(s)") && shown.contains("nxdomain"), "{shown}");
 }

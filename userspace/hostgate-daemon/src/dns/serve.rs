@@ -23,7 +23,7 @@ use anyhow::Context;
 use hostgate_dns::{
     catalog::Catalog,
     lookup::IndexedZone,
-    respond::{self, Client, Counters, Transport},
+    respond::{self, Client, Counters, Decoded, Transport},
     rrl::{Rrl, RrlConfig},
 };
 use hostgate_store::Mirror;
@@ -49,6 +49,8 @@ pub struct Shared {
     /// follower restarts so that nothing counted is lost.
     counters: Mutex<BTreeMap<String, Arc<Mutex<Counters>>>>,
     listen: Mutex<Vec<String>>,
+    /// Why the server is not serving (binding failed), while it is not.
+    error: Mutex<Option<String>>,
     tcp_rejected: AtomicU64,
     tcp_idle_closed: AtomicU64,
 }
@@ -74,6 +76,7 @@ impl Shared {
         }
         hostgate_api::DnsStatus {
             listen: lock(&self.listen).clone(),
+            error: lock(&self.error).clone(),
             zones: self.catalog().len() as u64,
             revision: self.revision.load(Ordering::Relaxed),
             queries: c.queries,
@@ -115,7 +118,9 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     if addrs.is_empty() {
         return std::future::pending().await;
     }
-    let _servers = start_servers(&d, &addrs)?;
+    let started = start_servers(&d, &addrs);
+    *lock(&d.dns.error) = started.as_ref().err().map(|e| format!("{e:#}"));
+    let _servers = started?;
     let snap = d.store.snapshot(stored::PREFIX).await?;
     let mut watch = d.store.watch(stored::PREFIX, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
@@ -193,8 +198,16 @@ fn socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<S
     Ok(s)
 }
 
+/// Receive buffer asked for UDP sockets: bursts arrive faster than one
+/// task answers; the kernel caps it at net.core.rmem_max.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
 fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    UdpSocket::from_std(socket(addr, Type::DGRAM, Protocol::UDP)?.into())
+    let s = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    if let Err(e) = s.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        debug!(error = %e, %addr, "DNS: receive buffer left at the default");
+    }
+    UdpSocket::from_std(s.into())
 }
 
 fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -212,6 +225,43 @@ fn millis_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One query through the responder (`respond::respond` in its two steps,
+/// so that the query can be logged when `query_log` is on).
+fn answer(
+    d: &Daemon,
+    config: &respond::Config,
+    rrl: Option<&mut Rrl>,
+    counters: &Mutex<Counters>,
+    bytes: &[u8],
+    client: &Client,
+) -> Option<Vec<u8>> {
+    let catalog = d.dns.catalog();
+    let mut c = lock(counters);
+    let request = match respond::decode(bytes, client.transport, &mut c) {
+        Decoded::Drop => return None,
+        Decoded::Reply(formerr) => return Some(formerr),
+        Decoded::Request(r) => r,
+    };
+    let reply = respond::respond_request(&catalog, config, rrl, &mut c, &request, client);
+    drop(c);
+    if d.config.dns.query_log {
+        log_query(&request, reply.as_deref(), client);
+    }
+    reply
+}
+
+fn log_query(request: &respond::Request, reply: Option<&[u8]>, client: &Client) {
+    let (name, qtype) =
+        request.query().map_or((String::new(), String::new()), |q| (q.name().to_string(), q.query_type().to_string()));
+    // the rcode's low four bits sit in the fourth header byte
+    let rcode = reply.and_then(|r| r.get(3)).map_or("dropped".to_string(), |b| (b & 0x0f).to_string());
+    let transport = match client.transport {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+    };
+    info!(client = %client.addr, %transport, %name, %qtype, %rcode, "DNS query");
+}
+
 async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Counters>>, epoch: Instant) {
     let mut rrl = Rrl::new(RrlConfig::default(), random_seed());
     let config = respond::Config::default();
@@ -225,11 +275,7 @@ async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Count
             }
         };
         let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Udp, now_ms: millis_since(epoch) };
-        let catalog = d.dns.catalog();
-        let reply = {
-            let mut c = lock(&counters);
-            respond::respond(&catalog, &config, Some(&mut rrl), &mut c, &buf[..len], &client)
-        };
+        let reply = answer(&d, &config, Some(&mut rrl), &counters, &buf[..len], &client);
         if let Some(reply) = reply {
             if let Err(e) = socket.send_to(&reply, peer).await {
                 debug!(error = %e, %peer, "DNS: UDP send");
@@ -288,8 +334,7 @@ async fn tcp_connection(
             return;
         }
         let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Tcp, now_ms: millis_since(epoch) };
-        let catalog = d.dns.catalog();
-        let reply = respond::respond(&catalog, &config, None, &mut lock(counters), &query, &client);
+        let reply = answer(d, &config, None, counters, &query, &client);
         let Some(reply) = reply else { continue };
         let Ok(n) = u16::try_from(reply.len()) else { return };
         let mut framed = Vec::with_capacity(reply.len() + 2);
