@@ -23,6 +23,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("dhcpcd-base", "dhcpcd, a DHCP client of the DHCP tests"),
     ("prometheus", "promtool, which lints the /metrics page in the metrics test"),
     ("ndisc6", "rdisc6, which checks router advertisements (RDNSS, DNSSL) in the RA test"),
+    ("bind9-dnsutils", "dig, the DNS client of the DNS tests"),
 ];
 
 fn installed(pkg: &str) -> bool {

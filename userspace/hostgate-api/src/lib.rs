@@ -39,7 +39,50 @@ pub struct Status {
     /// Per DHCP network served here, since the daemon started.
     #[serde(default)]
     pub dhcp: Vec<DhcpCounters>,
+    /// The authoritative DNS server on this node, since the daemon started.
+    #[serde(default)]
+    pub dns: DnsStatus,
     pub dataplane: DataplaneStatus,
+}
+
+/// What the DNS server serves and what it answered (all workers, UDP and
+/// TCP, since the daemon started).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct DnsStatus {
+    /// `ADDRESS:PORT` served (empty: DNS is off).
+    pub listen: Vec<String>,
+    /// Why it is not serving (e.g. an address it cannot bind), while not.
+    pub error: Option<String>,
+    /// Zones in the catalog being answered from.
+    pub zones: u64,
+    /// The store revision of `dns/` that catalog was built at.
+    pub revision: u64,
+    pub queries: u64,
+    pub udp: u64,
+    pub tcp: u64,
+    pub noerror: u64,
+    pub nxdomain: u64,
+    /// NOERROR without data (included in `noerror`).
+    pub nodata: u64,
+    /// Delegations answered (included in `noerror`).
+    pub referrals: u64,
+    pub refused: u64,
+    pub formerr: u64,
+    pub notimp: u64,
+    pub servfail: u64,
+    pub badvers: u64,
+    /// Replies sent with TC=1 because they did not fit.
+    pub truncated: u64,
+    /// Not answered: too short, a response, or rate-limited.
+    pub dropped: u64,
+    /// Response rate limiting: dropped, and sent as an empty TC=1 reply.
+    pub rate_limited_dropped: u64,
+    pub rate_limited_slipped: u64,
+    /// TCP connections closed at once because the cap was reached.
+    pub tcp_rejected: u64,
+    /// TCP connections closed for idling.
+    pub tcp_idle_closed: u64,
 }
 
 /// What the DHCP server did for one network.
@@ -499,4 +542,103 @@ pub struct ReservationView {
     pub addr: String,
     #[serde(default)]
     pub hostname: Option<String>,
+}
+
+pub const DNS_ZONES: &str = "/v1/dns/zones";
+pub const DNS_ZONE_REMOVE: &str = "/v1/dns/zones/remove";
+pub const DNS_ZONE_IMPORT: &str = "/v1/dns/zones/import";
+pub const DNS_ZONE_EXPORT: &str = "/v1/dns/zones/export";
+pub const DNS_RECORDS: &str = "/v1/dns/records";
+pub const DNS_RECORD_REMOVE: &str = "/v1/dns/records/remove";
+pub const DNS_RECORD_LIST: &str = "/v1/dns/records/list";
+
+/// A new zone with its SOA and NS (`POST /v1/dns/zones`). Names without a
+/// final dot are relative to the zone, as in a zone file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZoneAdd {
+    pub origin: String,
+    /// Name servers (apex NS; the first is the SOA's MNAME). Default
+    /// `ns1.<origin>`.
+    #[serde(default)]
+    pub ns: Vec<String>,
+    /// The zone's contact as an email address (`hostmaster@example.com`)
+    /// or a name; default `hostmaster.<origin>`.
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// TTL of the SOA, the NS and records added without one (default 3600).
+    #[serde(default)]
+    pub ttl: Option<u32>,
+}
+
+/// A zone in the listing (`GET /v1/dns/zones`) and as changes answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZoneView {
+    pub origin: String,
+    pub serial: u32,
+    /// Records, the SOA included.
+    pub records: usize,
+    /// TTL of records added without one.
+    pub default_ttl: u32,
+}
+
+/// Names a zone (remove, export, record list).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZoneRef {
+    pub origin: String,
+}
+
+/// A zone file to load (`POST /v1/dns/zones/import`): all or nothing; an
+/// existing zone of the same origin is replaced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZoneImport {
+    /// Default: the file's first `$ORIGIN`.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Names the text in errors (`file:line: problem`).
+    pub file: String,
+    pub text: String,
+}
+
+/// A zone in master format (`POST /v1/dns/zones/export`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZoneText {
+    pub origin: String,
+    pub text: String,
+}
+
+/// One record to add (`POST /v1/dns/records`) or records to remove
+/// (`POST /v1/dns/records/remove`; without `value`, the whole RRset).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordChange {
+    pub zone: String,
+    /// Relative to the zone (`www`, `@`) or absolute (`www.example.com.`).
+    pub name: String,
+    /// A, AAAA, CNAME, MX, TXT, SRV, CAA, NS, PTR.
+    pub rtype: String,
+    /// The data as in a zone file (`10 mail`, `"v=spf1 -all"`).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Adding: the RRset's TTL (all its records take it); default the
+    /// RRset's present TTL, else the zone's default.
+    #[serde(default)]
+    pub ttl: Option<u32>,
+}
+
+/// What a record change did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordsChanged {
+    pub zone: String,
+    /// The zone's serial after the change.
+    pub serial: u32,
+    /// The records added or removed, in master format.
+    pub records: Vec<String>,
+}
+
+/// One record (`POST /v1/dns/records/list`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordView {
+    pub name: String,
+    pub ttl: u32,
+    pub rtype: String,
+    pub data: String,
 }

@@ -25,6 +25,13 @@
 //! lease_ttl_secs = 1         # a dead node's IPs move after about this long
 //! weight = 100               # this node's share of unpinned IPs
 //!
+//! [dns]                      # absent or empty listen: no DNS server
+//! listen = ["198.51.100.53:53", "[2001:db8::53]:53"]
+//! workers = 2                # UDP sockets per address (SO_REUSEPORT)
+//! tcp_max_connections = 256  # per address
+//! tcp_idle_secs = 10
+//! query_log = false          # every query at info level
+//!
 //! [log]
 //! format = "text"            # text | json
 //! level = "info"             # a tracing filter, e.g. "info,hostgate_dataplane=debug"
@@ -77,6 +84,8 @@ pub struct Config {
     pub dhcp: DhcpConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub dns: DnsConfig,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -143,6 +152,91 @@ pub struct DhcpConfig {
     /// drain a pool from outside.
     #[serde(default)]
     pub relay_interfaces: Vec<String>,
+}
+
+/// The authoritative DNS server. Zones are declared through the API; this
+/// is where and how this node answers.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// `ADDRESS:PORT` to answer on over UDP and TCP (`[V6]:PORT` for IPv6);
+    /// empty: no DNS server. The address need not exist yet (IP_FREEBIND):
+    /// a customer IP assigned later is served once it appears.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// UDP sockets per address (SO_REUSEPORT), each its own task.
+    #[serde(default = "default_dns_workers")]
+    pub workers: u32,
+    /// Open TCP connections per address; more are closed at once.
+    #[serde(default = "default_dns_tcp_max")]
+    pub tcp_max_connections: u32,
+    /// A TCP connection idle this long is closed.
+    #[serde(default = "default_dns_tcp_idle")]
+    pub tcp_idle_secs: u32,
+    /// Log every query (client, name, type, rcode) at info level. Off by
+    /// default: a busy server would drown its log, and queries are
+    /// personal data of the asking resolvers' users.
+    #[serde(default)]
+    pub query_log: bool,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: Vec::new(),
+            workers: default_dns_workers(),
+            tcp_max_connections: default_dns_tcp_max(),
+            tcp_idle_secs: default_dns_tcp_idle(),
+            query_log: false,
+        }
+    }
+}
+
+fn default_dns_workers() -> u32 {
+    2
+}
+fn default_dns_tcp_max() -> u32 {
+    256
+}
+fn default_dns_tcp_idle() -> u32 {
+    10
+}
+
+impl DnsConfig {
+    /// The listen addresses, parsed (validation has checked them).
+    pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, problem: String| Err((field.to_string(), problem));
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, text) in self.listen.iter().enumerate() {
+            let field = format!("dns.listen[{i}]");
+            let Ok(addr) = text.parse::<std::net::SocketAddr>() else {
+                return bad(
+                    &field,
+                    format!("{text:?} is not ADDRESS:PORT (e.g. \"198.51.100.1:53\", \"[2001:db8::1]:53\")"),
+                );
+            };
+            if addr.port() == 0 {
+                return bad(&field, format!("{text:?}: port 0"));
+            }
+            if !seen.insert(addr) {
+                return bad(&field, format!("{text:?} is listed twice"));
+            }
+        }
+        if !(1..=64).contains(&self.workers) {
+            return bad("dns.workers", format!("{} is not between 1 and 64", self.workers));
+        }
+        if self.tcp_max_connections == 0 {
+            return bad("dns.tcp_max_connections", "must be at least 1".into());
+        }
+        if !(1..=3600).contains(&self.tcp_idle_secs) {
+            return bad("dns.tcp_idle_secs", format!("{} is not between 1 and 3600", self.tcp_idle_secs));
+        }
+        Ok(())
+    }
 }
 
 /// The firewall: where its rules files are.
@@ -322,6 +416,7 @@ impl Config {
                 return bad(&format!("dhcp.relay_interfaces[{i}]"), format!("{name:?} is not a valid interface name"));
             }
         }
+        self.dns.validate()?;
         for (i, pool) in self.ip.pools.iter().enumerate() {
             if let Err(problem) = check_cidr(pool) {
                 return bad(&format!("ip.pools[{i}]"), problem);
@@ -535,6 +630,23 @@ container_interfaces = ["veth1", "veth2"]
         );
         assert!(err("node_name = \"n\"\n[dataplane]\nuplinks = [\"e\"]\nxdp_mode = \"fast\"\n")
             .contains("unknown variant `fast`"));
+    }
+
+    #[test]
+    fn dns_fields_are_checked() {
+        let base = "node_name = \"n\"\n[dataplane]\nuplinks = [\"e\"]\n[dns]\n";
+        let ok =
+            Config::parse(&format!("{base}listen = [\"198.51.100.53:53\", \"[2001:db8::53]:53\"]\n"), Path::new("x"))
+                .expect("valid");
+        assert_eq!((ok.dns.listen_addrs().len(), ok.dns.workers, ok.dns.tcp_idle_secs), (2, 2, 10));
+        assert_eq!(
+            err(&format!("{base}listen = [\"198.51.100.53:53\", \"198.51.100.53\"]\n")),
+            "hg.toml: dns.listen[1]: \"198.51.100.53\" is not ADDRESS:PORT (e.g. \"198.51.100.1:53\", \"[2001:db8::1]:53\")"
+        );
+        assert!(err(&format!("{base}workers = 0\n")).starts_with("hg.toml: dns.workers:"));
+        assert!(err(&format!("{base}tcp_idle_secs = 0\n")).starts_with("hg.toml: dns.tcp_idle_secs:"));
+        assert!(!ok.dns.query_log, "off by default");
+        assert!(err(&format!("{base}query_log = 1\n")).contains("expected a boolean (at line 5"));
     }
 
     #[test]

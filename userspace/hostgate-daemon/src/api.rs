@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{containers, dhcp, fw, ips, lb, nodes, status, Daemon};
+use crate::{containers, dhcp, dns, fw, ips, lb, nodes, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -44,6 +44,13 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::DHCP_LEASES, get(dhcp::list_leases))
         .route(hostgate_api::DHCP_RESERVATIONS, get(dhcp::list_reservations).post(dhcp::add_reservation))
         .route(hostgate_api::DHCP_RESERVATION_REMOVE, post(dhcp::remove_reservation))
+        .route(hostgate_api::DNS_ZONES, get(dns::list_zones).post(dns::add_zone))
+        .route(hostgate_api::DNS_ZONE_REMOVE, post(dns::remove_zone))
+        .route(hostgate_api::DNS_ZONE_IMPORT, post(dns::import_zone))
+        .route(hostgate_api::DNS_ZONE_EXPORT, post(dns::export_zone))
+        .route(hostgate_api::DNS_RECORDS, post(dns::add_record))
+        .route(hostgate_api::DNS_RECORD_REMOVE, post(dns::remove_record))
+        .route(hostgate_api::DNS_RECORD_LIST, post(dns::list_records))
         .fallback(not_found)
         .with_state(daemon)
 }

@@ -11,6 +11,7 @@
 mod api;
 mod containers;
 mod dhcp;
+mod dns;
 mod fw;
 mod health;
 mod ips;
@@ -51,6 +52,8 @@ pub struct Daemon {
     /// Addresses leased by DHCP, by the interface they were asked from:
     /// container ports may send from them (anti-spoofing).
     pub dhcp_sources: tokio::sync::watch::Sender<dhcp::LeasedSources>,
+    /// The DNS server's catalog and counters.
+    pub dns: dns::Shared,
     /// `None` after `hostgate dataplane detach`.
     pub dataplane: Mutex<Option<Dataplane>>,
     pub started_at: u64,
@@ -167,6 +170,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config_revision: tokio::sync::watch::Sender::new(0),
         dhcp_counters: Mutex::new(Default::default()),
         dhcp_sources: tokio::sync::watch::Sender::new(Default::default()),
+        dns: dns::Shared::default(),
         dataplane: Mutex::new(Some(dataplane)),
         started_at,
         config,
@@ -183,6 +187,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_follower("IP reconciler", &daemon, ips::follow);
     spawn_follower("container reconciler", &daemon, containers::follow);
     spawn_follower("DHCP server", &daemon, dhcp::follow);
+    spawn_follower("DNS server", &daemon, dns::follow);
     tokio::spawn(fw::run(daemon.clone()));
 
     if let Some(addr) = daemon.config.metrics.listen {

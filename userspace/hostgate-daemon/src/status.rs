@@ -95,6 +95,7 @@ pub async fn collect(daemon: &Daemon) -> anyhow::Result<Status> {
             members,
             config_revision: *daemon.config_revision.borrow(),
         },
+        dns: daemon.dns.status(),
         dhcp: daemon.dhcp_counters.lock().map(|c| c.values().cloned().collect()).unwrap_or_default(),
         dataplane,
     })

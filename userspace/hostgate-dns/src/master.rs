@@ -216,6 +216,16 @@ pub fn parse(text: &str, file: &str, origin: &Name) -> Result<Zone, Vec<MasterEr
     Err(errors)
 }
 
+/// One record in master format (`owner [ttl] [IN] type data`), names
+/// relative to `origin`; without a TTL it takes `default_ttl`. For the
+/// daemon's `dns record add|rm`, which edit a zone one record at a time.
+pub fn parse_record(line: &str, origin: &Name, default_ttl: u32) -> Result<Record, String> {
+    let entries = lex(line).map_err(|(_, m)| m)?;
+    let [entry] = &entries[..] else { return Err("expected exactly one record".into()) };
+    let mut state = State { origin: origin.clone(), default_ttl: Some(default_ttl), last_ttl: None, last_owner: None };
+    state.entry(entry)?.ok_or_else(|| "a directive, not a record".to_string())
+}
+
 impl State {
     /// A directive (`None`) or a record.
     fn entry(&mut self, entry: &Entry) -> Result<Option<Record>, String> {
@@ -589,6 +599,20 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn one_record_at_a_time() {
+        let r = parse_record("www 60 IN A 198.51.100.2", &origin(), 300).unwrap();
+        assert_eq!((r.name.to_string().as_str(), r.ttl), ("www.example.com.", 60));
+        let r = parse_record("@ TXT \"a b\" c", &origin(), 300).unwrap();
+        assert_eq!(
+            (r.name.to_string().as_str(), r.ttl, rdata_text(&r.data).as_str()),
+            ("example.com.", 300, "\"a b\" \"c\"")
+        );
+        assert!(parse_record("www A 198.51.100.300", &origin(), 300).unwrap_err().contains("A:"));
+        assert!(parse_record("www A 198.51.100.2\nx A 198.51.100.3", &origin(), 300).is_err());
+        assert!(parse_record("$TTL 60", &origin(), 300).is_err());
     }
 
     const HEAD: &str =

@@ -72,6 +72,12 @@ enum Command {
         #[command(subcommand)]
         command: DhcpCommand,
     },
+    /// Authoritative DNS: zones and records, answered at once (the SOA
+    /// serial moves with every change).
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
     /// Customer IPs: which customer holds which address, and which node answers for it.
     Ip {
         #[command(subcommand)]
@@ -319,6 +325,98 @@ enum NetworkCommand {
 }
 
 #[derive(Subcommand)]
+enum DnsCommand {
+    /// Zones: add, remove, list, import and export zone files.
+    Zone {
+        #[command(subcommand)]
+        command: ZoneCommand,
+    },
+    /// Records of a zone. Names without a final dot are relative to the
+    /// zone (`www`, `@`), in values too (`CNAME www`), as in a zone file.
+    Record {
+        #[command(subcommand)]
+        command: RecordCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ZoneCommand {
+    /// Create a zone with its SOA and NS records.
+    Add {
+        /// The zone's name, e.g. example.com.
+        origin: String,
+        /// Name server (apex NS; the first is the SOA's primary); repeat
+        /// for more. Default ns1.<zone>.
+        #[arg(long = "ns")]
+        ns: Vec<String>,
+        /// The zone's contact, e.g. hostmaster@example.com (default hostmaster.<zone>).
+        #[arg(long)]
+        admin: Option<String>,
+        /// TTL of the SOA, the NS and records added without one (default 3600).
+        #[arg(long)]
+        ttl: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a zone and all its records.
+    Rm { origin: String },
+    /// Every zone: serial and record count.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load an RFC 1035 zone file: all or nothing (errors name file:line);
+    /// replaces a zone of the same origin.
+    Import {
+        file: PathBuf,
+        /// The zone's name (default: the file's $ORIGIN).
+        #[arg(long)]
+        origin: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a zone in master file format.
+    Export { origin: String },
+}
+
+#[derive(Subcommand)]
+enum RecordCommand {
+    /// Add a record: `record add example.com www A 198.51.100.10`,
+    /// `... @ MX 10 mail`, `... @ TXT "v=spf1 -all"`.
+    Add {
+        zone: String,
+        name: String,
+        /// A, AAAA, CNAME, MX, TXT, SRV, CAA, NS, PTR.
+        rtype: String,
+        /// The data, as in a zone file (TXT: each argument is one string;
+        /// data starting with '-' goes after `--`).
+        #[arg(required = true, num_args = 1..)]
+        value: Vec<String>,
+        /// TTL of the RRset (default: its present TTL, else the zone's).
+        #[arg(long)]
+        ttl: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the records of NAME and TYPE, or only the one with VALUE.
+    Rm {
+        zone: String,
+        name: String,
+        rtype: String,
+        #[arg(num_args = 0..)]
+        value: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every record of a zone, SOA first.
+    List {
+        zone: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum DhcpCommand {
     /// Every lease: address, MAC, client-id, hostname, state, expiry.
     Leases {
@@ -515,6 +613,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Container { command } => container(&client, command).await,
         Command::Network { command } => network(&client, command).await,
         Command::Dhcp { command } => dhcp(&client, command).await,
+        Command::Dns { command: DnsCommand::Zone { command } } => dns_zone(&client, command).await,
+        Command::Dns { command: DnsCommand::Record { command } } => dns_record(&client, command).await,
         Command::Rules { command: RulesCommand::Check { files, json } } => rules_check(&client, &files, json).await,
         Command::Rules { command: RulesCommand::Apply { json } } => {
             let r: hostgate_api::RulesApplied = client.post(hostgate_api::RULES_APPLY, &()).await?;
@@ -800,6 +900,74 @@ async fn dhcp(client: &Client, command: DhcpCommand) -> anyhow::Result<()> {
                     println!("reservation removed");
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+async fn dns_zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
+    use hostgate_api::{ZoneAdd, ZoneImport, ZoneRef, ZoneText, ZoneView};
+    match command {
+        ZoneCommand::Add { origin, ns, admin, ttl, json } => {
+            let z: ZoneView = client.post(hostgate_api::DNS_ZONES, &ZoneAdd { origin, ns, admin, ttl }).await?;
+            print_out(json, &z, |z| format!("zone {} added (serial {})", z.origin, z.serial))?;
+        }
+        ZoneCommand::Rm { origin } => {
+            let r: ZoneRef = client.post(hostgate_api::DNS_ZONE_REMOVE, &ZoneRef { origin }).await?;
+            println!("zone {} removed", r.origin);
+        }
+        ZoneCommand::List { json } => {
+            let all: Vec<ZoneView> = client.get(hostgate_api::DNS_ZONES).await?;
+            print_out(json, &all, |all| output::zones(all).to_string())?;
+        }
+        ZoneCommand::Import { file, origin, json } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let req = ZoneImport { origin, file: file.display().to_string(), text };
+            let z: ZoneView = client.post(hostgate_api::DNS_ZONE_IMPORT, &req).await?;
+            print_out(json, &z, |z| format!("zone {} imported: {} records, serial {}", z.origin, z.records, z.serial))?;
+        }
+        ZoneCommand::Export { origin } => {
+            let t: ZoneText = client.post(hostgate_api::DNS_ZONE_EXPORT, &ZoneRef { origin }).await?;
+            print!("{}", t.text);
+        }
+    }
+    Ok(())
+}
+
+/// The record data as one zone-file text: each TXT argument is one
+/// character-string (quoted here, so spaces survive the shell's split).
+fn record_value(rtype: &str, value: &[String]) -> String {
+    let quote = |v: &String| {
+        if v.starts_with('"') {
+            v.clone()
+        } else {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+    };
+    match rtype.eq_ignore_ascii_case("TXT") {
+        true => value.iter().map(quote).collect::<Vec<_>>().join(" "),
+        false => value.join(" "),
+    }
+}
+
+async fn dns_record(client: &Client, command: RecordCommand) -> anyhow::Result<()> {
+    use hostgate_api::{RecordChange, RecordView, RecordsChanged, ZoneRef};
+    match command {
+        RecordCommand::Add { zone, name, rtype, value, ttl, json } => {
+            let value = Some(record_value(&rtype, &value));
+            let req = RecordChange { zone, name, rtype, value, ttl };
+            let r: RecordsChanged = client.post(hostgate_api::DNS_RECORDS, &req).await?;
+            print_out(json, &r, |r| format!("added {} (serial {})", r.records.join("; "), r.serial))?;
+        }
+        RecordCommand::Rm { zone, name, rtype, value, json } => {
+            let value = (!value.is_empty()).then(|| record_value(&rtype, &value));
+            let req = RecordChange { zone, name, rtype, value, ttl: None };
+            let r: RecordsChanged = client.post(hostgate_api::DNS_RECORD_REMOVE, &req).await?;
+            print_out(json, &r, |r| format!("removed {} (serial {})", r.records.join("; "), r.serial))?;
+        }
+        RecordCommand::List { zone, json } => {
+            let all: Vec<RecordView> = client.post(hostgate_api::DNS_RECORD_LIST, &ZoneRef { origin: zone }).await?;
+            print_out(json, &all, |all| output::records(all).to_string())?;
         }
     }
     Ok(())

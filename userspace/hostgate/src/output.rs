@@ -50,6 +50,7 @@ pub fn status(s: &Status) -> String {
             c.network, c.offers, c.acks, c.naks, c.declines, c.releases, c.drops
         );
     }
+    out += &dns_status(&s.dns);
     let dp = &s.dataplane;
     if !dp.attached {
         out += "dataplane  detached\n";
@@ -329,6 +330,55 @@ pub fn containers(all: &[ContainerView]) -> Table {
             c.mac.clone().unwrap_or("any".into()),
             c.spoof_drops.to_string(),
         ]);
+    }
+    t
+}
+
+fn dns_status(d: &hostgate_api::DnsStatus) -> String {
+    if let Some(e) = &d.error {
+        return format!("dns        NOT SERVING (retried every second): {e}\n");
+    }
+    if d.listen.is_empty() {
+        return "dns        off (no [dns] listen)\n".into();
+    }
+    format!(
+        "dns        {} zone(s) on {}; {} queries ({} udp, {} tcp): {} noerror ({} nodata, {} referrals), {} nxdomain, \
+         {} refused, {} formerr, {} notimp, {} servfail; {} truncated, {} dropped, rate-limited {} dropped + {} slipped; \
+         tcp {} rejected, {} idle-closed\n",
+        d.zones,
+        d.listen.join(", "),
+        d.queries,
+        d.udp,
+        d.tcp,
+        d.noerror,
+        d.nodata,
+        d.referrals,
+        d.nxdomain,
+        d.refused,
+        d.formerr,
+        d.notimp,
+        d.servfail,
+        d.truncated,
+        d.dropped,
+        d.rate_limited_dropped,
+        d.rate_limited_slipped,
+        d.tcp_rejected,
+        d.tcp_idle_closed,
+    )
+}
+
+pub fn zones(all: &[hostgate_api::ZoneView]) -> Table {
+    let mut t = table(&["ZONE", "SERIAL", "RECORDS", "DEFAULT TTL"]);
+    for z in all {
+        t.add_row(vec![z.origin.clone(), z.serial.to_string(), z.records.to_string(), z.default_ttl.to_string()]);
+    }
+    t
+}
+
+pub fn records(all: &[hostgate_api::RecordView]) -> Table {
+    let mut t = table(&["NAME", "TTL", "TYPE", "DATA"]);
+    for r in all {
+        t.add_row(vec![r.name.clone(), r.ttl.to_string(), r.rtype.clone(), r.data.clone()]);
     }
     t
 }

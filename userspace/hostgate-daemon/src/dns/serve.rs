@@ -1,0 +1,347 @@
+//! Serving: the zones under `dns/zones/` as one immutable catalog, swapped
+//! whole (an `Arc` behind a lock held only to clone it) when the store
+//! changes, so packet tasks never wait for an update and an update never
+//! waits for them. Per `[dns] listen` address: `workers` UDP sockets
+//! bound with SO_REUSEPORT (the kernel spreads clients over them by their
+//! address and port), each its own task with its own RRL table; and one
+//! TCP listener with a connection cap and an idle timeout. Sockets are
+//! bound with IP_FREEBIND: an address that is not (yet) on the node is
+//! served as soon as it appears.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasher, Hasher},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use hostgate_dns::{
+    catalog::Catalog,
+    lookup::IndexedZone,
+    respond::{self, Client, Counters, Decoded, Transport},
+    rrl::{Rrl, RrlConfig},
+};
+use hostgate_store::Mirror;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+    task::JoinHandle,
+};
+use tracing::{debug, info, warn};
+
+use super::stored::{self, StoredZone};
+use crate::Daemon;
+
+/// What the packet tasks share with the follower and `hostgate status`.
+#[derive(Default)]
+pub struct Shared {
+    catalog: RwLock<Arc<Catalog>>,
+    /// The store revision the catalog was built at.
+    revision: AtomicU64,
+    /// One set per socket (`udp ADDR #i`, `tcp ADDR`), kept across
+    /// follower restarts so that nothing counted is lost.
+    counters: Mutex<BTreeMap<String, Arc<Mutex<Counters>>>>,
+    listen: Mutex<Vec<String>>,
+    /// Why the server is not serving (binding failed), while it is not.
+    error: Mutex<Option<String>>,
+    tcp_rejected: AtomicU64,
+    tcp_idle_closed: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn counters_of(&self, socket: String) -> Arc<Mutex<Counters>> {
+        lock(&self.counters).entry(socket).or_default().clone()
+    }
+
+    /// For `hostgate status`.
+    pub fn status(&self) -> hostgate_api::DnsStatus {
+        let mut c = Counters::default();
+        for one in lock(&self.counters).values() {
+            c.add(&lock(one));
+        }
+        hostgate_api::DnsStatus {
+            listen: lock(&self.listen).clone(),
+            error: lock(&self.error).clone(),
+            zones: self.catalog().len() as u64,
+            revision: self.revision.load(Ordering::Relaxed),
+            queries: c.queries,
+            udp: c.udp,
+            tcp: c.tcp,
+            noerror: c.noerror,
+            nxdomain: c.nxdomain,
+            nodata: c.nodata,
+            referrals: c.referrals,
+            refused: c.refused,
+            formerr: c.formerr,
+            notimp: c.notimp,
+            servfail: c.servfail,
+            badvers: c.badvers,
+            truncated: c.truncated,
+            dropped: c.dropped + c.rate_limited_dropped,
+            rate_limited_dropped: c.rate_limited_dropped,
+            rate_limited_slipped: c.rate_limited_slipped,
+            tcp_rejected: self.tcp_rejected.load(Ordering::Relaxed),
+            tcp_idle_closed: self.tcp_idle_closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the `[dns] listen` addresses from the zones in the store, for as
+/// long as the daemon lives (returns only on a store error; the caller
+/// starts it over). No addresses: DNS is off.
+pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
+    let addrs = d.config.dns.listen_addrs();
+    if addrs.is_empty() {
+        return std::future::pending().await;
+    }
+    let started = start_servers(&d, &addrs);
+    *lock(&d.dns.error) = started.as_ref().err().map(|e| format!("{e:#}"));
+    let _servers = started?;
+    let snap = d.store.snapshot(stored::PREFIX).await?;
+    let mut watch = d.store.watch(stored::PREFIX, snap.revision).await?;
+    let mut mirror = Mirror::from_snapshot(snap);
+    let mut built = HashMap::new();
+    loop {
+        rebuild(&d.dns, &mirror, &mut built);
+        let batch = watch.recv().await.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
+        mirror.apply(&batch);
+        // Changes that arrived meanwhile go into the same catalog.
+        while let Ok(more) = watch.try_recv() {
+            mirror.apply(&more);
+        }
+    }
+}
+
+/// Builds the catalog from the mirror, reusing the indexed zones whose key
+/// did not change, and swaps it in.
+fn rebuild(shared: &Shared, mirror: &Mirror, built: &mut HashMap<String, (u64, Arc<IndexedZone>)>) {
+    let mut catalog = Catalog::new();
+    let mut next = HashMap::new();
+    for (key, kv) in mirror.entries.iter().filter(|(k, _)| k.starts_with(stored::ZONES)) {
+        let zone = match built.remove(key) {
+            Some((revision, zone)) if revision == kv.mod_revision => zone,
+            _ => match kv.decode::<StoredZone>().map_err(|e| e.to_string()).and_then(|z| z.to_zone(key)) {
+                Ok(z) => Arc::new(IndexedZone::new(&z)),
+                Err(error) => {
+                    warn!(%key, %error, "zone in the store is not valid; not served");
+                    continue;
+                }
+            },
+        };
+        catalog.insert(zone.clone());
+        next.insert(key.clone(), (kv.mod_revision, zone));
+    }
+    *built = next;
+    let zones = catalog.len();
+    *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+    shared.revision.store(mirror.revision, Ordering::Relaxed);
+    debug!(zones, revision = mirror.revision, "DNS catalog swapped");
+}
+
+/// Binds every socket first (so a bad address fails the whole start and is
+/// retried), then starts their tasks.
+fn start_servers(d: &Arc<Daemon>, addrs: &[SocketAddr]) -> anyhow::Result<Vec<Task>> {
+    let epoch = Instant::now();
+    let mut tasks = Vec::new();
+    for addr in addrs {
+        for i in 0..d.config.dns.workers {
+            let socket = udp_socket(*addr).with_context(|| format!("DNS: binding UDP {addr}"))?;
+            let counters = d.dns.counters_of(format!("udp {addr} #{i}"));
+            tasks.push(Task(tokio::spawn(udp_worker(d.clone(), socket, counters, epoch))));
+        }
+        let listener = tcp_listener(*addr).with_context(|| format!("DNS: binding TCP {addr}"))?;
+        let counters = d.dns.counters_of(format!("tcp {addr}"));
+        tasks.push(Task(tokio::spawn(tcp_server(d.clone(), listener, counters, epoch))));
+    }
+    *lock(&d.dns.listen) = addrs.iter().map(ToString::to_string).collect();
+    info!(listen = ?addrs, workers = d.config.dns.workers, "DNS server listening");
+    Ok(tasks)
+}
+
+fn socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    match addr {
+        SocketAddr::V4(_) => s.set_freebind_v4(true)?,
+        SocketAddr::V6(_) => {
+            s.set_only_v6(true)?;
+            s.set_freebind_v6(true)?;
+        }
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Receive buffer asked for UDP sockets: bursts arrive faster than one
+/// task answers; the kernel caps it at net.core.rmem_max.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    if let Err(e) = s.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        debug!(error = %e, %addr, "DNS: receive buffer left at the default");
+    }
+    UdpSocket::from_std(s.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+/// A seed for RRL's flow hash that a flooder cannot know.
+fn random_seed() -> u64 {
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One query through the responder (`respond::respond` in its two steps,
+/// so that the query can be logged when `query_log` is on).
+fn answer(
+    d: &Daemon,
+    config: &respond::Config,
+    rrl: Option<&mut Rrl>,
+    counters: &Mutex<Counters>,
+    bytes: &[u8],
+    client: &Client,
+) -> Option<Vec<u8>> {
+    let catalog = d.dns.catalog();
+    let mut c = lock(counters);
+    let request = match respond::decode(bytes, client.transport, &mut c) {
+        Decoded::Drop => return None,
+        Decoded::Reply(formerr) => return Some(formerr),
+        Decoded::Request(r) => r,
+    };
+    let reply = respond::respond_request(&catalog, config, rrl, &mut c, &request, client);
+    drop(c);
+    if d.config.dns.query_log {
+        log_query(&request, reply.as_deref(), client);
+    }
+    reply
+}
+
+fn log_query(request: &respond::Request, reply: Option<&[u8]>, client: &Client) {
+    let (name, qtype) =
+        request.query().map_or((String::new(), String::new()), |q| (q.name().to_string(), q.query_type().to_string()));
+    // the rcode's low four bits sit in the fourth header byte
+    let rcode = reply.and_then(|r| r.get(3)).map_or("dropped".to_string(), |b| (b & 0x0f).to_string());
+    let transport = match client.transport {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+    };
+    info!(client = %client.addr, %transport, %name, %qtype, %rcode, "DNS query");
+}
+
+async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Counters>>, epoch: Instant) {
+    let mut rrl = Rrl::new(RrlConfig::default(), random_seed());
+    let config = respond::Config::default();
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                debug!(error = %e, "DNS: UDP receive");
+                continue;
+            }
+        };
+        let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Udp, now_ms: millis_since(epoch) };
+        let reply = answer(&d, &config, Some(&mut rrl), &counters, &buf[..len], &client);
+        if let Some(reply) = reply {
+            if let Err(e) = socket.send_to(&reply, peer).await {
+                debug!(error = %e, %peer, "DNS: UDP send");
+            }
+        }
+    }
+}
+
+async fn tcp_server(d: Arc<Daemon>, listener: TcpListener, counters: Arc<Mutex<Counters>>, epoch: Instant) {
+    let slots = Arc::new(Semaphore::new(d.config.dns.tcp_max_connections as usize));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(got) => got,
+            Err(e) => {
+                // out of descriptors and the like: do not spin
+                debug!(error = %e, "DNS: TCP accept");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            d.dns.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+            continue; // dropping the stream closes it
+        };
+        let (d, counters) = (d.clone(), counters.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            tcp_connection(&d, stream, peer, &counters, epoch).await;
+        });
+    }
+}
+
+/// Answers length-prefixed queries (RFC 1035 §4.2.2, RFC 7766) until the
+/// client closes, idles for `tcp_idle_secs`, or breaks the framing.
+async fn tcp_connection(
+    d: &Daemon,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    counters: &Mutex<Counters>,
+    epoch: Instant,
+) {
+    let idle = Duration::from_secs(u64::from(d.config.dns.tcp_idle_secs));
+    let config = respond::Config::default();
+    let mut len = [0u8; 2];
+    loop {
+        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
+            Err(_) => {
+                d.dns.tcp_idle_closed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(_)) => return, // closed, or reset
+            Ok(Ok(_)) => {}
+        }
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if !matches!(tokio::time::timeout(idle, stream.read_exact(&mut query)).await, Ok(Ok(_))) {
+            return;
+        }
+        let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Tcp, now_ms: millis_since(epoch) };
+        let reply = answer(d, &config, None, counters, &query, &client);
+        let Some(reply) = reply else { continue };
+        let Ok(n) = u16::try_from(reply.len()) else { return };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&n.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        if !matches!(tokio::time::timeout(idle, stream.write_all(&framed)).await, Ok(Ok(_))) {
+            return;
+        }
+    }
+}

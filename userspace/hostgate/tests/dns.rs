@@ -1,0 +1,421 @@
+//! Authoritative DNS end to end: the real daemon in a node namespace,
+//! zones and records made with the real CLI, and real `dig` (bind9-dnsutils)
+//! asking from the client namespace over UDP, TCP, IPv4 and IPv6.
+
+mod common;
+
+use std::{
+    net::{SocketAddr, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use common::{err, ok, TestNode};
+use hostgate_testbed::{privileged, sender::enter_netns};
+
+const V4: &str = "198.51.100.53";
+const V6: &str = "2001:db8:51::53";
+
+/// A node whose daemon answers DNS on V4 and V6 (on its loopback, inside
+/// the node namespace); the client reaches both through the uplink.
+fn dns_node(purpose: &str) -> TestNode {
+    let extra = format!("\n[dns]\nlisten = [\"{V4}:53\", \"[{V6}]:53\"]\ntcp_max_connections = 2\ntcp_idle_secs = 1\nquery_log = true\n");
+    let mut node = TestNode::with_config(purpose, 0, &extra);
+    node.topo.node.ip(["link", "set", "lo", "up"]).expect("lo up");
+    node.topo.node.ip(["addr", "add", &format!("{V4}/32"), "dev", "lo"]).expect("v4 on lo");
+    node.start_daemon();
+    // Added after the start: the daemon's sockets are bound with IP_FREEBIND.
+    node.topo.node.ip(["addr", "add", &format!("{V6}/128"), "dev", "lo", "nodad"]).expect("v6 on lo");
+    node
+}
+
+/// What dig printed, in parts.
+#[derive(Debug, Default)]
+struct Dig {
+    status: String,
+    flags: Vec<String>,
+    answer: Vec<String>,
+    authority: Vec<String>,
+    additional: Vec<String>,
+    raw: String,
+}
+
+impl Dig {
+    fn aa(&self) -> bool {
+        self.flags.iter().any(|f| f == "aa")
+    }
+    fn tc(&self) -> bool {
+        self.flags.iter().any(|f| f == "tc")
+    }
+    /// The answer's data fields (after owner, TTL, class, type).
+    fn data(&self) -> Vec<String> {
+        self.answer.iter().map(|l| l.split_whitespace().skip(4).collect::<Vec<_>>().join(" ")).collect()
+    }
+    fn authority_types(&self) -> Vec<String> {
+        self.authority.iter().filter_map(|l| l.split_whitespace().nth(3).map(String::from)).collect()
+    }
+}
+
+fn parse_dig(raw: String) -> Dig {
+    let mut d = Dig::default();
+    let mut section: Option<&str> = None;
+    for line in raw.lines() {
+        if let Some(rest) = line.split("status: ").nth(1) {
+            d.status = rest.split(',').next().unwrap_or_default().to_string();
+        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+            d.flags = rest.split(';').next().unwrap_or_default().split_whitespace().map(String::from).collect();
+        } else if line.starts_with(";; ANSWER SECTION") {
+            section = Some("answer");
+        } else if line.starts_with(";; AUTHORITY SECTION") {
+            section = Some("authority");
+        } else if line.starts_with(";; ADDITIONAL SECTION") {
+            section = Some("additional");
+        } else if line.trim().is_empty() || line.starts_with(';') {
+            section = None;
+        } else {
+            let list = match section {
+                Some("answer") => &mut d.answer,
+                Some("authority") => &mut d.authority,
+                Some("additional") => &mut d.additional,
+                _ => continue,
+            };
+            list.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    d.raw = raw;
+    d
+}
+
+/// `dig @V4 +norec ARGS` from the client namespace.
+fn dig(node: &TestNode, args: &[&str]) -> Dig {
+    dig_at(node, V4, args)
+}
+
+fn dig_at(node: &TestNode, server: &str, args: &[&str]) -> Dig {
+    let out = node
+        .topo
+        .client
+        .command("dig")
+        .arg(format!("@{server}"))
+        .args(["+norec", "+time=1", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("run dig (apt-get install bind9-dnsutils)");
+    parse_dig(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+fn serial(node: &TestNode, zone: &str) -> u32 {
+    let d = dig(node, &[zone, "SOA"]);
+    d.data().first().and_then(|soa| soa.split_whitespace().nth(2)?.parse().ok()).unwrap_or_else(|| panic!("{d:?}"))
+}
+
+fn cli_ok(node: &TestNode, args: &[&str]) -> String {
+    ok(node.cli(args))
+}
+
+/// The zone most tests ask: every type, a CNAME chain, a wildcard and a
+/// delegation with glue.
+fn example_zone(node: &TestNode) {
+    cli_ok(
+        node,
+        &["dns", "zone", "add", "example.com", "--ns", "ns1", "--ns", "ns2.example.net.", "--admin", "dns@example.com"],
+    );
+    let records: &[&[&str]] = &[
+        &["ns1", "A", "198.51.100.1"],
+        &["www", "A", "198.51.100.10"],
+        &["www", "A", "198.51.100.11"],
+        &["www", "AAAA", "2001:db8:51::10"],
+        &["@", "MX", "10", "mail"],
+        &["mail", "A", "198.51.100.25"],
+        &["@", "TXT", "v=spf1 mx -all"],
+        &["_sip._tcp", "SRV", "10", "5", "5060", "www"],
+        &["@", "CAA", "0", "issue", "\"letsencrypt.org\""],
+        &["alias", "CNAME", "www"],
+        &["alias2", "CNAME", "alias"],
+        &["*.wild", "A", "198.51.100.99"],
+        &["sub", "NS", "ns.sub"],
+        &["ns.sub", "A", "198.51.100.60"],
+        &["10.100.51.198.in-addr", "PTR", "www"],
+    ];
+    for r in records {
+        let mut args = vec!["dns", "record", "add", "example.com"];
+        args.extend_from_slice(r);
+        cli_ok(node, &args);
+    }
+}
+
+#[test]
+fn answers_like_an_authority() {
+    if !privileged("answers_like_an_authority") {
+        return;
+    }
+    let node = dns_node("dns-auth");
+    example_zone(&node);
+
+    let www = dig(&node, &["www.example.com", "A"]);
+    assert_eq!((www.status.as_str(), www.aa()), ("NOERROR", true), "{}", www.raw);
+    let mut addrs = www.data();
+    addrs.sort();
+    assert_eq!(addrs, ["198.51.100.10", "198.51.100.11"], "{}", www.raw);
+    assert_eq!(dig(&node, &["www.example.com", "AAAA"]).data(), ["2001:db8:51::10"]);
+    assert_eq!(dig(&node, &["example.com", "MX"]).data(), ["10 mail.example.com."]);
+    assert_eq!(dig(&node, &["example.com", "TXT"]).data(), ["\"v=spf1 mx -all\""]);
+    assert_eq!(dig(&node, &["_sip._tcp.example.com", "SRV"]).data(), ["10 5 5060 www.example.com."]);
+    assert_eq!(dig(&node, &["example.com", "CAA"]).data(), ["0 issue \"letsencrypt.org\""]);
+    let ns = dig(&node, &["example.com", "NS"]).data();
+    assert!(ns.contains(&"ns1.example.com.".into()) && ns.contains(&"ns2.example.net.".into()), "{ns:?}");
+    assert_eq!(dig(&node, &["10.100.51.198.in-addr.example.com", "PTR"]).data(), ["www.example.com."]);
+
+    // A CNAME chain inside the zone is followed to its end.
+    let chain = dig(&node, &["alias2.example.com", "A"]);
+    assert!(chain.aa(), "{}", chain.raw);
+    let types: Vec<&str> = chain.answer.iter().filter_map(|l| l.split_whitespace().nth(3)).collect();
+    assert_eq!(types, ["CNAME", "CNAME", "A", "A"], "{}", chain.raw);
+
+    // Names are case-insensitive; the question comes back as asked.
+    let mixed = dig(&node, &["WwW.ExAmPlE.CoM", "A"]);
+    assert_eq!((mixed.status.as_str(), mixed.data().len()), ("NOERROR", 2), "{}", mixed.raw);
+    assert!(mixed.raw.contains(";WwW.ExAmPlE.CoM."), "{}", mixed.raw);
+
+    // NXDOMAIN and NODATA, both with the SOA in the authority section.
+    let nx = dig(&node, &["nope.example.com", "A"]);
+    assert_eq!((nx.status.as_str(), nx.aa(), nx.answer.len()), ("NXDOMAIN", true, 0), "{}", nx.raw);
+    assert_eq!(nx.authority_types(), ["SOA"], "{}", nx.raw);
+    let nodata = dig(&node, &["mail.example.com", "AAAA"]);
+    assert_eq!((nodata.status.as_str(), nodata.aa(), nodata.answer.len()), ("NOERROR", true, 0), "{}", nodata.raw);
+    assert_eq!(nodata.authority_types(), ["SOA"], "{}", nodata.raw);
+
+    // A wildcard answers in the name asked.
+    let wild = dig(&node, &["anything.wild.example.com", "A"]);
+    assert_eq!(wild.answer, ["anything.wild.example.com. 3600 IN A 198.51.100.99"], "{}", wild.raw);
+
+    // A delegation: a referral without AA, the NS in authority, glue in additional.
+    let referral = dig(&node, &["host.sub.example.com", "A"]);
+    assert_eq!((referral.status.as_str(), referral.aa(), referral.answer.len()), ("NOERROR", false, 0));
+    assert_eq!(referral.authority, ["sub.example.com. 3600 IN NS ns.sub.example.com."], "{}", referral.raw);
+    assert!(referral.additional.contains(&"ns.sub.example.com. 3600 IN A 198.51.100.60".into()), "{}", referral.raw);
+
+    // Zones we do not serve are refused.
+    let foreign = dig(&node, &["www.example.org", "A"]);
+    assert_eq!((foreign.status.as_str(), foreign.aa()), ("REFUSED", false), "{}", foreign.raw);
+
+    // The same over IPv6 and over TCP.
+    assert_eq!(dig_at(&node, V6, &["mail.example.com", "A"]).data(), ["198.51.100.25"]);
+    assert_eq!(dig(&node, &["+tcp", "mail.example.com", "A"]).data(), ["198.51.100.25"]);
+
+    let status = node.status().dns;
+    assert!(status.queries >= 17 && status.tcp >= 1, "{status:?}");
+    assert!(status.nxdomain >= 1 && status.nodata >= 1 && status.referrals >= 1 && status.refused >= 1, "{status:?}");
+    assert_eq!((status.zones, status.listen.len()), (1, 2), "{status:?}");
+    let log = node.log();
+    assert!(log.contains("DNS query") && log.contains("nope.example.com."), "query_log = true logs queries");
+    let shown = cli_ok(&node, &["status"]);
+    assert!(shown.contains("dns        1 zone(s)") && shown.contains("nxdomain"), "{shown}");
+}
+
+#[test]
+fn changes_apply_at_once_and_zone_files_are_all_or_nothing() {
+    if !privileged("changes_apply_at_once_and_zone_files_are_all_or_nothing") {
+        return;
+    }
+    let node = dns_node("dns-edit");
+    example_zone(&node);
+    let before = serial(&node, "example.com");
+
+    // A new record is answered within a second, and the serial moved on.
+    let start = Instant::now();
+    cli_ok(&node, &["dns", "record", "add", "example.com", "new", "A", "198.51.100.77", "--ttl", "60"]);
+    loop {
+        let d = dig(&node, &["new.example.com", "A"]);
+        if d.data() == ["198.51.100.77"] {
+            assert!(d.answer[0].contains(" 60 IN A "), "{}", d.raw);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "not answered within 1 s: {}", d.raw);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = serial(&node, "example.com");
+    assert!(after > before, "serial {before} -> {after}");
+
+    // Removal, by value and by RRset.
+    cli_ok(&node, &["dns", "record", "rm", "example.com", "www", "A", "198.51.100.10"]);
+    assert_eq!(dig(&node, &["www.example.com", "A"]).data(), ["198.51.100.11"]);
+    cli_ok(&node, &["dns", "record", "rm", "example.com", "new", "A"]);
+    assert_eq!(dig(&node, &["new.example.com", "A"]).status, "NXDOMAIN");
+    assert!(serial(&node, "example.com") > after);
+
+    // Invalid changes are refused with the reason, and change nothing.
+    let s = serial(&node, "example.com");
+    assert!(err(node.cli(&["dns", "record", "add", "example.com", "alias", "A", "198.51.100.5"]))
+        .contains("has a CNAME and other data"));
+    assert!(err(node.cli(&["dns", "record", "add", "example.com", "x", "A", "198.51.100.300"])).contains("record"));
+    assert!(err(node.cli(&["dns", "record", "add", "example.com", "x.example.org.", "A", "198.51.100.3"]))
+        .contains("outside the zone"));
+    assert!(err(node.cli(&["dns", "zone", "add", "example.com"])).contains("exists already"));
+    assert_eq!(serial(&node, "example.com"), s);
+
+    // A zone file with an error: file:line and the problem; nothing applied.
+    let dir = tempfile::tempdir().expect("dir");
+    let listed = cli_ok(&node, &["dns", "record", "list", "example.com", "--json"]);
+    let broken = dir.path().join("broken.zone");
+    std::fs::write(&broken, "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 hostmaster 1 2h 15m 2w 5m\n NS ns1\nns1 A 198.51.100.1\nbad A 198.51.100.256\n")
+        .expect("write");
+    let e = err(node.cli(&["dns", "zone", "import", broken.to_str().expect("path")]));
+    assert!(e.contains(&format!("{}:6: A:", broken.display())), "{e}");
+    assert_eq!(cli_ok(&node, &["dns", "record", "list", "example.com", "--json"]), listed);
+    assert_eq!(serial(&node, "example.com"), s);
+
+    // Export, remove, import: the same zone, answered again.
+    let exported = cli_ok(&node, &["dns", "zone", "export", "example.com"]);
+    let file = dir.path().join("example.com.zone");
+    std::fs::write(&file, &exported).expect("write");
+    cli_ok(&node, &["dns", "zone", "rm", "example.com"]);
+    assert_eq!(dig(&node, &["www.example.com", "A"]).status, "REFUSED");
+    cli_ok(&node, &["dns", "zone", "import", file.to_str().expect("path")]);
+    assert_eq!(cli_ok(&node, &["dns", "zone", "export", "example.com"]), exported);
+    assert_eq!(cli_ok(&node, &["dns", "record", "list", "example.com", "--json"]), listed);
+    assert_eq!(dig(&node, &["www.example.com", "A"]).data(), ["198.51.100.11"]);
+    // Importing over an existing zone moves its serial on even if the file's did not.
+    cli_ok(&node, &["dns", "zone", "import", file.to_str().expect("path")]);
+    assert!(serial(&node, "example.com") > s);
+
+    // A file without $ORIGIN needs --origin; a second zone is served beside the first.
+    let bare = dir.path().join("bare.zone");
+    std::fs::write(&bare, "$TTL 300\n@ SOA ns1 hostmaster 5 2h 15m 2w 5m\n NS ns1\nns1 A 198.51.100.2\n")
+        .expect("write");
+    let bare_path = bare.to_str().expect("path");
+    assert!(err(node.cli(&["dns", "zone", "import", bare_path])).contains("give --origin"));
+    cli_ok(&node, &["dns", "zone", "import", bare_path, "--origin", "example.org"]);
+    assert_eq!(dig(&node, &["ns1.example.org", "A"]).data(), ["198.51.100.2"]);
+    assert_eq!(serial(&node, "example.org"), 5, "a new zone keeps the file's serial");
+
+    // Concurrent changes to one zone: each is one compare-and-set, none is lost.
+    let s = serial(&node, "example.com");
+    let adders: Vec<_> = (0..8)
+        .map(|i| {
+            let mut cmd = std::process::Command::new(common::BIN);
+            cmd.arg("--socket").arg(&node.socket);
+            cmd.args(["dns", "record", "add", "example.com", "many", "A", &format!("198.51.100.{}", 100 + i)]);
+            cmd.spawn().expect("spawn")
+        })
+        .collect();
+    for mut a in adders {
+        assert!(a.wait().expect("wait").success());
+    }
+    assert_eq!(dig(&node, &["many.example.com", "A"]).data().len(), 8);
+    assert_eq!(serial(&node, "example.com"), s + 8, "one serial step per change");
+
+    let zones = cli_ok(&node, &["dns", "zone", "list"]);
+    assert!(zones.contains("example.com.") && zones.contains("example.org.") && zones.contains("SERIAL"), "{zones}");
+}
+
+/// Sends `bytes` over UDP from the client namespace; the reply, if any
+/// comes within half a second.
+fn udp_exchange(node: &TestNode, bytes: &[u8]) -> Option<Vec<u8>> {
+    let path = node.topo.client.path();
+    let bytes = bytes.to_vec();
+    std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        socket.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        socket.send_to(&bytes, (V4, 53)).expect("send");
+        let mut buf = [0u8; 4096];
+        socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+    })
+    .join()
+    .expect("thread")
+}
+
+/// A plain query (RD=0, no EDNS) for `name` and `qtype`.
+fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(u8::try_from(label.len()).expect("label"));
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}
+
+#[test]
+fn truncation_tcp_limits_rate_limits_and_malformed_queries() {
+    if !privileged("truncation_tcp_limits_rate_limits_and_malformed_queries") {
+        return;
+    }
+    let node = dns_node("dns-wire");
+    cli_ok(&node, &["dns", "zone", "add", "example.net", "--ns", "ns1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.net", "ns1", "A", "198.51.100.1"]);
+    for i in 0..10 {
+        let text = format!("{i}-{}", "x".repeat(200));
+        cli_ok(&node, &["dns", "record", "add", "example.net", "big", "TXT", &text]);
+    }
+
+    // Over UDP without EDNS (512 bytes) the RRset does not fit: TC=1 ...
+    let truncated = dig(&node, &["+noedns", "+ignore", "big.example.net", "TXT"]);
+    assert!(truncated.tc() && truncated.answer.is_empty(), "{}", truncated.raw);
+    // ... and dig, left to itself, retries over TCP and gets all of it.
+    let retried = dig(&node, &["+noedns", "big.example.net", "TXT"]);
+    assert_eq!((retried.tc(), retried.answer.len()), (false, 10), "{}", retried.raw);
+    assert!(retried.raw.contains("Truncated, retrying in TCP mode"), "{}", retried.raw);
+
+    // Malformed: a header and garbage gets FORMERR; less than a header gets nothing.
+    let mut garbage = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
+    garbage.extend_from_slice(&[0x3f, 0xff, 0xff, 0x01]);
+    let reply = udp_exchange(&node, &garbage).expect("FORMERR expected");
+    assert_eq!((&reply[..2], reply[2] & 0x80, reply[3] & 0x0f), (&[0x12u8, 0x34][..], 0x80, 1), "{reply:?}");
+    assert_eq!(udp_exchange(&node, &[1, 2, 3]), None);
+    assert_eq!(dig(&node, &["ns1.example.net", "A"]).data(), ["198.51.100.1"], "still answering");
+
+    // TCP: two connections at most (as configured), idle ones closed after 1 s.
+    let path = node.topo.client.path();
+    let (third_closed, idle_closed) = std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        let addr: SocketAddr = format!("{V4}:53").parse().expect("addr");
+        let connect = || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).expect("connect");
+        let (a, _b) = (connect(), connect());
+        std::thread::sleep(Duration::from_millis(200));
+        let closed_soon = |s: &TcpStream, wait: Duration| {
+            s.set_read_timeout(Some(wait)).expect("timeout");
+            matches!(std::io::Read::read(&mut &*s, &mut [0u8; 1]), Ok(0))
+        };
+        let third = connect();
+        (closed_soon(&third, Duration::from_millis(500)), closed_soon(&a, Duration::from_secs(3)))
+    })
+    .join()
+    .expect("thread");
+    assert!(third_closed, "a third connection is closed at once");
+    assert!(idle_closed, "an idle connection is closed");
+
+    // Response rate limiting: one client asking one name as fast as it can
+    // gets its budget (200/s, a second's worth at once) and the rest
+    // dropped or slipped (an empty TC=1 reply).
+    let before = node.status().dns;
+    let path = node.topo.client.path();
+    let elapsed = std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let start = Instant::now();
+        for id in 0..1000u16 {
+            socket.send_to(&query(id, "ns1.example.net", 1), (V4, 53)).expect("send");
+            if id % 20 == 19 {
+                // bursts the daemon's socket buffer holds
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        start.elapsed()
+    })
+    .join()
+    .expect("thread");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = node.status().dns;
+    let answered = status.noerror - before.noerror;
+    let limited = status.rate_limited_dropped + status.rate_limited_slipped;
+    let budget = 200.0 + 200.0 * elapsed.as_secs_f64() + 20.0;
+    eprintln!("RRL: 1000 queries in {elapsed:?}: {answered} answered, {limited} limited");
+    assert!(limited >= 500 && (answered as f64) <= budget, "{answered} answered, budget {budget}: {status:?}");
+
+    assert!(status.truncated >= 1 && status.formerr >= 1 && status.dropped >= 1, "{status:?}");
+    assert!(status.tcp >= 1 && status.tcp_rejected >= 1 && status.tcp_idle_closed >= 1, "{status:?}");
+}
