@@ -26,6 +26,7 @@
 
 #include "hostgate_abi.h"
 #include "csum.h"
+#include "monitor.h"
 #include "parse.h"
 
 /* hg_fw_policy: (customer IP, proto, port) -> rule group. */
@@ -556,16 +557,24 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 				hg_fw_note_inbound(data, data_end, pkt, lkey.addr, v6);
 			return -1;
 		}
+		hg_monitor_emit(HG_EVENT_FW_DROP, HG_HOOK_XDP_UPLINK, ctx->ingress_ifindex, v->rule_id, 0,
+				v->action, data, data_end, pkt);
 		*verdict = HG_VERDICT_DROP;
 		return XDP_DROP;
 	}
 	case HG_FW_REJECT: {
-		int action = hg_fw_reject(ctx, pkt);
+		int action;
 
+		/* Reported before the reject rewrites the packet into its answer. */
+		hg_monitor_emit(HG_EVENT_FW_DROP, HG_HOOK_XDP_UPLINK, ctx->ingress_ifindex, v->rule_id, 0,
+				v->action, data, data_end, pkt);
+		action = hg_fw_reject(ctx, pkt);
 		*verdict = action == XDP_TX ? HG_VERDICT_TX : HG_VERDICT_DROP;
 		return action;
 	}
 	default:
+		hg_monitor_emit(HG_EVENT_FW_DROP, HG_HOOK_XDP_UPLINK, ctx->ingress_ifindex, v->rule_id, 0,
+				v->action, data, data_end, pkt);
 		*verdict = HG_VERDICT_DROP;
 		return XDP_DROP;
 	}
@@ -634,14 +643,13 @@ static __always_inline int hg_fw_to_container(struct __sk_buff *skb, const struc
 		}
 	}
 	hg_fw_count(v->rule_id, skb->len);
-	switch (v->action) {
-	case HG_FW_ALLOW:
+	if (v->action == HG_FW_ALLOW)
 		return 1;
-	case HG_FW_RATE_LIMIT:
-		return hg_fw_within_rate(v, (const __be32 *)lkey.addr);
-	default:
-		return 0;
-	}
+	if (v->action == HG_FW_RATE_LIMIT && hg_fw_within_rate(v, (const __be32 *)lkey.addr))
+		return 1;
+	/* HG_HOOK_MAX: the TC hook towards a container, which has no counter row. */
+	hg_monitor_emit(HG_EVENT_FW_DROP, HG_HOOK_MAX, skb->ifindex, v->rule_id, 0, v->action, data, data_end, pkt);
+	return 0;
 }
 
 /*
@@ -677,16 +685,13 @@ static __always_inline int hg_fw_egress(struct __sk_buff *skb, const struct hg_p
 		}
 	}
 	hg_fw_count(v->rule_id, skb->len);
-	switch (v->action) {
-	case HG_FW_ALLOW:
+	if (v->action == HG_FW_ALLOW)
 		return hg_fw_remember(skb, pkt, lkey.addr, v6);
-	case HG_FW_RATE_LIMIT:
-		return hg_fw_within_rate(v, key.dst) ? hg_fw_remember(skb, pkt, lkey.addr, v6) : TC_ACT_SHOT;
-	case HG_FW_REJECT:
-		return hg_fw_reject_skb(skb, pkt);
-	default:
-		return TC_ACT_SHOT;
-	}
+	if (v->action == HG_FW_RATE_LIMIT && hg_fw_within_rate(v, key.dst))
+		return hg_fw_remember(skb, pkt, lkey.addr, v6);
+	hg_monitor_emit(HG_EVENT_FW_DROP, HG_HOOK_TC_CONTAINER, skb->ifindex, v->rule_id, 0, v->action, data,
+			data_end, pkt);
+	return v->action == HG_FW_REJECT ? hg_fw_reject_skb(skb, pkt) : TC_ACT_SHOT;
 }
 
 #endif /* HOSTGATE_FW_H */

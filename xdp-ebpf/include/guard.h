@@ -21,6 +21,7 @@
 
 #include "hostgate_abi.h"
 #include "parse.h"
+#include "monitor.h"
 
 /* hg_guard: host-side ifindex of a container veth -> its MAC and drop count. */
 struct {
@@ -127,6 +128,7 @@ static __always_inline int hg_guard_check(struct __sk_buff *skb, const struct hg
 	}
 spoofed:
 	__sync_fetch_and_add(&g->drops, 1);
+	hg_monitor_emit(HG_EVENT_SPOOF, HG_HOOK_TC_CONTAINER, ifindex, 0, 0, 0, data, data_end, pkt);
 	return 0;
 }
 

@@ -15,7 +15,7 @@
 
 #include <linux/types.h>
 
-#define HG_LAYOUT_VERSION 3
+#define HG_LAYOUT_VERSION 4
 
 /* Where a program is attached. */
 enum hg_hook {
@@ -266,6 +266,42 @@ struct hg_guard_addr {
 	__be32 addr[4];
 };
 
+/* ---- Monitor: decisions streamed to `hostgate monitor` ------------------ */
+
+/* What an event reports. */
+enum hg_event_kind {
+	HG_EVENT_FW_DROP = 0,    /* a firewall rule dropped or rejected a packet */
+	HG_EVENT_SPOOF = 1,      /* anti-spoofing dropped what a container sent */
+	HG_EVENT_LB_NEW = 2,     /* the load balancer chose a backend for a new flow */
+	HG_EVENT_KIND_MAX = 3,
+};
+
+/* Which kinds are wanted, and how many of them to keep (map hg_monitor).
+ * All zero while nobody watches: each decision site then pays one array
+ * lookup and a test. */
+struct hg_monitor_cfg {
+	__u32 kinds;         /* bit (1 << enum hg_event_kind) per wanted kind */
+	__u32 sample_every;  /* keep 1 of this many (0 or 1: all) */
+};
+
+/* One decision (ring buffer hg_events). */
+struct hg_event {
+	__u64 ts_ns;         /* bpf_ktime_get_ns() */
+	__u32 kind;          /* enum hg_event_kind */
+	__u32 hook;          /* enum hg_hook, or HG_HOOK_MAX for TC towards a container */
+	__u32 ifindex;
+	__u32 id;            /* firewall rule id, or VIP id */
+	__u32 backend_id;    /* HG_EVENT_LB_NEW */
+	__u32 action;        /* enum hg_fw_action for firewall events */
+	__be32 src[4];
+	__be32 dst[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;          /* IPPROTO_* */
+	__u8 family;         /* enum hg_family, 0: not IP */
+	__u8 pad[2];
+};
+
 /*
  * The enums above only reach the object's BTF if some emitted entity refers
  * to them. This struct is that entity (see hg_abi in stats.h); it is never
@@ -278,6 +314,9 @@ struct hg_abi_enums {
 	enum hg_family family;
 	enum hg_mode mode;
 	enum hg_fw_action fw_action;
+	enum hg_event_kind event_kind;
+	struct hg_event event;
+	struct hg_monitor_cfg monitor_cfg;
 };
 
 #endif /* HOSTGATE_ABI_H */

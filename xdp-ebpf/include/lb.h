@@ -25,6 +25,7 @@
 #include "hostgate_abi.h"
 #include "csum.h"
 #include "parse.h"
+#include "monitor.h"
 
 #define HG_AF_INET 2
 #define HG_AF_INET6 10
@@ -543,6 +544,9 @@ static __always_inline int hg_lb_xdp(struct xdp_md *ctx, const struct hg_pkt *pk
 		return XDP_DROP;
 	}
 	hg_lb_count(&hg_backend_stats, backend_id, bytes, new_flow);
+	if (new_flow)
+		hg_monitor_emit(HG_EVENT_LB_NEW, HG_HOOK_XDP_UPLINK, ctx->ingress_ifindex, vip->id, backend_id, 0,
+				data, data_end, pkt);
 
 	if (be->mode == HG_MODE_DSR) {
 		/* Never tunnel twice: a node that received a tunnel delivers locally. */

@@ -54,6 +54,50 @@ impl Client {
         self.call(Method::POST, path, Bytes::from(serde_json::to_vec(body)?)).await
     }
 
+    /// A GET whose answer is a stream of JSON lines (`/v1/monitor`): each
+    /// decoded line goes to `each`, until it returns false or the daemon
+    /// ends the stream.
+    pub async fn stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        mut each: impl FnMut(T) -> bool,
+    ) -> Result<(), ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect { socket: self.socket.clone(), source })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(conn);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "hostgate")
+            .body(Full::new(Bytes::new()))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            driver.abort();
+            let message = serde_json::from_slice::<ApiError>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Api { status, message });
+        }
+        let mut pending = Vec::new();
+        'frames: while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else { continue };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if !each(serde_json::from_slice(&line)?) {
+                    break 'frames;
+                }
+            }
+        }
+        driver.abort();
+        Ok(())
+    }
+
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Bytes) -> Result<T, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await

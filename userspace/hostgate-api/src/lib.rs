@@ -17,6 +17,39 @@ use serde::{Deserialize, Serialize};
 pub use crate::client::{Client, ClientError};
 
 pub const STATUS: &str = "/v1/status";
+/// A stream of data-plane decisions, one JSON [`MonitorEvent`] a line.
+pub const MONITOR: &str = "/v1/monitor";
+
+/// One decision of the kernel programs (`hostgate monitor`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MonitorEvent {
+    /// Kernel monotonic time of the decision, in nanoseconds.
+    pub ts_ns: u64,
+    /// `firewall` (a rule dropped or rejected it), `spoof` (anti-spoofing
+    /// dropped what a container sent) or `lb` (a new balanced flow).
+    pub kind: String,
+    /// `drop`, `reject`, `rate-limit` (firewall, spoof) or `balanced` (lb).
+    pub verdict: String,
+    /// The hook and interface where it was decided.
+    pub hook: String,
+    pub iface: String,
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub sport: u16,
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Firewall events: the rule as `file:line` and its customer.
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// Load balancer events: the VIP and the chosen backend.
+    #[serde(default)]
+    pub vip: Option<String>,
+    #[serde(default)]
+    pub backend: Option<String>,
+}
 pub const COUNTERS: &str = "/v1/dataplane/counters";
 pub const DETACH: &str = "/v1/dataplane/detach";
 

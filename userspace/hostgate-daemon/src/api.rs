@@ -17,6 +17,7 @@ use crate::{containers, dhcp, dns, fw, ips, lb, nodes, status, Daemon};
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route(hostgate_api::STATUS, get(get_status))
+        .route(hostgate_api::MONITOR, get(crate::monitor::stream))
         .route(hostgate_api::COUNTERS, get(get_counters))
         .route(hostgate_api::DETACH, post(detach))
         .route(hostgate_api::VIPS, get(lb::list_vips).post(lb::add_vip))

@@ -18,6 +18,7 @@ mod ips;
 mod lb;
 mod members;
 mod metrics;
+mod monitor;
 mod netif;
 mod nodes;
 mod ra;
@@ -52,6 +53,8 @@ pub struct Daemon {
     /// Addresses leased by DHCP, by the interface they were asked from:
     /// container ports may send from them (anti-spoofing).
     pub dhcp_sources: tokio::sync::watch::Sender<dhcp::LeasedSources>,
+    /// Watchers of `hostgate monitor` and the events they share.
+    pub monitor: monitor::Hub,
     /// The DNS server's catalog and counters.
     pub dns: dns::Shared,
     /// `None` after `hostgate dataplane detach`.
@@ -170,6 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config_revision: tokio::sync::watch::Sender::new(0),
         dhcp_counters: Mutex::new(Default::default()),
         dhcp_sources: tokio::sync::watch::Sender::new(Default::default()),
+        monitor: monitor::Hub::default(),
         dns: dns::Shared::default(),
         dataplane: Mutex::new(Some(dataplane)),
         started_at,

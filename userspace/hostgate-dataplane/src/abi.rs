@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 /// Layout version of every map; part of the pin path (see [`crate::pins`]).
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// One slot of `hg_stats`: `struct hg_counter`.
 #[repr(C)]
@@ -128,6 +128,85 @@ abi_enum!(
         RateLimit = 3, "HG_FW_RATE_LIMIT", "rate-limit";
     }
 );
+
+abi_enum!(
+    /// What a monitor event reports: `enum hg_event_kind`.
+    EventKind, "hg_event_kind", max = Some("HG_EVENT_KIND_MAX"), {
+        FwDrop = 0, "HG_EVENT_FW_DROP", "firewall";
+        Spoof = 1, "HG_EVENT_SPOOF", "spoof";
+        LbNew = 2, "HG_EVENT_LB_NEW", "lb";
+    }
+);
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| *k as u32 == v)
+    }
+}
+
+/// What the monitor wants: `struct hg_monitor_cfg` (map `hg_monitor`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorCfg {
+    /// Bit `1 << kind` per wanted [`EventKind`].
+    pub kinds: u32,
+    /// Keep one of this many (0 or 1: all).
+    pub sample_every: u32,
+}
+
+/// One decision from the ring buffer `hg_events`: `struct hg_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub kind: u32,
+    pub hook: u32,
+    pub ifindex: u32,
+    pub id: u32,
+    pub backend_id: u32,
+    pub action: u32,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub pad: [u8; 2],
+}
+
+impl Event {
+    /// An event from the bytes the ring buffer hands out; `None` if short.
+    pub fn from_bytes(b: &[u8]) -> Option<Event> {
+        if b.len() < std::mem::size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: the length is checked; Event is plain old data with every
+        // bit pattern valid, read unaligned from the ring's bytes.
+        Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Event>()) })
+    }
+
+    fn addr(&self, words: [u32; 4]) -> Option<std::net::IpAddr> {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        match self.family {
+            4 => Some(std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()),
+            6 => <[u8; 16]>::try_from(bytes).ok().map(|o| std::net::Ipv6Addr::from(o).into()),
+            _ => None,
+        }
+    }
+
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        self.addr(self.src)
+    }
+
+    pub fn destination(&self) -> Option<std::net::IpAddr> {
+        self.addr(self.dst)
+    }
+
+    /// Ports in host order (0 without TCP/UDP).
+    pub fn ports(&self) -> (u16, u16) {
+        (u16::from_be(self.sport), u16::from_be(self.dport))
+    }
+}
 
 /// Number of slots in `hg_stats` (`HG_STATS_ENTRIES`).
 pub const STATS_ENTRIES: u32 = Hook::COUNT * Proto::COUNT * Verdict::COUNT;
@@ -379,6 +458,7 @@ unsafe impl aya::Pod for FwVerdict {}
 unsafe impl aya::Pod for FwState {}
 unsafe impl aya::Pod for Guard {}
 unsafe impl aya::Pod for GuardAddr {}
+unsafe impl aya::Pod for MonitorCfg {}
 
 /// Map and program names in the object, shared by the loader and the tests.
 pub mod names {
@@ -402,6 +482,8 @@ pub mod names {
     pub const TC_CONTAINER: &str = "hg_tc_container";
     pub const TC_TO_CONTAINER: &str = "hg_tc_to_container";
     pub const UPLINKS: &str = "hg_uplinks";
+    pub const MONITOR: &str = "hg_monitor";
+    pub const EVENTS: &str = "hg_events";
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ mod tests {
     use object::{Object, ObjectSection};
 
     use super::*;
-    use crate::abi::{self, Counter, Family, FwAction, Hook, Mode, Proto, Verdict};
+    use crate::abi::{self, Counter, EventKind, Family, FwAction, Hook, Mode, Proto, Verdict};
 
     fn layouts() -> BtfLayouts {
         let obj = object::File::parse(crate::BPF_OBJECT).expect("built BPF object is ELF");
@@ -152,6 +152,7 @@ mod tests {
         check_enum(&l, Family::C_NAME, Family::C_MAX, Family::ALL, Family::c_name, |v| v as u32);
         check_enum(&l, Mode::C_NAME, Mode::C_MAX, Mode::ALL, Mode::c_name, |v| v as u32);
         check_enum(&l, FwAction::C_NAME, FwAction::C_MAX, FwAction::ALL, FwAction::c_name, |v| v as u32);
+        check_enum(&l, EventKind::C_NAME, EventKind::C_MAX, EventKind::ALL, EventKind::c_name, |v| v as u32);
     }
 
     /// Asserts that Rust struct `$ty` has C struct `$c`'s size and field offsets.
@@ -188,6 +189,13 @@ mod tests {
         check_struct!(l, "hg_guard", Guard, [mac, check_mac, pad, drops]);
         check_struct!(l, "hg_fw_flow", FwFlow, [remote, rport, lport, proto, family, pad]);
         check_struct!(l, "hg_guard_addr", GuardAddr, [ifindex, family, addr]);
+        check_struct!(l, "hg_monitor_cfg", MonitorCfg, [kinds, sample_every]);
+        check_struct!(
+            l,
+            "hg_event",
+            Event,
+            [ts_ns, kind, hook, ifindex, id, backend_id, action, src, dst, sport, dport, proto, family, pad]
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod counters;
 pub mod fw;
 pub mod guard;
 pub mod lb;
+pub mod monitor;
 pub mod pins;
 pub mod scratch;
 pub mod sys;

@@ -37,6 +37,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Live stream of the data plane's decisions: firewall drops with the
+    /// rule's file:line, anti-spoofing drops, new load-balanced flows.
+    /// Reporting costs the programs nothing while nobody watches.
+    Monitor {
+        /// Only events from or to this address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Only firewall events of this customer's rules.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only this kind: firewall, spoof or lb.
+        #[arg(long, value_parser = ["firewall", "spoof", "lb"])]
+        kind: Option<String>,
+        /// Only this verdict: drop, reject, rate-limit or balanced.
+        #[arg(long)]
+        verdict: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect or remove the data plane.
     Dataplane {
         #[command(subcommand)]
@@ -596,6 +619,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => {
             let status: Status = client.get(hostgate_api::STATUS).await?;
             print_out(json, &status, output::status)
+        }
+        Command::Monitor { ip, customer, kind, verdict, count, json } => {
+            let ip = ip.map(|a| a.to_string());
+            let wanted = |e: &hostgate_api::MonitorEvent| {
+                ip.as_ref().is_none_or(|a| e.src.as_ref() == Some(a) || e.dst.as_ref() == Some(a))
+                    && customer.as_ref().is_none_or(|c| e.customer.as_ref() == Some(c))
+                    && kind.as_ref().is_none_or(|k| &e.kind == k)
+                    && verdict.as_ref().is_none_or(|v| &e.verdict == v)
+            };
+            let mut seen = 0u64;
+            client
+                .stream(hostgate_api::MONITOR, |e: hostgate_api::MonitorEvent| {
+                    if !wanted(&e) {
+                        return true;
+                    }
+                    match json {
+                        true => println!("{}", serde_json::to_string(&e).unwrap_or_default()),
+                        false => println!("{}", output::monitor_event(&e)),
+                    }
+                    seen += 1;
+                    count.is_none_or(|n| seen < n)
+                })
+                .await?;
+            Ok(())
         }
         Command::Dataplane { command: DataplaneCommand::Counters { json } } => {
             let rows: Vec<CounterRow> = client.get(hostgate_api::COUNTERS).await?;

@@ -382,3 +382,38 @@ pub fn records(all: &[hostgate_api::RecordView]) -> Table {
     }
     t
 }
+
+/// One line of `hostgate monitor`.
+pub fn monitor_event(e: &hostgate_api::MonitorEvent) -> String {
+    let proto = match e.proto {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        1 => "icmp".to_string(),
+        58 => "icmpv6".to_string(),
+        n => format!("proto {n}"),
+    };
+    let end = |a: &Option<String>, port: u16| {
+        let a = a.clone().unwrap_or_else(|| "-".into());
+        match port {
+            0 => a,
+            p if a.contains(':') => format!("[{a}]:{p}"),
+            p => format!("{a}:{p}"),
+        }
+    };
+    let mut line = format!(
+        "{:>14.6} {:<8} {:<10} {} {} {} -> {} {proto}",
+        e.ts_ns as f64 / 1e9,
+        e.kind,
+        e.verdict,
+        e.hook,
+        e.iface,
+        end(&e.src, e.sport),
+        end(&e.dst, e.dport)
+    );
+    for (k, v) in [("rule", &e.rule), ("customer", &e.customer), ("vip", &e.vip), ("backend", &e.backend)] {
+        if let Some(v) = v {
+            line.push_str(&format!(" {k}={v}"));
+        }
+    }
+    line
+}

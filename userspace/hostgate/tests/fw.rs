@@ -443,3 +443,43 @@ fn incoming_rules_hold_between_containers() {
         "web's own connections are not held: {out:?}"
     );
 }
+
+/// `hostgate monitor` names the rule that dropped a test packet, with the
+/// packet's addresses and ports, and reports nothing about allowed traffic.
+#[test]
+fn monitor_reports_the_rule_that_dropped_a_packet() {
+    if !privileged("monitor_reports_the_rule_that_dropped_a_packet") {
+        return;
+    }
+    let (node, _rules_dir) = guarded_node("fwmon", "customer acme\ndefault allow\ndrop udp port 5353\n");
+    let mut monitor = std::process::Command::new(common::BIN)
+        .arg("--socket")
+        .arg(&node.socket)
+        .args(["monitor", "--json", "--count", "1", "--ip", "203.0.113.10"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("monitor");
+    // The watcher is connected once the daemon switched the report on.
+    std::thread::sleep(Duration::from_millis(700));
+    let m = |p: Packet| p.macs(CLIENT_MAC, NODE_MAC);
+    let ip = std::net::Ipv4Addr::new(203, 0, 113, 10);
+    let allowed = m(Packet::ipv4(CLIENT_V4, ip).udp(40001, 53)).build();
+    let dropped = m(Packet::ipv4(CLIENT_V4, ip).udp(40000, 5353)).build();
+    send_frames(&node.topo.client.path(), CLIENT_IFACE, vec![allowed, dropped], 1, Pace::FAST).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while monitor.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "no event within 5 s: {}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut monitor.stdout.take().expect("stdout"), &mut out).expect("read");
+    let event: hostgate_api::MonitorEvent = serde_json::from_str(out.trim()).expect("one JSON event");
+    assert_eq!(
+        (event.kind.as_str(), event.verdict.as_str(), event.hook.as_str()),
+        ("firewall", "drop", "xdp-uplink"),
+        "{out}"
+    );
+    assert!(event.rule.as_deref().is_some_and(|r| r.ends_with("acme.rules:3")), "the exact rule: {out}");
+    assert_eq!(event.customer.as_deref(), Some("acme"));
+    assert_eq!((event.src.as_deref(), event.sport, event.dport), (Some(CLIENT_V4.to_string().as_str()), 40000, 5353));
+}
