@@ -178,6 +178,12 @@ pub struct DnsConfig {
     /// personal data of the asking resolvers' users.
     #[serde(default)]
     pub query_log: bool,
+    /// The zone of containers' names, e.g. "internal.example.net": a
+    /// container gets `<name>.<customer>.<zone>` from its DHCP lease's
+    /// hostname and from its registration, and its addresses PTR records in
+    /// the matching reverse zones. None: no such names.
+    #[serde(default)]
+    pub internal_zone: Option<String>,
 }
 
 impl Default for DnsConfig {
@@ -188,6 +194,7 @@ impl Default for DnsConfig {
             tcp_max_connections: default_dns_tcp_max(),
             tcp_idle_secs: default_dns_tcp_idle(),
             query_log: false,
+            internal_zone: None,
         }
     }
 }
@@ -234,6 +241,15 @@ impl DnsConfig {
         }
         if !(1..=3600).contains(&self.tcp_idle_secs) {
             return bad("dns.tcp_idle_secs", format!("{} is not between 1 and 3600", self.tcp_idle_secs));
+        }
+        if let Some(z) = &self.internal_zone {
+            let labels: Vec<&str> = z.trim_end_matches('.').split('.').collect();
+            let valid = labels
+                .iter()
+                .all(|l| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if !valid || labels.len() < 2 {
+                return bad("dns.internal_zone", format!("{z:?} is not a domain name of two labels or more"));
+            }
         }
         Ok(())
     }

@@ -12,6 +12,11 @@ use hostgate_testbed::{privileged, unique_name, Netns};
 
 /// What udhcpc's script saw when it bound: `ip subnet router dns`.
 fn udhcpc(ns: &Netns, dir: &std::path::Path) -> String {
+    udhcpc_with(ns, dir, &[])
+}
+
+/// As [`udhcpc`], with more udhcpc arguments.
+fn udhcpc_with(ns: &Netns, dir: &std::path::Path, extra: &[&str]) -> String {
     let script = dir.join("udhcpc.sh");
     let result = dir.join("bound");
     let _ = std::fs::remove_file(&result);
@@ -25,6 +30,7 @@ fn udhcpc(ns: &Netns, dir: &std::path::Path) -> String {
         .command("busybox")
         .args(["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s"])
         .arg(&script)
+        .args(extra)
         .output()
         .expect("run udhcpc (apt-get install busybox-static)");
     std::fs::read_to_string(&result).unwrap_or_else(|_| {
@@ -575,4 +581,57 @@ fn a_dhcp_lease_is_the_ports_allowed_source() {
     while !ping(&c.ns) {
         assert!(std::time::Instant::now() < deadline, "the lease's address is not allowed after a restart");
     }
+}
+
+/// A lease's hostname is a DNS name, `<host>.<customer>.<internal zone>`,
+/// with its PTR; a registered container's name too; the name goes with
+/// the lease.
+#[test]
+fn lease_hostnames_become_dns_names() {
+    if !privileged("lease_hostnames_become_dns_names") {
+        return;
+    }
+    let config = "\n[dns]\nlisten = [\"198.51.100.129:53\"]\ninternal_zone = \"internal.example.net\"\n";
+    let mut node = TestNode::with_config("dhcpn", 0, config);
+    let ct = Netns::create(&unique_name("dhcpnc")).expect("netns");
+    node.topo
+        .node
+        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
+        .expect("veth");
+    node.topo.node.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
+    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
+    let mac = common::mac_text(ct.mac("eth0").expect("mac"));
+    ok(node.cli(&["container", "add", "vm1", "--customer", "acme", "--iface", "hgd1", "--mac", &mac]));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    let got = udhcpc_with(&ct, dir.path(), &["-x", "hostname:web1"]);
+    assert!(got.starts_with("198.51.100.200 "), "{got}");
+    let dig = |args: &[&str]| {
+        let out = node.topo.node.exec("dig", [&["@198.51.100.129", "+short", "+time=1", "+tries=1"], args].concat());
+        String::from_utf8_lossy(&out.expect("dig (bind9-dnsutils)").stdout).trim().to_string()
+    };
+    let wait_for = |args: &[&str], want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let got = dig(args);
+            if got == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "dig {args:?}: {got:?}, want {want:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&["web1.acme.internal.example.net", "A"], "198.51.100.200");
+    wait_for(&["-x", "198.51.100.200"], "web1.acme.internal.example.net.");
+    // A container registered through the API has its name too.
+    ok(node.cli(&["container", "add", "db", "--customer", "acme", "--iface", "hgd1", "--ip", "203.0.113.7"]));
+    wait_for(&["db.acme.internal.example.net", "A"], "203.0.113.7");
+    wait_for(&["-x", "203.0.113.7"], "db.acme.internal.example.net.");
+    // The container behind the lease goes: its lease ends, and its name.
+    ok(node.cli(&["container", "remove", "vm1"]));
+    wait_for(&["web1.acme.internal.example.net", "A"], "");
 }

@@ -7,6 +7,7 @@
 //! (validation, zone files, lookups, the wire, RRL) is hostgate-dns's;
 //! this module moves state and packets.
 
+mod names;
 mod serve;
 pub(crate) mod stored;
 

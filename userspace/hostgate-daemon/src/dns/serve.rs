@@ -125,21 +125,115 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut watch = d.store.watch(stored::PREFIX, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
     let mut built = HashMap::new();
+    let mut names = DerivedNames::start(&d).await?;
+    let mut derived = names.zones(&d);
     loop {
-        rebuild(&d.dns, &mirror, &mut built);
-        let batch = watch.recv().await.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
-        mirror.apply(&batch);
-        // Changes that arrived meanwhile go into the same catalog.
-        while let Ok(more) = watch.try_recv() {
-            mirror.apply(&more);
+        rebuild(&d.dns, &mirror, &mut built, &derived);
+        tokio::select! {
+            batch = watch.recv() => {
+                let batch = batch.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
+                mirror.apply(&batch);
+                // Changes that arrived meanwhile go into the same catalog.
+                while let Ok(more) = watch.try_recv() {
+                    mirror.apply(&more);
+                }
+            }
+            changed = names.changed() => {
+                changed?;
+                derived = names.zones(&d);
+            }
+        }
+    }
+}
+
+/// The leases, networks and containers that containers' names come from
+/// (`[dns] internal_zone`); nothing is followed without that zone.
+struct DerivedNames {
+    followed: Option<[(Mirror, hostgate_store::Watcher); 2]>,
+}
+
+impl DerivedNames {
+    async fn start(d: &Daemon) -> anyhow::Result<Self> {
+        if d.config.dns.internal_zone.is_none() {
+            return Ok(DerivedNames { followed: None });
+        }
+        let mut followed = Vec::new();
+        for prefix in [hostgate_dhcp::network::keys::DHCP, hostgate_ipam::model::keys::CONTAINERS] {
+            let snap = d.store.snapshot(prefix).await?;
+            let watch = d.store.watch(prefix, snap.revision).await?;
+            followed.push((Mirror::from_snapshot(snap), watch));
+        }
+        let followed: [(Mirror, hostgate_store::Watcher); 2] =
+            followed.try_into().map_err(|_| anyhow::anyhow!("two prefixes followed"))?;
+        Ok(DerivedNames { followed: Some(followed) })
+    }
+
+    /// Waits for a change, then lets more arrive for a moment: leases
+    /// churn, and the zones are rebuilt at most four times a second.
+    async fn changed(&mut self) -> anyhow::Result<()> {
+        let Some([dhcp, containers]) = self.followed.as_mut() else { return std::future::pending().await };
+        tokio::select! {
+            b = dhcp.1.recv() => dhcp.0.apply(&b.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?),
+            b = containers.1.recv() => containers.0.apply(&b.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for (mirror, watch) in [dhcp, containers] {
+            while let Ok(more) = watch.try_recv() {
+                mirror.apply(&more);
+            }
+        }
+        Ok(())
+    }
+
+    fn zones(&self, d: &Daemon) -> Vec<Arc<IndexedZone>> {
+        let (Some([dhcp, containers]), Some(zone)) = (self.followed.as_ref(), d.config.dns.internal_zone.as_deref())
+        else {
+            return Vec::new();
+        };
+        use hostgate_dhcp::network::keys;
+        let networks: Vec<hostgate_dhcp::network::Network> = dhcp
+            .0
+            .entries
+            .values()
+            .filter(|kv| kv.key.starts_with(keys::NETWORKS))
+            .filter_map(|kv| kv.decode().ok())
+            .collect();
+        let leases: Vec<(String, hostgate_dhcp::leases::Lease)> = dhcp
+            .0
+            .entries
+            .values()
+            .filter_map(|kv| {
+                let network = kv.key.strip_prefix(keys::LEASES)?.split('/').next()?.to_string();
+                Some((network, kv.decode().ok()?))
+            })
+            .collect();
+        let registered: Vec<hostgate_ipam::model::Container> =
+            containers.0.entries.values().filter_map(|kv| kv.decode().ok()).collect();
+        let entries = super::names::entries(&networks, &leases, &registered);
+        let serial = (dhcp.0.revision.max(containers.0.revision) & 0xffff_ffff) as u32;
+        match super::names::zones(zone, &entries, serial) {
+            Ok(zones) => zones.iter().map(|z| Arc::new(IndexedZone::new(z))).collect(),
+            Err(error) => {
+                warn!(%error, "containers' names not served");
+                Vec::new()
+            }
         }
     }
 }
 
 /// Builds the catalog from the mirror, reusing the indexed zones whose key
-/// did not change, and swaps it in.
-fn rebuild(shared: &Shared, mirror: &Mirror, built: &mut HashMap<String, (u64, Arc<IndexedZone>)>) {
+/// did not change, and swaps it in. Derived zones (containers' names) go
+/// in first, so a zone of the same origin in the store takes precedence.
+fn rebuild(
+    shared: &Shared,
+    mirror: &Mirror,
+    built: &mut HashMap<String, (u64, Arc<IndexedZone>)>,
+    derived: &[Arc<IndexedZone>],
+) {
     let mut catalog = Catalog::new();
+    for zone in derived {
+        catalog.insert(zone.clone());
+    }
     let mut next = HashMap::new();
     for (key, kv) in mirror.entries.iter().filter(|(k, _)| k.starts_with(stored::ZONES)) {
         let zone = match built.remove(key) {
