@@ -22,6 +22,8 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("isc-dhcp-client", "dhclient, a DHCP client of the DHCP tests"),
     ("dhcpcd-base", "dhcpcd, a DHCP client of the DHCP tests"),
     ("ndisc6", "rdisc6, which checks router advertisements (RDNSS, DNSSL) in the RA test"),
+    ("cmake", "builds C dependencies of pingora (the HTTP proxy): libz-ng-sys"),
+    ("curl", "the HTTP client of the HTTP proxy tests"),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{containers, dhcp, fw, ips, lb, nodes, status, Daemon};
+use crate::{containers, dhcp, fw, http, ips, lb, nodes, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -44,6 +44,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::DHCP_LEASES, get(dhcp::list_leases))
         .route(hostgate_api::DHCP_RESERVATIONS, get(dhcp::list_reservations).post(dhcp::add_reservation))
         .route(hostgate_api::DHCP_RESERVATION_REMOVE, post(dhcp::remove_reservation))
+        .route(hostgate_api::HTTP_VHOSTS, get(http::list_vhosts).post(http::put_vhost))
+        .route(hostgate_api::HTTP_VHOST_REMOVE, post(http::remove_vhost))
         .fallback(not_found)
         .with_state(daemon)
 }

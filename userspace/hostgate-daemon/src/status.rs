@@ -96,6 +96,7 @@ pub async fn collect(daemon: &Daemon) -> anyhow::Result<Status> {
             config_revision: *daemon.config_revision.borrow(),
         },
         dhcp: daemon.dhcp_counters.lock().map(|c| c.values().cloned().collect()).unwrap_or_default(),
+        http: daemon.http.counters(),
         dataplane,
     })
 }
