@@ -1,0 +1,173 @@
+//! The HTTP reverse proxy end to end: the real daemon in a node namespace
+//! proxies `curl` from the client namespace to HTTP servers in two
+//! container namespaces, by Host and path, with weights, forwarding
+//! headers from the real peer, and vhost changes applied live.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use common::{err, ok, TestNode};
+use hostgate_testbed::{privileged, servers, topology::NODE_V4, Netns};
+
+/// An answer seen by curl: status code and body.
+struct Answer {
+    code: u16,
+    body: String,
+}
+
+impl Answer {
+    /// The name of the backend that answered (first line of the body).
+    fn backend(&self) -> &str {
+        self.body.lines().next().unwrap_or_default()
+    }
+
+    /// A request header as the backend received it (name lowercase), every value.
+    fn forwarded(&self, name: &str) -> Vec<String> {
+        self.body
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+}
+
+/// `curl http://NODE_V4/<path>` from the client namespace with `Host: host`.
+fn get(client: &Netns, host: &str, path: &str, extra: &[&str]) -> Answer {
+    let out = client
+        .command("curl")
+        .args(["-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Host: {host}"))
+        .args(extra)
+        .arg(format!("http://{NODE_V4}{path}"))
+        .output()
+        .expect("run curl (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Answer { code: code.trim().parse().unwrap_or(0), body: body.to_string() }
+}
+
+/// Polls until `host` answers from `backend`; how long that took.
+fn until_served(client: &Netns, host: &str, path: &str, backend: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let a = get(client, host, path, &[]);
+        if a.code == 200 && a.backend() == backend {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{host}{path} not served by {backend} within {within:?}: {} {}", a.code, a.body);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn curl_through_the_proxy() {
+    if !privileged("curl_through_the_proxy") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("http", 2, &listen);
+    node.start_daemon();
+    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
+    let (b1, b2) = (format!("{}:8080", c1.v4), format!("{}:8080", c2.v4));
+    let _s1 = servers::http_identity(&c1.ns.path(), b1.parse().expect("addr"), "c1").expect("server c1");
+    let _s2 = servers::http_identity(&c2.ns.path(), b2.parse().expect("addr"), "c2").expect("server c2");
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+
+    // By Host to c1, by path prefix to c2; applied without a restart.
+    let api = format!("/api={b2}");
+    ok(node.cli(&["http", "vhost", "add", "shop.example.com", "--customer", "acme", "--backend", &b1, "--path", &api]));
+    let took = until_served(client, "shop.example.com", "/", "c1", Duration::from_secs(1));
+    eprintln!("new vhost served after {took:?}");
+    assert_eq!(get(client, "SHOP.example.com:80", "/index.html", &[]).backend(), "c1");
+    assert_eq!(get(client, "shop.example.com", "/api/orders", &[]).backend(), "c2");
+
+    // Unknown hosts get a clear 404 page.
+    let unknown = get(client, "nobody.example.com", "/", &[]);
+    assert_eq!(unknown.code, 404, "{}", unknown.body);
+    assert!(unknown.body.contains("No site named \"nobody.example.com\""), "{}", unknown.body);
+
+    // Forwarding headers come from the real peer, whatever the client claims.
+    let spoofed = get(
+        client,
+        "shop.example.com",
+        "/",
+        &["-H", "X-Forwarded-For: 203.0.113.66", "-H", "Forwarded: for=203.0.113.66", "-H", "X-Real-IP: 203.0.113.66"],
+    );
+    assert_eq!(spoofed.forwarded("x-forwarded-for"), ["198.18.0.2"], "{}", spoofed.body);
+    assert_eq!(spoofed.forwarded("x-forwarded-proto"), ["http"], "{}", spoofed.body);
+    assert_eq!(spoofed.forwarded("forwarded"), ["for=198.18.0.2;proto=http;host=\"shop.example.com\""]);
+    assert!(!spoofed.body.contains("203.0.113.66"), "a spoofed header reached the backend: {}", spoofed.body);
+
+    // Weights: smooth weighted round robin gives exactly 3:1 per cycle.
+    let (w1, w2) = (format!("{b1},weight=3"), format!("{b2},weight=1"));
+    ok(node.cli(&["http", "vhost", "add", "web.example.com", "--customer", "acme", "--backend", &w1, "--backend", &w2]));
+    until_served(client, "web.example.com", "/", "c1", Duration::from_secs(1));
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..40 {
+        *seen.entry(get(client, "web.example.com", "/", &[]).backend().to_string()).or_default() += 1;
+    }
+    let c1n = seen.get("c1").copied().unwrap_or(0);
+    assert!((29..=31).contains(&c1n) && c1n + seen.get("c2").copied().unwrap_or(0) == 40, "{seen:?}");
+
+    // An invalid vhost is refused, naming the field, and changes nothing.
+    assert!(err(node.cli(&["http", "vhost", "add", "Bad_Name.example.com", "--customer", "acme", "--backend", &b1]))
+        .contains("host:"));
+    let e = err(node.cli(&["http", "vhost", "add", "x.example.com", "--customer", "acme", "--backend", "198.51.100.6"]));
+    assert!(e.contains("backend:") && e.contains("IP:PORT"), "{e}");
+    let e = err(node.cli(&["http", "vhost", "add", "x.example.com", "--customer", "nobody", "--backend", &b1]));
+    assert!(e.contains("customer:"), "{e}");
+    let e = err(node.cli(&["http", "vhost", "add", "shop.example.com", "--customer", "acme", "--backend", &b2]));
+    assert!(e.contains("exists already"), "{e}");
+    assert_eq!(get(client, "shop.example.com", "/", &[]).backend(), "c1", "the others keep working");
+
+    // A change is answered within a second, and requests running across
+    // several changes all succeed.
+    let during = std::thread::scope(|s| {
+        let load = s.spawn(|| (0..60).map(|_| get(client, "web.example.com", "/", &[]).code).collect::<Vec<_>>());
+        for i in 0..5 {
+            let w = format!("{b1},weight={}", i + 1);
+            ok(node.cli(&["http", "vhost", "set", "web.example.com", "--customer", "acme", "--backend", &w, "--backend", &b2]));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        load.join().expect("load thread")
+    });
+    assert!(during.iter().all(|&c| c == 200), "requests failed during changes: {during:?}");
+    ok(node.cli(&["http", "vhost", "set", "shop.example.com", "--customer", "acme", "--backend", &b2]));
+    let took = until_served(client, "shop.example.com", "/", "c2", Duration::from_secs(1));
+    eprintln!("changed vhost served after {took:?}");
+
+    // Wildcards, and the longest suffix among them.
+    ok(node.cli(&["http", "vhost", "add", "*.example.com", "--customer", "acme", "--backend", &b1]));
+    until_served(client, "blog.example.com", "/", "c1", Duration::from_secs(1));
+    assert_eq!(get(client, "shop.example.com", "/", &[]).backend(), "c2", "the exact name wins");
+
+    // No healthy backend: 502.
+    ok(node.cli(&["http", "vhost", "add", "down.test", "--customer", "acme", "--backend", "198.51.100.6:9"]));
+    let start = Instant::now();
+    while get(client, "down.test", "/", &[]).code == 404 && start.elapsed() < Duration::from_secs(1) {}
+    assert_eq!(get(client, "down.test", "/", &[]).code, 502);
+
+    // Removed: 404 at once (outside the wildcard); listed and counted.
+    ok(node.cli(&["http", "vhost", "rm", "down.test"]));
+    let start = Instant::now();
+    while get(client, "down.test", "/", &[]).code != 404 {
+        assert!(start.elapsed() < Duration::from_secs(1), "removed vhost still served");
+    }
+    let list = ok(node.cli(&["http", "vhost", "list"]));
+    assert!(list.contains("shop.example.com") && list.contains("*.example.com") && !list.contains("down.test"), "{list}");
+    let show = ok(node.cli(&["http", "vhost", "show", "web.example.com"]));
+    assert!(show.contains(&b1) && show.contains("REQUESTS"), "{show}");
+    let status = node.status();
+    let counted = |vhost: &str, backend: &str| {
+        status.http.iter().filter(|c| c.vhost == vhost && c.backend == backend).map(|c| c.requests).sum::<u64>()
+    };
+    assert!(counted("web.example.com", &b1) >= 29, "{:?}", status.http);
+    assert!(counted("-", "-") >= 1, "unknown hosts counted: {:?}", status.http);
+    assert!(ok(node.cli(&["status"])).contains("http       shop.example.com"));
+}
