@@ -40,6 +40,49 @@ pub fn rewrite(headers: &mut Vec<(String, String)>, peer: IpAddr, proto: &str) {
     }
 }
 
+/// Why a request's framing is ambiguous, if it is: such requests are
+/// refused (400) rather than forwarded, because a backend that reads the
+/// framing differently from the proxy would see a second, smuggled request
+/// (CL.TE / TE.CL). nginx refuses the same; pingora 0.9 accepts
+/// Content-Length with Transfer-Encoding (pingora#945).
+/// `content_lengths` and `transfer_encodings` are every value of those
+/// headers as received.
+pub fn framing_problem(content_lengths: &[&[u8]], transfer_encodings: &[&[u8]]) -> Option<&'static str> {
+    if !content_lengths.is_empty() && !transfer_encodings.is_empty() {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if let Some(first) = content_lengths.first() {
+        let valid = |v: &&[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+        if !content_lengths.iter().all(valid) || content_lengths.iter().any(|v| v != first) {
+            return Some("invalid or conflicting Content-Length");
+        }
+    }
+    match transfer_encodings {
+        [] => None,
+        [te] if te.trim_ascii().eq_ignore_ascii_case(b"chunked") => None,
+        _ => Some("Transfer-Encoding other than a single \"chunked\""),
+    }
+}
+
+/// [`framing_problem`] of a raw HTTP/1 request head (request line and
+/// header lines, as received). Read from the raw bytes because a parser
+/// may already have dropped one of the two headers (pingora removes
+/// Content-Length when Transfer-Encoding is present).
+pub fn framing_problem_raw(head: &[u8]) -> Option<&'static str> {
+    let (mut lengths, mut encodings) = (Vec::new(), Vec::new());
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths.push(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings.push(value);
+        }
+    }
+    framing_problem(&lengths, &encodings)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -69,7 +112,29 @@ mod tests {
         assert!(set.contains(&("forwarded", "for=\"[2001:db8::2]\";proto=https".to_string())));
     }
 
+    #[test]
+    fn ambiguous_framing_is_named() {
+        assert_eq!(framing_problem(&[], &[]), None);
+        assert_eq!(framing_problem(&[b"5"], &[]), None);
+        assert_eq!(framing_problem(&[b"5", b"5"], &[]), None);
+        assert_eq!(framing_problem(&[], &[b"Chunked"]), None);
+        assert!(framing_problem(&[b"5"], &[b"chunked"]).is_some(), "CL.TE");
+        assert!(framing_problem(&[b"5", b"6"], &[]).is_some());
+        assert!(framing_problem(&[b"+5"], &[]).is_some());
+        assert!(framing_problem(&[], &[b"chunked", b"chunked"]).is_some(), "duplicate TE");
+        assert!(framing_problem(&[], &[b"gzip, chunked"]).is_some());
+        assert!(framing_problem(&[], &[b"xchunked"]).is_some());
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(framing_problem_raw(head).is_some());
+        assert_eq!(framing_problem_raw(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), None);
+    }
+
     proptest! {
+        #[test]
+        fn raw_framing_never_panics(head in prop::collection::vec(any::<u8>(), 0..400)) {
+            let _ = framing_problem_raw(&head);
+        }
+
         /// Whatever the client sends, exactly one of each forwarding header
         /// leaves, carrying the peer's address.
         #[test]

@@ -51,6 +51,24 @@ fn get(client: &Netns, host: &str, path: &str, extra: &[&str]) -> Answer {
     Answer { code: code.trim().parse().unwrap_or(0), body: body.to_string() }
 }
 
+/// Sends `raw` bytes to the proxy from the client namespace on one
+/// connection and returns everything the proxy answers until it closes.
+fn raw(client: &Netns, raw: &str) -> String {
+    use std::io::{Read, Write};
+    let (path, raw) = (client.path(), raw.to_string());
+    std::thread::spawn(move || {
+        hostgate_testbed::sender::enter_netns(&path).expect("enter client netns");
+        let mut s = std::net::TcpStream::connect((NODE_V4, 80)).expect("connect to the proxy");
+        s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        s.write_all(raw.as_bytes()).expect("send");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .join()
+    .expect("raw client thread")
+}
+
 /// Polls until `host` answers from `backend`; how long that took.
 fn until_served(client: &Netns, host: &str, path: &str, backend: &str, within: Duration) -> Duration {
     let start = Instant::now();
@@ -104,6 +122,25 @@ fn curl_through_the_proxy() {
     assert_eq!(spoofed.forwarded("forwarded"), ["for=198.18.0.2;proto=http;host=\"shop.example.com\""]);
     assert!(!spoofed.body.contains("203.0.113.66"), "a spoofed header reached the backend: {}", spoofed.body);
 
+    // Request smuggling: ambiguous framing is refused and the connection
+    // closed, so the hidden second request is never read.
+    for framing in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked",
+        "Content-Length: 4\r\nContent-Length: 30",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+    ] {
+        let answer = raw(
+            client,
+            &format!(
+                "POST / HTTP/1.1\r\nHost: shop.example.com\r\n{framing}\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: shop.example.com\r\n\r\n"
+            ),
+        );
+        assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{framing:?}: a second request was served: {answer}");
+    }
+    let fine = raw(client, "GET / HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n");
+    assert!(fine.starts_with("HTTP/1.1 200") && fine.contains("\r\n\r\nc1\n"), "{fine}");
+
     // Weights: smooth weighted round robin gives exactly 3:1 per cycle.
     let (w1, w2) = (format!("{b1},weight=3"), format!("{b2},weight=1"));
     ok(node.cli(&["http", "vhost", "add", "web.example.com", "--customer", "acme", "--backend", &w1, "--backend", &w2]));
@@ -146,6 +183,26 @@ fn curl_through_the_proxy() {
     ok(node.cli(&["http", "vhost", "add", "*.example.com", "--customer", "acme", "--backend", &b1]));
     until_served(client, "blog.example.com", "/", "c1", Duration::from_secs(1));
     assert_eq!(get(client, "shop.example.com", "/", &[]).backend(), "c2", "the exact name wins");
+
+    // A dead backend next to a live one: its connection failures are
+    // retried on the other at once, and after a health check (1 s) it is
+    // not tried any more.
+    let dead = format!("{}:9", c1.v4);
+    ok(node.cli(&["http", "vhost", "add", "half.test", "--customer", "acme", "--backend", &dead, "--backend", &b2]));
+    until_served(client, "half.test", "/", "c2", Duration::from_secs(1));
+    for _ in 0..6 {
+        let a = get(client, "half.test", "/", &[]);
+        assert_eq!((a.code, a.backend()), (200, "c2"), "retried on the live backend: {}", a.body);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let failures = |n: &TestNode| {
+        n.status().http.iter().filter(|c| c.vhost == "half.test" && c.backend == dead).map(|c| c.errors).sum::<u64>()
+    };
+    let before = failures(&node);
+    for _ in 0..6 {
+        assert_eq!(get(client, "half.test", "/", &[]).backend(), "c2");
+    }
+    assert_eq!(failures(&node), before, "a backend marked down is not tried");
 
     // No healthy backend: 502.
     ok(node.cli(&["http", "vhost", "add", "down.test", "--customer", "acme", "--backend", "198.51.100.6:9"]));

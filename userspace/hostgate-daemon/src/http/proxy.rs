@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hostgate_http::{headers, RoutingTable};
 use pingora::{
     http::{RequestHeader, ResponseHeader},
+    protocols::http::ServerSession,
     proxy::{ProxyHttp, Session},
     upstreams::peer::HttpPeer,
     Error, ErrorType, Result,
@@ -53,6 +54,15 @@ fn request_host(req: &RequestHeader) -> Vec<u8> {
     }
 }
 
+/// CL.TE and friends, judged on the HTTP/1 head as received (HTTP/2 has
+/// its own framing).
+fn ambiguous_framing(session: &Session) -> Option<&'static str> {
+    match session.as_downstream() {
+        ServerSession::H1(h1) => headers::framing_problem_raw(&h1.get_headers_raw_bytes()),
+        _ => None,
+    }
+}
+
 fn page(title: &str, detail: &str) -> Bytes {
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     Bytes::from(format!(
@@ -93,6 +103,11 @@ impl ProxyHttp for Proxy {
     /// Unknown hosts, redirects and oversized bodies are answered here,
     /// before any backend is chosen.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(problem) = ambiguous_framing(session) {
+            self.shared.count("-", "-", false);
+            session.set_keepalive(None);
+            return answer(session, 400, "400 Bad Request", &format!("Refused: {problem}.")).await;
+        }
         let table = self.shared.table();
         let host_bytes = request_host(session.req_header());
         ctx.host = String::from_utf8_lossy(&host_bytes).into_owned();
