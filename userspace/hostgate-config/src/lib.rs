@@ -335,7 +335,9 @@ impl Config {
             match addr.parse::<std::net::SocketAddr>() {
                 Err(_) => return bad(&field, format!("{addr:?} is not ADDRESS:PORT (e.g. 198.51.100.1:80)")),
                 Ok(a) if a.port() == 0 => return bad(&field, format!("{addr:?} needs a port")),
-                Ok(_) if self.http.listen[..i].contains(addr) => return bad(&field, format!("{addr:?} is listed twice")),
+                Ok(_) if self.http.listen[..i].contains(addr) => {
+                    return bad(&field, format!("{addr:?} is listed twice"))
+                }
                 Ok(_) => {}
             }
         }

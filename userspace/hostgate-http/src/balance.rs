@@ -134,9 +134,9 @@ impl Pool {
             let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
             -f64::from(b.weight) / u.ln()
         };
-        (0..self.backends.len()).filter(|&i| usable(i)).max_by(|&a, &b| {
-            score(&self.backends[a]).total_cmp(&score(&self.backends[b])).then(b.cmp(&a))
-        })
+        (0..self.backends.len())
+            .filter(|&i| usable(i))
+            .max_by(|&a, &b| score(&self.backends[a]).total_cmp(&score(&self.backends[b])).then(b.cmp(&a)))
     }
 }
 

@@ -98,7 +98,8 @@ mod tests {
             ("X-Real-IP".to_string(), "203.0.113.66".to_string()),
         ];
         rewrite(&mut h, "198.18.0.2".parse().expect("ip"), "http");
-        let get = |n: &str| h.iter().filter(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        let get =
+            |n: &str| h.iter().filter(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
         assert_eq!(get("x-forwarded-for"), ["198.18.0.2"]);
         assert_eq!(get("x-forwarded-proto"), ["http"]);
         assert_eq!(get("forwarded"), ["for=198.18.0.2;proto=http;host=\"shop.example.com\""]);

@@ -130,7 +130,10 @@ pub fn validate_host(host: &str) -> Result<(), VhostError> {
         return Err(bad("host", format!("{host:?} must be 1 to 253 characters")));
     }
     if name.contains('*') {
-        return Err(bad("host", format!("{host:?}: a wildcard is only allowed as the whole first label (*.example.com)")));
+        return Err(bad(
+            "host",
+            format!("{host:?}: a wildcard is only allowed as the whole first label (*.example.com)"),
+        ));
     }
     let labels: Vec<&str> = name.split('.').collect();
     if host.starts_with("*.") && labels.len() < 2 {

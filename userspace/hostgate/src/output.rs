@@ -340,7 +340,8 @@ pub fn containers(all: &[ContainerView]) -> Table {
 pub fn vhosts(all: &[hostgate_api::VhostView]) -> Table {
     let mut t = table(&["HOST", "CUSTOMER", "ROUTES", "BALANCE", "OPTIONS"]);
     for v in all {
-        let routes: Vec<String> = v.routes.iter().map(|r| format!("{} -> {}", r.prefix, r.backends.join(" "))).collect();
+        let routes: Vec<String> =
+            v.routes.iter().map(|r| format!("{} -> {}", r.prefix, r.backends.join(" "))).collect();
         t.add_row(vec![
             v.host.clone(),
             v.customer.clone(),

@@ -77,7 +77,12 @@ fn until_served(client: &Netns, host: &str, path: &str, backend: &str, within: D
         if a.code == 200 && a.backend() == backend {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "{host}{path} not served by {backend} within {within:?}: {} {}", a.code, a.body);
+        assert!(
+            start.elapsed() < within,
+            "{host}{path} not served by {backend} within {within:?}: {} {}",
+            a.code,
+            a.body
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -143,7 +148,18 @@ fn curl_through_the_proxy() {
 
     // Weights: smooth weighted round robin gives exactly 3:1 per cycle.
     let (w1, w2) = (format!("{b1},weight=3"), format!("{b2},weight=1"));
-    ok(node.cli(&["http", "vhost", "add", "web.example.com", "--customer", "acme", "--backend", &w1, "--backend", &w2]));
+    ok(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "web.example.com",
+        "--customer",
+        "acme",
+        "--backend",
+        &w1,
+        "--backend",
+        &w2,
+    ]));
     until_served(client, "web.example.com", "/", "c1", Duration::from_secs(1));
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..40 {
@@ -155,7 +171,8 @@ fn curl_through_the_proxy() {
     // An invalid vhost is refused, naming the field, and changes nothing.
     assert!(err(node.cli(&["http", "vhost", "add", "Bad_Name.example.com", "--customer", "acme", "--backend", &b1]))
         .contains("host:"));
-    let e = err(node.cli(&["http", "vhost", "add", "x.example.com", "--customer", "acme", "--backend", "198.51.100.6"]));
+    let e =
+        err(node.cli(&["http", "vhost", "add", "x.example.com", "--customer", "acme", "--backend", "198.51.100.6"]));
     assert!(e.contains("backend:") && e.contains("IP:PORT"), "{e}");
     let e = err(node.cli(&["http", "vhost", "add", "x.example.com", "--customer", "nobody", "--backend", &b1]));
     assert!(e.contains("customer:"), "{e}");
@@ -169,7 +186,18 @@ fn curl_through_the_proxy() {
         let load = s.spawn(|| (0..60).map(|_| get(client, "web.example.com", "/", &[]).code).collect::<Vec<_>>());
         for i in 0..5 {
             let w = format!("{b1},weight={}", i + 1);
-            ok(node.cli(&["http", "vhost", "set", "web.example.com", "--customer", "acme", "--backend", &w, "--backend", &b2]));
+            ok(node.cli(&[
+                "http",
+                "vhost",
+                "set",
+                "web.example.com",
+                "--customer",
+                "acme",
+                "--backend",
+                &w,
+                "--backend",
+                &b2,
+            ]));
             std::thread::sleep(Duration::from_millis(50));
         }
         load.join().expect("load thread")
@@ -217,7 +245,10 @@ fn curl_through_the_proxy() {
         assert!(start.elapsed() < Duration::from_secs(1), "removed vhost still served");
     }
     let list = ok(node.cli(&["http", "vhost", "list"]));
-    assert!(list.contains("shop.example.com") && list.contains("*.example.com") && !list.contains("down.test"), "{list}");
+    assert!(
+        list.contains("shop.example.com") && list.contains("*.example.com") && !list.contains("down.test"),
+        "{list}"
+    );
     let show = ok(node.cli(&["http", "vhost", "show", "web.example.com"]));
     assert!(show.contains(&b1) && show.contains("REQUESTS"), "{show}");
     let status = node.status();

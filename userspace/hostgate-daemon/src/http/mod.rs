@@ -97,8 +97,12 @@ fn parse_vhost(v: &VhostView) -> Result<Vhost, Failure> {
     let mut routes = Vec::new();
     for r in &v.routes {
         let field = if r.prefix == "/" { "backend".to_string() } else { format!("path {}", r.prefix) };
-        let backends =
-            r.backends.iter().map(|b| Backend::parse(&field, b)).collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.to_string()))?;
+        let backends = r
+            .backends
+            .iter()
+            .map(|b| Backend::parse(&field, b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
         routes.push(Route { prefix: r.prefix.clone(), backends });
     }
     let vhost = Vhost {
@@ -121,7 +125,10 @@ fn view(v: &Vhost) -> VhostView {
         routes: v
             .routes
             .iter()
-            .map(|r| RouteView { prefix: r.prefix.clone(), backends: r.backends.iter().map(ToString::to_string).collect() })
+            .map(|r| RouteView {
+                prefix: r.prefix.clone(),
+                backends: r.backends.iter().map(ToString::to_string).collect(),
+            })
             .collect(),
         balance: Some(v.balance.to_string()),
         https_redirect: v.https_redirect,

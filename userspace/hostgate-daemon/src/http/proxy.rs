@@ -129,11 +129,18 @@ impl ProxyHttp for Proxy {
             return redirect_to_https(session, &host).await;
         }
         ctx.body_limit = v.max_body_bytes;
-        let declared = session.req_header().headers.get("content-length").and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
+        let declared =
+            session.req_header().headers.get("content-length").and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
         if let (Some(limit), Some(len)) = (ctx.body_limit, declared) {
             if len > limit {
                 self.shared.count(&v.host, "-", false);
-                return answer(session, 413, "413 Content Too Large", &format!("This site accepts bodies up to {limit} bytes.")).await;
+                return answer(
+                    session,
+                    413,
+                    "413 Content Too Large",
+                    &format!("This site accepts bodies up to {limit} bytes."),
+                )
+                .await;
             }
         }
         ctx.table = Some(table);
@@ -150,7 +157,9 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         ctx.body_seen += body.as_ref().map_or(0, |b| b.len() as u64);
         match ctx.body_limit {
-            Some(limit) if ctx.body_seen > limit => Error::e_explain(ErrorType::HTTPStatus(413), "request body too large"),
+            Some(limit) if ctx.body_seen > limit => {
+                Error::e_explain(ErrorType::HTTPStatus(413), "request body too large")
+            }
             _ => Ok(()),
         }
     }

@@ -14,7 +14,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use hostgate_http::{RoutingTable, Vhost};
 use hostgate_store::Mirror;
-use pingora::{apps::ServerApp, protocols::l4::listener::Listener, proxy::HttpProxy, server::configuration::ServerConf};
+use pingora::{
+    apps::ServerApp, protocols::l4::listener::Listener, proxy::HttpProxy, server::configuration::ServerConf,
+};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -50,7 +52,8 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
     }
     let mut listeners = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding http.listen[{i}] {addr}"))?;
+        let l =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding http.listen[{i}] {addr}"))?;
         listeners.push((*addr, Listener::from(l)));
     }
     let conf = Arc::new(ServerConf::default());
