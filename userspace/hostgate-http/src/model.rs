@@ -185,6 +185,8 @@ fn validate_route(r: &Route) -> Result<(), VhostError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn vhost(host: &str) -> Vhost {
@@ -240,6 +242,51 @@ mod tests {
         assert!(Backend::parse("backend", "[2001:db8::1]:80").is_ok());
         for t in ["198.51.100.6", "x:80", "198.51.100.6:80,w=2", "198.51.100.6:80,weight=x", ""] {
             assert_eq!(Backend::parse("backend", t).expect_err(t).field, "backend");
+        }
+    }
+
+    proptest! {
+        /// Whatever an API client sends, validation answers (never panics),
+        /// and what it accepts survives the store's JSON unchanged and
+        /// compiles into a table that serves it.
+        #[test]
+        fn arbitrary_vhosts_are_judged(
+            host in "[a-zA-Z0-9*._-]{0,20}",
+            customer in "[ -~]{0,10}",
+            prefix in "[ -~]{0,8}",
+            backend in prop_oneof![
+                (any::<[u8; 4]>(), any::<u16>(), 0u32..1200).prop_map(|(ip, port, w)| {
+                    format!("{}:{port},weight={w}", std::net::Ipv4Addr::from(ip))
+                }),
+                "[0-9.:,a-z=\\[\\]]{0,30}",
+            ],
+            host_kind in 0u8..3,
+        ) {
+            // A third of the hosts are made valid-looking, so acceptance is exercised too.
+            let host = match host_kind {
+                0 => format!("{}.example.com", host.to_ascii_lowercase().replace(['*', '.', '_'], "a")),
+                1 => "*.example.com".to_string(),
+                _ => host,
+            };
+            let customer = if host_kind < 2 { "acme".to_string() } else { customer };
+            let prefix = if host_kind < 2 { format!("/{}", prefix.replace([' ', '?', '#'], "")) } else { prefix };
+            let Ok(b) = Backend::parse("backend", &backend) else { return Ok(()) };
+            let v = Vhost {
+                host, customer,
+                routes: vec![Route { prefix, backends: vec![b] }],
+                balance: Balance::RoundRobin,
+                https_redirect: false,
+                hsts_max_age: None,
+                max_body_bytes: None,
+            };
+            if v.validate().is_ok() {
+                let json = serde_json::to_string(&v).expect("json");
+                prop_assert_eq!(serde_json::from_str::<Vhost>(&json).expect("back"), v.clone());
+                let (t, refused) = crate::RoutingTable::build([v.clone()]);
+                prop_assert!(refused.is_empty());
+                let served = v.host.replace('*', "x");
+                prop_assert!(t.select(served.as_bytes(), v.routes[0].prefix.as_bytes()).is_some());
+            }
         }
     }
 }
