@@ -11,7 +11,11 @@ use std::{
 };
 
 use common::{err, ok, TestNode};
-use hostgate_testbed::{privileged, servers, topology::NODE_V4, Netns};
+use hostgate_testbed::{
+    privileged, servers,
+    topology::{CLIENT_V6, NODE_V4, NODE_V6},
+    Netns,
+};
 
 /// An answer seen by curl: status code and body.
 struct Answer {
@@ -38,12 +42,17 @@ impl Answer {
 
 /// `curl http://NODE_V4/<path>` from the client namespace with `Host: host`.
 fn get(client: &Netns, host: &str, path: &str, extra: &[&str]) -> Answer {
+    get_from(client, &NODE_V4.to_string(), host, path, extra)
+}
+
+/// As `get`, to the proxy's address `target` (`[v6]` bracketed).
+fn get_from(client: &Netns, target: &str, host: &str, path: &str, extra: &[&str]) -> Answer {
     let out = client
         .command("curl")
         .args(["-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", "-H"])
         .arg(format!("Host: {host}"))
         .args(extra)
-        .arg(format!("http://{NODE_V4}{path}"))
+        .arg(format!("http://{target}{path}"))
         .output()
         .expect("run curl (apt-get install curl)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -92,7 +101,7 @@ fn curl_through_the_proxy() {
     if !privileged("curl_through_the_proxy") {
         return;
     }
-    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\", \"[{NODE_V6}]:80\"]\n");
     let mut node = TestNode::with_config("http", 2, &listen);
     node.start_daemon();
     let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
@@ -126,6 +135,12 @@ fn curl_through_the_proxy() {
     assert_eq!(spoofed.forwarded("x-forwarded-proto"), ["http"], "{}", spoofed.body);
     assert_eq!(spoofed.forwarded("forwarded"), ["for=198.18.0.2;proto=http;host=\"shop.example.com\""]);
     assert!(!spoofed.body.contains("203.0.113.66"), "a spoofed header reached the backend: {}", spoofed.body);
+
+    // IPv6 clients: the same vhosts, the peer quoted in Forwarded.
+    let v6 = get_from(client, &format!("[{NODE_V6}]"), "shop.example.com", "/", &[]);
+    assert_eq!((v6.code, v6.backend()), (200, "c1"), "{}", v6.body);
+    assert_eq!(v6.forwarded("x-forwarded-for"), [CLIENT_V6.to_string()]);
+    assert_eq!(v6.forwarded("forwarded"), [format!("for=\"[{CLIENT_V6}]\";proto=http;host=\"shop.example.com\"")]);
 
     // Request smuggling: ambiguous framing is refused and the connection
     // closed, so the hidden second request is never read.
@@ -167,6 +182,42 @@ fn curl_through_the_proxy() {
     }
     let c1n = seen.get("c1").copied().unwrap_or(0);
     assert!((29..=31).contains(&c1n) && c1n + seen.get("c2").copied().unwrap_or(0) == 40, "{seen:?}");
+
+    // Sticky by client IP: one client, one backend.
+    let sticky = ["--customer", "acme", "--backend", &b1, "--backend", &b2, "--balance", "client-hash"];
+    ok(node.cli(&[&["http", "vhost", "add", "sticky.test"][..], &sticky[..]].concat()));
+    let start = Instant::now();
+    while get(client, "sticky.test", "/", &[]).code != 200 {
+        assert!(start.elapsed() < Duration::from_secs(1), "sticky.test not served");
+    }
+    let first = get(client, "sticky.test", "/", &[]).backend().to_string();
+    for _ in 0..10 {
+        assert_eq!(get(client, "sticky.test", "/", &[]).backend(), first);
+    }
+
+    // Per-vhost options: redirect to HTTPS; body limit.
+    ok(node.cli(&["http", "vhost", "add", "secure.test", "--customer", "acme", "--backend", &b1, "--https-redirect"]));
+    ok(node.cli(&["http", "vhost", "add", "small.test", "--customer", "acme", "--backend", &b1, "--max-body", "10"]));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client
+        .command("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-H",
+            "Host: secure.test",
+        ])
+        .arg(format!("http://{NODE_V4}/a?b=c"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "308 https://secure.test/a?b=c");
+    assert_eq!(get(client, "small.test", "/", &["--data", "0123456789"]).code, 200);
+    assert_eq!(get(client, "small.test", "/", &["--data", "0123456789a"]).code, 413);
 
     // An invalid vhost is refused, naming the field, and changes nothing.
     assert!(err(node.cli(&["http", "vhost", "add", "Bad_Name.example.com", "--customer", "acme", "--backend", &b1]))
