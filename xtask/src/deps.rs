@@ -24,6 +24,8 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("prometheus", "promtool, which lints the /metrics page in the metrics test"),
     ("ndisc6", "rdisc6, which checks router advertisements (RDNSS, DNSSL) in the RA test"),
     ("bind9-dnsutils", "dig, the DNS client of the DNS tests"),
+    ("cmake", "builds C dependencies of pingora (the HTTP proxy): libz-ng-sys"),
+    ("curl", "the HTTP client of the HTTP proxy tests"),
 ];
 
 fn installed(pkg: &str) -> bool {

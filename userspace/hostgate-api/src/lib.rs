@@ -75,6 +75,9 @@ pub struct Status {
     /// The authoritative DNS server on this node, since the daemon started.
     #[serde(default)]
     pub dns: DnsStatus,
+    /// HTTP proxy requests per vhost and backend, since the daemon started.
+    #[serde(default)]
+    pub http: Vec<HttpCounters>,
     pub dataplane: DataplaneStatus,
 }
 
@@ -575,6 +578,58 @@ pub struct ReservationView {
     pub addr: String,
     #[serde(default)]
     pub hostname: Option<String>,
+}
+
+pub const HTTP_VHOSTS: &str = "/v1/http/vhosts";
+pub const HTTP_VHOST_REMOVE: &str = "/v1/http/vhosts/remove";
+
+/// A virtual host of the HTTP proxy (`POST /v1/http/vhosts` adds or
+/// replaces it, `GET` lists them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VhostView {
+    /// `shop.example.com` or `*.example.com`.
+    pub host: String,
+    pub customer: String,
+    /// Path prefix -> backends; `/` is the default route.
+    pub routes: Vec<RouteView>,
+    /// `round-robin` (default) or `client-hash` (sticky by client IP).
+    #[serde(default)]
+    pub balance: Option<String>,
+    #[serde(default)]
+    pub https_redirect: bool,
+    #[serde(default)]
+    pub hsts_max_age: Option<u32>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Add only if absent (`vhost add`); false replaces (`vhost set`).
+    #[serde(default)]
+    pub create_only: bool,
+}
+
+/// One path prefix of a vhost and its pool.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteView {
+    pub prefix: String,
+    /// `IP:PORT` or `IP:PORT,weight=N`.
+    pub backends: Vec<String>,
+}
+
+/// `POST /v1/http/vhosts/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VhostRef {
+    pub host: String,
+}
+
+/// What the proxy did for one (vhost, backend). `backend` is `-` for
+/// requests answered without one (unknown host: vhost `-`; no healthy
+/// backend; redirects).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HttpCounters {
+    pub vhost: String,
+    pub backend: String,
+    pub requests: u64,
+    /// Answers of 5xx (from the backend or the proxy), failed connections.
+    pub errors: u64,
 }
 
 pub const DNS_ZONES: &str = "/v1/dns/zones";

@@ -87,6 +87,8 @@ pub struct Config {
     #[serde(default)]
     pub dns: DnsConfig,
     #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -252,6 +254,24 @@ impl DnsConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The HTTP reverse proxy. Virtual hosts are declared through the API;
+/// where it listens is the node operator's decision.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `ADDRESS:PORT` to accept plain HTTP on (e.g. `198.51.100.1:80`,
+    /// `[2001:db8::1]:80`); empty: the proxy is off.
+    #[serde(default)]
+    pub listen: Vec<String>,
+}
+
+impl HttpConfig {
+    /// The listen addresses (validated on load, so none is dropped here).
+    pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().filter_map(|a| a.parse().ok()).collect()
     }
 }
 
@@ -433,6 +453,17 @@ impl Config {
             }
         }
         self.dns.validate()?;
+        for (i, addr) in self.http.listen.iter().enumerate() {
+            let field = format!("http.listen[{i}]");
+            match addr.parse::<std::net::SocketAddr>() {
+                Err(_) => return bad(&field, format!("{addr:?} is not ADDRESS:PORT (e.g. 198.51.100.1:80)")),
+                Ok(a) if a.port() == 0 => return bad(&field, format!("{addr:?} needs a port")),
+                Ok(_) if self.http.listen[..i].contains(addr) => {
+                    return bad(&field, format!("{addr:?} is listed twice"))
+                }
+                Ok(_) => {}
+            }
+        }
         for (i, pool) in self.ip.pools.iter().enumerate() {
             if let Err(problem) = check_cidr(pool) {
                 return bad(&format!("ip.pools[{i}]"), problem);
@@ -594,6 +625,22 @@ container_interfaces = ["veth1", "veth2"]
             .expect("valid");
         assert!(c.clustered());
         assert_eq!((c.cluster.lease_ttl_secs, c.cluster.key_prefix.as_str()), (1, "hostgate/"));
+    }
+
+    #[test]
+    fn http_listen_is_checked() {
+        let with = |extra: &str| format!("{GOOD}\n[http]\n{extra}\n");
+        assert_eq!(
+            err(&with("listen = [\"198.51.100.1\"]")),
+            "hg.toml: http.listen[0]: \"198.51.100.1\" is not ADDRESS:PORT (e.g. 198.51.100.1:80)"
+        );
+        assert_eq!(
+            err(&with("listen = [\"198.51.100.1:80\", \"198.51.100.1:80\"]")),
+            "hg.toml: http.listen[1]: \"198.51.100.1:80\" is listed twice"
+        );
+        let c = Config::parse(&with("listen = [\"[2001:db8::1]:80\"]"), Path::new("hg.toml")).expect("valid");
+        assert_eq!(c.http.listen_addrs(), vec!["[2001:db8::1]:80".parse().expect("addr")]);
+        assert!(Config::parse(GOOD, Path::new("hg.toml")).expect("valid").http.listen.is_empty(), "off by default");
     }
 
     #[test]

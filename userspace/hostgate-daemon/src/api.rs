@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{containers, dhcp, dns, fw, ips, lb, nodes, status, Daemon};
+use crate::{containers, dhcp, dns, fw, http, ips, lb, nodes, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -52,6 +52,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::DNS_RECORDS, post(dns::add_record))
         .route(hostgate_api::DNS_RECORD_REMOVE, post(dns::remove_record))
         .route(hostgate_api::DNS_RECORD_LIST, post(dns::list_records))
+        .route(hostgate_api::HTTP_VHOSTS, get(http::list_vhosts).post(http::put_vhost))
+        .route(hostgate_api::HTTP_VHOST_REMOVE, post(http::remove_vhost))
         .fallback(not_found)
         .with_state(daemon)
 }

@@ -14,6 +14,7 @@ mod dhcp;
 mod dns;
 mod fw;
 mod health;
+mod http;
 mod ips;
 mod lb;
 mod members;
@@ -66,6 +67,8 @@ pub struct Daemon {
     pub fw: Mutex<fw::FwState>,
     /// Serialises firewall reloads (background and on request).
     pub fw_reload: tokio::sync::Mutex<()>,
+    /// The HTTP proxy's routing table, backend health and counters.
+    pub http: Arc<http::Shared>,
 }
 
 impl Daemon {
@@ -80,12 +83,12 @@ impl Daemon {
 }
 
 /// Seconds since the Unix epoch.
-/// Keys of the network services (DHCP leases, DNS zones): they change per
+/// Keys of the network services (DHCP leases, DNS zones, HTTP vhosts): they change per
 /// client, and the followers of the whole key space (load balancer,
 /// customer IPs) never read them, so they skip them instead of
 /// re-reconciling on every lease.
 pub(crate) fn placement_state(key: &str) -> bool {
-    !key.starts_with("dhcp/") && !key.starts_with("dns/")
+    !key.starts_with("dhcp/") && !key.starts_with("dns/") && !key.starts_with("http/")
 }
 
 pub(crate) fn now() -> u64 {
@@ -181,6 +184,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         lb_applied: tokio::sync::watch::Sender::new(0),
         fw: Mutex::new(fw::FwState::default()),
         fw_reload: tokio::sync::Mutex::new(()),
+        http: Arc::default(),
     });
     publish_status(&daemon).await?;
     nodes::register_self(&daemon).await?;
@@ -193,6 +197,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_follower("DHCP server", &daemon, dhcp::follow);
     spawn_follower("DNS server", &daemon, dns::follow);
     tokio::spawn(fw::run(daemon.clone()));
+    spawn_follower("HTTP routing table", &daemon, http::follow);
+    http::listen(&daemon).await?;
 
     if let Some(addr) = daemon.config.metrics.listen {
         let metrics = tokio::net::TcpListener::bind(addr)

@@ -91,6 +91,51 @@ pub fn tcp_identity(netns_path: &str, addr: SocketAddr, identity: &str) -> io::R
     )
 }
 
+/// An HTTP/1.1 server in `netns_path` on `addr`: every request is answered
+/// 200 with a body of `identity`, a newline and the request's head as
+/// received (request line and headers), so a test sees both which backend
+/// served it and what the proxy forwarded. One connection at a time,
+/// `Connection: close`.
+pub fn http_identity(netns_path: &str, addr: SocketAddr, identity: &str) -> io::Result<IdentityServer> {
+    let identity = identity.to_string();
+    spawn_in_netns(
+        netns_path,
+        move || {
+            let l = TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        },
+        move |l: &TcpListener| match l.accept() {
+            Ok((s, _)) => {
+                let _ = answer_http(s, &identity);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        },
+    )
+}
+
+fn answer_http(mut s: TcpStream, identity: &str) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let body = format!("{identity}\n{}", String::from_utf8_lossy(&head));
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(reply.as_bytes())
+}
+
 /// A UDP server in `netns_path` on `addr` answering `identity` to every datagram.
 pub fn udp_identity(netns_path: &str, addr: SocketAddr, identity: &str) -> io::Result<IdentityServer> {
     let identity = identity.as_bytes().to_vec();

@@ -80,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: CustomerCommand,
     },
+    /// The HTTP reverse proxy: virtual hosts of customers.
+    Http {
+        #[command(subcommand)]
+        command: HttpCommand,
+    },
     /// Customers' containers behind this node: what they may send from.
     Container {
         #[command(subcommand)]
@@ -440,6 +445,65 @@ enum RecordCommand {
 }
 
 #[derive(Subcommand)]
+enum HttpCommand {
+    /// Virtual hosts: which names the proxy serves and where it sends them.
+    Vhost {
+        #[command(subcommand)]
+        command: VhostCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct VhostArgs {
+    /// `shop.example.com`, or `*.example.com` for every name below example.com.
+    host: String,
+    #[arg(long)]
+    customer: String,
+    /// Backend of the default route `/`: IP:PORT or IP:PORT,weight=N; repeat for more.
+    #[arg(long = "backend")]
+    backends: Vec<String>,
+    /// A path prefix served by other backends: PREFIX=IP:PORT[,weight=N];
+    /// repeat (also with the same prefix) for more. The longest prefix wins.
+    #[arg(long = "path")]
+    paths: Vec<String>,
+    /// round-robin (smooth weighted) or client-hash (sticky by client IP).
+    #[arg(long)]
+    balance: Option<String>,
+    /// Answer plain HTTP with a 308 redirect to https://.
+    #[arg(long)]
+    https_redirect: bool,
+    /// Strict-Transport-Security max-age in seconds (sent once TLS is served).
+    #[arg(long)]
+    hsts: Option<u32>,
+    /// Refuse request bodies larger than this many bytes (413).
+    #[arg(long)]
+    max_body: Option<u64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum VhostCommand {
+    /// Declare a vhost (refused if the host exists).
+    Add(VhostArgs),
+    /// Declare or replace a vhost whole; applies live.
+    Set(VhostArgs),
+    /// Every vhost with its routes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One vhost and its per-backend counters.
+    Show {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a vhost; its names answer 404 at once.
+    Rm { host: String },
+}
+
+#[derive(Subcommand)]
 enum DhcpCommand {
     /// Every lease: address, MAC, client-id, hostname, state, expiry.
     Leases {
@@ -659,6 +723,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Ip { command } => ip(&client, command).await,
         Command::Container { command } => container(&client, command).await,
         Command::Network { command } => network(&client, command).await,
+        Command::Http { command: HttpCommand::Vhost { command } } => vhost(&client, command).await,
         Command::Dhcp { command } => dhcp(&client, command).await,
         Command::Dns { command: DnsCommand::Zone { command } } => dns_zone(&client, command).await,
         Command::Dns { command: DnsCommand::Record { command } } => dns_record(&client, command).await,
@@ -911,6 +976,68 @@ async fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<()>
         NetworkCommand::Rm { name } => {
             let r: NetworkRef = client.post(hostgate_api::NETWORK_REMOVE, &NetworkRef { name }).await?;
             println!("network {} removed", r.name);
+        }
+    }
+    Ok(())
+}
+
+/// The request body of `vhost add|set`: `--backend`s form the route `/`,
+/// each `--path PREFIX=BACKEND` joins the route of its prefix.
+fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::VhostView> {
+    use hostgate_api::RouteView;
+    let mut routes: Vec<RouteView> = Vec::new();
+    let mut add = |prefix: &str, backend: String| match routes.iter_mut().find(|r| r.prefix == prefix) {
+        Some(r) => r.backends.push(backend),
+        None => routes.push(RouteView { prefix: prefix.to_string(), backends: vec![backend] }),
+    };
+    for b in a.backends {
+        add("/", b);
+    }
+    for p in &a.paths {
+        let Some((prefix, backend)) = p.split_once('=') else {
+            anyhow::bail!("--path {p:?}: expected PREFIX=IP:PORT[,weight=N], e.g. /api=198.51.100.10:8080");
+        };
+        add(prefix, backend.to_string());
+    }
+    Ok(hostgate_api::VhostView {
+        host: a.host,
+        customer: a.customer,
+        routes,
+        balance: a.balance,
+        https_redirect: a.https_redirect,
+        hsts_max_age: a.hsts,
+        max_body_bytes: a.max_body,
+        create_only,
+    })
+}
+
+async fn put_vhost(client: &Client, a: VhostArgs, create_only: bool) -> anyhow::Result<()> {
+    let json = a.json;
+    let v: hostgate_api::VhostView = client.post(hostgate_api::HTTP_VHOSTS, &vhost_view(a, create_only)?).await?;
+    let verb = if create_only { "added" } else { "set" };
+    print_out(json, &v, |v| format!("vhost {} {verb} ({} route(s))", v.host, v.routes.len()))
+}
+
+async fn vhost(client: &Client, command: VhostCommand) -> anyhow::Result<()> {
+    use hostgate_api::{VhostRef, VhostView};
+    match command {
+        VhostCommand::Add(a) => put_vhost(client, a, true).await?,
+        VhostCommand::Set(a) => put_vhost(client, a, false).await?,
+        VhostCommand::List { json } => {
+            let all: Vec<VhostView> = client.get(hostgate_api::HTTP_VHOSTS).await?;
+            print_out(json, &all, |all| output::vhosts(all).to_string())?;
+        }
+        VhostCommand::Show { host, json } => {
+            let all: Vec<VhostView> = client.get(hostgate_api::HTTP_VHOSTS).await?;
+            let Some(v) = all.into_iter().find(|v| v.host == host) else {
+                anyhow::bail!("vhost {host} does not exist");
+            };
+            let status: Status = client.get(hostgate_api::STATUS).await?;
+            print_out(json, &v, |v| output::vhost(v, &status.http))?;
+        }
+        VhostCommand::Rm { host } => {
+            let r: VhostRef = client.post(hostgate_api::HTTP_VHOST_REMOVE, &VhostRef { host }).await?;
+            println!("vhost {} removed", r.host);
         }
     }
     Ok(())

@@ -51,6 +51,9 @@ pub fn status(s: &Status) -> String {
         );
     }
     out += &dns_status(&s.dns);
+    for c in &s.http {
+        out += &format!("http       {} -> {}: {} requests, {} errors\n", c.vhost, c.backend, c.requests, c.errors);
+    }
     let dp = &s.dataplane;
     if !dp.attached {
         out += "dataplane  detached\n";
@@ -102,6 +105,60 @@ pub fn counters(rows: &[CounterRow]) -> Table {
         t.add_row(vec!["(no packets yet)"]);
     }
     t
+}
+
+/// `http vhost list`: one line per vhost.
+pub fn vhosts(all: &[hostgate_api::VhostView]) -> Table {
+    let mut t = table(&["HOST", "CUSTOMER", "ROUTES", "BALANCE", "OPTIONS"]);
+    for v in all {
+        let routes: Vec<String> =
+            v.routes.iter().map(|r| format!("{} -> {}", r.prefix, r.backends.join(" "))).collect();
+        t.add_row(vec![
+            v.host.clone(),
+            v.customer.clone(),
+            routes.join("\n"),
+            v.balance.clone().unwrap_or_else(|| "round-robin".into()),
+            vhost_options(v),
+        ]);
+    }
+    t
+}
+
+fn vhost_options(v: &hostgate_api::VhostView) -> String {
+    let mut o = Vec::new();
+    if v.https_redirect {
+        o.push("https-redirect".to_string());
+    }
+    if let Some(s) = v.hsts_max_age {
+        o.push(format!("hsts={s}"));
+    }
+    if let Some(b) = v.max_body_bytes {
+        o.push(format!("max-body={b}"));
+    }
+    if o.is_empty() {
+        "-".into()
+    } else {
+        o.join(", ")
+    }
+}
+
+/// `http vhost show`: the vhost, its routes and its counters.
+pub fn vhost(v: &hostgate_api::VhostView, counters: &[hostgate_api::HttpCounters]) -> String {
+    let mut out = format!(
+        "host       {}\ncustomer   {}\nbalance    {}\noptions    {}\n",
+        v.host,
+        v.customer,
+        v.balance.clone().unwrap_or_else(|| "round-robin".into()),
+        vhost_options(v)
+    );
+    for r in &v.routes {
+        out += &format!("route      {} -> {}\n", r.prefix, r.backends.join(", "));
+    }
+    let mut t = table(&["BACKEND", "REQUESTS", "ERRORS"]);
+    for c in counters.iter().filter(|c| c.vhost == v.host) {
+        t.add_row(vec![c.backend.clone(), c.requests.to_string(), c.errors.to_string()]);
+    }
+    out + &t.to_string()
 }
 
 pub fn detach(r: &DetachResponse) -> String {

@@ -1,0 +1,230 @@
+//! The `ProxyHttp` implementation: per request, the vhost and route from
+//! the routing table in force, a backend from the route's pool, the
+//! forwarding headers from the real peer.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hostgate_http::{headers, RoutingTable};
+use pingora::{
+    http::{RequestHeader, ResponseHeader},
+    protocols::http::ServerSession,
+    proxy::{ProxyHttp, Session},
+    upstreams::peer::HttpPeer,
+    Error, ErrorType, Result,
+};
+
+use super::Shared;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts per request: the first backend and one other for idempotent
+/// requests whose connection failed.
+const MAX_TRIES: u8 = 2;
+
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>) -> Proxy {
+        Proxy { shared }
+    }
+}
+
+/// One request's state across pingora's phases.
+#[derive(Default)]
+pub struct Ctx {
+    /// The table the request started with: a swap mid-request changes nothing for it.
+    table: Option<Arc<RoutingTable>>,
+    host: String,
+    vhost: Option<String>,
+    backend: Option<SocketAddr>,
+    tries: u8,
+    body_seen: u64,
+    body_limit: Option<u64>,
+}
+
+/// The request's host: `Host`, else the URI's authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> Vec<u8> {
+    match req.headers.get("host") {
+        Some(h) => h.as_bytes().to_vec(),
+        None => req.uri.authority().map(|a| a.as_str().as_bytes().to_vec()).unwrap_or_default(),
+    }
+}
+
+/// CL.TE and friends, judged on the HTTP/1 head as received (HTTP/2 has
+/// its own framing).
+fn ambiguous_framing(session: &Session) -> Option<&'static str> {
+    match session.as_downstream() {
+        ServerSession::H1(h1) => headers::framing_problem_raw(&h1.get_headers_raw_bytes()),
+        _ => None,
+    }
+}
+
+fn page(title: &str, detail: &str) -> Bytes {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    Bytes::from(format!(
+        "<!doctype html><title>{t}</title><h1>{t}</h1><p>{d}</p><hr><p>hostgate</p>\n",
+        t = esc(title),
+        d = esc(detail)
+    ))
+}
+
+async fn answer(session: &mut Session, code: u16, title: &str, detail: &str) -> Result<bool> {
+    let body = page(title, detail);
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header("content-type", "text/html; charset=utf-8")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+async fn redirect_to_https(session: &mut Session, host: &str) -> Result<bool> {
+    let target = session.req_header().uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let mut resp = ResponseHeader::build(308, Some(2))?;
+    resp.insert_header("location", format!("https://{host}{target}"))?;
+    resp.insert_header("content-length", "0")?;
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(true)
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    /// Unknown hosts, redirects and oversized bodies are answered here,
+    /// before any backend is chosen.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(problem) = ambiguous_framing(session) {
+            self.shared.count("-", "-", false);
+            session.set_keepalive(None);
+            return answer(session, 400, "400 Bad Request", &format!("Refused: {problem}.")).await;
+        }
+        let table = self.shared.table();
+        let host_bytes = request_host(session.req_header());
+        ctx.host = String::from_utf8_lossy(&host_bytes).into_owned();
+        let path = session.req_header().uri.path().as_bytes().to_vec();
+        let Some(vhost) = table.vhost(&host_bytes) else {
+            self.shared.count("-", "-", false);
+            let detail = format!("No site named {:?} is served here.", ctx.host);
+            return answer(session, 404, "404 Not Found", &detail).await;
+        };
+        let v = &vhost.vhost;
+        ctx.vhost = Some(v.host.clone());
+        if vhost.route(&path).is_none() {
+            self.shared.count(&v.host, "-", false);
+            return answer(session, 404, "404 Not Found", "No route of this site serves this path.").await;
+        }
+        if v.https_redirect {
+            self.shared.count(&v.host, "-", false);
+            let host = ctx.host.clone();
+            return redirect_to_https(session, &host).await;
+        }
+        ctx.body_limit = v.max_body_bytes;
+        let declared =
+            session.req_header().headers.get("content-length").and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
+        if let (Some(limit), Some(len)) = (ctx.body_limit, declared) {
+            if len > limit {
+                self.shared.count(&v.host, "-", false);
+                return answer(
+                    session,
+                    413,
+                    "413 Content Too Large",
+                    &format!("This site accepts bodies up to {limit} bytes."),
+                )
+                .await;
+            }
+        }
+        ctx.table = Some(table);
+        Ok(false)
+    }
+
+    /// Chunked bodies have no declared length: counted as they stream.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.body_seen += body.as_ref().map_or(0, |b| b.len() as u64);
+        match ctx.body_limit {
+            Some(limit) if ctx.body_seen > limit => {
+                Error::e_explain(ErrorType::HTTPStatus(413), "request body too large")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let table = ctx.table.clone().ok_or_else(|| Error::explain(ErrorType::InternalError, "no routing table"))?;
+        let path = session.req_header().uri.path().as_bytes().to_vec();
+        let selected = table
+            .select(ctx.host.as_bytes(), &path)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route vanished"))?;
+        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let client = client.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        // A retry goes to another backend than the one that failed.
+        let exclude = ctx.backend.filter(|_| ctx.tries > 0);
+        let Some(backend) = selected.pool.pick(client, exclude).or_else(|| selected.pool.pick(client, None)) else {
+            return Error::e_explain(ErrorType::HTTPStatus(502), "no healthy backend");
+        };
+        ctx.tries += 1;
+        ctx.backend = Some(backend.addr);
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.read_timeout = Some(READ_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    /// Whatever the client claimed about its origin is dropped; the real
+    /// peer is told.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for name in headers::STRIPPED {
+            upstream.remove_header(name);
+        }
+        let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) else {
+            return Ok(());
+        };
+        let host = Some(ctx.host.as_str()).filter(|h| !h.is_empty());
+        for (name, value) in headers::forwarding(peer, "http", host) {
+            upstream.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+
+    /// A failed connection is retried once on another backend when the
+    /// request is idempotent (nothing reached a backend yet otherwise, but
+    /// a POST may have side effects we cannot see).
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        if session.req_header().method.is_idempotent() && ctx.tries < MAX_TRIES {
+            e.set_retry(true);
+        }
+        if let Some(vhost) = &ctx.vhost {
+            let backend = ctx.backend.map_or("-".to_string(), |b| b.to_string());
+            self.shared.count(vhost, &backend, true);
+        }
+        e
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let (Some(vhost), Some(_)) = (&ctx.vhost, &ctx.table) else { return };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let backend = ctx.backend.map_or("-".to_string(), |b| b.to_string());
+        self.shared.count(vhost, &backend, e.is_some() || status >= 500);
+    }
+}

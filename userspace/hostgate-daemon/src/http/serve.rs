@@ -1,0 +1,128 @@
+//! Following the store and serving connections.
+//!
+//! pingora is used as a library, not as the process owner: no
+//! `pingora::server::Server` (which wants to own the process, its signals
+//! and its runtimes). Each `[http] listen` address is a tokio listener on
+//! the daemon's own runtime; every accepted connection becomes a pingora
+//! `Stream` (with its socket digest, so the peer address is known) and is
+//! handed to the `HttpProxy` app through `ServerApp::process_new`, which
+//! runs HTTP/1.1 keep-alive (and h2 by ALPN once TLS comes) exactly as
+//! pingora's own listener service would.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use hostgate_http::{RoutingTable, Vhost};
+use hostgate_store::Mirror;
+use pingora::{
+    apps::ServerApp, protocols::l4::listener::Listener, proxy::HttpProxy, server::configuration::ServerConf,
+};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{keys, proxy::Proxy, Shared};
+use crate::Daemon;
+
+/// Follows `http/vhosts/`: every change rebuilds the whole table and swaps
+/// it in. A stored vhost that does not validate (written by an older or
+/// newer daemon) is left out and logged; the others are served.
+pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
+    let snap = d.store.snapshot(keys::VHOSTS).await?;
+    let mut watch = d.store.watch(keys::VHOSTS, snap.revision).await?;
+    let mut mirror = Mirror::from_snapshot(snap);
+    loop {
+        let vhosts = mirror.entries.values().filter_map(|kv| kv.decode::<Vhost>().ok());
+        let (table, refused) = RoutingTable::build(vhosts);
+        for (host, e) in refused {
+            warn!(vhost = %host, error = %e, "stored vhost refused; the others are served");
+        }
+        debug!(vhosts = table.len(), "HTTP routing table swapped");
+        d.http.swap(table);
+        let batch = watch.recv().await.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
+        mirror.apply(&batch);
+    }
+}
+
+/// Binds every `[http] listen` address (all or nothing, before the daemon
+/// reports ready) and serves them on the daemon's runtime.
+pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
+    let addrs = d.config.http.listen_addrs();
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let mut listeners = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let l =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding http.listen[{i}] {addr}"))?;
+        listeners.push((*addr, Listener::from(l)));
+    }
+    let conf = Arc::new(ServerConf::default());
+    let app = Arc::new(pingora::proxy::http_proxy(&conf, Proxy::new(d.http.clone())));
+    // Never signalled yet: connections end with the process (a graceful
+    // drain on shutdown would send `true`). The sender is kept: pingora
+    // reads a closed channel as "shutting down".
+    let (drain, shutdown) = watch::channel(false);
+    *d.http.drain.lock().unwrap_or_else(|p| p.into_inner()) = Some(drain);
+    for (addr, listener) in listeners {
+        info!(%addr, "HTTP proxy listening");
+        tokio::spawn(accept_loop(listener, app.clone(), shutdown.clone()));
+    }
+    tokio::spawn(check_health(d.clone()));
+    Ok(())
+}
+
+async fn accept_loop(listener: Listener, app: Arc<HttpProxy<Proxy>>, shutdown: watch::Receiver<bool>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let (app, shutdown) = (app.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    app.process_new(Box::new(stream), &shutdown).await;
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Active health checks: a TCP connect to every backend of the table in
+/// force, once a second; transitions are logged and applied to the table
+/// (and remembered for the next one).
+async fn check_health(d: Arc<Daemon>) {
+    let mut last: std::collections::HashMap<SocketAddr, bool> = Default::default();
+    loop {
+        let table = d.http.table();
+        let mut addrs: Vec<SocketAddr> =
+            table.vhosts().flat_map(|v| v.pools().flat_map(|(_, p)| p.backends().iter().map(|b| b.addr))).collect();
+        addrs.sort();
+        addrs.dedup();
+        let probes = addrs.iter().map(|&a| async move {
+            let up = matches!(tokio::time::timeout(CHECK_TIMEOUT, tokio::net::TcpStream::connect(a)).await, Ok(Ok(_)));
+            (a, up)
+        });
+        for (addr, up) in futures_util::future::join_all(probes).await {
+            if last.insert(addr, up) != Some(up) {
+                match up {
+                    true => info!(backend = %addr, "HTTP backend up"),
+                    false => warn!(backend = %addr, "HTTP backend down"),
+                }
+            }
+            d.http.set_health(addr, up);
+        }
+        last.retain(|a, _| addrs.contains(a));
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http::Shared({} vhosts)", self.table().len())
+    }
+}

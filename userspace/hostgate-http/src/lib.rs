@@ -1,0 +1,14 @@
+//! The HTTP reverse proxy's pure core (issue #10). No sockets, no clocks,
+//! no syscalls: the daemon stores [`model::Vhost`]s, compiles them into a
+//! [`table::RoutingTable`] (built whole, swapped whole), and the proxy asks
+//! the table which route serves a request, a [`balance::Pool`] which
+//! backend takes it, and [`headers`] how the forwarding headers must read.
+
+pub mod balance;
+pub mod headers;
+pub mod model;
+pub mod table;
+
+pub use balance::{Balance, Pool};
+pub use model::{Backend, Route, Vhost, VhostError};
+pub use table::{RoutingTable, Selected};

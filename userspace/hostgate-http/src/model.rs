@@ -1,0 +1,292 @@
+//! Virtual hosts as the operator declares them, and their validation. A
+//! vhost is one store entry (`http/vhosts/<host>`): it is valid on its own
+//! or refused whole, so a bad one never reaches the routing table.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::balance::Balance;
+
+/// Limits that keep one vhost's cost bounded.
+pub const MAX_ROUTES: usize = 64;
+pub const MAX_BACKENDS: usize = 64;
+pub const MAX_WEIGHT: u32 = 1000;
+pub const MAX_HSTS_SECS: u32 = 2 * 365 * 24 * 3600;
+/// The largest request body a vhost may allow (1 GiB).
+pub const MAX_BODY_LIMIT: u64 = 1 << 30;
+
+/// A refused vhost: the field at fault and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct VhostError {
+    pub field: String,
+    pub message: String,
+}
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> VhostError {
+    VhostError { field: field.into(), message: message.into() }
+}
+
+/// One upstream server of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Share of the route's requests, relative to the other backends (1..=1000).
+    pub weight: u32,
+}
+
+impl Backend {
+    /// Parses `IP:PORT` or `IP:PORT,weight=N` (IPv6 as `[ADDR]:PORT`);
+    /// errors name `field`.
+    pub fn parse(field: &str, text: &str) -> Result<Backend, VhostError> {
+        let mut parts = text.split(',');
+        let addr = parts.next().unwrap_or_default().trim();
+        let addr: SocketAddr =
+            addr.parse().map_err(|_| bad(field, format!("{addr:?} is not IP:PORT (e.g. 198.51.100.6:8080)")))?;
+        let mut weight = 1;
+        for opt in parts {
+            let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+            match k.trim() {
+                "weight" => {
+                    weight = v.trim().parse().map_err(|_| bad(field, format!("weight {v:?} is not a number")))?
+                }
+                other => return Err(bad(field, format!("unknown option {other:?} (known: weight=N)"))),
+            }
+        }
+        Ok(Backend { addr, weight })
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},weight={}", self.addr, self.weight)
+    }
+}
+
+/// Requests whose path starts with `prefix` go to this pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub prefix: String,
+    pub backends: Vec<Backend>,
+}
+
+/// A virtual host of one customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vhost {
+    /// `shop.example.com`, or `*.example.com` for every name below it.
+    pub host: String,
+    pub customer: String,
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// Answer plain HTTP with a redirect to HTTPS (308).
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=N` on HTTPS answers.
+    #[serde(default)]
+    pub hsts_max_age: Option<u32>,
+    /// Larger request bodies are refused with 413.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Vhost {
+    /// Checks everything the proxy relies on; the first fault found is named.
+    pub fn validate(&self) -> Result<(), VhostError> {
+        validate_host(&self.host)?;
+        validate_customer(&self.customer)?;
+        if self.routes.is_empty() {
+            return Err(bad("backend", "a vhost needs at least one backend (--backend or --path)"));
+        }
+        if self.routes.len() > MAX_ROUTES {
+            return Err(bad("path", format!("at most {MAX_ROUTES} path prefixes")));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            validate_route(r)?;
+            if self.routes[..i].iter().any(|o| o.prefix == r.prefix) {
+                return Err(bad("path", format!("prefix {:?} appears twice", r.prefix)));
+            }
+        }
+        if self.hsts_max_age.is_some_and(|s| s > MAX_HSTS_SECS) {
+            return Err(bad("hsts", format!("max-age above {MAX_HSTS_SECS} s (two years)")));
+        }
+        if self.max_body_bytes.is_some_and(|b| b > MAX_BODY_LIMIT) {
+            return Err(bad("max-body", format!("above {MAX_BODY_LIMIT} bytes (1 GiB)")));
+        }
+        Ok(())
+    }
+
+    /// Whether this is a `*.suffix` wildcard.
+    pub fn is_wildcard(&self) -> bool {
+        self.host.starts_with("*.")
+    }
+}
+
+/// A lowercase DNS name, optionally `*.` + a name of two labels or more.
+pub fn validate_host(host: &str) -> Result<(), VhostError> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if host.is_empty() || host.len() > 253 {
+        return Err(bad("host", format!("{host:?} must be 1 to 253 characters")));
+    }
+    if name.contains('*') {
+        return Err(bad(
+            "host",
+            format!("{host:?}: a wildcard is only allowed as the whole first label (*.example.com)"),
+        ));
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if host.starts_with("*.") && labels.len() < 2 {
+        return Err(bad("host", format!("{host:?}: a wildcard needs a suffix of two labels or more")));
+    }
+    for label in labels {
+        let ok_chars = label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if label.is_empty() || label.len() > 63 || !ok_chars || label.starts_with('-') || label.ends_with('-') {
+            return Err(bad(
+                "host",
+                format!("{host:?}: label {label:?} must be 1-63 of a-z, 0-9, '-' (lowercase, no leading/trailing '-')"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_customer(customer: &str) -> Result<(), VhostError> {
+    let ok = !customer.is_empty()
+        && customer.len() <= 64
+        && customer.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match ok {
+        true => Ok(()),
+        false => Err(bad("customer", format!("{customer:?} must be 1-64 of a-z, A-Z, 0-9, '-', '_'"))),
+    }
+}
+
+fn validate_route(r: &Route) -> Result<(), VhostError> {
+    let clean = r.prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if !r.prefix.starts_with('/') || !clean || r.prefix.len() > 1024 {
+        return Err(bad("path", format!("{:?} must start with '/' and hold no spaces, '?' or '#'", r.prefix)));
+    }
+    if r.backends.is_empty() || r.backends.len() > MAX_BACKENDS {
+        return Err(bad("backend", format!("path {:?} needs 1 to {MAX_BACKENDS} backends", r.prefix)));
+    }
+    for (i, b) in r.backends.iter().enumerate() {
+        if b.weight == 0 || b.weight > MAX_WEIGHT {
+            return Err(bad("backend", format!("{}: weight must be 1..={MAX_WEIGHT}", b.addr)));
+        }
+        if b.addr.port() == 0 || b.addr.ip().is_unspecified() || b.addr.ip().is_multicast() {
+            return Err(bad("backend", format!("{} is not a unicast address with a port", b.addr)));
+        }
+        if r.backends[..i].iter().any(|o| o.addr == b.addr) {
+            return Err(bad("backend", format!("{} appears twice in path {:?}", b.addr, r.prefix)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn vhost(host: &str) -> Vhost {
+        Vhost {
+            host: host.into(),
+            customer: "acme".into(),
+            routes: vec![Route {
+                prefix: "/".into(),
+                backends: vec![Backend::parse("backend", "198.51.100.6:8080").expect("backend")],
+            }],
+            balance: Balance::RoundRobin,
+            https_redirect: false,
+            hsts_max_age: None,
+            max_body_bytes: None,
+        }
+    }
+
+    #[test]
+    fn good_vhosts_pass() {
+        for h in ["shop.example.com", "*.example.com", "a-b.c1.example.com", "localhost"] {
+            vhost(h).validate().unwrap_or_else(|e| panic!("{h}: {e}"));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let field = |v: Vhost| v.validate().expect_err("refused").field;
+        for h in ["", "Shop.example.com", "*.com", "a.*.example.com", "-a.example.com", "a..b", "a_b.example.com"] {
+            assert_eq!(field(vhost(h)), "host", "{h:?}");
+        }
+        let mut v = vhost("a.example.com");
+        v.customer = "no spaces".into();
+        assert_eq!(field(v), "customer");
+        let mut v = vhost("a.example.com");
+        v.routes[0].prefix = "api".into();
+        assert_eq!(field(v), "path");
+        let mut v = vhost("a.example.com");
+        v.routes[0].backends[0].weight = 0;
+        assert_eq!(field(v), "backend");
+        let mut v = vhost("a.example.com");
+        v.routes.clear();
+        assert_eq!(field(v), "backend");
+        let mut v = vhost("a.example.com");
+        v.hsts_max_age = Some(u32::MAX);
+        assert_eq!(field(v), "hsts");
+    }
+
+    #[test]
+    fn backends_parse() {
+        let b = Backend::parse("backend", "198.51.100.6:8080,weight=3").expect("parse");
+        assert_eq!((b.addr.to_string(), b.weight), ("198.51.100.6:8080".into(), 3));
+        assert_eq!(Backend::parse("backend", &b.to_string()), Ok(b));
+        assert!(Backend::parse("backend", "[2001:db8::1]:80").is_ok());
+        for t in ["198.51.100.6", "x:80", "198.51.100.6:80,w=2", "198.51.100.6:80,weight=x", ""] {
+            assert_eq!(Backend::parse("backend", t).expect_err(t).field, "backend");
+        }
+    }
+
+    proptest! {
+        /// Whatever an API client sends, validation answers (never panics),
+        /// and what it accepts survives the store's JSON unchanged and
+        /// compiles into a table that serves it.
+        #[test]
+        fn arbitrary_vhosts_are_judged(
+            host in "[a-zA-Z0-9*._-]{0,20}",
+            customer in "[ -~]{0,10}",
+            prefix in "[ -~]{0,8}",
+            backend in prop_oneof![
+                (any::<[u8; 4]>(), any::<u16>(), 0u32..1200).prop_map(|(ip, port, w)| {
+                    format!("{}:{port},weight={w}", std::net::Ipv4Addr::from(ip))
+                }),
+                "[0-9.:,a-z=\\[\\]]{0,30}",
+            ],
+            host_kind in 0u8..3,
+        ) {
+            // A third of the hosts are made valid-looking, so acceptance is exercised too.
+            let host = match host_kind {
+                0 => format!("{}.example.com", host.to_ascii_lowercase().replace(['*', '.', '_'], "a")),
+                1 => "*.example.com".to_string(),
+                _ => host,
+            };
+            let customer = if host_kind < 2 { "acme".to_string() } else { customer };
+            let prefix = if host_kind < 2 { format!("/{}", prefix.replace([' ', '?', '#'], "")) } else { prefix };
+            let Ok(b) = Backend::parse("backend", &backend) else { return Ok(()) };
+            let v = Vhost {
+                host, customer,
+                routes: vec![Route { prefix, backends: vec![b] }],
+                balance: Balance::RoundRobin,
+                https_redirect: false,
+                hsts_max_age: None,
+                max_body_bytes: None,
+            };
+            if v.validate().is_ok() {
+                let json = serde_json::to_string(&v).expect("json");
+                prop_assert_eq!(serde_json::from_str::<Vhost>(&json).expect("back"), v.clone());
+                let (t, refused) = crate::RoutingTable::build([v.clone()]);
+                prop_assert!(refused.is_empty());
+                let served = v.host.replace('*', "x");
+                prop_assert!(t.select(served.as_bytes(), v.routes[0].prefix.as_bytes()).is_some());
+            }
+        }
+    }
+}
