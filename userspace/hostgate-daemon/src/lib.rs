@@ -186,8 +186,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fw_reload: tokio::sync::Mutex::new(()),
         http: Arc::default(),
     });
-    publish_status(&daemon).await?;
-    nodes::register_self(&daemon).await?;
+    retried("publishing this node's status", || publish_status(&daemon)).await?;
+    retried("registering this node", || nodes::register_self(&daemon)).await?;
     tokio::spawn(members::run(daemon.clone()));
     spawn_follower("load balancer reconciler", &daemon, lb::follow);
     spawn_follower("health checker", &daemon, health::follow);
@@ -245,6 +245,27 @@ where
 }
 
 /// Writes this node's status (what is attached, since when) to the store.
+/// A start-up step that writes to the store, tried for up to ten seconds:
+/// a busy etcd may miss one request's deadline (a quarter of the lease),
+/// and the daemon should not exit for that.
+async fn retried<F, Fut>(what: &str, mut step: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match step().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                warn!(error = format!("{e:#}"), "{what}: retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context(what.to_string())),
+        }
+    }
+}
+
 async fn publish_status(daemon: &Daemon) -> anyhow::Result<()> {
     let status = status::collect(daemon).await?;
     let op = Op::put_json(node_status_key(&daemon.config.node_name), &status)?;
