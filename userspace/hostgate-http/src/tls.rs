@@ -43,6 +43,9 @@ pub struct CertInfo {
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
+    /// The same, as text (`Nov 26 23:00:00 2126 +00:00`).
+    pub not_before_text: String,
+    pub not_after_text: String,
     /// `RSA 2048`, `ECDSA P-256`, ...
     pub key_type: String,
 }
@@ -144,6 +147,8 @@ fn describe(leaf: &CertificateDer<'_>, now: i64) -> Result<CertInfo, CertError> 
         issuer: x509.issuer().to_string(),
         not_before,
         not_after,
+        not_before_text: validity.not_before.to_string(),
+        not_after_text: validity.not_after.to_string(),
         key_type,
     })
 }
