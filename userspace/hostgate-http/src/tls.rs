@@ -22,7 +22,7 @@ use x509_parser::{extensions::GeneralName, prelude::FromDer, public_key::PublicK
 /// A certificate as the store holds it (`http/certs/<name>`): the PEM text
 /// as given, so what the operator added is what `cert list` describes and
 /// what a restart loads again.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredCert {
     pub name: String,
     /// Leaf first, then intermediates.
@@ -31,6 +31,13 @@ pub struct StoredCert {
     /// Served to clients without SNI or asking for a name nothing covers.
     #[serde(default)]
     pub default: bool,
+}
+
+impl std::fmt::Debug for StoredCert {
+    /// Never prints the key, so no log line or panic message carries it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCert").field("name", &self.name).field("default", &self.default).finish_non_exhaustive()
+    }
 }
 
 /// What a certificate says about itself, for listing and for the index.

@@ -142,6 +142,54 @@ fn curl(client: &Netns, pki: &Pki, url: &str, extra: &[&str]) -> Seen {
     }
 }
 
+/// A TLS connection opened with `openssl s_client` and kept open
+/// (HTTP/1.1 by ALPN), to send a request on it later.
+struct HeldConnection {
+    /// s_client's verification line of the leaf (`depth=0 CN = ...`).
+    leaf: String,
+    stdin: std::process::ChildStdin,
+    stdout: std::process::ChildStdout,
+    _guard: hostgate_testbed::process::ChildGuard,
+}
+
+impl HeldConnection {
+    /// Connects with SNI `name` and waits for the handshake (the leaf verified).
+    fn open(client: &Netns, pki: &Pki, name: &str) -> HeldConnection {
+        use std::{
+            io::{BufRead, BufReader},
+            process::Stdio,
+        };
+        let target = format!("{NODE_V4}:443");
+        let root = pki.root();
+        let args = ["s_client", "-connect", &target, "-servername", name, "-CAfile", &root, "-verify_return_error"];
+        let mut child = client
+            .command("openssl")
+            .args(args)
+            .args(["-quiet", "-alpn", "http/1.1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl s_client");
+        let (stdin, stdout) = (child.stdin.take().expect("stdin"), child.stdout.take().expect("stdout"));
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let leaf = (&mut stderr).lines().map_while(Result::ok).find(|l| l.starts_with("depth=0")).unwrap_or_default();
+        // Keep draining stderr so that s_client never blocks on it.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        HeldConnection { leaf, stdin, stdout, _guard: hostgate_testbed::process::ChildGuard::new("s_client", child) }
+    }
+
+    /// One request on the held connection (closing it); the raw answer.
+    fn request(&mut self, host: &str) -> String {
+        use std::io::{Read, Write};
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        self.stdin.write_all(req.as_bytes()).expect("send on the held connection");
+        let mut answer = String::new();
+        let _ = self.stdout.read_to_string(&mut answer);
+        answer
+    }
+}
+
 /// Polls until `url` is served with the certificate whose CN is `cn`.
 fn until_cn(client: &Netns, pki: &Pki, url: &str, cn: &str, within: Duration) -> Duration {
     let start = Instant::now();
@@ -245,13 +293,19 @@ fn https_per_sni_name() {
     assert_eq!((followed.code, followed.cn()), (200, "shop.example.com"), "{followed:?}");
     assert!(followed.body.contains("GET /a?b=c ") && followed.body.starts_with("c1"), "{}", followed.body);
 
-    // A certificate replaced live: the next connection gets it, no restart.
+    // A certificate replaced live: the next connection gets it, no
+    // restart; a connection opened before keeps its own and goes on.
+    let mut held = HeldConnection::open(client, &pki, "shop.example.com");
+    assert!(held.leaf.contains("CN = shop.example.com") && !held.leaf.contains("renewed"), "{}", held.leaf);
     let renewed = pki.leaf("shop2", &["shop.example.com", "www.shop.example.com"], " renewed", RSA);
     let daemon_pid = node.host.daemon.as_ref().and_then(|d| d.pid());
     ok(node.cli(&["http", "cert", "add", "--cert", &renewed.0, "--key", &renewed.1, "--name", "shop.example.com"]));
     let took = until_cn(client, &pki, "https://shop.example.com/", "shop.example.com renewed", Duration::from_secs(1));
     eprintln!("replaced certificate served after {took:?}");
     assert_eq!(node.host.daemon.as_ref().and_then(|d| d.pid()), daemon_pid, "same daemon");
+    let answer = held.request("shop.example.com");
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\r\n\r\nc1\n"), "old connection: {answer}");
+    assert!(ok(node.cli(&["http", "cert", "list"])).contains("RSA 2048"), "listed with its new key type");
     // A refused replacement changes nothing.
     let e = err(node.cli(&["http", "cert", "add", "--cert", &shop.0, "--key", &renewed.1, "--name", "shop.example.com"]));
     assert!(e.contains("key: does not belong"), "{e}");
