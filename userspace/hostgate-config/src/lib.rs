@@ -294,9 +294,7 @@ impl HttpConfig {
             for (i, addr) in list.iter().enumerate() {
                 let field = format!("http.{name}[{i}]");
                 match addr.parse::<std::net::SocketAddr>() {
-                    Err(_) => {
-                        return bad(&field, format!("{addr:?} is not ADDRESS:PORT (e.g. 198.51.100.1:{port})"))
-                    }
+                    Err(_) => return bad(&field, format!("{addr:?} is not ADDRESS:PORT (e.g. 198.51.100.1:{port})")),
                     Ok(a) if a.port() == 0 => return bad(&field, format!("{addr:?} needs a port")),
                     Ok(a) if !seen.insert(a) => return bad(&field, format!("{addr:?} is listed twice")),
                     Ok(_) => {}

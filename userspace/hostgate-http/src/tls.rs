@@ -85,8 +85,8 @@ fn bad(field: &'static str, problem: impl Into<String>) -> CertError {
 pub fn parse(chain_pem: &str, key_pem: &str, now: i64) -> Result<Parsed, CertError> {
     let chain = read_chain(chain_pem)?;
     let key = read_key(key_pem)?;
-    let signer = provider::sign::any_supported_type(&key)
-        .map_err(|e| bad("key", format!("not a usable private key ({e})")))?;
+    let signer =
+        provider::sign::any_supported_type(&key).map_err(|e| bad("key", format!("not a usable private key ({e})")))?;
     let info = describe(&chain[0], now)?;
     let certified = CertifiedKey::new(chain, signer);
     certified
@@ -291,7 +291,10 @@ mod tests {
         assert!(ec.info.issuer.contains("shop.example.com"));
         assert_eq!(ok(EC, EC_SEC1_KEY).info.key_type, "ECDSA P-256", "SEC1 keys are read too");
         let rsa = ok(RSA, RSA_KEY);
-        assert_eq!((rsa.info.names.as_slice(), rsa.info.key_type.as_str()), (&["*.example.test".to_string()][..], "RSA 2048"));
+        assert_eq!(
+            (rsa.info.names.as_slice(), rsa.info.key_type.as_str()),
+            (&["*.example.test".to_string()][..], "RSA 2048")
+        );
         assert_eq!(default_name(&rsa.info), "*.example.test");
     }
 

@@ -1095,7 +1095,13 @@ async fn cert(client: &Client, command: CertCommand) -> anyhow::Result<()> {
             let v: CertView = client.post(hostgate_api::HTTP_CERTS, &req).await?;
             print_out(json, &v, |v| {
                 let default = if v.default { ", the default" } else { "" };
-                format!("certificate {} stored ({}; {}; until {}{default})", v.name, v.names.join(" "), v.key_type, v.not_after)
+                format!(
+                    "certificate {} stored ({}; {}; until {}{default})",
+                    v.name,
+                    v.names.join(" "),
+                    v.key_type,
+                    v.not_after
+                )
             })?;
         }
         CertCommand::List { json } => {

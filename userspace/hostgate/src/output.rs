@@ -116,7 +116,14 @@ pub fn certs(all: &[hostgate_api::CertView]) -> Table {
             None => c.names.join("\n"),
         };
         let default = if c.default { "yes" } else { "-" };
-        t.add_row(vec![c.name.clone(), names, c.issuer.clone(), c.not_after.clone(), c.key_type.clone(), default.into()]);
+        t.add_row(vec![
+            c.name.clone(),
+            names,
+            c.issuer.clone(),
+            c.not_after.clone(),
+            c.key_type.clone(),
+            default.into(),
+        ]);
     }
     t
 }

@@ -18,7 +18,8 @@ use hostgate_testbed::{privileged, servers, topology::NODE_V4, Netns};
 
 /// Runs openssl in `dir`; panics with its stderr on failure.
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl (apt-get install openssl)");
+    let out =
+        Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl (apt-get install openssl)");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -39,21 +40,42 @@ impl Pki {
             .expect("ca.ext");
         openssl(
             &dir,
-            &[&["req", "-x509", "-nodes", "-keyout", "root.key", "-out", "root.pem", "-days", "2"][..], EC, &[
-                "-subj",
-                "/CN=hostgate test root",
-            ]]
+            &[
+                &["req", "-x509", "-nodes", "-keyout", "root.key", "-out", "root.pem", "-days", "2"][..],
+                EC,
+                &["-subj", "/CN=hostgate test root"],
+            ]
             .concat(),
         );
-        openssl(&dir, &[&["req", "-new", "-nodes", "-keyout", "int.key", "-out", "int.csr"][..], EC, &[
-            "-subj",
-            "/CN=hostgate test intermediate",
-        ]]
-        .concat());
-        openssl(&dir, &[
-            "x509", "-req", "-in", "int.csr", "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial", "-days", "2",
-            "-extfile", "ca.ext", "-out", "int.pem",
-        ]);
+        openssl(
+            &dir,
+            &[
+                &["req", "-new", "-nodes", "-keyout", "int.key", "-out", "int.csr"][..],
+                EC,
+                &["-subj", "/CN=hostgate test intermediate"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "int.csr",
+                "-CA",
+                "root.pem",
+                "-CAkey",
+                "root.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ca.ext",
+                "-out",
+                "int.pem",
+            ],
+        );
         Pki { dir }
     }
 
@@ -69,16 +91,34 @@ impl Pki {
         let (csr, pem, keyf) = (format!("{file}.csr"), format!("{file}.leaf"), format!("{file}.key"));
         let subj = format!("/CN={}{tag}", names[0]);
         let san = format!("subjectAltName={san}");
-        openssl(&self.dir, &[&["req", "-new", "-nodes", "-keyout", &keyf, "-out", &csr][..], key, &[
-            "-subj", &subj, "-addext", &san,
-        ]]
-        .concat());
-        openssl(&self.dir, &[
-            "x509", "-req", "-in", &csr, "-CA", "int.pem", "-CAkey", "int.key", "-CAcreateserial", "-days", "2",
-            "-copy_extensions", "copy", "-out", &pem,
-        ]);
-        let chain = [std::fs::read(self.dir.join(&pem)).expect("leaf"), std::fs::read(self.dir.join("int.pem")).expect("int")]
-            .concat();
+        openssl(
+            &self.dir,
+            &[&["req", "-new", "-nodes", "-keyout", &keyf, "-out", &csr][..], key, &["-subj", &subj, "-addext", &san]]
+                .concat(),
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "int.pem",
+                "-CAkey",
+                "int.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-copy_extensions",
+                "copy",
+                "-out",
+                &pem,
+            ],
+        );
+        let chain =
+            [std::fs::read(self.dir.join(&pem)).expect("leaf"), std::fs::read(self.dir.join("int.pem")).expect("int")]
+                .concat();
         let chain_file = self.dir.join(format!("{file}.pem"));
         std::fs::write(&chain_file, chain).expect("chain");
         (chain_file.display().to_string(), self.dir.join(keyf).display().to_string())
@@ -104,7 +144,10 @@ impl Seen {
     }
 
     fn tls(&self) -> &str {
-        ["TLSv1.3", "TLSv1.2"].into_iter().find(|v| self.trace.contains(&format!("SSL connection using {v}"))).unwrap_or("")
+        ["TLSv1.3", "TLSv1.2"]
+            .into_iter()
+            .find(|v| self.trace.contains(&format!("SSL connection using {v}")))
+            .unwrap_or("")
     }
 
     /// A response header (name lowercase), as curl traced it.
@@ -117,7 +160,11 @@ impl Seen {
 
     /// A request header as the backend got it.
     fn forwarded(&self, name: &str) -> Option<String> {
-        self.body.lines().filter_map(|l| l.split_once(':')).find(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())
+        self.body
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
     }
 }
 
@@ -126,7 +173,18 @@ impl Seen {
 fn curl(client: &Netns, pki: &Pki, url: &str, extra: &[&str]) -> Seen {
     let host = url.split("://").nth(1).and_then(|r| r.split(['/', ':']).next()).unwrap_or_default();
     let mut cmd = client.command("curl");
-    cmd.args(["-sS", "-v", "--max-time", "5", "--cacert", &pki.root(), "-o", "-", "-w", "\n%{http_code} %{http_version}"]);
+    cmd.args([
+        "-sS",
+        "-v",
+        "--max-time",
+        "5",
+        "--cacert",
+        &pki.root(),
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code} %{http_version}",
+    ]);
     for port in [80, 443] {
         cmd.arg("--resolve").arg(format!("{host}:{port}:{NODE_V4}"));
     }
@@ -238,13 +296,30 @@ fn https_per_sni_name() {
     ok(node.cli(&["http", "cert", "add", "--cert", &wild.0, "--key", &wild.1]));
     ok(node.cli(&["http", "cert", "add", "--cert", &fallback.0, "--key", &fallback.1, "--default"]));
     let list = ok(node.cli(&["http", "cert", "list"]));
-    for want in ["shop.example.com", "www.shop.example.com", "*.example.test", "RSA 2048", "ECDSA P-256", "hostgate test intermediate", "yes"] {
+    for want in [
+        "shop.example.com",
+        "www.shop.example.com",
+        "*.example.test",
+        "RSA 2048",
+        "ECDSA P-256",
+        "hostgate test intermediate",
+        "yes",
+    ] {
         assert!(list.contains(want), "{want} missing from cert list:\n{list}");
     }
     assert!(!list.contains("PRIVATE"), "{list}");
 
     ok(node.cli(&[
-        "http", "vhost", "add", "shop.example.com", "--customer", "acme", "--backend", &b1, "--https-redirect", "--hsts",
+        "http",
+        "vhost",
+        "add",
+        "shop.example.com",
+        "--customer",
+        "acme",
+        "--backend",
+        &b1,
+        "--https-redirect",
+        "--hsts",
         "63072000",
     ]));
     ok(node.cli(&["http", "vhost", "add", "*.example.test", "--customer", "acme", "--backend", &b2, "--hsts", "300"]));
@@ -307,7 +382,8 @@ fn https_per_sni_name() {
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\r\n\r\nc1\n"), "old connection: {answer}");
     assert!(ok(node.cli(&["http", "cert", "list"])).contains("RSA 2048"), "listed with its new key type");
     // A refused replacement changes nothing.
-    let e = err(node.cli(&["http", "cert", "add", "--cert", &shop.0, "--key", &renewed.1, "--name", "shop.example.com"]));
+    let e =
+        err(node.cli(&["http", "cert", "add", "--cert", &shop.0, "--key", &renewed.1, "--name", "shop.example.com"]));
     assert!(e.contains("key: does not belong"), "{e}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(curl(client, &pki, "https://shop.example.com/", &[]).cn(), "shop.example.com renewed");

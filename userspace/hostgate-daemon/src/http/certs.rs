@@ -48,7 +48,8 @@ pub async fn put_cert(State(d): State<Arc<Daemon>>, Json(req): Json<CertAdd>) ->
     let key = keys::cert(&name);
     let snap = d.store.snapshot(keys::CERTS).await.map_err(store_err)?;
     let was_default = snap.kvs.iter().any(|kv| kv.key == key && kv.decode::<StoredCert>().is_ok_and(|c| c.default));
-    let stored = StoredCert { name, chain_pem: req.chain_pem, key_pem: req.key_pem, default: req.default || was_default };
+    let stored =
+        StoredCert { name, chain_pem: req.chain_pem, key_pem: req.key_pem, default: req.default || was_default };
     let mut txn = Txn::new();
     if req.default {
         for (kv, mut other) in defaults(&snap.kvs).filter(|(kv, _)| kv.key != key) {

@@ -15,12 +15,12 @@ use std::{
 };
 
 use axum::{extract::State, http::StatusCode, Json};
+pub(crate) use certs::follow as follow_certs;
+pub use certs::{list_certs, put_cert, remove_cert};
 use hostgate_api::{HttpCounters, RouteView, VhostRef, VhostView};
 use hostgate_http::{Backend, Balance, Route, RoutingTable, Vhost};
 use hostgate_ipam::model::keys as ipam_keys;
 use hostgate_store::{Compare, Op, Txn, TxnOutcome};
-pub(crate) use certs::follow as follow_certs;
-pub use certs::{list_certs, put_cert, remove_cert};
 pub(crate) use serve::{follow, listen};
 use tracing::info;
 

@@ -106,7 +106,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// One connection: the TLS handshake first when there is an acceptor
 /// (failures are the client's business: logged at debug), then pingora's
 /// HTTP/1.1 or (by ALPN) HTTP/2 loop.
-async fn serve(stream: Stream, app: Arc<HttpProxy<Proxy>>, tls: Option<Arc<Acceptor>>, shutdown: watch::Receiver<bool>) {
+async fn serve(
+    stream: Stream,
+    app: Arc<HttpProxy<Proxy>>,
+    tls: Option<Arc<Acceptor>>,
+    shutdown: watch::Receiver<bool>,
+) {
     let Some(acceptor) = tls else {
         app.process_new(Box::new(stream), &shutdown).await;
         return;
