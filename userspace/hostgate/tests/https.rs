@@ -388,6 +388,14 @@ fn https_per_sni_name() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(curl(client, &pki, "https://shop.example.com/", &[]).cn(), "shop.example.com renewed");
 
+    // After a restart the stored certificates and vhosts are in force from
+    // the very first connection: no default certificate, no 404 meanwhile.
+    let daemon = node.host.daemon.as_mut().expect("daemon");
+    daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)).expect("daemon stopped");
+    node.host.start_daemon();
+    let first = curl(client, &pki, "https://shop.example.com/", &[]);
+    assert_eq!((first.code, first.cn()), (200, "shop.example.com renewed"), "first after restart: {first:?}");
+
     // Removed: its names fall back to the default from the next handshake.
     ok(node.cli(&["http", "cert", "rm", "*.example.test"]));
     let start = Instant::now();

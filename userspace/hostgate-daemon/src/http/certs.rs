@@ -3,7 +3,10 @@
 //! follower that rebuilds the per-SNI index from the store and swaps it
 //! into the rustls resolver the TLS listeners share.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use axum::{extract::State, http::StatusCode, Json};
 use hostgate_api::{CertAdd, CertRef, CertView};
@@ -96,8 +99,9 @@ pub async fn remove_cert(State(d): State<Arc<Daemon>>, Json(req): Json<CertRef>)
     }
 }
 
-/// The certificates usable now, indexed.
-fn index(entries: impl Iterator<Item = StoredCert>) -> (CertIndex, usize) {
+/// The certificates usable now, indexed; how many; and when the first of
+/// them expires (unix seconds).
+fn index(entries: impl Iterator<Item = StoredCert>) -> (CertIndex, usize, Option<i64>) {
     let now = now();
     let mut usable = Vec::new();
     for c in entries {
@@ -106,31 +110,42 @@ fn index(entries: impl Iterator<Item = StoredCert>) -> (CertIndex, usize) {
             Err(e) => warn!(cert = %c.name, error = %e, "stored certificate not served"),
         }
     }
-    (CertIndex::build(usable.iter().map(|(c, p)| (c.name.as_str(), p, c.default))), usable.len())
+    let first_expiry = usable.iter().map(|(_, p)| p.info.not_after).min();
+    (CertIndex::build(usable.iter().map(|(c, p)| (c.name.as_str(), p, c.default))), usable.len(), first_expiry)
+}
+
+/// How long the follower may wait for a change: until just after the
+/// first certificate expires (then it is left out), at most a day.
+fn patience(first_expiry: Option<i64>) -> Duration {
+    let day = 86_400;
+    let secs = first_expiry.map_or(day, |t| (t - now() + 1).clamp(1, day));
+    Duration::from_secs(secs.unsigned_abs())
 }
 
 /// Loads the stored certificates once (before the TLS listeners accept).
 pub(crate) async fn load(d: &Daemon) -> anyhow::Result<()> {
     let snap = d.store.snapshot(keys::CERTS).await?;
-    let (index, n) = index(snap.kvs.iter().filter_map(|kv| kv.decode::<StoredCert>().ok()));
+    let (index, n, _) = index(snap.kvs.iter().filter_map(|kv| kv.decode::<StoredCert>().ok()));
     info!(certs = n, "TLS certificates loaded");
     d.http.certs.swap(index);
     Ok(())
 }
 
 /// Follows `http/certs/`: every change rebuilds the index from all stored
-/// certificates and swaps it into the resolver. A stored certificate that
-/// no longer passes (expired since, written by another version) is logged
-/// and left out; the others are served.
+/// certificates and swaps it into the resolver, and so does the expiry of
+/// one. A stored certificate that no longer passes (expired, written by
+/// another version) is logged and left out; the others are served.
 pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let snap = d.store.snapshot(keys::CERTS).await?;
     let mut watch = d.store.watch(keys::CERTS, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
     loop {
-        let (index, n) = index(mirror.entries.values().filter_map(|kv| kv.decode::<StoredCert>().ok()));
+        let (index, n, first_expiry) = index(mirror.entries.values().filter_map(|kv| kv.decode::<StoredCert>().ok()));
         debug!(certs = n, "TLS certificates swapped");
         d.http.certs.swap(index);
-        let batch = watch.recv().await.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
-        mirror.apply(&batch);
+        match tokio::time::timeout(patience(first_expiry), watch.recv()).await {
+            Ok(batch) => mirror.apply(&batch.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?),
+            Err(_) => info!("a TLS certificate expired: rebuilding"),
+        }
     }
 }

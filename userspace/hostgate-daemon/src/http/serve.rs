@@ -39,16 +39,21 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut watch = d.store.watch(keys::VHOSTS, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
     loop {
-        let vhosts = mirror.entries.values().filter_map(|kv| kv.decode::<Vhost>().ok());
-        let (table, refused) = RoutingTable::build(vhosts);
-        for (host, e) in refused {
-            warn!(vhost = %host, error = %e, "stored vhost refused; the others are served");
-        }
-        debug!(vhosts = table.len(), "HTTP routing table swapped");
-        d.http.swap(table);
+        swap_table(&d, mirror.entries.values());
         let batch = watch.recv().await.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
         mirror.apply(&batch);
     }
+}
+
+/// Builds the routing table from stored vhosts and swaps it in.
+fn swap_table<'a>(d: &Daemon, kvs: impl Iterator<Item = &'a hostgate_store::KeyValue>) {
+    let vhosts = kvs.filter_map(|kv| kv.decode::<Vhost>().ok());
+    let (table, refused) = RoutingTable::build(vhosts);
+    for (host, e) in refused {
+        warn!(vhost = %host, error = %e, "stored vhost refused; the others are served");
+    }
+    debug!(vhosts = table.len(), "HTTP routing table swapped");
+    d.http.swap(table);
 }
 
 /// Binds every `[http] listen` and `listen_tls` address (all or nothing,
@@ -59,6 +64,10 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
     if plain.is_empty() && tls.is_empty() {
         return Ok(());
     }
+    // The vhosts are loaded before the first request (the follower may not
+    // have run yet): no 404 for a known site just after a restart.
+    let snap = d.store.snapshot(keys::VHOSTS).await.context("loading the vhosts (http/vhosts/)")?;
+    swap_table(d, snap.kvs.iter());
     // Never signalled yet: connections end with the process (a graceful
     // drain on shutdown would send `true`). The sender is kept: pingora
     // reads a closed channel as "shutting down".
