@@ -369,3 +369,65 @@ mod tests {
         assert_eq!(config.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Labels from a tiny alphabet, so that names and wildcards collide often.
+    fn name() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "shop", "example", "test"]), 1..4)
+            .prop_map(|l| l.join("."))
+    }
+
+    fn cert_name() -> impl Strategy<Value = String> {
+        (any::<bool>(), name()).prop_map(|(wild, n)| if wild { format!("*.{n}") } else { n })
+    }
+
+    /// Browsers' rule, stated directly: a certificate name covers the SNI
+    /// if equal, or if it is `*.` + what follows the SNI's first label and
+    /// that rest still has a dot.
+    fn covers(cert: &str, sni: &str) -> bool {
+        match cert.strip_prefix("*.") {
+            None => cert == sni,
+            Some(suffix) => sni.split_once('.').is_some_and(|(_, rest)| rest == suffix && rest.contains('.')),
+        }
+    }
+
+    proptest! {
+        /// The index picks a certificate covering the SNI whenever one
+        /// exists, preferring an exact name over a wildcard, and the
+        /// default only when none covers it.
+        #[test]
+        fn pick_agrees_with_the_browser_rule(
+            certs in prop::collection::vec((prop::collection::vec(cert_name(), 1..3), any::<bool>()), 0..6),
+            sni in name(),
+        ) {
+            let base = parse(include_str!("../testdata/ec.pem"), include_str!("../testdata/ec.key"), 1_893_456_000)
+                .expect("fixture");
+            let parsed: Vec<(String, Parsed, bool)> = certs
+                .iter()
+                .enumerate()
+                .map(|(i, (names, default))| {
+                    let mut p = base.clone();
+                    p.key = Arc::new((*base.key).clone());
+                    p.info.names = names.clone();
+                    (format!("c{i}"), p, *default)
+                })
+                .collect();
+            let index = CertIndex::build(parsed.iter().map(|(n, p, d)| (n.as_str(), p, *d)));
+            let picked = index.pick(Some(&sni));
+            let holder = |k: &Arc<CertifiedKey>| parsed.iter().find(|(_, p, _)| Arc::ptr_eq(&p.key, k));
+            let exact = parsed.iter().any(|(_, p, _)| p.info.names.iter().any(|n| n == &sni));
+            let wild = parsed.iter().any(|(_, p, _)| p.info.names.iter().any(|n| n.starts_with("*.") && covers(n, &sni)));
+            match picked.as_ref().and_then(holder) {
+                Some((_, p, _)) if exact => prop_assert!(p.info.names.contains(&sni)),
+                Some((_, p, _)) if wild => prop_assert!(p.info.names.iter().any(|n| covers(n, &sni))),
+                Some((_, _, default)) => prop_assert!(*default, "an uncovered name gets only the default"),
+                None => prop_assert!(!exact && !wild && parsed.iter().all(|(_, _, d)| !d)),
+            }
+        }
+    }
+}
