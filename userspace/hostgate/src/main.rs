@@ -487,7 +487,8 @@ enum CertCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a certificate; its names get the default from the next handshake.
+    /// Remove a certificate; from the next handshake its names get another
+    /// covering certificate (a wildcard) or the default.
     Rm { name: String },
 }
 
