@@ -26,6 +26,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("bind9-dnsutils", "dig, the DNS client of the DNS tests"),
     ("cmake", "builds C dependencies of pingora (the HTTP proxy): libz-ng-sys"),
     ("curl", "the HTTP client of the HTTP proxy tests"),
+    ("openssl", "makes the test CA and certificates of the HTTPS tests, and s_client"),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -109,7 +109,13 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
     let path = config.state_dir.join("state.redb");
-    Ok(Arc::new(RedbStore::open(&path).context("opening the store (is another daemon using this state_dir?)")?))
+    let store = RedbStore::open(&path).context("opening the store (is another daemon using this state_dir?)")?;
+    // The store holds the TLS private keys (http/certs/): only its owner
+    // (root) reads it. The directory is the operator's and is left alone.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    Ok(Arc::new(store))
 }
 
 /// How long one etcd request may take: a quarter of the lease, so that a
@@ -198,6 +204,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_follower("DNS server", &daemon, dns::follow);
     tokio::spawn(fw::run(daemon.clone()));
     spawn_follower("HTTP routing table", &daemon, http::follow);
+    spawn_follower("TLS certificates", &daemon, http::follow_certs);
     http::listen(&daemon).await?;
 
     if let Some(addr) = daemon.config.metrics.listen {
