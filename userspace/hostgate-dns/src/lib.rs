@@ -14,7 +14,9 @@
 //! - [`catalog`]: many zones, the closest enclosing one in O(labels);
 //! - [`respond`]: bytes in, bytes out: header checks, EDNS, truncation,
 //!   counters;
-//! - [`rrl`]: response rate limiting with slip, in a fixed-size table.
+//! - [`rrl`]: response rate limiting with slip, in a fixed-size table;
+//! - [`xfr`]: AXFR/IXFR to secondaries with ACLs and TSIG, NOTIFY out and
+//!   in.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -22,5 +24,6 @@ pub mod catalog;
 pub mod lookup;
 pub mod master;
 pub mod respond;
+pub mod xfr;
 pub mod rrl;
 pub mod zone;
