@@ -405,6 +405,25 @@ enum ZoneCommand {
     },
     /// Print a zone in master file format.
     Export { origin: String },
+    /// Secondaries of a zone, as NSD's provide-xfr and notify: who may
+    /// transfer it (AXFR/IXFR over TCP) and who is sent a NOTIFY on every
+    /// change. Replaces what was set; with no option, turns both off.
+    Secondaries {
+        origin: String,
+        /// Addresses that may transfer the zone (comma-separated or repeated).
+        #[arg(long = "allow", value_delimiter = ',')]
+        allow: Vec<String>,
+        /// ADDRESS:PORT ([V6]:PORT; port 53 if left out) to notify
+        /// (comma-separated or repeated).
+        #[arg(long = "notify", value_delimiter = ',')]
+        notify: Vec<String>,
+        /// NAME:ALGORITHM:BASE64SECRET (hmac-sha256, -sha384, -sha512),
+        /// e.g. from `tsig-keygen`: required on transfers, signs NOTIFYs.
+        #[arg(long)]
+        tsig: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1104,8 +1123,24 @@ async fn dns_zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
             let t: ZoneText = client.post(hostgate_api::DNS_ZONE_EXPORT, &ZoneRef { origin }).await?;
             print!("{}", t.text);
         }
+        ZoneCommand::Secondaries { origin, allow, notify, tsig, json } => {
+            let req = hostgate_api::ZoneSecondaries { origin, allow, notify, tsig };
+            let z: ZoneView = client.post(hostgate_api::DNS_ZONE_SECONDARIES, &req).await?;
+            print_out(json, &z, secondaries_text)?;
+        }
     }
     Ok(())
+}
+
+fn secondaries_text(z: &hostgate_api::ZoneView) -> String {
+    let list = |v: &[String]| if v.is_empty() { "nobody".to_string() } else { v.join(", ") };
+    format!(
+        "zone {}: transfers to {}; NOTIFY to {}; TSIG {}",
+        z.origin,
+        list(&z.allow_transfer),
+        list(&z.notify),
+        z.tsig_key.as_deref().unwrap_or("none")
+    )
 }
 
 /// The record data as one zone-file text: each TXT argument is one

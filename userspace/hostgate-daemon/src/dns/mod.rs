@@ -15,14 +15,16 @@ use std::{str::FromStr, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, Json};
 use hickory_proto::rr::{rdata::SOA, DNSClass, Name, RData, Record, RecordType};
-use hostgate_api::{RecordChange, RecordView, RecordsChanged, ZoneAdd, ZoneImport, ZoneRef, ZoneText, ZoneView};
+use hostgate_api::{
+    RecordChange, RecordView, RecordsChanged, ZoneAdd, ZoneImport, ZoneRef, ZoneSecondaries, ZoneText, ZoneView,
+};
 use hostgate_dns::{
     master,
     zone::{next_serial, serial_lt, Zone, ZoneError},
 };
 use hostgate_store::{Compare, KeyValue, Op, Txn, TxnOutcome};
 pub(crate) use serve::{follow, Shared};
-use stored::{zone_key, StoredZone};
+use stored::{zone_key, StoredTransfer, StoredZone};
 use tracing::info;
 
 use crate::{api::Failure, Daemon};
@@ -97,11 +99,17 @@ fn with_serial(zone: &Zone, serial: u32) -> Result<Zone, Failure> {
 }
 
 fn view(z: &StoredZone) -> ZoneView {
+    let tsig_key = z.transfer.parse().ok().and_then(|t| t.tsig).map(|k| {
+        format!("{} ({})", master::name_text(&k.name), hostgate_dns::xfr::algorithm_text(&k.algorithm))
+    });
     ZoneView {
         origin: z.origin.clone(),
         serial: z.soa.serial,
         records: z.records.len() + 1,
         default_ttl: z.default_ttl,
+        allow_transfer: z.transfer.allow.clone(),
+        notify: z.transfer.notify.clone(),
+        tsig_key,
     }
 }
 
@@ -124,13 +132,19 @@ async fn load(d: &Daemon, origin: &Name) -> Result<Loaded, Failure> {
 
 /// Writes `zone` if its key is still at `expected` (`None`: absent).
 /// `Ok(false)`: someone else changed it first.
-async fn put(d: &Daemon, expected: Option<&KeyValue>, zone: &Zone, default_ttl: u32) -> Result<bool, Failure> {
+async fn put(
+    d: &Daemon,
+    expected: Option<&KeyValue>,
+    zone: &Zone,
+    default_ttl: u32,
+    transfer: &StoredTransfer,
+) -> Result<bool, Failure> {
     let key = zone_key(zone.origin());
     let compare = match expected {
         Some(kv) => Compare::ModRevision(key.clone(), kv.mod_revision),
         None => Compare::Absent(key.clone()),
     };
-    let op = Op::put_json(key, &StoredZone::from_zone(zone, default_ttl)).map_err(store_err)?;
+    let op = Op::put_json(key, &StoredZone::from_zone(zone, default_ttl, transfer.clone())).map_err(store_err)?;
     match d.store.commit(Txn::new().when(compare).then(op)).await.map_err(store_err)? {
         TxnOutcome::Committed(_) => Ok(true),
         TxnOutcome::CompareFailed(_) => Ok(false),
@@ -149,7 +163,7 @@ where
         let touched = change(&mut records, &l.stored)?;
         let zone = Zone::new(l.zone.origin().clone(), records.clone()).map_err(|e| zone_errors(&records, e))?;
         let zone = with_serial(&zone, next_serial(l.zone.soa().serial, Some(today())))?;
-        if put(d, Some(&l.kv), &zone, l.stored.default_ttl).await? {
+        if put(d, Some(&l.kv), &zone, l.stored.default_ttl, &l.stored.transfer).await? {
             return Ok((zone, touched));
         }
     }
@@ -193,12 +207,12 @@ pub async fn add_zone(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneAdd>) ->
         records.push(in_class(Record::from_rdata(origin.clone(), ttl, data)));
     }
     let zone = Zone::new(origin.clone(), records.clone()).map_err(|e| zone_errors(&records, e))?;
-    if !put(&d, None, &zone, ttl).await? {
+    if !put(&d, None, &zone, ttl, &StoredTransfer::default()).await? {
         let name = master::name_text(&origin);
         return Err(Failure(StatusCode::CONFLICT, format!("zone {name} exists already")));
     }
     info!(zone = %origin, serial, "DNS zone added");
-    Ok(Json(view(&StoredZone::from_zone(&zone, ttl))))
+    Ok(Json(view(&StoredZone::from_zone(&zone, ttl, StoredTransfer::default()))))
 }
 
 pub async fn list_zones(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<ZoneView>>, Failure> {
@@ -248,9 +262,11 @@ pub async fn import_zone(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneImpor
             _ => parsed.clone(),
         };
         let default_ttl = existing.as_ref().map_or(DEFAULT_TTL, |l| l.stored.default_ttl);
-        if put(&d, existing.as_ref().map(|l| &l.kv), &zone, default_ttl).await? {
+        // an import replaces the records, not who transfers them
+        let transfer = existing.as_ref().map(|l| l.stored.transfer.clone()).unwrap_or_default();
+        if put(&d, existing.as_ref().map(|l| &l.kv), &zone, default_ttl, &transfer).await? {
             info!(zone = %origin, serial = zone.soa().serial, file = %req.file, "DNS zone imported");
-            return Ok(Json(view(&StoredZone::from_zone(&zone, default_ttl))));
+            return Ok(Json(view(&StoredZone::from_zone(&zone, default_ttl, transfer))));
         }
     }
     Err(Failure(StatusCode::CONFLICT, "the zone kept changing during the import; try again".into()))
@@ -260,6 +276,30 @@ pub async fn export_zone(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneRef>)
     let origin = parse_origin(&req.origin)?;
     let l = load(&d, &origin).await?;
     Ok(Json(ZoneText { origin: master::name_text(&origin), text: master::export(&l.zone) }))
+}
+
+/// Sets who may transfer the zone and who is notified (replacing what
+/// was set). The records and the serial stay: the zone's data did not
+/// change; new NOTIFY targets are told the present serial at once.
+pub async fn set_secondaries(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<ZoneSecondaries>,
+) -> Result<Json<ZoneView>, Failure> {
+    let origin = parse_origin(&req.origin)?;
+    let asked = StoredTransfer { allow: req.allow.clone(), notify: req.notify.clone(), tsig: req.tsig.clone() };
+    let parsed = asked.parse().map_err(|e| bad(e.to_string()))?;
+    if parsed.tsig.is_some() && parsed.allow.is_empty() && parsed.notify.is_empty() {
+        return Err(bad("tsig: a key without allow or notify addresses is used by nothing"));
+    }
+    let transfer = StoredTransfer::from_transfer(&parsed);
+    for _ in 0..ATTEMPTS {
+        let l = load(&d, &origin).await?;
+        if put(&d, Some(&l.kv), &l.zone, l.stored.default_ttl, &transfer).await? {
+            info!(zone = %origin, allow = ?transfer.allow, notify = ?transfer.notify, tsig = transfer.tsig.is_some(), "DNS zone secondaries set");
+            return Ok(Json(view(&StoredZone::from_zone(&l.zone, l.stored.default_ttl, transfer))));
+        }
+    }
+    Err(Failure(StatusCode::CONFLICT, "the zone kept changing under this edit; try again".into()))
 }
 
 fn record_text(r: &Record) -> String {
