@@ -6,11 +6,13 @@ mod common;
 
 use std::{
     net::{SocketAddr, TcpStream, UdpSocket},
+    path::PathBuf,
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use common::{err, ok, TestNode};
-use hostgate_testbed::{privileged, sender::enter_netns};
+use hostgate_testbed::{privileged, sender::enter_netns, topology::CLIENT_V4, unique_name, ChildGuard};
 
 const V4: &str = "198.51.100.53";
 const V6: &str = "2001:db8:51::53";
@@ -418,4 +420,182 @@ fn truncation_tcp_limits_rate_limits_and_malformed_queries() {
 
     assert!(status.truncated >= 1 && status.formerr >= 1 && status.dropped >= 1, "{status:?}");
     assert!(status.tcp >= 1 && status.tcp_rejected >= 1 && status.tcp_idle_closed >= 1, "{status:?}");
+}
+
+const TSIG_NAME: &str = "xfr.example.com";
+/// base64 of 32 bytes; a test key, never a real one.
+const TSIG_SECRET: &str = "aG9zdGdhdGUtdGVzdC1rZXktbm90LWEtcmVhbC1vbmU=";
+
+/// NSD 4 as a secondary of example.com in the client namespace, in the
+/// foreground (`-d`) with its files in a directory of its own. NSD forks
+/// its server and xfrd processes: on drop it gets SIGTERM (and time to
+/// stop them) before the guard's SIGKILL.
+struct Nsd {
+    guard: ChildGuard,
+    dir: PathBuf,
+}
+
+impl Nsd {
+    fn start(node: &TestNode, listen: &str, primary: &str, tsig: bool) -> Nsd {
+        let dir = std::env::temp_dir().join(unique_name("hg-nsd"));
+        std::fs::create_dir_all(&dir).expect("nsd dir");
+        let d = dir.display();
+        let key = if tsig { TSIG_NAME } else { "NOKEY" };
+        let mut conf = format!(
+            "server:\n ip-address: {listen}@53\n username: \"\"\n chroot: \"\"\n zonesdir: \"{d}\"\n \
+             pidfile: \"{d}/nsd.pid\"\n xfrdfile: \"{d}/xfrd.state\"\n zonelistfile: \"{d}/zone.list\"\n \
+             xfrdir: \"{d}\"\n database: \"\"\n logfile: \"{d}/nsd.log\"\n verbosity: 2\n server-count: 1\n\
+             remote-control:\n control-enable: no\n"
+        );
+        if tsig {
+            conf += &format!("key:\n name: \"{TSIG_NAME}\"\n algorithm: hmac-sha256\n secret: \"{TSIG_SECRET}\"\n");
+        }
+        conf += &format!(
+            "zone:\n name: \"example.com\"\n zonefile: \"{d}/example.com.zone\"\n \
+             request-xfr: {primary} {key}\n allow-notify: {primary} {key}\n"
+        );
+        let path = dir.join("nsd.conf");
+        std::fs::write(&path, conf).expect("nsd.conf");
+        let child = node
+            .topo
+            .client
+            .command("nsd")
+            .args(["-d", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run nsd (apt-get install nsd)");
+        Nsd { guard: ChildGuard::new("nsd", child), dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nsd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        self.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `within` passes.
+fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// `dig AXFR` from the client namespace: the records (dig prints them
+/// without sections) and the whole output.
+fn axfr(node: &TestNode, server: &str, key: Option<&str>) -> (Vec<String>, String) {
+    let mut cmd = node.topo.client.command("dig");
+    cmd.arg(format!("@{server}")).args(["+time=2", "+tries=1"]);
+    if let Some(key) = key {
+        cmd.args(["-y", key]);
+    }
+    let out = cmd.args(["example.com", "AXFR"]).output().expect("dig");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let records = raw
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    (records, raw)
+}
+
+fn rtype(line: &str) -> &str {
+    line.split_whitespace().nth(3).unwrap_or_default()
+}
+
+#[test]
+fn a_real_secondary_follows_by_notify_and_axfr_with_tsig() {
+    if !privileged("a_real_secondary_follows_by_notify_and_axfr_with_tsig") {
+        return;
+    }
+    let node = dns_node("dns-xfr");
+    cli_ok(&node, &["dns", "zone", "add", "example.com", "--ns", "ns1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "ns1", "A", "198.51.100.1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "www", "A", "198.51.100.10"]);
+
+    // Settings are validated field by field; the secret is never shown.
+    let bad = err(node.cli(&["dns", "zone", "secondaries", "example.com", "--notify", "ns2.example.net"]));
+    assert!(bad.contains("notify:"), "{bad}");
+    let bad = err(node.cli(&["dns", "zone", "secondaries", "example.com", "--allow", "x", "--tsig", "k:md5:AAAA"]));
+    assert!(bad.contains("allow:"), "{bad}");
+    let bad = err(node.cli(&["dns", "zone", "secondaries", "example.com", "--tsig", "k:hmac-md5:AAAA", "--allow", "198.18.0.2"]));
+    assert!(bad.contains("tsig: algorithm"), "{bad}");
+    let client = CLIENT_V4.to_string();
+    let key = format!("{TSIG_NAME}:hmac-sha256:{TSIG_SECRET}");
+    let set = cli_ok(
+        &node,
+        &["dns", "zone", "secondaries", "example.com", "--allow", &client, "--notify", &format!("{client}:53"), "--tsig", &key],
+    );
+    assert!(set.contains("TSIG xfr.example.com. (hmac-sha256)"), "{set}");
+    let list = cli_ok(&node, &["dns", "zone", "list", "--json"]);
+    assert!(list.contains(&client) && !list.contains(TSIG_SECRET), "{list}");
+
+    // NSD transfers the zone when it starts ...
+    let nsd = Nsd::start(&node, &client, V4, true);
+    let www = |name: &str| dig_at(&node, &client, &[name, "A"]).data();
+    assert!(
+        eventually(Duration::from_secs(15), || www("www.example.com") == ["198.51.100.10"]),
+        "NSD never got the zone:\n{}\n{}",
+        nsd.log(),
+        node.log()
+    );
+    // ... and after a change, our NOTIFY brings it back for the new serial.
+    let changed = Instant::now();
+    cli_ok(&node, &["dns", "record", "add", "example.com", "new", "A", "198.51.100.12"]);
+    assert!(
+        eventually(Duration::from_secs(5), || www("new.example.com") == ["198.51.100.12"]),
+        "NSD did not follow the change:\n{}\n{}",
+        nsd.log(),
+        node.log()
+    );
+    eprintln!("a change reached NSD in {:?}", changed.elapsed());
+    assert_eq!(serial(&node, "example.com"), {
+        let soa = dig_at(&node, &client, &["example.com", "SOA"]);
+        soa.data().first().and_then(|s| s.split_whitespace().nth(2)?.parse().ok()).unwrap_or(0)
+    });
+    let log = node.log();
+    assert!(log.contains("NOTIFY answered") && log.contains("DNS zone transfer"), "{log}");
+
+    // Without the key, with another secret, or from an address not
+    // allowed: no zone. With the key: SOA first and last.
+    let (records, raw) = axfr(&node, V4, None);
+    assert!(records.is_empty() && raw.contains("Transfer failed"), "{raw}");
+    let wrong = format!("hmac-sha256:{TSIG_NAME}:c29tZS1vdGhlci1zZWNyZXQtc29tZS1vdGhlci0xMjM=");
+    let (records, raw) = axfr(&node, V4, Some(&wrong));
+    assert!(records.iter().all(|r| rtype(r) == "TSIG") && raw.contains("BADSIG"), "NOTAUTH/BADSIG: {raw}");
+    assert!(raw.contains("Transfer failed"), "{raw}");
+    let right = format!("hmac-sha256:{TSIG_NAME}:{TSIG_SECRET}");
+    let (records, raw) = axfr(&node, V6, Some(&right));
+    assert!(records.is_empty() && raw.contains("Transfer failed"), "from an address not allowed: {raw}");
+    let (records, raw) = axfr(&node, V4, Some(&right));
+    let types: Vec<&str> = records.iter().map(|r| rtype(r)).filter(|t| *t != "TSIG").collect();
+    assert_eq!((types.first(), types.last()), (Some(&"SOA"), Some(&"SOA")), "{raw}");
+    assert!(records.iter().any(|r| r.starts_with("new.example.com.")), "{raw}");
+    // Over UDP (dig always takes TCP for AXFR): refused, from an allowed address too.
+    let reply = udp_exchange(&node, &query(8, "example.com", 252)).expect("an answer");
+    assert_eq!(reply[3] & 0x0f, 5, "REFUSED: {reply:?}");
+
+    // A NOTIFY for our zone is answered NOERROR with AA, not NOTIMP.
+    let mut notify = query(7, "example.com", 6);
+    notify[2] = 4 << 3; // opcode NOTIFY
+    notify[2] |= 0x04; // AA
+    let reply = udp_exchange(&node, &notify).expect("a NOTIFY is answered");
+    assert_eq!((reply[2] & 0x78) >> 3, 4, "opcode echoed");
+    assert_eq!((reply[2] & 0x04 != 0, reply[3] & 0x0f), (true, 0), "AA, NOERROR: {reply:?}");
+
+    let status = node.status().dns;
+    assert!(status.transfers >= 4 && status.notifies_out >= 1 && status.notifies_in >= 1, "{status:?}");
+    drop(nsd);
 }
