@@ -26,7 +26,12 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("bind9-dnsutils", "dig, the DNS client of the DNS tests"),
     ("cmake", "builds C dependencies of pingora (the HTTP proxy): libz-ng-sys"),
     ("curl", "the HTTP client of the HTTP proxy tests"),
+    ("nsd", "the real secondary of the DNS transfer test (its service is stopped after install)"),
 ];
+
+/// Servers whose package starts them in the host's own namespace on
+/// install; the tests run their own instance inside a test namespace.
+const STOP_AFTER_INSTALL: &[&str] = &["nsd"];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -60,6 +65,10 @@ pub fn ensure(packages: &[(&str, &str)]) -> anyhow::Result<()> {
         .context("running apt-get install")?;
     if !status.success() {
         bail!("apt-get install {} failed", names.join(" "));
+    }
+    for service in names.iter().filter(|n| STOP_AFTER_INSTALL.contains(n)) {
+        // best effort: without systemd (a container) nothing was started
+        let _ = Command::new("systemctl").args(["disable", "--now", service]).status();
     }
     Ok(())
 }
