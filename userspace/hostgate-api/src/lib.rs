@@ -648,6 +648,8 @@ pub const DNS_ZONE_REMOVE: &str = "/v1/dns/zones/remove";
 pub const DNS_ZONE_IMPORT: &str = "/v1/dns/zones/import";
 pub const DNS_ZONE_EXPORT: &str = "/v1/dns/zones/export";
 pub const DNS_ZONE_SECONDARIES: &str = "/v1/dns/zones/secondaries";
+pub const DNS_POOLS: &str = "/v1/dns/pools";
+pub const DNS_POOL_REMOVE: &str = "/v1/dns/pools/remove";
 pub const DNS_RECORDS: &str = "/v1/dns/records";
 pub const DNS_RECORD_REMOVE: &str = "/v1/dns/records/remove";
 pub const DNS_RECORD_LIST: &str = "/v1/dns/records/list";
@@ -688,6 +690,24 @@ pub struct ZoneView {
     /// The TSIG key's name and algorithm (never its secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tsig_key: Option<String>,
+}
+
+/// A name answered from a VIP's healthy backends (`POST /v1/dns/pools`
+/// adds or replaces; `POST /v1/dns/pools/remove` needs zone and name).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsPool {
+    pub zone: String,
+    /// Relative to the zone (`www`, `@`) or absolute.
+    pub name: String,
+    /// The VIP whose backends answer (`203.0.113.10:80/tcp`).
+    #[serde(default)]
+    pub vip: String,
+    /// When no backend passes: `all`, `none` or an address (default all).
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// TTL of the answers (default 10).
+    #[serde(default)]
+    pub ttl: Option<u32>,
 }
 
 /// A zone's secondaries (`POST /v1/dns/zones/secondaries`), replacing

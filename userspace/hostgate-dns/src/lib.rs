@@ -15,6 +15,8 @@
 //! - [`respond`]: bytes in, bytes out: header checks, EDNS, truncation,
 //!   counters;
 //! - [`rrl`]: response rate limiting with slip, in a fixed-size table;
+//! - [`pool`]: health-aware answers: the healthy backends of a VIP, or a
+//!   fallback;
 //! - [`xfr`]: AXFR/IXFR to secondaries with ACLs and TSIG, NOTIFY out and
 //!   in.
 
@@ -23,6 +25,7 @@
 pub mod catalog;
 pub mod lookup;
 pub mod master;
+pub mod pool;
 pub mod respond;
 pub mod xfr;
 pub mod rrl;

@@ -365,6 +365,32 @@ enum DnsCommand {
         #[command(subcommand)]
         command: RecordCommand,
     },
+    /// Health-aware names: a name answering the addresses of a VIP's
+    /// backends whose health checks pass (the load balancer's checks).
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoolCommand {
+    /// Bind a name to a VIP: `pool add example.com www --vip 203.0.113.10:80/tcp`.
+    Add {
+        zone: String,
+        name: String,
+        /// The VIP whose backends answer, as `hostgate vip` writes it.
+        #[arg(long)]
+        vip: String,
+        /// When no backend passes: all (every backend), none, or an address.
+        #[arg(long, default_value = "all")]
+        fallback: String,
+        /// TTL of the answers (default 10).
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+    /// Unbind a name.
+    Rm { zone: String, name: String },
 }
 
 #[derive(Subcommand)]
@@ -746,6 +772,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Dhcp { command } => dhcp(&client, command).await,
         Command::Dns { command: DnsCommand::Zone { command } } => dns_zone(&client, command).await,
         Command::Dns { command: DnsCommand::Record { command } } => dns_record(&client, command).await,
+        Command::Dns { command: DnsCommand::Pool { command } } => dns_pool(&client, command).await,
         Command::Rules { command: RulesCommand::Check { files, json } } => rules_check(&client, &files, json).await,
         Command::Rules { command: RulesCommand::Apply { json } } => {
             let r: hostgate_api::RulesApplied = client.post(hostgate_api::RULES_APPLY, &()).await?;
@@ -1129,6 +1156,19 @@ async fn dns_zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
             print_out(json, &z, secondaries_text)?;
         }
     }
+    Ok(())
+}
+
+async fn dns_pool(client: &Client, command: PoolCommand) -> anyhow::Result<()> {
+    use hostgate_api::{DnsPool, RecordsChanged};
+    let (path, req) = match command {
+        PoolCommand::Add { zone, name, vip, fallback, ttl } => {
+            (hostgate_api::DNS_POOLS, DnsPool { zone, name, vip, fallback: Some(fallback), ttl })
+        }
+        PoolCommand::Rm { zone, name } => (hostgate_api::DNS_POOL_REMOVE, DnsPool { zone, name, ..Default::default() }),
+    };
+    let r: RecordsChanged = client.post(path, &req).await?;
+    println!("zone {} (serial {}): {}", r.zone, r.serial, r.records.join(", "));
     Ok(())
 }
 

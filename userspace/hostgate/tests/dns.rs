@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{err, ok, TestNode};
-use hostgate_testbed::{privileged, sender::enter_netns, topology::CLIENT_V4, unique_name, ChildGuard};
+use hostgate_testbed::{privileged, sender::enter_netns, servers, topology::CLIENT_V4, unique_name, ChildGuard};
 
 const V4: &str = "198.51.100.53";
 const V6: &str = "2001:db8:51::53";
@@ -20,8 +20,13 @@ const V6: &str = "2001:db8:51::53";
 /// A node whose daemon answers DNS on V4 and V6 (on its loopback, inside
 /// the node namespace); the client reaches both through the uplink.
 fn dns_node(purpose: &str) -> TestNode {
+    dns_node_with(purpose, 0)
+}
+
+/// [`dns_node`] with `containers` containers behind the node.
+fn dns_node_with(purpose: &str, containers: usize) -> TestNode {
     let extra = format!("\n[dns]\nlisten = [\"{V4}:53\", \"[{V6}]:53\"]\ntcp_max_connections = 2\ntcp_idle_secs = 1\nquery_log = true\n");
-    let mut node = TestNode::with_config(purpose, 0, &extra);
+    let mut node = TestNode::with_config(purpose, containers, &extra);
     node.topo.node.ip(["link", "set", "lo", "up"]).expect("lo up");
     node.topo.node.ip(["addr", "add", &format!("{V4}/32"), "dev", "lo"]).expect("v4 on lo");
     node.start_daemon();
@@ -598,4 +603,72 @@ fn a_real_secondary_follows_by_notify_and_axfr_with_tsig() {
     let status = node.status().dns;
     assert!(status.transfers >= 4 && status.notifies_out >= 1 && status.notifies_in >= 1, "{status:?}");
     drop(nsd);
+}
+
+#[test]
+fn a_pool_name_answers_its_healthy_backends_and_follows_a_failure() {
+    if !privileged("a_pool_name_answers_its_healthy_backends_and_follows_a_failure") {
+        return;
+    }
+    let node = dns_node_with("dns-pool", 2);
+    let server = |c: &hostgate_testbed::Container| {
+        servers::tcp_identity(&c.ns.path(), "0.0.0.0:80".parse().expect("addr"), "web").expect("tcp server")
+    };
+    let mut web: Vec<Option<servers::IdentityServer>> = node.topo.containers.iter().map(|c| Some(server(c))).collect();
+    let (c1, c2) = (node.topo.containers[0].v4.to_string(), node.topo.containers[1].v4.to_string());
+    cli_ok(&node, &["dns", "zone", "add", "example.com", "--ns", "ns1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "ns1", "A", "198.51.100.1"]);
+    cli_ok(&node, &["vip", "add", "203.0.113.10", "--proto", "tcp", "--port", "80"]);
+    // One check interval is 1 s; a refused connect fails the probe at once.
+    let check = ["--check", "tcp", "--check-interval", "1s", "--check-timeout", "200ms", "--rise", "1", "--fall", "1"];
+    for addr in [&c1, &c2] {
+        let mut args = vec!["backend", "add", "203.0.113.10:80/tcp", addr.as_str()];
+        args.extend(check);
+        cli_ok(&node, &args);
+    }
+
+    // Field by field validation; a pool name takes no A of its own.
+    let bad = err(node.cli(&["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80"]));
+    assert!(bad.contains("vip"), "{bad}");
+    let bad = err(node.cli(&["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80/tcp", "--fallback", "2001:db8::9"]));
+    assert!(bad.contains("fallback:"), "{bad}");
+    cli_ok(&node, &["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80/tcp", "--fallback", "203.0.113.99"]);
+    let bad = err(node.cli(&["dns", "record", "add", "example.com", "www", "A", "198.51.100.77"]));
+    assert!(bad.contains("pool rm"), "{bad}");
+
+    let answer = || {
+        let mut a = dig(&node, &["www.example.com", "A"]).data();
+        a.sort();
+        a
+    };
+    let mut both = vec![c1.clone(), c2.clone()];
+    both.sort();
+    assert!(eventually(Duration::from_secs(3), || answer() == both), "both healthy: {:?}", answer());
+    let d = dig(&node, &["www.example.com", "A"]);
+    assert!(d.aa() && d.answer.iter().all(|l| l.split_whitespace().nth(1) == Some("10")), "short TTL: {}", d.raw);
+
+    // c2's server dies: within one check interval, only c1 answers.
+    web[1] = None;
+    let killed = Instant::now();
+    assert!(eventually(Duration::from_secs(3), || answer() == [c1.clone()]), "{:?}\n{}", answer(), node.log());
+    let took = killed.elapsed();
+    eprintln!("the answer dropped the dead backend after {took:?}");
+    assert!(took <= Duration::from_millis(1_300), "one interval (1 s) and a little: {took:?}");
+
+    // Both dead: the sorry address.
+    web[0] = None;
+    assert!(eventually(Duration::from_secs(3), || answer() == ["203.0.113.99"]), "{:?}", answer());
+    // One back: it answers again.
+    web[1] = Some(server(&node.topo.containers[1]));
+    assert!(eventually(Duration::from_secs(3), || answer() == [c2.clone()]), "{:?}", answer());
+
+    // fallback none: NODATA (the name stays), not NXDOMAIN.
+    web[1] = None;
+    cli_ok(&node, &["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80/tcp", "--fallback", "none"]);
+    assert!(eventually(Duration::from_secs(3), || {
+        let d = dig(&node, &["www.example.com", "A"]);
+        d.status == "NOERROR" && d.answer.is_empty()
+    }));
+    cli_ok(&node, &["dns", "pool", "rm", "example.com", "www"]);
+    assert!(eventually(Duration::from_secs(3), || dig(&node, &["www.example.com", "A"]).status == "NXDOMAIN"));
 }

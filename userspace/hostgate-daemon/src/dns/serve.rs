@@ -15,11 +15,18 @@
 //! targets starts a NOTIFY to each, one task per (zone, target) so that
 //! at most one is in flight there, retried on hostgate-dns's schedule
 //! and started over when a newer serial comes meanwhile.
+//!
+//! Pools (health-aware names, hostgate-dns's `pool`): the follower also
+//! follows the load balancer's backends and this node's health records
+//! (written by the LB's checker, one probe per backend); a zone with
+//! pools is rebuilt on every change of either, its pool names answering
+//! the healthy backends' addresses or the fallback.
 
 use std::{
     collections::{BTreeMap, HashMap},
     hash::{BuildHasher, Hasher},
     net::SocketAddr,
+    str::FromStr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, RwLock,
@@ -28,10 +35,15 @@ use std::{
 };
 
 use anyhow::Context;
-use hickory_proto::{op::OpCode, rr::RecordType};
+use hickory_proto::{
+    op::OpCode,
+    rr::{Name, RecordType},
+};
 use hostgate_dns::{
     catalog::Catalog,
     lookup::{key_of, IndexedZone},
+    master,
+    pool::{self, Fallback, Target},
     respond::{self, Client, Counters, Decoded, Transport},
     rrl::{Rrl, RrlConfig},
     xfr::{self, Transfer},
@@ -162,8 +174,10 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut names = DerivedNames::start(&d).await?;
     let mut derived = names.zones(&d);
     let mut notifier = Notifier::default();
+    let mut health = Health::start(&d).await?;
     loop {
-        let xfr = rebuild(&d.dns, &mirror, &mut built, &derived);
+        let targets = |vip: &str| health.targets(&d.config.node_name, vip);
+        let xfr = rebuild(&d.dns, &mirror, &mut built, &derived, &targets);
         notifier.update(&d, &xfr);
         tokio::select! {
             batch = watch.recv() => {
@@ -178,6 +192,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
                 changed?;
                 derived = names.zones(&d);
             }
+            changed = health.changed() => changed?,
         }
     }
 }
@@ -260,12 +275,91 @@ impl DerivedNames {
 /// Builds the catalog from the mirror, reusing the indexed zones whose key
 /// did not change, and swaps it in. Derived zones (containers' names) go
 /// in first, so a zone of the same origin in the store takes precedence.
+/// The LB's backends and this node's health records, for pools.
+struct Health {
+    backends: (Mirror, hostgate_store::Watcher),
+    records: (Mirror, hostgate_store::Watcher),
+}
+
+impl Health {
+    async fn start(d: &Daemon) -> anyhow::Result<Self> {
+        let mut followed = Vec::new();
+        for prefix in [hostgate_lb::model::keys::BACKENDS.to_string(), crate::health::prefix(&d.config.node_name)] {
+            let snap = d.store.snapshot(&prefix).await?;
+            let watch = d.store.watch(&prefix, snap.revision).await?;
+            followed.push((Mirror::from_snapshot(snap), watch));
+        }
+        let [backends, records]: [(Mirror, hostgate_store::Watcher); 2] =
+            followed.try_into().map_err(|_| anyhow::anyhow!("two prefixes followed"))?;
+        Ok(Health { backends, records })
+    }
+
+    /// A change to either; what else arrived meanwhile goes in too.
+    async fn changed(&mut self) -> anyhow::Result<()> {
+        let ended = || anyhow::anyhow!("the store's watch ended");
+        tokio::select! {
+            b = self.backends.1.recv() => self.backends.0.apply(&b.ok_or_else(ended)?),
+            b = self.records.1.recv() => self.records.0.apply(&b.ok_or_else(ended)?),
+        }
+        for (mirror, watch) in [&mut self.backends, &mut self.records] {
+            while let Ok(more) = watch.try_recv() {
+                mirror.apply(&more);
+            }
+        }
+        Ok(())
+    }
+
+    /// The backends of `vip` and whether they pass: unchecked ones do, and
+    /// so do checked ones before their first verdict, as for the LB.
+    fn targets(&self, node: &str, vip: &str) -> Vec<Target> {
+        let Ok(vip) = hostgate_lb::model::VipKey::from_str(vip) else { return Vec::new() };
+        self.backends
+            .0
+            .entries
+            .values()
+            .filter_map(|kv| kv.decode::<hostgate_lb::model::BackendSpec>().ok())
+            .filter(|b| b.vip == vip)
+            .map(|b| {
+                let record = self.records.0.entries.get(&crate::health::key(node, b.id));
+                let verdict = record.and_then(|kv| kv.decode::<crate::health::HealthRecord>().ok());
+                let healthy = b.check.is_none() || verdict.is_none_or(|r| r.healthy);
+                Target { addr: b.addr, healthy }
+            })
+            .collect()
+    }
+}
+
+/// The zone with its pool names' records for the present health.
+fn with_pools(zone: Zone, stored: &StoredZone, key: &str, targets: &dyn Fn(&str) -> Vec<Target>) -> Zone {
+    if stored.pools.is_empty() {
+        return zone;
+    }
+    let mut records: Vec<hickory_proto::rr::Record> = zone.records().collect();
+    for p in &stored.pools {
+        let (Ok(name), Ok(fallback)) = (master::parse_name(&p.name, &Name::root()), Fallback::from_str(&p.fallback))
+        else {
+            warn!(%key, pool = %p.name, "pool not valid; not answered");
+            continue;
+        };
+        records.extend(pool::records(&name, p.ttl, &pool::addresses(&targets(&p.vip), &fallback)));
+    }
+    match Zone::new(zone.origin().clone(), records) {
+        Ok(with) => with,
+        Err(errors) => {
+            warn!(%key, errors = ?errors, "pool names conflict with the zone; served without them");
+            zone
+        }
+    }
+}
+
 /// A zone as served: indexed, and with its secondaries if it has any.
 type Built = (Arc<IndexedZone>, Option<Arc<XfrZone>>);
 
-fn build_zone(key: &str, stored: &StoredZone) -> Result<Built, String> {
+fn build_zone(key: &str, stored: &StoredZone, targets: &dyn Fn(&str) -> Vec<Target>) -> Result<Built, String> {
     let zone = stored.to_zone(key)?;
-    let indexed = Arc::new(IndexedZone::new(&zone));
+    // secondaries get the zone as stored: pool answers change without a
+    // serial and would go stale there
+    let indexed = Arc::new(IndexedZone::new(&with_pools(zone.clone(), stored, key, targets)));
     if stored.transfer.is_empty() {
         return Ok((indexed, None));
     }
@@ -282,8 +376,9 @@ fn build_zone(key: &str, stored: &StoredZone) -> Result<Built, String> {
 fn rebuild(
     shared: &Shared,
     mirror: &Mirror,
-    built: &mut HashMap<String, (u64, Built)>,
+    built: &mut HashMap<String, (u64, Built, bool)>,
     derived: &[Arc<IndexedZone>],
+    targets: &dyn Fn(&str) -> Vec<Target>,
 ) -> Arc<XfrZones> {
     let mut catalog = Catalog::new();
     for zone in derived {
@@ -292,9 +387,13 @@ fn rebuild(
     let mut next = HashMap::new();
     let mut xfr = XfrZones::new();
     for (key, kv) in mirror.entries.iter().filter(|(k, _)| k.starts_with(stored::ZONES)) {
-        let zone = match built.remove(key) {
-            Some((revision, zone)) if revision == kv.mod_revision => zone,
-            _ => match kv.decode::<StoredZone>().map_err(|e| e.to_string()).and_then(|z| build_zone(key, &z)) {
+        // zones with pools follow health too: rebuilt every time
+        let (zone, pools) = match built.remove(key) {
+            Some((revision, zone, false)) if revision == kv.mod_revision => (zone, false),
+            _ => match kv.decode::<StoredZone>().map_err(|e| e.to_string()).and_then(|z| {
+                let pools = !z.pools.is_empty();
+                build_zone(key, &z, targets).map(|b| (b, pools))
+            }) {
                 Ok(z) => z,
                 Err(error) => {
                     warn!(%key, %error, "zone in the store is not valid; not served");
@@ -306,7 +405,7 @@ fn rebuild(
         if let Some(x) = &zone.1 {
             xfr.insert(key_of(x.zone.origin()), x.clone());
         }
-        next.insert(key.clone(), (kv.mod_revision, zone));
+        next.insert(key.clone(), (kv.mod_revision, zone, pools));
     }
     *built = next;
     let zones = catalog.len();

@@ -60,6 +60,28 @@ pub struct StoredZone {
     /// Secondaries: who may transfer the zone and who is notified.
     #[serde(default, skip_serializing_if = "StoredTransfer::is_empty")]
     pub transfer: StoredTransfer,
+    /// Names answered from a VIP's healthy backends (`hostgate_dns::pool`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<StoredPool>,
+}
+
+/// A zone's settings besides its records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ZoneSettings {
+    pub transfer: StoredTransfer,
+    pub pools: Vec<StoredPool>,
+}
+
+/// A name bound to a load balancer VIP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPool {
+    /// Absolute, lowercase.
+    pub name: String,
+    /// The VIP as `hostgate vip` writes it (`203.0.113.10:80/tcp`).
+    pub vip: String,
+    /// `all`, `none` or an address.
+    pub fallback: String,
+    pub ttl: u32,
 }
 
 /// A zone's transfer settings as the API took them (text, validated on the
@@ -101,7 +123,12 @@ impl StoredTransfer {
 }
 
 impl StoredZone {
-    pub fn from_zone(zone: &Zone, default_ttl: u32, transfer: StoredTransfer) -> Self {
+    /// What the zone carries besides its records, for a rewrite to keep.
+    pub fn settings(&self) -> ZoneSettings {
+        ZoneSettings { transfer: self.transfer.clone(), pools: self.pools.clone() }
+    }
+
+    pub fn from_zone(zone: &Zone, default_ttl: u32, settings: ZoneSettings) -> Self {
         let soa = zone.soa();
         let records = zone
             .rrsets()
@@ -128,7 +155,8 @@ impl StoredZone {
                 minimum: soa.minimum,
             },
             records,
-            transfer,
+            transfer: settings.transfer,
+            pools: settings.pools,
         }
     }
 
@@ -164,7 +192,7 @@ mod tests {
         let text = "$TTL 300\n@ SOA ns1 hostmaster 7 2h 15m 2w 5m\n NS ns1\nns1 A 198.51.100.1\n\
                     www TXT \"a \\\"quoted\\\" text\" b\n_sip._tcp SRV 1 2 5060 www\n@ MX 10 mail.example.net.\n";
         let zone = master::parse(text, "t", &origin).expect("zone");
-        let stored = StoredZone::from_zone(&zone, 3600, StoredTransfer::default());
+        let stored = StoredZone::from_zone(&zone, 3600, ZoneSettings::default());
         let json = serde_json::to_string(&stored).expect("json");
         let back: StoredZone = serde_json::from_str(&json).expect("decode");
         assert_eq!(back.to_zone("k").expect("valid"), zone);
@@ -190,7 +218,7 @@ mod tests {
     fn a_broken_entry_is_refused_with_its_source() {
         let origin = Name::from_str("example.com.").expect("name");
         let zone = master::parse("@ 60 SOA ns1 h 1 1 1 1 1\n@ 60 NS ns1\n", "t", &origin).expect("zone");
-        let mut stored = StoredZone::from_zone(&zone, 60, StoredTransfer::default());
+        let mut stored = StoredZone::from_zone(&zone, 60, ZoneSettings::default());
         stored.records.clear();
         let e = stored.to_zone("dns/zones/example.com").expect_err("no NS");
         assert!(e.starts_with("dns/zones/example.com"), "{e}");
