@@ -27,6 +27,6 @@ pub mod lookup;
 pub mod master;
 pub mod pool;
 pub mod respond;
-pub mod xfr;
 pub mod rrl;
+pub mod xfr;
 pub mod zone;

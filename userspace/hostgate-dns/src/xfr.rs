@@ -150,7 +150,14 @@ pub fn parse_notify(text: &str) -> Result<SocketAddr, XfrError> {
 
 /// Answers an AXFR or IXFR request received over TCP: the messages to
 /// send, in order. `now` is the Unix time in seconds (TSIG).
-pub fn transfer(zone: &Zone, settings: &Transfer, request: &Message, raw: &[u8], client: IpAddr, now: u64) -> Vec<Vec<u8>> {
+pub fn transfer(
+    zone: &Zone,
+    settings: &Transfer,
+    request: &Message,
+    raw: &[u8],
+    client: IpAddr,
+    now: u64,
+) -> Vec<Vec<u8>> {
     if !settings.allow.contains(&client.to_canonical()) {
         return plain_error(request, ResponseCode::Refused);
     }
@@ -250,7 +257,15 @@ impl Signing {
         let mut previous = self.request_mac.clone();
         let mut out = Vec::with_capacity(messages.len());
         for (i, mut message) in messages.into_iter().enumerate() {
-            let stub = TSIG::new(self.signer.algorithm().clone(), self.now, FUDGE, Vec::new(), self.request_id, None, Vec::new());
+            let stub = TSIG::new(
+                self.signer.algorithm().clone(),
+                self.now,
+                FUDGE,
+                Vec::new(),
+                self.request_id,
+                None,
+                Vec::new(),
+            );
             let unsigned = message.to_vec().map_err(enc)?;
             let tbs = if i == 0 {
                 self.signer.encode_response_tbs(&previous, &unsigned, &stub).map_err(enc)?
@@ -304,7 +319,9 @@ fn check_tsig(key: Option<&TsigKey>, request: &Message, raw: &[u8], now: u64) ->
     if !window.contains(&now) {
         let mut m = response_to(request);
         m.metadata.response_code = ResponseCode::NotAuth;
-        return Err(signing.sign_error(m, TsigError::BadTime).unwrap_or_else(|_| plain_error(request, ResponseCode::NotAuth)));
+        return Err(signing
+            .sign_error(m, TsigError::BadTime)
+            .unwrap_or_else(|_| plain_error(request, ResponseCode::NotAuth)));
     }
     Ok(Some(signing))
 }
@@ -313,7 +330,15 @@ impl Signing {
     /// A signed error (BADTIME: RFC 8945 §5.2.3 signs it).
     fn sign_error(&self, mut message: Message, error: TsigError) -> Result<Vec<Vec<u8>>, XfrError> {
         let enc = |e: hickory_proto::ProtoError| XfrError::Encode(e.to_string());
-        let stub = TSIG::new(self.signer.algorithm().clone(), self.now, FUDGE, Vec::new(), self.request_id, Some(error), Vec::new());
+        let stub = TSIG::new(
+            self.signer.algorithm().clone(),
+            self.now,
+            FUDGE,
+            Vec::new(),
+            self.request_id,
+            Some(error),
+            Vec::new(),
+        );
         let unsigned = message.to_vec().map_err(enc)?;
         let tbs = self.signer.encode_response_tbs(&self.request_mac, &unsigned, &stub).map_err(enc)?;
         let mac = self.signer.sign(&tbs).map_err(|e| XfrError::Encode(e.to_string()))?;
@@ -355,7 +380,8 @@ pub fn notify_message(id: u16, zone: &Zone, key: Option<&TsigKey>, now: u64) -> 
 /// mind). Returns its rcode.
 pub fn notify_answered(reply: &[u8], id: u16) -> Option<ResponseCode> {
     let m = Message::from_vec(reply).ok()?;
-    let ours = m.metadata.message_type == MessageType::Response && m.metadata.id == id && m.metadata.op_code == OpCode::Notify;
+    let ours =
+        m.metadata.message_type == MessageType::Response && m.metadata.id == id && m.metadata.op_code == OpCode::Notify;
     ours.then_some(m.metadata.response_code)
 }
 

@@ -535,13 +535,33 @@ fn a_real_secondary_follows_by_notify_and_axfr_with_tsig() {
     assert!(bad.contains("notify:"), "{bad}");
     let bad = err(node.cli(&["dns", "zone", "secondaries", "example.com", "--allow", "x", "--tsig", "k:md5:AAAA"]));
     assert!(bad.contains("allow:"), "{bad}");
-    let bad = err(node.cli(&["dns", "zone", "secondaries", "example.com", "--tsig", "k:hmac-md5:AAAA", "--allow", "198.18.0.2"]));
+    let bad = err(node.cli(&[
+        "dns",
+        "zone",
+        "secondaries",
+        "example.com",
+        "--tsig",
+        "k:hmac-md5:AAAA",
+        "--allow",
+        "198.18.0.2",
+    ]));
     assert!(bad.contains("tsig: algorithm"), "{bad}");
     let client = CLIENT_V4.to_string();
     let key = format!("{TSIG_NAME}:hmac-sha256:{TSIG_SECRET}");
     let set = cli_ok(
         &node,
-        &["dns", "zone", "secondaries", "example.com", "--allow", &client, "--notify", &format!("{client}:53"), "--tsig", &key],
+        &[
+            "dns",
+            "zone",
+            "secondaries",
+            "example.com",
+            "--allow",
+            &client,
+            "--notify",
+            &format!("{client}:53"),
+            "--tsig",
+            &key,
+        ],
     );
     assert!(set.contains("TSIG xfr.example.com. (hmac-sha256)"), "{set}");
     let list = cli_ok(&node, &["dns", "zone", "list", "--json"]);
@@ -630,9 +650,22 @@ fn a_pool_name_answers_its_healthy_backends_and_follows_a_failure() {
     // Field by field validation; a pool name takes no A of its own.
     let bad = err(node.cli(&["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80"]));
     assert!(bad.contains("vip"), "{bad}");
-    let bad = err(node.cli(&["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80/tcp", "--fallback", "2001:db8::9"]));
+    let bad = err(node.cli(&[
+        "dns",
+        "pool",
+        "add",
+        "example.com",
+        "www",
+        "--vip",
+        "203.0.113.10:80/tcp",
+        "--fallback",
+        "2001:db8::9",
+    ]));
     assert!(bad.contains("fallback:"), "{bad}");
-    cli_ok(&node, &["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80/tcp", "--fallback", "203.0.113.99"]);
+    cli_ok(
+        &node,
+        &["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80/tcp", "--fallback", "203.0.113.99"],
+    );
     let bad = err(node.cli(&["dns", "record", "add", "example.com", "www", "A", "198.51.100.77"]));
     assert!(bad.contains("pool rm"), "{bad}");
 

@@ -16,7 +16,8 @@ use std::{str::FromStr, sync::Arc};
 use axum::{extract::State, http::StatusCode, Json};
 use hickory_proto::rr::{rdata::SOA, DNSClass, Name, RData, Record, RecordType};
 use hostgate_api::{
-    DnsPool, RecordChange, RecordView, RecordsChanged, ZoneAdd, ZoneImport, ZoneRef, ZoneSecondaries, ZoneText, ZoneView,
+    DnsPool, RecordChange, RecordView, RecordsChanged, ZoneAdd, ZoneImport, ZoneRef, ZoneSecondaries, ZoneText,
+    ZoneView,
 };
 use hostgate_dns::{
     master,
@@ -100,9 +101,12 @@ fn with_serial(zone: &Zone, serial: u32) -> Result<Zone, Failure> {
 }
 
 fn view(z: &StoredZone) -> ZoneView {
-    let tsig_key = z.transfer.parse().ok().and_then(|t| t.tsig).map(|k| {
-        format!("{} ({})", master::name_text(&k.name), hostgate_dns::xfr::algorithm_text(&k.algorithm))
-    });
+    let tsig_key = z
+        .transfer
+        .parse()
+        .ok()
+        .and_then(|t| t.tsig)
+        .map(|k| format!("{} ({})", master::name_text(&k.name), hostgate_dns::xfr::algorithm_text(&k.algorithm)));
     ZoneView {
         origin: z.origin.clone(),
         serial: z.soa.serial,
@@ -320,7 +324,8 @@ fn pool_of(req: &DnsPool, origin: &Name) -> Result<StoredPool, Failure> {
     if !origin.zone_of(&name) {
         return Err(bad(format!("name: {} is not in zone {}", master::name_text(&name), master::name_text(origin))));
     }
-    let vip = hostgate_lb::model::VipKey::from_str(req.vip.trim()).map_err(|e| bad(format!("vip: {:?}: {e}", req.vip)))?;
+    let vip =
+        hostgate_lb::model::VipKey::from_str(req.vip.trim()).map_err(|e| bad(format!("vip: {:?}: {e}", req.vip)))?;
     let fallback_text = req.fallback.as_deref().unwrap_or("all");
     let fallback = Fallback::from_str(fallback_text).map_err(|e| bad(e.to_string()))?;
     if let Fallback::Sorry(ip) = fallback {
@@ -360,9 +365,14 @@ pub async fn add_pool(State(d): State<Arc<Daemon>>, Json(req): Json<DnsPool>) ->
     let origin = parse_origin(&req.zone)?;
     let pool = pool_of(&req, &origin)?;
     let zone = edit_pools(&d, &origin, |pools, zone| {
-        let taken = zone.records().find(|r| master::name_text(&r.name.to_lowercase()) == pool.name && answers_addresses(r.record_type()));
+        let taken = zone
+            .records()
+            .find(|r| master::name_text(&r.name.to_lowercase()) == pool.name && answers_addresses(r.record_type()));
         if let Some(r) = taken {
-            return Err(Failure(StatusCode::CONFLICT, format!("{}: {} has a {} record", "name", pool.name, r.record_type())));
+            return Err(Failure(
+                StatusCode::CONFLICT,
+                format!("{}: {} has a {} record", "name", pool.name, r.record_type()),
+            ));
         }
         pools.retain(|p| p.name != pool.name);
         pools.push(pool.clone());
@@ -370,7 +380,11 @@ pub async fn add_pool(State(d): State<Arc<Daemon>>, Json(req): Json<DnsPool>) ->
     })
     .await?;
     info!(zone = %origin, serial = zone.soa().serial, pool = %pool_text(&pool), "DNS pool set");
-    Ok(Json(RecordsChanged { zone: master::name_text(&origin), serial: zone.soa().serial, records: vec![pool_text(&pool)] }))
+    Ok(Json(RecordsChanged {
+        zone: master::name_text(&origin),
+        serial: zone.soa().serial,
+        records: vec![pool_text(&pool)],
+    }))
 }
 
 pub async fn remove_pool(
@@ -422,7 +436,10 @@ pub async fn add_record(
         }
         if is_pool_name(stored, &new.name) && answers_addresses(new.record_type()) {
             let name = master::name_text(&new.name);
-            return Err(Failure(StatusCode::CONFLICT, format!("{name} answers from a VIP's backends (dns pool rm first)")));
+            return Err(Failure(
+                StatusCode::CONFLICT,
+                format!("{name} answers from a VIP's backends (dns pool rm first)"),
+            ));
         }
         let present = records.iter().find(|r| same_set(r)).map(|r| r.ttl);
         let mut record = new.clone();
