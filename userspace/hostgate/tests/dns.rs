@@ -566,6 +566,8 @@ fn a_real_secondary_follows_by_notify_and_axfr_with_tsig() {
     assert!(set.contains("TSIG xfr.example.com. (hmac-sha256)"), "{set}");
     let list = cli_ok(&node, &["dns", "zone", "list", "--json"]);
     assert!(list.contains(&client) && !list.contains(TSIG_SECRET), "{list}");
+    let table = cli_ok(&node, &["dns", "zone", "list"]);
+    assert!(table.contains("xfr 1; notify 1; tsig xfr.example.com. (hmac-sha256)"), "{table}");
 
     // NSD transfers the zone when it starts ...
     let nsd = Nsd::start(&node, &client, V4, true);

@@ -499,11 +499,15 @@ fn answer(
         Decoded::Reply(formerr) => return vec![formerr],
         Decoded::Request(r) => r,
     };
+    // a transfer takes a while: other queries of this socket count meanwhile
+    drop(c);
     let replies = match intercept(d, &catalog, &request, bytes, client) {
         Some(replies) => replies,
-        None => respond::respond_request(&catalog, config, rrl, &mut c, &request, client).into_iter().collect(),
+        None => {
+            let mut c = lock(counters);
+            respond::respond_request(&catalog, config, rrl, &mut c, &request, client).into_iter().collect()
+        }
     };
-    drop(c);
     if d.config.dns.query_log {
         log_query(&request, replies.first().map(Vec::as_slice), client);
     }
@@ -637,11 +641,14 @@ async fn tcp_connection(
     }
 }
 
+/// A NOTIFY sender's task and what feeds it.
+type Sender = (watch::Sender<Arc<XfrZone>>, Task);
+
 /// The NOTIFY senders: one task per (zone, target), fed the zone's
 /// latest state through a watch channel.
 #[derive(Default)]
 struct Notifier {
-    tasks: HashMap<(Vec<u8>, SocketAddr), (watch::Sender<Arc<XfrZone>>, Task)>,
+    tasks: HashMap<(Vec<u8>, SocketAddr), Sender>,
 }
 
 impl Notifier {
