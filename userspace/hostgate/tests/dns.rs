@@ -594,6 +594,9 @@ fn a_real_secondary_follows_by_notify_and_axfr_with_tsig() {
     });
     let log = node.log();
     assert!(log.contains("NOTIFY answered") && log.contains("DNS zone transfer"), "{log}");
+    for line in log.lines().filter(|l| l.contains("DNS zone transfer") || l.contains("NOTIFY")) {
+        eprintln!("{line}");
+    }
 
     // Without the key, with another secret, or from an address not
     // allowed: no zone. With the key: SOA first and last.
@@ -610,6 +613,38 @@ fn a_real_secondary_follows_by_notify_and_axfr_with_tsig() {
     let types: Vec<&str> = records.iter().map(|r| rtype(r)).filter(|t| *t != "TSIG").collect();
     assert_eq!((types.first(), types.last()), (Some(&"SOA"), Some(&"SOA")), "{raw}");
     assert!(records.iter().any(|r| r.starts_with("new.example.com.")), "{raw}");
+    // A zone of many messages: each signed, chained to the one before
+    // (RFC 8945 §5.3.1), which dig and NSD both check.
+    let mut text = String::from(
+        "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 300\n@ NS ns1\nns1 A 198.51.100.1\n",
+    );
+    for i in 0..400 {
+        text += &format!("big{i} TXT \"{}\"\n", "z".repeat(200));
+    }
+    let file = std::env::temp_dir().join(format!("{}.zone", unique_name("hg-big")));
+    std::fs::write(&file, text).expect("zone file");
+    let imported = cli_ok(&node, &["dns", "zone", "import", &file.display().to_string()]);
+    let _ = std::fs::remove_file(&file);
+    assert!(imported.contains("403 records"), "{imported}");
+    // the import is served within a second, not at once
+    let mut big = (Vec::new(), String::new());
+    let whole = eventually(Duration::from_secs(3), || {
+        big = axfr(&node, V4, Some(&right));
+        big.0.iter().filter(|r| rtype(r) != "TSIG").count() == 404
+    });
+    let (records, raw) = big;
+    assert!(whole, "SOA, 402 records, SOA ({} lines): {raw}", records.len());
+    assert!(!raw.contains("failure") && !raw.contains("failed"), "{raw}");
+    assert!(raw.contains("XFR size: 404 records (messages "), "{raw}");
+    let messages = raw.split("(messages ").nth(1).and_then(|m| m.split(',').next()?.parse::<u32>().ok());
+    assert!(messages.is_some_and(|m| m >= 5), "several messages: {messages:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || dig_at(&node, &client, &["big399.example.com", "TXT"]).data().len() == 1),
+        "NSD took the big zone:\n{}",
+        nsd.log()
+    );
+    assert!(dig_at(&node, &client, &["new.example.com", "A"]).status == "NXDOMAIN", "the import replaced the zone");
+
     // Over UDP (dig always takes TCP for AXFR): refused, from an allowed address too.
     let reply = udp_exchange(&node, &query(8, "example.com", 252)).expect("an answer");
     assert_eq!(reply[3] & 0x0f, 5, "REFUSED: {reply:?}");
