@@ -742,3 +742,67 @@ fn a_pool_name_answers_its_healthy_backends_and_follows_a_failure() {
     cli_ok(&node, &["dns", "pool", "rm", "example.com", "www"]);
     assert!(eventually(Duration::from_secs(3), || dig(&node, &["www.example.com", "A"]).status == "NXDOMAIN"));
 }
+
+/// A NOTIFY as a fake secondary saw it.
+struct Seen {
+    at: Duration,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+#[test]
+fn notify_is_retried_with_backoff_until_answered_then_sent_for_each_change() {
+    if !privileged("notify_is_retried_with_backoff_until_answered_then_sent_for_each_change") {
+        return;
+    }
+    let node = dns_node("dns-notify");
+    cli_ok(&node, &["dns", "zone", "add", "example.com", "--ns", "ns1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "ns1", "A", "198.51.100.1"]);
+    // A fake secondary in the client namespace that leaves the first two
+    // tries unanswered, answers the third and every later one.
+    let path = node.topo.client.path();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let secondary = std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        let socket = UdpSocket::bind((CLIENT_V4, 5300)).expect("bind");
+        socket.set_read_timeout(Some(Duration::from_secs(4))).expect("timeout");
+        ready_tx.send(()).expect("ready");
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // ends after 4 s of silence
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            seen.push(Seen { at: start.elapsed(), from, bytes: buf[..n].to_vec() });
+            if seen.len() >= 3 {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80; // QR: the same message as our answer
+                socket.send_to(&reply, from).expect("answer");
+            }
+        }
+        seen
+    });
+    ready_rx.recv().expect("secondary ready");
+    cli_ok(&node, &["dns", "zone", "secondaries", "example.com", "--notify", &format!("{CLIENT_V4}:5300")]);
+    std::thread::sleep(Duration::from_millis(4_500));
+    cli_ok(&node, &["dns", "record", "add", "example.com", "www", "A", "198.51.100.10"]);
+    let seen = secondary.join().expect("secondary");
+
+    assert_eq!(
+        seen.len(),
+        4,
+        "three tries, then one for the change: {:?}",
+        seen.iter().map(|s| s.at).collect::<Vec<_>>()
+    );
+    for s in &seen {
+        assert_eq!(s.from.ip().to_string(), V4, "from our listen address");
+        assert_eq!((s.bytes[2] >> 3) & 0x0f, 4, "opcode NOTIFY");
+        assert!(s.bytes[2] & 0x04 != 0, "AA");
+    }
+    let gap = |i: usize| seen[i + 1].at - seen[i].at;
+    assert!(gap(0) >= Duration::from_millis(900) && gap(0) < Duration::from_millis(1_500), "{:?}", gap(0));
+    assert!(gap(1) >= Duration::from_millis(1_900) && gap(1) < Duration::from_millis(2_600), "backoff: {:?}", gap(1));
+    assert!(seen[..3].iter().all(|s| s.bytes[..2] == seen[0].bytes[..2]), "one id for every try");
+    assert_ne!(seen[3].bytes[12..], seen[2].bytes[12..], "the change's NOTIFY carries the new SOA");
+    let status = node.status().dns;
+    assert_eq!((status.notifies_out, status.notifies_unanswered), (4, 0), "{status:?}");
+}
