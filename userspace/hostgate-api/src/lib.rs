@@ -650,6 +650,7 @@ pub const DNS_ZONE_EXPORT: &str = "/v1/dns/zones/export";
 pub const DNS_ZONE_SECONDARIES: &str = "/v1/dns/zones/secondaries";
 pub const DNS_POOLS: &str = "/v1/dns/pools";
 pub const DNS_POOL_REMOVE: &str = "/v1/dns/pools/remove";
+pub const DNS_POOL_LIST: &str = "/v1/dns/pools/list";
 pub const DNS_RECORDS: &str = "/v1/dns/records";
 pub const DNS_RECORD_REMOVE: &str = "/v1/dns/records/remove";
 pub const DNS_RECORD_LIST: &str = "/v1/dns/records/list";

@@ -52,6 +52,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::DNS_ZONE_SECONDARIES, post(dns::set_secondaries))
         .route(hostgate_api::DNS_POOLS, post(dns::add_pool))
         .route(hostgate_api::DNS_POOL_REMOVE, post(dns::remove_pool))
+        .route(hostgate_api::DNS_POOL_LIST, post(dns::list_pools))
         .route(hostgate_api::DNS_RECORDS, post(dns::add_record))
         .route(hostgate_api::DNS_RECORD_REMOVE, post(dns::remove_record))
         .route(hostgate_api::DNS_RECORD_LIST, post(dns::list_records))

@@ -391,6 +391,12 @@ enum PoolCommand {
     },
     /// Unbind a name.
     Rm { zone: String, name: String },
+    /// The zone's pool names.
+    List {
+        zone: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1161,11 +1167,25 @@ async fn dns_zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
 
 async fn dns_pool(client: &Client, command: PoolCommand) -> anyhow::Result<()> {
     use hostgate_api::{DnsPool, RecordsChanged};
+    if let PoolCommand::List { zone, json } = command {
+        let all: Vec<DnsPool> =
+            client.post(hostgate_api::DNS_POOL_LIST, &hostgate_api::ZoneRef { origin: zone }).await?;
+        return print_out(json, &all, |all| {
+            all.iter()
+                .map(|p| {
+                    let fallback = p.fallback.as_deref().unwrap_or("all");
+                    format!("{} -> VIP {} (fallback {fallback}, ttl {})", p.name, p.vip, p.ttl.unwrap_or(0))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+    }
     let (path, req) = match command {
         PoolCommand::Add { zone, name, vip, fallback, ttl } => {
             (hostgate_api::DNS_POOLS, DnsPool { zone, name, vip, fallback: Some(fallback), ttl })
         }
         PoolCommand::Rm { zone, name } => (hostgate_api::DNS_POOL_REMOVE, DnsPool { zone, name, ..Default::default() }),
+        PoolCommand::List { .. } => return Ok(()),
     };
     let r: RecordsChanged = client.post(path, &req).await?;
     println!("zone {} (serial {}): {}", r.zone, r.serial, r.records.join(", "));

@@ -705,6 +705,8 @@ fn a_pool_name_answers_its_healthy_backends_and_follows_a_failure() {
     );
     let bad = err(node.cli(&["dns", "record", "add", "example.com", "www", "A", "198.51.100.77"]));
     assert!(bad.contains("pool rm"), "{bad}");
+    let list = cli_ok(&node, &["dns", "pool", "list", "example.com"]);
+    assert_eq!(list.trim(), "www.example.com. -> VIP 203.0.113.10:80/tcp (fallback 203.0.113.99, ttl 10)");
 
     let answer = || {
         let mut a = dig(&node, &["www.example.com", "A"]).data();

@@ -407,6 +407,26 @@ pub async fn remove_pool(
     Ok(Json(RecordsChanged { zone: master::name_text(&origin), serial: zone.soa().serial, records: vec![text] }))
 }
 
+/// The zone's pools (`POST /v1/dns/pools/list`).
+pub async fn list_pools(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneRef>) -> Result<Json<Vec<DnsPool>>, Failure> {
+    let origin = parse_origin(&req.origin)?;
+    let l = load(&d, &origin).await?;
+    let zone = master::name_text(&origin);
+    Ok(Json(
+        l.stored
+            .pools
+            .iter()
+            .map(|p| DnsPool {
+                zone: zone.clone(),
+                name: p.name.clone(),
+                vip: p.vip.clone(),
+                fallback: Some(p.fallback.clone()),
+                ttl: Some(p.ttl),
+            })
+            .collect(),
+    ))
+}
+
 fn record_text(r: &Record) -> String {
     format!("{} {} IN {} {}", master::name_text(&r.name), r.ttl, r.record_type(), master::rdata_text(&r.data))
 }

@@ -37,7 +37,7 @@ use std::{
 use anyhow::Context;
 use hickory_proto::{
     op::OpCode,
-    rr::{Name, RecordType},
+    rr::{DNSClass, Name, RecordType},
 };
 use hostgate_dns::{
     catalog::Catalog,
@@ -529,7 +529,8 @@ fn intercept(
         return xfr::notify_reply(catalog, &request.message).map(|r| vec![r]);
     }
     let q = request.query()?;
-    let transfer = matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR);
+    // other classes, like other transports, get the responder's REFUSED
+    let transfer = matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) && q.query_class() == DNSClass::IN;
     if request.op_code() != OpCode::Query || client.transport != Transport::Tcp || !transfer {
         return None;
     }
