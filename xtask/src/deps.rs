@@ -27,7 +27,12 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("cmake", "builds C dependencies of pingora (the HTTP proxy): libz-ng-sys"),
     ("curl", "the HTTP client of the HTTP proxy tests"),
     ("openssl", "makes the test CA and certificates of the HTTPS tests, and s_client"),
+    ("nsd", "the real secondary of the DNS transfer test (its service is stopped after install)"),
 ];
+
+/// Servers whose package starts them in the host's own namespace on
+/// install; the tests run their own instance inside a test namespace.
+const STOP_AFTER_INSTALL: &[&str] = &["nsd", "prometheus", "kea-dhcp4-server"];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -61,6 +66,12 @@ pub fn ensure(packages: &[(&str, &str)]) -> anyhow::Result<()> {
         .context("running apt-get install")?;
     if !status.success() {
         bail!("apt-get install {} failed", names.join(" "));
+    }
+    for service in names.iter().filter(|n| STOP_AFTER_INSTALL.contains(n)) {
+        // Best effort: without systemd (a container) the init script may
+        // have started it, or nothing did.
+        let _ = Command::new("systemctl").args(["disable", "--now", service]).status();
+        let _ = Command::new("service").args([service, "stop"]).status();
     }
     Ok(())
 }

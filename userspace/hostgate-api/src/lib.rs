@@ -119,6 +119,17 @@ pub struct DnsStatus {
     pub tcp_rejected: u64,
     /// TCP connections closed for idling.
     pub tcp_idle_closed: u64,
+    /// AXFR/IXFR requests answered over TCP (refusals included).
+    #[serde(default)]
+    pub transfers: u64,
+    /// NOTIFYs received, and sent (each try counts).
+    #[serde(default)]
+    pub notifies_in: u64,
+    #[serde(default)]
+    pub notifies_out: u64,
+    /// NOTIFYs that no try got an answer to.
+    #[serde(default)]
+    pub notifies_unanswered: u64,
 }
 
 /// What the DHCP server did for one network.
@@ -686,6 +697,10 @@ pub const DNS_ZONES: &str = "/v1/dns/zones";
 pub const DNS_ZONE_REMOVE: &str = "/v1/dns/zones/remove";
 pub const DNS_ZONE_IMPORT: &str = "/v1/dns/zones/import";
 pub const DNS_ZONE_EXPORT: &str = "/v1/dns/zones/export";
+pub const DNS_ZONE_SECONDARIES: &str = "/v1/dns/zones/secondaries";
+pub const DNS_POOLS: &str = "/v1/dns/pools";
+pub const DNS_POOL_REMOVE: &str = "/v1/dns/pools/remove";
+pub const DNS_POOL_LIST: &str = "/v1/dns/pools/list";
 pub const DNS_RECORDS: &str = "/v1/dns/records";
 pub const DNS_RECORD_REMOVE: &str = "/v1/dns/records/remove";
 pub const DNS_RECORD_LIST: &str = "/v1/dns/records/list";
@@ -717,6 +732,51 @@ pub struct ZoneView {
     pub records: usize,
     /// TTL of records added without one.
     pub default_ttl: u32,
+    /// Addresses that may transfer the zone (AXFR/IXFR over TCP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_transfer: Vec<String>,
+    /// Secondaries sent a NOTIFY on every serial change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
+    /// The TSIG key's name and algorithm (never its secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsig_key: Option<String>,
+}
+
+/// A name answered from a VIP's healthy backends (`POST /v1/dns/pools`
+/// adds or replaces; `POST /v1/dns/pools/remove` needs zone and name).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsPool {
+    pub zone: String,
+    /// Relative to the zone (`www`, `@`) or absolute.
+    pub name: String,
+    /// The VIP whose backends answer (`203.0.113.10:80/tcp`).
+    #[serde(default)]
+    pub vip: String,
+    /// When no backend passes: `all`, `none` or an address (default all).
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// TTL of the answers (default 10).
+    #[serde(default)]
+    pub ttl: Option<u32>,
+}
+
+/// A zone's secondaries (`POST /v1/dns/zones/secondaries`), replacing
+/// the present settings; all empty: no transfers, no NOTIFY. What NSD
+/// calls `provide-xfr` (allow + tsig) and `notify` (notify + tsig).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZoneSecondaries {
+    pub origin: String,
+    /// IP addresses that may AXFR/IXFR the zone over TCP.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// `ADDRESS:PORT` (or an address, port 53) told of every change.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// `NAME:ALGORITHM:BASE64SECRET` (hmac-sha256/384/512): required on
+    /// transfers, used to sign the NOTIFYs.
+    #[serde(default)]
+    pub tsig: Option<String>,
 }
 
 /// Names a zone (remove, export, record list).

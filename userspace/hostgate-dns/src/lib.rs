@@ -14,13 +14,19 @@
 //! - [`catalog`]: many zones, the closest enclosing one in O(labels);
 //! - [`respond`]: bytes in, bytes out: header checks, EDNS, truncation,
 //!   counters;
-//! - [`rrl`]: response rate limiting with slip, in a fixed-size table.
+//! - [`rrl`]: response rate limiting with slip, in a fixed-size table;
+//! - [`pool`]: health-aware answers: the healthy backends of a VIP, or a
+//!   fallback;
+//! - [`xfr`]: AXFR/IXFR to secondaries with ACLs and TSIG, NOTIFY out and
+//!   in.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod catalog;
 pub mod lookup;
 pub mod master;
+pub mod pool;
 pub mod respond;
 pub mod rrl;
+pub mod xfr;
 pub mod zone;

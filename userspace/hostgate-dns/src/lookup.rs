@@ -111,7 +111,7 @@ enum Found<'a> {
 /// qname is slicing one key, with no allocation, and each map lookup
 /// compares bytes (hickory's `Name` comparison walks labels backwards and
 /// was most of the time of an answer).
-pub(crate) fn key_of(name: &Name) -> Vec<u8> {
+pub fn key_of(name: &Name) -> Vec<u8> {
     let mut key = Vec::with_capacity(name.len() + 1);
     for label in name.iter().rev() {
         // labels are at most 63 bytes (hickory checks)

@@ -10,9 +10,9 @@
 //! - QDCOUNT other than 1, or a second OPT: FORMERR;
 //! - EDNS version above 0: BADVERS (RFC 6891 §6.1.3);
 //! - class other than IN: REFUSED; a name we have no zone for: REFUSED;
-//! - AXFR/IXFR: REFUSED over UDP (RFC 5936 §4.2; NSD says NOTIMP); over
-//!   TCP too for now (as NSD without an ACL), the daemon will intercept
-//!   them with its ACLs and TSIG;
+//! - AXFR/IXFR: REFUSED over UDP (RFC 5936 §4.2; NSD says NOTIMP), and
+//!   over TCP for a zone without transfer settings (as NSD without an
+//!   ACL); the daemon answers the others with [`crate::xfr::transfer`];
 //! - size: UDP without EDNS 512 bytes; with EDNS the client's payload size
 //!   clamped to [`Config::udp_payload_min`, `udp_payload_max`] (1232 by
 //!   default, the DNS flag day 2020 value); TCP 65535. If a response does

@@ -368,6 +368,38 @@ enum DnsCommand {
         #[command(subcommand)]
         command: RecordCommand,
     },
+    /// Health-aware names: a name answering the addresses of a VIP's
+    /// backends whose health checks pass (the load balancer's checks).
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoolCommand {
+    /// Bind a name to a VIP: `pool add example.com www --vip 203.0.113.10:80/tcp`.
+    Add {
+        zone: String,
+        name: String,
+        /// The VIP whose backends answer, as `hostgate vip` writes it.
+        #[arg(long)]
+        vip: String,
+        /// When no backend passes: all (every backend), none, or an address.
+        #[arg(long, default_value = "all")]
+        fallback: String,
+        /// TTL of the answers (default 10).
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+    /// Unbind a name.
+    Rm { zone: String, name: String },
+    /// The zone's pool names.
+    List {
+        zone: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -408,6 +440,25 @@ enum ZoneCommand {
     },
     /// Print a zone in master file format.
     Export { origin: String },
+    /// Secondaries of a zone, as NSD's provide-xfr and notify: who may
+    /// transfer it (AXFR/IXFR over TCP) and who is sent a NOTIFY on every
+    /// change. Replaces what was set; with no option, turns both off.
+    Secondaries {
+        origin: String,
+        /// Addresses that may transfer the zone (comma-separated or repeated).
+        #[arg(long = "allow", value_delimiter = ',')]
+        allow: Vec<String>,
+        /// ADDRESS:PORT ([V6]:PORT; port 53 if left out) to notify
+        /// (comma-separated or repeated).
+        #[arg(long = "notify", value_delimiter = ',')]
+        notify: Vec<String>,
+        /// NAME:ALGORITHM:BASE64SECRET (hmac-sha256, -sha384, -sha512),
+        /// e.g. from `tsig-keygen`: required on transfers, signs NOTIFYs.
+        #[arg(long)]
+        tsig: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -767,6 +818,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Dhcp { command } => dhcp(&client, command).await,
         Command::Dns { command: DnsCommand::Zone { command } } => dns_zone(&client, command).await,
         Command::Dns { command: DnsCommand::Record { command } } => dns_record(&client, command).await,
+        Command::Dns { command: DnsCommand::Pool { command } } => dns_pool(&client, command).await,
         Command::Rules { command: RulesCommand::Check { files, json } } => rules_check(&client, &files, json).await,
         Command::Rules { command: RulesCommand::Apply { json } } => {
             let r: hostgate_api::RulesApplied = client.post(hostgate_api::RULES_APPLY, &()).await?;
@@ -1178,8 +1230,51 @@ async fn dns_zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
             let t: ZoneText = client.post(hostgate_api::DNS_ZONE_EXPORT, &ZoneRef { origin }).await?;
             print!("{}", t.text);
         }
+        ZoneCommand::Secondaries { origin, allow, notify, tsig, json } => {
+            let req = hostgate_api::ZoneSecondaries { origin, allow, notify, tsig };
+            let z: ZoneView = client.post(hostgate_api::DNS_ZONE_SECONDARIES, &req).await?;
+            print_out(json, &z, secondaries_text)?;
+        }
     }
     Ok(())
+}
+
+async fn dns_pool(client: &Client, command: PoolCommand) -> anyhow::Result<()> {
+    use hostgate_api::{DnsPool, RecordsChanged};
+    if let PoolCommand::List { zone, json } = command {
+        let all: Vec<DnsPool> =
+            client.post(hostgate_api::DNS_POOL_LIST, &hostgate_api::ZoneRef { origin: zone }).await?;
+        return print_out(json, &all, |all| {
+            all.iter()
+                .map(|p| {
+                    let fallback = p.fallback.as_deref().unwrap_or("all");
+                    format!("{} -> VIP {} (fallback {fallback}, ttl {})", p.name, p.vip, p.ttl.unwrap_or(0))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+    }
+    let (path, req) = match command {
+        PoolCommand::Add { zone, name, vip, fallback, ttl } => {
+            (hostgate_api::DNS_POOLS, DnsPool { zone, name, vip, fallback: Some(fallback), ttl })
+        }
+        PoolCommand::Rm { zone, name } => (hostgate_api::DNS_POOL_REMOVE, DnsPool { zone, name, ..Default::default() }),
+        PoolCommand::List { .. } => return Ok(()),
+    };
+    let r: RecordsChanged = client.post(path, &req).await?;
+    println!("zone {} (serial {}): {}", r.zone, r.serial, r.records.join(", "));
+    Ok(())
+}
+
+fn secondaries_text(z: &hostgate_api::ZoneView) -> String {
+    let list = |v: &[String]| if v.is_empty() { "nobody".to_string() } else { v.join(", ") };
+    format!(
+        "zone {}: transfers to {}; NOTIFY to {}; TSIG {}",
+        z.origin,
+        list(&z.allow_transfer),
+        list(&z.notify),
+        z.tsig_key.as_deref().unwrap_or("none")
+    )
 }
 
 /// The record data as one zone-file text: each TXT argument is one

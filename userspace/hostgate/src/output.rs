@@ -422,7 +422,7 @@ fn dns_status(d: &hostgate_api::DnsStatus) -> String {
     format!(
         "dns        {} zone(s) on {}; {} queries ({} udp, {} tcp): {} noerror ({} nodata, {} referrals), {} nxdomain, \
          {} refused, {} formerr, {} notimp, {} servfail; {} truncated, {} dropped, rate-limited {} dropped + {} slipped; \
-         tcp {} rejected, {} idle-closed\n",
+         tcp {} rejected, {} idle-closed; {} transfers, NOTIFY {} in, {} out ({} unanswered)\n",
         d.zones,
         d.listen.join(", "),
         d.queries,
@@ -442,13 +442,32 @@ fn dns_status(d: &hostgate_api::DnsStatus) -> String {
         d.rate_limited_slipped,
         d.tcp_rejected,
         d.tcp_idle_closed,
+        d.transfers,
+        d.notifies_in,
+        d.notifies_out,
+        d.notifies_unanswered,
     )
 }
 
 pub fn zones(all: &[hostgate_api::ZoneView]) -> Table {
-    let mut t = table(&["ZONE", "SERIAL", "RECORDS", "DEFAULT TTL"]);
+    let mut t = table(&["ZONE", "SERIAL", "RECORDS", "DEFAULT TTL", "SECONDARIES"]);
     for z in all {
-        t.add_row(vec![z.origin.clone(), z.serial.to_string(), z.records.to_string(), z.default_ttl.to_string()]);
+        let secondaries = match (z.allow_transfer.is_empty(), z.notify.is_empty()) {
+            (true, true) => "-".to_string(),
+            _ => format!(
+                "xfr {}; notify {}{}",
+                z.allow_transfer.len(),
+                z.notify.len(),
+                z.tsig_key.as_deref().map_or(String::new(), |k| format!("; tsig {k}"))
+            ),
+        };
+        t.add_row(vec![
+            z.origin.clone(),
+            z.serial.to_string(),
+            z.records.to_string(),
+            z.default_ttl.to_string(),
+            secondaries,
+        ]);
     }
     t
 }

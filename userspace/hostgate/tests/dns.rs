@@ -6,11 +6,13 @@ mod common;
 
 use std::{
     net::{SocketAddr, TcpStream, UdpSocket},
+    path::PathBuf,
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use common::{err, ok, TestNode};
-use hostgate_testbed::{privileged, sender::enter_netns};
+use hostgate_testbed::{privileged, sender::enter_netns, servers, topology::CLIENT_V4, unique_name, ChildGuard};
 
 const V4: &str = "198.51.100.53";
 const V6: &str = "2001:db8:51::53";
@@ -18,8 +20,13 @@ const V6: &str = "2001:db8:51::53";
 /// A node whose daemon answers DNS on V4 and V6 (on its loopback, inside
 /// the node namespace); the client reaches both through the uplink.
 fn dns_node(purpose: &str) -> TestNode {
+    dns_node_with(purpose, 0)
+}
+
+/// [`dns_node`] with `containers` containers behind the node.
+fn dns_node_with(purpose: &str, containers: usize) -> TestNode {
     let extra = format!("\n[dns]\nlisten = [\"{V4}:53\", \"[{V6}]:53\"]\ntcp_max_connections = 2\ntcp_idle_secs = 1\nquery_log = true\n");
-    let mut node = TestNode::with_config(purpose, 0, &extra);
+    let mut node = TestNode::with_config(purpose, containers, &extra);
     node.topo.node.ip(["link", "set", "lo", "up"]).expect("lo up");
     node.topo.node.ip(["addr", "add", &format!("{V4}/32"), "dev", "lo"]).expect("v4 on lo");
     node.start_daemon();
@@ -418,4 +425,386 @@ fn truncation_tcp_limits_rate_limits_and_malformed_queries() {
 
     assert!(status.truncated >= 1 && status.formerr >= 1 && status.dropped >= 1, "{status:?}");
     assert!(status.tcp >= 1 && status.tcp_rejected >= 1 && status.tcp_idle_closed >= 1, "{status:?}");
+}
+
+const TSIG_NAME: &str = "xfr.example.com";
+/// base64 of 32 bytes; a test key, never a real one.
+const TSIG_SECRET: &str = "aG9zdGdhdGUtdGVzdC1rZXktbm90LWEtcmVhbC1vbmU=";
+
+/// NSD 4 as a secondary of example.com in the client namespace, in the
+/// foreground (`-d`) with its files in a directory of its own. NSD forks
+/// its server and xfrd processes: on drop it gets SIGTERM (and time to
+/// stop them) before the guard's SIGKILL.
+struct Nsd {
+    guard: ChildGuard,
+    dir: PathBuf,
+}
+
+impl Nsd {
+    fn start(node: &TestNode, listen: &str, primary: &str, tsig: bool) -> Nsd {
+        let dir = std::env::temp_dir().join(unique_name("hg-nsd"));
+        std::fs::create_dir_all(&dir).expect("nsd dir");
+        let d = dir.display();
+        let key = if tsig { TSIG_NAME } else { "NOKEY" };
+        let mut conf = format!(
+            "server:\n ip-address: {listen}@53\n username: \"\"\n chroot: \"\"\n zonesdir: \"{d}\"\n \
+             pidfile: \"{d}/nsd.pid\"\n xfrdfile: \"{d}/xfrd.state\"\n zonelistfile: \"{d}/zone.list\"\n \
+             xfrdir: \"{d}\"\n database: \"\"\n logfile: \"{d}/nsd.log\"\n verbosity: 2\n server-count: 1\n\
+             remote-control:\n control-enable: no\n"
+        );
+        if tsig {
+            conf += &format!("key:\n name: \"{TSIG_NAME}\"\n algorithm: hmac-sha256\n secret: \"{TSIG_SECRET}\"\n");
+        }
+        conf += &format!(
+            "zone:\n name: \"example.com\"\n zonefile: \"{d}/example.com.zone\"\n \
+             request-xfr: {primary} {key}\n allow-notify: {primary} {key}\n"
+        );
+        let path = dir.join("nsd.conf");
+        std::fs::write(&path, conf).expect("nsd.conf");
+        let child = node
+            .topo
+            .client
+            .command("nsd")
+            .args(["-d", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run nsd (apt-get install nsd)");
+        Nsd { guard: ChildGuard::new("nsd", child), dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nsd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        self.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `within` passes.
+fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// `dig AXFR` from the client namespace: the records (dig prints them
+/// without sections) and the whole output.
+fn axfr(node: &TestNode, server: &str, key: Option<&str>) -> (Vec<String>, String) {
+    let mut cmd = node.topo.client.command("dig");
+    cmd.arg(format!("@{server}")).args(["+time=2", "+tries=1"]);
+    if let Some(key) = key {
+        cmd.args(["-y", key]);
+    }
+    let out = cmd.args(["example.com", "AXFR"]).output().expect("dig");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let records = raw
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    (records, raw)
+}
+
+fn rtype(line: &str) -> &str {
+    line.split_whitespace().nth(3).unwrap_or_default()
+}
+
+#[test]
+fn a_real_secondary_follows_by_notify_and_axfr_with_tsig() {
+    if !privileged("a_real_secondary_follows_by_notify_and_axfr_with_tsig") {
+        return;
+    }
+    let node = dns_node("dns-xfr");
+    cli_ok(&node, &["dns", "zone", "add", "example.com", "--ns", "ns1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "ns1", "A", "198.51.100.1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "www", "A", "198.51.100.10"]);
+
+    // Settings are validated field by field; the secret is never shown.
+    let bad = err(node.cli(&["dns", "zone", "secondaries", "example.com", "--notify", "ns2.example.net"]));
+    assert!(bad.contains("notify:"), "{bad}");
+    let bad = err(node.cli(&["dns", "zone", "secondaries", "example.com", "--allow", "x", "--tsig", "k:md5:AAAA"]));
+    assert!(bad.contains("allow:"), "{bad}");
+    let bad = err(node.cli(&[
+        "dns",
+        "zone",
+        "secondaries",
+        "example.com",
+        "--tsig",
+        "k:hmac-md5:AAAA",
+        "--allow",
+        "198.18.0.2",
+    ]));
+    assert!(bad.contains("tsig: algorithm"), "{bad}");
+    let client = CLIENT_V4.to_string();
+    let key = format!("{TSIG_NAME}:hmac-sha256:{TSIG_SECRET}");
+    let set = cli_ok(
+        &node,
+        &[
+            "dns",
+            "zone",
+            "secondaries",
+            "example.com",
+            "--allow",
+            &client,
+            "--notify",
+            &format!("{client}:53"),
+            "--tsig",
+            &key,
+        ],
+    );
+    assert!(set.contains("TSIG xfr.example.com. (hmac-sha256)"), "{set}");
+    let list = cli_ok(&node, &["dns", "zone", "list", "--json"]);
+    assert!(list.contains(&client) && !list.contains(TSIG_SECRET), "{list}");
+    let table = cli_ok(&node, &["dns", "zone", "list"]);
+    assert!(table.contains("xfr 1; notify 1; tsig xfr.example.com. (hmac-sha256)"), "{table}");
+
+    // NSD transfers the zone when it starts ...
+    let nsd = Nsd::start(&node, &client, V4, true);
+    let www = |name: &str| dig_at(&node, &client, &[name, "A"]).data();
+    assert!(
+        eventually(Duration::from_secs(15), || www("www.example.com") == ["198.51.100.10"]),
+        "NSD never got the zone:\n{}\n{}",
+        nsd.log(),
+        node.log()
+    );
+    // ... and after a change, our NOTIFY brings it back for the new serial.
+    let changed = Instant::now();
+    cli_ok(&node, &["dns", "record", "add", "example.com", "new", "A", "198.51.100.12"]);
+    assert!(
+        eventually(Duration::from_secs(5), || www("new.example.com") == ["198.51.100.12"]),
+        "NSD did not follow the change:\n{}\n{}",
+        nsd.log(),
+        node.log()
+    );
+    eprintln!("a change reached NSD in {:?}", changed.elapsed());
+    assert_eq!(serial(&node, "example.com"), {
+        let soa = dig_at(&node, &client, &["example.com", "SOA"]);
+        soa.data().first().and_then(|s| s.split_whitespace().nth(2)?.parse().ok()).unwrap_or(0)
+    });
+    let log = node.log();
+    assert!(log.contains("NOTIFY answered") && log.contains("DNS zone transfer"), "{log}");
+    for line in log.lines().filter(|l| l.contains("DNS zone transfer") || l.contains("NOTIFY")) {
+        eprintln!("{line}");
+    }
+
+    // Without the key, with another secret, or from an address not
+    // allowed: no zone. With the key: SOA first and last.
+    let (records, raw) = axfr(&node, V4, None);
+    assert!(records.is_empty() && raw.contains("Transfer failed"), "{raw}");
+    let wrong = format!("hmac-sha256:{TSIG_NAME}:c29tZS1vdGhlci1zZWNyZXQtc29tZS1vdGhlci0xMjM=");
+    let (records, raw) = axfr(&node, V4, Some(&wrong));
+    assert!(records.iter().all(|r| rtype(r) == "TSIG") && raw.contains("BADSIG"), "NOTAUTH/BADSIG: {raw}");
+    assert!(raw.contains("Transfer failed"), "{raw}");
+    let right = format!("hmac-sha256:{TSIG_NAME}:{TSIG_SECRET}");
+    let (records, raw) = axfr(&node, V6, Some(&right));
+    assert!(records.is_empty() && raw.contains("Transfer failed"), "from an address not allowed: {raw}");
+    let (records, raw) = axfr(&node, V4, Some(&right));
+    let types: Vec<&str> = records.iter().map(|r| rtype(r)).filter(|t| *t != "TSIG").collect();
+    assert_eq!((types.first(), types.last()), (Some(&"SOA"), Some(&"SOA")), "{raw}");
+    assert!(records.iter().any(|r| r.starts_with("new.example.com.")), "{raw}");
+    // A zone of many messages: each signed, chained to the one before
+    // (RFC 8945 §5.3.1), which dig and NSD both check.
+    let mut text = String::from(
+        "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 300\n@ NS ns1\nns1 A 198.51.100.1\n",
+    );
+    for i in 0..400 {
+        text += &format!("big{i} TXT \"{}\"\n", "z".repeat(200));
+    }
+    let file = std::env::temp_dir().join(format!("{}.zone", unique_name("hg-big")));
+    std::fs::write(&file, text).expect("zone file");
+    let imported = cli_ok(&node, &["dns", "zone", "import", &file.display().to_string()]);
+    let _ = std::fs::remove_file(&file);
+    assert!(imported.contains("403 records"), "{imported}");
+    // the import is served within a second, not at once
+    let mut big = (Vec::new(), String::new());
+    let whole = eventually(Duration::from_secs(3), || {
+        big = axfr(&node, V4, Some(&right));
+        big.0.iter().filter(|r| rtype(r) != "TSIG").count() == 404
+    });
+    let (records, raw) = big;
+    assert!(whole, "SOA, 402 records, SOA ({} lines): {raw}", records.len());
+    assert!(!raw.contains("failure") && !raw.contains("failed"), "{raw}");
+    assert!(raw.contains("XFR size: 404 records (messages "), "{raw}");
+    let messages = raw.split("(messages ").nth(1).and_then(|m| m.split(',').next()?.parse::<u32>().ok());
+    assert!(messages.is_some_and(|m| m >= 5), "several messages: {messages:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || dig_at(&node, &client, &["big399.example.com", "TXT"]).data().len() == 1),
+        "NSD took the big zone:\n{}",
+        nsd.log()
+    );
+    assert!(dig_at(&node, &client, &["new.example.com", "A"]).status == "NXDOMAIN", "the import replaced the zone");
+
+    // Over UDP (dig always takes TCP for AXFR): refused, from an allowed address too.
+    let reply = udp_exchange(&node, &query(8, "example.com", 252)).expect("an answer");
+    assert_eq!(reply[3] & 0x0f, 5, "REFUSED: {reply:?}");
+
+    // A NOTIFY for our zone is answered NOERROR with AA, not NOTIMP.
+    let mut notify = query(7, "example.com", 6);
+    notify[2] = 4 << 3; // opcode NOTIFY
+    notify[2] |= 0x04; // AA
+    let reply = udp_exchange(&node, &notify).expect("a NOTIFY is answered");
+    assert_eq!((reply[2] & 0x78) >> 3, 4, "opcode echoed");
+    assert_eq!((reply[2] & 0x04 != 0, reply[3] & 0x0f), (true, 0), "AA, NOERROR: {reply:?}");
+
+    let status = node.status().dns;
+    assert!(status.transfers >= 4 && status.notifies_out >= 1 && status.notifies_in >= 1, "{status:?}");
+    drop(nsd);
+}
+
+#[test]
+fn a_pool_name_answers_its_healthy_backends_and_follows_a_failure() {
+    if !privileged("a_pool_name_answers_its_healthy_backends_and_follows_a_failure") {
+        return;
+    }
+    let node = dns_node_with("dns-pool", 2);
+    let server = |c: &hostgate_testbed::Container| {
+        servers::tcp_identity(&c.ns.path(), "0.0.0.0:80".parse().expect("addr"), "web").expect("tcp server")
+    };
+    let mut web: Vec<Option<servers::IdentityServer>> = node.topo.containers.iter().map(|c| Some(server(c))).collect();
+    let (c1, c2) = (node.topo.containers[0].v4.to_string(), node.topo.containers[1].v4.to_string());
+    cli_ok(&node, &["dns", "zone", "add", "example.com", "--ns", "ns1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "ns1", "A", "198.51.100.1"]);
+    cli_ok(&node, &["vip", "add", "203.0.113.10", "--proto", "tcp", "--port", "80"]);
+    // One check interval is 1 s; a refused connect fails the probe at once.
+    let check = ["--check", "tcp", "--check-interval", "1s", "--check-timeout", "200ms", "--rise", "1", "--fall", "1"];
+    for addr in [&c1, &c2] {
+        let mut args = vec!["backend", "add", "203.0.113.10:80/tcp", addr.as_str()];
+        args.extend(check);
+        cli_ok(&node, &args);
+    }
+
+    // Field by field validation; a pool name takes no A of its own.
+    let bad = err(node.cli(&["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80"]));
+    assert!(bad.contains("vip"), "{bad}");
+    let bad = err(node.cli(&[
+        "dns",
+        "pool",
+        "add",
+        "example.com",
+        "www",
+        "--vip",
+        "203.0.113.10:80/tcp",
+        "--fallback",
+        "2001:db8::9",
+    ]));
+    assert!(bad.contains("fallback:"), "{bad}");
+    cli_ok(
+        &node,
+        &["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80/tcp", "--fallback", "203.0.113.99"],
+    );
+    let bad = err(node.cli(&["dns", "record", "add", "example.com", "www", "A", "198.51.100.77"]));
+    assert!(bad.contains("pool rm"), "{bad}");
+    let list = cli_ok(&node, &["dns", "pool", "list", "example.com"]);
+    assert_eq!(list.trim(), "www.example.com. -> VIP 203.0.113.10:80/tcp (fallback 203.0.113.99, ttl 10)");
+
+    let answer = || {
+        let mut a = dig(&node, &["www.example.com", "A"]).data();
+        a.sort();
+        a
+    };
+    let mut both = vec![c1.clone(), c2.clone()];
+    both.sort();
+    assert!(eventually(Duration::from_secs(3), || answer() == both), "both healthy: {:?}", answer());
+    let d = dig(&node, &["www.example.com", "A"]);
+    assert!(d.aa() && d.answer.iter().all(|l| l.split_whitespace().nth(1) == Some("10")), "short TTL: {}", d.raw);
+
+    // c2's server dies: within one check interval, only c1 answers.
+    web[1] = None;
+    let killed = Instant::now();
+    assert!(eventually(Duration::from_secs(3), || answer() == [c1.clone()]), "{:?}\n{}", answer(), node.log());
+    let took = killed.elapsed();
+    eprintln!("the answer dropped the dead backend after {took:?}");
+    assert!(took <= Duration::from_millis(1_300), "one interval (1 s) and a little: {took:?}");
+
+    // Both dead: the sorry address.
+    web[0] = None;
+    assert!(eventually(Duration::from_secs(3), || answer() == ["203.0.113.99"]), "{:?}", answer());
+    // One back: it answers again.
+    web[1] = Some(server(&node.topo.containers[1]));
+    assert!(eventually(Duration::from_secs(3), || answer() == [c2.clone()]), "{:?}", answer());
+
+    // fallback none: NODATA (the name stays), not NXDOMAIN.
+    web[1] = None;
+    cli_ok(&node, &["dns", "pool", "add", "example.com", "www", "--vip", "203.0.113.10:80/tcp", "--fallback", "none"]);
+    assert!(eventually(Duration::from_secs(3), || {
+        let d = dig(&node, &["www.example.com", "A"]);
+        d.status == "NOERROR" && d.answer.is_empty()
+    }));
+    cli_ok(&node, &["dns", "pool", "rm", "example.com", "www"]);
+    assert!(eventually(Duration::from_secs(3), || dig(&node, &["www.example.com", "A"]).status == "NXDOMAIN"));
+}
+
+/// A NOTIFY as a fake secondary saw it.
+struct Seen {
+    at: Duration,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+#[test]
+fn notify_is_retried_with_backoff_until_answered_then_sent_for_each_change() {
+    if !privileged("notify_is_retried_with_backoff_until_answered_then_sent_for_each_change") {
+        return;
+    }
+    let node = dns_node("dns-notify");
+    cli_ok(&node, &["dns", "zone", "add", "example.com", "--ns", "ns1"]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "ns1", "A", "198.51.100.1"]);
+    // A fake secondary in the client namespace that leaves the first two
+    // tries unanswered, answers the third and every later one.
+    let path = node.topo.client.path();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let secondary = std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        let socket = UdpSocket::bind((CLIENT_V4, 5300)).expect("bind");
+        socket.set_read_timeout(Some(Duration::from_secs(4))).expect("timeout");
+        ready_tx.send(()).expect("ready");
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // ends after 4 s of silence
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            seen.push(Seen { at: start.elapsed(), from, bytes: buf[..n].to_vec() });
+            if seen.len() >= 3 {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80; // QR: the same message as our answer
+                socket.send_to(&reply, from).expect("answer");
+            }
+        }
+        seen
+    });
+    ready_rx.recv().expect("secondary ready");
+    cli_ok(&node, &["dns", "zone", "secondaries", "example.com", "--notify", &format!("{CLIENT_V4}:5300")]);
+    std::thread::sleep(Duration::from_millis(4_500));
+    cli_ok(&node, &["dns", "record", "add", "example.com", "www", "A", "198.51.100.10"]);
+    let seen = secondary.join().expect("secondary");
+
+    assert_eq!(
+        seen.len(),
+        4,
+        "three tries, then one for the change: {:?}",
+        seen.iter().map(|s| s.at).collect::<Vec<_>>()
+    );
+    for s in &seen {
+        assert_eq!(s.from.ip().to_string(), V4, "from our listen address");
+        assert_eq!((s.bytes[2] >> 3) & 0x0f, 4, "opcode NOTIFY");
+        assert!(s.bytes[2] & 0x04 != 0, "AA");
+    }
+    let gap = |i: usize| seen[i + 1].at - seen[i].at;
+    assert!(gap(0) >= Duration::from_millis(900) && gap(0) < Duration::from_millis(1_500), "{:?}", gap(0));
+    assert!(gap(1) >= Duration::from_millis(1_900) && gap(1) < Duration::from_millis(2_600), "backoff: {:?}", gap(1));
+    assert!(seen[..3].iter().all(|s| s.bytes[..2] == seen[0].bytes[..2]), "one id for every try");
+    assert_ne!(seen[3].bytes[12..], seen[2].bytes[12..], "the change's NOTIFY carries the new SOA");
+    let status = node.status().dns;
+    assert_eq!((status.notifies_out, status.notifies_unanswered), (4, 0), "{status:?}");
 }

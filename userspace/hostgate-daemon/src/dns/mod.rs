@@ -15,14 +15,18 @@ use std::{str::FromStr, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, Json};
 use hickory_proto::rr::{rdata::SOA, DNSClass, Name, RData, Record, RecordType};
-use hostgate_api::{RecordChange, RecordView, RecordsChanged, ZoneAdd, ZoneImport, ZoneRef, ZoneText, ZoneView};
+use hostgate_api::{
+    DnsPool, RecordChange, RecordView, RecordsChanged, ZoneAdd, ZoneImport, ZoneRef, ZoneSecondaries, ZoneText,
+    ZoneView,
+};
 use hostgate_dns::{
     master,
+    pool::{self, Fallback},
     zone::{next_serial, serial_lt, Zone, ZoneError},
 };
 use hostgate_store::{Compare, KeyValue, Op, Txn, TxnOutcome};
 pub(crate) use serve::{follow, Shared};
-use stored::{zone_key, StoredZone};
+use stored::{zone_key, StoredPool, StoredTransfer, StoredZone, ZoneSettings};
 use tracing::info;
 
 use crate::{api::Failure, Daemon};
@@ -97,11 +101,20 @@ fn with_serial(zone: &Zone, serial: u32) -> Result<Zone, Failure> {
 }
 
 fn view(z: &StoredZone) -> ZoneView {
+    let tsig_key = z
+        .transfer
+        .parse()
+        .ok()
+        .and_then(|t| t.tsig)
+        .map(|k| format!("{} ({})", master::name_text(&k.name), hostgate_dns::xfr::algorithm_text(&k.algorithm)));
     ZoneView {
         origin: z.origin.clone(),
         serial: z.soa.serial,
         records: z.records.len() + 1,
         default_ttl: z.default_ttl,
+        allow_transfer: z.transfer.allow.clone(),
+        notify: z.transfer.notify.clone(),
+        tsig_key,
     }
 }
 
@@ -124,13 +137,19 @@ async fn load(d: &Daemon, origin: &Name) -> Result<Loaded, Failure> {
 
 /// Writes `zone` if its key is still at `expected` (`None`: absent).
 /// `Ok(false)`: someone else changed it first.
-async fn put(d: &Daemon, expected: Option<&KeyValue>, zone: &Zone, default_ttl: u32) -> Result<bool, Failure> {
+async fn put(
+    d: &Daemon,
+    expected: Option<&KeyValue>,
+    zone: &Zone,
+    default_ttl: u32,
+    settings: &ZoneSettings,
+) -> Result<bool, Failure> {
     let key = zone_key(zone.origin());
     let compare = match expected {
         Some(kv) => Compare::ModRevision(key.clone(), kv.mod_revision),
         None => Compare::Absent(key.clone()),
     };
-    let op = Op::put_json(key, &StoredZone::from_zone(zone, default_ttl)).map_err(store_err)?;
+    let op = Op::put_json(key, &StoredZone::from_zone(zone, default_ttl, settings.clone())).map_err(store_err)?;
     match d.store.commit(Txn::new().when(compare).then(op)).await.map_err(store_err)? {
         TxnOutcome::Committed(_) => Ok(true),
         TxnOutcome::CompareFailed(_) => Ok(false),
@@ -149,7 +168,7 @@ where
         let touched = change(&mut records, &l.stored)?;
         let zone = Zone::new(l.zone.origin().clone(), records.clone()).map_err(|e| zone_errors(&records, e))?;
         let zone = with_serial(&zone, next_serial(l.zone.soa().serial, Some(today())))?;
-        if put(d, Some(&l.kv), &zone, l.stored.default_ttl).await? {
+        if put(d, Some(&l.kv), &zone, l.stored.default_ttl, &l.stored.settings()).await? {
             return Ok((zone, touched));
         }
     }
@@ -193,12 +212,12 @@ pub async fn add_zone(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneAdd>) ->
         records.push(in_class(Record::from_rdata(origin.clone(), ttl, data)));
     }
     let zone = Zone::new(origin.clone(), records.clone()).map_err(|e| zone_errors(&records, e))?;
-    if !put(&d, None, &zone, ttl).await? {
+    if !put(&d, None, &zone, ttl, &ZoneSettings::default()).await? {
         let name = master::name_text(&origin);
         return Err(Failure(StatusCode::CONFLICT, format!("zone {name} exists already")));
     }
     info!(zone = %origin, serial, "DNS zone added");
-    Ok(Json(view(&StoredZone::from_zone(&zone, ttl))))
+    Ok(Json(view(&StoredZone::from_zone(&zone, ttl, ZoneSettings::default()))))
 }
 
 pub async fn list_zones(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<ZoneView>>, Failure> {
@@ -248,9 +267,11 @@ pub async fn import_zone(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneImpor
             _ => parsed.clone(),
         };
         let default_ttl = existing.as_ref().map_or(DEFAULT_TTL, |l| l.stored.default_ttl);
-        if put(&d, existing.as_ref().map(|l| &l.kv), &zone, default_ttl).await? {
+        // an import replaces the records, not who transfers them
+        let settings = existing.as_ref().map(|l| l.stored.settings()).unwrap_or_default();
+        if put(&d, existing.as_ref().map(|l| &l.kv), &zone, default_ttl, &settings).await? {
             info!(zone = %origin, serial = zone.soa().serial, file = %req.file, "DNS zone imported");
-            return Ok(Json(view(&StoredZone::from_zone(&zone, default_ttl))));
+            return Ok(Json(view(&StoredZone::from_zone(&zone, default_ttl, settings))));
         }
     }
     Err(Failure(StatusCode::CONFLICT, "the zone kept changing during the import; try again".into()))
@@ -260,6 +281,150 @@ pub async fn export_zone(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneRef>)
     let origin = parse_origin(&req.origin)?;
     let l = load(&d, &origin).await?;
     Ok(Json(ZoneText { origin: master::name_text(&origin), text: master::export(&l.zone) }))
+}
+
+/// Sets who may transfer the zone and who is notified (replacing what
+/// was set). The records and the serial stay: the zone's data did not
+/// change; new NOTIFY targets are told the present serial at once.
+pub async fn set_secondaries(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<ZoneSecondaries>,
+) -> Result<Json<ZoneView>, Failure> {
+    let origin = parse_origin(&req.origin)?;
+    let asked = StoredTransfer { allow: req.allow.clone(), notify: req.notify.clone(), tsig: req.tsig.clone() };
+    let parsed = asked.parse().map_err(|e| bad(e.to_string()))?;
+    if parsed.tsig.is_some() && parsed.allow.is_empty() && parsed.notify.is_empty() {
+        return Err(bad("tsig: a key without allow or notify addresses is used by nothing"));
+    }
+    let transfer = StoredTransfer::from_transfer(&parsed);
+    for _ in 0..ATTEMPTS {
+        let l = load(&d, &origin).await?;
+        let settings = ZoneSettings { transfer: transfer.clone(), ..l.stored.settings() };
+        if put(&d, Some(&l.kv), &l.zone, l.stored.default_ttl, &settings).await? {
+            info!(zone = %origin, allow = ?transfer.allow, notify = ?transfer.notify, tsig = transfer.tsig.is_some(), "DNS zone secondaries set");
+            return Ok(Json(view(&StoredZone::from_zone(&l.zone, l.stored.default_ttl, settings))));
+        }
+    }
+    Err(Failure(StatusCode::CONFLICT, "the zone kept changing under this edit; try again".into()))
+}
+
+fn is_pool_name(stored: &StoredZone, name: &Name) -> bool {
+    let text = master::name_text(&name.to_lowercase());
+    stored.pools.iter().any(|p| p.name == text)
+}
+
+/// Types a pool name answers itself (and a CNAME, which would hide it).
+fn answers_addresses(t: RecordType) -> bool {
+    matches!(t, RecordType::A | RecordType::AAAA | RecordType::CNAME)
+}
+
+/// A pool from the request, validated field by field.
+fn pool_of(req: &DnsPool, origin: &Name) -> Result<StoredPool, Failure> {
+    let name = master::parse_name(req.name.trim(), origin).map_err(|e| bad(format!("name: {e}")))?.to_lowercase();
+    if !origin.zone_of(&name) {
+        return Err(bad(format!("name: {} is not in zone {}", master::name_text(&name), master::name_text(origin))));
+    }
+    let vip =
+        hostgate_lb::model::VipKey::from_str(req.vip.trim()).map_err(|e| bad(format!("vip: {:?}: {e}", req.vip)))?;
+    let fallback_text = req.fallback.as_deref().unwrap_or("all");
+    let fallback = Fallback::from_str(fallback_text).map_err(|e| bad(e.to_string()))?;
+    if let Fallback::Sorry(ip) = fallback {
+        if ip.is_ipv4() != vip.addr.is_ipv4() {
+            return Err(bad(format!("fallback: {ip} and VIP {vip} are of different IP families")));
+        }
+    }
+    let ttl = check_ttl(req.ttl.unwrap_or(pool::DEFAULT_TTL))?;
+    Ok(StoredPool { name: master::name_text(&name), vip: vip.to_string(), fallback: fallback.to_string(), ttl })
+}
+
+/// Changes the zone's pools, moves the serial (the answers change) and
+/// commits; a lost race starts over.
+async fn edit_pools<F>(d: &Daemon, origin: &Name, change: F) -> Result<Zone, Failure>
+where
+    F: Fn(&mut Vec<StoredPool>, &Zone) -> Result<(), Failure>,
+{
+    for _ in 0..ATTEMPTS {
+        let l = load(d, origin).await?;
+        let mut settings = l.stored.settings();
+        change(&mut settings.pools, &l.zone)?;
+        let zone = with_serial(&l.zone, next_serial(l.zone.soa().serial, Some(today())))?;
+        if put(d, Some(&l.kv), &zone, l.stored.default_ttl, &settings).await? {
+            return Ok(zone);
+        }
+    }
+    Err(Failure(StatusCode::CONFLICT, "the zone kept changing under this edit; try again".into()))
+}
+
+fn pool_text(p: &StoredPool) -> String {
+    format!("{} -> VIP {} (fallback {}, ttl {})", p.name, p.vip, p.fallback, p.ttl)
+}
+
+/// Binds a name to the healthy backends of a VIP (replacing a binding of
+/// the same name).
+pub async fn add_pool(State(d): State<Arc<Daemon>>, Json(req): Json<DnsPool>) -> Result<Json<RecordsChanged>, Failure> {
+    let origin = parse_origin(&req.zone)?;
+    let pool = pool_of(&req, &origin)?;
+    let zone = edit_pools(&d, &origin, |pools, zone| {
+        let taken = zone
+            .records()
+            .find(|r| master::name_text(&r.name.to_lowercase()) == pool.name && answers_addresses(r.record_type()));
+        if let Some(r) = taken {
+            return Err(Failure(
+                StatusCode::CONFLICT,
+                format!("{}: {} has a {} record", "name", pool.name, r.record_type()),
+            ));
+        }
+        pools.retain(|p| p.name != pool.name);
+        pools.push(pool.clone());
+        Ok(())
+    })
+    .await?;
+    info!(zone = %origin, serial = zone.soa().serial, pool = %pool_text(&pool), "DNS pool set");
+    Ok(Json(RecordsChanged {
+        zone: master::name_text(&origin),
+        serial: zone.soa().serial,
+        records: vec![pool_text(&pool)],
+    }))
+}
+
+pub async fn remove_pool(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<DnsPool>,
+) -> Result<Json<RecordsChanged>, Failure> {
+    let origin = parse_origin(&req.zone)?;
+    let name = master::parse_name(req.name.trim(), &origin).map_err(|e| bad(format!("name: {e}")))?;
+    let text = master::name_text(&name.to_lowercase());
+    let zone = edit_pools(&d, &origin, |pools, _| {
+        let before = pools.len();
+        pools.retain(|p| p.name != text);
+        match pools.len() < before {
+            true => Ok(()),
+            false => Err(Failure(StatusCode::NOT_FOUND, format!("no pool {text} in the zone"))),
+        }
+    })
+    .await?;
+    info!(zone = %origin, serial = zone.soa().serial, name = %text, "DNS pool removed");
+    Ok(Json(RecordsChanged { zone: master::name_text(&origin), serial: zone.soa().serial, records: vec![text] }))
+}
+
+/// The zone's pools (`POST /v1/dns/pools/list`).
+pub async fn list_pools(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneRef>) -> Result<Json<Vec<DnsPool>>, Failure> {
+    let origin = parse_origin(&req.origin)?;
+    let l = load(&d, &origin).await?;
+    let zone = master::name_text(&origin);
+    Ok(Json(
+        l.stored
+            .pools
+            .iter()
+            .map(|p| DnsPool {
+                zone: zone.clone(),
+                name: p.name.clone(),
+                vip: p.vip.clone(),
+                fallback: Some(p.fallback.clone()),
+                ttl: Some(p.ttl),
+            })
+            .collect(),
+    ))
 }
 
 fn record_text(r: &Record) -> String {
@@ -288,6 +453,13 @@ pub async fn add_record(
         let same_set = |r: &Record| r.name == new.name && r.record_type() == new.record_type();
         if records.iter().any(|r| same_set(r) && r.data == new.data) {
             return Err(Failure(StatusCode::CONFLICT, format!("{} exists already", record_text(&new))));
+        }
+        if is_pool_name(stored, &new.name) && answers_addresses(new.record_type()) {
+            let name = master::name_text(&new.name);
+            return Err(Failure(
+                StatusCode::CONFLICT,
+                format!("{name} answers from a VIP's backends (dns pool rm first)"),
+            ));
         }
         let present = records.iter().find(|r| same_set(r)).map(|r| r.ttl);
         let mut record = new.clone();

@@ -7,11 +7,26 @@
 //! TCP listener with a connection cap and an idle timeout. Sockets are
 //! bound with IP_FREEBIND: an address that is not (yet) on the node is
 //! served as soon as it appears.
+//!
+//! Secondaries (hostgate-dns's `xfr`): over TCP an AXFR/IXFR of a zone
+//! with transfer settings is answered here, not by the responder (which
+//! refuses them, and all of them over UDP); a NOTIFY for one of our zones
+//! is answered NOERROR. Every serial change of a zone with `notify`
+//! targets starts a NOTIFY to each, one task per (zone, target) so that
+//! at most one is in flight there, retried on hostgate-dns's schedule
+//! and started over when a newer serial comes meanwhile.
+//!
+//! Pools (health-aware names, hostgate-dns's `pool`): the follower also
+//! follows the load balancer's backends and this node's health records
+//! (written by the LB's checker, one probe per backend); a zone with
+//! pools is rebuilt on every change of either, its pool names answering
+//! the healthy backends' addresses or the fallback.
 
 use std::{
     collections::{BTreeMap, HashMap},
     hash::{BuildHasher, Hasher},
     net::SocketAddr,
+    str::FromStr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, RwLock,
@@ -20,18 +35,26 @@ use std::{
 };
 
 use anyhow::Context;
+use hickory_proto::{
+    op::OpCode,
+    rr::{DNSClass, Name, RecordType},
+};
 use hostgate_dns::{
     catalog::Catalog,
-    lookup::IndexedZone,
+    lookup::{key_of, IndexedZone},
+    master,
+    pool::{self, Fallback, Target},
     respond::{self, Client, Counters, Decoded, Transport},
     rrl::{Rrl, RrlConfig},
+    xfr::{self, Transfer},
+    zone::Zone,
 };
 use hostgate_store::Mirror;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::Semaphore,
+    sync::{watch, Semaphore},
     task::JoinHandle,
 };
 use tracing::{debug, info, warn};
@@ -39,10 +62,25 @@ use tracing::{debug, info, warn};
 use super::stored::{self, StoredZone};
 use crate::Daemon;
 
+/// A zone with secondaries: its records (the indexed form does not list
+/// them in order) and who may have them.
+pub(super) struct XfrZone {
+    zone: Zone,
+    transfer: Transfer,
+}
+
+/// The zones with secondaries, by their origin's `key_of`.
+type XfrZones = HashMap<Vec<u8>, Arc<XfrZone>>;
+
 /// What the packet tasks share with the follower and `hostgate status`.
 #[derive(Default)]
 pub struct Shared {
     catalog: RwLock<Arc<Catalog>>,
+    xfr: RwLock<Arc<XfrZones>>,
+    transfers: AtomicU64,
+    notifies_in: AtomicU64,
+    notifies_out: AtomicU64,
+    notifies_unanswered: AtomicU64,
     /// The store revision the catalog was built at.
     revision: AtomicU64,
     /// One set per socket (`udp ADDR #i`, `tcp ADDR`), kept across
@@ -62,6 +100,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn xfr(&self) -> Arc<XfrZones> {
+        self.xfr.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn counters_of(&self, socket: String) -> Arc<Mutex<Counters>> {
@@ -97,6 +139,10 @@ impl Shared {
             rate_limited_slipped: c.rate_limited_slipped,
             tcp_rejected: self.tcp_rejected.load(Ordering::Relaxed),
             tcp_idle_closed: self.tcp_idle_closed.load(Ordering::Relaxed),
+            transfers: self.transfers.load(Ordering::Relaxed),
+            notifies_in: self.notifies_in.load(Ordering::Relaxed),
+            notifies_out: self.notifies_out.load(Ordering::Relaxed),
+            notifies_unanswered: self.notifies_unanswered.load(Ordering::Relaxed),
         }
     }
 }
@@ -127,8 +173,12 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut built = HashMap::new();
     let mut names = DerivedNames::start(&d).await?;
     let mut derived = names.zones(&d);
+    let mut notifier = Notifier::default();
+    let mut health = Health::start(&d).await?;
     loop {
-        rebuild(&d.dns, &mirror, &mut built, &derived);
+        let targets = |vip: &str| health.targets(&d.config.node_name, vip);
+        let xfr = rebuild(&d.dns, &mirror, &mut built, &derived, &targets);
+        notifier.update(&d, &xfr);
         tokio::select! {
             batch = watch.recv() => {
                 let batch = batch.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
@@ -142,6 +192,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
                 changed?;
                 derived = names.zones(&d);
             }
+            changed = health.changed() => changed?,
         }
     }
 }
@@ -224,36 +275,146 @@ impl DerivedNames {
 /// Builds the catalog from the mirror, reusing the indexed zones whose key
 /// did not change, and swaps it in. Derived zones (containers' names) go
 /// in first, so a zone of the same origin in the store takes precedence.
+/// The LB's backends and this node's health records, for pools.
+struct Health {
+    backends: (Mirror, hostgate_store::Watcher),
+    records: (Mirror, hostgate_store::Watcher),
+}
+
+impl Health {
+    async fn start(d: &Daemon) -> anyhow::Result<Self> {
+        let mut followed = Vec::new();
+        for prefix in [hostgate_lb::model::keys::BACKENDS.to_string(), crate::health::prefix(&d.config.node_name)] {
+            let snap = d.store.snapshot(&prefix).await?;
+            let watch = d.store.watch(&prefix, snap.revision).await?;
+            followed.push((Mirror::from_snapshot(snap), watch));
+        }
+        let [backends, records]: [(Mirror, hostgate_store::Watcher); 2] =
+            followed.try_into().map_err(|_| anyhow::anyhow!("two prefixes followed"))?;
+        Ok(Health { backends, records })
+    }
+
+    /// A change to either; what else arrived meanwhile goes in too.
+    async fn changed(&mut self) -> anyhow::Result<()> {
+        let ended = || anyhow::anyhow!("the store's watch ended");
+        tokio::select! {
+            b = self.backends.1.recv() => self.backends.0.apply(&b.ok_or_else(ended)?),
+            b = self.records.1.recv() => self.records.0.apply(&b.ok_or_else(ended)?),
+        }
+        for (mirror, watch) in [&mut self.backends, &mut self.records] {
+            while let Ok(more) = watch.try_recv() {
+                mirror.apply(&more);
+            }
+        }
+        Ok(())
+    }
+
+    /// The backends of `vip` and whether they pass: unchecked ones do, and
+    /// so do checked ones before their first verdict, as for the LB.
+    fn targets(&self, node: &str, vip: &str) -> Vec<Target> {
+        let Ok(vip) = hostgate_lb::model::VipKey::from_str(vip) else { return Vec::new() };
+        self.backends
+            .0
+            .entries
+            .values()
+            .filter_map(|kv| kv.decode::<hostgate_lb::model::BackendSpec>().ok())
+            .filter(|b| b.vip == vip)
+            .map(|b| {
+                let record = self.records.0.entries.get(&crate::health::key(node, b.id));
+                let verdict = record.and_then(|kv| kv.decode::<crate::health::HealthRecord>().ok());
+                let healthy = b.check.is_none() || verdict.is_none_or(|r| r.healthy);
+                Target { addr: b.addr, healthy }
+            })
+            .collect()
+    }
+}
+
+/// The zone with its pool names' records for the present health.
+fn with_pools(zone: Zone, stored: &StoredZone, key: &str, targets: &dyn Fn(&str) -> Vec<Target>) -> Zone {
+    if stored.pools.is_empty() {
+        return zone;
+    }
+    let mut records: Vec<hickory_proto::rr::Record> = zone.records().collect();
+    for p in &stored.pools {
+        let (Ok(name), Ok(fallback)) = (master::parse_name(&p.name, &Name::root()), Fallback::from_str(&p.fallback))
+        else {
+            warn!(%key, pool = %p.name, "pool not valid; not answered");
+            continue;
+        };
+        records.extend(pool::records(&name, p.ttl, &pool::addresses(&targets(&p.vip), &fallback)));
+    }
+    match Zone::new(zone.origin().clone(), records) {
+        Ok(with) => with,
+        Err(errors) => {
+            warn!(%key, errors = ?errors, "pool names conflict with the zone; served without them");
+            zone
+        }
+    }
+}
+
+/// A zone as served: indexed, and with its secondaries if it has any.
+type Built = (Arc<IndexedZone>, Option<Arc<XfrZone>>);
+
+fn build_zone(key: &str, stored: &StoredZone, targets: &dyn Fn(&str) -> Vec<Target>) -> Result<Built, String> {
+    let zone = stored.to_zone(key)?;
+    // secondaries get the zone as stored: pool answers change without a
+    // serial and would go stale there
+    let indexed = Arc::new(IndexedZone::new(&with_pools(zone.clone(), stored, key, targets)));
+    if stored.transfer.is_empty() {
+        return Ok((indexed, None));
+    }
+    match stored.transfer.parse() {
+        Ok(transfer) => Ok((indexed, Some(Arc::new(XfrZone { zone, transfer })))),
+        Err(error) => {
+            // served, but transferred to nobody rather than to the wrong ones
+            warn!(%key, %error, "zone's transfer settings are not valid; no transfers, no NOTIFY");
+            Ok((indexed, None))
+        }
+    }
+}
+
 fn rebuild(
     shared: &Shared,
     mirror: &Mirror,
-    built: &mut HashMap<String, (u64, Arc<IndexedZone>)>,
+    built: &mut HashMap<String, (u64, Built, bool)>,
     derived: &[Arc<IndexedZone>],
-) {
+    targets: &dyn Fn(&str) -> Vec<Target>,
+) -> Arc<XfrZones> {
     let mut catalog = Catalog::new();
     for zone in derived {
         catalog.insert(zone.clone());
     }
     let mut next = HashMap::new();
+    let mut xfr = XfrZones::new();
     for (key, kv) in mirror.entries.iter().filter(|(k, _)| k.starts_with(stored::ZONES)) {
-        let zone = match built.remove(key) {
-            Some((revision, zone)) if revision == kv.mod_revision => zone,
-            _ => match kv.decode::<StoredZone>().map_err(|e| e.to_string()).and_then(|z| z.to_zone(key)) {
-                Ok(z) => Arc::new(IndexedZone::new(&z)),
+        // zones with pools follow health too: rebuilt every time
+        let (zone, pools) = match built.remove(key) {
+            Some((revision, zone, false)) if revision == kv.mod_revision => (zone, false),
+            _ => match kv.decode::<StoredZone>().map_err(|e| e.to_string()).and_then(|z| {
+                let pools = !z.pools.is_empty();
+                build_zone(key, &z, targets).map(|b| (b, pools))
+            }) {
+                Ok(z) => z,
                 Err(error) => {
                     warn!(%key, %error, "zone in the store is not valid; not served");
                     continue;
                 }
             },
         };
-        catalog.insert(zone.clone());
-        next.insert(key.clone(), (kv.mod_revision, zone));
+        catalog.insert(zone.0.clone());
+        if let Some(x) = &zone.1 {
+            xfr.insert(key_of(x.zone.origin()), x.clone());
+        }
+        next.insert(key.clone(), (kv.mod_revision, zone, pools));
     }
     *built = next;
     let zones = catalog.len();
+    let xfr = Arc::new(xfr);
     *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+    *shared.xfr.write().unwrap_or_else(|p| p.into_inner()) = xfr.clone();
     shared.revision.store(mirror.revision, Ordering::Relaxed);
     debug!(zones, revision = mirror.revision, "DNS catalog swapped");
+    xfr
 }
 
 /// Binds every socket first (so a bad address fails the whole start and is
@@ -321,6 +482,8 @@ fn millis_since(epoch: Instant) -> u64 {
 
 /// One query through the responder (`respond::respond` in its two steps,
 /// so that the query can be logged when `query_log` is on).
+/// The replies are in order; a transfer has many, anything else one or
+/// none.
 fn answer(
     d: &Daemon,
     config: &respond::Config,
@@ -328,20 +491,59 @@ fn answer(
     counters: &Mutex<Counters>,
     bytes: &[u8],
     client: &Client,
-) -> Option<Vec<u8>> {
+) -> Vec<Vec<u8>> {
     let catalog = d.dns.catalog();
     let mut c = lock(counters);
     let request = match respond::decode(bytes, client.transport, &mut c) {
-        Decoded::Drop => return None,
-        Decoded::Reply(formerr) => return Some(formerr),
+        Decoded::Drop => return Vec::new(),
+        Decoded::Reply(formerr) => return vec![formerr],
         Decoded::Request(r) => r,
     };
-    let reply = respond::respond_request(&catalog, config, rrl, &mut c, &request, client);
+    // a transfer takes a while: other queries of this socket count meanwhile
     drop(c);
+    let replies = match intercept(d, &catalog, &request, bytes, client) {
+        Some(replies) => replies,
+        None => {
+            let mut c = lock(counters);
+            respond::respond_request(&catalog, config, rrl, &mut c, &request, client).into_iter().collect()
+        }
+    };
     if d.config.dns.query_log {
-        log_query(&request, reply.as_deref(), client);
+        log_query(&request, replies.first().map(Vec::as_slice), client);
     }
-    reply
+    replies
+}
+
+/// What the responder does not answer: NOTIFY, and AXFR/IXFR over TCP
+/// of a zone with transfer settings (without: the responder refuses).
+fn intercept(
+    d: &Daemon,
+    catalog: &Catalog,
+    request: &respond::Request,
+    bytes: &[u8],
+    client: &Client,
+) -> Option<Vec<Vec<u8>>> {
+    if request.op_code() == OpCode::Notify {
+        d.dns.notifies_in.fetch_add(1, Ordering::Relaxed);
+        debug!(client = %client.addr, zone = ?request.query().map(|q| q.name().to_string()), "DNS NOTIFY received");
+        return xfr::notify_reply(catalog, &request.message).map(|r| vec![r]);
+    }
+    let q = request.query()?;
+    // other classes, like other transports, get the responder's REFUSED
+    let transfer = matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) && q.query_class() == DNSClass::IN;
+    if request.op_code() != OpCode::Query || client.transport != Transport::Tcp || !transfer {
+        return None;
+    }
+    let x = d.dns.xfr().get(&key_of(q.name())).cloned()?;
+    let replies = xfr::transfer(&x.zone, &x.transfer, &request.message, bytes, client.addr, crate::now());
+    d.dns.transfers.fetch_add(1, Ordering::Relaxed);
+    // the rcode's low four bits sit in the fourth header byte
+    let rcode = replies.first().and_then(|r| r.get(3)).map_or(0, |b| b & 0x0f);
+    info!(
+        zone = %x.zone.origin(), client = %client.addr, qtype = %q.query_type(), rcode,
+        messages = replies.len(), serial = x.zone.soa().serial, "DNS zone transfer"
+    );
+    Some(replies)
 }
 
 fn log_query(request: &respond::Request, reply: Option<&[u8]>, client: &Client) {
@@ -369,8 +571,8 @@ async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Count
             }
         };
         let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Udp, now_ms: millis_since(epoch) };
-        let reply = answer(&d, &config, Some(&mut rrl), &counters, &buf[..len], &client);
-        if let Some(reply) = reply {
+        let replies = answer(&d, &config, Some(&mut rrl), &counters, &buf[..len], &client);
+        for reply in replies {
             if let Err(e) = socket.send_to(&reply, peer).await {
                 debug!(error = %e, %peer, "DNS: UDP send");
             }
@@ -428,14 +630,132 @@ async fn tcp_connection(
             return;
         }
         let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Tcp, now_ms: millis_since(epoch) };
-        let reply = answer(d, &config, None, counters, &query, &client);
-        let Some(reply) = reply else { continue };
-        let Ok(n) = u16::try_from(reply.len()) else { return };
-        let mut framed = Vec::with_capacity(reply.len() + 2);
-        framed.extend_from_slice(&n.to_be_bytes());
-        framed.extend_from_slice(&reply);
-        if !matches!(tokio::time::timeout(idle, stream.write_all(&framed)).await, Ok(Ok(_))) {
+        for reply in answer(d, &config, None, counters, &query, &client) {
+            let Ok(n) = u16::try_from(reply.len()) else { return };
+            let mut framed = Vec::with_capacity(reply.len() + 2);
+            framed.extend_from_slice(&n.to_be_bytes());
+            framed.extend_from_slice(&reply);
+            if !matches!(tokio::time::timeout(idle, stream.write_all(&framed)).await, Ok(Ok(_))) {
+                return;
+            }
+        }
+    }
+}
+
+/// A NOTIFY sender's task and what feeds it.
+type Sender = (watch::Sender<Arc<XfrZone>>, Task);
+
+/// The NOTIFY senders: one task per (zone, target), fed the zone's
+/// latest state through a watch channel.
+#[derive(Default)]
+struct Notifier {
+    tasks: HashMap<(Vec<u8>, SocketAddr), Sender>,
+}
+
+impl Notifier {
+    /// Starts senders for new targets (they notify at once), tells the
+    /// others of a new serial or key, and stops those no longer wanted.
+    fn update(&mut self, d: &Arc<Daemon>, zones: &XfrZones) {
+        let mut next = HashMap::new();
+        for (key, x) in zones {
+            for target in &x.transfer.notify {
+                let k = (key.clone(), *target);
+                let entry = match self.tasks.remove(&k) {
+                    Some((tx, task)) => {
+                        tx.send_if_modified(|current| {
+                            let changed = current.zone.soa().serial != x.zone.soa().serial
+                                || current.transfer.tsig != x.transfer.tsig;
+                            *current = x.clone();
+                            changed
+                        });
+                        (tx, task)
+                    }
+                    None => {
+                        let (tx, rx) = watch::channel(x.clone());
+                        (tx, Task(tokio::spawn(notify_target(d.clone(), *target, rx))))
+                    }
+                };
+                next.insert(k, entry);
+            }
+        }
+        // the senders left in self.tasks are dropped here, and abort
+        self.tasks = next;
+    }
+}
+
+/// Notifies `target` of each new state of one zone, the newest first: a
+/// change that lands while one is retried starts the NOTIFY over.
+async fn notify_target(d: Arc<Daemon>, target: SocketAddr, mut rx: watch::Receiver<Arc<XfrZone>>) {
+    rx.mark_changed();
+    while rx.changed().await.is_ok() {
+        let x = rx.borrow_and_update().clone();
+        tokio::select! {
+            () = notify_once(&d, target, &x) => {}
+            newer = rx.changed() => {
+                if newer.is_err() {
+                    return;
+                }
+                rx.mark_changed();
+            }
+        }
+    }
+}
+
+/// One NOTIFY, tried on hostgate-dns's schedule until answered.
+async fn notify_once(d: &Daemon, target: SocketAddr, x: &XfrZone) {
+    let (zone, serial) = (x.zone.origin(), x.zone.soa().serial);
+    let socket = match notify_socket(d, target).await {
+        Ok(s) => s,
+        Err(error) => {
+            warn!(%zone, %target, %error, "NOTIFY: no socket");
             return;
+        }
+    };
+    // one id for every try, so a late answer to an earlier try counts
+    let id = random_seed() as u16;
+    for wait_ms in xfr::notify_schedule() {
+        let message = match xfr::notify_message(id, &x.zone, x.transfer.tsig.as_ref(), crate::now()) {
+            Ok(m) => m,
+            Err(error) => {
+                warn!(%zone, %target, %error, "NOTIFY not built");
+                return;
+            }
+        };
+        d.dns.notifies_out.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = socket.send_to(&message, target).await {
+            debug!(%zone, %target, %error, "NOTIFY: send");
+        }
+        if let Some(rcode) = notify_answer(&socket, id, Duration::from_millis(wait_ms)).await {
+            info!(%zone, %target, serial, %rcode, "NOTIFY answered");
+            return;
+        }
+    }
+    d.dns.notifies_unanswered.fetch_add(1, Ordering::Relaxed);
+    warn!(%zone, %target, serial, "NOTIFY unanswered after every try");
+}
+
+/// From the `[dns] listen` address of the target's family, so that the
+/// secondary sees the address it knows us by (its allow-notify).
+async fn notify_socket(d: &Daemon, target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let ours = d.config.dns.listen_addrs().into_iter().find(|a| a.is_ipv4() == target.is_ipv4());
+    if let Some(addr) = ours.filter(|a| !a.ip().is_unspecified()) {
+        if let Ok(s) = UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).await {
+            return Ok(s);
+        }
+    }
+    let any: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    UdpSocket::bind(any).await
+}
+
+/// Waits up to `wait` for the answer to NOTIFY `id`, ignoring anything else.
+async fn notify_answer(socket: &UdpSocket, id: u16, wait: Duration) -> Option<hickory_proto::op::ResponseCode> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let got = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await.ok()?;
+        let Ok((len, _)) = got else { continue };
+        if let Some(rcode) = xfr::notify_answered(&buf[..len], id) {
+            return Some(rcode);
         }
     }
 }
