@@ -362,6 +362,10 @@ fn acked_leases_survive_kill_9_under_load() {
     }
 }
 
+/// dhcpcd keeps its pid file and control socket under /run/dhcpcd by
+/// interface name, shared by every namespace: one dhcpcd at a time.
+static DHCPCD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Which real DHCP client configures the container.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -425,6 +429,7 @@ fn configure_with(kind: Kind, ct: &Netns, dir: &std::path::Path) {
             c
         }
     };
+    let _one_at_a_time = DHCPCD.lock().unwrap_or_else(|p| p.into_inner());
     let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
     let mut client = hostgate_testbed::ChildGuard::new(&format!("{kind:?}"), child.expect("DHCP client"));
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -437,8 +442,9 @@ fn configure_with(kind: Kind, ct: &Netns, dir: &std::path::Path) {
         assert!(std::time::Instant::now() < deadline, "{kind:?} configured no default route in 15 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // dhcpcd keeps its configuration when it stops (-p); the others never undo it.
-    client.kill();
+    // dhcpcd keeps its configuration when it stops (-p); the others never
+    // undo it. SIGTERM lets dhcpcd remove its pid file and socket.
+    client.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
 }
 
 /// Routed single addresses: each client gets a customer IP as a /32 with
@@ -706,4 +712,55 @@ fn renewals_and_releases_end_where_the_wire_says() {
     }
     let counters = node.status().dhcp.into_iter().find(|c| c.network == "load").expect("counters");
     assert!(counters.releases >= releases as u64, "{counters:?}");
+}
+
+/// DECLINE from a real client (dhcpcd): its ARP probe finds the offered
+/// address already in use on the link and declines it, so the server
+/// quarantines it and hands out the next one. (INFORM is answered too, but
+/// dhcpcd 9.4.1's --inform crashes in its privilege separation here, so it
+/// is covered by the server's unit tests only.)
+#[test]
+fn dhcpcd_declines_an_address_in_use() {
+    if !privileged("dhcpcd_declines_an_address_in_use") {
+        return;
+    }
+    let mut node = TestNode::new("dhcpdi", 0);
+    let ct = Netns::create(&unique_name("dhcpdic")).expect("netns");
+    let n = &node.topo.node;
+    n.ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()]).expect("veth");
+    n.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
+    // Someone on the link already uses the first pool address.
+    n.ip(["addr", "add", "198.51.100.200/32", "dev", "hgd1"]).expect("squatter");
+    n.ip(["link", "set", "hgd1", "up"]).expect("up");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
+    std::thread::sleep(Duration::from_millis(300));
+    // dhcpcd probes the offer by ARP (no --noarp), finds .200 answered, declines.
+    let one_at_a_time = DHCPCD.lock().unwrap_or_else(|p| p.into_inner());
+    let child = ct
+        .command("dhcpcd")
+        .args(["-4", "-B", "-p", "-c", "/bin/true", "-t", "30", "eth0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dhcpcd");
+    let mut client = hostgate_testbed::ChildGuard::new("dhcpcd", child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    let leased =
+        || -> Vec<LeaseView> { serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json") };
+    while !leased().iter().any(|l| l.state == "bound") {
+        assert!(std::time::Instant::now() < deadline, "no lease after the decline: {:?}", leased());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SIGTERM: dhcpcd removes its pid file and control socket (-p: it
+    // keeps the address), so the next dhcpcd of these tests starts clean.
+    client.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+    drop(one_at_a_time);
+    let leases = leased();
+    let declined = leases.iter().find(|l| l.addr == "198.51.100.200").expect("the declined address");
+    assert_eq!(declined.state, "declined", "{leases:?}");
+    let bound = leases.iter().find(|l| l.state == "bound").expect("bound");
+    assert_ne!(bound.addr, "198.51.100.200");
 }
