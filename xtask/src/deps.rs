@@ -26,6 +26,8 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("bind9-dnsutils", "dig, the DNS client of the DNS tests"),
     ("cmake", "builds C dependencies of pingora (the HTTP proxy): libz-ng-sys"),
     ("curl", "the HTTP client of the HTTP proxy tests"),
+    ("openssh-server", "sshd, the containers' SSH server in the SSH proxy tests (run in test namespaces only)"),
+    ("openssh-client", "ssh, scp, sftp and ssh-keygen, the customers' clients in the SSH proxy tests"),
 ];
 
 fn installed(pkg: &str) -> bool {
@@ -52,12 +54,24 @@ pub fn ensure(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     if !update.success() {
         bail!("apt-get update failed");
     }
+    // Server packages (openssh-server) start their daemon in the host's
+    // namespace on install; tests run their own inside test namespaces, so
+    // forbid that start (Debian's policy-rc.d) unless a policy exists.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+    if own_policy {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755));
+    }
     let status = Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&names)
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("running apt-get install")?;
+        .status();
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    let status = status.context("running apt-get install")?;
     if !status.success() {
         bail!("apt-get install {} failed", names.join(" "));
     }
