@@ -135,7 +135,7 @@ fn openssh_through_the_proxy() {
     // The container trusts the proxy's own key, fetched from the daemon.
     let proxy_key = ok(node.cli(&["ssh", "proxy-key", "--client"]));
     assert!(proxy_key.starts_with("ssh-ed25519 "), "{proxy_key}");
-    let _sshd = start_sshd(&node, dir.path(), &v4, &proxy_key);
+    let sshd = start_sshd(&node, dir.path(), &v4, &proxy_key);
 
     let key = dir.path().join("customer");
     let stranger_key = dir.path().join("stranger");
@@ -150,6 +150,20 @@ fn openssh_through_the_proxy() {
     let out = alice.ssh(&node, "web", "echo hi; exit 3");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "stderr: {}\nlog: {}", stderr(&out), node.log());
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // A PTY (pty-req relayed), and local forwarding (direct-tcpip) to the
+    // container's own sshd, whose banner comes back through the proxy.
+    let tty = alice.command(&node, "ssh").arg("-tt").arg(format!("web@{NODE_V4}")).arg("tty").output().expect("ssh -tt");
+    assert!(String::from_utf8_lossy(&tty.stdout).starts_with("/dev/pts/"), "{:?} {}", tty.stdout, stderr(&tty));
+    let fwd = alice
+        .command(&node, "ssh")
+        .arg("-W")
+        .arg(format!("{v4}:22"))
+        .arg(format!("web@{NODE_V4}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh -W");
+    assert!(String::from_utf8_lossy(&fwd.stdout).starts_with("SSH-2.0-OpenSSH"), "{:?} {}", fwd.stdout, stderr(&fwd));
 
     // An unknown user and a wrong key fail alike.
     let unknown = alice.ssh(&node, "nosuch", "true");
@@ -205,6 +219,21 @@ fn openssh_through_the_proxy() {
     node.daemon = None;
     node.start_daemon();
     let strict = Customer { key, known, strict: "yes" };
-    let again = strict.ssh(&node, "web", "echo again");
+    let again = strict.command(&node, "ssh").arg("-v").arg(format!("web@{NODE_V4}")).arg("echo again").output().expect("ssh");
     assert_eq!(String::from_utf8_lossy(&again.stdout), "again\n", "after restart: {}", stderr(&again));
+    // The banner names no library and no version.
+    let version = stderr(&again).lines().find(|l| l.contains("remote software version")).map(|l| l.trim().to_string());
+    assert_eq!(version.as_deref(), Some("debug1: Remote protocol version 2.0, remote software version hostgate"));
+
+    // The container's host key changes (a new sshd with a new key): the
+    // proxy refuses it, says so in the log and in the history.
+    drop(sshd);
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let _sshd2 = start_sshd(&node, dir2.path(), &v4, &proxy_key);
+    let refused = strict.ssh(&node, "web", "echo never");
+    assert_eq!(refused.status.code(), Some(255), "{}", stderr(&refused));
+    assert!(refused.stdout.is_empty(), "{:?}", refused.stdout);
+    let h = history_until(&node, &["--customer", "acme"], |h| h.iter().any(|s| s.outcome == "host-key-mismatch"));
+    assert!(h.iter().any(|s| s.outcome == "host-key-mismatch"), "{h:#?}");
+    assert!(node.log().contains("container host key mismatch"), "{}", node.log());
 }

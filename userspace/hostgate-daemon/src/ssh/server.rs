@@ -33,7 +33,8 @@ use crate::Daemon;
 
 /// Channel window: OpenSSH's 2 MiB caps a long path (research §4.2).
 pub const WINDOW: u32 = 16 * 1024 * 1024;
-pub const PACKET: u32 = 64 * 1024;
+/// russh refuses packets over 65535 bytes; OpenSSH uses 32 KiB.
+pub const PACKET: u32 = 32 * 1024;
 /// Time to authenticate after connecting.
 const LOGIN_GRACE: Duration = Duration::from_secs(30);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
