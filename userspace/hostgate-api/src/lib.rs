@@ -798,3 +798,11 @@ pub struct SshSession {
     /// `ok`, `denied`, `upstream-failed: ...`, `host-key-mismatch`.
     pub outcome: String,
 }
+
+/// Forgets a container's pinned host key: the next connection pins anew.
+pub const SSH_KNOWN_REMOVE: &str = "/v1/ssh/known/remove";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshKnownRef {
+    pub container: String,
+}

@@ -59,6 +59,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::SSH_KEY_LIST, post(ssh::list_keys))
         .route(hostgate_api::SSH_PROXY_KEY, get(ssh::proxy_key))
         .route(hostgate_api::SSH_HISTORY, post(ssh::list_history))
+        .route(hostgate_api::SSH_KNOWN_REMOVE, post(ssh::forget_known))
         .fallback(not_found)
         .with_state(daemon)
 }

@@ -524,6 +524,9 @@ enum SshCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Forget a container's pinned host key (after a deliberate change);
+    /// the next connection pins the key it finds.
+    KnownRm { container: String },
     /// Sessions and refused attempts: who, which key, from where, to which
     /// container, when, bytes and exit status.
     History {
@@ -1153,6 +1156,11 @@ async fn ssh(client: &Client, command: SshCommand) -> anyhow::Result<()> {
                     format!("client key: {}\n{}", k.client_key, hosts.join("\n"))
                 })?,
             }
+        }
+        SshCommand::KnownRm { container } => {
+            let r: hostgate_api::SshKnownRef =
+                client.post(hostgate_api::SSH_KNOWN_REMOVE, &hostgate_api::SshKnownRef { container }).await?;
+            println!("host key of {} forgotten; the next connection pins it anew", r.container);
         }
         SshCommand::History { customer, json } => {
             let all: Vec<SshSession> = client.post(hostgate_api::SSH_HISTORY, &SshFilter { customer }).await?;

@@ -236,4 +236,9 @@ fn openssh_through_the_proxy() {
     let h = history_until(&node, &["--customer", "acme"], |h| h.iter().any(|s| s.outcome == "host-key-mismatch"));
     assert!(h.iter().any(|s| s.outcome == "host-key-mismatch"), "{h:#?}");
     assert!(node.log().contains("container host key mismatch"), "{}", node.log());
+
+    // Forgotten on purpose, the new key is pinned and sessions work again.
+    ok(node.cli(&["ssh", "known-rm", "web"]));
+    let repinned = strict.ssh(&node, "web", "echo repinned");
+    assert_eq!(String::from_utf8_lossy(&repinned.stdout), "repinned\n", "{}", stderr(&repinned));
 }

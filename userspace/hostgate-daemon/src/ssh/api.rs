@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, Json};
-use hostgate_api::{SshFilter, SshKeyRef, SshKeyView, SshProxyKey, SshSession};
+use hostgate_api::{SshFilter, SshKeyRef, SshKeyView, SshKnownRef, SshProxyKey, SshSession};
 use hostgate_ipam::model::keys as ipam_keys;
 use hostgate_ssh::AuthorizedKey;
 use hostgate_store::{Compare, Op, Txn, TxnOutcome};
@@ -92,4 +92,19 @@ pub async fn history(State(d): State<Arc<Daemon>>, Json(f): Json<SshFilter>) -> 
     let mut all: Vec<SshSession> = snap.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
     all.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Json(all))
+}
+
+/// Forgets a container's pinned host key (after a deliberate key change).
+pub async fn forget_known(State(d): State<Arc<Daemon>>, Json(req): Json<SshKnownRef>) -> Result<Json<SshKnownRef>, Failure> {
+    let key = keys::known(&req.container);
+    let txn = Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key));
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => {
+            info!(container = %req.container, "pinned SSH host key forgotten");
+            Ok(Json(req))
+        }
+        TxnOutcome::CompareFailed(_) => {
+            Err(Failure(StatusCode::NOT_FOUND, format!("container: no host key pinned for {}", req.container)))
+        }
+    }
 }

@@ -19,7 +19,7 @@ mod upstream;
 
 use std::sync::{atomic::AtomicU64, Mutex};
 
-pub use api::{add_key, history as list_history, list_keys, proxy_key, remove_key};
+pub use api::{add_key, forget_known, history as list_history, list_keys, proxy_key, remove_key};
 use hostgate_ssh::{Throttle, ThrottleConfig};
 pub(crate) use server::listen;
 

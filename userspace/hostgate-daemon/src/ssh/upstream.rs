@@ -75,7 +75,7 @@ async fn pin(d: &Daemon, container: &str, key: &PublicKey) -> anyhow::Result<boo
             %container,
             pinned = %known.key,
             offered = %line,
-            "container host key mismatch; refused (hostgate ssh known rm would re-pin)"
+            "container host key mismatch; refused (after a deliberate change: hostgate ssh known-rm CONTAINER)"
         );
         return Ok(false);
     }
