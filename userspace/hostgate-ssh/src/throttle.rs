@@ -31,7 +31,9 @@ impl Default for ThrottleConfig {
 pub enum Verdict {
     Allowed,
     /// Banned until this time.
-    Banned { until_ms: u64 },
+    Banned {
+        until_ms: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default)]

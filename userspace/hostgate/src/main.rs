@@ -1128,7 +1128,8 @@ async fn ssh(client: &Client, command: SshCommand) -> anyhow::Result<()> {
         SshCommand::Key { command: SshKeyCommand::Add { customer, container, file, json } } => {
             let mut added = Vec::new();
             for (i, line) in key_lines(&file)?.into_iter().enumerate() {
-                let req = SshKeyView { customer: customer.clone(), container: container.clone(), line, ..Default::default() };
+                let req =
+                    SshKeyView { customer: customer.clone(), container: container.clone(), line, ..Default::default() };
                 let v: SshKeyView = client
                     .post(hostgate_api::SSH_KEYS, &req)
                     .await
@@ -1136,7 +1137,10 @@ async fn ssh(client: &Client, command: SshCommand) -> anyhow::Result<()> {
                 added.push(v);
             }
             print_out(json, &added, |all| {
-                all.iter().map(|v| format!("key {} added for {}", v.fingerprint, v.customer)).collect::<Vec<_>>().join("\n")
+                all.iter()
+                    .map(|v| format!("key {} added for {}", v.fingerprint, v.customer))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             })?;
         }
         SshCommand::Key { command: SshKeyCommand::Rm { customer, fingerprint } } => {

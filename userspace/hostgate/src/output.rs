@@ -493,8 +493,19 @@ pub fn ssh_keys(all: &[hostgate_api::SshKeyView]) -> Table {
 }
 
 pub fn ssh_history(all: &[hostgate_api::SshSession]) -> Table {
-    let mut t =
-        table(&["START", "DURATION", "CUSTOMER", "USER", "SOURCE", "CONTAINER", "UP", "DOWN", "EXIT", "OUTCOME", "KEY"]);
+    let mut t = table(&[
+        "START",
+        "DURATION",
+        "CUSTOMER",
+        "USER",
+        "SOURCE",
+        "CONTAINER",
+        "UP",
+        "DOWN",
+        "EXIT",
+        "OUTCOME",
+        "KEY",
+    ]);
     for s in all {
         t.add_row(vec![
             since(s.start),

@@ -130,7 +130,7 @@ fn openssh_through_the_proxy() {
     let c = &node.topo.containers[0];
     let (iface, v4) = (c.node_iface.clone(), c.v4.to_string());
     ok(node.cli(&["customer", "add", "acme"]));
-    add_web_container(&node, &iface, &[v4.clone()], None);
+    add_web_container(&node, &iface, std::slice::from_ref(&v4), None);
 
     // The container trusts the proxy's own key, fetched from the daemon.
     let proxy_key = ok(node.cli(&["ssh", "proxy-key", "--client"]));
@@ -141,7 +141,8 @@ fn openssh_through_the_proxy() {
     let stranger_key = dir.path().join("stranger");
     keygen(&key);
     keygen(&stranger_key);
-    let added = ok(node.cli(&["ssh", "key", "add", "--customer", "acme", key.with_extension("pub").to_str().expect("path")]));
+    let added =
+        ok(node.cli(&["ssh", "key", "add", "--customer", "acme", key.with_extension("pub").to_str().expect("path")]));
     assert!(added.contains("SHA256:"), "{added}");
     let known = dir.path().join("known_hosts");
     let alice = Customer { key: key.clone(), known: known.clone(), strict: "accept-new" };
@@ -153,7 +154,8 @@ fn openssh_through_the_proxy() {
 
     // A PTY (pty-req relayed), and local forwarding (direct-tcpip) to the
     // container's own sshd, whose banner comes back through the proxy.
-    let tty = alice.command(&node, "ssh").arg("-tt").arg(format!("web@{NODE_V4}")).arg("tty").output().expect("ssh -tt");
+    let tty =
+        alice.command(&node, "ssh").arg("-tt").arg(format!("web@{NODE_V4}")).arg("tty").output().expect("ssh -tt");
     assert!(String::from_utf8_lossy(&tty.stdout).starts_with("/dev/pts/"), "{:?} {}", tty.stdout, stderr(&tty));
     let fwd = alice
         .command(&node, "ssh")
@@ -177,29 +179,52 @@ fn openssh_through_the_proxy() {
 
     // scp (SFTP protocol) up and legacy scp (exec) down: 20 MiB intact.
     let local = dir.path().join("random.bin");
-    let status = Command::new("head").args(["-c", "20971520", "/dev/urandom"]).stdout(std::fs::File::create(&local).expect("file")).status().expect("head");
+    let status = Command::new("head")
+        .args(["-c", "20971520", "/dev/urandom"])
+        .stdout(std::fs::File::create(&local).expect("file"))
+        .status()
+        .expect("head");
     assert!(status.success());
     let remote = dir.path().join("remote.bin");
     let started = Instant::now();
-    let up = alice.command(&node, "scp").arg(&local).arg(format!("web@{NODE_V4}:{}", remote.display())).output().expect("scp");
+    let up = alice
+        .command(&node, "scp")
+        .arg(&local)
+        .arg(format!("web@{NODE_V4}:{}", remote.display()))
+        .output()
+        .expect("scp");
     assert!(up.status.success(), "scp up: {}", stderr(&up));
     eprintln!("20 MiB scp up through the proxy in {:?}", started.elapsed());
     assert_eq!(sha256(&remote), sha256(&local), "uploaded file differs");
     let back = dir.path().join("back.bin");
-    let down = alice.command(&node, "scp").arg("-O").arg(format!("web@{NODE_V4}:{}", remote.display())).arg(&back).output().expect("scp -O");
+    let down = alice
+        .command(&node, "scp")
+        .arg("-O")
+        .arg(format!("web@{NODE_V4}:{}", remote.display()))
+        .arg(&back)
+        .output()
+        .expect("scp -O");
     assert!(down.status.success(), "scp -O down: {}", stderr(&down));
     assert_eq!(sha256(&back), sha256(&local), "downloaded file differs");
 
     // sftp in batch mode.
     let batch = dir.path().join("batch");
     let (put, got) = (dir.path().join("sftp-put.bin"), dir.path().join("sftp-got.bin"));
-    std::fs::write(&batch, format!("put {} {}\nget {} {}\n", local.display(), put.display(), put.display(), got.display())).expect("batch");
+    std::fs::write(
+        &batch,
+        format!("put {} {}\nget {} {}\n", local.display(), put.display(), put.display(), got.display()),
+    )
+    .expect("batch");
     let sftp = alice.command(&node, "sftp").arg("-b").arg(&batch).arg(format!("web@{NODE_V4}")).output().expect("sftp");
     assert!(sftp.status.success(), "sftp: {}", stderr(&sftp));
     assert_eq!(sha256(&got), sha256(&local), "sftp round trip differs");
 
     // History: the exec session with its bytes and exit status, and the refusals.
-    let fp = ok(Command::new("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(key.with_extension("pub")).output().expect("keygen -l"));
+    let fp = ok(Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(key.with_extension("pub"))
+        .output()
+        .expect("keygen -l"));
     let fp = fp.split_whitespace().nth(1).expect("fingerprint").to_string();
     let h = history_until(&node, &["--customer", "acme"], |h| h.iter().any(|s| s.exit_status == Some(3)));
     let exec = h.iter().find(|s| s.exit_status == Some(3)).unwrap_or_else(|| panic!("no exec session: {h:#?}"));
@@ -219,7 +244,8 @@ fn openssh_through_the_proxy() {
     node.daemon = None;
     node.start_daemon();
     let strict = Customer { key, known, strict: "yes" };
-    let again = strict.command(&node, "ssh").arg("-v").arg(format!("web@{NODE_V4}")).arg("echo again").output().expect("ssh");
+    let again =
+        strict.command(&node, "ssh").arg("-v").arg(format!("web@{NODE_V4}")).arg("echo again").output().expect("ssh");
     assert_eq!(String::from_utf8_lossy(&again.stdout), "again\n", "after restart: {}", stderr(&again));
     // The banner names no library and no version.
     let version = stderr(&again).lines().find(|l| l.contains("remote software version")).map(|l| l.trim().to_string());

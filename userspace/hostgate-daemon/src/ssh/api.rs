@@ -69,7 +69,10 @@ pub async fn remove_key(State(d): State<Arc<Daemon>>, Json(req): Json<SshKeyRef>
     }
 }
 
-pub async fn list_keys(State(d): State<Arc<Daemon>>, Json(f): Json<SshFilter>) -> Result<Json<Vec<SshKeyView>>, Failure> {
+pub async fn list_keys(
+    State(d): State<Arc<Daemon>>,
+    Json(f): Json<SshFilter>,
+) -> Result<Json<Vec<SshKeyView>>, Failure> {
     let prefix = f.customer.as_deref().map_or(keys::KEYS.to_string(), keys::customer_keys);
     let snap = d.store.snapshot(&prefix).await.map_err(store_err)?;
     Ok(Json(snap.kvs.iter().filter_map(|kv| kv.decode::<SshKeyView>().ok()).collect()))
@@ -95,7 +98,10 @@ pub async fn history(State(d): State<Arc<Daemon>>, Json(f): Json<SshFilter>) -> 
 }
 
 /// Forgets a container's pinned host key (after a deliberate key change).
-pub async fn forget_known(State(d): State<Arc<Daemon>>, Json(req): Json<SshKnownRef>) -> Result<Json<SshKnownRef>, Failure> {
+pub async fn forget_known(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<SshKnownRef>,
+) -> Result<Json<SshKnownRef>, Failure> {
     let key = keys::known(&req.container);
     let txn = Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key));
     match d.store.commit(txn).await.map_err(store_err)? {

@@ -188,12 +188,8 @@ impl Conn {
     async fn decide(&self, user: &str, key: &PublicKey) -> anyhow::Result<Option<(String, Authed)>> {
         let fp = fingerprint(key);
         let stored = self.d.store.snapshot(keys::KEYS).await?;
-        let candidates: Vec<SshKeyView> = stored
-            .kvs
-            .iter()
-            .filter_map(|kv| kv.decode::<SshKeyView>().ok())
-            .filter(|v| v.fingerprint == fp)
-            .collect();
+        let candidates: Vec<SshKeyView> =
+            stored.kvs.iter().filter_map(|kv| kv.decode::<SshKeyView>().ok()).filter(|v| v.fingerprint == fp).collect();
         if candidates.is_empty() {
             return Ok(None);
         }
@@ -266,7 +262,13 @@ impl Conn {
         outcome
     }
 
-    async fn accept_channel(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle, handle: server::Handle, kind: Open<'_>) {
+    async fn accept_channel(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        handle: server::Handle,
+        kind: Open<'_>,
+    ) {
         match self.open_upstream(kind).await {
             Ok(up) => {
                 reply.accept().await;
