@@ -267,4 +267,26 @@ fn openssh_through_the_proxy() {
     ok(node.cli(&["ssh", "known-rm", "web"]));
     let repinned = strict.ssh(&node, "web", "echo repinned");
     assert_eq!(String::from_utf8_lossy(&repinned.stdout), "repinned\n", "{}", stderr(&repinned));
+
+    // Keys are listed with their fingerprint; removed, a key fails at once;
+    // added again, it works at once.
+    let listed = ok(node.cli(&["ssh", "key", "list", "--customer", "acme"]));
+    assert!(listed.contains(&fp) && listed.contains("ssh-ed25519 test"), "{listed}");
+    ok(node.cli(&["ssh", "key", "rm", "--customer", "acme", &fp]));
+    let removed = strict.ssh(&node, "web", "echo removed");
+    assert!(stderr(&removed).contains("Permission denied (publickey)"), "{}", stderr(&removed));
+    let pubkey = strict.key.with_extension("pub");
+    ok(node.cli(&["ssh", "key", "add", "--customer", "acme", pubkey.to_str().expect("path")]));
+    let back = strict.ssh(&node, "web", "echo back");
+    assert_eq!(String::from_utf8_lossy(&back.stdout), "back\n", "{}", stderr(&back));
+
+    // Ten failed logins in a minute ban the source, and the client is told
+    // why (even with the right key); other sources are not affected.
+    for i in 0..10 {
+        let o = stranger.ssh(&node, "web", "true");
+        assert!(stderr(&o).contains("Permission denied"), "attempt {i}: {}", stderr(&o));
+    }
+    let banned = strict.ssh(&node, "web", "echo banned");
+    assert_eq!(banned.status.code(), Some(255), "{}", stderr(&banned));
+    assert!(stderr(&banned).contains("Too many failed logins from your address"), "{}", stderr(&banned));
 }

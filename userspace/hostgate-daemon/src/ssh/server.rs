@@ -169,10 +169,13 @@ async fn finish(d: &Daemon, record: &Mutex<SshSession>, tally: &Tally, peer: Soc
         r.clone()
     };
     if entry.outcome == "denied" {
-        d.ssh.throttle().failed(peer.ip(), d.ssh.now_ms());
         if entry.fingerprint.is_empty() && entry.user.is_empty() {
-            return; // a port scan or a failed handshake: not an attempt
+            // A port scan, ssh-keyscan or a client that refused our host
+            // key: no login was tried, so nothing to count or record (CI
+            // bursts must not get banned for this, research §4.1.8).
+            return;
         }
+        d.ssh.throttle().failed(peer.ip(), d.ssh.now_ms());
     }
     info!(
         id = %entry.id, customer = %entry.customer, user = %entry.user, source = %entry.source,
