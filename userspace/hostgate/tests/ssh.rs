@@ -17,8 +17,14 @@ use hostgate_testbed::{privileged, topology::NODE_V4, ChildGuard};
 
 /// `ssh-keygen` a passphrase-less ed25519 key at `path`.
 fn keygen(path: &Path) {
+    keygen_typed(path, &["-t", "ed25519"]);
+}
+
+fn keygen_typed(path: &Path, kind: &[&str]) {
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg("-q")
+        .args(kind)
+        .args(["-N", "", "-C", "test", "-f"])
         .arg(path)
         .output()
         .expect("run ssh-keygen (apt-get install openssh-client)");
@@ -166,6 +172,16 @@ fn openssh_through_the_proxy() {
         .output()
         .expect("ssh -W");
     assert!(String::from_utf8_lossy(&fwd.stdout).starts_with("SSH-2.0-OpenSSH"), "{:?} {}", fwd.stdout, stderr(&fwd));
+
+    // ECDSA and RSA keys (RSA signs with rsa-sha2-512 or -256) work too.
+    for (name, kind) in [("ecdsa", &["-t", "ecdsa", "-b", "256"][..]), ("rsa", &["-t", "rsa", "-b", "2048"][..])] {
+        let k = dir.path().join(name);
+        keygen_typed(&k, kind);
+        ok(node.cli(&["ssh", "key", "add", "--customer", "acme", k.with_extension("pub").to_str().expect("path")]));
+        let who = Customer { key: k, known: known.clone(), strict: "accept-new" };
+        let o = who.ssh(&node, "web+acme", "echo key");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "key\n", "{name}: {}", stderr(&o));
+    }
 
     // An unknown user and a wrong key fail alike.
     let unknown = alice.ssh(&node, "nosuch", "true");

@@ -38,6 +38,8 @@ pub const PACKET: u32 = 32 * 1024;
 /// Time to authenticate after connecting.
 const LOGIN_GRACE: Duration = Duration::from_secs(30);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Characters of a client's user name kept in logs and the history.
+const MAX_USER: usize = 64;
 
 fn config(host_keys: Vec<russh::keys::PrivateKey>) -> server::Config {
     server::Config {
@@ -222,7 +224,8 @@ impl Conn {
 
     fn note_attempt(&self, user: &str, key: &PublicKey) {
         let mut r = lock(&self.record);
-        r.user = user.to_string();
+        // The client chose it: bounded before it reaches logs and the store.
+        r.user = user.chars().take(MAX_USER).collect();
         r.fingerprint = fingerprint(key);
     }
 
