@@ -289,12 +289,23 @@ pub struct SshConfig {
     /// The account the proxy logs in as on the container's sshd.
     #[serde(default = "default_upstream_user")]
     pub upstream_user: String,
+    /// Concurrent sessions per customer; a login beyond is refused.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions_per_customer: usize,
 }
 
 impl Default for SshConfig {
     fn default() -> Self {
-        SshConfig { listen: Vec::new(), upstream_user: default_upstream_user() }
+        SshConfig {
+            listen: Vec::new(),
+            upstream_user: default_upstream_user(),
+            max_sessions_per_customer: default_max_sessions(),
+        }
     }
+}
+
+fn default_max_sessions() -> usize {
+    100
 }
 
 fn default_upstream_user() -> String {
@@ -491,6 +502,9 @@ impl Config {
         let user = &self.ssh.upstream_user;
         if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return bad("ssh.upstream_user", format!("{user:?} is not a user name"));
+        }
+        if self.ssh.max_sessions_per_customer == 0 {
+            return bad("ssh.max_sessions_per_customer", "0 would refuse every login".into());
         }
         for (i, pool) in self.ip.pools.iter().enumerate() {
             if let Err(problem) = check_cidr(pool) {
@@ -695,6 +709,10 @@ container_interfaces = ["veth1", "veth2"]
             "hg.toml: ssh.listen[0]: \"203.0.113.10\" is not ADDRESS:PORT (e.g. 203.0.113.10:22)"
         );
         assert!(err(&with("listn = []")).contains("unknown field `listn`"), "field names are checked");
+        assert_eq!(
+            err(&with("max_sessions_per_customer = 0")),
+            "hg.toml: ssh.max_sessions_per_customer: 0 would refuse every login"
+        );
         let c = Config::parse(&with("listen = [\"[2001:db8::1]:22\"]"), Path::new("hg.toml")).expect("valid");
         assert_eq!(c.ssh.listen_addrs(), vec!["[2001:db8::1]:22".parse().expect("addr")]);
         assert!(Config::parse(GOOD, Path::new("hg.toml")).expect("valid").ssh.listen.is_empty(), "off by default");

@@ -172,6 +172,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .context("bringing up the data plane")?;
 
     let started_at = now();
+    let ssh = ssh::Shared::new(config.ssh.max_sessions_per_customer);
     let daemon = Arc::new(Daemon {
         store,
         standing: tokio::sync::watch::Sender::new(members::Standing::Joining),
@@ -188,7 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fw: Mutex::new(fw::FwState::default()),
         fw_reload: tokio::sync::Mutex::new(()),
         http: Arc::default(),
-        ssh: ssh::Shared::default(),
+        ssh,
     });
     publish_status(&daemon).await?;
     nodes::register_self(&daemon).await?;

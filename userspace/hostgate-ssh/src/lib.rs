@@ -6,12 +6,15 @@
 //! - [`route`]: which container an authenticated key may reach under the
 //!   SSH user it asked for;
 //! - [`throttle`]: per-source throttling and temporary bans of failed
-//!   authentications, with time passed in.
+//!   authentications, with time passed in;
+//! - [`limits`]: concurrent sessions per customer.
 
 pub mod authorized;
+pub mod limits;
 pub mod route;
 pub mod throttle;
 
 pub use authorized::{AuthorizedKey, KeyError};
+pub use limits::SessionLimits;
 pub use route::{route, Denied, KeyGrant};
 pub use throttle::{Throttle, ThrottleConfig, Verdict};

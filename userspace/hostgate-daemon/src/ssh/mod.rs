@@ -20,7 +20,7 @@ mod upstream;
 use std::sync::{atomic::AtomicU64, Mutex};
 
 pub use api::{add_key, forget_known, history as list_history, list_keys, proxy_key, remove_key};
-use hostgate_ssh::{Throttle, ThrottleConfig};
+use hostgate_ssh::{SessionLimits, Throttle, ThrottleConfig};
 pub(crate) use server::listen;
 
 /// Store keys of the SSH proxy.
@@ -58,19 +58,23 @@ pub struct Shared {
     epoch: std::time::Instant,
     /// Makes session ids unique within a nanosecond.
     seq: AtomicU64,
+    sessions: Mutex<SessionLimits>,
 }
 
-impl Default for Shared {
-    fn default() -> Self {
+impl Shared {
+    pub fn new(max_sessions_per_customer: usize) -> Self {
         Shared {
             throttle: Mutex::new(Throttle::new(ThrottleConfig::default())),
             epoch: std::time::Instant::now(),
             seq: AtomicU64::new(0),
+            sessions: Mutex::new(SessionLimits::new(max_sessions_per_customer)),
         }
     }
-}
 
-impl Shared {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, SessionLimits> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

@@ -110,6 +110,16 @@ struct Conn {
     authed: Option<Authed>,
     upstream: Option<client::Handle<upstream::Upstream>>,
     banned_until: Option<u64>,
+    /// The customer whose session slot this connection holds.
+    slot: Option<String>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(customer) = self.slot.take() {
+            self.d.ssh.sessions().close(&customer);
+        }
+    }
 }
 
 fn lock(r: &Mutex<SshSession>) -> std::sync::MutexGuard<'_, SshSession> {
@@ -139,14 +149,15 @@ async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::Tc
         authed: None,
         upstream: None,
         banned_until: banned,
+        slot: None,
     };
     match tokio::time::timeout(LOGIN_GRACE, server::run_stream(config, sock, conn)).await {
         Ok(Ok(session)) => {
-            // Login grace: the customer is only set once authenticated.
+            // Login grace: the outcome is only "ok" once authenticated.
             let (handle, rec) = (session.handle(), record.clone());
             let timer = tokio::spawn(async move {
                 tokio::time::sleep(LOGIN_GRACE).await;
-                if lock(&rec).customer.is_empty() {
+                if lock(&rec).outcome != "ok" {
                     let _ = handle
                         .disconnect(russh::Disconnect::ByApplication, "login grace time exceeded".into(), "en".into())
                         .await;
@@ -323,12 +334,19 @@ impl server::Handler for Conn {
         let Some((customer, authed)) = self.decide(user, key.public_key).await? else {
             return Ok(Self::reject());
         };
+        let open = self.slot.is_some() || self.d.ssh.sessions().try_open(&customer);
         {
             let mut r = lock(&self.record);
-            r.customer = customer;
             r.container = authed.container.name.clone();
+            r.customer = customer.clone();
+            if !open {
+                warn!(%customer, source = %self.peer, "SSH login refused: the customer's sessions are all in use");
+                r.outcome = "session-limit".into();
+                return Ok(Self::reject());
+            }
             r.outcome = "ok".into();
         }
+        self.slot = Some(customer);
         self.d.ssh.throttle().succeeded(self.peer.ip(), self.d.ssh.now_ms());
         self.authed = Some(authed);
         Ok(Auth::Accept)
