@@ -163,6 +163,25 @@ fn openssh_through_the_proxy() {
     let tty =
         alice.command(&node, "ssh").arg("-tt").arg(format!("web@{NODE_V4}")).arg("tty").output().expect("ssh -tt");
     assert!(String::from_utf8_lossy(&tty.stdout).starts_with("/dev/pts/"), "{:?} {}", tty.stdout, stderr(&tty));
+    // An interactive shell on a PTY: keystrokes in, output and the shell's
+    // exit status back.
+    let mut shell = alice
+        .command(&node, "ssh")
+        .arg("-tt")
+        .arg(format!("web@{NODE_V4}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh shell");
+    {
+        use std::io::Write;
+        let mut stdin = shell.stdin.take().expect("stdin");
+        stdin.write_all(b"echo shell-$((6*7))\nexit 4\n").expect("type");
+    }
+    let shell = shell.wait_with_output().expect("shell");
+    assert!(String::from_utf8_lossy(&shell.stdout).contains("shell-42"), "{:?} {}", shell.stdout, stderr(&shell));
+    assert_eq!(shell.status.code(), Some(4), "{}", stderr(&shell));
     let fwd = alice
         .command(&node, "ssh")
         .arg("-W")
