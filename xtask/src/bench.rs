@@ -440,6 +440,7 @@ fn fw() -> anyhow::Result<()> {
             apply.as_secs_f64() * 1e3
         );
     }
+    monitor_cost(&mut dp, &frames)?;
     drop(dp);
 
     println!("\n(b) client -> customer IP on the node over veth, UDP with random source ports, delivered to the node's UDP layer (median of {RUNS} runs)\n");
@@ -499,6 +500,54 @@ fn fw() -> anyhow::Result<()> {
 }
 
 /// xdp-filter on the node's uplink with the ruleset's N-1 dropped sources.
+/// What `hostgate monitor` costs the programs, per dropped packet: the
+/// report off (nobody watches), on with nobody reading the ring buffer (it
+/// fills, and every later event fails to reserve), and on with a reader
+/// draining it.
+fn monitor_cost(dp: &mut Dataplane, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    use hostgate_dataplane::abi::{EventKind, MonitorCfg};
+    let (rules, _) = fw_rulesets(10);
+    let (drop_all, _) = hostgate_rules::parse("bench.rules", &rules.replace("allow udp port 9\n", ""))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    dp.apply_fw(&hostgate_rules::tables::build(&[(drop_all, guarded_ip()?)])?)?;
+    println!("\n(c) monitor cost: ns per dropped packet (TestRun, median of {RUNS})\n");
+    let run = |dp: &mut Dataplane| -> anyhow::Result<f64> {
+        let mut ns = Vec::new();
+        for _ in 0..RUNS {
+            ns.push(avg_ns(dp, frames)?);
+        }
+        Ok(median_spread(ns).0)
+    };
+    dp.set_monitor(MonitorCfg::default())?;
+    let off = run(dp)?;
+    dp.set_monitor(MonitorCfg::wanting(EventKind::ALL, 1))?;
+    let unread = run(dp)?;
+    let mut ring = hostgate_dataplane::monitor::open_events(dp.layout())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut events = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while ring.next().is_some() {
+                    events += 1;
+                }
+                std::thread::yield_now();
+            }
+            events
+        })
+    };
+    let read = run(dp)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let events = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    dp.set_monitor(MonitorCfg::default())?;
+    println!("{:>28} {:>10}", "monitor", "ns/packet");
+    println!("{:>28} {off:>10.0}", "off (nobody watches)");
+    println!("{:>28} {unread:>10.0} ({:.2}x)", "on, ring not read", unread / off.max(1e-9));
+    println!("{:>28} {read:>10.0} ({:.2}x; {events} events read)", "on, ring read", read / off.max(1e-9));
+    Ok(())
+}
+
 fn measure_xdp_filter(topo: &NodeTopology, frame: &[u8], n: usize) -> anyhow::Result<f64> {
     topo.node.exec("xdp-filter", ["load", "-f", "ipv4,udp", "-m", "native", NODE_UPLINK])?;
     let result = (|| {

@@ -287,6 +287,8 @@ fn trial(bed: &Bed, server: &Running, rate: u32, secs: u64) -> anyhow::Result<Me
         clients: CLIENTS,
         period: Duration::from_secs(secs),
         unique: false,
+        renew_rate: 0,
+        release_rate: 0,
     }
     .run()?;
     let acks = report.request_ack.received as f64;

@@ -26,6 +26,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("bind9-dnsutils", "dig, the DNS client of the DNS tests"),
     ("cmake", "builds C dependencies of pingora (the HTTP proxy): libz-ng-sys"),
     ("curl", "the HTTP client of the HTTP proxy tests"),
+    ("openssl", "makes the test CA and certificates of the HTTPS tests, and s_client"),
     ("openssh-server", "sshd, the containers' SSH server in the SSH proxy tests (run in test namespaces only)"),
     ("openssh-client", "ssh, scp, sftp and ssh-keygen, the customers' clients in the SSH proxy tests"),
 ];

@@ -606,6 +606,56 @@ pub struct VhostView {
     pub create_only: bool,
 }
 
+pub const HTTP_CERTS: &str = "/v1/http/certs";
+pub const HTTP_CERT_REMOVE: &str = "/v1/http/certs/remove";
+
+/// `POST /v1/http/certs`: a certificate chain and its key, in PEM.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertAdd {
+    /// Store name; default: the leaf's first DNS name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Leaf first, then intermediates.
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// Serve it to clients without SNI or asking for an unknown name (the
+    /// previous default stops being one).
+    #[serde(default)]
+    pub default: bool,
+}
+
+impl std::fmt::Debug for CertAdd {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertAdd").field("name", &self.name).field("default", &self.default).finish_non_exhaustive()
+    }
+}
+
+/// A stored certificate as listed (`GET /v1/http/certs`): never the key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertView {
+    pub name: String,
+    /// DNS names of the leaf's subjectAltName.
+    pub names: Vec<String>,
+    pub subject: String,
+    pub issuer: String,
+    /// As the certificate states them, in UTC (`Nov 26 23:00:00 2126 +00:00`).
+    pub not_before: String,
+    pub not_after: String,
+    /// `RSA 2048`, `ECDSA P-256`, ...
+    pub key_type: String,
+    pub default: bool,
+    /// Why the proxy does not serve it (e.g. expired since it was added).
+    #[serde(default)]
+    pub problem: Option<String>,
+}
+
+/// `POST /v1/http/certs/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertRef {
+    pub name: String,
+}
+
 /// One path prefix of a vhost and its pool.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RouteView {

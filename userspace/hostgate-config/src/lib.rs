@@ -268,12 +268,42 @@ pub struct HttpConfig {
     /// `[2001:db8::1]:80`); empty: the proxy is off.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// `ADDRESS:PORT` to accept HTTPS on (e.g. `198.51.100.1:443`): TLS
+    /// 1.2/1.3 with the certificate for the client's SNI name from
+    /// `hostgate http cert add`, HTTP/2 or HTTP/1.1 by ALPN.
+    #[serde(default)]
+    pub listen_tls: Vec<String>,
 }
 
 impl HttpConfig {
     /// The listen addresses (validated on load, so none is dropped here).
     pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.listen.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    /// The TLS listen addresses (validated on load).
+    pub fn listen_tls_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen_tls.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    /// Every address is `ADDRESS:PORT` with a port, and none is listed
+    /// twice, within a list or across `listen` and `listen_tls`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, problem: String| Err((field.to_string(), problem));
+        let mut seen = std::collections::HashSet::new();
+        let lists = [("listen", &self.listen, "80"), ("listen_tls", &self.listen_tls, "443")];
+        for (name, list, port) in lists {
+            for (i, addr) in list.iter().enumerate() {
+                let field = format!("http.{name}[{i}]");
+                match addr.parse::<std::net::SocketAddr>() {
+                    Err(_) => return bad(&field, format!("{addr:?} is not ADDRESS:PORT (e.g. 198.51.100.1:{port})")),
+                    Ok(a) if a.port() == 0 => return bad(&field, format!("{addr:?} needs a port")),
+                    Ok(a) if !seen.insert(a) => return bad(&field, format!("{addr:?} is listed twice")),
+                    Ok(_) => {}
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -497,7 +527,7 @@ impl Config {
             }
         }
         self.dns.validate()?;
-        check_listen("http.listen", &self.http.listen, "198.51.100.1:80")?;
+        self.http.validate()?;
         check_listen("ssh.listen", &self.ssh.listen, "203.0.113.10:22")?;
         let user = &self.ssh.upstream_user;
         if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
@@ -699,6 +729,16 @@ container_interfaces = ["veth1", "veth2"]
         let c = Config::parse(&with("listen = [\"[2001:db8::1]:80\"]"), Path::new("hg.toml")).expect("valid");
         assert_eq!(c.http.listen_addrs(), vec!["[2001:db8::1]:80".parse().expect("addr")]);
         assert!(Config::parse(GOOD, Path::new("hg.toml")).expect("valid").http.listen.is_empty(), "off by default");
+        assert_eq!(
+            err(&with("listen_tls = [\"198.51.100.1:https\"]")),
+            "hg.toml: http.listen_tls[0]: \"198.51.100.1:https\" is not ADDRESS:PORT (e.g. 198.51.100.1:443)"
+        );
+        assert_eq!(
+            err(&with("listen = [\"198.51.100.1:443\"]\nlisten_tls = [\"198.51.100.1:443\"]")),
+            "hg.toml: http.listen_tls[0]: \"198.51.100.1:443\" is listed twice"
+        );
+        let c = Config::parse(&with("listen_tls = [\"198.51.100.1:443\"]"), Path::new("hg.toml")).expect("valid");
+        assert_eq!(c.http.listen_tls_addrs(), vec!["198.51.100.1:443".parse().expect("addr")]);
     }
 
     #[test]

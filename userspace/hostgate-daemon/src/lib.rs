@@ -112,7 +112,13 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
     let path = config.state_dir.join("state.redb");
-    Ok(Arc::new(RedbStore::open(&path).context("opening the store (is another daemon using this state_dir?)")?))
+    let store = RedbStore::open(&path).context("opening the store (is another daemon using this state_dir?)")?;
+    // The store holds the TLS private keys (http/certs/): only its owner
+    // (root) reads it. The directory is the operator's and is left alone.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    Ok(Arc::new(store))
 }
 
 /// How long one etcd request may take: a quarter of the lease, so that a
@@ -191,8 +197,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         http: Arc::default(),
         ssh,
     });
-    publish_status(&daemon).await?;
-    nodes::register_self(&daemon).await?;
+    retried("publishing this node's status", || publish_status(&daemon)).await?;
+    retried("registering this node", || nodes::register_self(&daemon)).await?;
     tokio::spawn(members::run(daemon.clone()));
     spawn_follower("load balancer reconciler", &daemon, lb::follow);
     spawn_follower("health checker", &daemon, health::follow);
@@ -203,6 +209,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_follower("DNS server", &daemon, dns::follow);
     tokio::spawn(fw::run(daemon.clone()));
     spawn_follower("HTTP routing table", &daemon, http::follow);
+    spawn_follower("TLS certificates", &daemon, http::follow_certs);
     http::listen(&daemon).await?;
     ssh::listen(&daemon).await?;
 
@@ -251,6 +258,27 @@ where
 }
 
 /// Writes this node's status (what is attached, since when) to the store.
+/// A start-up step that writes to the store, tried for up to ten seconds:
+/// a busy etcd may miss one request's deadline (a quarter of the lease),
+/// and the daemon should not exit for that.
+async fn retried<F, Fut>(what: &str, mut step: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match step().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                warn!(error = format!("{e:#}"), "{what}: retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context(what.to_string())),
+        }
+    }
+}
+
 async fn publish_status(daemon: &Daemon) -> anyhow::Result<()> {
     let status = status::collect(daemon).await?;
     let op = Op::put_json(node_status_key(&daemon.config.node_name), &status)?;

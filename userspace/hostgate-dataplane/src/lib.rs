@@ -399,12 +399,34 @@ fn set_tx_ports(ebpf: &mut Ebpf, wanted: &[(HookKind, String, u32)]) -> Result<(
 
 fn load_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
     let xdp: &mut Xdp = program(ebpf, names::XDP_UPLINK)?;
-    xdp.load().map_err(|source| DataplaneError::Program { name: names::XDP_UPLINK, source })?;
+    with_retries(names::XDP_UPLINK, || xdp.load())?;
     for name in [names::TC_CONTAINER, names::TC_TO_CONTAINER] {
         let tc: &mut SchedClassifier = program(ebpf, name)?;
-        tc.load().map_err(|source| DataplaneError::Program { name, source })?;
+        with_retries(name, || tc.load())?;
     }
     Ok(())
+}
+
+/// Loads a program, again when the verifier gave up with EAGAIN: it does
+/// when a signal reaches the loading thread mid-verification (another
+/// thread's child exiting, say), as libbpf knows and retries too.
+fn with_retries(
+    name: &'static str,
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), DataplaneError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match load() {
+            Ok(()) => return Ok(()),
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 5 =>
+            {
+                warn!(program = name, attempt, "the verifier was interrupted; loading again");
+            }
+            Err(source) => return Err(DataplaneError::Program { name, source }),
+        }
+    }
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>

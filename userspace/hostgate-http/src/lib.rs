@@ -3,11 +3,13 @@
 //! [`table::RoutingTable`] (built whole, swapped whole), and the proxy asks
 //! the table which route serves a request, a [`balance::Pool`] which
 //! backend takes it, and [`headers`] how the forwarding headers must read.
+//! [`tls`] judges certificates and picks one per SNI name.
 
 pub mod balance;
 pub mod headers;
 pub mod model;
 pub mod table;
+pub mod tls;
 
 pub use balance::{Balance, Pool};
 pub use model::{Backend, Route, Vhost, VhostError};

@@ -39,6 +39,10 @@ pub struct Load<'a> {
     pub period: Duration,
     /// Check that no address is handed to two clients (`-u`).
     pub unique: bool,
+    /// Renewals (REQUEST with ciaddr, `-f`) and releases (`-F`) a second,
+    /// of clients that hold a lease; both 0: DORA only.
+    pub renew_rate: u32,
+    pub release_rate: u32,
 }
 
 impl Load<'_> {
@@ -54,6 +58,12 @@ impl Load<'_> {
             .arg("-W500000");
         if self.unique {
             c.arg("-u");
+        }
+        if self.renew_rate > 0 {
+            c.arg(format!("-f{}", self.renew_rate));
+        }
+        if self.release_rate > 0 {
+            c.arg(format!("-F{}", self.release_rate));
         }
         c.arg(self.server);
         c

@@ -3,7 +3,10 @@
 
 mod output;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -456,6 +459,42 @@ enum HttpCommand {
         #[command(subcommand)]
         command: VhostCommand,
     },
+    /// TLS certificates served on `[http] listen_tls`, picked by the
+    /// client's SNI name (exact, then wildcard, then the default).
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Store a certificate (checked: parses, key matches, valid now, DNS
+    /// names); under an existing name it replaces it, live.
+    Add {
+        /// PEM file: the certificate, then its intermediates.
+        #[arg(long)]
+        cert: PathBuf,
+        /// PEM file: the private key (PKCS#8, RSA or EC; not encrypted).
+        #[arg(long)]
+        key: PathBuf,
+        /// Serve it without SNI and for names no certificate covers.
+        #[arg(long)]
+        default: bool,
+        /// Store name (default: the certificate's first DNS name).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every stored certificate: names, issuer, expiry, key type.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a certificate; from the next handshake its names get another
+    /// covering certificate (a wildcard) or the default.
+    Rm { name: String },
 }
 
 #[derive(clap::Args)]
@@ -477,7 +516,7 @@ struct VhostArgs {
     /// Answer plain HTTP with a 308 redirect to https://.
     #[arg(long)]
     https_redirect: bool,
-    /// Strict-Transport-Security max-age in seconds (sent once TLS is served).
+    /// Strict-Transport-Security max-age in seconds, sent on HTTPS answers.
     #[arg(long)]
     hsts: Option<u32>,
     /// Refuse request bodies larger than this many bytes (413).
@@ -786,6 +825,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Container { command } => container(&client, command).await,
         Command::Network { command } => network(&client, command).await,
         Command::Http { command: HttpCommand::Vhost { command } } => vhost(&client, command).await,
+        Command::Http { command: HttpCommand::Cert { command } } => cert(&client, command).await,
         Command::Dhcp { command } => dhcp(&client, command).await,
         Command::Ssh { command } => ssh(&client, command).await,
         Command::Dns { command: DnsCommand::Zone { command } } => dns_zone(&client, command).await,
@@ -1169,6 +1209,40 @@ async fn ssh(client: &Client, command: SshCommand) -> anyhow::Result<()> {
         SshCommand::History { customer, json } => {
             let all: Vec<SshSession> = client.post(hostgate_api::SSH_HISTORY, &SshFilter { customer }).await?;
             print_out(json, &all, |all| output::ssh_history(all).to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn read_pem(flag: &str, path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{flag} {}: cannot read", path.display()))
+}
+
+async fn cert(client: &Client, command: CertCommand) -> anyhow::Result<()> {
+    use hostgate_api::{CertAdd, CertRef, CertView};
+    match command {
+        CertCommand::Add { cert, key, default, name, json } => {
+            let req =
+                CertAdd { name, chain_pem: read_pem("--cert", &cert)?, key_pem: read_pem("--key", &key)?, default };
+            let v: CertView = client.post(hostgate_api::HTTP_CERTS, &req).await?;
+            print_out(json, &v, |v| {
+                let default = if v.default { ", the default" } else { "" };
+                format!(
+                    "certificate {} stored ({}; {}; until {}{default})",
+                    v.name,
+                    v.names.join(" "),
+                    v.key_type,
+                    v.not_after
+                )
+            })?;
+        }
+        CertCommand::List { json } => {
+            let all: Vec<CertView> = client.get(hostgate_api::HTTP_CERTS).await?;
+            print_out(json, &all, |all| output::certs(all).to_string())?;
+        }
+        CertCommand::Rm { name } => {
+            let r: CertRef = client.post(hostgate_api::HTTP_CERT_REMOVE, &CertRef { name }).await?;
+            println!("certificate {} removed", r.name);
         }
     }
     Ok(())

@@ -107,6 +107,27 @@ pub fn counters(rows: &[CounterRow]) -> Table {
     t
 }
 
+/// `http cert list`: one line per certificate.
+pub fn certs(all: &[hostgate_api::CertView]) -> Table {
+    let mut t = table(&["NAME", "NAMES", "ISSUER", "NOT AFTER", "KEY", "DEFAULT"]);
+    for c in all {
+        let names = match &c.problem {
+            Some(p) => format!("not served: {p}"),
+            None => c.names.join("\n"),
+        };
+        let default = if c.default { "yes" } else { "-" };
+        t.add_row(vec![
+            c.name.clone(),
+            names,
+            c.issuer.clone(),
+            c.not_after.clone(),
+            c.key_type.clone(),
+            default.into(),
+        ]);
+    }
+    t
+}
+
 /// `http vhost list`: one line per vhost.
 pub fn vhosts(all: &[hostgate_api::VhostView]) -> Table {
     let mut t = table(&["HOST", "CUSTOMER", "ROUTES", "BALANCE", "OPTIONS"]);

@@ -233,6 +233,12 @@ fn deleting_a_container_frees_its_lease_at_once() {
 
 /// The (address, MAC) of every DHCPACK among captured frames.
 fn acks_in(frames: &[Vec<u8>]) -> Vec<(std::net::Ipv4Addr, [u8; 6])> {
+    dhcp_events(frames).into_iter().filter(|(kind, _, _)| *kind == 5).map(|(_, a, m)| (a, m)).collect()
+}
+
+/// Every DHCP message among captured frames, in order: (message type,
+/// yiaddr for replies or ciaddr for requests, chaddr).
+fn dhcp_events(frames: &[Vec<u8>]) -> Vec<(u8, std::net::Ipv4Addr, [u8; 6])> {
     let mut acks = Vec::new();
     for f in frames {
         // Ethernet, IPv4 (any header length), UDP to port 67 (replies to a relay).
@@ -241,7 +247,7 @@ fn acks_in(frames: &[Vec<u8>]) -> Vec<(std::net::Ipv4Addr, [u8; 6])> {
         }
         let udp = 14 + usize::from(f[14] & 0x0f) * 4;
         let Some(dhcp) = f.get(udp + 8..) else { continue };
-        if f.get(udp + 2..udp + 4) != Some(&[0, 67][..]) || dhcp.len() < 240 || dhcp[0] != 2 {
+        if f.get(udp + 2..udp + 4) != Some(&[0, 67][..]) || dhcp.len() < 240 {
             continue;
         }
         let mut at = 240;
@@ -257,26 +263,23 @@ fn acks_in(frames: &[Vec<u8>]) -> Vec<(std::net::Ipv4Addr, [u8; 6])> {
             }
             at += 2 + len;
         }
-        if kind == Some(5) {
-            let addr = std::net::Ipv4Addr::new(dhcp[16], dhcp[17], dhcp[18], dhcp[19]);
+        if let Some(kind) = kind {
+            // Replies name the address in yiaddr, requests in ciaddr.
+            let at = if dhcp[0] == 2 { 16 } else { 12 };
+            let addr = std::net::Ipv4Addr::new(dhcp[at], dhcp[at + 1], dhcp[at + 2], dhcp[at + 3]);
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&dhcp[28..34]);
-            acks.push((addr, mac));
+            acks.push((kind, addr, mac));
         }
     }
     acks
 }
 
-/// perfdhcp load, the daemon SIGKILLed at a different moment each round:
-/// after every restart each ACKed lease is in the store, and no address
-/// ever went to two clients (no lease is released or expires here).
-#[test]
-fn acked_leases_survive_kill_9_under_load() {
-    if !privileged("acked_leases_survive_kill_9_under_load") {
-        return;
-    }
-    let mut node = TestNode::with_config("dhcpk", 0, "\n[dhcp]\nrelay_interfaces = [\"hgp0\"]\n");
-    let gen = Netns::create(&unique_name("dhcpkg")).expect("netns");
+/// A node serving 198.18.0.0/15 (no per-MAC or per-port limit) to
+/// perfdhcp, a relay agent in its own namespace behind hgp0.
+fn perfdhcp_node(purpose: &str) -> (TestNode, Netns) {
+    let mut node = TestNode::with_config(purpose, 0, "\n[dhcp]\nrelay_interfaces = [\"hgp0\"]\n");
+    let gen = Netns::create(&unique_name(&format!("{purpose}g"))).expect("netns");
     let n = &node.topo.node;
     n.ip(["link", "add", "hgp0", "type", "veth", "peer", "name", "eth0", "netns", gen.name()]).expect("veth");
     n.ip(["addr", "add", "198.18.0.1/15", "dev", "hgp0"]).expect("addr");
@@ -303,6 +306,18 @@ fn acked_leases_survive_kill_9_under_load() {
         "0",
     ]));
     std::thread::sleep(Duration::from_millis(300));
+    (node, gen)
+}
+
+/// perfdhcp load, the daemon SIGKILLed at a different moment each round:
+/// after every restart each ACKed lease is in the store, and no address
+/// ever went to two clients (no lease is released or expires here).
+#[test]
+fn acked_leases_survive_kill_9_under_load() {
+    if !privileged("acked_leases_survive_kill_9_under_load") {
+        return;
+    }
+    let (mut node, gen) = perfdhcp_node("dhcpk");
     let mut acked: std::collections::HashMap<std::net::Ipv4Addr, [u8; 6]> = Default::default();
     for (round, kill_after_ms) in [700u64, 1300, 1900, 2500].into_iter().enumerate() {
         let capture =
@@ -315,6 +330,8 @@ fn acked_leases_survive_kill_9_under_load() {
             clients: 100_000,
             period: Duration::from_secs(3),
             unique: false,
+            renew_rate: 0,
+            release_rate: 0,
         };
         let generator = load.command().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
         let mut generator = hostgate_testbed::ChildGuard::new("perfdhcp", generator.expect("perfdhcp (kea-admin)"));
@@ -634,4 +651,59 @@ fn lease_hostnames_become_dns_names() {
     // The container behind the lease goes: its lease ends, and its name.
     ok(node.cli(&["container", "remove", "vm1"]));
     wait_for(&["web1.acme.internal.example.net", "A"], "");
+}
+
+/// Renewals (unicast REQUEST with ciaddr) and releases from perfdhcp: every
+/// address whose last message on the wire was an ACK is in the store for
+/// its client, and every one whose last was a RELEASE is not.
+#[test]
+fn renewals_and_releases_end_where_the_wire_says() {
+    if !privileged("renewals_and_releases_end_where_the_wire_says") {
+        return;
+    }
+    let (node, gen) = perfdhcp_node("dhcprr");
+    let capture = hostgate_testbed::sender::capture(&gen.path(), "eth0", Duration::from_millis(4500)).expect("capture");
+    let load = hostgate_testbed::perfdhcp::Load {
+        netns: &gen.path(),
+        iface: "eth0",
+        server: "198.18.0.1",
+        rate: 200,
+        clients: 100_000,
+        period: Duration::from_secs(3),
+        unique: false,
+        renew_rate: 60,
+        release_rate: 60,
+    };
+    let report = load.run().expect("perfdhcp (kea-admin)");
+    let frames = capture.join().expect("capture thread").expect("capture");
+    let mut last: std::collections::HashMap<std::net::Ipv4Addr, (u8, [u8; 6])> = Default::default();
+    let (mut renewals, mut releases) = (0, 0);
+    for (kind, addr, mac) in dhcp_events(&frames) {
+        match kind {
+            // A REQUEST naming its address in ciaddr is a renewal.
+            3 if !addr.is_unspecified() => renewals += 1,
+            7 => {
+                releases += 1;
+                last.insert(addr, (7, mac));
+            }
+            5 => {
+                last.insert(addr, (5, mac));
+            }
+            _ => {}
+        }
+    }
+    assert!(renewals > 20 && releases > 20, "renewals {renewals}, releases {releases}:\n{}", report.output);
+    std::thread::sleep(Duration::from_millis(300));
+    let leases: Vec<LeaseView> = serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json");
+    let stored: std::collections::HashMap<String, String> =
+        leases.iter().map(|l| (l.addr.clone(), l.mac.clone())).collect();
+    for (addr, (kind, mac)) in &last {
+        let held = stored.get(&addr.to_string());
+        match kind {
+            5 => assert_eq!(held, Some(&common::mac_text(*mac)), "{addr}: ACKed last, not stored for its client"),
+            _ => assert_eq!(held, None, "{addr}: released last, still stored"),
+        }
+    }
+    let counters = node.status().dhcp.into_iter().find(|c| c.network == "load").expect("counters");
+    assert!(counters.releases >= releases as u64, "{counters:?}");
 }

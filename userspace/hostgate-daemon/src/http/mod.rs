@@ -4,6 +4,7 @@
 //! and pingora proxying every accepted connection (`proxy.rs`,
 //! `serve.rs`). The routing and selection logic is hostgate-http's.
 
+mod certs;
 mod proxy;
 mod serve;
 
@@ -14,6 +15,8 @@ use std::{
 };
 
 use axum::{extract::State, http::StatusCode, Json};
+pub(crate) use certs::follow as follow_certs;
+pub use certs::{list_certs, put_cert, remove_cert};
 use hostgate_api::{HttpCounters, RouteView, VhostRef, VhostView};
 use hostgate_http::{Backend, Balance, Route, RoutingTable, Vhost};
 use hostgate_ipam::model::keys as ipam_keys;
@@ -27,8 +30,14 @@ use crate::{api::Failure, Daemon};
 pub mod keys {
     pub const VHOSTS: &str = "http/vhosts/";
 
+    pub const CERTS: &str = "http/certs/";
+
     pub fn vhost(host: &str) -> String {
         format!("{VHOSTS}{host}")
+    }
+
+    pub fn cert(name: &str) -> String {
+        format!("{CERTS}{name}")
     }
 }
 
@@ -43,6 +52,9 @@ pub struct Shared {
     health: Mutex<HashMap<SocketAddr, bool>>,
     /// (vhost, backend) -> counters.
     counters: Mutex<BTreeMap<(String, String), HttpCounters>>,
+    /// The TLS listeners' certificate resolver; the certificate follower
+    /// swaps its index, a handshake reads the index in force.
+    certs: Arc<hostgate_http::tls::LiveResolver>,
     /// Tells pingora's connection loops to stop reusing connections.
     drain: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
 }

@@ -25,11 +25,23 @@ const MAX_TRIES: u8 = 2;
 
 pub struct Proxy {
     shared: Arc<Shared>,
+    /// Serves the TLS listeners: the scheme is https, HSTS is sent, and
+    /// `--https-redirect` has nothing left to redirect. One app per scheme,
+    /// so no request has to ask its connection.
+    tls: bool,
 }
 
 impl Proxy {
-    pub fn new(shared: Arc<Shared>) -> Proxy {
-        Proxy { shared }
+    pub fn new(shared: Arc<Shared>, tls: bool) -> Proxy {
+        Proxy { shared, tls }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -44,6 +56,8 @@ pub struct Ctx {
     tries: u8,
     body_seen: u64,
     body_limit: Option<u64>,
+    /// Strict-Transport-Security max-age to send (TLS only).
+    hsts: Option<u32>,
 }
 
 /// The request's host: `Host`, else the URI's authority (HTTP/2).
@@ -123,7 +137,9 @@ impl ProxyHttp for Proxy {
             self.shared.count(&v.host, "-", false);
             return answer(session, 404, "404 Not Found", "No route of this site serves this path.").await;
         }
-        if v.https_redirect {
+        if self.tls {
+            ctx.hsts = v.hsts_max_age;
+        } else if v.https_redirect {
             self.shared.count(&v.host, "-", false);
             let host = ctx.host.clone();
             return redirect_to_https(session, &host).await;
@@ -201,8 +217,17 @@ impl ProxyHttp for Proxy {
             return Ok(());
         };
         let host = Some(ctx.host.as_str()).filter(|h| !h.is_empty());
-        for (name, value) in headers::forwarding(peer, "http", host) {
+        for (name, value) in headers::forwarding(peer, self.scheme(), host) {
             upstream.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+
+    /// HSTS only over TLS (RFC 6797 §7.2: a browser ignores it on plain
+    /// HTTP, and sending it there would only mislead).
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(age) = ctx.hsts {
+            resp.insert_header("strict-transport-security", format!("max-age={age}"))?;
         }
         Ok(())
     }
