@@ -28,11 +28,13 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("curl", "the HTTP client of the HTTP proxy tests"),
     ("openssl", "makes the test CA and certificates of the HTTPS tests, and s_client"),
     ("nsd", "the real secondary of the DNS transfer test (its service is stopped after install)"),
+    ("openssh-server", "sshd, the containers' SSH server in the SSH proxy tests (run in test namespaces only)"),
+    ("openssh-client", "ssh, scp, sftp and ssh-keygen, the customers' clients in the SSH proxy tests"),
 ];
 
 /// Servers whose package starts them in the host's own namespace on
 /// install; the tests run their own instance inside a test namespace.
-const STOP_AFTER_INSTALL: &[&str] = &["nsd", "prometheus", "kea-dhcp4-server"];
+const STOP_AFTER_INSTALL: &[&str] = &["nsd", "prometheus", "kea-dhcp4-server", "ssh"];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -58,12 +60,24 @@ pub fn ensure(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     if !update.success() {
         bail!("apt-get update failed");
     }
+    // Server packages (openssh-server) start their daemon in the host's
+    // namespace on install; tests run their own inside test namespaces, so
+    // forbid that start (Debian's policy-rc.d) unless a policy exists.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+    if own_policy {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755));
+    }
     let status = Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&names)
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("running apt-get install")?;
+        .status();
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    let status = status.context("running apt-get install")?;
     if !status.success() {
         bail!("apt-get install {} failed", names.join(" "));
     }

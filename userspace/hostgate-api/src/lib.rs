@@ -840,3 +840,79 @@ pub struct RecordView {
     pub rtype: String,
     pub data: String,
 }
+
+pub const SSH_KEYS: &str = "/v1/ssh/keys";
+pub const SSH_KEY_REMOVE: &str = "/v1/ssh/keys/remove";
+pub const SSH_KEY_LIST: &str = "/v1/ssh/keys/list";
+pub const SSH_PROXY_KEY: &str = "/v1/ssh/proxy-key";
+pub const SSH_HISTORY: &str = "/v1/ssh/history";
+
+/// A customer's SSH key, as given (`authorized_keys` line) and as stored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshKeyView {
+    pub customer: String,
+    /// Only this container is reachable with the key; `None`: all of the
+    /// customer's containers.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// One `authorized_keys` line (options such as `from=` allowed).
+    pub line: String,
+    /// `SHA256:...`; filled in by the daemon.
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+/// Removes a key by customer and fingerprint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshKeyRef {
+    pub customer: String,
+    pub fingerprint: String,
+}
+
+/// Filters `key list` and `history` by customer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshFilter {
+    #[serde(default)]
+    pub customer: Option<String>,
+}
+
+/// The proxy's own public key (for the containers' `authorized_keys`) and
+/// its host keys (for customers' `known_hosts`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshProxyKey {
+    /// `ssh-ed25519 AAAA... hostgate-proxy@NODE`
+    pub client_key: String,
+    pub host_keys: Vec<String>,
+}
+
+/// One SSH session or refused attempt.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshSession {
+    /// Unique per node: start time in nanoseconds and a counter.
+    pub id: String,
+    /// Empty for a refused attempt whose key matched no customer.
+    pub customer: String,
+    /// SHA256 fingerprint of the authenticated (or last offered) key.
+    pub fingerprint: String,
+    pub user: String,
+    pub source: String,
+    pub container: String,
+    /// Unix seconds.
+    pub start: u64,
+    pub end: u64,
+    /// Client to container and back, channel data bytes.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Last exit status sent by the container, if any.
+    pub exit_status: Option<u32>,
+    /// `ok`, `denied`, `upstream-failed: ...`, `host-key-mismatch`.
+    pub outcome: String,
+}
+
+/// Forgets a container's pinned host key: the next connection pins anew.
+pub const SSH_KNOWN_REMOVE: &str = "/v1/ssh/known/remove";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshKnownRef {
+    pub container: String,
+}

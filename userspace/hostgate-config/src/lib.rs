@@ -89,6 +89,8 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub ssh: SshConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -305,6 +307,48 @@ impl HttpConfig {
     }
 }
 
+/// The SSH/SFTP proxy (issue #11). Customer keys are declared through the
+/// API; where it listens is the node operator's decision.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// `ADDRESS:PORT` to accept SSH on (e.g. `203.0.113.10:22`); empty: the
+    /// proxy is off.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// The account the proxy logs in as on the container's sshd.
+    #[serde(default = "default_upstream_user")]
+    pub upstream_user: String,
+    /// Concurrent sessions per customer; a login beyond is refused.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions_per_customer: usize,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            listen: Vec::new(),
+            upstream_user: default_upstream_user(),
+            max_sessions_per_customer: default_max_sessions(),
+        }
+    }
+}
+
+fn default_max_sessions() -> usize {
+    100
+}
+
+fn default_upstream_user() -> String {
+    "root".into()
+}
+
+impl SshConfig {
+    /// The listen addresses (validated on load, so none is dropped here).
+    pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+}
+
 /// The firewall: where its rules files are.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -484,6 +528,14 @@ impl Config {
         }
         self.dns.validate()?;
         self.http.validate()?;
+        check_listen("ssh.listen", &self.ssh.listen, "203.0.113.10:22")?;
+        let user = &self.ssh.upstream_user;
+        if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return bad("ssh.upstream_user", format!("{user:?} is not a user name"));
+        }
+        if self.ssh.max_sessions_per_customer == 0 {
+            return bad("ssh.max_sessions_per_customer", "0 would refuse every login".into());
+        }
         for (i, pool) in self.ip.pools.iter().enumerate() {
             if let Err(problem) = check_cidr(pool) {
                 return bad(&format!("ip.pools[{i}]"), problem);
@@ -537,6 +589,22 @@ fn check_cidr(s: &str) -> Result<(), String> {
     };
     if !host_bits_clear {
         return Err(format!("{s:?} has host bits set"));
+    }
+    Ok(())
+}
+
+/// A list of `ADDRESS:PORT` listen addresses: each parses, has a port and
+/// appears once. Errors name `list[i]`.
+fn check_listen(list: &str, addrs: &[String], example: &str) -> Result<(), (String, String)> {
+    let bad = |field: &str, problem: String| Err((field.to_string(), problem));
+    for (i, addr) in addrs.iter().enumerate() {
+        let field = format!("{list}[{i}]");
+        match addr.parse::<std::net::SocketAddr>() {
+            Err(_) => return bad(&field, format!("{addr:?} is not ADDRESS:PORT (e.g. {example})")),
+            Ok(a) if a.port() == 0 => return bad(&field, format!("{addr:?} needs a port")),
+            Ok(_) if addrs[..i].contains(addr) => return bad(&field, format!("{addr:?} is listed twice")),
+            Ok(_) => {}
+        }
     }
     Ok(())
 }
@@ -671,6 +739,23 @@ container_interfaces = ["veth1", "veth2"]
         );
         let c = Config::parse(&with("listen_tls = [\"198.51.100.1:443\"]"), Path::new("hg.toml")).expect("valid");
         assert_eq!(c.http.listen_tls_addrs(), vec!["198.51.100.1:443".parse().expect("addr")]);
+    }
+
+    #[test]
+    fn ssh_listen_is_checked() {
+        let with = |extra: &str| format!("{GOOD}\n[ssh]\n{extra}\n");
+        assert_eq!(
+            err(&with("listen = [\"203.0.113.10\"]")),
+            "hg.toml: ssh.listen[0]: \"203.0.113.10\" is not ADDRESS:PORT (e.g. 203.0.113.10:22)"
+        );
+        assert!(err(&with("listn = []")).contains("unknown field `listn`"), "field names are checked");
+        assert_eq!(
+            err(&with("max_sessions_per_customer = 0")),
+            "hg.toml: ssh.max_sessions_per_customer: 0 would refuse every login"
+        );
+        let c = Config::parse(&with("listen = [\"[2001:db8::1]:22\"]"), Path::new("hg.toml")).expect("valid");
+        assert_eq!(c.ssh.listen_addrs(), vec!["[2001:db8::1]:22".parse().expect("addr")]);
+        assert!(Config::parse(GOOD, Path::new("hg.toml")).expect("valid").ssh.listen.is_empty(), "off by default");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use axum::{
 use hostgate_api::{ApiError, CounterRow, DetachResponse, Status};
 use tracing::info;
 
-use crate::{containers, dhcp, dns, fw, http, ips, lb, nodes, status, Daemon};
+use crate::{containers, dhcp, dns, fw, http, ips, lb, nodes, ssh, status, Daemon};
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -60,6 +60,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::HTTP_VHOST_REMOVE, post(http::remove_vhost))
         .route(hostgate_api::HTTP_CERTS, get(http::list_certs).post(http::put_cert))
         .route(hostgate_api::HTTP_CERT_REMOVE, post(http::remove_cert))
+        .route(hostgate_api::SSH_KEYS, post(ssh::add_key))
+        .route(hostgate_api::SSH_KEY_REMOVE, post(ssh::remove_key))
+        .route(hostgate_api::SSH_KEY_LIST, post(ssh::list_keys))
+        .route(hostgate_api::SSH_PROXY_KEY, get(ssh::proxy_key))
+        .route(hostgate_api::SSH_HISTORY, post(ssh::list_history))
+        .route(hostgate_api::SSH_KNOWN_REMOVE, post(ssh::forget_known))
         .fallback(not_found)
         .with_state(daemon)
 }

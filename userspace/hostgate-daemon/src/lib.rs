@@ -24,6 +24,7 @@ mod netif;
 mod nodes;
 mod ra;
 mod snat;
+mod ssh;
 mod status;
 
 use std::{
@@ -69,6 +70,8 @@ pub struct Daemon {
     pub fw_reload: tokio::sync::Mutex<()>,
     /// The HTTP proxy's routing table, backend health and counters.
     pub http: Arc<http::Shared>,
+    /// The SSH proxy's throttle and session ids.
+    pub ssh: ssh::Shared,
 }
 
 impl Daemon {
@@ -83,12 +86,12 @@ impl Daemon {
 }
 
 /// Seconds since the Unix epoch.
-/// Keys of the network services (DHCP leases, DNS zones, HTTP vhosts): they change per
+/// Keys of the network services (DHCP leases, DNS zones, HTTP vhosts, SSH keys and history): they change per
 /// client, and the followers of the whole key space (load balancer,
 /// customer IPs) never read them, so they skip them instead of
 /// re-reconciling on every lease.
 pub(crate) fn placement_state(key: &str) -> bool {
-    !key.starts_with("dhcp/") && !key.starts_with("dns/") && !key.starts_with("http/")
+    !key.starts_with("dhcp/") && !key.starts_with("dns/") && !key.starts_with("http/") && !key.starts_with("ssh/")
 }
 
 pub(crate) fn now() -> u64 {
@@ -175,6 +178,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .context("bringing up the data plane")?;
 
     let started_at = now();
+    let ssh = ssh::Shared::new(config.ssh.max_sessions_per_customer);
     let daemon = Arc::new(Daemon {
         store,
         standing: tokio::sync::watch::Sender::new(members::Standing::Joining),
@@ -191,6 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fw: Mutex::new(fw::FwState::default()),
         fw_reload: tokio::sync::Mutex::new(()),
         http: Arc::default(),
+        ssh,
     });
     retried("publishing this node's status", || publish_status(&daemon)).await?;
     retried("registering this node", || nodes::register_self(&daemon)).await?;
@@ -206,6 +211,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_follower("HTTP routing table", &daemon, http::follow);
     spawn_follower("TLS certificates", &daemon, http::follow_certs);
     http::listen(&daemon).await?;
+    ssh::listen(&daemon).await?;
 
     if let Some(addr) = daemon.config.metrics.listen {
         let metrics = tokio::net::TcpListener::bind(addr)

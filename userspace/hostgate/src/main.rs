@@ -88,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         command: HttpCommand,
     },
+    /// The SSH/SFTP proxy: customers' keys, the proxy's own key, access history.
+    Ssh {
+        #[command(subcommand)]
+        command: SshCommand,
+    },
     /// Customers' containers behind this node: what they may send from.
     Container {
         #[command(subcommand)]
@@ -594,6 +599,63 @@ enum VhostCommand {
 }
 
 #[derive(Subcommand)]
+enum SshCommand {
+    /// Customers' public keys; changes apply to the next login at once.
+    Key {
+        #[command(subcommand)]
+        command: SshKeyCommand,
+    },
+    /// The proxy's public keys: the client key for containers'
+    /// authorized_keys, the host keys for customers' known_hosts.
+    ProxyKey {
+        /// Only the client key line (for authorized_keys).
+        #[arg(long, conflicts_with = "json")]
+        client: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a container's pinned host key (after a deliberate change);
+    /// the next connection pins the key it finds.
+    KnownRm { container: String },
+    /// Sessions and refused attempts: who, which key, from where, to which
+    /// container, when, bytes and exit status.
+    History {
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SshKeyCommand {
+    /// Add every key of an authorized_keys FILE (`-` for stdin): ed25519,
+    /// ECDSA or RSA, options such as from="203.0.113.0/24" allowed.
+    Add {
+        #[arg(long)]
+        customer: String,
+        /// Only this container of the customer is reachable with the key(s).
+        #[arg(long)]
+        container: Option<String>,
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key by its SHA256 fingerprint.
+    Rm {
+        #[arg(long)]
+        customer: String,
+        fingerprint: String,
+    },
+    List {
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum DhcpCommand {
     /// Every lease: address, MAC, client-id, hostname, state, expiry.
     Leases {
@@ -816,6 +878,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Http { command: HttpCommand::Vhost { command } } => vhost(&client, command).await,
         Command::Http { command: HttpCommand::Cert { command } } => cert(&client, command).await,
         Command::Dhcp { command } => dhcp(&client, command).await,
+        Command::Ssh { command } => ssh(&client, command).await,
         Command::Dns { command: DnsCommand::Zone { command } } => dns_zone(&client, command).await,
         Command::Dns { command: DnsCommand::Record { command } } => dns_record(&client, command).await,
         Command::Dns { command: DnsCommand::Pool { command } } => dns_pool(&client, command).await,
@@ -1130,6 +1193,74 @@ async fn vhost(client: &Client, command: VhostCommand) -> anyhow::Result<()> {
         VhostCommand::Rm { host } => {
             let r: VhostRef = client.post(hostgate_api::HTTP_VHOST_REMOVE, &VhostRef { host }).await?;
             println!("vhost {} removed", r.host);
+        }
+    }
+    Ok(())
+}
+
+/// The key lines of an authorized_keys file (`-`: stdin), without blanks
+/// and comments.
+fn key_lines(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let lines: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+    if lines.is_empty() {
+        anyhow::bail!("{}: no key lines", file.display());
+    }
+    Ok(lines)
+}
+
+async fn ssh(client: &Client, command: SshCommand) -> anyhow::Result<()> {
+    use hostgate_api::{SshFilter, SshKeyRef, SshKeyView, SshProxyKey, SshSession};
+    match command {
+        SshCommand::Key { command: SshKeyCommand::Add { customer, container, file, json } } => {
+            let mut added = Vec::new();
+            for (i, line) in key_lines(&file)?.into_iter().enumerate() {
+                let req =
+                    SshKeyView { customer: customer.clone(), container: container.clone(), line, ..Default::default() };
+                let v: SshKeyView = client
+                    .post(hostgate_api::SSH_KEYS, &req)
+                    .await
+                    .with_context(|| format!("{}: key {}", file.display(), i + 1))?;
+                added.push(v);
+            }
+            print_out(json, &added, |all| {
+                all.iter()
+                    .map(|v| format!("key {} added for {}", v.fingerprint, v.customer))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+        }
+        SshCommand::Key { command: SshKeyCommand::Rm { customer, fingerprint } } => {
+            let r: SshKeyRef = client.post(hostgate_api::SSH_KEY_REMOVE, &SshKeyRef { customer, fingerprint }).await?;
+            println!("key {} of {} removed", r.fingerprint, r.customer);
+        }
+        SshCommand::Key { command: SshKeyCommand::List { customer, json } } => {
+            let all: Vec<SshKeyView> = client.post(hostgate_api::SSH_KEY_LIST, &SshFilter { customer }).await?;
+            print_out(json, &all, |all| output::ssh_keys(all).to_string())?;
+        }
+        SshCommand::ProxyKey { client: only_client, json } => {
+            let k: SshProxyKey = client.get(hostgate_api::SSH_PROXY_KEY).await?;
+            match only_client {
+                true => println!("{}", k.client_key),
+                false => print_out(json, &k, |k| {
+                    let hosts: Vec<String> = k.host_keys.iter().map(|h| format!("host key:   {h}")).collect();
+                    format!("client key: {}\n{}", k.client_key, hosts.join("\n"))
+                })?,
+            }
+        }
+        SshCommand::KnownRm { container } => {
+            let r: hostgate_api::SshKnownRef =
+                client.post(hostgate_api::SSH_KNOWN_REMOVE, &hostgate_api::SshKnownRef { container }).await?;
+            println!("host key of {} forgotten; the next connection pins it anew", r.container);
+        }
+        SshCommand::History { customer, json } => {
+            let all: Vec<SshSession> = client.post(hostgate_api::SSH_HISTORY, &SshFilter { customer }).await?;
+            print_out(json, &all, |all| output::ssh_history(all).to_string())?;
         }
     }
     Ok(())

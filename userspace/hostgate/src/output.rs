@@ -514,3 +514,52 @@ pub fn monitor_event(e: &hostgate_api::MonitorEvent) -> String {
     }
     line
 }
+
+pub fn ssh_keys(all: &[hostgate_api::SshKeyView]) -> Table {
+    let mut t = table(&["CUSTOMER", "CONTAINER", "FINGERPRINT", "KEY"]);
+    for k in all {
+        // The key's type and comment; the base64 body says nothing to people.
+        let words: Vec<&str> = k.line.split_whitespace().collect();
+        let body = words.iter().position(|w| w.starts_with("AAAA")).unwrap_or(words.len());
+        let summary = words.iter().enumerate().filter(|(i, _)| *i != body).map(|(_, w)| *w).collect::<Vec<_>>();
+        t.add_row(vec![
+            k.customer.clone(),
+            k.container.clone().unwrap_or("any".into()),
+            k.fingerprint.clone(),
+            summary.join(" "),
+        ]);
+    }
+    t
+}
+
+pub fn ssh_history(all: &[hostgate_api::SshSession]) -> Table {
+    let mut t = table(&[
+        "START",
+        "DURATION",
+        "CUSTOMER",
+        "USER",
+        "SOURCE",
+        "CONTAINER",
+        "UP",
+        "DOWN",
+        "EXIT",
+        "OUTCOME",
+        "KEY",
+    ]);
+    for s in all {
+        t.add_row(vec![
+            since(s.start),
+            duration(s.end.saturating_sub(s.start)),
+            if s.customer.is_empty() { "-".into() } else { s.customer.clone() },
+            s.user.clone(),
+            s.source.clone(),
+            if s.container.is_empty() { "-".into() } else { s.container.clone() },
+            s.bytes_up.to_string(),
+            s.bytes_down.to_string(),
+            s.exit_status.map_or("-".into(), |e| e.to_string()),
+            s.outcome.clone(),
+            s.fingerprint.clone(),
+        ]);
+    }
+    t
+}

@@ -1,0 +1,116 @@
+//! API handlers: customers' keys (validated before commit), the proxy's
+//! public keys and the access history.
+
+use std::sync::Arc;
+
+use axum::{extract::State, http::StatusCode, Json};
+use hostgate_api::{SshFilter, SshKeyRef, SshKeyView, SshKnownRef, SshProxyKey, SshSession};
+use hostgate_ipam::model::keys as ipam_keys;
+use hostgate_ssh::AuthorizedKey;
+use hostgate_store::{Compare, Op, Txn, TxnOutcome};
+use tracing::info;
+
+use super::{identity, keys};
+use crate::{api::Failure, Daemon};
+
+fn bad(m: impl Into<String>) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, m.into())
+}
+
+fn store_err(e: hostgate_store::StoreError) -> Failure {
+    Failure::from(anyhow::Error::from(e))
+}
+
+/// Adds one key line for a customer (optionally bound to one of its
+/// containers). The customer (and container) must exist and the container
+/// must be the customer's; a key already stored for the customer is
+/// replaced (its container binding may change).
+pub async fn add_key(State(d): State<Arc<Daemon>>, Json(req): Json<SshKeyView>) -> Result<Json<SshKeyView>, Failure> {
+    let parsed = AuthorizedKey::parse(&req.line).map_err(|e| bad(e.to_string()))?;
+    let view = SshKeyView { fingerprint: parsed.fingerprint(), line: req.line.trim().to_string(), ..req };
+    if let Some(c) = &view.container {
+        check_container(&d, &view.customer, c).await?;
+    }
+    let key = keys::key(&view.customer, &view.fingerprint);
+    let txn = Txn::new()
+        .when(Compare::Present(ipam_keys::customer(&view.customer)))
+        .then(Op::put_json(key, &view).map_err(store_err)?);
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => {
+            info!(customer = %view.customer, fingerprint = %view.fingerprint, "SSH key stored");
+            Ok(Json(view))
+        }
+        TxnOutcome::CompareFailed(_) => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("customer: {} does not exist (hostgate customer add)", view.customer),
+        )),
+    }
+}
+
+async fn check_container(d: &Daemon, customer: &str, name: &str) -> Result<(), Failure> {
+    let kv = d.store.get(&ipam_keys::container(name)).await.map_err(store_err)?;
+    let owner = kv.and_then(|kv| kv.decode::<hostgate_ipam::model::Container>().ok()).map(|c| c.customer);
+    match owner {
+        Some(o) if o == customer => Ok(()),
+        Some(_) => Err(bad(format!("container: {name} is not a container of customer {customer}"))),
+        None => Err(Failure(StatusCode::NOT_FOUND, format!("container: {name} does not exist"))),
+    }
+}
+
+pub async fn remove_key(State(d): State<Arc<Daemon>>, Json(req): Json<SshKeyRef>) -> Result<Json<SshKeyRef>, Failure> {
+    let key = keys::key(&req.customer, &req.fingerprint);
+    let txn = Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key));
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => Ok(Json(req)),
+        TxnOutcome::CompareFailed(_) => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("fingerprint: customer {} has no key {}", req.customer, req.fingerprint),
+        )),
+    }
+}
+
+pub async fn list_keys(
+    State(d): State<Arc<Daemon>>,
+    Json(f): Json<SshFilter>,
+) -> Result<Json<Vec<SshKeyView>>, Failure> {
+    let prefix = f.customer.as_deref().map_or(keys::KEYS.to_string(), keys::customer_keys);
+    let snap = d.store.snapshot(&prefix).await.map_err(store_err)?;
+    Ok(Json(snap.kvs.iter().filter_map(|kv| kv.decode::<SshKeyView>().ok()).collect()))
+}
+
+pub async fn proxy_key(State(d): State<Arc<Daemon>>) -> Result<Json<SshProxyKey>, Failure> {
+    let node = &d.config.node_name;
+    let client = identity::client_key(&d).await?;
+    let hosts = identity::host_keys(&d).await?;
+    Ok(Json(SshProxyKey {
+        client_key: identity::public_line(&client, &format!("hostgate-proxy@{node}"))?,
+        host_keys: hosts.iter().map(|k| identity::public_line(k, "")).collect::<anyhow::Result<_>>()?,
+    }))
+}
+
+/// Sessions and refused attempts, oldest first.
+pub async fn history(State(d): State<Arc<Daemon>>, Json(f): Json<SshFilter>) -> Result<Json<Vec<SshSession>>, Failure> {
+    let prefix = f.customer.as_deref().map_or(keys::HISTORY.to_string(), keys::history_of);
+    let snap = d.store.snapshot(&prefix).await.map_err(store_err)?;
+    let mut all: Vec<SshSession> = snap.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(all))
+}
+
+/// Forgets a container's pinned host key (after a deliberate key change).
+pub async fn forget_known(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<SshKnownRef>,
+) -> Result<Json<SshKnownRef>, Failure> {
+    let key = keys::known(&req.container);
+    let txn = Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key));
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => {
+            info!(container = %req.container, "pinned SSH host key forgotten");
+            Ok(Json(req))
+        }
+        TxnOutcome::CompareFailed(_) => {
+            Err(Failure(StatusCode::NOT_FOUND, format!("container: no host key pinned for {}", req.container)))
+        }
+    }
+}

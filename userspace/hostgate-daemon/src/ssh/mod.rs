@@ -1,0 +1,85 @@
+//! The SSH/SFTP proxy (issue #11): customers reach their containers with
+//! unchanged OpenSSH clients. russh serves customers (`server.rs`) and
+//! connects to the container's sshd (`upstream.rs`); session channels are
+//! relayed as raw channel data, never parsed (`relay.rs`).
+//!
+//! State in the store: the proxy's identity (`identity.rs`: host keys and
+//! its own client key, generated once), customers' keys
+//! (`ssh/keys/<customer>/<fingerprint>`, read at every authentication, so
+//! a change takes effect at once), pinned container host keys
+//! (`ssh/known/<container>`) and the access history (`history.rs`). The
+//! pure decisions (key lines, routing, throttling) are hostgate-ssh's.
+
+mod api;
+mod history;
+mod identity;
+mod relay;
+mod server;
+mod upstream;
+
+use std::sync::{atomic::AtomicU64, Mutex};
+
+pub use api::{add_key, forget_known, history as list_history, list_keys, proxy_key, remove_key};
+use hostgate_ssh::{SessionLimits, Throttle, ThrottleConfig};
+pub(crate) use server::listen;
+
+/// Store keys of the SSH proxy.
+pub mod keys {
+    pub const KEYS: &str = "ssh/keys/";
+    pub const HOSTKEYS: &str = "ssh/hostkeys/";
+    pub const KNOWN: &str = "ssh/known/";
+    pub const HISTORY: &str = "ssh/history/";
+    /// The proxy's own client key, which containers' sshd trust.
+    pub const CLIENT_KEY: &str = "ssh/proxy-key";
+
+    pub fn customer_keys(customer: &str) -> String {
+        format!("{KEYS}{customer}/")
+    }
+
+    pub fn key(customer: &str, fingerprint: &str) -> String {
+        format!("{KEYS}{customer}/{}", hostgate_ssh::authorized::store_id(fingerprint))
+    }
+
+    pub fn known(container: &str) -> String {
+        format!("{KNOWN}{container}")
+    }
+
+    /// Customer `-` holds refused attempts whose key matched no customer.
+    pub fn history_of(customer: &str) -> String {
+        format!("{HISTORY}{}/", if customer.is_empty() { "-" } else { customer })
+    }
+}
+
+/// What the proxy's connections share.
+#[derive(Debug)]
+pub struct Shared {
+    throttle: Mutex<Throttle>,
+    /// The clock of the throttle (milliseconds since this instant).
+    epoch: std::time::Instant,
+    /// Makes session ids unique within a nanosecond.
+    seq: AtomicU64,
+    sessions: Mutex<SessionLimits>,
+}
+
+impl Shared {
+    pub fn new(max_sessions_per_customer: usize) -> Self {
+        Shared {
+            throttle: Mutex::new(Throttle::new(ThrottleConfig::default())),
+            epoch: std::time::Instant::now(),
+            seq: AtomicU64::new(0),
+            sessions: Mutex::new(SessionLimits::new(max_sessions_per_customer)),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, SessionLimits> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,384 @@
+//! Towards customers: a russh server on every `[ssh] listen` address.
+//!
+//! russh's permissive defaults are replaced on purpose (research §4.4):
+//! an offered key is accepted only when it is stored for a customer, its
+//! `from=` admits the source and the user routes to one of that customer's
+//! containers (anything else is the same rejection, padded to the same
+//! time); publickey is the only method; Nagle is off; windows are 16 MiB;
+//! the banner names no library or version. Nothing reaches a container
+//! before authentication succeeds: the upstream connection is made when
+//! the first channel opens.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use hostgate_api::{SshKeyView, SshSession};
+use hostgate_ipam::model::{keys as ipam_keys, Container};
+use hostgate_ssh::{authorized::fingerprint, route, AuthorizedKey, KeyGrant, Verdict};
+use russh::{
+    client,
+    keys::PublicKey,
+    server::{self, Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey},
+    Channel, ChannelOpenFailure, MethodKind, MethodSet,
+};
+use tracing::{info, warn};
+
+use super::{history, keys, relay::Tally, upstream};
+use crate::Daemon;
+
+/// Channel window: OpenSSH's 2 MiB caps a long path (research §4.2).
+pub const WINDOW: u32 = 16 * 1024 * 1024;
+/// russh refuses packets over 65535 bytes; OpenSSH uses 32 KiB.
+pub const PACKET: u32 = 32 * 1024;
+/// Time to authenticate after connecting.
+const LOGIN_GRACE: Duration = Duration::from_secs(30);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Characters of a client's user name kept in logs and the history.
+const MAX_USER: usize = 64;
+
+fn config(host_keys: Vec<russh::keys::PrivateKey>) -> server::Config {
+    server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-hostgate".into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // Every rejection takes as long, so an unknown user, a foreign
+        // container and a wrong key cannot be told apart by timing; the
+        // "none" probe every client starts with is answered at once.
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: host_keys,
+        window_size: WINDOW,
+        maximum_packet_size: PACKET,
+        max_auth_attempts: 10,
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Binds every `[ssh] listen` address (all or nothing, before the daemon
+/// reports ready) and serves them.
+pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
+    let addrs = d.config.ssh.listen_addrs();
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let host_keys = super::identity::host_keys(d).await.context("the SSH proxy's host keys")?;
+    super::identity::client_key(d).await.context("the SSH proxy's client key")?;
+    let config = Arc::new(config(host_keys));
+    for (i, addr) in addrs.iter().enumerate() {
+        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding ssh.listen[{i}] {addr}"))?;
+        info!(%addr, "SSH proxy listening");
+        tokio::spawn(accept_loop(d.clone(), l, config.clone()));
+    }
+    Ok(())
+}
+
+async fn accept_loop(d: Arc<Daemon>, listener: tokio::net::TcpListener, config: Arc<server::Config>) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(serve(d.clone(), config.clone(), sock, peer));
+            }
+            Err(e) => {
+                warn!(error = %e, "SSH accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Who authenticated and where they go.
+#[derive(Clone, Debug)]
+struct Authed {
+    container: Container,
+}
+
+/// One customer connection.
+struct Conn {
+    d: Arc<Daemon>,
+    peer: SocketAddr,
+    record: Arc<Mutex<SshSession>>,
+    tally: Arc<Tally>,
+    authed: Option<Authed>,
+    upstream: Option<client::Handle<upstream::Upstream>>,
+    banned_until: Option<u64>,
+    /// The customer whose session slot this connection holds.
+    slot: Option<String>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(customer) = self.slot.take() {
+            self.d.ssh.sessions().close(&customer);
+        }
+    }
+}
+
+fn lock(r: &Mutex<SshSession>) -> std::sync::MutexGuard<'_, SshSession> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::TcpStream, peer: SocketAddr) {
+    let seq = d.ssh.seq.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_nanos());
+    let record = Arc::new(Mutex::new(SshSession {
+        id: format!("{nanos:020}-{seq:06}"),
+        source: peer.to_string(),
+        start: crate::now(),
+        outcome: "denied".into(),
+        ..Default::default()
+    }));
+    let banned = match d.ssh.throttle().check(peer.ip(), d.ssh.now_ms()) {
+        Verdict::Banned { until_ms } => Some(until_ms),
+        Verdict::Allowed => None,
+    };
+    let tally = Arc::new(Tally::default());
+    let conn = Conn {
+        d: d.clone(),
+        peer,
+        record: record.clone(),
+        tally: tally.clone(),
+        authed: None,
+        upstream: None,
+        banned_until: banned,
+        slot: None,
+    };
+    match tokio::time::timeout(LOGIN_GRACE, server::run_stream(config, sock, conn)).await {
+        Ok(Ok(session)) => {
+            // Login grace: the outcome is only "ok" once authenticated.
+            let (handle, rec) = (session.handle(), record.clone());
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(LOGIN_GRACE).await;
+                if lock(&rec).outcome != "ok" {
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, "login grace time exceeded".into(), "en".into())
+                        .await;
+                }
+            });
+            let _ = session.await;
+            timer.abort();
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "SSH handshake failed"),
+        Err(_) => tracing::debug!(%peer, "SSH handshake timed out"),
+    }
+    finish(&d, &record, &tally, peer).await;
+}
+
+async fn finish(d: &Daemon, record: &Mutex<SshSession>, tally: &Tally, peer: SocketAddr) {
+    let entry = {
+        let mut r = lock(record);
+        r.end = crate::now();
+        r.bytes_up = tally.up.load(Ordering::Relaxed);
+        r.bytes_down = tally.down.load(Ordering::Relaxed);
+        r.exit_status = tally.exit_status();
+        r.clone()
+    };
+    if entry.outcome == "denied" {
+        if entry.fingerprint.is_empty() && entry.user.is_empty() {
+            // A port scan, ssh-keyscan or a client that refused our host
+            // key: no login was tried, so nothing to count or record (CI
+            // bursts must not get banned for this, research §4.1.8).
+            return;
+        }
+        d.ssh.throttle().failed(peer.ip(), d.ssh.now_ms());
+    }
+    info!(
+        id = %entry.id, customer = %entry.customer, user = %entry.user, source = %entry.source,
+        container = %entry.container, fingerprint = %entry.fingerprint, outcome = %entry.outcome,
+        bytes_up = entry.bytes_up, bytes_down = entry.bytes_down, exit_status = ?entry.exit_status,
+        "SSH session ended"
+    );
+    history::record(d, &entry).await;
+}
+
+impl Conn {
+    /// The container `user` reaches with `key` from this source, if any.
+    async fn decide(&self, user: &str, key: &PublicKey) -> anyhow::Result<Option<(String, Authed)>> {
+        let fp = fingerprint(key);
+        let stored = self.d.store.snapshot(keys::KEYS).await?;
+        let candidates: Vec<SshKeyView> =
+            stored.kvs.iter().filter_map(|kv| kv.decode::<SshKeyView>().ok()).filter(|v| v.fingerprint == fp).collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let containers: HashMap<String, Container> = self
+            .d
+            .store
+            .snapshot(ipam_keys::CONTAINERS)
+            .await?
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.decode::<Container>().ok())
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        for v in candidates {
+            let Ok(line) = AuthorizedKey::parse(&v.line) else { continue };
+            if !line.allows_source(self.peer.ip()) {
+                continue;
+            }
+            let grant = KeyGrant { customer: v.customer.clone(), container: v.container.clone() };
+            let Ok(name) = route(user, &grant, |n| containers.get(n).map(|c| c.customer.clone())) else { continue };
+            if let Some(c) = containers.get(&name) {
+                return Ok(Some((v.customer, Authed { container: c.clone() })));
+            }
+        }
+        Ok(None)
+    }
+
+    fn note_attempt(&self, user: &str, key: &PublicKey) {
+        let mut r = lock(&self.record);
+        // The client chose it: bounded before it reaches logs and the store.
+        r.user = user.chars().take(MAX_USER).collect();
+        r.fingerprint = fingerprint(key);
+    }
+
+    fn reject() -> Auth {
+        Auth::Reject { proceed_with_methods: None, partial_success: false }
+    }
+
+    /// Opens the container's end of a channel, connecting first if needed.
+    async fn open_upstream(&mut self, kind: Open<'_>) -> Result<Channel<client::Msg>, String> {
+        let Some(authed) = self.authed.clone() else { return Err("not authenticated".into()) };
+        if self.upstream.is_none() {
+            let name = &authed.container.name;
+            let Some(ip) = authed.container.ips.first() else {
+                return Err(self.fail(format!("upstream-failed: container {name} has no address")));
+            };
+            let addr = SocketAddr::new(*ip, 22);
+            let user = self.d.config.ssh.upstream_user.clone();
+            match upstream::connect(self.d.clone(), name, addr, &user).await {
+                Ok(h) => self.upstream = Some(h),
+                Err(e) => return Err(self.fail(e.to_string())),
+            }
+        }
+        let up = self.upstream.as_ref().ok_or("no upstream")?;
+        let opened = match kind {
+            Open::Session => tokio::time::timeout(OPEN_TIMEOUT, up.channel_open_session()).await,
+            Open::DirectTcpip { host, port, from, from_port } => {
+                tokio::time::timeout(OPEN_TIMEOUT, up.channel_open_direct_tcpip(host, port, from, from_port)).await
+            }
+        };
+        match opened {
+            Ok(Ok(ch)) => Ok(ch),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    fn fail(&self, outcome: String) -> String {
+        warn!(source = %self.peer, outcome = %outcome, "SSH upstream");
+        lock(&self.record).outcome = outcome.clone();
+        outcome
+    }
+
+    async fn accept_channel(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        handle: server::Handle,
+        kind: Open<'_>,
+    ) {
+        match self.open_upstream(kind).await {
+            Ok(up) => {
+                reply.accept().await;
+                super::relay::spawn(channel, up, handle, self.tally.clone());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "channel refused");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+    }
+}
+
+enum Open<'a> {
+    Session,
+    DirectTcpip { host: &'a str, port: u32, from: &'a str, from_port: u32 },
+}
+
+impl server::Handler for Conn {
+    type Error = anyhow::Error;
+
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        // A banned source learns why, instead of a bare "Connection closed".
+        Ok(self.banned_until.map(|until| {
+            let secs = until.saturating_sub(self.d.ssh.now_ms()) / 1000 + 1;
+            format!("Too many failed logins from your address; try again in {secs} s.\r\n")
+        }))
+    }
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        self.note_attempt(user, offer.public_key);
+        if self.banned_until.is_some() {
+            return Ok(Self::reject());
+        }
+        Ok(match self.decide(user, offer.public_key).await? {
+            Some(_) => Auth::Accept,
+            None => Self::reject(),
+        })
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        self.note_attempt(user, key.public_key);
+        if self.banned_until.is_some() {
+            return Ok(Self::reject());
+        }
+        let Some((customer, authed)) = self.decide(user, key.public_key).await? else {
+            return Ok(Self::reject());
+        };
+        let open = self.slot.is_some() || self.d.ssh.sessions().try_open(&customer);
+        {
+            let mut r = lock(&self.record);
+            r.container = authed.container.name.clone();
+            r.customer = customer.clone();
+            if !open {
+                warn!(%customer, source = %self.peer, "SSH login refused: the customer's sessions are all in use");
+                r.outcome = "session-limit".into();
+                return Ok(Self::reject());
+            }
+            r.outcome = "ok".into();
+        }
+        self.slot = Some(customer);
+        self.d.ssh.throttle().succeeded(self.peer.ip(), self.d.ssh.now_ms());
+        self.authed = Some(authed);
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.accept_channel(channel, reply, session.handle(), Open::Session).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let kind = Open::DirectTcpip {
+            host: host_to_connect,
+            port: port_to_connect,
+            from: originator_address,
+            from_port: originator_port,
+        };
+        self.accept_channel(channel, reply, session.handle(), kind).await;
+        Ok(())
+    }
+}
