@@ -141,7 +141,7 @@ fn example_zone(node: &TestNode) {
         &["*.wild", "A", "198.51.100.99"],
         &["sub", "NS", "ns.sub"],
         &["ns.sub", "A", "198.51.100.60"],
-        &["10.100.51.198.in-addr", "PTR", "www"],
+        &["20.100.51.198.in-addr", "PTR", "www"],
     ];
     for r in records {
         let mut args = vec!["dns", "record", "add", "example.com"];
@@ -170,7 +170,7 @@ fn answers_like_an_authority() {
     assert_eq!(dig(&node, &["example.com", "CAA"]).data(), ["0 issue \"letsencrypt.org\""]);
     let ns = dig(&node, &["example.com", "NS"]).data();
     assert!(ns.contains(&"ns1.example.com.".into()) && ns.contains(&"ns2.example.net.".into()), "{ns:?}");
-    assert_eq!(dig(&node, &["10.100.51.198.in-addr.example.com", "PTR"]).data(), ["www.example.com."]);
+    assert_eq!(dig(&node, &["20.100.51.198.in-addr.example.com", "PTR"]).data(), ["www.example.com."]);
 
     // A CNAME chain inside the zone is followed to its end.
     let chain = dig(&node, &["alias2.example.com", "A"]);
