@@ -169,6 +169,7 @@ impl Network {
             mtu: self.mtu,
             routes,
             lease_secs: self.lease_secs,
+            registers_names: false,
         }
     }
 

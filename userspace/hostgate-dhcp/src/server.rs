@@ -22,6 +22,8 @@ pub struct Arrival {
     /// for direct clients, the receiving interface's address for relayed
     /// ones (they unicast renewals there).
     pub server_id: Ipv4Addr,
+    /// Whether lease hostnames are published in DNS (answers to FQDN).
+    pub registers_names: bool,
 }
 
 /// What to do about a request.
@@ -74,9 +76,9 @@ pub fn decide(
     }
     let mut client = Client::new(req.chaddr, req.client_id.as_deref());
     client.circuit_id = req.circuit_id.clone();
-    client.hostname = req.hostname.clone();
+    client.hostname = wire::client_hostname(req);
     client.port = port_of(req, &at.iface);
-    let options = network.reply_options(at.server_id);
+    let options = wire::ReplyOptions { registers_names: at.registers_names, ..network.reply_options(at.server_id) };
     let to = destination(req);
     let ciaddr = req.msg.ciaddr();
     let answer = match req.kind {
@@ -150,7 +152,7 @@ mod tests {
     }
 
     fn arrival() -> Arrival {
-        Arrival { iface: "hgd1".into(), server_id: Ipv4Addr::new(198, 51, 100, 1) }
+        Arrival { iface: "hgd1".into(), server_id: Ipv4Addr::new(198, 51, 100, 1), registers_names: false }
     }
 
     fn packet(kind: MessageType, mac: u8, requested: Option<Ipv4Addr>) -> Vec<u8> {

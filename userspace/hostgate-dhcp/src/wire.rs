@@ -171,6 +171,9 @@ pub struct ReplyOptions {
     /// router (0.0.0.0: on-link).
     pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     pub lease_secs: u32,
+    /// Whether this server publishes lease hostnames in DNS (A and PTR),
+    /// which is what a client FQDN option is answered with.
+    pub registers_names: bool,
 }
 
 /// What to send back.
@@ -232,7 +235,7 @@ pub fn reply(req: &Request, answer: Reply<'_>, o: &ReplyOptions) -> Result<Vec<u
         if let Some(name) = lease.and_then(|l| l.hostname.as_ref()) {
             opts.insert(DhcpOption::Hostname(name.clone()));
         }
-        if let Some(fqdn) = fqdn_answer(req) {
+        if let Some(fqdn) = fqdn_answer(req, o.registers_names) {
             opts.insert(DhcpOption::ClientFQDN(fqdn));
         }
     }
@@ -244,14 +247,26 @@ pub fn reply(req: &Request, answer: Reply<'_>, o: &ReplyOptions) -> Result<Vec<u
 }
 
 /// The answer to a client FQDN option (RFC 4702 §4): the name as the
-/// client sent it, encoded the way it did (E), and "the server updates
-/// nothing" (N=1, S=0): DNS registration from leases is not done yet, and
-/// the client must not be told otherwise.
-fn fqdn_answer(req: &Request) -> Option<ClientFQDN> {
+/// client sent it, encoded the way it did (E). A server that publishes
+/// lease names says it updates the A record itself (S=1; O=1 when the
+/// client had asked to do it, S=0); one that does not says it updates
+/// nothing (N=1), so the client is never told a name exists that does not.
+fn fqdn_answer(req: &Request, registers_names: bool) -> Option<ClientFQDN> {
     let (flags, name) = req.fqdn.as_ref()?;
-    let e = FqdnFlags::new(*flags).e();
+    let asked = FqdnFlags::new(*flags);
     let name = Name::from_ascii(name).ok()?;
-    Some(ClientFQDN::new(FqdnFlags::new(0).set_n(true).set_e(e), name))
+    let answer = match registers_names {
+        true => FqdnFlags::new(0).set_s(true).set_o(!asked.s()),
+        false => FqdnFlags::new(0).set_n(true),
+    };
+    Some(ClientFQDN::new(answer.set_e(asked.e()), name))
+}
+
+/// The host name a client gave: option 12, else the first label of its
+/// FQDN (option 81).
+pub fn client_hostname(req: &Request) -> Option<String> {
+    let from_fqdn = || req.fqdn.as_ref().and_then(|(_, n)| n.split('.').next().filter(|l| !l.is_empty()));
+    req.hostname.clone().or_else(|| from_fqdn().map(str::to_string))
 }
 
 /// Inserts option `code` after the last option of an encoded message, so
@@ -308,6 +323,7 @@ mod tests {
             mtu: Some(1500),
             routes: vec![(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(198, 51, 100, 1))],
             lease_secs: 3600,
+            registers_names: false,
         }
     }
 
@@ -398,7 +414,14 @@ mod tests {
         assert!(matches!(opts.get(OptionCode::DomainSearch), Some(DhcpOption::DomainSearch(d)) if d.len() == 2));
         assert_eq!(opts.get(OptionCode::Hostname), Some(&DhcpOption::Hostname("web1".into())));
         let Some(DhcpOption::ClientFQDN(f)) = opts.get(OptionCode::ClientFQDN) else { panic!("no option 81") };
-        assert!(f.flags().n() && !f.flags().s() && f.flags().e(), "we tell the client we update nothing");
+        assert!(f.flags().n() && !f.flags().s() && f.flags().e(), "without names, we tell it we update nothing");
+        let naming = ReplyOptions { registers_names: true, ..o.clone() };
+        let back = Message::from_bytes(&reply(&req, Reply::Ack(&lease), &naming).expect("encode")).expect("decodes");
+        let Some(DhcpOption::ClientFQDN(f)) = back.opts().get(OptionCode::ClientFQDN) else { panic!("no option 81") };
+        assert!(!f.flags().n() && f.flags().s() && !f.flags().o(), "with names: we update A, as it asked");
+        let mut bare = req.clone();
+        bare.hostname = None;
+        assert_eq!(client_hostname(&bare).as_deref(), Some("web1"), "the FQDN's first label");
         // INFORM: configuration without an address or lease times.
         let inform = Message::from_bytes(&reply(&req, Reply::Inform, &o).expect("encode")).expect("decodes");
         assert_eq!(inform.opts().msg_type(), Some(MessageType::Ack));

@@ -657,6 +657,40 @@ fn lease_hostnames_become_dns_names() {
     // The container behind the lease goes: its lease ends, and its name.
     ok(node.cli(&["container", "remove", "vm1"]));
     wait_for(&["web1.acme.internal.example.net", "A"], "");
+    // A client that names itself only by FQDN (option 81, ISC dhclient) gets
+    // its first label published, and is told the server updates the A record.
+    let conf = dir.path().join("fqdn.conf");
+    std::fs::write(&conf, "send fqdn.fqdn \"shop2.\";\nsend fqdn.encoded on;\nsend fqdn.server-update on;\n")
+        .expect("conf");
+    let script = dir.path().join("fqdn.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let child = ct
+        .command("dhclient")
+        .args(["-4", "-1", "-d", "-cf"])
+        .arg(&conf)
+        .arg("-sf")
+        .arg(&script)
+        .arg("-pf")
+        .arg(dir.path().join("fqdn.pid"))
+        .arg("-lf")
+        .arg(dir.path().join("fqdn.leases"))
+        .arg("eth0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dhclient");
+    let mut client = hostgate_testbed::ChildGuard::new("dhclient", child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = dig(&["shop2.acme.internal.example.net", "A"]);
+        if got.starts_with("198.51.100.2") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the FQDN's name never answered: {got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    client.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
 }
 
 /// Renewals (unicast REQUEST with ciaddr) and releases from perfdhcp: every

@@ -453,7 +453,9 @@ impl Listener {
             true => network.gateway,
             false => self.relay_server_id.unwrap_or(network.gateway),
         };
-        let arrival = server::Arrival { iface: self.iface.clone(), server_id };
+        let dns = &self.d.config.dns;
+        let registers_names = dns.internal_zone.is_some() && !dns.listen.is_empty();
+        let arrival = server::Arrival { iface: self.iface.clone(), server_id, registers_names };
         let reservations = state.reservations();
         let decision = server::decide(network, &mut state.table(), &reservations, &req, &arrival, now())?;
         let name = &network.name;
