@@ -57,21 +57,25 @@ fn add_network(node: &TestNode, name: &str, pool: &str) -> std::process::Output 
     ])
 }
 
+/// A container port without an address: veth hgd1 in the node (the
+/// gateway 198.51.100.129/25 on it), eth0 in a new container namespace.
+fn container_port(node: &TestNode, purpose: &str) -> Netns {
+    let ct = Netns::create(&unique_name(purpose)).expect("netns");
+    let n = &node.topo.node;
+    n.ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()]).expect("veth");
+    n.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
+    n.ip(["link", "set", "hgd1", "up"]).expect("up");
+    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    ct
+}
+
 #[test]
 fn udhcpc_gets_a_durable_lease() {
     if !privileged("udhcpc_gets_a_durable_lease") {
         return;
     }
     let mut node = TestNode::new("dhcp", 0);
-    // A container port without an address: veth hgd1 in the node, eth0 in the container.
-    let ct = Netns::create(&unique_name("dhcpc")).expect("netns");
-    node.topo
-        .node
-        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
-        .expect("veth");
-    node.topo.node.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
-    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
-    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    let ct = container_port(&node, "dhcpc");
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
     ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
@@ -204,14 +208,7 @@ fn deleting_a_container_frees_its_lease_at_once() {
         return;
     }
     let mut node = TestNode::new("dhcpd", 0);
-    let ct = Netns::create(&unique_name("dhcpdc")).expect("netns");
-    node.topo
-        .node
-        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
-        .expect("veth");
-    node.topo.node.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
-    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
-    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    let ct = container_port(&node, "dhcpdc");
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
     ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
@@ -616,14 +613,7 @@ fn lease_hostnames_become_dns_names() {
     }
     let config = "\n[dns]\nlisten = [\"198.51.100.129:53\"]\ninternal_zone = \"internal.example.net\"\n";
     let mut node = TestNode::with_config("dhcpn", 0, config);
-    let ct = Netns::create(&unique_name("dhcpnc")).expect("netns");
-    node.topo
-        .node
-        .ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()])
-        .expect("veth");
-    node.topo.node.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
-    node.topo.node.ip(["link", "set", "hgd1", "up"]).expect("up");
-    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    let ct = container_port(&node, "dhcpnc");
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
     ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
@@ -759,14 +749,19 @@ fn dhcpcd_declines_an_address_in_use() {
         return;
     }
     let mut node = TestNode::new("dhcpdi", 0);
+    // Its own interface name: dhcpcd keeps leases per name in /var/lib/dhcpcd
+    // and would reboot into an old one (no ARP probe) under eth0.
     let ct = Netns::create(&unique_name("dhcpdic")).expect("netns");
     let n = &node.topo.node;
-    n.ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "eth0", "netns", ct.name()]).expect("veth");
+    n.ip(["link", "add", "hgd1", "type", "veth", "peer", "name", "hgdcl0", "netns", ct.name()]).expect("veth");
     n.ip(["addr", "add", "198.51.100.129/25", "dev", "hgd1"]).expect("addr");
     // Someone on the link already uses the first pool address.
     n.ip(["addr", "add", "198.51.100.200/32", "dev", "hgd1"]).expect("squatter");
     n.ip(["link", "set", "hgd1", "up"]).expect("up");
-    ct.ip(["link", "set", "eth0", "up"]).expect("up");
+    ct.ip(["link", "set", "hgdcl0", "up"]).expect("up");
+    for stale in ["hgdcl0.lease", "hgdcl0-4.lease"] {
+        let _ = std::fs::remove_file(std::path::Path::new("/var/lib/dhcpcd").join(stale));
+    }
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
     ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
@@ -775,7 +770,7 @@ fn dhcpcd_declines_an_address_in_use() {
     let one_at_a_time = DHCPCD.lock().unwrap_or_else(|p| p.into_inner());
     let child = ct
         .command("dhcpcd")
-        .args(["-4", "-B", "-p", "-c", "/bin/true", "-t", "30", "eth0"])
+        .args(["-4", "-B", "-p", "-c", "/bin/true", "-t", "30", "hgdcl0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
