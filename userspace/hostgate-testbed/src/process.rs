@@ -65,6 +65,14 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        // SIGTERM first, so a process that forks helpers (dhcpcd's privilege
+        // separation) takes them down with it; SIGKILL after a moment.
+        if let Some(status) = self.signal_and_wait(libc::SIGTERM, Duration::from_millis(500)) {
+            if !status.success() && std::thread::panicking() {
+                eprintln!("testbed: {} ended: {status}", self.name);
+            }
+            return;
+        }
         if let Some(status) = self.kill() {
             if !status.success() && std::thread::panicking() {
                 eprintln!("testbed: {} ended: {status}", self.name);
