@@ -221,10 +221,7 @@ fn deleting_a_container_frees_its_lease_at_once() {
         || -> Vec<LeaseView> { serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json") };
     assert_eq!(leases().len(), 1);
     ok(node.cli(&["container", "remove", "web"]));
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while !leases().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::eventually(Duration::from_secs(3), || leases().is_empty());
     assert_eq!(leases(), vec![], "the container's lease ends with it, not at expiry");
 }
 
@@ -429,16 +426,12 @@ fn configure_with(kind: Kind, ct: &Netns, dir: &std::path::Path) {
     let _one_at_a_time = DHCPCD.lock().unwrap_or_else(|p| p.into_inner());
     let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
     let mut client = hostgate_testbed::ChildGuard::new(&format!("{kind:?}"), child.expect("DHCP client"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let configured = || {
         let routes =
             String::from_utf8_lossy(&ct.ip(["-4", "route", "show", "default"]).expect("routes").stdout).into_owned();
         routes.contains("via 198.51.100.1")
     };
-    while !configured() {
-        assert!(std::time::Instant::now() < deadline, "{kind:?} configured no default route in 15 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(common::eventually(Duration::from_secs(15), configured), "{kind:?} configured no default route in 15 s");
     // dhcpcd keeps its configuration when it stops (-p); the others never
     // undo it. SIGTERM lets dhcpcd remove its pid file and socket.
     client.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
@@ -574,10 +567,7 @@ fn a_dhcp_lease_is_the_ports_allowed_source() {
             serde_json::from_str(&ok(node.cli(&["container", "list", "--json"]))).expect("json");
         all[0].spoof_drops
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while !ping(&c.ns) {
-        assert!(std::time::Instant::now() < deadline, "the leased address is not allowed to send");
-    }
+    assert!(common::eventually(Duration::from_secs(3), || ping(&c.ns)), "the leased address is not allowed to send");
     let before = drops();
     // By hand, another address: the guard drops it.
     c.ns.ip(["addr", "flush", "dev", "eth0"]).expect("flush");
@@ -597,10 +587,10 @@ fn a_dhcp_lease_is_the_ports_allowed_source() {
     hostgate_dataplane::detach_pinned(&node.layout).expect("detach");
     node.start_daemon();
     let c = &node.topo.containers[0];
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while !ping(&c.ns) {
-        assert!(std::time::Instant::now() < deadline, "the lease's address is not allowed after a restart");
-    }
+    assert!(
+        common::eventually(Duration::from_secs(3), || ping(&c.ns)),
+        "the lease's address is not allowed after a restart"
+    );
 }
 
 /// A lease's hostname is a DNS name, `<host>.<customer>.<internal zone>`,
@@ -776,13 +766,10 @@ fn dhcpcd_declines_an_address_in_use() {
         .spawn()
         .expect("dhcpcd");
     let mut client = hostgate_testbed::ChildGuard::new("dhcpcd", child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(25);
     let leased =
         || -> Vec<LeaseView> { serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json") };
-    while !leased().iter().any(|l| l.state == "bound") {
-        assert!(std::time::Instant::now() < deadline, "no lease after the decline: {:?}", leased());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let bound = || leased().iter().any(|l| l.state == "bound");
+    assert!(common::eventually(Duration::from_secs(25), bound), "no lease after the decline: {:?}", leased());
     // SIGTERM: dhcpcd removes its pid file and control socket (-p: it
     // keeps the address), so the next dhcpcd of these tests starts clean.
     client.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{err, ok, TestNode};
+use common::{err, eventually, ok, TestNode};
 use hostgate_testbed::{privileged, sender::enter_netns, servers, topology::CLIENT_V4, unique_name, ChildGuard};
 
 const V4: &str = "198.51.100.53";
@@ -484,18 +484,6 @@ impl Drop for Nsd {
         self.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Polls `check` every 100 ms until it holds or `within` passes.
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    check()
 }
 
 /// `dig AXFR` from the client namespace: the records (dig prints them
