@@ -143,18 +143,23 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     }
 }
 
-/// What each container's veth may send from: its registered addresses and
-/// the ones leased on its port by DHCP.
-fn guard_specs(containers: &[Container], leased: &crate::dhcp::LeasedSources) -> Vec<GuardSpec> {
+/// What each container's veth may send from: its registered addresses,
+/// the ones leased on its port by DHCP, and its EUI-64 SLAAC address in
+/// the prefix advertised on its port (known only with its MAC).
+fn guard_specs(containers: &[Container], sources: &crate::dhcp::PortSources) -> Vec<GuardSpec> {
     let mut guards = Vec::new();
     for c in containers {
         let Some(ifindex) = hostgate_dataplane::sys::ifindex(&c.iface) else {
             warn!(container = %c.name, iface = %c.iface, "container interface not found; not guarded");
             continue;
         };
+        let mac = c.mac.as_deref().and_then(parse_mac);
         let mut addrs = c.ips.clone();
-        addrs.extend(leased.get(&c.iface).into_iter().flatten().map(|a| IpAddr::V4(*a)));
-        guards.push(GuardSpec { ifindex, mac: c.mac.as_deref().and_then(parse_mac), addrs });
+        addrs.extend(sources.leased.get(&c.iface).into_iter().flatten().map(|a| IpAddr::V4(*a)));
+        if let (Some(prefix), Some(mac)) = (sources.slaac.get(&c.iface), mac) {
+            addrs.push(IpAddr::V6(hostgate_dhcp::ra::slaac_address(*prefix, mac)));
+        }
+        guards.push(GuardSpec { ifindex, mac, addrs });
     }
     guards
 }

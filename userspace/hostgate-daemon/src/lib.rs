@@ -52,9 +52,9 @@ pub struct Daemon {
     pub config_revision: tokio::sync::watch::Sender<u64>,
     /// DHCP counters by network name.
     pub dhcp_counters: Mutex<std::collections::BTreeMap<String, hostgate_api::DhcpCounters>>,
-    /// Addresses leased by DHCP, by the interface they were asked from:
-    /// container ports may send from them (anti-spoofing).
-    pub dhcp_sources: tokio::sync::watch::Sender<dhcp::LeasedSources>,
+    /// Addresses leased by DHCP and SLAAC prefixes advertised, by
+    /// interface: container ports may send from them (anti-spoofing).
+    pub dhcp_sources: tokio::sync::watch::Sender<dhcp::PortSources>,
     /// Watchers of `hostgate monitor` and the events they share.
     pub monitor: monitor::Hub,
     /// The DNS server's catalog and counters.

@@ -320,12 +320,35 @@ impl Answers {
     }
 }
 
+/// The address a host with `mac` forms from a /64 `prefix` by SLAAC with a
+/// modified EUI-64 interface identifier (RFC 4291 appendix A): the MAC's
+/// halves around ff:fe, the universal/local bit flipped. The anti-spoofing
+/// guard allows a registered container this address, as OpenStack's port
+/// security does; hosts using stable-privacy or temporary addresses
+/// (RFC 7217, RFC 8981) must be given them explicitly.
+pub fn slaac_address(prefix: Ipv6Addr, mac: [u8; 6]) -> Ipv6Addr {
+    let [a, b, c, d, e, f] = mac;
+    let iid = u64::from_be_bytes([a ^ 0x02, b, c, 0xff, 0xfe, d, e, f]);
+    let network = u128::from(prefix) & !u128::from(u64::MAX);
+    Ipv6Addr::from(network | u128::from(iid))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
     use crate::network::Network;
+
+    #[test]
+    fn slaac_addresses_are_modified_eui64() {
+        // RFC 4291 appendix A's example MAC, and a locally administered one.
+        let prefix: Ipv6Addr = "2001:db8:1::".parse().expect("prefix");
+        let got = slaac_address(prefix, [0x00, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        assert_eq!(got, "2001:db8:1:0:211:22ff:fe33:4455".parse::<Ipv6Addr>().expect("addr"));
+        let got = slaac_address(prefix, [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]);
+        assert_eq!(got, "2001:db8:1:0:aa:bbff:fecc:ddee".parse::<Ipv6Addr>().expect("addr"));
+    }
 
     fn network() -> Network {
         Network {

@@ -179,3 +179,72 @@ fn a_kernel_client_configures_itself_from_router_advertisements() {
         text(&ct, &["-6", "route"])
     );
 }
+
+/// The anti-spoofing tie for IPv6: a container registered with its MAC may
+/// send from the EUI-64 address SLAAC gives it in the advertised prefix,
+/// and not from an address it makes up in the same prefix.
+#[test]
+fn a_guarded_container_sends_from_its_slaac_address_only() {
+    if !privileged("a_guarded_container_sends_from_its_slaac_address_only") {
+        return;
+    }
+    // A container of the test bed: its veth is guarded once registered.
+    let mut node = TestNode::new("rag", 1);
+    let (iface, gateway, v4) = {
+        let c = &node.topo.containers[0];
+        (c.node_iface.clone(), c.gateway_v4, c.v4)
+    };
+    let ct = &node.topo.containers[0].ns;
+    // SLAAC with EUI-64 interface identifiers, no temporary addresses (RFC 8981).
+    for (key, value) in [("accept_ra", "2"), ("autoconf", "1"), ("addr_gen_mode", "0"), ("use_tempaddr", "0")] {
+        ct.sysctl(&format!("net.ipv6.conf.eth0.{key}"), value).expect("sysctl");
+    }
+    let mac = ct.mac("eth0").expect("mac");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    common::add_web_container(&node, &iface, &[], Some(&common::mac_text(mac)));
+    let subnet = format!("{}/30", std::net::Ipv4Addr::from(u32::from(gateway) - 1));
+    let (gateway, pool) = (gateway.to_string(), format!("{v4}-{v4}"));
+    ok(node.cli(&[
+        "network",
+        "add",
+        "web",
+        "--customer",
+        "acme",
+        "--subnet",
+        &subnet,
+        "--gateway",
+        &gateway,
+        "--pool",
+        &pool,
+        "--iface",
+        &iface,
+        "--ipv6-prefix",
+        PREFIX,
+    ]));
+    let ct = &node.topo.containers[0].ns;
+
+    let addr = wait_for(20, || slaac_address(ct, "2001:db8:1:")).expect("a SLAAC address");
+    let expected = hostgate_dhcp::ra::slaac_address("2001:db8:1::".parse().expect("prefix"), mac);
+    assert_eq!(addr, format!("{expected}/64"), "the kernel's EUI-64 address");
+    let ping_from = |src: &str| {
+        ct.command("ping")
+            .args(["-6", "-c", "1", "-W", "1", "-I", src, ROUTER])
+            .output()
+            .expect("ping")
+            .status
+            .success()
+    };
+    let drops = || {
+        let all: Vec<hostgate_api::ContainerView> =
+            serde_json::from_str(&ok(node.cli(&["container", "list", "--json"]))).expect("json");
+        all[0].spoof_drops
+    };
+    let slaac = expected.to_string();
+    assert!(common::eventually(Duration::from_secs(5), || ping_from(&slaac)), "the SLAAC address may send");
+    let before = drops();
+    ct.ip(["-6", "addr", "add", "2001:db8:1::99/64", "dev", "eth0", "nodad"]).expect("a made-up address");
+    assert!(!ping_from("2001:db8:1::99"), "a made-up address got through");
+    assert!(drops() > before, "the spoofed packets are counted");
+    assert!(ping_from(&slaac), "the SLAAC address still may send");
+}

@@ -19,7 +19,7 @@ use hostgate_dhcp::{
 };
 use hostgate_ipam::model::keys as ipam_keys;
 use hostgate_store::{Compare, Op, Txn, TxnOutcome};
-pub(crate) use serve::{follow, LeasedSources};
+pub(crate) use serve::{follow, PortSources};
 use tracing::info;
 
 use crate::{api::Failure, Daemon};

@@ -37,8 +37,15 @@ pub(crate) enum LeaseChange {
 
 type Derived = mpsc::UnboundedSender<LeaseChange>;
 
-/// Bound leases' addresses by the interface they were asked from.
-pub type LeasedSources = std::collections::BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>>;
+/// What container ports may send from, as the DHCP and RA servers know it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSources {
+    /// Bound leases' addresses by the interface they were asked from.
+    pub leased: std::collections::BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>>,
+    /// The SLAAC prefix advertised on each interface: a registered
+    /// container may send from its EUI-64 address in it.
+    pub slaac: std::collections::BTreeMap<String, std::net::Ipv6Addr>,
+}
 
 /// Keeps derived state equal to the leases: each bound lease's address is
 /// an allowed source of its port (published to the anti-spoofing
@@ -53,20 +60,20 @@ async fn keep_derived(d: Arc<Daemon>, mut rx: mpsc::UnboundedReceiver<LeaseChang
         while let Ok(c) = rx.try_recv() {
             changes.push(c);
         }
-        let mut sources = d.dhcp_sources.borrow().clone();
+        let mut leased = d.dhcp_sources.borrow().leased.clone();
         for change in changes {
             let (lease, routed, bound) = match change {
                 LeaseChange::Bound(l, routed) => (l, routed, true),
                 LeaseChange::Ended(l, routed) => (l, routed, false),
             };
             let Some(iface) = lease.port.as_deref().and_then(|p| p.strip_prefix("iface:")) else { continue };
-            let set = sources.entry(iface.to_string()).or_default();
+            let set = leased.entry(iface.to_string()).or_default();
             match bound {
                 true => set.insert(lease.addr),
                 false => set.remove(&lease.addr),
             };
             if set.is_empty() {
-                sources.remove(iface);
+                leased.remove(iface);
             }
             let Some(routes) = routes.as_ref().filter(|_| routed) else { continue };
             let done = match bound {
@@ -78,8 +85,8 @@ async fn keep_derived(d: Arc<Daemon>, mut rx: mpsc::UnboundedReceiver<LeaseChang
             }
         }
         d.dhcp_sources.send_if_modified(|now| {
-            let changed = *now != sources;
-            *now = sources;
+            let changed = now.leased != leased;
+            now.leased = leased;
             changed
         });
     }
@@ -156,6 +163,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
         if networks_changed {
             states = serve_networks(&d, &networks.mirror, states, &derived).await?;
             advertisers.reconcile(states.values().map(|s| &s.network)).await;
+            publish_slaac_prefixes(&d, &states);
             set_reservations(&states, &reservations.mirror);
             let mut by_iface = HashMap::new();
             for s in states.values() {
@@ -194,6 +202,21 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
             _ = tick.tick() => expire(&states, &queue).await,
         }
     }
+}
+
+/// Publishes each served interface's SLAAC prefix to the anti-spoofing
+/// follower.
+fn publish_slaac_prefixes(d: &Daemon, states: &HashMap<String, Arc<NetworkState>>) {
+    let slaac: std::collections::BTreeMap<String, std::net::Ipv6Addr> = states
+        .values()
+        .filter_map(|s| s.network.ipv6_prefix.map(|(prefix, _)| (s, prefix)))
+        .flat_map(|(s, prefix)| s.network.interfaces.iter().map(move |iface| (iface.clone(), prefix)))
+        .collect();
+    d.dhcp_sources.send_if_modified(|now| {
+        let changed = now.slaac != slaac;
+        now.slaac = slaac;
+        changed
+    });
 }
 
 fn watch_ended() -> anyhow::Error {
