@@ -21,6 +21,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("kea-admin", "perfdhcp, the DHCP load generator of the crash test and `bench dhcp`"),
     ("isc-dhcp-client", "dhclient, a DHCP client of the DHCP tests"),
     ("dhcpcd-base", "dhcpcd, a DHCP client of the DHCP tests"),
+    ("dhcping", "dhcping, which sends the DHCPINFORM of the DHCP INFORM test"),
     ("prometheus", "promtool, which lints the /metrics page in the metrics test"),
     ("ndisc6", "rdisc6, which checks router advertisements (RDNSS, DNSSL) in the RA test"),
     ("bind9-dnsutils", "dig, the DNS client of the DNS tests"),

@@ -780,3 +780,120 @@ fn dhcpcd_declines_an_address_in_use() {
     let bound = leases.iter().find(|l| l.state == "bound").expect("bound");
     assert_ne!(bound.addr, "198.51.100.200");
 }
+
+/// Rebinding (RFC 2131 §4.4.5): a bound udhcpc whose unicast renewals
+/// cannot reach the server (nftables drops them in its namespace) falls
+/// back to a broadcast REQUEST with its ciaddr, and the server extends the
+/// lease from it.
+#[test]
+fn a_client_whose_renewals_are_lost_rebinds_by_broadcast() {
+    if !privileged("a_client_whose_renewals_are_lost_rebinds_by_broadcast") {
+        return;
+    }
+    let mut node = TestNode::new("dhcprb", 0);
+    let ct = container_port(&node, "dhcprbc");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    let (script, log) = (dir.path().join("udhcpc.sh"), dir.path().join("events"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev eth0; ip addr add $ip/$mask dev eth0;; esac\n\
+             echo \"$1 $ip\" >> {}\nexit 0\n",
+            log.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let child = ct
+        .command("busybox")
+        .args(["udhcpc", "-i", "eth0", "-f", "-T", "1", "-t", "3", "-s"])
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("udhcpc (apt-get install busybox-static)");
+    let mut client = hostgate_testbed::ChildGuard::new("udhcpc", child);
+    let events = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(common::eventually(Duration::from_secs(10), || events().contains("bound ")), "{}", events());
+    let leases =
+        || -> Vec<LeaseView> { serde_json::from_str(&ok(node.cli(&["dhcp", "leases", "--json"]))).expect("json") };
+    let first = leases().pop().expect("a lease");
+
+    // Unicast to the server is lost from now on; broadcasts still go.
+    let nft = |rules: &str| {
+        let mut nft = ct.command("nft");
+        nft.args(["-f", "-"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let out = nft.spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
+            c.wait_with_output()
+        });
+        out.expect("nft")
+    };
+    ok(nft("table ip hgrb {\n chain out {\n  type filter hook output priority 0;\n  \
+            udp dport 67 ip daddr != 255.255.255.255 counter drop\n }\n}\n"));
+    std::thread::sleep(Duration::from_secs(1)); // so that a new expiry differs
+                                                // SIGUSR1: renew now. Three unicast tries (-t 3 -T 1), then rebinding.
+    let pid = client.pid().expect("udhcpc runs") as i32;
+    // SAFETY: kill(2) on our own child's pid (nsenter execs udhcpc).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+    assert!(
+        common::eventually(Duration::from_secs(20), || events().lines().any(|l| l.starts_with("renew "))),
+        "no renewal by rebinding: {}",
+        events()
+    );
+    let dropped = ok(ct.command("nft").args(["list", "table", "ip", "hgrb"]).output().expect("nft"));
+    let unicasts: u64 = dropped
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("the drop counter");
+    assert!(unicasts > 0, "the renewals were not unicast: {dropped}");
+    let now = leases().pop().expect("the lease");
+    assert_eq!((now.addr.as_str(), now.state.as_str()), (first.addr.as_str(), "bound"));
+    assert!(now.expires > first.expires, "rebinding extended the lease: {} -> {}", first.expires, now.expires);
+    client.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+}
+
+/// DHCPINFORM (RFC 2131 §3.4): a client that configured its address by
+/// other means asks for its other parameters; dhcping sends the INFORM by
+/// unicast and waits for the ACK at its address. No lease is made.
+#[test]
+fn an_inform_from_a_configured_client_is_answered_without_a_lease() {
+    if !privileged("an_inform_from_a_configured_client_is_answered_without_a_lease") {
+        return;
+    }
+    let mut node = TestNode::new("dhcpin", 0);
+    let ct = container_port(&node, "dhcpinc");
+    ct.ip(["addr", "add", "198.51.100.150/25", "dev", "eth0"]).expect("a static address");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mac = common::mac_text(ct.mac("eth0").expect("mac"));
+    let out = ct
+        .command("dhcping")
+        .args(["-i", "-v", "-c", "198.51.100.150", "-s", "198.51.100.129", "-h", &mac, "-t", "3"])
+        .output()
+        .expect("dhcping (apt-get install dhcping)");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "no answer to the INFORM: {said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("Got answer from: 198.51.100.129"), "{said}");
+    let status = node.status();
+    let counters = status.dhcp.iter().find(|c| c.network == "web").expect("counters");
+    assert_eq!((counters.informs, counters.acks), (1, 0), "{counters:?}");
+    assert_eq!(ok(node.cli(&["dhcp", "leases", "--json"])).trim(), "[]", "an INFORM makes no lease");
+    // One from outside the network's subnet is not answered.
+    ct.ip(["addr", "add", "203.0.113.150/24", "dev", "eth0"]).expect("an address elsewhere");
+    let out = ct
+        .command("dhcping")
+        .args(["-i", "-c", "203.0.113.150", "-s", "198.51.100.129", "-h", &mac, "-t", "1"])
+        .output()
+        .expect("dhcping");
+    assert!(!out.status.success(), "answered an INFORM from outside the subnet");
+}
