@@ -897,3 +897,58 @@ fn an_inform_from_a_configured_client_is_answered_without_a_lease() {
         .expect("dhcping");
     assert!(!out.status.success(), "answered an INFORM from outside the subnet");
 }
+
+/// A client that moved networks (RFC 2131 §3.2, INIT-REBOOT): ISC dhclient
+/// restarts with a remembered lease from elsewhere, asks to keep it, is
+/// NAKed, and gets an address of this network by a new DISCOVER.
+#[test]
+fn a_client_back_with_an_address_from_elsewhere_is_naked() {
+    if !privileged("a_client_back_with_an_address_from_elsewhere_is_naked") {
+        return;
+    }
+    let mut node = TestNode::new("dhcpnk", 0);
+    let ct = container_port(&node, "dhcpnkc");
+    node.start_daemon();
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(add_network(&node, "web", "198.51.100.200-198.51.100.210"));
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("dir");
+    let leases = dir.path().join("dhclient.leases");
+    std::fs::write(
+        &leases,
+        "lease {\n  interface \"eth0\";\n  fixed-address 203.0.113.77;\n  option subnet-mask 255.255.255.0;\n  \
+         option dhcp-server-identifier 203.0.113.1;\n  renew 4 2037/01/01 00:00:00;\n  \
+         rebind 4 2037/01/01 00:00:00;\n  expire 4 2037/01/01 00:00:00;\n}\n",
+    )
+    .expect("the remembered lease");
+    let script = dir.path().join("dhclient.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$reason\" in BOUND|REBOOT) ip addr add \"$new_ip_address/$new_subnet_mask\" dev \"$interface\";; \
+         esac\nexit 0\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let client = ct
+        .command("dhclient")
+        .args(["-4", "-1", "-d", "-sf"])
+        .arg(&script)
+        .arg("-pf")
+        .arg(dir.path().join("dhclient.pid"))
+        .arg("-lf")
+        .arg(&leases)
+        .arg("eth0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(|c| hostgate_testbed::ChildGuard::new("dhclient", c))
+        .expect("dhclient (apt-get install isc-dhcp-client)");
+    let addrs =
+        || String::from_utf8_lossy(&ct.ip(["-4", "addr", "show", "dev", "eth0"]).expect("ip").stdout).into_owned();
+    assert!(common::eventually(Duration::from_secs(20), || addrs().contains("198.51.100.2")), "{}", addrs());
+    drop(client);
+    assert!(!addrs().contains("203.0.113.77"), "kept the address from elsewhere: {}", addrs());
+    let status = node.status();
+    let counters = status.dhcp.iter().find(|c| c.network == "web").expect("counters");
+    assert!(counters.naks >= 1 && counters.acks >= 1, "{counters:?}");
+}
