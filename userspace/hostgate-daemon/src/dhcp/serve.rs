@@ -136,6 +136,10 @@ impl Drop for Task {
 
 pub(crate) fn count(d: &Daemon, network: &str, f: impl FnOnce(&mut hostgate_api::DhcpCounters)) {
     let mut all = d.dhcp_counters.lock().unwrap_or_else(|p| p.into_inner());
+    // The network's entry exists after its first packet: no allocation.
+    if let Some(c) = all.get_mut(network) {
+        return f(c);
+    }
     let c = all
         .entry(network.to_string())
         .or_insert_with(|| hostgate_api::DhcpCounters { network: network.to_string(), ..Default::default() });
