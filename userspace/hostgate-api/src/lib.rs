@@ -612,9 +612,26 @@ pub struct VhostView {
     pub hsts_max_age: Option<u32>,
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Responses are cached as the origin allows (RFC 9111).
+    #[serde(default)]
+    pub cache: bool,
     /// Add only if absent (`vhost add`); false replaces (`vhost set`).
     #[serde(default)]
     pub create_only: bool,
+}
+
+pub const HTTP_CACHE_PURGE: &str = "/v1/http/cache/purge";
+
+/// `POST /v1/http/cache/purge`: drop a vhost's cached responses on this
+/// node (those whose path starts with `path`, if given).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CachePurge {
+    pub host: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// How many responses went (in the answer).
+    #[serde(default)]
+    pub purged: usize,
 }
 
 pub const HTTP_CERTS: &str = "/v1/http/certs";

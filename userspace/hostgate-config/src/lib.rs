@@ -261,7 +261,7 @@ impl DnsConfig {
 
 /// The HTTP reverse proxy. Virtual hosts are declared through the API;
 /// where it listens is the node operator's decision.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `ADDRESS:PORT` to accept plain HTTP on (e.g. `198.51.100.1:80`,
@@ -273,6 +273,20 @@ pub struct HttpConfig {
     /// `hostgate http cert add`, HTTP/2 or HTTP/1.1 by ALPN.
     #[serde(default)]
     pub listen_tls: Vec<String>,
+    /// Memory for cached responses of vhosts with `--cache`, in MiB
+    /// (1..=65536; default 64). The least recently used go first.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u32,
+}
+
+fn default_cache_mib() -> u32 {
+    64
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: Vec::new(), listen_tls: Vec::new(), cache_mib: default_cache_mib() }
+    }
 }
 
 impl HttpConfig {
@@ -302,6 +316,9 @@ impl HttpConfig {
                     Ok(_) => {}
                 }
             }
+        }
+        if !(1..=65536).contains(&self.cache_mib) {
+            return bad("http.cache_mib", format!("{} is not between 1 and 65536", self.cache_mib));
         }
         Ok(())
     }

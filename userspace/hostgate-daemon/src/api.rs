@@ -58,6 +58,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::DNS_RECORD_LIST, post(dns::list_records))
         .route(hostgate_api::HTTP_VHOSTS, get(http::list_vhosts).post(http::put_vhost))
         .route(hostgate_api::HTTP_VHOST_REMOVE, post(http::remove_vhost))
+        .route(hostgate_api::HTTP_CACHE_PURGE, post(http::purge_cache))
         .route(hostgate_api::HTTP_CERTS, get(http::list_certs).post(http::put_cert))
         .route(hostgate_api::HTTP_CERT_REMOVE, post(http::remove_cert))
         .route(hostgate_api::SSH_KEYS, post(ssh::add_key))

@@ -179,6 +179,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let started_at = now();
     let ssh = ssh::Shared::new(config.ssh.max_sessions_per_customer);
+    let http = Arc::new(http::Shared::new(&config.http));
     let daemon = Arc::new(Daemon {
         store,
         standing: tokio::sync::watch::Sender::new(members::Standing::Joining),
@@ -194,7 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         lb_applied: tokio::sync::watch::Sender::new(0),
         fw: Mutex::new(fw::FwState::default()),
         fw_reload: tokio::sync::Mutex::new(()),
-        http: Arc::default(),
+        http,
         ssh,
     });
     retried("publishing this node's status", || publish_status(&daemon)).await?;

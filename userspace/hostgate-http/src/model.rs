@@ -89,6 +89,9 @@ pub struct Vhost {
     /// Larger request bodies are refused with 413.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Store responses the origin allows a shared cache to (RFC 9111).
+    #[serde(default)]
+    pub cache: bool,
 }
 
 impl Vhost {
@@ -201,6 +204,7 @@ mod tests {
             https_redirect: false,
             hsts_max_age: None,
             max_body_bytes: None,
+            cache: false,
         }
     }
 
@@ -278,6 +282,7 @@ mod tests {
                 https_redirect: false,
                 hsts_max_age: None,
                 max_body_bytes: None,
+                cache: false,
             };
             if v.validate().is_ok() {
                 let json = serde_json::to_string(&v).expect("json");

@@ -175,6 +175,7 @@ mod tests {
             https_redirect: false,
             hsts_max_age: None,
             max_body_bytes: None,
+            cache: false,
         }
     }
 

@@ -510,11 +510,27 @@ enum HttpCommand {
         #[command(subcommand)]
         command: VhostCommand,
     },
+    /// The response cache of vhosts with `--cache`.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// TLS certificates served on `[http] listen_tls`, picked by the
     /// client's SNI name (exact, then wildcard, then the default).
     Cert {
         #[command(subcommand)]
         command: CertCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Drop a vhost's cached responses on this node (all, or those whose
+    /// path starts with --path).
+    Purge {
+        host: String,
+        #[arg(long)]
+        path: Option<String>,
     },
 }
 
@@ -573,6 +589,10 @@ struct VhostArgs {
     /// Refuse request bodies larger than this many bytes (413).
     #[arg(long)]
     max_body: Option<u64>,
+    /// Cache responses as their Cache-Control allows a shared cache to
+    /// (in memory, `[http] cache_mib`; `http cache purge` drops them).
+    #[arg(long)]
+    cache: bool,
     #[arg(long)]
     json: bool,
 }
@@ -877,6 +897,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Network { command } => network(&client, command).await,
         Command::Http { command: HttpCommand::Vhost { command } } => vhost(&client, command).await,
         Command::Http { command: HttpCommand::Cert { command } } => cert(&client, command).await,
+        Command::Http { command: HttpCommand::Cache { command: CacheCommand::Purge { host, path } } } => {
+            let req = hostgate_api::CachePurge { host, path, purged: 0 };
+            let r: hostgate_api::CachePurge = client.post(hostgate_api::HTTP_CACHE_PURGE, &req).await?;
+            println!("{} cached response(s) of {} purged", r.purged, r.host);
+            Ok(())
+        }
         Command::Dhcp { command } => dhcp(&client, command).await,
         Command::Ssh { command } => ssh(&client, command).await,
         Command::Dns { command: DnsCommand::Zone { command } } => dns_zone(&client, command).await,
@@ -1162,6 +1188,7 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         https_redirect: a.https_redirect,
         hsts_max_age: a.hsts,
         max_body_bytes: a.max_body,
+        cache: a.cache,
         create_only,
     })
 }

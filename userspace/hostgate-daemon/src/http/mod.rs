@@ -4,6 +4,7 @@
 //! and pingora proxying every accepted connection (`proxy.rs`,
 //! `serve.rs`). The routing and selection logic is hostgate-http's.
 
+mod cache;
 mod certs;
 mod proxy;
 mod serve;
@@ -42,7 +43,6 @@ pub mod keys {
 }
 
 /// What the proxy reads per request and the follower writes per change.
-#[derive(Default)]
 pub struct Shared {
     /// The routing table in force; requests clone the `Arc` and keep the
     /// table they started with, so a swap never disturbs one in flight.
@@ -57,9 +57,22 @@ pub struct Shared {
     certs: Arc<hostgate_http::tls::LiveResolver>,
     /// Tells pingora's connection loops to stop reusing connections.
     drain: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    /// Responses of vhosts with `cache` on.
+    cache: cache::ResponseCache,
 }
 
 impl Shared {
+    pub fn new(config: &hostgate_config::HttpConfig) -> Shared {
+        Shared {
+            table: Default::default(),
+            health: Default::default(),
+            counters: Default::default(),
+            certs: Default::default(),
+            drain: Default::default(),
+            cache: cache::ResponseCache::new(config.cache_mib as usize * 1024 * 1024),
+        }
+    }
+
     pub fn table(&self) -> Arc<RoutingTable> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -125,6 +138,7 @@ fn parse_vhost(v: &VhostView) -> Result<Vhost, Failure> {
         https_redirect: v.https_redirect,
         hsts_max_age: v.hsts_max_age,
         max_body_bytes: v.max_body_bytes,
+        cache: v.cache,
     };
     vhost.validate().map_err(|e| bad(e.to_string()))?;
     Ok(vhost)
@@ -146,6 +160,7 @@ fn view(v: &Vhost) -> VhostView {
         https_redirect: v.https_redirect,
         hsts_max_age: v.hsts_max_age,
         max_body_bytes: v.max_body_bytes,
+        cache: v.cache,
         create_only: false,
     }
 }
@@ -190,4 +205,21 @@ pub async fn remove_vhost(State(d): State<Arc<Daemon>>, Json(req): Json<VhostRef
             Err(Failure(StatusCode::NOT_FOUND, format!("host: vhost {} does not exist", req.host)))
         }
     }
+}
+
+/// Drops a vhost's cached responses on this node.
+pub async fn purge_cache(
+    State(d): State<Arc<Daemon>>,
+    Json(mut req): Json<hostgate_api::CachePurge>,
+) -> Result<Json<hostgate_api::CachePurge>, Failure> {
+    if let Some(path) = req.path.as_deref().filter(|p| !p.starts_with('/')) {
+        return Err(bad(format!("path: {path:?} must start with /")));
+    }
+    let exists = d.store.get(&keys::vhost(&req.host)).await.map_err(store_err)?.is_some();
+    if !exists {
+        return Err(Failure(StatusCode::NOT_FOUND, format!("host: vhost {} does not exist", req.host)));
+    }
+    req.purged = d.http.cache.purge(&req.host, req.path.as_deref());
+    info!(vhost = %req.host, path = ?req.path, purged = req.purged, "HTTP cache purged");
+    Ok(Json(req))
 }

@@ -15,7 +15,9 @@ use pingora::{
     Error, ErrorType, Result,
 };
 
-use super::Shared;
+use pingora_cache::{CacheKey, CacheMeta, RespCacheable};
+
+use super::{cache, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,6 +36,14 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(shared: Arc<Shared>, tls: bool) -> Proxy {
         Proxy { shared, tls }
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.tls {
+            443
+        } else {
+            80
+        }
     }
 
     fn scheme(&self) -> &'static str {
@@ -58,6 +68,8 @@ pub struct Ctx {
     body_limit: Option<u64>,
     /// Strict-Transport-Security max-age to send (TLS only).
     hsts: Option<u32>,
+    /// The vhost caches responses.
+    cache: bool,
 }
 
 /// The request's host: `Host`, else the URI's authority (HTTP/2).
@@ -145,6 +157,7 @@ impl ProxyHttp for Proxy {
             return redirect_to_https(session, &host).await;
         }
         ctx.body_limit = v.max_body_bytes;
+        ctx.cache = v.cache;
         let declared =
             session.req_header().headers.get("content-length").and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
         if let (Some(limit), Some(len)) = (ctx.body_limit, declared) {
@@ -224,12 +237,47 @@ impl ProxyHttp for Proxy {
     }
 
     /// HSTS only over TLS (RFC 6797 §7.2: a browser ignores it on plain
-    /// HTTP, and sending it there would only mislead).
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    /// HTTP, and sending it there would only mislead). A caching vhost
+    /// says what the cache did (`x-cache-status`, as NGINX's
+    /// `$upstream_cache_status`).
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         if let Some(age) = ctx.hsts {
             resp.insert_header("strict-transport-security", format!("max-age={age}"))?;
         }
+        if ctx.cache {
+            resp.insert_header("x-cache-status", session.cache.phase().as_str())?;
+        }
         Ok(())
+    }
+
+    /// GET and HEAD of a caching vhost go through the cache.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if !ctx.cache || !pingora_cache::filters::request_cacheable(session.req_header()) {
+            return Ok(());
+        }
+        let c = &self.shared.cache;
+        session.cache.enable(c.storage, Some(c.eviction), None, Some(c.lock), None);
+        session.cache.set_max_file_size_bytes(c.max_object_bytes);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let target = session.req_header().uri.path_and_query().map_or("/", |p| p.as_str());
+        let vhost = ctx.vhost.as_deref().unwrap_or_default();
+        Ok(cache::key(self.scheme(), &ctx.host, self.default_port(), target, vhost))
+    }
+
+    fn response_cache_filter(&self, session: &Session, resp: &ResponseHeader, _ctx: &mut Ctx) -> Result<RespCacheable> {
+        Ok(cache::cacheable(resp, session.req_header().headers.contains_key("authorization")))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<pingora_cache::key::HashBinary> {
+        cache::variance(meta, req)
     }
 
     /// A failed connection is retried once on another backend when the
