@@ -536,24 +536,8 @@ fn a_dhcp_lease_is_the_ports_allowed_source() {
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
     common::add_web_container(&node, &iface, &[], Some(&mac));
-    let subnet = format!("{}/30", std::net::Ipv4Addr::from(u32::from(gateway) - 1));
-    let pool = format!("{v4}-{v4}");
+    common::add_container_network(&node, &iface, gateway, v4, &[]);
     let gateway = gateway.to_string();
-    ok(node.cli(&[
-        "network",
-        "add",
-        "web",
-        "--customer",
-        "acme",
-        "--subnet",
-        &subnet,
-        "--gateway",
-        &gateway,
-        "--pool",
-        &pool,
-        "--iface",
-        &iface,
-    ]));
     std::thread::sleep(Duration::from_millis(300));
     let dir = tempfile::tempdir().expect("dir");
     let c = &node.topo.containers[0];

@@ -203,25 +203,7 @@ fn a_guarded_container_sends_from_its_slaac_address_only() {
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
     common::add_web_container(&node, &iface, &[], Some(&common::mac_text(mac)));
-    let subnet = format!("{}/30", std::net::Ipv4Addr::from(u32::from(gateway) - 1));
-    let (gateway, pool) = (gateway.to_string(), format!("{v4}-{v4}"));
-    ok(node.cli(&[
-        "network",
-        "add",
-        "web",
-        "--customer",
-        "acme",
-        "--subnet",
-        &subnet,
-        "--gateway",
-        &gateway,
-        "--pool",
-        &pool,
-        "--iface",
-        &iface,
-        "--ipv6-prefix",
-        PREFIX,
-    ]));
+    common::add_container_network(&node, &iface, gateway, v4, &["--ipv6-prefix", PREFIX]);
     let ct = &node.topo.containers[0].ns;
 
     let addr = wait_for(20, || slaac_address(ct, "2001:db8:1:")).expect("a SLAAC address");

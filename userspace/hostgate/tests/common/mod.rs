@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::{
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -204,6 +205,18 @@ pub fn add_web_container(d: &TestDaemon, iface: &str, ips: &[String], mac: Optio
         args.extend(["--mac", mac]);
     }
     ok(d.cli(&args))
+}
+
+/// `network add web` for a test-bed container behind `iface`: the /30 of
+/// its `gateway`, the container's address `v4` as the only pool address,
+/// then `extra` arguments.
+pub fn add_container_network(d: &TestDaemon, iface: &str, gateway: Ipv4Addr, v4: Ipv4Addr, extra: &[&str]) {
+    let subnet = format!("{}/30", Ipv4Addr::from(u32::from(gateway) - 1));
+    let (gateway, pool) = (gateway.to_string(), format!("{v4}-{v4}"));
+    let mut args = vec!["network", "add", "web", "--customer", "acme", "--subnet", &subnet, "--gateway", &gateway];
+    args.extend(["--pool", &pool, "--iface", iface]);
+    args.extend(extra);
+    ok(d.cli(&args));
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
