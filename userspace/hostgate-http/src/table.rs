@@ -175,6 +175,9 @@ mod tests {
             https_redirect: false,
             hsts_max_age: None,
             max_body_bytes: None,
+            rate_limit: None,
+            proxy_protocol: false,
+            access_log: None,
         }
     }
 
