@@ -273,9 +273,22 @@ pub struct HttpConfig {
     /// `hostgate http cert add`, HTTP/2 or HTTP/1.1 by ALPN.
     #[serde(default)]
     pub listen_tls: Vec<String>,
+    /// Access log format of vhosts that do not choose one: `combined`
+    /// (default), `json` or `off`.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Where the per-customer access logs go (`<customer>.log`); default
+    /// `<state_dir>/log/http`.
+    #[serde(default)]
+    pub access_log_dir: Option<std::path::PathBuf>,
 }
 
 impl HttpConfig {
+    /// The default access log format (validated on load).
+    pub fn access_log_format(&self) -> &str {
+        self.access_log.as_deref().unwrap_or("combined")
+    }
+
     /// The listen addresses (validated on load, so none is dropped here).
     pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.listen.iter().filter_map(|a| a.parse().ok()).collect()
@@ -302,6 +315,12 @@ impl HttpConfig {
                     Ok(_) => {}
                 }
             }
+        }
+        if !["combined", "json", "off"].contains(&self.access_log_format()) {
+            return bad("http.access_log", format!("{:?} is not combined, json or off", self.access_log_format()));
+        }
+        if self.access_log_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return bad("http.access_log_dir", "must be an absolute path".to_string());
         }
         Ok(())
     }

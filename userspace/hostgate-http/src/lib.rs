@@ -15,8 +15,8 @@ pub mod stats;
 pub mod table;
 pub mod tls;
 
-pub use balance::{Balance, Pool};
 pub use accesslog::LogFormat;
+pub use balance::{Balance, Pool};
 pub use model::{Backend, Route, Vhost, VhostError};
 pub use ratelimit::RateLimit;
 pub use table::{RoutingTable, Selected};

@@ -573,6 +573,22 @@ struct VhostArgs {
     /// Refuse request bodies larger than this many bytes (413).
     #[arg(long)]
     max_body: Option<u64>,
+    /// Requests per second per client address (IPv4, IPv6 /64); more are
+    /// answered 429 with Retry-After.
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Requests a client may send at once before --rate-limit applies
+    /// (default: the rate).
+    #[arg(long)]
+    rate_burst: Option<u32>,
+    /// Send a PROXY protocol v2 header first on every backend connection
+    /// (the backends must expect it).
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Access log format for this vhost: combined, json or off (default:
+    /// the node's [http] access_log).
+    #[arg(long)]
+    access_log: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -1162,6 +1178,10 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         https_redirect: a.https_redirect,
         hsts_max_age: a.hsts,
         max_body_bytes: a.max_body,
+        rate_limit: a.rate_limit,
+        rate_burst: a.rate_burst,
+        proxy_protocol: a.proxy_protocol,
+        access_log: a.access_log,
         create_only,
     })
 }
