@@ -31,6 +31,8 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("nsd", "the real secondary of the DNS transfer test (its service is stopped after install)"),
     ("openssh-server", "sshd, the containers' SSH server in the SSH proxy tests (run in test namespaces only)"),
     ("openssh-client", "ssh, scp, sftp and ssh-keygen, the customers' clients in the SSH proxy tests"),
+    ("python3", "the HTTP tests' backends and WebSocket client (tests/http_peer.py, standard library only)"),
+    ("wrk", "the load generator that must see zero errors across HTTP vhost and certificate changes"),
 ];
 
 /// Servers whose package starts them in the host's own namespace on

@@ -3,12 +3,13 @@
 //! - `run`: the demo node in namespaces (or the daemon on this host's real
 //!   interfaces with `--config`).
 //! - `test`: formatting, lints and every test, privileged ones included.
-//! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`, `dhcp`).
+//! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`, `dhcp`, `http`).
 //! - `etcd`: an etcd for a cluster of hostgate nodes.
 //! - `vm-test`: scenarios in QEMU VMs on a kernel of their own (`vm-tests/`).
 
 mod bench;
 mod bench_dhcp;
+mod bench_http;
 mod deps;
 mod failover;
 mod run;

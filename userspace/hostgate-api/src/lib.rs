@@ -78,6 +78,9 @@ pub struct Status {
     /// HTTP proxy requests per vhost and backend, since the daemon started.
     #[serde(default)]
     pub http: Vec<HttpCounters>,
+    /// Access log lines dropped because the writer fell behind.
+    #[serde(default)]
+    pub http_log_dropped: u64,
     pub dataplane: DataplaneStatus,
 }
 
@@ -615,6 +618,19 @@ pub struct VhostView {
     /// Responses are cached as the origin allows (RFC 9111).
     #[serde(default)]
     pub cache: bool,
+    /// Requests per second per client address (IPv4, IPv6 /64); 429 beyond.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+    /// Requests a client may make at once before the rate applies
+    /// (default: the rate).
+    #[serde(default)]
+    pub rate_burst: Option<u32>,
+    /// PROXY protocol v2 header first on every backend connection.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// `combined`, `json` or `off`; default: the node's `[http] access_log`.
+    #[serde(default)]
+    pub access_log: Option<String>,
     /// Add only if absent (`vhost add`); false replaces (`vhost set`).
     #[serde(default)]
     pub create_only: bool,
@@ -708,7 +724,36 @@ pub struct HttpCounters {
     pub requests: u64,
     /// Answers of 5xx (from the backend or the proxy), failed connections.
     pub errors: u64,
+    /// Answers by class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    #[serde(default)]
+    pub status_classes: [u64; 5],
+    /// Request body bytes received from clients.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Response body bytes sent to clients.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Requests by duration (request head read to last byte sent), one
+    /// count per bucket of `HTTP_LATENCY_BOUNDS_MS`, then +Inf.
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
+    /// Sum of the durations, microseconds.
+    #[serde(default)]
+    pub latency_sum_us: u64,
+    /// Answered 429 by the vhost's rate limit.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Answered 413: body over the vhost's limit.
+    #[serde(default)]
+    pub too_large: u64,
+    /// Connections upgraded (101, e.g. WebSocket).
+    #[serde(default)]
+    pub upgraded: u64,
 }
+
+/// Upper bounds (ms) of `HttpCounters::latency_buckets` (then +Inf);
+/// the same as hostgate-http's.
+pub const HTTP_LATENCY_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
 
 pub const DNS_ZONES: &str = "/v1/dns/zones";
 pub const DNS_ZONE_REMOVE: &str = "/v1/dns/zones/remove";

@@ -273,6 +273,14 @@ pub struct HttpConfig {
     /// `hostgate http cert add`, HTTP/2 or HTTP/1.1 by ALPN.
     #[serde(default)]
     pub listen_tls: Vec<String>,
+    /// Access log format of vhosts that do not choose one: `combined`
+    /// (default), `json` or `off`.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Where the per-customer access logs go (`<customer>.log`); default
+    /// `<state_dir>/log/http`.
+    #[serde(default)]
+    pub access_log_dir: Option<std::path::PathBuf>,
     /// Memory for cached responses of vhosts with `--cache`, in MiB
     /// (1..=65536; default 64). The least recently used go first.
     #[serde(default = "default_cache_mib")]
@@ -285,11 +293,22 @@ fn default_cache_mib() -> u32 {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: Vec::new(), listen_tls: Vec::new(), cache_mib: default_cache_mib() }
+        HttpConfig {
+            listen: Vec::new(),
+            listen_tls: Vec::new(),
+            access_log: None,
+            access_log_dir: None,
+            cache_mib: default_cache_mib(),
+        }
     }
 }
 
 impl HttpConfig {
+    /// The default access log format (validated on load).
+    pub fn access_log_format(&self) -> &str {
+        self.access_log.as_deref().unwrap_or("combined")
+    }
+
     /// The listen addresses (validated on load, so none is dropped here).
     pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.listen.iter().filter_map(|a| a.parse().ok()).collect()
@@ -316,6 +335,12 @@ impl HttpConfig {
                     Ok(_) => {}
                 }
             }
+        }
+        if !["combined", "json", "off"].contains(&self.access_log_format()) {
+            return bad("http.access_log", format!("{:?} is not combined, json or off", self.access_log_format()));
+        }
+        if self.access_log_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return bad("http.access_log_dir", "must be an absolute path".to_string());
         }
         if !(1..=65536).contains(&self.cache_mib) {
             return bad("http.cache_mib", format!("{} is not between 1 and 65536", self.cache_mib));

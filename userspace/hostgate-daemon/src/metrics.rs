@@ -25,6 +25,7 @@ async fn scrape(State(d): State<Arc<Daemon>>) -> Result<impl IntoResponse, Failu
     lb(&mut out, &crate::lb::views(&d, None).await?);
     firewall(&mut out, &crate::fw::stats(State(d.clone())).await?.0);
     dhcp(&mut out, &status.dhcp);
+    http(&mut out, &status.http, status.http_log_dropped);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.text))
 }
 
@@ -197,6 +198,74 @@ fn dhcp(out: &mut Exposition, all: &[hostgate_api::DhcpCounters]) {
             all.iter().map(|c| (vec![("network", c.network.clone())], pick(c) as f64)),
         );
     }
+}
+
+/// The HTTP proxy per (vhost, backend); `backend="-"` for answers the
+/// proxy gave itself, `vhost="-"` for unknown hosts. The latency is a
+/// Prometheus histogram (cumulative buckets, seconds).
+fn http(out: &mut Exposition, all: &[hostgate_api::HttpCounters], log_dropped: u64) {
+    let labels = |c: &hostgate_api::HttpCounters| vec![("vhost", c.vhost.clone()), ("backend", c.backend.clone())];
+    out.family("hostgate_http_requests_total", "counter", "HTTP requests by vhost, backend and status class.");
+    for c in all {
+        for (i, n) in c.status_classes.iter().enumerate() {
+            let class = format!("{}xx", i + 1);
+            out.sample(
+                "hostgate_http_requests_total",
+                &[("vhost", &c.vhost), ("backend", &c.backend), ("class", &class)],
+                *n as f64,
+            );
+        }
+        // Requests that ended before any answer was written (client gone).
+        let unanswered = c.requests.saturating_sub(c.status_classes.iter().sum());
+        out.sample(
+            "hostgate_http_requests_total",
+            &[("vhost", &c.vhost), ("backend", &c.backend), ("class", "none")],
+            unanswered as f64,
+        );
+    }
+    type Pick = fn(&hostgate_api::HttpCounters) -> u64;
+    let kinds: [(&str, &str, Pick); 6] = [
+        ("errors_total", "Failed requests and backend connection attempts (5xx included)", |c| c.errors),
+        ("received_bytes_total", "Request body bytes received from clients", |c| c.bytes_in),
+        ("sent_bytes_total", "Response body bytes sent to clients", |c| c.bytes_out),
+        ("rate_limited_total", "Requests answered 429 by the vhost's rate limit", |c| c.rate_limited),
+        ("too_large_total", "Requests answered 413 (body over the vhost's limit)", |c| c.too_large),
+        ("upgraded_total", "Connections upgraded (101, WebSocket)", |c| c.upgraded),
+    ];
+    for (what, help, pick) in kinds {
+        out.rows(
+            &format!("hostgate_http_{what}"),
+            "counter",
+            &format!("{help}, by vhost and backend."),
+            all.iter().map(|c| (labels(c), pick(c) as f64)),
+        );
+    }
+    let name = "hostgate_http_request_duration_seconds";
+    out.family(name, "histogram", "Request durations (head read to last byte sent), by vhost and backend.");
+    for c in all {
+        let mut cumulative = 0;
+        for (i, n) in c.latency_buckets.iter().enumerate() {
+            cumulative += n;
+            let le = match hostgate_api::HTTP_LATENCY_BOUNDS_MS.get(i) {
+                Some(ms) => format!("{}", *ms as f64 / 1000.0),
+                None => "+Inf".to_string(),
+            };
+            out.sample(
+                &format!("{name}_bucket"),
+                &[("vhost", &c.vhost), ("backend", &c.backend), ("le", &le)],
+                cumulative as f64,
+            );
+        }
+        let l = [("vhost", c.vhost.as_str()), ("backend", c.backend.as_str())];
+        out.sample(&format!("{name}_sum"), &l, c.latency_sum_us as f64 / 1e6);
+        out.sample(&format!("{name}_count"), &l, cumulative as f64);
+    }
+    out.rows(
+        "hostgate_http_access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the writer fell behind.",
+        [(vec![], log_dropped as f64)],
+    );
 }
 
 #[cfg(test)]

@@ -5,12 +5,18 @@
 //! backend takes it, and [`headers`] how the forwarding headers must read.
 //! [`tls`] judges certificates and picks one per SNI name.
 
+pub mod accesslog;
 pub mod balance;
 pub mod headers;
 pub mod model;
+pub mod proxy_protocol;
+pub mod ratelimit;
+pub mod stats;
 pub mod table;
 pub mod tls;
 
+pub use accesslog::LogFormat;
 pub use balance::{Balance, Pool};
 pub use model::{Backend, Route, Vhost, VhostError};
+pub use ratelimit::RateLimit;
 pub use table::{RoutingTable, Selected};

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::balance::Balance;
+use crate::{accesslog::LogFormat, balance::Balance, ratelimit::RateLimit};
 
 /// Limits that keep one vhost's cost bounded.
 pub const MAX_ROUTES: usize = 64;
@@ -92,6 +92,17 @@ pub struct Vhost {
     /// Store responses the origin allows a shared cache to (RFC 9111).
     #[serde(default)]
     pub cache: bool,
+    /// Requests per client address (IPv4, IPv6 /64) beyond this are
+    /// answered 429.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Send a PROXY protocol v2 header first on each backend connection
+    /// (backends must expect it).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// This vhost's access log format; `None`: the node's `[http] access_log`.
+    #[serde(default)]
+    pub access_log: Option<LogFormat>,
 }
 
 impl Vhost {
@@ -116,6 +127,9 @@ impl Vhost {
         }
         if self.max_body_bytes.is_some_and(|b| b > MAX_BODY_LIMIT) {
             return Err(bad("max-body", format!("above {MAX_BODY_LIMIT} bytes (1 GiB)")));
+        }
+        if let Some(r) = &self.rate_limit {
+            r.validate()?;
         }
         Ok(())
     }
@@ -205,6 +219,9 @@ mod tests {
             hsts_max_age: None,
             max_body_bytes: None,
             cache: false,
+            rate_limit: None,
+            proxy_protocol: false,
+            access_log: None,
         }
     }
 
@@ -236,6 +253,9 @@ mod tests {
         let mut v = vhost("a.example.com");
         v.hsts_max_age = Some(u32::MAX);
         assert_eq!(field(v), "hsts");
+        let mut v = vhost("a.example.com");
+        v.rate_limit = Some(RateLimit { per_second: 0, burst: 1 });
+        assert_eq!(field(v), "rate-limit");
     }
 
     #[test]
@@ -283,6 +303,9 @@ mod tests {
                 hsts_max_age: None,
                 max_body_bytes: None,
                 cache: false,
+            rate_limit: None,
+            proxy_protocol: false,
+            access_log: None,
             };
             if v.validate().is_ok() {
                 let json = serde_json::to_string(&v).expect("json");

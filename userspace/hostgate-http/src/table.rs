@@ -176,6 +176,9 @@ mod tests {
             hsts_max_age: None,
             max_body_bytes: None,
             cache: false,
+            rate_limit: None,
+            proxy_protocol: false,
+            access_log: None,
         }
     }
 

@@ -593,6 +593,22 @@ struct VhostArgs {
     /// (in memory, `[http] cache_mib`; `http cache purge` drops them).
     #[arg(long)]
     cache: bool,
+    /// Requests per second per client address (IPv4, IPv6 /64); more are
+    /// answered 429 with Retry-After.
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Requests a client may send at once before --rate-limit applies
+    /// (default: the rate).
+    #[arg(long)]
+    rate_burst: Option<u32>,
+    /// Send a PROXY protocol v2 header first on every backend connection
+    /// (the backends must expect it).
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Access log format for this vhost: combined, json or off (default:
+    /// the node's [http] access_log).
+    #[arg(long)]
+    access_log: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -1189,6 +1205,10 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         hsts_max_age: a.hsts,
         max_body_bytes: a.max_body,
         cache: a.cache,
+        rate_limit: a.rate_limit,
+        rate_burst: a.rate_burst,
+        proxy_protocol: a.proxy_protocol,
+        access_log: a.access_log,
         create_only,
     })
 }

@@ -52,7 +52,10 @@ pub fn status(s: &Status) -> String {
     }
     out += &dns_status(&s.dns);
     for c in &s.http {
-        out += &format!("http       {} -> {}: {} requests, {} errors\n", c.vhost, c.backend, c.requests, c.errors);
+        out += &format!("http       {} -> {}: {}\n", c.vhost, c.backend, http_counters(c));
+    }
+    if s.http_log_dropped > 0 {
+        out += &format!("http       access log lines dropped (writer behind): {}\n", s.http_log_dropped);
     }
     let dp = &s.dataplane;
     if !dp.attached {
@@ -128,6 +131,50 @@ pub fn certs(all: &[hostgate_api::CertView]) -> Table {
     t
 }
 
+/// The upper bound of the latency bucket holding quantile `q`.
+fn latency_bound(buckets: &[u64], q: f64) -> String {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return "-".into();
+    }
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return match hostgate_api::HTTP_LATENCY_BOUNDS_MS.get(i) {
+                Some(ms) => format!("<={ms}ms"),
+                None => ">10s".into(),
+            };
+        }
+    }
+    ">10s".into()
+}
+
+/// One (vhost, backend)'s counters on a line.
+fn http_counters(c: &hostgate_api::HttpCounters) -> String {
+    let k = &c.status_classes;
+    let mut line = format!(
+        "{} requests ({} 2xx, {} 3xx, {} 4xx, {} 5xx), {} errors, {} B in, {} B out, p50 {} p99 {}",
+        c.requests,
+        k[1],
+        k[2],
+        k[3],
+        k[4],
+        c.errors,
+        c.bytes_in,
+        c.bytes_out,
+        latency_bound(&c.latency_buckets, 0.5),
+        latency_bound(&c.latency_buckets, 0.99)
+    );
+    for (n, what) in [(c.upgraded, "upgraded"), (c.rate_limited, "rate-limited"), (c.too_large, "too large")] {
+        if n > 0 {
+            line += &format!(", {n} {what}");
+        }
+    }
+    line
+}
+
 /// `http vhost list`: one line per vhost.
 pub fn vhosts(all: &[hostgate_api::VhostView]) -> Table {
     let mut t = table(&["HOST", "CUSTOMER", "ROUTES", "BALANCE", "OPTIONS"]);
@@ -156,6 +203,15 @@ fn vhost_options(v: &hostgate_api::VhostView) -> String {
     if let Some(b) = v.max_body_bytes {
         o.push(format!("max-body={b}"));
     }
+    if let Some(r) = v.rate_limit {
+        o.push(format!("rate-limit={r}/s burst {}", v.rate_burst.unwrap_or(r)));
+    }
+    if v.proxy_protocol {
+        o.push("proxy-protocol".to_string());
+    }
+    if let Some(f) = &v.access_log {
+        o.push(format!("access-log={f}"));
+    }
     if o.is_empty() {
         "-".into()
     } else {
@@ -175,9 +231,19 @@ pub fn vhost(v: &hostgate_api::VhostView, counters: &[hostgate_api::HttpCounters
     for r in &v.routes {
         out += &format!("route      {} -> {}\n", r.prefix, r.backends.join(", "));
     }
-    let mut t = table(&["BACKEND", "REQUESTS", "ERRORS"]);
+    let mut t = table(&["BACKEND", "REQUESTS", "ERRORS", "2XX", "4XX", "5XX", "BYTES OUT", "P50", "P99"]);
     for c in counters.iter().filter(|c| c.vhost == v.host) {
-        t.add_row(vec![c.backend.clone(), c.requests.to_string(), c.errors.to_string()]);
+        t.add_row(vec![
+            c.backend.clone(),
+            c.requests.to_string(),
+            c.errors.to_string(),
+            c.status_classes[1].to_string(),
+            c.status_classes[3].to_string(),
+            c.status_classes[4].to_string(),
+            c.bytes_out.to_string(),
+            latency_bound(&c.latency_buckets, 0.5),
+            latency_bound(&c.latency_buckets, 0.99),
+        ]);
     }
     out + &t.to_string()
 }

@@ -10,11 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{err, ok, TestNode};
+use common::{err, eventually, http_peer, ok, wrk, TestNode, HTTP_PEER};
 use hostgate_testbed::{
     privileged, servers,
-    topology::{CLIENT_V6, NODE_V4, NODE_V6},
-    Netns,
+    topology::{CLIENT_V4, CLIENT_V6, NODE_V4, NODE_V6},
+    ChildGuard, Netns,
 };
 
 /// An answer seen by curl: status code and body.
@@ -309,4 +309,356 @@ fn curl_through_the_proxy() {
     assert!(counted("web.example.com", &b1) >= 29, "{:?}", status.http);
     assert!(counted("-", "-") >= 1, "unknown hosts counted: {:?}", status.http);
     assert!(ok(node.cli(&["status"])).contains("http       shop.example.com"));
+}
+
+/// One WebSocket through the proxy, held open by http_peer.py's client.
+struct WebSocket {
+    _child: ChildGuard,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl WebSocket {
+    /// Opens `ws://host/path` through the proxy from the client namespace.
+    fn open(client: &Netns, host: &str, path: &str) -> WebSocket {
+        use std::{io::BufRead, process::Stdio};
+        let mut child = client
+            .command("python3")
+            .args([HTTP_PEER, "wsclient", &NODE_V4.to_string(), "80", host, path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take().expect("stdout"));
+        let mut ws =
+            WebSocket { _child: ChildGuard::new("wsclient", child), stdin, stdout: std::io::BufReader::new(stdout) };
+        let mut line = String::new();
+        let _ = ws.stdout.read_line(&mut line);
+        assert_eq!(line.trim(), "open", "WebSocket to {host}{path} not opened");
+        ws
+    }
+
+    /// Sends a text message and returns the echo.
+    fn say(&mut self, text: &str) -> String {
+        use std::io::{BufRead, Write};
+        let stdin = self.stdin.as_mut().expect("open");
+        writeln!(stdin, "{text}").expect("send to wsclient");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        let _ = self.stdout.read_line(&mut line);
+        line.trim().to_string()
+    }
+
+    /// Closes the WebSocket (the client sends a close frame and exits).
+    fn close(mut self) {
+        self.stdin.take();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
+    }
+}
+
+/// `/metrics` from the node's namespace.
+fn scrape(node: &TestNode, listen: &str) -> String {
+    let out = node.topo.node.exec("curl", ["-sf", &format!("http://{listen}/metrics")]).expect("curl /metrics");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of the sample line starting with `prefix` (name and labels).
+fn sample(page: &str, prefix: &str) -> f64 {
+    page.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{page}"))
+}
+
+#[test]
+fn websockets_survive_changes_and_everything_is_logged() {
+    if !privileged("websockets_survive_changes_and_everything_is_logged") {
+        return;
+    }
+    const METRICS: &str = "127.0.0.1:9469";
+    let extra = format!("\n[metrics]\nlisten = \"{METRICS}\"\n\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("httpws", 2, &extra);
+    node.start_daemon();
+    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
+    let (b1, b2) = (format!("{}:8080", c1.v4), format!("{}:8080", c2.v4));
+    let _p1 = http_peer(&c1.ns, &c1.v4.to_string(), 8080, "c1", false);
+    let _p2 = http_peer(&c2.ns, &c2.v4.to_string(), 8080, "c2", false);
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["customer", "add", "beta"]));
+    ok(node.cli(&["http", "vhost", "add", "ws.example.com", "--customer", "acme", "--backend", &b1]));
+    ok(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "api.example.com",
+        "--customer",
+        "beta",
+        "--backend",
+        &b2,
+        "--access-log",
+        "json",
+    ]));
+    until_served(client, "ws.example.com", "/", "c1", Duration::from_secs(2));
+
+    // A real WebSocket exchange (handshake with Sec-WebSocket-Accept
+    // checked by the client, masked frames up, echoes down).
+    let mut ws = WebSocket::open(client, "ws.example.com", "/chat");
+    assert_eq!(ws.say("hello"), "c1: hello");
+
+    // The vhost moves to c2: new requests and WebSockets go there, the
+    // open WebSocket stays with c1 and keeps working.
+    ok(node.cli(&["http", "vhost", "set", "ws.example.com", "--customer", "acme", "--backend", &b2]));
+    until_served(client, "ws.example.com", "/", "c2", Duration::from_secs(2));
+    assert_eq!(ws.say("still here"), "c1: still here", "the open WebSocket survived the change");
+    let mut ws2 = WebSocket::open(client, "ws.example.com", "/chat");
+    assert_eq!(ws2.say("new"), "c2: new");
+    // Removing the vhost answers 404 to new requests; the open one lives on.
+    ok(node.cli(&["http", "vhost", "rm", "ws.example.com"]));
+    assert!(eventually(Duration::from_secs(2), || get(client, "ws.example.com", "/", &[]).code == 404));
+    assert_eq!(ws.say("after rm"), "c1: after rm");
+    ws.close();
+    ws2.close();
+
+    // Per-customer logs: acme's in the combined format, beta's in JSON.
+    let a = get(client, "api.example.com", "/json?x=1", &["-A", "hostgate-test \"quoted\"", "-e", "https://ref.test/"]);
+    assert_eq!(a.code, 200);
+    let logs = node.dir.path().join("state/log/http");
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(5), || read("acme.log").contains("\"GET /chat HTTP/1.1\" 101")),
+        "acme.log: {}",
+        read("acme.log")
+    );
+    let acme = read("acme.log");
+    eprintln!("acme.log:\n{acme}");
+    let line = acme.lines().find(|l| l.contains("\"GET / HTTP/1.1\" 200")).expect("a curl request logged");
+    assert!(line.starts_with(&format!("{CLIENT_V4} - - [")) && line.contains("\"curl/"), "{line}");
+    assert!(!acme.contains("api.example.com"), "beta's requests stay out of acme's log");
+    assert!(eventually(Duration::from_secs(5), || read("beta.log").contains("/json?x=1")), "{}", read("beta.log"));
+    let beta = read("beta.log");
+    eprintln!("beta.log:\n{beta}");
+    let entry: serde_json::Value =
+        serde_json::from_str(beta.lines().find(|l| l.contains("/json?x=1")).expect("line")).expect("a JSON line");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["client"], CLIENT_V4.to_string());
+    assert_eq!(entry["backend"], b2);
+    assert_eq!(entry["user_agent"], "hostgate-test \"quoted\"");
+    assert_eq!(entry["referer"], "https://ref.test/");
+    assert!(entry["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{entry}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(logs.join("beta.log")).expect("meta").permissions());
+    assert_eq!(mode & 0o777, 0o640, "logs are not world-readable");
+
+    // Counters per (vhost, backend): the upgrade, status classes, bytes
+    // and a latency histogram holding every request.
+    let status = node.status();
+    let find = |vhost: &str, backend: &str| {
+        status.http.iter().find(|c| c.vhost == vhost && c.backend == backend).cloned().unwrap_or_default()
+    };
+    let ws_c1 = find("ws.example.com", &b1);
+    assert!(ws_c1.upgraded >= 1 && ws_c1.status_classes[0] >= 1, "{ws_c1:?}");
+    let api = find("api.example.com", &b2);
+    assert!(api.requests >= 1 && api.status_classes[1] == api.requests && api.bytes_out > 0, "{api:?}");
+    assert_eq!(api.latency_buckets.iter().sum::<u64>(), api.requests, "{api:?}");
+    let text = ok(node.cli(&["status"]));
+    assert!(text.contains("upgraded") && text.contains("2xx"), "{text}");
+    let show = ok(node.cli(&["http", "vhost", "show", "api.example.com"]));
+    assert!(show.contains("P99") && show.contains("access-log=json"), "{show}");
+
+    // The same in /metrics.
+    let page = scrape(&node, METRICS);
+    let labels = format!("vhost=\"api.example.com\",backend=\"{b2}\"");
+    assert_eq!(sample(&page, &format!("hostgate_http_requests_total{{{labels},class=\"2xx\"}}")), api.requests as f64);
+    assert!(
+        sample(&page, &format!("hostgate_http_upgraded_total{{vhost=\"ws.example.com\",backend=\"{b1}\"}}")) >= 1.0
+    );
+    assert!(sample(&page, &format!("hostgate_http_sent_bytes_total{{{labels}}}")) > 0.0);
+    assert_eq!(
+        sample(&page, &format!("hostgate_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}}")),
+        api.requests as f64
+    );
+}
+
+#[test]
+fn rate_limits_size_limits_and_proxy_protocol() {
+    if !privileged("rate_limits_size_limits_and_proxy_protocol") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\", \"[{NODE_V6}]:80\"]\n");
+    let mut node = TestNode::with_config("httprl", 2, &listen);
+    node.start_daemon();
+    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
+    let (pp, b2) = (format!("{}:8081", c1.v4), format!("{}:8080", c2.v4));
+    let _p1 = http_peer(&c1.ns, &c1.v4.to_string(), 8081, "pp", true);
+    let _p2 = http_peer(&c2.ns, &c2.v4.to_string(), 8080, "c2", false);
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+
+    // PROXY protocol v2: the backend (which closes connections without
+    // one) learns the client's address and port and the address it reached.
+    ok(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "pp.example.com",
+        "--customer",
+        "acme",
+        "--backend",
+        &pp,
+        "--proxy-protocol",
+    ]));
+    until_served(client, "pp.example.com", "/", "pp", Duration::from_secs(2));
+    let proxied = |a: &Answer| a.body.lines().find_map(|l| l.strip_prefix("proxy: ")).unwrap_or_default().to_string();
+    let a = get(client, "pp.example.com", "/", &[]);
+    let seen = proxied(&a);
+    assert!(seen.starts_with(&format!("{CLIENT_V4}:")) && seen.ends_with(&format!(" {NODE_V4}:80")), "{}", a.body);
+    let v6 = get_from(client, &format!("[{NODE_V6}]"), "pp.example.com", "/", &[]);
+    assert!(proxied(&v6).starts_with(&format!("{CLIENT_V6}:")), "{}", v6.body);
+    // A backend connection carries one client connection's requests only:
+    // two requests on one client connection name the same client port,
+    // another client connection (another port) never gets that header.
+    let out = client
+        .command("curl")
+        .args(["-sS", "--max-time", "5", "-H", "Host: pp.example.com"])
+        .arg(format!("http://{NODE_V4}/one"))
+        .arg(format!("http://{NODE_V4}/two"))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ports: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("proxy: ")).collect();
+    assert_eq!(ports.len(), 2, "{body}");
+    assert_eq!(ports[0], ports[1], "one client connection: {body}");
+    assert_ne!(ports[0], seen, "another client connection got its own backend connection");
+
+    // Rate limit: 2/s with a burst of 5 per client address. Ten requests at
+    // once: five pass, the rest get 429 with Retry-After; a second later
+    // the client is served again.
+    ok(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "rl.example.com",
+        "--customer",
+        "acme",
+        "--backend",
+        &b2,
+        "--rate-limit",
+        "2",
+        "--rate-burst",
+        "5",
+    ]));
+    assert!(eventually(Duration::from_secs(2), || get(client, "rl.example.com", "/", &[]).code == 200));
+    std::thread::sleep(Duration::from_millis(2600)); // the burst refills
+    let out = client
+        .command("curl")
+        .args(["-sS", "--max-time", "5", "-w", "%{http_code} %header{retry-after}\n", "-H", "Host: rl.example.com"])
+        // -o applies to one URL: one per URL, so only the -w lines remain.
+        .args((0..10).flat_map(|i| ["-o".to_string(), "/dev/null".to_string(), format!("http://{NODE_V4}/{i}")]))
+        .output()
+        .expect("curl");
+    let codes = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ok_count = codes.lines().filter(|l| l.starts_with("200")).count();
+    assert!((5..=6).contains(&ok_count), "{codes}");
+    assert!(codes.lines().filter(|l| l.starts_with("429")).all(|l| l == "429 1"), "{codes}");
+    assert_eq!(codes.lines().count(), 10, "{codes}");
+    let limited =
+        node.status().http.iter().filter(|c| c.vhost == "rl.example.com").map(|c| c.rate_limited).sum::<u64>();
+    assert!(limited >= 4, "counted: {limited}");
+    // Another vhost is not limited by this one.
+    assert_eq!(get(client, "pp.example.com", "/", &[]).code, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(get(client, "rl.example.com", "/", &[]).code, 200, "the bucket refills");
+
+    // Size limits: a declared length over the limit and a chunked body
+    // that grows over it are both refused with 413 and counted.
+    ok(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "small.example.com",
+        "--customer",
+        "acme",
+        "--backend",
+        &b2,
+        "--max-body",
+        "100",
+    ]));
+    assert!(eventually(Duration::from_secs(2), || get(client, "small.example.com", "/", &[]).code == 200));
+    let big = "x".repeat(101);
+    assert_eq!(get(client, "small.example.com", "/", &["--data", &big]).code, 413);
+    let chunked =
+        get(client, "small.example.com", "/", &["--data", &"y".repeat(5000), "-H", "Transfer-Encoding: chunked"]);
+    assert!(chunked.code == 413 || chunked.code == 0, "chunked over the limit: {} {}", chunked.code, chunked.body);
+    assert_eq!(get(client, "small.example.com", "/", &["--data", &"z".repeat(100)]).code, 200);
+    let too_large =
+        node.status().http.iter().filter(|c| c.vhost == "small.example.com").map(|c| c.too_large).sum::<u64>();
+    assert!(too_large >= 1, "counted: {too_large}");
+    let show = ok(node.cli(&["http", "vhost", "show", "rl.example.com"]));
+    assert!(show.contains("rate-limit=2/s burst 5"), "{show}");
+    let e = err(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "x.example.com",
+        "--customer",
+        "acme",
+        "--backend",
+        &b2,
+        "--rate-limit",
+        "0",
+    ]));
+    assert!(e.contains("rate-limit:"), "{e}");
+}
+
+#[test]
+fn wrk_sees_no_errors_across_vhost_changes() {
+    if !privileged("wrk_sees_no_errors_across_vhost_changes") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("httpwrk", 2, &listen);
+    node.start_daemon();
+    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
+    let (b1, b2) = (format!("{}:8080", c1.v4), format!("{}:8080", c2.v4));
+    let _p1 = http_peer(&c1.ns, &c1.v4.to_string(), 8080, "c1", false);
+    let _p2 = http_peer(&c2.ns, &c2.v4.to_string(), 8080, "c2", false);
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["http", "vhost", "add", "load.example.com", "--customer", "acme", "--backend", &b1]));
+    until_served(client, "load.example.com", "/", "c1", Duration::from_secs(2));
+    let url = format!("http://{NODE_V4}/");
+    let result = std::thread::scope(|s| {
+        let load =
+            s.spawn(|| wrk(client, &["-t2", "-c8", "-d4s", "--timeout", "3s", "-H", "Host: load.example.com", &url]));
+        std::thread::sleep(Duration::from_millis(500));
+        // Backends swapped, weighted, one removed and the vhost's options
+        // changed, every 250 ms while wrk runs.
+        let w = format!("{b1},weight=3");
+        let sets: [&[&str]; 4] = [
+            &["--backend", &b2],
+            &["--backend", &w, "--backend", &b2],
+            &["--backend", &b1],
+            &["--backend", &b2, "--hsts", "60"],
+        ];
+        for i in 0..12 {
+            let args = [&["http", "vhost", "set", "load.example.com", "--customer", "acme"][..], sets[i % 4]].concat();
+            ok(node.cli(&args));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        load.join().expect("wrk thread")
+    });
+    eprintln!("{}", result.output);
+    assert!(result.requests > 100, "wrk made too few requests: {}", result.output);
+    assert!(result.errors.is_empty(), "wrk saw errors across 12 vhost changes: {:?}", result.errors);
+    let served: u64 = node
+        .status()
+        .http
+        .iter()
+        .filter(|c| c.vhost == "load.example.com" && c.backend != "-")
+        .map(|c| c.requests)
+        .sum();
+    assert!(served >= result.requests, "every request went to a backend: {served} < {}", result.requests);
 }

@@ -405,3 +405,53 @@ fn https_per_sni_name() {
     }
     assert!(err(node.cli(&["http", "cert", "rm", "*.example.test"])).contains("does not exist"));
 }
+
+#[test]
+fn wrk_sees_no_errors_across_certificate_changes() {
+    if !privileged("wrk_sees_no_errors_across_certificate_changes") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten_tls = [\"{NODE_V4}:443\"]\n");
+    let mut node = TestNode::with_config("httpswrk", 1, &listen);
+    node.start_daemon();
+    let c1 = &node.topo.containers[0];
+    let b1 = format!("{}:8080", c1.v4);
+    let _p1 = common::http_peer(&c1.ns, &c1.v4.to_string(), 8080, "c1", false);
+    let client = &node.topo.client;
+    let pki = Pki::new(node.host.dir.path());
+    let certs = [pki.leaf("a", &["load.example.com"], " A", EC), pki.leaf("b", &["load.example.com"], " B", RSA)];
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["http", "vhost", "add", "load.example.com", "--customer", "acme", "--backend", &b1]));
+    ok(node.cli(&["http", "cert", "add", "--cert", &certs[0].0, "--key", &certs[0].1, "--default"]));
+    until_cn(client, &pki, "https://load.example.com/", "load.example.com A", Duration::from_secs(2));
+    // wrk connects to the address (no SNI: the default certificate) and
+    // names the vhost in Host. One run keeps its connections, the other
+    // closes each after one request, so handshakes happen throughout.
+    let url = format!("https://{NODE_V4}/");
+    let run = |close: bool| {
+        let mut args = vec!["-t1", "-c4", "-d4s", "--timeout", "3s", "-H", "Host: load.example.com"];
+        if close {
+            args.extend(["-H", "Connection: close"]);
+        }
+        args.push(&url);
+        common::wrk(client, &args)
+    };
+    let (kept, fresh) = std::thread::scope(|s| {
+        let kept = s.spawn(|| run(false));
+        let fresh = s.spawn(|| run(true));
+        std::thread::sleep(Duration::from_millis(500));
+        for i in 0..10 {
+            let (cert, key) = &certs[(i + 1) % 2];
+            ok(node.cli(&["http", "cert", "add", "--cert", cert, "--key", key, "--default"]));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        (kept.join().expect("wrk"), fresh.join().expect("wrk"))
+    });
+    eprintln!("keep-alive:\n{}\nnew connections:\n{}", kept.output, fresh.output);
+    for (what, r) in [("keep-alive", &kept), ("new connections", &fresh)] {
+        assert!(r.requests > 50, "{what}: too few requests: {}", r.output);
+        assert!(r.errors.is_empty(), "{what}: errors across 10 certificate changes: {:?}", r.errors);
+    }
+    // The last change is in force (ten changes: certificate A again).
+    until_cn(client, &pki, "https://load.example.com/", "load.example.com A", Duration::from_secs(2));
+}

@@ -6,12 +6,13 @@
 
 mod cache;
 mod certs;
+mod logs;
 mod proxy;
 mod serve;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, RwLock},
 };
 
@@ -19,7 +20,10 @@ use axum::{extract::State, http::StatusCode, Json};
 pub(crate) use certs::follow as follow_certs;
 pub use certs::{list_certs, put_cert, remove_cert};
 use hostgate_api::{HttpCounters, RouteView, VhostRef, VhostView};
-use hostgate_http::{Backend, Balance, Route, RoutingTable, Vhost};
+use hostgate_http::{
+    ratelimit::{Limiter, Verdict},
+    stats, Backend, Balance, LogFormat, RateLimit, Route, RoutingTable, Vhost,
+};
 use hostgate_ipam::model::keys as ipam_keys;
 use hostgate_store::{Compare, Op, Txn, TxnOutcome};
 pub(crate) use serve::{follow, listen};
@@ -50,8 +54,9 @@ pub struct Shared {
     /// Last health check result per backend address, carried into each
     /// new table (a new table starts with everything healthy otherwise).
     health: Mutex<HashMap<SocketAddr, bool>>,
-    /// (vhost, backend) -> counters.
-    counters: Mutex<BTreeMap<(String, String), HttpCounters>>,
+    /// vhost -> backend -> counters (nested so a lookup borrows: no
+    /// allocation per request).
+    counters: Mutex<BTreeMap<String, BTreeMap<String, HttpCounters>>>,
     /// The TLS listeners' certificate resolver; the certificate follower
     /// swaps its index, a handshake reads the index in force.
     certs: Arc<hostgate_http::tls::LiveResolver>,
@@ -59,6 +64,24 @@ pub struct Shared {
     drain: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     /// Responses of vhosts with `cache` on.
     cache: cache::ResponseCache,
+    /// Per-vhost rate limiters (vhosts with a limit only).
+    limiters: Mutex<HashMap<String, Limiter>>,
+    /// The origin of the limiters' clock.
+    epoch: std::sync::OnceLock<std::time::Instant>,
+    /// The per-customer access logs' queue, once the listeners run.
+    logs: std::sync::OnceLock<logs::AccessLogs>,
+    /// The node's default access log format (`[http] access_log`).
+    log_format: std::sync::OnceLock<LogFormat>,
+}
+
+/// What one finished request adds to its (vhost, backend) counters.
+pub struct Outcome {
+    pub status: u16,
+    pub error: bool,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub latency_us: u64,
+    pub upgraded: bool,
 }
 
 impl Shared {
@@ -69,6 +92,10 @@ impl Shared {
             counters: Default::default(),
             certs: Default::default(),
             drain: Default::default(),
+            limiters: Default::default(),
+            epoch: Default::default(),
+            logs: Default::default(),
+            log_format: Default::default(),
             cache: cache::ResponseCache::new(config.cache_mib as usize * 1024 * 1024),
         }
     }
@@ -89,19 +116,86 @@ impl Shared {
         self.table().set_healthy(addr, healthy);
     }
 
-    pub fn count(&self, vhost: &str, backend: &str, error: bool) {
+    /// Changes the counters of (vhost, backend), creating them first.
+    fn with_counters(&self, vhost: &str, backend: &str, f: impl FnOnce(&mut HttpCounters)) {
         let mut all = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let c = all.entry((vhost.to_string(), backend.to_string())).or_insert_with(|| HttpCounters {
+        if let Some(c) = all.get_mut(vhost).and_then(|b| b.get_mut(backend)) {
+            return f(c);
+        }
+        let mut c = HttpCounters {
             vhost: vhost.to_string(),
             backend: backend.to_string(),
+            latency_buckets: vec![0; stats::BUCKETS],
             ..HttpCounters::default()
+        };
+        f(&mut c);
+        all.entry(vhost.to_string()).or_default().insert(backend.to_string(), c);
+    }
+
+    /// A failed connection attempt (counted as an error of that backend;
+    /// the request itself is counted once, when it ends).
+    pub fn count_failed_connect(&self, vhost: &str, backend: &str) {
+        self.with_counters(vhost, backend, |c| c.errors += 1);
+    }
+
+    /// A request that ended (answered or not).
+    pub fn record(&self, vhost: &str, backend: &str, o: &Outcome) {
+        self.with_counters(vhost, backend, |c| {
+            c.requests += 1;
+            c.errors += u64::from(o.error || o.status >= 500);
+            if let Some(class) = stats::status_class(o.status) {
+                c.status_classes[class] += 1;
+            }
+            c.bytes_in += o.bytes_in;
+            c.bytes_out += o.bytes_out;
+            if let Some(b) = c.latency_buckets.get_mut(stats::bucket(o.latency_us)) {
+                *b += 1;
+            }
+            c.latency_sum_us += o.latency_us;
+            c.upgraded += u64::from(o.upgraded);
+            c.rate_limited += u64::from(o.status == 429);
+            c.too_large += u64::from(o.status == 413);
         });
-        c.requests += 1;
-        c.errors += u64::from(error);
+    }
+
+    /// One request of `client` to `vhost` under `limit`: allowed or not.
+    pub fn rate_check(&self, vhost: &str, limit: RateLimit, client: IpAddr) -> Verdict {
+        let now = self.epoch.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64;
+        let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        // A new limit (or a vhost's first request) starts with full buckets.
+        if all.get(vhost).is_none_or(|l| l.limit() != limit) {
+            all.insert(vhost.to_string(), Limiter::new(limit));
+        }
+        all.get_mut(vhost).map_or(Verdict::Untracked, |l| l.check(client, now))
+    }
+
+    /// Forgets idle clients, and limiters of vhosts that lost their limit.
+    fn tidy_limiters(&self) {
+        let table = self.table();
+        let now = self.epoch.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64;
+        let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|host, l| {
+            l.forget_idle(now);
+            table.vhost(host.as_bytes()).is_some_and(|v| v.vhost.host == *host && v.vhost.rate_limit.is_some())
+        });
+    }
+
+    /// Queues an access log line for `customer`, in the vhost's format
+    /// (or the node's).
+    pub fn log(&self, customer: &str, format: Option<LogFormat>, entry: &hostgate_http::accesslog::Entry) {
+        let Some(logs) = self.logs.get() else { return };
+        let format = format.unwrap_or_else(|| self.log_format.get().copied().unwrap_or_default());
+        if let Some(line) = entry.format(format) {
+            logs.write(customer, line);
+        }
+    }
+
+    pub fn log_dropped(&self) -> u64 {
+        self.logs.get().map_or(0, |l| l.dropped.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub fn counters(&self) -> Vec<HttpCounters> {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).values().flat_map(|b| b.values().cloned()).collect()
     }
 }
 
@@ -130,7 +224,19 @@ fn parse_vhost(v: &VhostView) -> Result<Vhost, Failure> {
             .map_err(|e| bad(e.to_string()))?;
         routes.push(Route { prefix: r.prefix.clone(), backends });
     }
+    let rate_limit = match (v.rate_limit, v.rate_burst) {
+        (Some(per_second), burst) => Some(RateLimit { per_second, burst: burst.unwrap_or(per_second) }),
+        (None, Some(_)) => return Err(bad("rate-burst: needs --rate-limit")),
+        (None, None) => None,
+    };
+    let access_log = match &v.access_log {
+        Some(f) => Some(f.parse::<LogFormat>().map_err(|e| bad(format!("access-log: {e}")))?),
+        None => None,
+    };
     let vhost = Vhost {
+        rate_limit,
+        proxy_protocol: v.proxy_protocol,
+        access_log,
         host: v.host.clone(),
         customer: v.customer.clone(),
         routes,
@@ -161,6 +267,10 @@ fn view(v: &Vhost) -> VhostView {
         hsts_max_age: v.hsts_max_age,
         max_body_bytes: v.max_body_bytes,
         cache: v.cache,
+        rate_limit: v.rate_limit.map(|r| r.per_second),
+        rate_burst: v.rate_limit.map(|r| r.burst),
+        proxy_protocol: v.proxy_protocol,
+        access_log: v.access_log.map(|f| f.to_string()),
         create_only: false,
     }
 }

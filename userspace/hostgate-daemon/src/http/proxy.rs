@@ -1,23 +1,32 @@
 //! The `ProxyHttp` implementation: per request, the vhost and route from
-//! the routing table in force, a backend from the route's pool, the
-//! forwarding headers from the real peer.
+//! the routing table in force, the vhost's rate limit, a backend from the
+//! route's pool, the forwarding headers from the real peer (and the PROXY
+//! protocol header to backends that want it); at the end, counters and
+//! the customer's access log line.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    hash::{Hash, Hasher},
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hostgate_http::{headers, RoutingTable};
+use hostgate_http::{accesslog::Entry, headers, ratelimit::Verdict, LogFormat, RoutingTable};
 use pingora::{
+    connectors::L4Connect,
     http::{RequestHeader, ResponseHeader},
-    protocols::http::ServerSession,
+    protocols::{http::ServerSession, l4::stream::Stream},
     proxy::{ProxyHttp, Session},
     upstreams::peer::HttpPeer,
     Error, ErrorType, Result,
 };
+use tokio::io::AsyncWriteExt;
 
 use pingora_cache::{CacheKey, CacheMeta, RespCacheable};
 
-use super::{cache, Shared};
+use super::{cache, Outcome, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,8 +65,11 @@ impl Proxy {
 }
 
 /// One request's state across pingora's phases.
-#[derive(Default)]
 pub struct Ctx {
+    start: Instant,
+    customer: Option<String>,
+    log_format: Option<LogFormat>,
+    proxy_protocol: bool,
     /// The table the request started with: a swap mid-request changes nothing for it.
     table: Option<Arc<RoutingTable>>,
     host: String,
@@ -123,14 +135,27 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            start: Instant::now(),
+            customer: None,
+            log_format: None,
+            proxy_protocol: false,
+            table: None,
+            host: String::new(),
+            vhost: None,
+            backend: None,
+            tries: 0,
+            body_seen: 0,
+            body_limit: None,
+            hsts: None,
+            cache: false,
+        }
     }
 
     /// Unknown hosts, redirects and oversized bodies are answered here,
     /// before any backend is chosen.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if let Some(problem) = ambiguous_framing(session) {
-            self.shared.count("-", "-", false);
             session.set_keepalive(None);
             return answer(session, 400, "400 Bad Request", &format!("Refused: {problem}.")).await;
         }
@@ -139,20 +164,31 @@ impl ProxyHttp for Proxy {
         ctx.host = String::from_utf8_lossy(&host_bytes).into_owned();
         let path = session.req_header().uri.path().as_bytes().to_vec();
         let Some(vhost) = table.vhost(&host_bytes) else {
-            self.shared.count("-", "-", false);
             let detail = format!("No site named {:?} is served here.", ctx.host);
             return answer(session, 404, "404 Not Found", &detail).await;
         };
         let v = &vhost.vhost;
         ctx.vhost = Some(v.host.clone());
+        ctx.customer = Some(v.customer.clone());
+        ctx.log_format = v.access_log;
+        ctx.proxy_protocol = v.proxy_protocol;
+        if let (Some(limit), Some(client)) = (v.rate_limit, client_ip(session)) {
+            if self.shared.rate_check(&v.host, limit, client) == Verdict::Limited {
+                let mut resp = ResponseHeader::build(429, Some(3))?;
+                resp.insert_header("retry-after", "1")?;
+                let body = page("429 Too Many Requests", "Slow down: this site limits requests per client.");
+                resp.insert_header("content-length", body.len().to_string())?;
+                session.write_response_header(Box::new(resp), false).await?;
+                session.write_response_body(Some(body), true).await?;
+                return Ok(true);
+            }
+        }
         if vhost.route(&path).is_none() {
-            self.shared.count(&v.host, "-", false);
             return answer(session, 404, "404 Not Found", "No route of this site serves this path.").await;
         }
         if self.tls {
             ctx.hsts = v.hsts_max_age;
         } else if v.https_redirect {
-            self.shared.count(&v.host, "-", false);
             let host = ctx.host.clone();
             return redirect_to_https(session, &host).await;
         }
@@ -162,7 +198,6 @@ impl ProxyHttp for Proxy {
             session.req_header().headers.get("content-length").and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
         if let (Some(limit), Some(len)) = (ctx.body_limit, declared) {
             if len > limit {
-                self.shared.count(&v.host, "-", false);
                 return answer(
                     session,
                     413,
@@ -179,11 +214,16 @@ impl ProxyHttp for Proxy {
     /// Chunked bodies have no declared length: counted as they stream.
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // After a 101 the bytes are the upgraded protocol's (WebSocket
+        // frames), not a request body: no limit applies.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         ctx.body_seen += body.as_ref().map_or(0, |b| b.len() as u64);
         match ctx.body_limit {
             Some(limit) if ctx.body_seen > limit => {
@@ -212,6 +252,20 @@ impl ProxyHttp for Proxy {
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.read_timeout = Some(READ_TIMEOUT);
+        if ctx.proxy_protocol {
+            let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+            let server = session.server_addr().and_then(|a| a.as_inet()).copied();
+            if let (Some(client), Some(server)) = (client, server) {
+                // The header names one client connection, so a backend
+                // connection carries only that client's requests: the
+                // pool key includes the client's address and port.
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (client, server).hash(&mut h);
+                peer.group_key = h.finish();
+                let header = hostgate_http::proxy_protocol::v2_header(client, server);
+                peer.options.custom_l4 = Some(Arc::new(ProxyV2 { header }));
+            }
+        }
         Ok(Box::new(peer))
     }
 
@@ -289,15 +343,78 @@ impl ProxyHttp for Proxy {
         }
         if let Some(vhost) = &ctx.vhost {
             let backend = ctx.backend.map_or("-".to_string(), |b| b.to_string());
-            self.shared.count(vhost, &backend, true);
+            self.shared.count_failed_connect(vhost, &backend);
         }
         e
     }
 
+    /// Every request ends here, answered by a backend or by the proxy:
+    /// counters of its (vhost, backend), then its customer's log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let (Some(vhost), Some(_)) = (&ctx.vhost, &ctx.table) else { return };
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let backend = ctx.backend.map_or("-".to_string(), |b| b.to_string());
-        self.shared.count(vhost, &backend, e.is_some() || status >= 500);
+        let vhost = ctx.vhost.as_deref().unwrap_or("-");
+        let outcome = Outcome {
+            status,
+            error: e.is_some(),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            latency_us: ctx.start.elapsed().as_micros() as u64,
+            upgraded: status == 101,
+        };
+        self.shared.record(vhost, &backend, &outcome);
+        let Some(customer) = &ctx.customer else { return };
+        let req = session.req_header();
+        let header = |n: &str| req.headers.get(n).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let unix_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let entry = Entry {
+            unix_ms,
+            client: client_ip(session),
+            method: req.method.as_str().to_string(),
+            uri: req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            protocol: format!("{:?}", req.version),
+            host: ctx.host.clone(),
+            vhost: vhost.to_string(),
+            backend,
+            status,
+            bytes_sent: outcome.bytes_out,
+            bytes_received: outcome.bytes_in,
+            duration_us: outcome.latency_us,
+            referer: header("referer").unwrap_or_default(),
+            user_agent: header("user-agent").unwrap_or_default(),
+            tls: self.tls,
+            error: e.map(|e| e.etype().as_str().to_string()).unwrap_or_default(),
+        };
+        self.shared.log(customer, ctx.log_format, &entry);
+    }
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+/// Connects to a backend and sends the PROXY protocol v2 header first
+/// (pingora 0.9 has no PROXY protocol of its own).
+#[derive(Debug)]
+struct ProxyV2 {
+    header: Vec<u8>,
+}
+
+#[async_trait]
+impl L4Connect for ProxyV2 {
+    async fn connect(&self, addr: &pingora::protocols::l4::socket::SocketAddr) -> Result<Stream> {
+        let Some(addr) = addr.as_inet() else {
+            return Error::e_explain(ErrorType::InternalError, "PROXY protocol needs a TCP backend");
+        };
+        let mut tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Error::e_because(ErrorType::ConnectRefused, format!("connecting to {addr}"), e),
+            Err(_) => return Error::e_explain(ErrorType::ConnectTimedout, format!("connecting to {addr}")),
+        };
+        if let Err(e) = tcp.write_all(&self.header).await {
+            return Error::e_because(ErrorType::ConnectError, "sending the PROXY header", e);
+        }
+        Ok(Stream::from(tcp))
     }
 }

@@ -68,6 +68,18 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
     // have run yet): no 404 for a known site just after a restart.
     let snap = d.store.snapshot(keys::VHOSTS).await.context("loading the vhosts (http/vhosts/)")?;
     swap_table(d, snap.kvs.iter());
+    let format: hostgate_http::LogFormat =
+        d.config.http.access_log_format().parse().map_err(|e: String| anyhow::anyhow!("http.access_log: {e}"))?;
+    let _ = d.http.log_format.set(format);
+    let dir = d.config.http.access_log_dir.clone().unwrap_or_else(|| d.config.state_dir.join("log/http"));
+    let (logs, writer) = super::logs::AccessLogs::new(dir.clone());
+    if d.http.logs.set(logs).is_ok() {
+        info!(dir = %dir.display(), %format, "HTTP access logs per customer");
+        std::thread::Builder::new()
+            .name("http-access-log".into())
+            .spawn(move || writer.run())
+            .context("starting the access log writer")?;
+    }
     // Never signalled yet: connections end with the process (a graceful
     // drain on shutdown would send `true`). The sender is kept: pingora
     // reads a closed channel as "shutting down".
@@ -142,7 +154,13 @@ async fn accept_loop(
 ) {
     loop {
         match listener.accept().await {
-            Ok(stream) => {
+            Ok(mut stream) => {
+                // As pingora's own listener does: without TCP_NODELAY a
+                // response written as head then body waits for the
+                // client's delayed ACK (40 ms per keep-alive request).
+                if let Err(e) = stream.set_nodelay() {
+                    debug!(error = %e, "TCP_NODELAY on an accepted connection");
+                }
                 tokio::spawn(serve(stream, app.clone(), tls.clone(), shutdown.clone()));
             }
             Err(e) => {
@@ -182,6 +200,7 @@ async fn check_health(d: Arc<Daemon>) {
             d.http.set_health(addr, up);
         }
         last.retain(|a, _| addrs.contains(a));
+        d.http.tidy_limiters();
         tokio::time::sleep(CHECK_EVERY).await;
     }
 }

@@ -247,3 +247,52 @@ pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// tests/http_peer.py: the HTTP tests' backends and WebSocket client.
+pub const HTTP_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/http_peer.py");
+
+/// The Python HTTP/WebSocket backend in `ns` on `addr:port`, answering as
+/// `name` (keep-alive, threaded; see http_peer.py); with `proxy_protocol`
+/// it expects a PROXY v2 header first and reports it.
+pub fn http_peer(ns: &hostgate_testbed::Netns, addr: &str, port: u16, name: &str, proxy_protocol: bool) -> ChildGuard {
+    use std::io::BufRead;
+    let mut cmd = ns.command("python3");
+    cmd.args([HTTP_PEER, "server", addr, &port.to_string(), name]);
+    if proxy_protocol {
+        cmd.arg("--proxy-protocol");
+    }
+    let mut child =
+        cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("run python3 (apt-get install python3)");
+    let out = child.stdout.take().expect("stdout");
+    let guard = ChildGuard::new(name, child);
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(out).read_line(&mut line);
+    assert_eq!(line.trim(), "ready", "backend {name} on {addr}:{port} did not start");
+    guard
+}
+
+/// What wrk reported.
+#[derive(Debug)]
+pub struct Wrk {
+    pub requests: u64,
+    /// "Socket errors: ..." and "Non-2xx or 3xx responses: ..." lines.
+    pub errors: Vec<String>,
+    pub output: String,
+}
+
+/// Runs wrk in `ns` with `args` (bounded by its own -d) and parses it.
+pub fn wrk(ns: &hostgate_testbed::Netns, args: &[&str]) -> Wrk {
+    let out = ns.command("wrk").args(args).output().expect("run wrk (apt-get install wrk)");
+    let output = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let requests = output
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let errors = output
+        .lines()
+        .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx") || l.contains("rror"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    Wrk { requests, errors, output }
+}

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Test peers of the HTTP proxy tests (standard library only).
+
+server ADDR PORT NAME [--proxy-protocol]
+    A threaded HTTP/1.1 keep-alive server. Each answer's body is NAME, a
+    line "proxy: CLIENT SERVER" when a PROXY v2 header came first (or
+    "proxy: none"), and the request head as received. GET with
+    "Upgrade: websocket" is answered 101 and then echoes each text frame
+    as "NAME: TEXT". With --proxy-protocol a connection without a valid
+    v2 header is closed (as a real PROXY-protocol backend does).
+
+wsclient ADDR PORT HOST PATH
+    Opens one WebSocket through the proxy, prints "open", then sends each
+    stdin line as a text frame and prints the echoed text, until stdin ends.
+"""
+import base64
+import hashlib
+import ipaddress
+import os
+import socket
+import struct
+import sys
+import threading
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def read_proxy_v2(s):
+    head = recv_exact(s, 16)
+    if head[:12] != SIG or head[12] != 0x21:
+        return None
+    body = recv_exact(s, struct.unpack("!H", head[14:16])[0])
+    if head[13] == 0x11:
+        c, d = ipaddress.ip_address(body[0:4]), ipaddress.ip_address(body[4:8])
+        cp, dp = struct.unpack("!HH", body[8:12])
+    elif head[13] == 0x21:
+        c, d = ipaddress.ip_address(body[0:16]), ipaddress.ip_address(body[16:32])
+        cp, dp = struct.unpack("!HH", body[32:36])
+    else:
+        return None
+    return f"{c}:{cp} {d}:{dp}"
+
+
+def read_head(s, buf):
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise EOFError
+        buf += chunk
+        if len(buf) > 1 << 20:
+            raise EOFError
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head.decode("latin-1"), rest
+
+
+def ws_frame(payload, mask):
+    b = payload.encode()
+    first = bytes([0x81])
+    n = len(b)
+    m = 0x80 if mask else 0
+    if n < 126:
+        hdr = first + bytes([m | n])
+    elif n < 65536:
+        hdr = first + bytes([m | 126]) + struct.pack("!H", n)
+    else:
+        hdr = first + bytes([m | 127]) + struct.pack("!Q", n)
+    if mask:
+        key = os.urandom(4)
+        return hdr + key + bytes(x ^ key[i % 4] for i, x in enumerate(b))
+    return hdr + b
+
+
+def ws_read(s, buf):
+    """One frame from s (buf: bytes already read): (opcode, text, rest)."""
+
+    def fill(n, buf):
+        while len(buf) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    buf = fill(2, buf)
+    op, ln, masked = buf[0] & 0x0F, buf[1] & 0x7F, buf[1] & 0x80
+    pos = 2
+    if ln == 126:
+        buf = fill(4, buf)
+        ln, pos = struct.unpack("!H", buf[2:4])[0], 4
+    elif ln == 127:
+        buf = fill(10, buf)
+        ln, pos = struct.unpack("!Q", buf[2:10])[0], 10
+    start = pos + (4 if masked else 0)
+    buf = fill(start + ln, buf)
+    data = buf[start:start + ln]
+    if masked:
+        key = buf[pos:pos + 4]
+        data = bytes(x ^ key[i % 4] for i, x in enumerate(data))
+    return op, data.decode(errors="replace"), buf[start + ln:]
+
+
+def serve_conn(s, name, want_proxy):
+    try:
+        proxy = "none"
+        if want_proxy:
+            proxy = read_proxy_v2(s)
+            if proxy is None:
+                return
+        buf = b""
+        while True:
+            head, buf = read_head(s, buf)
+            lines = head.split("\r\n")
+            hdrs = {}
+            for l in lines[1:]:
+                if ":" in l:
+                    k, v = l.split(":", 1)
+                    hdrs[k.strip().lower()] = v.strip()
+            length = int(hdrs.get("content-length", "0") or 0)
+            while len(buf) < length:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise EOFError
+                buf += chunk
+            buf = buf[length:]
+            if hdrs.get("upgrade", "").lower() == "websocket":
+                accept = base64.b64encode(hashlib.sha1((hdrs.get("sec-websocket-key", "") + GUID).encode()).digest())
+                s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                while True:
+                    op, text, buf = ws_read(s, buf)
+                    if op == 8:
+                        s.sendall(bytes([0x88, 0]))
+                        return
+                    if op == 1:
+                        s.sendall(ws_frame(f"{name}: {text}", False))
+            body = f"{name}\nproxy: {proxy}\n{head}\r\n\r\n".encode()
+            close = hdrs.get("connection", "").lower() == "close"
+            s.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: " + str(len(body)).encode()
+                      + (b"\r\nconnection: close" if close else b"") + b"\r\n\r\n" + body)
+            if close:
+                return
+    except (EOFError, OSError):
+        pass
+    finally:
+        s.close()
+
+
+def server(addr, port, name, want_proxy):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    l = socket.socket(fam, socket.SOCK_STREAM)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((addr, port))
+    l.listen(1024)
+    print("ready", flush=True)
+    while True:
+        s, _ = l.accept()
+        threading.Thread(target=serve_conn, args=(s, name, want_proxy), daemon=True).start()
+
+
+def wsclient(addr, port, host, path):
+    s = socket.create_connection((addr, port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head, buf = read_head(s, b"")
+    want = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+    if not head.startswith("HTTP/1.1 101") or want not in head:
+        print("refused " + head.replace("\r\n", " | "), flush=True)
+        return
+    print("open", flush=True)
+    for line in sys.stdin:
+        s.sendall(ws_frame(line.rstrip("\n"), True))
+        op, text, buf = ws_read(s, buf)
+        print(text, flush=True)
+    s.sendall(bytes([0x88, 0x80]) + os.urandom(4))
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    if a[0] == "server":
+        server(a[1], int(a[2]), a[3], "--proxy-protocol" in a)
+    elif a[0] == "wsclient":
+        wsclient(a[1], int(a[2]), a[3], a[4])
