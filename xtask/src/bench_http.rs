@@ -281,8 +281,8 @@ impl Peer {
                     "global\n  nbthread 2\n  maxconn 20000\n\
                      defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse safe\n\
                      frontend site\n  bind {PROXY}:80\n  bind {PROXY}:443 ssl crt {dir}/bench-haproxy.pem alpn h2,http/1.1\n\
-                       option forwardfor\n  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}\n  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}\n  default_backend site\n\
-                     backend site\n  server b1 {BACKEND}:8080\n"
+                       option forwardfor\n  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}\n  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}\n  default_backend servers\n\
+                     backend servers\n  server b1 {BACKEND}:8080\n"
                 );
                 let conf = bed.write("haproxy.cfg", &conf)?;
                 bed.spawn(&bed.proxy, "/usr/sbin/haproxy", &["-db", "-f", &conf], "haproxy.log")?

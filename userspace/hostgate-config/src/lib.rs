@@ -781,6 +781,13 @@ container_interfaces = ["veth1", "veth2"]
         );
         let c = Config::parse(&with("listen_tls = [\"198.51.100.1:443\"]"), Path::new("hg.toml")).expect("valid");
         assert_eq!(c.http.listen_tls_addrs(), vec!["198.51.100.1:443".parse().expect("addr")]);
+        assert_eq!(
+            err(&with("access_log = \"xml\"")),
+            "hg.toml: http.access_log: \"xml\" is not combined, json or off"
+        );
+        assert_eq!(err(&with("access_log_dir = \"logs\"")), "hg.toml: http.access_log_dir: must be an absolute path");
+        let c = Config::parse(&with("access_log = \"json\""), Path::new("hg.toml")).expect("valid");
+        assert_eq!(c.http.access_log_format(), "json");
     }
 
     #[test]

@@ -480,6 +480,16 @@ fn websockets_survive_changes_and_everything_is_logged() {
         sample(&page, &format!("hostgate_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}}")),
         api.requests as f64
     );
+    // promtool (Debian's prometheus package) lints names, units and types.
+    let file = node.dir.path().join("metrics.txt");
+    std::fs::write(&file, &page).expect("write");
+    let lint = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    let said = String::from_utf8_lossy(&lint.stdout).into_owned() + &String::from_utf8_lossy(&lint.stderr);
+    assert!(lint.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}");
 }
 
 #[test]
