@@ -45,15 +45,19 @@ const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
 const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {
-    let what: Vec<&str> =
-        if what.is_empty() { vec!["lb", "fw", "failover", "dhcp"] } else { what.iter().map(String::as_str).collect() };
+    let what: Vec<&str> = if what.is_empty() {
+        vec!["lb", "fw", "failover", "dhcp", "dns"]
+    } else {
+        what.iter().map(String::as_str).collect()
+    };
     for w in what {
         match w {
             "lb" => lb()?,
             "fw" => fw()?,
             "failover" => crate::failover::run()?,
             "dhcp" => crate::bench_dhcp::run()?,
-            other => bail!("unknown benchmark {other:?} (available: lb, fw, failover, dhcp)"),
+            "dns" => crate::bench_dns::run()?,
+            other => bail!("unknown benchmark {other:?} (available: lb, fw, failover, dhcp, dns)"),
         }
     }
     Ok(())
