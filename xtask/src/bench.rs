@@ -46,7 +46,7 @@ const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {
     let what: Vec<&str> = if what.is_empty() {
-        vec!["lb", "fw", "failover", "dhcp", "http"]
+        vec!["lb", "fw", "failover", "dhcp", "http", "dns"]
     } else {
         what.iter().map(String::as_str).collect()
     };
@@ -57,7 +57,8 @@ pub fn run(what: &[String]) -> anyhow::Result<()> {
             "failover" => crate::failover::run()?,
             "dhcp" => crate::bench_dhcp::run()?,
             "http" => crate::bench_http::run()?,
-            other => bail!("unknown benchmark {other:?} (available: lb, fw, failover, dhcp, http)"),
+            "dns" => crate::bench_dns::run()?,
+            other => bail!("unknown benchmark {other:?} (available: lb, fw, failover, dhcp, http, dns)"),
         }
     }
     Ok(())

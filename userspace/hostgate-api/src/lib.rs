@@ -133,6 +133,17 @@ pub struct DnsStatus {
     /// NOTIFYs that no try got an answer to.
     #[serde(default)]
     pub notifies_unanswered: u64,
+    /// The resolver for containers: queries sent to an upstream, answered
+    /// from the cache, answered SERVFAIL (no upstream answered, or too many
+    /// in flight), and responses in the cache.
+    #[serde(default)]
+    pub forwarded: u64,
+    #[serde(default)]
+    pub cache_hits: u64,
+    #[serde(default)]
+    pub forward_failed: u64,
+    #[serde(default)]
+    pub cached: u64,
 }
 
 /// What the DHCP server did for one network.
@@ -760,6 +771,7 @@ pub const DNS_ZONE_REMOVE: &str = "/v1/dns/zones/remove";
 pub const DNS_ZONE_IMPORT: &str = "/v1/dns/zones/import";
 pub const DNS_ZONE_EXPORT: &str = "/v1/dns/zones/export";
 pub const DNS_ZONE_SECONDARIES: &str = "/v1/dns/zones/secondaries";
+pub const DNS_ZONE_QUERY_LOG: &str = "/v1/dns/zones/query-log";
 pub const DNS_POOLS: &str = "/v1/dns/pools";
 pub const DNS_POOL_REMOVE: &str = "/v1/dns/pools/remove";
 pub const DNS_POOL_LIST: &str = "/v1/dns/pools/list";
@@ -783,6 +795,16 @@ pub struct ZoneAdd {
     /// TTL of the SOA, the NS and records added without one (default 3600).
     #[serde(default)]
     pub ttl: Option<u32>,
+    /// Log every query for the zone (client, name, type, rcode).
+    #[serde(default)]
+    pub query_log: bool,
+}
+
+/// Turns a zone's query log on or off (`POST /v1/dns/zones/query-log`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZoneQueryLog {
+    pub origin: String,
+    pub on: bool,
 }
 
 /// A zone in the listing (`GET /v1/dns/zones`) and as changes answer.
@@ -803,6 +825,9 @@ pub struct ZoneView {
     /// The TSIG key's name and algorithm (never its secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tsig_key: Option<String>,
+    /// Queries for the zone are logged.
+    #[serde(default)]
+    pub query_log: bool,
 }
 
 /// A name answered from a VIP's healthy backends (`POST /v1/dns/pools`

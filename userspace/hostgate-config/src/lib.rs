@@ -30,7 +30,11 @@
 //! workers = 2                # UDP sockets per address (SO_REUSEPORT)
 //! tcp_max_connections = 256  # per address
 //! tcp_idle_secs = 10
-//! query_log = false          # every query at info level
+//! query_log = false          # every query at info level (or per zone)
+//! upstreams = ["203.0.113.53", "[2001:db8::53]:53"]  # resolver for containers
+//! resolver_clients = []      # more prefixes that may use it (CIDR)
+//! cache_entries = 10000      # responses the resolver keeps
+//! rrl_ratelimit = 200        # responses a second per client /24 (/56) and answer; 0: off
 //!
 //! [log]
 //! format = "text"            # text | json
@@ -188,6 +192,26 @@ pub struct DnsConfig {
     /// the matching reverse zones. None: no such names.
     #[serde(default)]
     pub internal_zone: Option<String>,
+    /// Upstream resolvers (`ADDRESS` or `ADDRESS:PORT`, port 53 by
+    /// default), tried in order. Queries from container networks (the DHCP
+    /// networks' subnets and IPv6 prefixes, registered containers'
+    /// addresses, and `resolver_clients`) for names outside our zones go
+    /// there and are cached; everyone else gets REFUSED for such names.
+    /// Empty: no resolver.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// More client prefixes (CIDR) allowed to use the resolver, e.g. the
+    /// provider's own management network.
+    #[serde(default)]
+    pub resolver_clients: Vec<String>,
+    /// Responses the resolver keeps at most.
+    #[serde(default = "default_dns_cache_entries")]
+    pub cache_entries: u32,
+    /// Response rate limiting (NSD's `rrl-ratelimit`): UDP responses a
+    /// second per client prefix and kind of answer; 0 turns it off (for a
+    /// benchmark's single client, say).
+    #[serde(default = "default_dns_rrl_ratelimit")]
+    pub rrl_ratelimit: u32,
 }
 
 impl Default for DnsConfig {
@@ -199,6 +223,10 @@ impl Default for DnsConfig {
             tcp_idle_secs: default_dns_tcp_idle(),
             query_log: false,
             internal_zone: None,
+            upstreams: Vec::new(),
+            resolver_clients: Vec::new(),
+            cache_entries: default_dns_cache_entries(),
+            rrl_ratelimit: default_dns_rrl_ratelimit(),
         }
     }
 }
@@ -212,11 +240,49 @@ fn default_dns_tcp_max() -> u32 {
 fn default_dns_tcp_idle() -> u32 {
     10
 }
+fn default_dns_cache_entries() -> u32 {
+    10_000
+}
+fn default_dns_rrl_ratelimit() -> u32 {
+    200
+}
+
+/// `ADDRESS:PORT`, `[V6]:PORT`, or a bare address meaning port 53.
+fn parse_upstream(text: &str) -> Option<std::net::SocketAddr> {
+    text.parse().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(|ip| std::net::SocketAddr::new(ip, 53)))
+}
+
+/// `ADDRESS/LEN` with no host bits set past LEN.
+fn parse_prefix(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, len) = text.split_once('/')?;
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let bits = if addr.is_ipv4() { 32 } else { 128 };
+    if len > bits {
+        return None;
+    }
+    let value = match addr {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+        std::net::IpAddr::V6(a) => u128::from(a),
+    };
+    let host = if len == 0 { u128::MAX } else { u128::MAX >> len };
+    (value & host == 0).then_some((addr, len))
+}
 
 impl DnsConfig {
     /// The listen addresses, parsed (validation has checked them).
     pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.listen.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    /// The upstream resolvers, parsed (validation has checked them).
+    pub fn upstream_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.upstreams.iter().filter_map(|a| parse_upstream(a)).collect()
+    }
+
+    /// `resolver_clients`, parsed (validation has checked them).
+    pub fn resolver_client_prefixes(&self) -> Vec<(std::net::IpAddr, u8)> {
+        self.resolver_clients.iter().filter_map(|p| parse_prefix(p)).collect()
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
@@ -245,6 +311,33 @@ impl DnsConfig {
         }
         if !(1..=3600).contains(&self.tcp_idle_secs) {
             return bad("dns.tcp_idle_secs", format!("{} is not between 1 and 3600", self.tcp_idle_secs));
+        }
+        let listen = self.listen_addrs();
+        for (i, text) in self.upstreams.iter().enumerate() {
+            let field = format!("dns.upstreams[{i}]");
+            let Some(addr) = parse_upstream(text) else {
+                return bad(
+                    &field,
+                    format!("{text:?} is not ADDRESS or ADDRESS:PORT (e.g. \"203.0.113.53\", \"[2001:db8::53]:53\")"),
+                );
+            };
+            if addr.port() == 0 || addr.ip().is_unspecified() {
+                return bad(&field, format!("{text:?}: not an address to send to"));
+            }
+            if listen.iter().any(|l| l.port() == addr.port() && (l.ip() == addr.ip() || l.ip().is_unspecified())) {
+                return bad(&field, format!("{text:?} is one of our own listen addresses: queries would loop"));
+            }
+        }
+        for (i, text) in self.resolver_clients.iter().enumerate() {
+            if parse_prefix(text).is_none() {
+                return bad(
+                    &format!("dns.resolver_clients[{i}]"),
+                    format!("{text:?} is not ADDRESS/LEN with no host bits set (e.g. \"198.51.100.0/24\")"),
+                );
+            }
+        }
+        if !self.resolver_clients.is_empty() && self.upstreams.is_empty() {
+            return bad("dns.resolver_clients", "set, but no dns.upstreams to resolve with".into());
         }
         if let Some(z) = &self.internal_zone {
             let labels: Vec<&str> = z.trim_end_matches('.').split('.').collect();
@@ -874,6 +967,24 @@ container_interfaces = ["veth1", "veth2"]
         assert!(err(&format!("{base}tcp_idle_secs = 0\n")).starts_with("hg.toml: dns.tcp_idle_secs:"));
         assert!(!ok.dns.query_log, "off by default");
         assert!(err(&format!("{base}query_log = 1\n")).contains("expected a boolean (at line 5"));
+        let r = Config::parse(
+            &format!("{base}listen = [\"198.51.100.53:53\"]\nupstreams = [\"203.0.113.53\", \"[2001:db8::53]:5353\"]\nresolver_clients = [\"198.51.100.0/24\", \"2001:db8:51::/48\"]\n"),
+            Path::new("x"),
+        )
+        .expect("valid");
+        assert_eq!(
+            r.dns.upstream_addrs(),
+            ["203.0.113.53:53".parse().unwrap(), "[2001:db8::53]:5353".parse().unwrap()]
+        );
+        assert_eq!(r.dns.resolver_client_prefixes().len(), 2);
+        assert_eq!(r.dns.cache_entries, 10_000);
+        assert!(err(&format!("{base}upstreams = [\"resolver\"]\n")).starts_with("hg.toml: dns.upstreams[0]:"));
+        assert!(
+            err(&format!("{base}listen = [\"198.51.100.53:53\"]\nupstreams = [\"198.51.100.53\"]\n")).contains("loop")
+        );
+        assert!(err(&format!("{base}upstreams = [\"203.0.113.53\"]\nresolver_clients = [\"198.51.100.1/24\"]\n"))
+            .starts_with("hg.toml: dns.resolver_clients[0]:"));
+        assert!(err(&format!("{base}resolver_clients = [\"198.51.100.0/24\"]\n")).contains("no dns.upstreams"));
     }
 
     #[test]

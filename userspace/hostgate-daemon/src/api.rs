@@ -50,6 +50,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::DNS_ZONE_IMPORT, post(dns::import_zone))
         .route(hostgate_api::DNS_ZONE_EXPORT, post(dns::export_zone))
         .route(hostgate_api::DNS_ZONE_SECONDARIES, post(dns::set_secondaries))
+        .route(hostgate_api::DNS_ZONE_QUERY_LOG, post(dns::set_query_log))
         .route(hostgate_api::DNS_POOLS, post(dns::add_pool))
         .route(hostgate_api::DNS_POOL_REMOVE, post(dns::remove_pool))
         .route(hostgate_api::DNS_POOL_LIST, post(dns::list_pools))

@@ -14,6 +14,8 @@
 //! - [`catalog`]: many zones, the closest enclosing one in O(labels);
 //! - [`respond`]: bytes in, bytes out: header checks, EDNS, truncation,
 //!   counters;
+//! - [`resolver`]: the resolver for containers: forwarded queries and
+//!   the cache of upstreams' responses;
 //! - [`rrl`]: response rate limiting with slip, in a fixed-size table;
 //! - [`pool`]: health-aware answers: the healthy backends of a VIP, or a
 //!   fallback;
@@ -26,6 +28,7 @@ pub mod catalog;
 pub mod lookup;
 pub mod master;
 pub mod pool;
+pub mod resolver;
 pub mod respond;
 pub mod rrl;
 pub mod xfr;

@@ -208,6 +208,72 @@ pub fn respond_request(
     request: &Request,
     client: &Client,
 ) -> Option<Vec<u8>> {
+    match respond_or_forward(catalog, config, rrl, counters, request, client, false) {
+        Responded::Reply(reply) => reply,
+        Responded::Forward => None,
+    }
+}
+
+/// What [`respond_or_forward`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Responded {
+    /// The reply, or nothing (dropped).
+    Reply(Option<Vec<u8>>),
+    /// Not ours to answer, and the client may use the resolver: the daemon
+    /// answers from its cache or an upstream (`crate::resolver`).
+    Forward,
+}
+
+/// As [`respond_request`], but when `may_forward` (the client is in a
+/// container network and there are upstreams) a recursive query for a
+/// name outside our zones, or below one of our delegations, is handed
+/// back as [`Responded::Forward`] instead of REFUSED or a referral.
+pub fn respond_or_forward(
+    catalog: &Catalog,
+    config: &Config,
+    rrl: Option<&mut Rrl>,
+    counters: &mut Counters,
+    request: &Request,
+    client: &Client,
+    may_forward: bool,
+) -> Responded {
+    let query = &request.message;
+    if may_forward && crate::resolver::forwardable(query) && !ours(catalog, query) {
+        return Responded::Forward;
+    }
+    Responded::Reply(answer_request(catalog, config, rrl, counters, request, client))
+}
+
+/// Whether we answer the (single) question from our own data: a zone of
+/// ours holds it, and not below a delegation.
+fn ours(catalog: &Catalog, query: &Message) -> bool {
+    let Some(q) = query.queries.first() else { return true };
+    let Some(zone) = catalog.find(q.name(), q.query_type()) else { return false };
+    !matches!(zone.lookup(q.name(), q.query_type()).outcome, Outcome::Referral | Outcome::OutOfZone)
+}
+
+/// A response built elsewhere (the resolver's), counted by rcode and
+/// encoded within the client's size limit.
+pub(crate) fn finish(
+    message: Message,
+    config: &Config,
+    query: &Message,
+    transport: Transport,
+    counters: &mut Counters,
+) -> Option<Vec<u8>> {
+    counters.rcode(message.metadata.response_code);
+    let limit = size_limit(config, query, transport);
+    encode(Reply { message, additional_required: false }, limit, counters)
+}
+
+fn answer_request(
+    catalog: &Catalog,
+    config: &Config,
+    rrl: Option<&mut Rrl>,
+    counters: &mut Counters,
+    request: &Request,
+    client: &Client,
+) -> Option<Vec<u8>> {
     let query = &request.message;
     let (mut reply, outcome) = build(catalog, query);
     let limit = size_limit(config, query, client.transport);

@@ -423,6 +423,18 @@ enum ZoneCommand {
         /// TTL of the SOA, the NS and records added without one (default 3600).
         #[arg(long)]
         ttl: Option<u32>,
+        /// Log every query for the zone (off by default; see `zone query-log`).
+        #[arg(long)]
+        query_log: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a zone's query log on or off: each query for it is logged
+    /// (client, name, type, rcode) at info level.
+    QueryLog {
+        origin: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
         #[arg(long)]
         json: bool,
     },
@@ -1386,9 +1398,16 @@ async fn dhcp(client: &Client, command: DhcpCommand) -> anyhow::Result<()> {
 async fn dns_zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
     use hostgate_api::{ZoneAdd, ZoneImport, ZoneRef, ZoneText, ZoneView};
     match command {
-        ZoneCommand::Add { origin, ns, admin, ttl, json } => {
-            let z: ZoneView = client.post(hostgate_api::DNS_ZONES, &ZoneAdd { origin, ns, admin, ttl }).await?;
+        ZoneCommand::Add { origin, ns, admin, ttl, query_log, json } => {
+            let z: ZoneView =
+                client.post(hostgate_api::DNS_ZONES, &ZoneAdd { origin, ns, admin, ttl, query_log }).await?;
             print_out(json, &z, |z| format!("zone {} added (serial {})", z.origin, z.serial))?;
+        }
+        ZoneCommand::QueryLog { origin, state, json } => {
+            let req = hostgate_api::ZoneQueryLog { origin, on: state == "on" };
+            let z: ZoneView = client.post(hostgate_api::DNS_ZONE_QUERY_LOG, &req).await?;
+            let on = if z.query_log { "on" } else { "off" };
+            print_out(json, &z, |z| format!("zone {}: query log {on}", z.origin))?;
         }
         ZoneCommand::Rm { origin } => {
             let r: ZoneRef = client.post(hostgate_api::DNS_ZONE_REMOVE, &ZoneRef { origin }).await?;

@@ -488,7 +488,8 @@ fn dns_status(d: &hostgate_api::DnsStatus) -> String {
     format!(
         "dns        {} zone(s) on {}; {} queries ({} udp, {} tcp): {} noerror ({} nodata, {} referrals), {} nxdomain, \
          {} refused, {} formerr, {} notimp, {} servfail; {} truncated, {} dropped, rate-limited {} dropped + {} slipped; \
-         tcp {} rejected, {} idle-closed; {} transfers, NOTIFY {} in, {} out ({} unanswered)\n",
+         tcp {} rejected, {} idle-closed; {} transfers, NOTIFY {} in, {} out ({} unanswered); \
+         resolver {} forwarded, {} cache hits, {} failed, {} cached\n",
         d.zones,
         d.listen.join(", "),
         d.queries,
@@ -512,11 +513,15 @@ fn dns_status(d: &hostgate_api::DnsStatus) -> String {
         d.notifies_in,
         d.notifies_out,
         d.notifies_unanswered,
+        d.forwarded,
+        d.cache_hits,
+        d.forward_failed,
+        d.cached,
     )
 }
 
 pub fn zones(all: &[hostgate_api::ZoneView]) -> Table {
-    let mut t = table(&["ZONE", "SERIAL", "RECORDS", "DEFAULT TTL", "SECONDARIES"]);
+    let mut t = table(&["ZONE", "SERIAL", "RECORDS", "DEFAULT TTL", "SECONDARIES", "QUERY LOG"]);
     for z in all {
         let secondaries = match (z.allow_transfer.is_empty(), z.notify.is_empty()) {
             (true, true) => "-".to_string(),
@@ -533,6 +538,7 @@ pub fn zones(all: &[hostgate_api::ZoneView]) -> Table {
             z.records.to_string(),
             z.default_ttl.to_string(),
             secondaries,
+            if z.query_log { "on" } else { "off" }.to_string(),
         ]);
     }
     t

@@ -115,6 +115,7 @@ fn view(z: &StoredZone) -> ZoneView {
         allow_transfer: z.transfer.allow.clone(),
         notify: z.transfer.notify.clone(),
         tsig_key,
+        query_log: z.query_log,
     }
 }
 
@@ -212,12 +213,13 @@ pub async fn add_zone(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneAdd>) ->
         records.push(in_class(Record::from_rdata(origin.clone(), ttl, data)));
     }
     let zone = Zone::new(origin.clone(), records.clone()).map_err(|e| zone_errors(&records, e))?;
-    if !put(&d, None, &zone, ttl, &ZoneSettings::default()).await? {
+    let settings = ZoneSettings { query_log: req.query_log, ..ZoneSettings::default() };
+    if !put(&d, None, &zone, ttl, &settings).await? {
         let name = master::name_text(&origin);
         return Err(Failure(StatusCode::CONFLICT, format!("zone {name} exists already")));
     }
-    info!(zone = %origin, serial, "DNS zone added");
-    Ok(Json(view(&StoredZone::from_zone(&zone, ttl, ZoneSettings::default()))))
+    info!(zone = %origin, serial, query_log = req.query_log, "DNS zone added");
+    Ok(Json(view(&StoredZone::from_zone(&zone, ttl, settings))))
 }
 
 pub async fn list_zones(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<ZoneView>>, Failure> {
@@ -302,6 +304,24 @@ pub async fn set_secondaries(
         let settings = ZoneSettings { transfer: transfer.clone(), ..l.stored.settings() };
         if put(&d, Some(&l.kv), &l.zone, l.stored.default_ttl, &settings).await? {
             info!(zone = %origin, allow = ?transfer.allow, notify = ?transfer.notify, tsig = transfer.tsig.is_some(), "DNS zone secondaries set");
+            return Ok(Json(view(&StoredZone::from_zone(&l.zone, l.stored.default_ttl, settings))));
+        }
+    }
+    Err(Failure(StatusCode::CONFLICT, "the zone kept changing under this edit; try again".into()))
+}
+
+/// Turns the zone's query log on or off; records and serial stay (the
+/// zone's data did not change, so secondaries have nothing to fetch).
+pub async fn set_query_log(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<hostgate_api::ZoneQueryLog>,
+) -> Result<Json<ZoneView>, Failure> {
+    let origin = parse_origin(&req.origin)?;
+    for _ in 0..ATTEMPTS {
+        let l = load(&d, &origin).await?;
+        let settings = ZoneSettings { query_log: req.on, ..l.stored.settings() };
+        if put(&d, Some(&l.kv), &l.zone, l.stored.default_ttl, &settings).await? {
+            info!(zone = %origin, on = req.on, "DNS zone query log set");
             return Ok(Json(view(&StoredZone::from_zone(&l.zone, l.stored.default_ttl, settings))));
         }
     }

@@ -21,6 +21,15 @@
 //! (written by the LB's checker, one probe per backend); a zone with
 //! pools is rebuilt on every change of either, its pool names answering
 //! the healthy backends' addresses or the fallback.
+//!
+//! The resolver for containers (hostgate-dns's `resolver`, with `[dns]
+//! upstreams`): the follower also follows the DHCP networks and the
+//! container registry, whose subnets, IPv6 prefixes and addresses (with
+//! `resolver_clients`) are who may use it. A recursive query from them
+//! for a name outside our zones is answered from the cache, or forwarded
+//! in a task of its own (the socket's task goes on with other packets) to
+//! the upstreams in order, from a fresh socket on a random port each
+//! time (RFC 5452), over TCP if the UDP answer was truncated.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -44,7 +53,8 @@ use hostgate_dns::{
     lookup::{key_of, IndexedZone},
     master,
     pool::{self, Fallback, Target},
-    respond::{self, Client, Counters, Decoded, Transport},
+    resolver::{self, Cache, CacheConfig, Clients},
+    respond::{self, Client, Counters, Decoded, Responded, Transport},
     rrl::{Rrl, RrlConfig},
     xfr::{self, Transfer},
     zone::Zone,
@@ -91,6 +101,17 @@ pub struct Shared {
     error: Mutex<Option<String>>,
     tcp_rejected: AtomicU64,
     tcp_idle_closed: AtomicU64,
+    /// The zones whose queries are logged, by their origin's `key_of`.
+    logged: RwLock<Arc<std::collections::HashSet<Vec<u8>>>>,
+    /// Whether `logged` has any: the packet path looks only at this then.
+    any_logged: std::sync::atomic::AtomicBool,
+    /// Who may use the resolver (container networks).
+    clients: RwLock<Arc<Clients>>,
+    cache: Mutex<Cache>,
+    forwarded: AtomicU64,
+    cache_hits: AtomicU64,
+    forward_failed: AtomicU64,
+    forwards_in_flight: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -143,7 +164,32 @@ impl Shared {
             notifies_in: self.notifies_in.load(Ordering::Relaxed),
             notifies_out: self.notifies_out.load(Ordering::Relaxed),
             notifies_unanswered: self.notifies_unanswered.load(Ordering::Relaxed),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            forward_failed: self.forward_failed.load(Ordering::Relaxed),
+            cached: lock(&self.cache).len() as u64,
         }
+    }
+
+    /// Whether the query is logged: all are with `[dns] query_log`, else
+    /// those answered from a zone with its query log on.
+    fn logs(&self, all: bool, catalog: &Catalog, request: &respond::Request) -> bool {
+        if all {
+            return true;
+        }
+        if !self.any_logged.load(Ordering::Relaxed) {
+            return false;
+        }
+        let logged = self.logged.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if logged.is_empty() {
+            return false;
+        }
+        let Some(q) = request.query() else { return false };
+        catalog.find(q.name(), q.query_type()).is_some_and(|z| logged.contains(&key_of(z.origin())))
+    }
+
+    fn resolver_client(&self, addr: std::net::IpAddr) -> bool {
+        self.clients.read().unwrap_or_else(|p| p.into_inner()).contains(addr)
     }
 }
 
@@ -164,6 +210,8 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     if addrs.is_empty() {
         return std::future::pending().await;
     }
+    let cache = CacheConfig { max_entries: d.config.dns.cache_entries as usize, ..CacheConfig::default() };
+    *lock(&d.dns.cache) = Cache::new(cache);
     let started = start_servers(&d, &addrs);
     *lock(&d.dns.error) = started.as_ref().err().map(|e| format!("{e:#}"));
     let _servers = started?;
@@ -173,6 +221,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut built = HashMap::new();
     let mut names = DerivedNames::start(&d).await?;
     let mut derived = names.zones(&d);
+    names.update_clients(&d);
     let mut notifier = Notifier::default();
     let mut health = Health::start(&d).await?;
     loop {
@@ -191,6 +240,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
             changed = names.changed() => {
                 changed?;
                 derived = names.zones(&d);
+                names.update_clients(&d);
             }
             changed = health.changed() => changed?,
         }
@@ -205,7 +255,7 @@ struct DerivedNames {
 
 impl DerivedNames {
     async fn start(d: &Daemon) -> anyhow::Result<Self> {
-        if d.config.dns.internal_zone.is_none() {
+        if d.config.dns.internal_zone.is_none() && d.config.dns.upstreams.is_empty() {
             return Ok(DerivedNames { followed: None });
         }
         let mut followed = Vec::new();
@@ -234,6 +284,36 @@ impl DerivedNames {
             }
         }
         Ok(())
+    }
+
+    /// Who may use the resolver: every DHCP network's subnet and IPv6
+    /// prefix, every registered container's addresses (of any node: a
+    /// container asks the node it sits behind, which may change), and
+    /// `resolver_clients`.
+    fn update_clients(&self, d: &Daemon) {
+        if d.config.dns.upstreams.is_empty() {
+            return;
+        }
+        let mut prefixes = d.config.dns.resolver_client_prefixes();
+        let mut hosts = Vec::new();
+        if let Some([dhcp, containers]) = self.followed.as_ref() {
+            use hostgate_dhcp::network::keys;
+            for kv in dhcp.0.entries.values().filter(|kv| kv.key.starts_with(keys::NETWORKS)) {
+                let Ok(n) = kv.decode::<hostgate_dhcp::network::Network>() else { continue };
+                prefixes.push((n.subnet.into(), n.prefix_len));
+                if let Some((p, len)) = n.ipv6_prefix {
+                    prefixes.push((p.into(), len));
+                }
+            }
+            for kv in containers.0.entries.values() {
+                if let Ok(c) = kv.decode::<hostgate_ipam::model::Container>() {
+                    hosts.extend(c.ips);
+                }
+            }
+        }
+        let clients = Clients::new(prefixes, hosts);
+        debug!(?clients, "DNS resolver clients");
+        *d.dns.clients.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(clients);
     }
 
     fn zones(&self, d: &Daemon) -> Vec<Arc<IndexedZone>> {
@@ -373,10 +453,18 @@ fn build_zone(key: &str, stored: &StoredZone, targets: &dyn Fn(&str) -> Vec<Targ
     }
 }
 
+/// What a stored zone asks of the server besides its records.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flags {
+    /// It has pools: rebuilt on every health change.
+    pools: bool,
+    query_log: bool,
+}
+
 fn rebuild(
     shared: &Shared,
     mirror: &Mirror,
-    built: &mut HashMap<String, (u64, Built, bool)>,
+    built: &mut HashMap<String, (u64, Built, Flags)>,
     derived: &[Arc<IndexedZone>],
     targets: &dyn Fn(&str) -> Vec<Target>,
 ) -> Arc<XfrZones> {
@@ -386,13 +474,14 @@ fn rebuild(
     }
     let mut next = HashMap::new();
     let mut xfr = XfrZones::new();
+    let mut logged = std::collections::HashSet::new();
     for (key, kv) in mirror.entries.iter().filter(|(k, _)| k.starts_with(stored::ZONES)) {
         // zones with pools follow health too: rebuilt every time
-        let (zone, pools) = match built.remove(key) {
-            Some((revision, zone, false)) if revision == kv.mod_revision => (zone, false),
+        let (zone, flags) = match built.remove(key) {
+            Some((revision, zone, flags)) if revision == kv.mod_revision && !flags.pools => (zone, flags),
             _ => match kv.decode::<StoredZone>().map_err(|e| e.to_string()).and_then(|z| {
-                let pools = !z.pools.is_empty();
-                build_zone(key, &z, targets).map(|b| (b, pools))
+                let flags = Flags { pools: !z.pools.is_empty(), query_log: z.query_log };
+                build_zone(key, &z, targets).map(|b| (b, flags))
             }) {
                 Ok(z) => z,
                 Err(error) => {
@@ -401,13 +490,18 @@ fn rebuild(
                 }
             },
         };
+        if flags.query_log {
+            logged.insert(key_of(zone.0.origin()));
+        }
         catalog.insert(zone.0.clone());
         if let Some(x) = &zone.1 {
             xfr.insert(key_of(x.zone.origin()), x.clone());
         }
-        next.insert(key.clone(), (kv.mod_revision, zone, pools));
+        next.insert(key.clone(), (kv.mod_revision, zone, flags));
     }
     *built = next;
+    shared.any_logged.store(!logged.is_empty(), Ordering::Relaxed);
+    *shared.logged.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(logged);
     let zones = catalog.len();
     let xfr = Arc::new(xfr);
     *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
@@ -480,10 +574,18 @@ fn millis_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What became of a query.
+enum Answered {
+    /// The replies, in order; a transfer has many, anything else one or
+    /// none.
+    Replies(Vec<Vec<u8>>),
+    /// For the resolver, not in the cache: the caller forwards it.
+    Forward(respond::Request),
+}
+
 /// One query through the responder (`respond::respond` in its two steps,
-/// so that the query can be logged when `query_log` is on).
-/// The replies are in order; a transfer has many, anything else one or
-/// none.
+/// so that the query can be logged when `query_log` is on), or the
+/// resolver's cache.
 fn answer(
     d: &Daemon,
     config: &respond::Config,
@@ -491,12 +593,12 @@ fn answer(
     counters: &Mutex<Counters>,
     bytes: &[u8],
     client: &Client,
-) -> Vec<Vec<u8>> {
+) -> Answered {
     let catalog = d.dns.catalog();
     let mut c = lock(counters);
     let request = match respond::decode(bytes, client.transport, &mut c) {
-        Decoded::Drop => return Vec::new(),
-        Decoded::Reply(formerr) => return vec![formerr],
+        Decoded::Drop => return Answered::Replies(Vec::new()),
+        Decoded::Reply(formerr) => return Answered::Replies(vec![formerr]),
         Decoded::Request(r) => r,
     };
     // a transfer takes a while: other queries of this socket count meanwhile
@@ -504,14 +606,134 @@ fn answer(
     let replies = match intercept(d, &catalog, &request, bytes, client) {
         Some(replies) => replies,
         None => {
+            let may_forward = !d.config.dns.upstreams.is_empty() && d.dns.resolver_client(client.addr);
             let mut c = lock(counters);
-            respond::respond_request(&catalog, config, rrl, &mut c, &request, client).into_iter().collect()
+            match respond::respond_or_forward(&catalog, config, rrl, &mut c, &request, client, may_forward) {
+                Responded::Reply(reply) => reply.into_iter().collect(),
+                Responded::Forward => {
+                    let hit = lock(&d.dns.cache).get(&request.message, client.now_ms);
+                    let Some(hit) = hit else { return Answered::Forward(request) };
+                    d.dns.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    resolver::client_reply(&request.message, hit, config, client.transport, &mut c)
+                        .into_iter()
+                        .collect()
+                }
+            }
+        }
+    };
+    if d.dns.logs(d.config.dns.query_log, &catalog, &request) {
+        log_query(&request, replies.first().map(Vec::as_slice), client);
+    }
+    Answered::Replies(replies)
+}
+
+/// Forwarded queries in flight at most; more get SERVFAIL at once.
+const MAX_FORWARDS: u64 = 1024;
+/// How long one upstream has to answer before the next is tried.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Takes one of [`MAX_FORWARDS`] slots; gives it back when dropped.
+struct ForwardSlot<'a>(&'a AtomicU64);
+
+impl<'a> ForwardSlot<'a> {
+    fn take(in_flight: &'a AtomicU64) -> Option<Self> {
+        if in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_FORWARDS {
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ForwardSlot(in_flight))
+    }
+}
+
+impl Drop for ForwardSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The resolver's answer to `request` from the first upstream that
+/// answers (cached when it may be), or SERVFAIL.
+async fn forward(
+    d: &Daemon,
+    config: &respond::Config,
+    counters: &Mutex<Counters>,
+    request: &respond::Request,
+    client: &Client,
+    epoch: Instant,
+) -> Option<Vec<u8>> {
+    let query = &request.message;
+    let reply = match ForwardSlot::take(&d.dns.forwards_in_flight) {
+        None => None,
+        Some(_slot) => {
+            d.dns.forwarded.fetch_add(1, Ordering::Relaxed);
+            let mut got = None;
+            for upstream in d.config.dns.upstream_addrs() {
+                match ask_upstream(upstream, query).await {
+                    Ok(m) => {
+                        got = Some(m);
+                        break;
+                    }
+                    Err(error) => debug!(%upstream, %error, "DNS: upstream did not answer"),
+                }
+            }
+            got
+        }
+    };
+    let reply = match reply {
+        Some(m) => {
+            lock(&d.dns.cache).insert(query, &m, millis_since(epoch));
+            resolver::client_reply(query, m, config, client.transport, &mut lock(counters))
+        }
+        None => {
+            d.dns.forward_failed.fetch_add(1, Ordering::Relaxed);
+            resolver::servfail(query, config, client.transport, &mut lock(counters))
         }
     };
     if d.config.dns.query_log {
-        log_query(&request, replies.first().map(Vec::as_slice), client);
+        log_query(request, reply.as_deref(), client);
     }
-    replies
+    reply
+}
+
+/// One upstream's answer: over UDP from a fresh socket, and over TCP if
+/// that was truncated.
+async fn ask_upstream(
+    upstream: SocketAddr,
+    query: &hickory_proto::op::Message,
+) -> anyhow::Result<hickory_proto::op::Message> {
+    let id = random_seed() as u16;
+    let bytes = resolver::upstream_query(query, id).context("query not encodable")?;
+    let any: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = UdpSocket::bind(any).await?;
+    socket.connect(upstream).await?;
+    socket.send(&bytes).await?;
+    let mut buf = vec![0u8; 65_535];
+    let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+        loop {
+            let len = socket.recv(&mut buf).await?;
+            if let Some(m) = resolver::upstream_reply(&buf[..len], id, query) {
+                return anyhow::Ok(m);
+            }
+        }
+    })
+    .await
+    .context("timed out")??;
+    if !answer.metadata.truncation {
+        return Ok(answer);
+    }
+    let tcp = async {
+        let mut stream = TcpStream::connect(upstream).await?;
+        let len = u16::try_from(bytes.len())?;
+        let mut framed = len.to_be_bytes().to_vec();
+        framed.extend_from_slice(&bytes);
+        stream.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply).await?;
+        resolver::upstream_reply(&reply, id, query).context("not an answer to our query")
+    };
+    tokio::time::timeout(UPSTREAM_TIMEOUT, tcp).await.context("timed out over TCP")?
 }
 
 /// What the responder does not answer: NOTIFY, and AXFR/IXFR over TCP
@@ -559,8 +781,10 @@ fn log_query(request: &respond::Request, reply: Option<&[u8]>, client: &Client) 
 }
 
 async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Counters>>, epoch: Instant) {
-    let mut rrl = Rrl::new(RrlConfig::default(), random_seed());
+    let limit = d.config.dns.rrl_ratelimit;
+    let mut rrl = Rrl::new(RrlConfig { responses_per_second: limit, ..RrlConfig::default() }, random_seed());
     let config = respond::Config::default();
+    let socket = Arc::new(socket);
     let mut buf = vec![0u8; 65_535];
     loop {
         let (len, peer) = match socket.recv_from(&mut buf).await {
@@ -571,7 +795,21 @@ async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Count
             }
         };
         let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Udp, now_ms: millis_since(epoch) };
-        let replies = answer(&d, &config, Some(&mut rrl), &counters, &buf[..len], &client);
+        let rrl = if limit == 0 { None } else { Some(&mut rrl) };
+        let replies = match answer(&d, &config, rrl, &counters, &buf[..len], &client) {
+            Answered::Replies(replies) => replies,
+            Answered::Forward(request) => {
+                let (d, socket, counters, config) = (d.clone(), socket.clone(), counters.clone(), config.clone());
+                tokio::spawn(async move {
+                    if let Some(reply) = forward(&d, &config, &counters, &request, &client, epoch).await {
+                        if let Err(e) = socket.send_to(&reply, peer).await {
+                            debug!(error = %e, %peer, "DNS: UDP send");
+                        }
+                    }
+                });
+                continue;
+            }
+        };
         for reply in replies {
             if let Err(e) = socket.send_to(&reply, peer).await {
                 debug!(error = %e, %peer, "DNS: UDP send");
@@ -630,7 +868,13 @@ async fn tcp_connection(
             return;
         }
         let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Tcp, now_ms: millis_since(epoch) };
-        for reply in answer(d, &config, None, counters, &query, &client) {
+        let replies = match answer(d, &config, None, counters, &query, &client) {
+            Answered::Replies(replies) => replies,
+            Answered::Forward(request) => {
+                forward(d, &config, counters, &request, &client, epoch).await.into_iter().collect()
+            }
+        };
+        for reply in replies {
             let Ok(n) = u16::try_from(reply.len()) else { return };
             let mut framed = Vec::with_capacity(reply.len() + 2);
             framed.extend_from_slice(&n.to_be_bytes());

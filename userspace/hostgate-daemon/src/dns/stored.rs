@@ -63,6 +63,11 @@ pub struct StoredZone {
     /// Names answered from a VIP's healthy backends (`hostgate_dns::pool`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<StoredPool>,
+    /// Every query for the zone is logged (off by default: queries are
+    /// personal data of the asking resolvers' users, and a busy zone
+    /// would drown the log).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub query_log: bool,
 }
 
 /// A zone's settings besides its records.
@@ -70,6 +75,7 @@ pub struct StoredZone {
 pub struct ZoneSettings {
     pub transfer: StoredTransfer,
     pub pools: Vec<StoredPool>,
+    pub query_log: bool,
 }
 
 /// A name bound to a load balancer VIP.
@@ -125,7 +131,7 @@ impl StoredTransfer {
 impl StoredZone {
     /// What the zone carries besides its records, for a rewrite to keep.
     pub fn settings(&self) -> ZoneSettings {
-        ZoneSettings { transfer: self.transfer.clone(), pools: self.pools.clone() }
+        ZoneSettings { transfer: self.transfer.clone(), pools: self.pools.clone(), query_log: self.query_log }
     }
 
     pub fn from_zone(zone: &Zone, default_ttl: u32, settings: ZoneSettings) -> Self {
@@ -157,6 +163,7 @@ impl StoredZone {
             records,
             transfer: settings.transfer,
             pools: settings.pools,
+            query_log: settings.query_log,
         }
     }
 
@@ -198,7 +205,7 @@ mod tests {
         assert_eq!(back.to_zone("k").expect("valid"), zone);
         assert_eq!(zone_key(&origin), "dns/zones/example.com");
         assert_eq!(zone_key(&Name::root()), "dns/zones/.");
-        assert!(!json.contains("transfer"), "no settings, no field: {json}");
+        assert!(!json.contains("transfer") && !json.contains("query_log"), "no settings, no field: {json}");
     }
 
     #[test]
