@@ -180,6 +180,19 @@ fn firewall(out: &mut Exposition, s: &hostgate_api::RulesStatus) {
         "Bytes a firewall rule decided, by the rule's file:line.",
         s.rules.iter().map(|r| (labels(r), r.bytes as f64)),
     );
+    let ip = |t: &hostgate_api::IpTraffic| vec![("customer", t.customer.clone()), ("ip", t.ip.clone())];
+    out.rows(
+        "hostgate_customer_ip_packets_total",
+        "counter",
+        "Packets from the network to a guarded customer IP (one with firewall rules), whatever the rules decided.",
+        s.ips.iter().map(|t| (ip(t), t.packets as f64)),
+    );
+    out.rows(
+        "hostgate_customer_ip_bytes_total",
+        "counter",
+        "Bytes from the network to a guarded customer IP (one with firewall rules), whatever the rules decided.",
+        s.ips.iter().map(|t| (ip(t), t.bytes as f64)),
+    );
 }
 
 fn dhcp(out: &mut Exposition, all: &[hostgate_api::DhcpCounters]) {

@@ -64,7 +64,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Live view of rates per VIP, backend, customer and firewall rule,
+    /// Live view of rates per VIP, backend, customer, customer IP and firewall rule,
     /// refreshed every period; keys sort (p pkt/s, b bit/s, t packets,
     /// n name, k kind, r reverse), f filters by kind, q quits.
     Top {

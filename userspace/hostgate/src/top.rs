@@ -1,5 +1,5 @@
-//! `hostgate top`: a live view of rates per VIP, backend, customer and
-//! firewall rule, from the daemon's control API (`/v1/vips`,
+//! `hostgate top`: a live view of rates per VIP, backend, customer,
+//! customer IP and firewall rule, from the daemon's control API (`/v1/vips`,
 //! `/v1/rules/stats`) read once a period; rates are the difference of two
 //! reads over the time between them. The pure part (rows, rates, sorting)
 //! is separate from the terminal part so that it is unit-tested.
@@ -25,6 +25,7 @@ pub enum Kind {
     Vip,
     Backend,
     Customer,
+    Ip,
     Rule,
 }
 
@@ -34,6 +35,7 @@ impl Kind {
             Kind::Vip => "vip",
             Kind::Backend => "backend",
             Kind::Customer => "customer",
+            Kind::Ip => "ip",
             Kind::Rule => "rule",
         }
     }
@@ -83,6 +85,10 @@ pub fn snapshot(vips: &[VipView], rules: &RulesStatus) -> Snapshot {
         });
         customer.packets += r.packets;
         customer.bytes += r.bytes;
+    }
+    for t in &rules.ips {
+        let c = Counted { packets: t.packets, bytes: t.bytes, detail: t.customer.clone() };
+        out.insert((Kind::Ip, t.ip.clone()), c);
     }
     for (customer, drops) in &rules.drops {
         if let Some(c) = out.get_mut(&(Kind::Customer, customer.clone())) {
@@ -206,7 +212,7 @@ pub fn human(v: f64) -> String {
 
 /// Which kinds are shown: all, or one.
 fn kind_filter(n: u8) -> Option<Kind> {
-    [None, Some(Kind::Vip), Some(Kind::Backend), Some(Kind::Customer), Some(Kind::Rule)][n as usize % 5]
+    [None, Some(Kind::Vip), Some(Kind::Backend), Some(Kind::Customer), Some(Kind::Ip), Some(Kind::Rule)][n as usize % 6]
 }
 
 struct View {
@@ -315,7 +321,7 @@ pub async fn run(client: &Client, period: Duration) -> anyhow::Result<()> {
                     KeyCode::Char('q') | KeyCode::Esc => break Ok(()),
                     KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => break Ok(()),
                     KeyCode::Char('r') => view.reverse = !view.reverse,
-                    KeyCode::Char('f') => view.filter = view.filter.wrapping_add(1) % 5,
+                    KeyCode::Char('f') => view.filter = view.filter.wrapping_add(1) % 6,
                     KeyCode::Char(c) => {
                         if let Some(by) = SortBy::from_key(c) {
                             view.by = by;
@@ -396,10 +402,17 @@ mod tests {
             last_errors: vec![],
             rules: vec![rule(Some(3), 5), rule(None, 2)],
             drops: [("acme".to_string(), 5)].into(),
+            ips: vec![hostgate_api::IpTraffic {
+                ip: "203.0.113.10".into(),
+                customer: "acme".into(),
+                packets: 7,
+                bytes: 700,
+            }],
         };
         let s = snapshot(&[], &rules);
         assert_eq!(s[&(Kind::Customer, "acme".into())], Counted { packets: 7, bytes: 700, detail: "5 dropped".into() });
         assert!(s.contains_key(&(Kind::Rule, "acme.rules:default".into())));
+        assert_eq!(s[&(Kind::Ip, "203.0.113.10".into())].packets, 7);
     }
 
     #[test]

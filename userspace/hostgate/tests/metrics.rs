@@ -45,27 +45,43 @@ fn metrics_count_exactly_what_was_sent() {
     if !privileged("metrics_count_exactly_what_was_sent") {
         return;
     }
-    let mut node = TestNode::with_config("metrics", 1, &format!("\n[metrics]\nlisten = \"{LISTEN}\"\n"));
+    // acme's rules guard its IP 203.0.113.11, whose traffic is counted.
+    let rules_dir = tempfile::tempdir().expect("dir");
+    std::fs::write(rules_dir.path().join("acme.rules"), "customer acme\ndefault allow\ndrop udp port 5353\n")
+        .expect("rules");
+    let config = format!(
+        "\n[metrics]\nlisten = \"{LISTEN}\"\n\n[ip]\npools = [\"203.0.113.0/24\"]\n\n[firewall]\nrules_dir = \"{}\"\n",
+        rules_dir.path().display()
+    );
+    let mut node = TestNode::with_config("metrics", 1, &config);
     node.topo.client.sysctl(&format!("net.ipv6.conf.{CLIENT_IFACE}.disable_ipv6"), "1").expect("sysctl");
     node.start_daemon();
     ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["ip", "assign", "203.0.113.11", "--customer", "acme"]));
+    ok(node.cli(&["rules", "apply"]));
     ok(node.cli(&["vip", "add", "203.0.113.10:80/tcp"]));
     let before = parse(&scrape(&node));
     let m = |p: Packet| p.macs(CLIENT_MAC, NODE_MAC);
+    let guarded = std::net::Ipv4Addr::new(203, 0, 113, 11);
     let frames = vec![
         m(Packet::ipv4(CLIENT_V4, NODE_V4).udp(40000, 9)).build(),
         m(Packet::ipv4(CLIENT_V4, NODE_V4).tcp(40000, 9, tcp_flags::SYN)).build(),
+        m(Packet::ipv4(CLIENT_V4, guarded).udp(40000, 5353)).build(),
     ];
-    assert_eq!(send_frames(&node.topo.client.path(), CLIENT_IFACE, frames, 30, Pace::FAST).expect("send"), 60);
+    assert_eq!(send_frames(&node.topo.client.path(), CLIENT_IFACE, frames, 30, Pace::FAST).expect("send"), 90);
     std::thread::sleep(Duration::from_millis(200));
     let page = scrape(&node);
     let after = parse(&page);
-    for proto in ["ipv4-udp", "ipv4-tcp"] {
+    for (proto, sent) in [("ipv4-udp", 60.0), ("ipv4-tcp", 30.0)] {
         let labels = [("hook", "xdp-uplink"), ("proto", proto)];
         let delta = value(&after, "hostgate_dataplane_packets_total", &labels)
             - value(&before, "hostgate_dataplane_packets_total", &labels);
-        assert_eq!(delta, 30.0, "{proto}:\n{page}");
+        assert_eq!(delta, sent, "{proto}:\n{page}");
     }
+    // The guarded customer IP: its count survives the re-applies of the
+    // rules that any store change triggers (rule counters restart then).
+    let ip = [("customer", "acme"), ("ip", "203.0.113.11")];
+    assert_eq!(value(&after, "hostgate_customer_ip_packets_total", &ip), 30.0, "{page}");
     // Every area is there, with its declared objects as labels.
     assert_eq!(value(&after, "hostgate_vip_packets_total", &[("vip", "203.0.113.10:80/tcp")]), 0.0);
     assert!(after.samples.iter().any(|s| s.metric == "hostgate_vip_packets_total"), "{page}");

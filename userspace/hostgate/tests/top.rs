@@ -1,6 +1,6 @@
 //! `hostgate top` driven in a real pseudo-terminal (tmux, on a private
 //! server socket in a temporary directory), against the real daemon and data plane: traffic sent to
-//! a VIP and to two firewall rules shows up as rates on the screen, and the
+//! a VIP, a customer IP and two firewall rules shows up as rates on the screen, and the
 //! sort keys reorder the rows.
 
 mod common;
@@ -110,16 +110,19 @@ fn top_shows_live_rates_and_sorts_by_key() {
         send_frames(&client, CLIENT_IFACE, frames, 800, pace)
     });
 
-    let (r3, r4, v) = ("/acme.rules:3", "/acme.rules:4", "203.0.113.20:80/udp");
+    let (r3, r4, v, ip) = ("/acme.rules:3", "/acme.rules:4", "203.0.113.20:80/udp", "203.0.113.10");
     let by_rate = eventually(Duration::from_secs(6), || {
         let s = tmux.screen();
-        matches!((row(&s, r3), row(&s, r4), row(&s, v)),
-            (Some((l3, p3)), Some((l4, p4)), Some((_, pv))) if p3 > 0.0 && p4 > p3 && pv > 0.0 && l4 < l3)
+        matches!((row(&s, r3), row(&s, r4), row(&s, v), row(&s, ip)),
+            (Some((l3, p3)), Some((l4, p4)), Some((_, pv)), Some((_, pi))) if p3 > 0.0 && p4 > p3 && pv > 0.0 && pi > p4 && l4 < l3)
     });
     let screen = tmux.screen();
-    assert!(by_rate, "rule 4 above rule 3 with their rates, and the VIP's rate:\n{screen}");
+    assert!(by_rate, "rule 4 above rule 3 with their rates, the VIP's and the customer IP's rate:\n{screen}");
     let (_, p4) = row(&screen, r4).expect("rule 4");
     assert!((200.0..=600.0).contains(&p4), "about 400 pkt/s to rule 4, shown {p4}:\n{screen}");
+    // The customer IP gets both rules' traffic: about 500 pkt/s.
+    let (_, pi) = row(&screen, ip).expect("customer IP");
+    assert!((250.0..=750.0).contains(&pi), "about 500 pkt/s to the customer IP, shown {pi}:\n{screen}");
 
     // `n` sorts by name: rule 3 comes first, and the header says so.
     assert!(tmux.run(&["send-keys", "-t", "top", "n"]).status.success());
