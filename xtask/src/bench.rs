@@ -51,9 +51,10 @@ pub fn run(what: &[String]) -> anyhow::Result<()> {
         match w {
             "lb" => lb()?,
             "fw" => fw()?,
+            "monitor" => monitor()?,
             "failover" => crate::failover::run()?,
             "dhcp" => crate::bench_dhcp::run()?,
-            other => bail!("unknown benchmark {other:?} (available: lb, fw, failover, dhcp)"),
+            other => bail!("unknown benchmark {other:?} (available: lb, fw, monitor, failover, dhcp)"),
         }
     }
     Ok(())
@@ -499,7 +500,19 @@ fn fw() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// xdp-filter on the node's uplink with the ruleset's N-1 dropped sources.
+/// Only part (c) of `bench fw`: the monitor's cost (a minute, not the
+/// whole firewall comparison).
+fn monitor() -> anyhow::Result<()> {
+    if !deps::is_root() {
+        bail!("the benchmark loads BPF programs: run it as root");
+    }
+    let mut dp = ScratchDataplane::new(Path::new(PIN_ROOT), "benchmon")?;
+    let frames: Vec<Vec<u8>> = (10_000..30_000u16)
+        .map(|p| Packet::ipv4(CLIENT_V4, [203, 0, 113, 10]).udp(p, 9).payload(&[0; 18]).build())
+        .collect();
+    monitor_cost(&mut dp, &frames)
+}
+
 /// What `hostgate monitor` costs the programs, per dropped packet: the
 /// report off (nobody watches), on with nobody reading the ring buffer (it
 /// fills, and every later event fails to reserve), and on with a reader
@@ -568,6 +581,7 @@ fn monitor_cost(dp: &mut Dataplane, frames: &[Vec<u8>]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// xdp-filter on the node's uplink with the ruleset's N-1 dropped sources.
 fn measure_xdp_filter(topo: &NodeTopology, frame: &[u8], n: usize) -> anyhow::Result<f64> {
     topo.node.exec("xdp-filter", ["load", "-f", "ipv4,udp", "-m", "native", NODE_UPLINK])?;
     let result = (|| {
