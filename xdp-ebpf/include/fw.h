@@ -66,6 +66,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hg_fw_stats SEC(".maps");
 
+/* hg_fw_ip_stats: per-CPU packets and bytes from the network to each
+ * guarded customer IP (key: hg_fw_key with only dst and the IPv6 flag
+ * set). Userspace creates an entry per guarded IP; the programs only count
+ * into existing ones, so the table holds what the operator declared. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, HG_FW_IP_STATS);
+	__type(key, struct hg_fw_key);
+	__type(value, struct hg_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hg_fw_ip_stats SEC(".maps");
+
 /* hg_fw_buckets: rate-limit token buckets, the idlest forgotten first. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -532,6 +544,17 @@ static __always_inline int hg_fw_ingress(struct xdp_md *ctx, const struct hg_pkt
 	v = hg_fw_decide(&key, &lkey);
 	if (!v)
 		return -1; /* not a guarded address */
+	{
+		struct hg_fw_key ip = { .flags = v6 };
+		struct hg_counter *c;
+
+		__builtin_memcpy(ip.dst, key.dst, sizeof(ip.dst));
+		c = bpf_map_lookup_elem(&hg_fw_ip_stats, &ip);
+		if (c) {
+			c->packets++;
+			c->bytes += data_end - data;
+		}
+	}
 	if (v->action != HG_FW_ALLOW) {
 		/* A reply to a connection a container opened passes. */
 		struct hg_fw_flow flow = { .proto = pkt->l4_proto, .family = v6 ? HG_FAMILY_V6 : HG_FAMILY_V4 };

@@ -162,6 +162,7 @@ struct hg_lb_counter {
 #define HG_FW_POLICY_ENTRIES 262144
 #define HG_FW_LPM_ENTRIES 262144
 #define HG_FW_BUCKETS 65536        /* rate-limit buckets (rule, source) */
+#define HG_FW_IP_STATS 65536       /* guarded customer IPs counted */
 
 /* What a firewall decision does. */
 enum hg_fw_action {

@@ -3,7 +3,8 @@
 //! - `run`: the demo node in namespaces (or the daemon on this host's real
 //!   interfaces with `--config`).
 //! - `test`: formatting, lints and every test, privileged ones included.
-//! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`, `dhcp`, `http`, `dns`).
+//! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`, `dhcp`, `http`,
+//!   `dns`); `monitor` is part (c) of `fw` alone.
 //! - `etcd`: an etcd for a cluster of hostgate nodes.
 //! - `vm-test`: scenarios in QEMU VMs on a kernel of their own (`vm-tests/`).
 
@@ -32,7 +33,7 @@ enum Command {
     Run(run::RunArgs),
     /// Benchmarks against peers, printed as one table per area.
     Bench {
-        /// Which: lb, fw, failover, dhcp, dns (default: all).
+        /// Which: lb, fw, failover, dhcp, http, dns (default: all); monitor (part (c) of fw alone).
         what: Vec<String>,
     },
     /// Run an etcd for a hostgate cluster in the foreground (Debian's

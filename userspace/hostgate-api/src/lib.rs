@@ -494,6 +494,19 @@ pub struct RulesStatus {
     pub rules: Vec<RuleStats>,
     /// Packets dropped or rejected per customer.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Traffic from the network to each guarded customer IP (the IPs of
+    /// customers with rules), whatever the rules decided.
+    #[serde(default)]
+    pub ips: Vec<IpTraffic>,
+}
+
+/// Packets and bytes from the network to one customer IP.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpTraffic {
+    pub ip: String,
+    pub customer: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 pub const CONTAINERS: &str = "/v1/containers";

@@ -39,6 +39,11 @@
 //! [log]
 //! format = "text"            # text | json
 //! level = "info"             # a tracing filter, e.g. "info,hostgate_dataplane=debug"
+//! # Remote copy of the log: syslog over TCP with TLS (RFC 5424 messages,
+//! # RFC 5425 octet-counted frames), spooled to <state_dir>/log-spool while
+//! # the receiver is away. ca: PEM bundle that signs the receiver's certificate.
+//! syslog = { address = "203.0.113.5:6514", ca = "/etc/hostgate/syslog-ca.pem",
+//!            server_name = "logs.example.net", spool_max_mb = 64 }
 //! ```
 
 use std::{
@@ -581,12 +586,48 @@ pub struct LogConfig {
     pub format: LogFormat,
     #[serde(default = "default_level")]
     pub level: String,
+    /// Remote shipping to a syslog receiver over TLS; none by default.
+    #[serde(default)]
+    pub syslog: Option<SyslogConfig>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: default_level() }
+        LogConfig { format: LogFormat::Text, level: default_level(), syslog: None }
     }
+}
+
+/// `[log] syslog = { ... }`: where the log goes besides stderr.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// The receiver, `ADDRESS:PORT` (6514 is syslog over TLS's port).
+    pub address: String,
+    /// PEM file of the CA(s) the receiver's certificate must chain to.
+    pub ca: PathBuf,
+    /// The name the receiver's certificate must carry; by default its
+    /// address (an IP address SAN).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Client certificate and key (PEM) for receivers that ask for one.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Bound of the on-disk spool (MiB); beyond it the oldest lines go,
+    /// and a line says how many.
+    #[serde(default = "default_spool_max_mb")]
+    pub spool_max_mb: u64,
+    /// APP-NAME of the messages.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+}
+
+fn default_spool_max_mb() -> u64 {
+    64
+}
+fn default_app_name() -> String {
+    "hostgate".into()
 }
 
 fn default_state_dir() -> PathBuf {
@@ -706,6 +747,46 @@ impl Config {
         }
         if let Err(e) = self.log.level.parse::<LevelFilterCheck>() {
             return bad("log.level", e.to_string());
+        }
+        if let Some(s) = &self.log.syslog {
+            if let Err((field, problem)) = s.check() {
+                return bad(&format!("log.syslog.{field}"), problem);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SyslogConfig {
+    /// Field and problem of the first thing wrong.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(("address", format!("{:?} is not ADDRESS:PORT (e.g. 203.0.113.5:6514)", self.address)));
+        }
+        // Read now, so that a wrong path is found at start-up, not when
+        // the first line is shipped.
+        match std::fs::read_to_string(&self.ca) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => return Err(("ca", format!("{} holds no PEM certificate", self.ca.display()))),
+            Err(e) => return Err(("ca", format!("cannot read {}: {e}", self.ca.display()))),
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(("cert", "cert and key go together (client authentication)".into()));
+        }
+        if let Some(name) = &self.server_name {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
+                return Err(("server_name", format!("{name:?} is not a host name")));
+            }
+        }
+        if !(1..=65536).contains(&self.spool_max_mb) {
+            return Err(("spool_max_mb", format!("{} is not between 1 and 65536", self.spool_max_mb)));
+        }
+        // RFC 5424 APP-NAME: 1-48 printable US-ASCII characters.
+        if self.app_name.is_empty()
+            || self.app_name.len() > 48
+            || !self.app_name.bytes().all(|b| (33..=126).contains(&b))
+        {
+            return Err(("app_name", format!("{:?} is not 1-48 printable ASCII characters", self.app_name)));
         }
         Ok(())
     }
@@ -833,6 +914,26 @@ container_interfaces = ["veth1", "veth2"]
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new("hg.toml")).expect_err("must be rejected").to_string()
+    }
+
+    #[test]
+    fn syslog_fields_are_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").expect("write");
+        let with = |fields: &str| format!("{GOOD}\n[log]\nsyslog = {{ {fields} }}\n");
+        let ok = Config::parse(&with(&format!("address = \"203.0.113.5:6514\", ca = {:?}", ca)), Path::new("hg.toml"))
+            .expect("valid");
+        let s = ok.log.syslog.expect("syslog");
+        assert_eq!((s.spool_max_mb, s.app_name.as_str(), s.server_name), (64, "hostgate", None));
+        assert!(err(&with(&format!("address = \"logs:6514\", ca = {ca:?}"))).contains("log.syslog.address"));
+        assert!(err(&with("address = \"203.0.113.5:6514\", ca = \"/nonexistent/ca.pem\""))
+            .contains("log.syslog.ca: cannot read"));
+        assert!(err(&with(&format!("address = \"203.0.113.5:6514\", ca = {ca:?}, spool_max_mb = 0")))
+            .contains("log.syslog.spool_max_mb"));
+        assert!(err(&with(&format!("address = \"203.0.113.5:6514\", ca = {ca:?}, cert = \"/c.pem\"")))
+            .contains("log.syslog.cert"));
+        assert!(err(&with(&format!("address = \"203.0.113.5:6514\", ca = {ca:?}, colour = 1"))).contains("colour"));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use axum::{extract::State, Json};
-use hostgate_api::{RuleChange, RuleStats, RulesApplied, RulesDiff, RulesStatus};
+use hostgate_api::{IpTraffic, RuleChange, RuleStats, RulesApplied, RulesDiff, RulesStatus};
 use hostgate_ipam::model::{keys, Assignment, Container};
 use hostgate_rules::{tables, Action, Severity};
 use hostgate_store::{Op, Txn};
@@ -43,6 +43,8 @@ pub struct FwState {
     pub rulesets: Vec<hostgate_rules::Ruleset>,
     pub applied_at: Option<u64>,
     pub last_errors: Vec<String>,
+    /// The guarded customer IPs whose traffic the data plane counts, and their customers.
+    pub counted_ips: BTreeMap<std::net::IpAddr, String>,
     /// Files and store revision of the last attempt.
     seen: Option<Seen>,
     /// In a cluster: the local files last published (or refused).
@@ -280,10 +282,16 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
         st.seen = Some(seen);
         return Ok(RulesApplied { applied: false, files: files.len(), rules: rule_count, errors, warnings });
     };
+    let counted: BTreeMap<std::net::IpAddr, String> =
+        rulesets.iter().flat_map(|(rs, g)| g.customer_ips.iter().map(|ip| (*ip, rs.customer.clone()))).collect();
     let dd = d.clone();
     let t = tables.clone();
+    let ips: Vec<std::net::IpAddr> = counted.keys().copied().collect();
     tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
-        Some(dp) => dp.apply_fw(&t).map_err(anyhow::Error::from),
+        Some(dp) => {
+            dp.apply_fw(&t)?;
+            dp.set_fw_counted_ips(&ips).map_err(anyhow::Error::from)
+        }
         None => anyhow::bail!("the data plane is detached"),
     })
     .await??;
@@ -299,6 +307,7 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
     let mut st = d.fw_state();
     st.rules = tables.rules;
     st.rulesets = rulesets.into_iter().map(|(rs, _)| rs).collect();
+    st.counted_ips = counted;
     st.applied_at = Some(now());
     st.last_errors.clear();
     st.seen = Some(seen);
@@ -329,13 +338,15 @@ pub async fn apply(State(d): State<Arc<Daemon>>) -> Result<Json<RulesApplied>, F
 }
 
 pub async fn stats(State(d): State<Arc<Daemon>>) -> Result<Json<RulesStatus>, Failure> {
-    let (rules, applied_at, last_errors) = {
+    let (rules, applied_at, last_errors, counted_ips) = {
         let st = d.fw_state();
-        (st.rules.clone(), st.applied_at, st.last_errors.clone())
+        (st.rules.clone(), st.applied_at, st.last_errors.clone(), st.counted_ips.clone())
     };
-    let counters = match d.dataplane().as_ref() {
-        Some(dp) => dp.fw_stats(rules.len()).map_err(anyhow::Error::from)?,
-        None => vec![],
+    let (counters, ip_counters) = match d.dataplane().as_ref() {
+        Some(dp) => {
+            (dp.fw_stats(rules.len()).map_err(anyhow::Error::from)?, dp.fw_ip_stats().map_err(anyhow::Error::from)?)
+        }
+        None => (vec![], vec![]),
     };
     let mut out = RulesStatus {
         rules_dir: d.config.firewall.rules_dir.as_ref().map(|p| p.display().to_string()),
@@ -363,5 +374,17 @@ pub async fn stats(State(d): State<Arc<Daemon>>) -> Result<Json<RulesStatus>, Fa
             bytes: c.bytes,
         });
     }
+    for (ip, c) in ip_counters {
+        // The table may still hold an IP a concurrent apply is removing.
+        if let Some(customer) = counted_ips.get(&ip) {
+            out.ips.push(IpTraffic {
+                ip: ip.to_string(),
+                customer: customer.clone(),
+                packets: c.packets,
+                bytes: c.bytes,
+            });
+        }
+    }
+    out.ips.sort_by(|a, b| (&a.customer, &a.ip).cmp(&(&b.customer, &b.ip)));
     Ok(Json(out))
 }

@@ -26,6 +26,7 @@ mod ra;
 mod snat;
 mod ssh;
 mod status;
+mod syslog;
 
 use std::{
     sync::{Arc, Mutex},
@@ -72,6 +73,8 @@ pub struct Daemon {
     pub http: Arc<http::Shared>,
     /// The SSH proxy's throttle and session ids.
     pub ssh: ssh::Shared,
+    /// Joins, lease renewals and fencings.
+    pub cluster_counters: members::Counters,
 }
 
 impl Daemon {
@@ -128,14 +131,28 @@ fn etcd_timeout(config: &Config) -> std::time::Duration {
 }
 
 /// Sets up `tracing` for the process: text for people, JSON for shippers.
-pub fn init_logging(format: LogFormat, level: &str) {
+pub fn init_logging(format: LogFormat, config: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colours only for a person at a terminal, not in files or journald.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let console = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let console = match format {
+        LogFormat::Text => console.boxed(),
+        LogFormat::Json => console.json().flatten_event(true).boxed(),
+    };
+    let remote = match &config.log.syslog {
+        Some(s) => Some(syslog::start(s, &config.node_name, &config.state_dir, format == LogFormat::Json)?),
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(console)
+        .with(remote)
+        .with(filter)
+        .try_init()
+        .context("installing the logger")?;
+    Ok(())
 }
 
 /// The store key of this node's published status.
@@ -197,6 +214,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fw_reload: tokio::sync::Mutex::new(()),
         http,
         ssh,
+        cluster_counters: members::Counters::default(),
     });
     retried("publishing this node's status", || publish_status(&daemon)).await?;
     retried("registering this node", || nodes::register_self(&daemon)).await?;

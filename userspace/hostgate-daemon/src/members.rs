@@ -13,7 +13,13 @@
 //! renewal the customer addresses' kernel lifetimes are renewed too, so
 //! that a daemon killed outright cannot leave them behind for long.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use hostgate_ipam::ownership::{keys, Member};
 use hostgate_store::{LeaseId, Op, Txn};
@@ -61,6 +67,15 @@ fn ttl(d: &Daemon) -> Duration {
     }
 }
 
+/// What the membership did since the daemon started (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub joins: AtomicU64,
+    pub renewals: AtomicU64,
+    pub renewal_failures: AtomicU64,
+    pub fencings: AtomicU64,
+}
+
 /// Joins, keeps the lease, rejoins when it is lost; runs for the daemon's life.
 pub(crate) async fn run(d: Arc<Daemon>) {
     loop {
@@ -86,6 +101,7 @@ async fn join(d: &Daemon) -> anyhow::Result<(LeaseId, Duration, Instant)> {
         anyhow::bail!("joining took longer than the lease lives");
     }
     d.standing.send_replace(Standing::Live(lease.id));
+    d.cluster_counters.joins.fetch_add(1, Ordering::Relaxed);
     info!(lease = format!("{:x}", lease.id), ttl = ?lease.ttl, "joined the cluster");
     Ok((lease.id, lease.ttl, sent))
 }
@@ -101,6 +117,7 @@ async fn keep(d: &Daemon, lease: LeaseId, ttl: Duration, granted: Instant) {
         let sent = Instant::now();
         match fencing(d, lease, fence_at, d.store.keep_alive(lease)).await {
             Ok(true) => {
+                d.cluster_counters.renewals.fetch_add(1, Ordering::Relaxed);
                 valid_until = sent + ttl;
                 if is_fenced(d) {
                     d.standing.send_replace(Standing::Live(lease));
@@ -111,6 +128,7 @@ async fn keep(d: &Daemon, lease: LeaseId, ttl: Duration, granted: Instant) {
                 }
             }
             Ok(false) => {
+                d.cluster_counters.renewal_failures.fetch_add(1, Ordering::Relaxed);
                 if !is_fenced(d) {
                     fence(d, lease).await;
                 }
@@ -118,8 +136,12 @@ async fn keep(d: &Daemon, lease: LeaseId, ttl: Duration, granted: Instant) {
                 warn!(lease = format!("{lease:x}"), "membership lease expired; joining again");
                 return;
             }
-            Err(e) if !is_fenced(d) => warn!(error = %e, "lease renewal failed"),
-            Err(_) => {}
+            Err(e) => {
+                d.cluster_counters.renewal_failures.fetch_add(1, Ordering::Relaxed);
+                if !is_fenced(d) {
+                    warn!(error = %e, "lease renewal failed");
+                }
+            }
         }
     }
 }
@@ -144,6 +166,7 @@ async fn fencing<T>(d: &Daemon, lease: LeaseId, fence_at: Instant, work: impl st
 async fn fence(d: &Daemon, lease: LeaseId) {
     let _addresses = d.addresses_lock.lock().await;
     d.standing.send_replace(Standing::Fenced(lease));
+    d.cluster_counters.fencings.fetch_add(1, Ordering::Relaxed);
     warn!("lease renewals failing: fenced, withdrawing every customer IP before the lease can expire");
     if let Err(e) = ips::withdraw_all(d).await {
         warn!(error = format!("{e:#}"), "withdrawing customer IPs");

@@ -26,6 +26,9 @@ async fn scrape(State(d): State<Arc<Daemon>>) -> Result<impl IntoResponse, Failu
     firewall(&mut out, &crate::fw::stats(State(d.clone())).await?.0);
     dhcp(&mut out, &status.dhcp);
     http(&mut out, &status.http, status.http_log_dropped);
+    dns(&mut out, &status.dns);
+    ssh(&mut out, &d.ssh.ended());
+    cluster(&mut out, &status.node, &d.cluster_counters);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.text))
 }
 
@@ -95,7 +98,7 @@ fn node(out: &mut Exposition, s: &hostgate_api::Status) {
         "hostgate_cluster_serving",
         "gauge",
         "1 while this node holds its membership lease (0: joining or fenced).",
-        [(vec![("node", node)], if s.cluster.standing == "serving" { 1.0 } else { 0.0 })],
+        [(vec![("node", node)], if s.cluster.standing == "live" { 1.0 } else { 0.0 })],
     );
 }
 
@@ -176,6 +179,19 @@ fn firewall(out: &mut Exposition, s: &hostgate_api::RulesStatus) {
         "counter",
         "Bytes a firewall rule decided, by the rule's file:line.",
         s.rules.iter().map(|r| (labels(r), r.bytes as f64)),
+    );
+    let ip = |t: &hostgate_api::IpTraffic| vec![("customer", t.customer.clone()), ("ip", t.ip.clone())];
+    out.rows(
+        "hostgate_customer_ip_packets_total",
+        "counter",
+        "Packets from the network to a guarded customer IP (one with firewall rules), whatever the rules decided.",
+        s.ips.iter().map(|t| (ip(t), t.packets as f64)),
+    );
+    out.rows(
+        "hostgate_customer_ip_bytes_total",
+        "counter",
+        "Bytes from the network to a guarded customer IP (one with firewall rules), whatever the rules decided.",
+        s.ips.iter().map(|t| (ip(t), t.bytes as f64)),
     );
 }
 
@@ -266,6 +282,110 @@ fn http(out: &mut Exposition, all: &[hostgate_api::HttpCounters], log_dropped: u
         "Access log lines dropped because the writer fell behind.",
         [(vec![], log_dropped as f64)],
     );
+}
+
+fn dns(out: &mut Exposition, s: &hostgate_api::DnsStatus) {
+    let one = |v: u64| -> [(Vec<(&str, String)>, f64); 1] { [(vec![], v as f64)] };
+    out.rows(
+        "hostgate_dns_serving",
+        "gauge",
+        "1 while the DNS server answers on every configured address.",
+        [(vec![], if !s.listen.is_empty() && s.error.is_none() { 1.0 } else { 0.0 })],
+    );
+    out.rows("hostgate_dns_zones", "gauge", "Zones the DNS server answers from.", one(s.zones));
+    out.rows(
+        "hostgate_dns_queries_total",
+        "counter",
+        "DNS queries received, by transport.",
+        [
+            (vec![("transport", "udp".to_string())], s.udp as f64),
+            (vec![("transport", "tcp".to_string())], s.tcp as f64),
+        ],
+    );
+    let rcodes = [
+        ("noerror", s.noerror),
+        ("nxdomain", s.nxdomain),
+        ("refused", s.refused),
+        ("formerr", s.formerr),
+        ("notimp", s.notimp),
+        ("servfail", s.servfail),
+        ("badvers", s.badvers),
+    ];
+    out.rows(
+        "hostgate_dns_responses_total",
+        "counter",
+        "DNS responses sent, by response code.",
+        rcodes.iter().map(|(rcode, v)| (vec![("rcode", rcode.to_string())], *v as f64)),
+    );
+    let simple: [(&str, &str, u64); 8] = [
+        ("nodata_responses", "NOERROR responses without data (included in rcode noerror)", s.nodata),
+        ("referrals", "Delegations answered (included in rcode noerror)", s.referrals),
+        ("truncated_responses", "Responses sent with TC=1 because they did not fit", s.truncated),
+        ("dropped", "Queries not answered: too short, a response, or rate-limited", s.dropped),
+        ("tcp_rejected", "TCP connections closed at once because the cap was reached", s.tcp_rejected),
+        ("tcp_idle_closed", "TCP connections closed for idling", s.tcp_idle_closed),
+        ("transfers", "AXFR/IXFR requests answered (refusals included)", s.transfers),
+        ("notifies_unanswered", "NOTIFYs that no try got an answer to", s.notifies_unanswered),
+    ];
+    for (what, help, v) in simple {
+        out.rows(&format!("hostgate_dns_{what}_total"), "counter", &format!("{help}."), one(v));
+    }
+    out.rows(
+        "hostgate_dns_rate_limited_total",
+        "counter",
+        "Responses held back by response rate limiting: dropped, or slipped (sent as an empty TC=1 reply).",
+        [
+            (vec![("action", "dropped".to_string())], s.rate_limited_dropped as f64),
+            (vec![("action", "slipped".to_string())], s.rate_limited_slipped as f64),
+        ],
+    );
+    out.rows(
+        "hostgate_dns_notifies_total",
+        "counter",
+        "DNS NOTIFYs received (in) and sent (out, each try).",
+        [
+            (vec![("direction", "in".to_string())], s.notifies_in as f64),
+            (vec![("direction", "out".to_string())], s.notifies_out as f64),
+        ],
+    );
+}
+
+fn ssh(out: &mut Exposition, ended: &std::collections::BTreeMap<String, crate::ssh::Ended>) {
+    out.rows(
+        "hostgate_ssh_connections_total",
+        "counter",
+        "SSH proxy connections that ended, by outcome (ok, denied, session-limit, upstream-failed, no-login, ...).",
+        ended.iter().map(|(o, e)| (vec![("outcome", o.clone())], e.connections as f64)),
+    );
+    let (up, down) = ended.values().fold((0, 0), |(u, d), e| (u + e.bytes_up, d + e.bytes_down));
+    out.rows(
+        "hostgate_ssh_bytes_total",
+        "counter",
+        "Bytes relayed by SSH proxy connections that ended: up (customer to container) and down.",
+        [(vec![("direction", "up".to_string())], up as f64), (vec![("direction", "down".to_string())], down as f64)],
+    );
+}
+
+fn cluster(out: &mut Exposition, node: &str, c: &crate::members::Counters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rows: [(&str, &str, &std::sync::atomic::AtomicU64); 4] = [
+        ("joins", "Times this node took a membership lease and joined", &c.joins),
+        ("lease_renewals", "Membership lease renewals that succeeded", &c.renewals),
+        (
+            "lease_renewal_failures",
+            "Membership lease renewals that failed or found the lease gone",
+            &c.renewal_failures,
+        ),
+        ("fencings", "Times this node fenced itself (withdrew its IPs) because renewals failed", &c.fencings),
+    ];
+    for (what, help, v) in rows {
+        out.rows(
+            &format!("hostgate_cluster_{what}_total"),
+            "counter",
+            &format!("{help}."),
+            [(vec![("node", node.to_string())], v.load(Relaxed) as f64)],
+        );
+    }
 }
 
 #[cfg(test)]

@@ -124,13 +124,24 @@ async fn read(d: Arc<Daemon>, ring: aya::maps::RingBuf<aya::maps::MapData>) {
     };
     let mut names = Names::default();
     while d.monitor.watchers.load(Ordering::SeqCst) > 0 {
-        let ready = tokio::time::timeout(std::time::Duration::from_millis(500), fd.readable_mut()).await;
-        let Ok(Ok(mut guard)) = ready else { continue };
+        // The programs wake us only once a batch waits (monitor.h); what
+        // is below it is read at the timeout, so it is also the latency.
+        let ready = tokio::time::timeout(std::time::Duration::from_millis(200), fd.readable_mut()).await;
         let mut raw = Vec::new();
-        while let Some(item) = guard.get_inner_mut().next() {
-            raw.extend(Event::from_bytes(&item));
+        match ready {
+            Ok(Ok(mut guard)) => {
+                while let Some(item) = guard.get_inner_mut().next() {
+                    raw.extend(Event::from_bytes(&item));
+                }
+                guard.clear_ready();
+            }
+            Ok(Err(_)) => continue,
+            Err(_) => {
+                while let Some(item) = fd.get_mut().next() {
+                    raw.extend(Event::from_bytes(&item));
+                }
+            }
         }
-        guard.clear_ready();
         for e in raw {
             let event = names.describe(&d, &e).await;
             let _ = d.monitor.events.send(event);

@@ -476,6 +476,7 @@ pub mod names {
     pub const FW_SRC: &str = "hg_fw_src";
     pub const FW_ACTIVE: &str = "hg_fw_active";
     pub const FW_STATS: &str = "hg_fw_stats";
+    pub const FW_IP_STATS: &str = "hg_fw_ip_stats";
     pub const GUARD: &str = "hg_guard";
     pub const GUARD_ADDRS: &str = "hg_guard_addrs";
     pub const XDP_UPLINK: &str = "hg_xdp_uplink";

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues,
+    Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
 };
 use hostgate_rules::{tables::Tables, Action};
 
@@ -148,5 +148,60 @@ impl Dataplane {
                 Ok(sum)
             })
             .collect()
+    }
+
+    /// Counts traffic from the network to exactly `ips` from now on: new
+    /// ones start at zero, kept ones keep counting, others are forgotten.
+    pub fn set_fw_counted_ips(&mut self, ips: &[std::net::IpAddr]) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { path: what.into(), source: e })?;
+        let map = self.named_map_mut(names::FW_IP_STATS)?;
+        let mut stats: PerCpuHashMap<&mut MapData, FwKey, Counter> =
+            PerCpuHashMap::try_from(map).map_err(map_access(names::FW_IP_STATS))?;
+        let wanted: std::collections::HashSet<FwKey> = ips.iter().map(|a| ip_stats_key(*a)).collect();
+        let stale: Vec<FwKey> = stats.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+        for k in stale {
+            stats.remove(&k).map_err(map_access(names::FW_IP_STATS))?;
+        }
+        let present: std::collections::HashSet<FwKey> = stats.keys().filter_map(Result::ok).collect();
+        for k in wanted.difference(&present) {
+            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                .map_err(|e| DataplaneError::Io { path: names::FW_IP_STATS.into(), source: e })?;
+            stats.insert(*k, zero, 0).map_err(map_access(names::FW_IP_STATS))?;
+        }
+        Ok(())
+    }
+
+    /// Packets and bytes from the network to each counted IP, summed over CPUs.
+    pub fn fw_ip_stats(&self) -> Result<Vec<(std::net::IpAddr, Counter)>, DataplaneError> {
+        let map = self.named_map(names::FW_IP_STATS)?;
+        let stats: PerCpuHashMap<&MapData, FwKey, Counter> =
+            PerCpuHashMap::try_from(map).map_err(map_access(names::FW_IP_STATS))?;
+        let mut out = Vec::new();
+        for entry in stats.iter() {
+            let (k, values) = entry.map_err(map_access(names::FW_IP_STATS))?;
+            let mut sum = Counter::default();
+            for c in values.iter() {
+                sum += *c;
+            }
+            out.push((ip_of_stats_key(&k), sum));
+        }
+        Ok(out)
+    }
+}
+
+/// The key of `addr` in hg_fw_ip_stats: the address as the programs see
+/// it (network order words), flag bit 0 for IPv6.
+fn ip_stats_key(addr: std::net::IpAddr) -> FwKey {
+    FwKey { dst: addr_words(addr), port: 0, proto: 0, flags: u8::from(addr.is_ipv6()) }
+}
+
+fn ip_of_stats_key(k: &FwKey) -> std::net::IpAddr {
+    let bytes: Vec<u8> = k.dst.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    if k.flags & 1 == 1 {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&bytes);
+        std::net::IpAddr::from(b)
+    } else {
+        std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 }

@@ -2,6 +2,7 @@
 //! talks to the daemon's control API on its unix socket.
 
 mod output;
+mod top;
 
 use std::{
     path::{Path, PathBuf},
@@ -62,6 +63,14 @@ enum Command {
         /// One JSON object a line.
         #[arg(long)]
         json: bool,
+    },
+    /// Live view of rates per VIP, backend, customer, customer IP and firewall rule,
+    /// refreshed every period; keys sort (p pkt/s, b bit/s, t packets,
+    /// n name, k kind, r reverse), f filters by kind, q quits.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_period)]
+        interval: f64,
     },
     /// Inspect or remove the data plane.
     Dataplane {
@@ -877,7 +886,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Some(LogFormatArg::Json) => LogFormat::Json,
                 None => config.log.format,
             };
-            hostgate_daemon::init_logging(format, &config.log.level);
+            hostgate_daemon::init_logging(format, &config)?;
             hostgate_daemon::run(config).await
         }
         Command::Status { json } => {
@@ -908,6 +917,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             Ok(())
         }
+        Command::Top { interval } => top::run(&client, std::time::Duration::from_secs_f64(interval)).await,
         Command::Dataplane { command: DataplaneCommand::Counters { json } } => {
             let rows: Vec<CounterRow> = client.get(hostgate_api::COUNTERS).await?;
             print_out(json, &rows, |r| output::counters(r).to_string())
@@ -986,6 +996,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok (node {}, {} uplink(s))", file.display(), c.node_name, c.dataplane.uplinks.len());
             Ok(())
         }
+    }
+}
+
+/// `hostgate top --interval`: 0.1 s to an hour.
+fn parse_period(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0.1 and 3600")),
     }
 }
 

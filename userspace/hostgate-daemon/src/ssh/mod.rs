@@ -59,6 +59,18 @@ pub struct Shared {
     /// Makes session ids unique within a nanosecond.
     seq: AtomicU64,
     sessions: Mutex<SessionLimits>,
+    /// Ended connections by outcome (for `/metrics`).
+    ended: Mutex<std::collections::BTreeMap<String, Ended>>,
+}
+
+/// Connections that ended with one outcome (`ok`, `denied`,
+/// `session-limit`, ...; `no-login` when no key was ever offered), and
+/// the bytes their channels carried.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ended {
+    pub connections: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
 }
 
 impl Shared {
@@ -68,7 +80,28 @@ impl Shared {
             epoch: std::time::Instant::now(),
             seq: AtomicU64::new(0),
             sessions: Mutex::new(SessionLimits::new(max_sessions_per_customer)),
+            ended: Mutex::default(),
         }
+    }
+
+    /// Counts a connection that ended.
+    fn count_ended(&self, s: &hostgate_api::SshSession) {
+        let outcome = if s.outcome == "denied" && s.fingerprint.is_empty() && s.user.is_empty() {
+            "no-login"
+        } else {
+            // "upstream-failed: <why>": the kind only, so that labels stay few.
+            s.outcome.split(':').next().unwrap_or("-").trim()
+        };
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        let e = ended.entry(outcome.to_string()).or_default();
+        e.connections += 1;
+        e.bytes_up += s.bytes_up;
+        e.bytes_down += s.bytes_down;
+    }
+
+    /// Ended connections by outcome.
+    pub fn ended(&self) -> std::collections::BTreeMap<String, Ended> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, SessionLimits> {

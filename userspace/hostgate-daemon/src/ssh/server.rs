@@ -181,6 +181,7 @@ async fn finish(d: &Daemon, record: &Mutex<SshSession>, tally: &Tally, peer: Soc
         r.exit_status = tally.exit_status();
         r.clone()
     };
+    d.ssh.count_ended(&entry);
     if entry.outcome == "denied" {
         if entry.fingerprint.is_empty() && entry.user.is_empty() {
             // A port scan, ssh-keyscan or a client that refused our host
