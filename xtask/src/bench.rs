@@ -46,14 +46,15 @@ const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {
     let what: Vec<&str> =
-        if what.is_empty() { vec!["lb", "fw", "failover", "dhcp"] } else { what.iter().map(String::as_str).collect() };
+        if what.is_empty() { vec!["lb", "fw", "failover", "dhcp", "ssh"] } else { what.iter().map(String::as_str).collect() };
     for w in what {
         match w {
             "lb" => lb()?,
             "fw" => fw()?,
             "failover" => crate::failover::run()?,
             "dhcp" => crate::bench_dhcp::run()?,
-            other => bail!("unknown benchmark {other:?} (available: lb, fw, failover, dhcp)"),
+            "ssh" => crate::bench_ssh::run()?,
+            other => bail!("unknown benchmark {other:?} (available: lb, fw, failover, dhcp, ssh)"),
         }
     }
     Ok(())

@@ -30,6 +30,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("nsd", "the real secondary of the DNS transfer test (its service is stopped after install)"),
     ("openssh-server", "sshd, the containers' SSH server in the SSH proxy tests (run in test namespaces only)"),
     ("openssh-client", "ssh, scp, sftp and ssh-keygen, the customers' clients in the SSH proxy tests"),
+    ("rsync", "rsync over ssh through the SSH proxy (both ends: the client and the container's sshd)"),
 ];
 
 /// Servers whose package starts them in the host's own namespace on

@@ -3,12 +3,13 @@
 //! - `run`: the demo node in namespaces (or the daemon on this host's real
 //!   interfaces with `--config`).
 //! - `test`: formatting, lints and every test, privileged ones included.
-//! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`, `dhcp`).
+//! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`, `dhcp`, `ssh`).
 //! - `etcd`: an etcd for a cluster of hostgate nodes.
 //! - `vm-test`: scenarios in QEMU VMs on a kernel of their own (`vm-tests/`).
 
 mod bench;
 mod bench_dhcp;
+mod bench_ssh;
 mod deps;
 mod failover;
 mod run;
@@ -30,7 +31,7 @@ enum Command {
     Run(run::RunArgs),
     /// Benchmarks against peers, printed as one table per area.
     Bench {
-        /// Which: lb, fw, failover, dhcp (default: all).
+        /// Which: lb, fw, failover, dhcp, ssh (default: all).
         what: Vec<String>,
     },
     /// Run an etcd for a hostgate cluster in the foreground (Debian's

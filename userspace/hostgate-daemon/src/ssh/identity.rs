@@ -6,8 +6,8 @@
 use anyhow::Context;
 use hostgate_store::{Compare, Op, Txn};
 use russh::keys::{
-    ssh_key::{private::Ed25519Keypair, LineEnding},
-    PrivateKey,
+    ssh_key::{certificate, private::Ed25519Keypair, LineEnding},
+    Certificate, PrivateKey,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -24,6 +24,63 @@ struct StoredKey {
 /// The proxy's host keys (ed25519 only for now).
 pub async fn host_keys(d: &Daemon) -> anyhow::Result<Vec<PrivateKey>> {
     Ok(vec![load_or_create(d, &format!("{}ed25519", keys::HOSTKEYS)).await?])
+}
+
+/// The hostgate SSH CA: signs the short-lived user certificates the proxy
+/// logs in to containers with (their sshd trusts it by
+/// `TrustedUserCAKeys`). Like the other private keys it never leaves the
+/// store through the API: only its public half is shown.
+pub async fn ca_key(d: &Daemon) -> anyhow::Result<PrivateKey> {
+    load_or_create(d, keys::CA_KEY).await
+}
+
+/// Who a certificate is issued for: written into its key id, so the
+/// container's sshd logs name the customer behind every proxied login.
+pub struct CertSubject<'a> {
+    pub customer: &'a str,
+    pub fingerprint: &'a str,
+    pub session: &'a str,
+    pub agent_forwarding: bool,
+}
+
+/// How long a certificate is valid: long enough to log in, useless soon
+/// after (sshd checks it only at authentication; sessions outlive it).
+pub const CERT_LIFETIME_SECS: u64 = 300;
+/// Accepted clock skew between the node and containers.
+const CERT_BACKDATE_SECS: u64 = 60;
+
+/// A user certificate for `key`, valid for `principal` for a few minutes,
+/// signed by `ca`. Extensions grant what the proxy relays: a PTY, port
+/// forwarding, user rc, and agent forwarding only when the customer's
+/// policy allows it (sshd enforces the certificate's extensions).
+pub fn sign_user_cert(
+    ca: &PrivateKey,
+    key: &PrivateKey,
+    principal: &str,
+    who: &CertSubject<'_>,
+) -> anyhow::Result<Certificate> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let mut nonce = [0u8; 16];
+    urandom(&mut nonce)?;
+    let mut serial = [0u8; 8];
+    urandom(&mut serial)?;
+    let mut b = certificate::Builder::new(
+        nonce.to_vec(),
+        key.public_key().key_data().clone(),
+        now.saturating_sub(CERT_BACKDATE_SECS),
+        now + CERT_LIFETIME_SECS,
+    )?;
+    b.serial(u64::from_be_bytes(serial))?;
+    b.cert_type(certificate::CertType::User)?;
+    b.key_id(format!("hostgate customer={} key={} session={}", who.customer, who.fingerprint, who.session))?;
+    b.valid_principal(principal)?;
+    for ext in ["permit-port-forwarding", "permit-pty", "permit-user-rc"] {
+        b.extension(ext, "")?;
+    }
+    if who.agent_forwarding {
+        b.extension("permit-agent-forwarding", "")?;
+    }
+    Ok(b.sign(ca)?)
 }
 
 /// The key the proxy logs in to containers with.
@@ -51,12 +108,14 @@ fn decode(s: &StoredKey) -> anyhow::Result<PrivateKey> {
 }
 
 fn generate() -> anyhow::Result<PrivateKey> {
-    use std::io::Read;
     let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .context("reading /dev/urandom for a new SSH key")?;
+    urandom(&mut seed)?;
     Ok(PrivateKey::from(Ed25519Keypair::from_seed(&seed)))
+}
+
+fn urandom(buf: &mut [u8]) -> anyhow::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).context("reading /dev/urandom")
 }
 
 /// One public key as an `authorized_keys` / `known_hosts` line body.
