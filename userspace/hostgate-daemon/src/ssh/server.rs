@@ -154,10 +154,21 @@ async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::Tc
         banned_until: banned,
         slot: None,
     };
+    // A second handle on the socket: russh handles a disconnect request
+    // only between key exchanges, so a client stalling the handshake is cut
+    // off by shutting the socket down under it.
+    let (sock, cutter) = match split_cutter(sock) {
+        Ok(pair) => pair,
+        Err(e) => {
+            warn!(%peer, error = %e, "SSH connection dropped: its socket could not be duplicated");
+            return;
+        }
+    };
     let grace = tokio::time::Instant::now() + Duration::from_secs(d.config.ssh.login_grace_secs);
     match tokio::time::timeout_at(grace, server::run_stream(config, sock, conn)).await {
         Ok(Ok(session)) => {
-            let timer = tokio::spawn(watch(d.clone(), session.handle(), grace, record.clone(), tally.clone(), peer));
+            let watched = Watched { handle: session.handle(), cutter, record: record.clone(), tally: tally.clone(), peer };
+            let timer = tokio::spawn(watch(d.clone(), grace, watched));
             let _ = session.await;
             timer.abort();
         }
@@ -171,24 +182,39 @@ async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::Tc
 /// in within the grace time is closed, and so is a session whose channels
 /// carried no data for `[ssh] idle_timeout_secs` (keepalives and window
 /// adjustments do not count, so a forgotten shell does not live forever).
-async fn watch(
-    d: Arc<Daemon>,
+fn split_cutter(sock: tokio::net::TcpStream) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std = sock.into_std()?;
+    let cutter = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, cutter))
+}
+
+/// What the watch needs of one connection.
+struct Watched {
     handle: server::Handle,
-    grace: tokio::time::Instant,
+    cutter: std::net::TcpStream,
     record: Arc<Mutex<SshSession>>,
     tally: Arc<Tally>,
     peer: SocketAddr,
-) {
-    let bye = |why: &'static str| {
-        let handle = handle.clone();
-        async move {
-            let _ = handle.disconnect(russh::Disconnect::ByApplication, why.into(), "en".into()).await;
-        }
-    };
+}
+
+impl Watched {
+    /// Tells the client why (if russh gets to it within a second), then
+    /// shuts the socket down in any case.
+    async fn close(&self, why: &'static str) {
+        let told = self.handle.disconnect(russh::Disconnect::ByApplication, why.into(), "en".into());
+        let _ = tokio::time::timeout(Duration::from_secs(1), told).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = self.cutter.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+async fn watch(d: Arc<Daemon>, grace: tokio::time::Instant, w: Watched) {
+    let (tally, peer) = (&w.tally, w.peer);
     tokio::time::sleep_until(grace).await;
     if !tally.logged_in.load(Ordering::Relaxed) {
         tracing::debug!(%peer, "SSH login grace time exceeded");
-        bye("login grace time exceeded").await;
+        // Mid-handshake russh would not send a disconnect: cut at once.
+        let _ = w.cutter.shutdown(std::net::Shutdown::Both);
         return;
     }
     let idle_limit = Duration::from_secs(d.config.ssh.idle_timeout_secs);
@@ -199,8 +225,8 @@ async fn watch(
         let idle = tally.idle();
         if idle >= idle_limit {
             info!(%peer, idle_secs = idle.as_secs(), "SSH session closed: idle timeout");
-            lock(&record).outcome = "idle-timeout".into();
-            bye("idle timeout").await;
+            lock(&w.record).outcome = "idle-timeout".into();
+            w.close("idle timeout").await;
             return;
         }
         tokio::time::sleep(idle_limit - idle).await;
