@@ -45,8 +45,11 @@ const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
 const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {
-    let what: Vec<&str> =
-        if what.is_empty() { vec!["lb", "fw", "failover", "dhcp", "ssh"] } else { what.iter().map(String::as_str).collect() };
+    let what: Vec<&str> = if what.is_empty() {
+        vec!["lb", "fw", "failover", "dhcp", "ssh"]
+    } else {
+        what.iter().map(String::as_str).collect()
+    };
     for w in what {
         match w {
             "lb" => lb()?,

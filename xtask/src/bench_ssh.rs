@@ -77,14 +77,9 @@ pub fn run() -> anyhow::Result<()> {
     }
     let (_, hs, hu, hd) = rows[2];
     for (p, s, u, d) in &rows[..2] {
-        println!(
-            "hostgate / {}: setup {:.2}x, scp up {:.2}x, sftp down {:.2}x",
-            p.name(),
-            hs / s,
-            hu / u,
-            hd / d
-        );
+        println!("hostgate / {}: setup {:.2}x, scp up {:.2}x, sftp down {:.2}x", p.name(), hs / s, hu / u, hd / d);
     }
+    bed.integrity()?;
     let (direct, jump) = (&rows[0], &rows[1]);
     println!(
         "targets: throughput >= 0.9x direct: {}; setup rate >= ProxyJump: {}",
@@ -145,7 +140,8 @@ impl Drop for Bed {
 }
 
 fn keygen(path: &Path) -> anyhow::Result<()> {
-    let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"]).arg(path).output()?;
+    let out =
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"]).arg(path).output()?;
     if !out.status.success() {
         bail!("ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -153,7 +149,7 @@ fn keygen(path: &Path) -> anyhow::Result<()> {
 }
 
 /// An sshd in `ns` on `listen`, trusting `authorized` and `ca` (if any).
-fn sshd(
+fn start_sshd(
     topo_ns: &hostgate_testbed::Netns,
     dir: &Path,
     name: &str,
@@ -248,8 +244,8 @@ impl Bed {
         let ca = cli(&["ssh", "ca", "show"])?;
         // The container trusts the customer's key (direct, ProxyJump) and
         // the hostgate CA (hostgate); the jump host the customer's key.
-        let sshd = sshd(&c.ns, dir.path(), "container", &format!("{container}:22"), &public, Some(ca.trim()))?;
-        let jump = sshd(&topo.node, dir.path(), "jump", &format!("{NODE_V4}:2222"), &public, None)?;
+        let sshd = start_sshd(&c.ns, dir.path(), "container", &format!("{container}:22"), &public, Some(ca.trim()))?;
+        let jump = start_sshd(&topo.node, dir.path(), "jump", &format!("{NODE_V4}:2222"), &public, None)?;
         let file = dir.path().join("large.bin");
         let status = Command::new("head")
             .args(["-c", &(FILE_MIB << 20).to_string(), "/dev/urandom"])
@@ -258,17 +254,7 @@ impl Bed {
         if !status.success() {
             bail!("writing the test file");
         }
-        let bed = Bed {
-            _sshd: sshd,
-            _jump: jump,
-            daemon: Some(daemon),
-            topo,
-            dir,
-            node_name,
-            container,
-            key,
-            file,
-        };
+        let bed = Bed { _sshd: sshd, _jump: jump, daemon: Some(daemon), topo, dir, node_name, container, key, file };
         // Both sshd listening? (LogLevel ERROR keeps their logs quiet.)
         let deadline = Instant::now() + Duration::from_secs(10);
         for addr in [format!("{}:22", bed.container), format!("{NODE_V4}:2222")] {
@@ -367,6 +353,52 @@ impl Bed {
         self.options(&mut c, p);
         c.arg("-b").arg(&batch).arg(self.target(p));
         self.timed(p, "sftp down", c)
+    }
+
+    /// The 1 GiB file up by scp and back by rsync through hostgate, its
+    /// sha256 compared at every step (the tests move smaller files, since
+    /// the debug build relays slowly).
+    fn integrity(&self) -> anyhow::Result<()> {
+        let sum = |p: &Path| -> anyhow::Result<String> {
+            let out = Command::new("sha256sum").arg(p).output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string())
+        };
+        let want = sum(&self.file)?;
+        let (remote, back) = (self.dir.path().join("remote.bin"), self.dir.path().join("back.bin"));
+        let mut up = self.client("scp");
+        self.options(&mut up, Route::Hostgate);
+        up.arg(&self.file).arg(format!("{}:{}", self.target(Route::Hostgate), remote.display()));
+        let start = Instant::now();
+        let out = up.stdin(Stdio::null()).output()?;
+        if !out.status.success() {
+            bail!("hostgate: scp to a file failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let scp_secs = start.elapsed().as_secs_f64();
+        let mut shell = Command::new("ssh");
+        self.options(&mut shell, Route::Hostgate);
+        let shell = std::iter::once("ssh".to_string())
+            .chain(shell.get_args().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut down = self.client("rsync");
+        down.args(["-e", &shell]).arg(format!("{}:{}", self.target(Route::Hostgate), remote.display())).arg(&back);
+        let start = Instant::now();
+        let out = down.stdin(Stdio::null()).output()?;
+        if !out.status.success() {
+            bail!("hostgate: rsync back failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let rsync_secs = start.elapsed().as_secs_f64();
+        let (got_remote, got_back) = (sum(&remote)?, sum(&back)?);
+        let _ = std::fs::remove_file(&remote);
+        let _ = std::fs::remove_file(&back);
+        if got_remote != want || got_back != want {
+            bail!("checksum differs: sent {want}, received {got_remote}, back {got_back}");
+        }
+        println!(
+            "integrity through hostgate: {FILE_MIB} MiB scp up to a file ({scp_secs:.1} s) and rsync back \
+             ({rsync_secs:.1} s), sha256 equal"
+        );
+        Ok(())
     }
 
     fn timed(&self, p: Route, what: &str, mut c: Command) -> anyhow::Result<f64> {

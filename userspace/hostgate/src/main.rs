@@ -1282,8 +1282,9 @@ async fn ssh(client: &Client, command: SshCommand) -> anyhow::Result<()> {
             println!("{}", k.ca_key);
         }
         SshCommand::Policy { customer, agent_forwarding, json } => {
-            let p: hostgate_api::SshPolicyView =
-                client.post(hostgate_api::SSH_POLICY, &hostgate_api::SshPolicyView { customer, agent_forwarding }).await?;
+            let p: hostgate_api::SshPolicyView = client
+                .post(hostgate_api::SSH_POLICY, &hostgate_api::SshPolicyView { customer, agent_forwarding })
+                .await?;
             print_out(json, &p, |p| {
                 let agent = if p.agent_forwarding == Some(true) { "allowed" } else { "refused" };
                 format!("customer {}: agent forwarding {agent}", p.customer)

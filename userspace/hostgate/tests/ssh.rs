@@ -382,7 +382,8 @@ fn bed(purpose: &str, extra: &str) -> Bed {
 }
 
 fn fingerprint_of(public: &Path) -> String {
-    let out = ok(Command::new("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(public).output().expect("keygen -l"));
+    let out =
+        ok(Command::new("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(public).output().expect("keygen -l"));
     out.split_whitespace().nth(1).expect("fingerprint").to_string()
 }
 
@@ -600,10 +601,10 @@ fn certificates_forwarding_and_terminals() {
     random_file(&local, 8 << 20);
     let remote = dir.join("rsync-remote.bin");
     let back = dir.join("rsync-back.bin");
-    for (from, to) in [(local.display().to_string(), format!("{target}:{}", remote.display())), (
-        format!("{target}:{}", remote.display()),
-        back.display().to_string(),
-    )] {
+    for (from, to) in [
+        (local.display().to_string(), format!("{target}:{}", remote.display())),
+        (format!("{target}:{}", remote.display()), back.display().to_string()),
+    ] {
         let o = node
             .topo
             .client

@@ -124,3 +124,32 @@ pub fn public_line(k: &PrivateKey, comment: &str) -> anyhow::Result<String> {
     public.set_comment(comment);
     Ok(public.to_openssh()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(agent_forwarding: bool) -> CertSubject<'static> {
+        CertSubject { customer: "acme", fingerprint: "SHA256:abc", session: "42", agent_forwarding }
+    }
+
+    #[test]
+    fn user_certificate_for_one_principal_and_minutes() {
+        let (ca, key) = (generate().expect("ca"), generate().expect("key"));
+        let cert = sign_user_cert(&ca, &key, "root", &who(false)).expect("signed");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let ca_fp = ca.public_key().fingerprint(Default::default());
+        cert.validate_at(now, [&ca_fp]).expect("valid now, signed by the CA");
+        assert!(cert.validate_at(now + CERT_LIFETIME_SECS + 1, [&ca_fp]).is_err(), "expires within minutes");
+        let other = generate().expect("other").public_key().fingerprint(Default::default());
+        assert!(cert.validate_at(now, [&other]).is_err(), "only this CA");
+        assert_eq!(cert.cert_type(), certificate::CertType::User);
+        assert_eq!(cert.valid_principals(), ["root".to_string()], "never all principals");
+        assert_eq!(cert.key_id(), "hostgate customer=acme key=SHA256:abc session=42");
+        assert_eq!(cert.public_key(), key.public_key().key_data());
+        let exts: Vec<&str> = cert.extensions().keys().map(String::as_str).collect();
+        assert_eq!(exts, ["permit-port-forwarding", "permit-pty", "permit-user-rc"]);
+        let with_agent = sign_user_cert(&ca, &key, "root", &who(true)).expect("signed");
+        assert!(with_agent.extensions().contains_key("permit-agent-forwarding"));
+    }
+}

@@ -167,7 +167,8 @@ async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::Tc
     let grace = tokio::time::Instant::now() + Duration::from_secs(d.config.ssh.login_grace_secs);
     match tokio::time::timeout_at(grace, server::run_stream(config, sock, conn)).await {
         Ok(Ok(session)) => {
-            let watched = Watched { handle: session.handle(), cutter, record: record.clone(), tally: tally.clone(), peer };
+            let watched =
+                Watched { handle: session.handle(), cutter, record: record.clone(), tally: tally.clone(), peer };
             let timer = tokio::spawn(watch(d.clone(), grace, watched));
             let _ = session.await;
             timer.abort();
