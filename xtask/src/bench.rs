@@ -46,7 +46,7 @@ const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {
     let what: Vec<&str> = if what.is_empty() {
-        vec!["lb", "fw", "failover", "dhcp", "http", "dns"]
+        vec!["lb", "fw", "failover", "dhcp", "http", "dns", "ssh"]
     } else {
         what.iter().map(String::as_str).collect()
     };
@@ -59,7 +59,8 @@ pub fn run(what: &[String]) -> anyhow::Result<()> {
             "dhcp" => crate::bench_dhcp::run()?,
             "http" => crate::bench_http::run()?,
             "dns" => crate::bench_dns::run()?,
-            other => bail!("unknown benchmark {other:?} (available: lb, fw, monitor, failover, dhcp, http, dns)"),
+            "ssh" => crate::bench_ssh::run()?,
+            other => bail!("unknown benchmark {other:?} (available: lb, fw, monitor, failover, dhcp, http, dns, ssh)"),
         }
     }
     Ok(())

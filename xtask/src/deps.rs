@@ -36,6 +36,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("tmux", "the pseudo-terminal `hostgate top` is driven in and read from by the top test"),
     ("rsyslog", "the real syslog receiver of the remote log test (run in a test namespace; its service is stopped)"),
     ("rsyslog-gnutls", "rsyslog's TLS stream driver (gtls), for syslog over TLS in the remote log test"),
+    ("rsync", "rsync over ssh through the SSH proxy (both ends: the client and the container's sshd)"),
 ];
 
 /// Servers whose package starts them in the host's own namespace on

@@ -4,7 +4,7 @@
 //!   interfaces with `--config`).
 //! - `test`: formatting, lints and every test, privileged ones included.
 //! - `bench`: benchmarks against peers (`lb`, `fw`, `failover`, `dhcp`, `http`,
-//!   `dns`); `monitor` is part (c) of `fw` alone.
+//!   `dns`, `ssh`); `monitor` is part (c) of `fw` alone.
 //! - `etcd`: an etcd for a cluster of hostgate nodes.
 //! - `vm-test`: scenarios in QEMU VMs on a kernel of their own (`vm-tests/`).
 
@@ -12,6 +12,7 @@ mod bench;
 mod bench_dhcp;
 mod bench_dns;
 mod bench_http;
+mod bench_ssh;
 mod deps;
 mod failover;
 mod run;
@@ -33,7 +34,7 @@ enum Command {
     Run(run::RunArgs),
     /// Benchmarks against peers, printed as one table per area.
     Bench {
-        /// Which: lb, fw, failover, dhcp, http, dns (default: all); monitor (part (c) of fw alone).
+        /// Which: lb, fw, failover, dhcp, http, dns, ssh (default: all); monitor (part (c) of fw alone).
         what: Vec<String>,
     },
     /// Run an etcd for a hostgate cluster in the foreground (Debian's

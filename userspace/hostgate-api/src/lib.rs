@@ -983,6 +983,24 @@ pub struct SshProxyKey {
     /// `ssh-ed25519 AAAA... hostgate-proxy@NODE`
     pub client_key: String,
     pub host_keys: Vec<String>,
+    /// `ssh-ed25519 AAAA... hostgate-ca@NODE`: the CA that signs the
+    /// proxy's short-lived user certificates, for the containers'
+    /// `TrustedUserCAKeys`.
+    #[serde(default)]
+    pub ca_key: String,
+}
+
+/// What a customer's sessions may do beyond shells, commands, file
+/// transfers and local forwarding. `None` in a request: unchanged.
+pub const SSH_POLICY: &str = "/v1/ssh/policy";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshPolicyView {
+    pub customer: String,
+    /// Agent forwarding (`ssh -A`) to the customer's containers; off by
+    /// default, since a container's root could then use the customer's agent.
+    #[serde(default)]
+    pub agent_forwarding: Option<bool>,
 }
 
 /// One SSH session or refused attempt.

@@ -462,6 +462,13 @@ pub struct SshConfig {
     /// Concurrent sessions per customer; a login beyond is refused.
     #[serde(default = "default_max_sessions")]
     pub max_sessions_per_customer: usize,
+    /// Seconds a connection has to authenticate (OpenSSH's LoginGraceTime).
+    #[serde(default = "default_login_grace")]
+    pub login_grace_secs: u64,
+    /// Seconds without channel data either way after which a session is
+    /// closed (keepalives do not count); 0: never.
+    #[serde(default)]
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for SshConfig {
@@ -470,12 +477,18 @@ impl Default for SshConfig {
             listen: Vec::new(),
             upstream_user: default_upstream_user(),
             max_sessions_per_customer: default_max_sessions(),
+            login_grace_secs: default_login_grace(),
+            idle_timeout_secs: 0,
         }
     }
 }
 
 fn default_max_sessions() -> usize {
     100
+}
+
+fn default_login_grace() -> u64 {
+    30
 }
 
 fn default_upstream_user() -> String {
@@ -711,6 +724,15 @@ impl Config {
         }
         if self.ssh.max_sessions_per_customer == 0 {
             return bad("ssh.max_sessions_per_customer", "0 would refuse every login".into());
+        }
+        if !(1..=600).contains(&self.ssh.login_grace_secs) {
+            return bad("ssh.login_grace_secs", format!("{} is not within 1..=600", self.ssh.login_grace_secs));
+        }
+        if self.ssh.idle_timeout_secs > 7 * 86400 {
+            return bad(
+                "ssh.idle_timeout_secs",
+                format!("{} is over a week; 0 turns the idle timeout off", self.ssh.idle_timeout_secs),
+            );
         }
         for (i, pool) in self.ip.pools.iter().enumerate() {
             if let Err(problem) = check_cidr(pool) {
@@ -996,7 +1018,13 @@ container_interfaces = ["veth1", "veth2"]
             err(&with("max_sessions_per_customer = 0")),
             "hg.toml: ssh.max_sessions_per_customer: 0 would refuse every login"
         );
+        assert_eq!(err(&with("login_grace_secs = 0")), "hg.toml: ssh.login_grace_secs: 0 is not within 1..=600");
+        assert_eq!(
+            err(&with("idle_timeout_secs = 9999999")),
+            "hg.toml: ssh.idle_timeout_secs: 9999999 is over a week; 0 turns the idle timeout off"
+        );
         let c = Config::parse(&with("listen = [\"[2001:db8::1]:22\"]"), Path::new("hg.toml")).expect("valid");
+        assert_eq!((c.ssh.login_grace_secs, c.ssh.idle_timeout_secs), (30, 0), "defaults");
         assert_eq!(c.ssh.listen_addrs(), vec!["[2001:db8::1]:22".parse().expect("addr")]);
         assert!(Config::parse(GOOD, Path::new("hg.toml")).expect("valid").ssh.listen.is_empty(), "off by default");
     }

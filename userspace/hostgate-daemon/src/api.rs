@@ -68,6 +68,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::SSH_PROXY_KEY, get(ssh::proxy_key))
         .route(hostgate_api::SSH_HISTORY, post(ssh::list_history))
         .route(hostgate_api::SSH_KNOWN_REMOVE, post(ssh::forget_known))
+        .route(hostgate_api::SSH_POLICY, post(ssh::policy))
         .fallback(not_found)
         .with_state(daemon)
 }

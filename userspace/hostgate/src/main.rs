@@ -671,6 +671,23 @@ enum SshCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The hostgate SSH CA that signs the proxy's short-lived user
+    /// certificates (generated once, kept in the store).
+    Ca {
+        #[command(subcommand)]
+        command: SshCaCommand,
+    },
+    /// What a customer's sessions may do beyond shells, commands, file
+    /// transfers and local forwarding; shown, and changed if a flag is given.
+    Policy {
+        #[arg(long)]
+        customer: String,
+        /// Allow `ssh -A` to the customer's containers (off by default).
+        #[arg(long, value_name = "BOOL")]
+        agent_forwarding: Option<bool>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget a container's pinned host key (after a deliberate change);
     /// the next connection pins the key it finds.
     KnownRm { container: String },
@@ -682,6 +699,13 @@ enum SshCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SshCaCommand {
+    /// The CA's public key: one line for the containers' sshd
+    /// `TrustedUserCAKeys` file.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -1326,9 +1350,22 @@ async fn ssh(client: &Client, command: SshCommand) -> anyhow::Result<()> {
                 true => println!("{}", k.client_key),
                 false => print_out(json, &k, |k| {
                     let hosts: Vec<String> = k.host_keys.iter().map(|h| format!("host key:   {h}")).collect();
-                    format!("client key: {}\n{}", k.client_key, hosts.join("\n"))
+                    format!("client key: {}\nca key:     {}\n{}", k.client_key, k.ca_key, hosts.join("\n"))
                 })?,
             }
+        }
+        SshCommand::Ca { command: SshCaCommand::Show } => {
+            let k: SshProxyKey = client.get(hostgate_api::SSH_PROXY_KEY).await?;
+            println!("{}", k.ca_key);
+        }
+        SshCommand::Policy { customer, agent_forwarding, json } => {
+            let p: hostgate_api::SshPolicyView = client
+                .post(hostgate_api::SSH_POLICY, &hostgate_api::SshPolicyView { customer, agent_forwarding })
+                .await?;
+            print_out(json, &p, |p| {
+                let agent = if p.agent_forwarding == Some(true) { "allowed" } else { "refused" };
+                format!("customer {}: agent forwarding {agent}", p.customer)
+            })?;
         }
         SshCommand::KnownRm { container } => {
             let r: hostgate_api::SshKnownRef =

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{add_web_container, ok, TestNode};
+use common::{add_web_container, eventually, ok, TestNode};
 use hostgate_api::SshSession;
 use hostgate_testbed::{privileged, topology::NODE_V4, ChildGuard};
 
@@ -33,6 +33,12 @@ fn keygen_typed(path: &Path, kind: &[&str]) {
 
 /// The container's sshd: listening on `addr`:22, trusting `authorized`.
 fn start_sshd(node: &TestNode, dir: &Path, addr: &str, authorized: &str) -> ChildGuard {
+    start_sshd_with(node, dir, addr, authorized, "")
+}
+
+/// As `start_sshd`, with `extra` sshd_config lines first (the first value
+/// of a keyword wins in sshd_config).
+fn start_sshd_with(node: &TestNode, dir: &Path, addr: &str, authorized: &str, extra: &str) -> ChildGuard {
     let host_key = dir.join("sshd_host_ed25519");
     keygen(&host_key);
     let keys = dir.join("authorized_keys");
@@ -41,7 +47,7 @@ fn start_sshd(node: &TestNode, dir: &Path, addr: &str, authorized: &str) -> Chil
     std::fs::write(
         &config,
         format!(
-            "ListenAddress {addr}:22\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
+            "{extra}ListenAddress {addr}:22\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
              Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\n",
             host_key.display(),
@@ -81,7 +87,32 @@ struct Customer {
 impl Customer {
     fn command(&self, node: &TestNode, program: &str) -> Command {
         let mut c = node.topo.client.command("timeout");
-        c.args(["120", program, "-F", "/dev/null", "-i"]).arg(&self.key);
+        c.args(["120", program]);
+        self.options(&mut c);
+        c
+    }
+
+    /// `ssh` with this customer's options, without `timeout` (which would
+    /// take ssh out of a terminal's foreground process group); bound by a
+    /// `ChildGuard` instead.
+    fn untimed_ssh(&self, node: &TestNode) -> Command {
+        let mut c = node.topo.client.command("ssh");
+        self.options(&mut c);
+        c
+    }
+
+    /// The `ssh` command line rsync should use (`rsync -e`).
+    fn rsync_shell(&self) -> String {
+        let mut c = Command::new("ssh");
+        self.options(&mut c);
+        std::iter::once("ssh".to_string())
+            .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn options(&self, c: &mut Command) {
+        c.args(["-F", "/dev/null", "-i"]).arg(&self.key);
         for o in [
             "IdentitiesOnly=yes".to_string(),
             "IdentityAgent=none".to_string(),
@@ -92,7 +123,6 @@ impl Customer {
         ] {
             c.args(["-o", &o]);
         }
-        c
     }
 
     fn ssh(&self, node: &TestNode, user: &str, remote: &str) -> Output {
@@ -324,4 +354,356 @@ fn openssh_through_the_proxy() {
     let banned = strict.ssh(&node, "web", "echo banned");
     assert_eq!(banned.status.code(), Some(255), "{}", stderr(&banned));
     assert!(stderr(&banned).contains("Too many failed logins from your address"), "{}", stderr(&banned));
+}
+
+/// A node with the proxy on `NODE_V4:22` (plus `extra` `[ssh]` lines), a
+/// customer `acme` with a container `web` and a customer key.
+struct Bed {
+    node: TestNode,
+    dir: tempfile::TempDir,
+    v4: String,
+    alice: Customer,
+}
+
+fn bed(purpose: &str, extra: &str) -> Bed {
+    let listen = format!("\n[ssh]\nlisten = [\"{NODE_V4}:22\"]\n{extra}\n");
+    let mut node = TestNode::with_config(purpose, 1, &listen);
+    node.start_daemon();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = &node.topo.containers[0];
+    let (iface, v4) = (c.node_iface.clone(), c.v4.to_string());
+    ok(node.cli(&["customer", "add", "acme"]));
+    add_web_container(&node, &iface, std::slice::from_ref(&v4), None);
+    let key = dir.path().join("customer");
+    keygen(&key);
+    ok(node.cli(&["ssh", "key", "add", "--customer", "acme", key.with_extension("pub").to_str().expect("path")]));
+    let alice = Customer { key, known: dir.path().join("known_hosts"), strict: "accept-new" };
+    Bed { node, dir, v4, alice }
+}
+
+fn fingerprint_of(public: &Path) -> String {
+    let out =
+        ok(Command::new("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(public).output().expect("keygen -l"));
+    out.split_whitespace().nth(1).expect("fingerprint").to_string()
+}
+
+fn random_file(path: &Path, bytes: u64) {
+    let status = Command::new("head")
+        .args(["-c", &bytes.to_string(), "/dev/urandom"])
+        .stdout(std::fs::File::create(path).expect("file"))
+        .status()
+        .expect("head");
+    assert!(status.success());
+}
+
+/// Runs `remote` under `ssh -tt` on a real terminal (a pty the test
+/// holds), waits for `ready` in its output, resizes the terminal to 50x132
+/// (the kernel sends ssh SIGWINCH, ssh sends window-change) and returns
+/// the whole output and the exit status.
+fn on_a_terminal(node: &TestNode, who: &Customer, remote: &str) -> (String, Option<i32>) {
+    use std::{
+        io::Read,
+        os::fd::{FromRawFd, OwnedFd},
+        os::unix::process::CommandExt,
+    };
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two fds into the given integers; the name
+    // and termios pointers may be null.
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just opened and are owned here alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = who.untimed_ssh(node);
+    cmd.arg("-tt").arg(format!("web@{NODE_V4}")).arg(remote);
+    cmd.stdin(slave.try_clone().expect("dup")).stdout(slave.try_clone().expect("dup")).stderr(slave);
+    // SAFETY: only async-signal-safe calls between fork and exec: a new
+    // session whose controlling terminal is the pty (stdin), so ssh is its
+    // foreground process group and gets SIGWINCH.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = ChildGuard::new("ssh on a pty", cmd.spawn().expect("ssh"));
+    drop(cmd);
+    let mut reader = std::fs::File::from(master.try_clone().expect("dup"));
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // EIO once the last slave fd is closed (ssh exited).
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut resized = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(chunk) => out.extend(chunk),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if !resized && String::from_utf8_lossy(&out).contains("ready") {
+            let bigger = libc::winsize { ws_row: 50, ws_col: 132, ws_xpixel: 0, ws_ypixel: 0 };
+            // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
+            let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::TIOCSWINSZ, &bigger) };
+            assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+            resized = true;
+        }
+    }
+    let status = child.wait_timeout(Duration::from_secs(5)).and_then(|s| s.code());
+    (String::from_utf8_lossy(&out).into_owned(), status)
+}
+
+/// Upstream logins with short-lived certificates from the hostgate CA (the
+/// container's sshd trusts only the CA), and what sessions carry through
+/// the proxy beyond files: local forwarding to a port only the container
+/// has, keepalives, a terminal's resizes, agent forwarding only when the
+/// customer's policy allows it, and rsync.
+#[test]
+fn certificates_forwarding_and_terminals() {
+    if !privileged("certificates_forwarding_and_terminals") {
+        return;
+    }
+    let bed = bed("sshca", "");
+    let (node, dir, alice) = (&bed.node, bed.dir.path(), &bed.alice);
+    let target = format!("web@{NODE_V4}");
+
+    let ca = ok(node.cli(&["ssh", "ca", "show"])).trim().to_string();
+    assert!(ca.starts_with("ssh-ed25519 ") && ca.contains(" hostgate-ca@"), "{ca}");
+    let proxy_key = ok(node.cli(&["ssh", "proxy-key", "--client"]));
+    assert_ne!(ca.split_whitespace().nth(1), proxy_key.split_whitespace().nth(1), "the CA is a key of its own");
+    assert_eq!(ok(node.cli(&["ssh", "ca", "show"])).trim(), ca, "generated once");
+    let trusted = dir.join("trusted_user_ca");
+    std::fs::write(&trusted, format!("{ca}\n")).expect("trusted CA file");
+    let container_ns = &node.topo.containers[0].ns;
+    container_ns.ip(["link", "set", "lo", "up"]).expect("container lo");
+    node.topo.client.ip(["link", "set", "lo", "up"]).expect("client lo");
+    // No authorized_keys at all: only certificates of the CA get in.
+    let extra = format!("TrustedUserCAKeys {}\nAuthorizedKeysFile none\nLogLevel DEBUG1\n", trusted.display());
+    let _sshd = start_sshd_with(node, dir, &bed.v4, "", &extra);
+
+    let out = alice.ssh(node, "web", "echo cert; exit 5");
+    let sshd_log = || std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "cert\n", "{}\n{}\n{}", stderr(&out), sshd_log(), node.log());
+    assert_eq!(out.status.code(), Some(5));
+    // The container's own log names the customer and key behind the login.
+    let fp = fingerprint_of(&alice.key.with_extension("pub"));
+    let accepted = sshd_log().lines().find(|l| l.contains("Accepted publickey")).map(str::to_string);
+    let accepted = accepted.unwrap_or_else(|| panic!("no login in the sshd log: {}", sshd_log()));
+    assert!(accepted.contains("ED25519-CERT"), "{accepted}");
+    assert!(accepted.contains(&format!("ID hostgate customer=acme key={fp} session=")), "{accepted}");
+
+    // Keepalives: the client probes every second and gives up after one
+    // unanswered probe; a 3 s command outlives that only if they are answered.
+    let kept = alice
+        .command(node, "ssh")
+        .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=1"])
+        .arg(&target)
+        .arg("sleep 3; echo alive")
+        .output()
+        .expect("ssh");
+    assert_eq!(String::from_utf8_lossy(&kept.stdout), "alive\n", "{}", stderr(&kept));
+
+    // ssh -L to a port only the container's loopback has.
+    let _inside = hostgate_testbed::servers::tcp_identity(
+        &container_ns.path(),
+        "127.0.0.1:8099".parse().expect("addr"),
+        "inside-the-container",
+    )
+    .expect("server in the container");
+    let fwd_log = dir.join("ssh-L.log");
+    let _forward = ChildGuard::new(
+        "ssh -L",
+        alice
+            .untimed_ssh(node)
+            .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L", "127.0.0.1:18099:127.0.0.1:8099"])
+            .arg(&target)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&fwd_log).expect("log"))
+            .spawn()
+            .expect("ssh -L"),
+    );
+    let mut fetched = String::new();
+    let through = eventually(Duration::from_secs(15), || {
+        fetched = node
+            .topo
+            .client
+            .exec("socat", ["-u", "TCP:127.0.0.1:18099", "STDOUT"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        fetched == "inside-the-container"
+    });
+    assert!(through, "fetched {fetched:?}; ssh -L: {}", std::fs::read_to_string(&fwd_log).unwrap_or_default());
+
+    // A terminal: pty-req carries 24x80, a resize reaches the container.
+    let (screen, status) = on_a_terminal(
+        node,
+        alice,
+        "stty size; echo ready; for i in $(seq 100); do [ \"$(stty size)\" = \"50 132\" ] && { echo resized; exit 0; }; sleep 0.1; done; exit 1",
+    );
+    assert!(screen.contains("24 80"), "{screen:?}");
+    assert!(screen.contains("resized"), "{screen:?}");
+    assert_eq!(status, Some(0), "{screen:?}");
+
+    // Agent forwarding: refused until the customer's policy allows it.
+    let agent_sock = dir.join("agent.sock");
+    let _agent = ChildGuard::new(
+        "ssh-agent",
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&agent_sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent"),
+    );
+    assert!(eventually(Duration::from_secs(5), || agent_sock.exists()), "ssh-agent socket");
+    let agent_key = dir.join("agent-key");
+    keygen(&agent_key);
+    let added = Command::new("ssh-add").env("SSH_AUTH_SOCK", &agent_sock).arg(&agent_key).output().expect("ssh-add");
+    assert!(added.status.success(), "ssh-add: {}", stderr(&added));
+    let agent_fp = fingerprint_of(&agent_key.with_extension("pub"));
+    // The customer's own agent (SSH_AUTH_SOCK, ssh -A); it also offers
+    // the agent key, which the proxy refuses before the file key is tried.
+    let with_agent = || {
+        let mut c = node.topo.client.command("timeout");
+        c.args(["120", "ssh", "-F", "/dev/null", "-A", "-i"]).arg(&alice.key);
+        for o in ["BatchMode=yes", "StrictHostKeyChecking=accept-new"] {
+            c.args(["-o", o]);
+        }
+        c.arg("-o").arg(format!("UserKnownHostsFile={}", alice.known.display()));
+        c.env("SSH_AUTH_SOCK", &agent_sock).arg(&target).arg("ssh-add -l; echo rc=$?").output().expect("ssh -A")
+    };
+    let refused = with_agent();
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(text.contains("rc=2") && !text.contains(&agent_fp), "{text} {}", stderr(&refused));
+    let policy = ok(node.cli(&["ssh", "policy", "--customer", "acme"]));
+    assert!(policy.contains("agent forwarding refused"), "{policy}");
+    let policy = ok(node.cli(&["ssh", "policy", "--customer", "acme", "--agent-forwarding", "true"]));
+    assert!(policy.contains("agent forwarding allowed"), "{policy}");
+    let allowed = with_agent();
+    let text = String::from_utf8_lossy(&allowed.stdout);
+    assert!(text.contains(&agent_fp) && text.contains("rc=0"), "{text} {}\n{}", stderr(&allowed), sshd_log());
+    let unknown = node.cli(&["ssh", "policy", "--customer", "nobody", "--agent-forwarding", "true"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("customer: nobody does not exist"), "{unknown:?}");
+
+    // rsync over ssh, both ways, intact.
+    let local = dir.join("rsync-src.bin");
+    random_file(&local, 8 << 20);
+    let remote = dir.join("rsync-remote.bin");
+    let back = dir.join("rsync-back.bin");
+    for (from, to) in [
+        (local.display().to_string(), format!("{target}:{}", remote.display())),
+        (format!("{target}:{}", remote.display()), back.display().to_string()),
+    ] {
+        let o = node
+            .topo
+            .client
+            .command("timeout")
+            .args(["120", "rsync", "-a", "-e", &alice.rsync_shell(), &from, &to])
+            .output()
+            .expect("rsync");
+        assert!(o.status.success(), "rsync {from} {to}: {}", stderr(&o));
+    }
+    assert_eq!(sha256(&back), sha256(&local), "rsync round trip differs");
+    assert_eq!(sha256(&remote), sha256(&local));
+}
+
+/// Abuse limits from the config: a connection that does not log in within
+/// the grace time is closed, so is a session idle for the idle timeout
+/// (keepalives do not keep it), and a customer's third concurrent session
+/// is refused until one of the two ends.
+#[test]
+fn grace_idle_and_session_limits() {
+    if !privileged("grace_idle_and_session_limits") {
+        return;
+    }
+    let bed = bed("sshab", "login_grace_secs = 2\nidle_timeout_secs = 3\nmax_sessions_per_customer = 2\n");
+    let (node, dir, alice) = (&bed.node, bed.dir.path(), &bed.alice);
+    let target = format!("web@{NODE_V4}");
+    let proxy_key = ok(node.cli(&["ssh", "proxy-key", "--client"]));
+    let _sshd = start_sshd(node, dir, &bed.v4, &proxy_key);
+
+    // Login grace: a client that connects, says its version and then
+    // never authenticates is cut off.
+    let path = node.topo.client.path();
+    let silent = std::thread::spawn(move || -> Result<(String, usize), String> {
+        use std::io::Read;
+        hostgate_testbed::sender::enter_netns(&path).map_err(|e| e.to_string())?;
+        let mut s = std::net::TcpStream::connect((NODE_V4, 22)).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut s, b"SSH-2.0-silent\r\n").map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok((String::from_utf8_lossy(&all).into_owned(), all.len())),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(format!("still open after 15 s ({e}); got {:?}", String::from_utf8_lossy(&all))),
+            }
+        }
+    });
+    let (banner, _) = silent.join().expect("thread").expect("the proxy closes a connection that never logs in");
+    assert!(banner.starts_with("SSH-2.0-hostgate"), "{banner:?}");
+
+    // Data keeps a session alive past the idle timeout ...
+    let busy = alice.ssh(node, "web", "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 0.5; done");
+    assert_eq!(busy.status.code(), Some(0), "{}", stderr(&busy));
+    assert!(String::from_utf8_lossy(&busy.stdout).ends_with("10\n"));
+    // ... keepalives do not: a silent command is cut off (it would run 30 s).
+    let started = Instant::now();
+    let idle = alice
+        .command(node, "ssh")
+        .args(["-o", "ServerAliveInterval=1"])
+        .arg(&target)
+        .arg("sleep 30; echo never")
+        .output()
+        .expect("ssh");
+    assert_eq!(idle.status.code(), Some(255), "{}", stderr(&idle));
+    assert!(idle.stdout.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(25), "closed by the idle timeout, not by the command's end");
+    let h = history_until(node, &["--customer", "acme"], |h| h.iter().any(|s| s.outcome == "idle-timeout"));
+    assert!(h.iter().any(|s| s.outcome == "idle-timeout"), "{h:#?}");
+
+    // Two concurrent sessions per customer: the third is refused like a
+    // wrong key, recorded as such, and admitted once a slot is free.
+    let ticking = "for i in $(seq 40); do echo tick; sleep 0.5; done";
+    let mut open = Vec::new(); // (the client, its stdout: closing it would SIGPIPE ssh)
+    for i in 0..2 {
+        let mut child = alice
+            .command(node, "ssh")
+            .arg(&target)
+            .arg(ticking)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh");
+        let mut first = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        std::io::BufRead::read_line(&mut stdout, &mut first).expect("read");
+        assert_eq!(first, "tick\n", "session {i} logged in");
+        open.push((ChildGuard::new("ticking ssh", child), stdout));
+    }
+    let third = alice.ssh(node, "web", "echo third");
+    assert_eq!(third.status.code(), Some(255), "{}", stderr(&third));
+    assert!(stderr(&third).contains("Permission denied (publickey)"), "{}", stderr(&third));
+    let h = history_until(node, &["--customer", "acme"], |h| h.iter().any(|s| s.outcome == "session-limit"));
+    assert!(h.iter().any(|s| s.outcome == "session-limit"), "{h:#?}");
+    drop(open.pop());
+    let mut admitted = String::new();
+    let again = eventually(Duration::from_secs(10), || {
+        admitted = String::from_utf8_lossy(&alice.ssh(node, "web", "echo third").stdout).into_owned();
+        admitted == "third\n"
+    });
+    assert!(again, "a freed slot admits the next session: {admitted:?}");
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, Json};
-use hostgate_api::{SshFilter, SshKeyRef, SshKeyView, SshKnownRef, SshProxyKey, SshSession};
+use hostgate_api::{SshFilter, SshKeyRef, SshKeyView, SshKnownRef, SshPolicyView, SshProxyKey, SshSession};
 use hostgate_ipam::model::keys as ipam_keys;
 use hostgate_ssh::AuthorizedKey;
 use hostgate_store::{Compare, Op, Txn, TxnOutcome};
@@ -85,7 +85,43 @@ pub async fn proxy_key(State(d): State<Arc<Daemon>>) -> Result<Json<SshProxyKey>
     Ok(Json(SshProxyKey {
         client_key: identity::public_line(&client, &format!("hostgate-proxy@{node}"))?,
         host_keys: hosts.iter().map(|k| identity::public_line(k, "")).collect::<anyhow::Result<_>>()?,
+        ca_key: identity::public_line(&identity::ca_key(&d).await?, &format!("hostgate-ca@{node}"))?,
     }))
+}
+
+/// A customer's policy as stored (nothing stored: everything off).
+pub async fn policy_of(d: &Daemon, customer: &str) -> anyhow::Result<SshPolicyView> {
+    Ok(match d.store.get(&keys::policy(customer)).await? {
+        Some(kv) => kv.decode()?,
+        None => SshPolicyView { customer: customer.to_string(), agent_forwarding: None },
+    })
+}
+
+/// Shows a customer's policy, changing the fields given first (effective
+/// for the next login).
+pub async fn policy(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<SshPolicyView>,
+) -> Result<Json<SshPolicyView>, Failure> {
+    let mut p = policy_of(&d, &req.customer).await?;
+    p.agent_forwarding = Some(p.agent_forwarding.unwrap_or(false));
+    if req.agent_forwarding.is_none() {
+        return Ok(Json(p));
+    }
+    p.agent_forwarding = req.agent_forwarding.or(p.agent_forwarding);
+    let txn = Txn::new()
+        .when(Compare::Present(ipam_keys::customer(&req.customer)))
+        .then(Op::put_json(keys::policy(&req.customer), &p).map_err(store_err)?);
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => {
+            info!(customer = %p.customer, agent_forwarding = ?p.agent_forwarding, "SSH policy stored");
+            Ok(Json(p))
+        }
+        TxnOutcome::CompareFailed(_) => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("customer: {} does not exist (hostgate customer add)", req.customer),
+        )),
+    }
 }
 
 /// Sessions and refused attempts, oldest first.

@@ -19,7 +19,7 @@ mod upstream;
 
 use std::sync::{atomic::AtomicU64, Mutex};
 
-pub use api::{add_key, forget_known, history as list_history, list_keys, proxy_key, remove_key};
+pub use api::{add_key, forget_known, history as list_history, list_keys, policy, proxy_key, remove_key};
 use hostgate_ssh::{SessionLimits, Throttle, ThrottleConfig};
 pub(crate) use server::listen;
 
@@ -31,6 +31,14 @@ pub mod keys {
     pub const HISTORY: &str = "ssh/history/";
     /// The proxy's own client key, which containers' sshd trust.
     pub const CLIENT_KEY: &str = "ssh/proxy-key";
+    /// The CA that signs the proxy's user certificates.
+    pub const CA_KEY: &str = "ssh/ca";
+    /// Per-customer settings (agent forwarding).
+    pub const POLICY: &str = "ssh/policy/";
+
+    pub fn policy(customer: &str) -> String {
+        format!("{POLICY}{customer}")
+    }
 
     pub fn customer_keys(customer: &str) -> String {
         format!("{KEYS}{customer}/")

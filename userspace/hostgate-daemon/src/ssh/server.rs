@@ -35,8 +35,6 @@ use crate::Daemon;
 pub const WINDOW: u32 = 16 * 1024 * 1024;
 /// russh refuses packets over 65535 bytes; OpenSSH uses 32 KiB.
 pub const PACKET: u32 = 32 * 1024;
-/// Time to authenticate after connecting.
-const LOGIN_GRACE: Duration = Duration::from_secs(30);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Characters of a client's user name kept in logs and the history.
 const MAX_USER: usize = 64;
@@ -71,6 +69,7 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
     }
     let host_keys = super::identity::host_keys(d).await.context("the SSH proxy's host keys")?;
     super::identity::client_key(d).await.context("the SSH proxy's client key")?;
+    super::identity::ca_key(d).await.context("the SSH proxy's CA key")?;
     let config = Arc::new(config(host_keys));
     for (i, addr) in addrs.iter().enumerate() {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding ssh.listen[{i}] {addr}"))?;
@@ -99,6 +98,10 @@ async fn accept_loop(d: Arc<Daemon>, listener: tokio::net::TcpListener, config: 
 #[derive(Clone, Debug)]
 struct Authed {
     container: Container,
+    customer: String,
+    fingerprint: String,
+    /// The customer's policy allows `ssh -A`.
+    agent_forwarding: bool,
 }
 
 /// One customer connection.
@@ -151,18 +154,22 @@ async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::Tc
         banned_until: banned,
         slot: None,
     };
-    match tokio::time::timeout(LOGIN_GRACE, server::run_stream(config, sock, conn)).await {
+    // A second handle on the socket: russh handles a disconnect request
+    // only between key exchanges, so a client stalling the handshake is cut
+    // off by shutting the socket down under it.
+    let (sock, cutter) = match split_cutter(sock) {
+        Ok(pair) => pair,
+        Err(e) => {
+            warn!(%peer, error = %e, "SSH connection dropped: its socket could not be duplicated");
+            return;
+        }
+    };
+    let grace = tokio::time::Instant::now() + Duration::from_secs(d.config.ssh.login_grace_secs);
+    match tokio::time::timeout_at(grace, server::run_stream(config, sock, conn)).await {
         Ok(Ok(session)) => {
-            // Login grace: the outcome is only "ok" once authenticated.
-            let (handle, rec) = (session.handle(), record.clone());
-            let timer = tokio::spawn(async move {
-                tokio::time::sleep(LOGIN_GRACE).await;
-                if lock(&rec).outcome != "ok" {
-                    let _ = handle
-                        .disconnect(russh::Disconnect::ByApplication, "login grace time exceeded".into(), "en".into())
-                        .await;
-                }
-            });
+            let watched =
+                Watched { handle: session.handle(), cutter, record: record.clone(), tally: tally.clone(), peer };
+            let timer = tokio::spawn(watch(d.clone(), grace, watched));
             let _ = session.await;
             timer.abort();
         }
@@ -170,6 +177,61 @@ async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::Tc
         Err(_) => tracing::debug!(%peer, "SSH handshake timed out"),
     }
     finish(&d, &record, &tally, peer).await;
+}
+
+/// The login grace time, then the idle timeout: a connection not logged
+/// in within the grace time is closed, and so is a session whose channels
+/// carried no data for `[ssh] idle_timeout_secs` (keepalives and window
+/// adjustments do not count, so a forgotten shell does not live forever).
+fn split_cutter(sock: tokio::net::TcpStream) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std = sock.into_std()?;
+    let cutter = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, cutter))
+}
+
+/// What the watch needs of one connection.
+struct Watched {
+    handle: server::Handle,
+    cutter: std::net::TcpStream,
+    record: Arc<Mutex<SshSession>>,
+    tally: Arc<Tally>,
+    peer: SocketAddr,
+}
+
+impl Watched {
+    /// Tells the client why (if russh gets to it within a second), then
+    /// shuts the socket down in any case.
+    async fn close(&self, why: &'static str) {
+        let told = self.handle.disconnect(russh::Disconnect::ByApplication, why.into(), "en".into());
+        let _ = tokio::time::timeout(Duration::from_secs(1), told).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = self.cutter.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+async fn watch(d: Arc<Daemon>, grace: tokio::time::Instant, w: Watched) {
+    let (tally, peer) = (&w.tally, w.peer);
+    tokio::time::sleep_until(grace).await;
+    if !tally.logged_in.load(Ordering::Relaxed) {
+        tracing::debug!(%peer, "SSH login grace time exceeded");
+        // Mid-handshake russh would not send a disconnect: cut at once.
+        let _ = w.cutter.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    let idle_limit = Duration::from_secs(d.config.ssh.idle_timeout_secs);
+    if idle_limit.is_zero() {
+        return;
+    }
+    loop {
+        let idle = tally.idle();
+        if idle >= idle_limit {
+            info!(%peer, idle_secs = idle.as_secs(), "SSH session closed: idle timeout");
+            lock(&w.record).outcome = "idle-timeout".into();
+            w.close("idle timeout").await;
+            return;
+        }
+        tokio::time::sleep(idle_limit - idle).await;
+    }
 }
 
 async fn finish(d: &Daemon, record: &Mutex<SshSession>, tally: &Tally, peer: SocketAddr) {
@@ -228,7 +290,14 @@ impl Conn {
             let grant = KeyGrant { customer: v.customer.clone(), container: v.container.clone() };
             let Ok(name) = route(user, &grant, |n| containers.get(n).map(|c| c.customer.clone())) else { continue };
             if let Some(c) = containers.get(&name) {
-                return Ok(Some((v.customer, Authed { container: c.clone() })));
+                let agent_forwarding = super::api::policy_of(&self.d, &v.customer).await?.agent_forwarding;
+                let authed = Authed {
+                    container: c.clone(),
+                    customer: v.customer.clone(),
+                    fingerprint: fp,
+                    agent_forwarding: agent_forwarding.unwrap_or(false),
+                };
+                return Ok(Some((v.customer, authed)));
             }
         }
         Ok(None)
@@ -246,7 +315,7 @@ impl Conn {
     }
 
     /// Opens the container's end of a channel, connecting first if needed.
-    async fn open_upstream(&mut self, kind: Open<'_>) -> Result<Channel<client::Msg>, String> {
+    async fn open_upstream(&mut self, kind: Open<'_>, handle: &server::Handle) -> Result<Channel<client::Msg>, String> {
         let Some(authed) = self.authed.clone() else { return Err("not authenticated".into()) };
         if self.upstream.is_none() {
             let name = &authed.container.name;
@@ -255,8 +324,19 @@ impl Conn {
             };
             let addr = SocketAddr::new(*ip, 22);
             let user = self.d.config.ssh.upstream_user.clone();
-            match upstream::connect(self.d.clone(), name, addr, &user).await {
-                Ok(h) => self.upstream = Some(h),
+            let session = lock(&self.record).id.clone();
+            let who = super::identity::CertSubject {
+                customer: &authed.customer,
+                fingerprint: &authed.fingerprint,
+                session: &session,
+                agent_forwarding: authed.agent_forwarding,
+            };
+            let agent = authed.agent_forwarding.then(|| handle.clone());
+            match upstream::connect(self.d.clone(), name, addr, &user, &who, agent).await {
+                Ok((h, login)) => {
+                    tracing::debug!(container = %name, ?login, "logged in to the container");
+                    self.upstream = Some(h);
+                }
                 Err(e) => return Err(self.fail(e.to_string())),
             }
         }
@@ -287,10 +367,11 @@ impl Conn {
         handle: server::Handle,
         kind: Open<'_>,
     ) {
-        match self.open_upstream(kind).await {
+        match self.open_upstream(kind, &handle).await {
             Ok(up) => {
                 reply.accept().await;
-                super::relay::spawn(channel, up, handle, self.tally.clone());
+                let agent = self.authed.as_ref().is_some_and(|a| a.agent_forwarding);
+                super::relay::spawn(channel, up, handle, self.tally.clone(), agent);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "channel refused");
@@ -348,9 +429,20 @@ impl server::Handler for Conn {
             r.outcome = "ok".into();
         }
         self.slot = Some(customer);
+        self.tally.logged_in.store(true, Ordering::Relaxed);
         self.d.ssh.throttle().succeeded(self.peer.ip(), self.d.ssh.now_ms());
         self.authed = Some(authed);
         Ok(Auth::Accept)
+    }
+
+    /// `ssh -A`: allowed only by the customer's policy. russh answers the
+    /// customer from this; the relay then forwards the request upstream.
+    async fn agent_request(&mut self, _channel: russh::ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
+        let allowed = self.authed.as_ref().is_some_and(|a| a.agent_forwarding);
+        if !allowed {
+            tracing::debug!(source = %self.peer, "agent forwarding refused by the customer's policy");
+        }
+        Ok(allowed)
     }
 
     async fn channel_open_session(

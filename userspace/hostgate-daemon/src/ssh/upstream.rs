@@ -1,7 +1,11 @@
-//! Towards the container: a russh client that logs in with the proxy's
-//! own key (the fallback of issue #11 point 3; short-lived certificates
-//! from a hostgate CA come next) and pins the container's host key on
-//! first use in `ssh/known/<container>`. A mismatch is refused and logged.
+//! Towards the container: a russh client that logs in with a short-lived
+//! user certificate from the hostgate CA (the container's sshd trusts the
+//! CA by `TrustedUserCAKeys`, so no key is copied into containers), or
+//! with the proxy's own key when the certificate is refused (sshd without
+//! the CA, the key in its `authorized_keys`). The container's host key is
+//! pinned on first use in `ssh/known/<container>`; a mismatch is refused
+//! and logged. Agent channels the container opens are relayed to the
+//! customer only when the customer's policy allows agent forwarding.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -14,7 +18,7 @@ use russh::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::keys;
+use super::{identity::CertSubject, keys};
 use crate::Daemon;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +43,8 @@ pub struct Upstream {
     d: Arc<Daemon>,
     container: String,
     mismatch: Arc<std::sync::atomic::AtomicBool>,
+    /// The customer's connection, when its agent may be forwarded.
+    agent: Option<russh::server::Handle>,
 }
 
 impl client::Handler for Upstream {
@@ -54,6 +60,34 @@ impl client::Handler for Upstream {
             self.mismatch.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(ok)
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        // Only when the customer asked for it (ssh -A) and may: the proxy
+        // forwards auth-agent-req upstream only then, but a container must
+        // not open agent channels on its own either.
+        let Some(handle) = self.agent.clone() else {
+            warn!(container = %self.container, "container opened an agent channel that was not allowed; refused");
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        match handle.channel_open_agent().await {
+            Ok(down) => {
+                reply.accept().await;
+                // Agent traffic is not the session's data: its own tally.
+                super::relay::spawn(down, channel, handle, Arc::new(super::relay::Tally::default()), false);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the customer refused the agent channel");
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+        Ok(())
     }
 
     // `hostkeys-00@openssh.com` from the container is consumed here (logged
@@ -104,17 +138,30 @@ fn config() -> Arc<client::Config> {
     })
 }
 
-/// Connects to the container's sshd and logs in as `user` with the proxy's key.
+/// How the proxy logged in to a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    Certificate,
+    ProxyKey,
+}
+
+/// Connects to the container's sshd and logs in as `user`: with a fresh
+/// certificate for `who`, else with the proxy's key. `agent`: the
+/// customer's connection, if agent channels may be relayed to it.
 pub async fn connect(
     d: Arc<Daemon>,
     container: &str,
     addr: SocketAddr,
     user: &str,
-) -> Result<client::Handle<Upstream>, UpstreamError> {
+    who: &CertSubject<'_>,
+    agent: Option<russh::server::Handle>,
+) -> Result<(client::Handle<Upstream>, Login), UpstreamError> {
     let failed = |e: anyhow::Error| UpstreamError::Failed(format!("{e:#}"));
-    let key = super::identity::client_key(&d).await.map_err(failed)?;
+    let key = Arc::new(super::identity::client_key(&d).await.map_err(failed)?);
+    let ca = super::identity::ca_key(&d).await.map_err(failed)?;
+    let cert = super::identity::sign_user_cert(&ca, &key, user, who).map_err(failed)?;
     let mismatch = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let handler = Upstream { d, container: container.to_string(), mismatch: mismatch.clone() };
+    let handler = Upstream { d, container: container.to_string(), mismatch: mismatch.clone(), agent };
     let connecting = client::connect(config(), addr, handler);
     let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(h)) => h,
@@ -122,16 +169,26 @@ pub async fn connect(
         Ok(Err(e)) => return Err(failed(e.context(format!("connecting to {addr}")))),
         Err(_) => return Err(UpstreamError::Failed(format!("connecting to {addr}: timed out"))),
     };
-    let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
-    let auth = tokio::time::timeout(CONNECT_TIMEOUT, handle.authenticate_publickey(user, key))
+    let by_cert = tokio::time::timeout(CONNECT_TIMEOUT, handle.authenticate_openssh_cert(user, key.clone(), cert))
+        .await
+        .context("timed out")
+        .and_then(|r| r.context("authenticating with a certificate"))
+        .map_err(failed)?;
+    if by_cert.success() {
+        return Ok((handle, Login::Certificate));
+    }
+    // The fallback: the container trusts the proxy's key itself.
+    let plain = PrivateKeyWithHashAlg::new(key, None);
+    let auth = tokio::time::timeout(CONNECT_TIMEOUT, handle.authenticate_publickey(user, plain))
         .await
         .context("timed out")
         .and_then(|r| r.context("authenticating"))
         .map_err(failed)?;
     if !auth.success() {
         return Err(UpstreamError::Failed(format!(
-            "{addr} refused the proxy's key for {user} (is `hostgate ssh proxy-key` in its authorized_keys?)"
+            "{addr} refused both the hostgate CA's certificate and the proxy's key for {user} \
+             (`hostgate ssh ca show` for its TrustedUserCAKeys, or `hostgate ssh proxy-key --client` for its authorized_keys)"
         )));
     }
-    Ok(handle)
+    Ok((handle, Login::ProxyKey))
 }
