@@ -57,8 +57,14 @@ pub fn run() -> anyhow::Result<()> {
     if !deps::is_root() {
         bail!("the HTTP benchmark builds namespaces: run it as root");
     }
-    deps::cargo(&["build", "--release", "--package", "hostgate"])?;
-    let bin = deps::target_dir().join("release/hostgate");
+    // HOSTGATE_BIN: a release binary built already (skips the build).
+    let bin = match std::env::var_os("HOSTGATE_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => {
+            deps::cargo(&["build", "--release", "--package", "hostgate"])?;
+            deps::target_dir().join("release/hostgate")
+        }
+    };
     let bed = Bed::new()?;
     bed.make_certificate()?;
     let _backend = bed.spawn(
