@@ -41,7 +41,14 @@ use hostgate_testbed::{
 
 use crate::deps;
 
-const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
+pub(crate) const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
+
+/// Removes the pins a bench daemon named `node_name` left under
+/// [`PIN_ROOT`] (a daemon keeps them across restarts by design).
+pub(crate) fn remove_pins(node_name: &str) {
+    let layout = hostgate_dataplane::pins::PinLayout::new(Path::new(PIN_ROOT), node_name);
+    let _ = hostgate_dataplane::detach_pinned(&layout);
+}
 const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {

@@ -73,6 +73,13 @@ struct Bed {
     dir: tempfile::TempDir,
 }
 
+/// The daemon's pins go with the bed, however the run ended.
+impl Drop for Bed {
+    fn drop(&mut self) {
+        crate::bench::remove_pins("bench-dhcp");
+    }
+}
+
 impl Bed {
     fn new() -> anyhow::Result<Bed> {
         let server = Netns::create(&unique_name("bdhcps"))?;

@@ -151,6 +151,13 @@ struct Bed {
     dir: tempfile::TempDir,
 }
 
+/// The daemon's pins go with the bed, however the run ended.
+impl Drop for Bed {
+    fn drop(&mut self) {
+        crate::bench::remove_pins("bench-http");
+    }
+}
+
 impl Bed {
     fn new() -> anyhow::Result<Bed> {
         let client = Netns::create(&unique_name("bhttpc"))?;
