@@ -811,6 +811,10 @@ pub struct ZoneAdd {
     /// Log every query for the zone (client, name, type, rcode).
     #[serde(default)]
     pub query_log: bool,
+    /// The customer whose domain this is (its queries are logged to the
+    /// customer's file); must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
 }
 
 /// Turns a zone's query log on or off (`POST /v1/dns/zones/query-log`).
@@ -841,6 +845,8 @@ pub struct ZoneView {
     /// Queries for the zone are logged.
     #[serde(default)]
     pub query_log: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
 }
 
 /// A name answered from a VIP's healthy backends (`POST /v1/dns/pools`

@@ -217,6 +217,14 @@ pub struct DnsConfig {
     /// benchmark's single client, say).
     #[serde(default = "default_dns_rrl_ratelimit")]
     pub rrl_ratelimit: u32,
+    /// Format of the per-customer query logs (queries for zones with
+    /// `--customer` and their query log on, or all with `query_log`):
+    /// `text` (default, logfmt), `json` or `off`.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Where they go (`<customer>.log`); default `<state_dir>/log/dns`.
+    #[serde(default)]
+    pub access_log_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for DnsConfig {
@@ -232,6 +240,8 @@ impl Default for DnsConfig {
             resolver_clients: Vec::new(),
             cache_entries: default_dns_cache_entries(),
             rrl_ratelimit: default_dns_rrl_ratelimit(),
+            access_log: None,
+            access_log_dir: None,
         }
     }
 }
@@ -250,6 +260,18 @@ fn default_dns_cache_entries() -> u32 {
 }
 fn default_dns_rrl_ratelimit() -> u32 {
     200
+}
+
+/// A service's per-customer log settings: `text`, `json` or `off`, in an
+/// absolute directory.
+fn check_service_log(service: &str, format: &str, dir: Option<&std::path::Path>) -> Result<(), (String, String)> {
+    if !["text", "json", "off"].contains(&format) {
+        return Err((format!("{service}.access_log"), format!("{format:?} is not text, json or off")));
+    }
+    if dir.is_some_and(|d| !d.is_absolute()) {
+        return Err((format!("{service}.access_log_dir"), "must be an absolute path".to_string()));
+    }
+    Ok(())
 }
 
 /// `ADDRESS:PORT`, `[V6]:PORT`, or a bare address meaning port 53.
@@ -275,6 +297,11 @@ fn parse_prefix(text: &str) -> Option<(std::net::IpAddr, u8)> {
 }
 
 impl DnsConfig {
+    /// The per-customer query log format (validated on load).
+    pub fn access_log_format(&self) -> &str {
+        self.access_log.as_deref().unwrap_or("text")
+    }
+
     /// The listen addresses, parsed (validation has checked them).
     pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.listen.iter().filter_map(|a| a.parse().ok()).collect()
@@ -469,6 +496,14 @@ pub struct SshConfig {
     /// closed (keepalives do not count); 0: never.
     #[serde(default)]
     pub idle_timeout_secs: u64,
+    /// Format of the per-customer session logs (one line per session or
+    /// refused attempt of a known customer's key): `text` (default,
+    /// logfmt), `json` or `off`.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Where they go (`<customer>.log`); default `<state_dir>/log/ssh`.
+    #[serde(default)]
+    pub access_log_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SshConfig {
@@ -479,6 +514,8 @@ impl Default for SshConfig {
             max_sessions_per_customer: default_max_sessions(),
             login_grace_secs: default_login_grace(),
             idle_timeout_secs: 0,
+            access_log: None,
+            access_log_dir: None,
         }
     }
 }
@@ -496,6 +533,11 @@ fn default_upstream_user() -> String {
 }
 
 impl SshConfig {
+    /// The per-customer session log format (validated on load).
+    pub fn access_log_format(&self) -> &str {
+        self.access_log.as_deref().unwrap_or("text")
+    }
+
     /// The listen addresses (validated on load, so none is dropped here).
     pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.listen.iter().filter_map(|a| a.parse().ok()).collect()
@@ -734,6 +776,8 @@ impl Config {
                 format!("{} is over a week; 0 turns the idle timeout off", self.ssh.idle_timeout_secs),
             );
         }
+        check_service_log("ssh", self.ssh.access_log_format(), self.ssh.access_log_dir.as_deref())?;
+        check_service_log("dns", self.dns.access_log_format(), self.dns.access_log_dir.as_deref())?;
         for (i, pool) in self.ip.pools.iter().enumerate() {
             if let Err(problem) = check_cidr(pool) {
                 return bad(&format!("ip.pools[{i}]"), problem);
@@ -1004,6 +1048,25 @@ container_interfaces = ["veth1", "veth2"]
         assert_eq!(err(&with("access_log_dir = \"logs\"")), "hg.toml: http.access_log_dir: must be an absolute path");
         let c = Config::parse(&with("access_log = \"json\""), Path::new("hg.toml")).expect("valid");
         assert_eq!(c.http.access_log_format(), "json");
+    }
+
+    #[test]
+    fn service_logs_are_checked() {
+        for service in ["ssh", "dns"] {
+            let with = |extra: &str| format!("{GOOD}\n[{service}]\n{extra}\n");
+            assert_eq!(
+                err(&with("access_log = \"combined\"")),
+                format!("hg.toml: {service}.access_log: \"combined\" is not text, json or off")
+            );
+            assert_eq!(
+                err(&with("access_log_dir = \"log\"")),
+                format!("hg.toml: {service}.access_log_dir: must be an absolute path")
+            );
+            let c = Config::parse(&with("access_log = \"json\""), Path::new("hg.toml")).expect("valid");
+            assert_eq!((c.ssh.access_log_format() == "json") as u8 + (c.dns.access_log_format() == "json") as u8, 1);
+        }
+        let c = Config::parse(GOOD, Path::new("hg.toml")).expect("valid");
+        assert_eq!((c.ssh.access_log_format(), c.dns.access_log_format()), ("text", "text"), "defaults");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{api::Failure, now, Daemon};
+use hostgate_dataplane::abi::Counter;
 
 /// Where a cluster keeps the rules files in force, one key per file name.
 const SHARED: &str = "rules/files/";
@@ -39,6 +40,13 @@ type Seen = (Vec<RulesFile>, u64);
 #[derive(Debug, Default)]
 pub struct FwState {
     pub rules: Vec<tables::RuleRef>,
+    /// The tables in force: a reload that compiles to the same ones (any
+    /// store change reloads) leaves the kernel alone, counters included.
+    tables: Option<tables::Tables>,
+    /// Per rule id: what the rule counted under earlier rule sets, added
+    /// to the kernel's count (which starts over with each new set), so
+    /// that an unchanged rule's counter never goes back.
+    carried: Vec<Counter>,
     /// The rulesets in force, for `rules diff`.
     pub rulesets: Vec<hostgate_rules::Ruleset>,
     pub applied_at: Option<u64>,
@@ -284,17 +292,31 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
     };
     let counted: BTreeMap<std::net::IpAddr, String> =
         rulesets.iter().flat_map(|(rs, g)| g.customer_ips.iter().map(|ip| (*ip, rs.customer.clone()))).collect();
-    let dd = d.clone();
-    let t = tables.clone();
-    let ips: Vec<std::net::IpAddr> = counted.keys().copied().collect();
-    tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
-        Some(dp) => {
-            dp.apply_fw(&t)?;
-            dp.set_fw_counted_ips(&ips).map_err(anyhow::Error::from)
-        }
-        None => anyhow::bail!("the data plane is detached"),
-    })
-    .await??;
+    let (in_force, old_rules, old_carried) = {
+        let st = d.fw_state();
+        (st.tables.as_ref() == Some(&tables) && st.counted_ips == counted, st.rules.clone(), st.carried.clone())
+    };
+    let carried = if in_force {
+        old_carried
+    } else {
+        let dd = d.clone();
+        let t = tables.clone();
+        let ips: Vec<std::net::IpAddr> = counted.keys().copied().collect();
+        tokio::task::spawn_blocking(move || match dd.dataplane().as_mut() {
+            Some(dp) => {
+                // read just before the flip: what is counted in between is lost
+                let mut totals = dp.fw_stats(old_rules.len())?;
+                for (total, before) in totals.iter_mut().zip(&old_carried) {
+                    *total += *before;
+                }
+                dp.apply_fw(&t)?;
+                dp.set_fw_counted_ips(&ips)?;
+                Ok(tables::carry_over(&old_rules, &totals, &t.rules))
+            }
+            None => anyhow::bail!("the data plane is detached"),
+        })
+        .await??
+    };
     for w in &warnings {
         warn!(warning = %w, "rules warning");
     }
@@ -305,7 +327,9 @@ pub async fn reload(d: &Arc<Daemon>, force: bool) -> anyhow::Result<RulesApplied
         "firewall rules applied"
     );
     let mut st = d.fw_state();
-    st.rules = tables.rules;
+    st.rules = tables.rules.clone();
+    st.tables = Some(tables);
+    st.carried = carried;
     st.rulesets = rulesets.into_iter().map(|(rs, _)| rs).collect();
     st.counted_ips = counted;
     st.applied_at = Some(now());
@@ -338,9 +362,9 @@ pub async fn apply(State(d): State<Arc<Daemon>>) -> Result<Json<RulesApplied>, F
 }
 
 pub async fn stats(State(d): State<Arc<Daemon>>) -> Result<Json<RulesStatus>, Failure> {
-    let (rules, applied_at, last_errors, counted_ips) = {
+    let (rules, carried, applied_at, last_errors, counted_ips) = {
         let st = d.fw_state();
-        (st.rules.clone(), st.applied_at, st.last_errors.clone(), st.counted_ips.clone())
+        (st.rules.clone(), st.carried.clone(), st.applied_at, st.last_errors.clone(), st.counted_ips.clone())
     };
     let (counters, ip_counters) = match d.dataplane().as_ref() {
         Some(dp) => {
@@ -355,7 +379,8 @@ pub async fn stats(State(d): State<Arc<Daemon>>) -> Result<Json<RulesStatus>, Fa
         ..RulesStatus::default()
     };
     for (id, r) in rules.iter().enumerate() {
-        let c = counters.get(id).copied().unwrap_or_default();
+        let mut c = counters.get(id).copied().unwrap_or_default();
+        c += carried.get(id).copied().unwrap_or_default();
         if matches!(r.action, Action::Drop | Action::Reject) {
             *out.drops.entry(r.customer.clone()).or_default() += c.packets;
         }

@@ -8,6 +8,7 @@
 //! and the API socket only appears once everything is up. Shutdown leaves
 //! the data plane attached: packets keep flowing while no daemon runs.
 
+mod access_log;
 mod api;
 mod containers;
 mod dhcp;
@@ -99,6 +100,11 @@ pub(crate) fn placement_state(key: &str) -> bool {
 
 pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Unix time in milliseconds (log lines).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The store: etcd when the config names endpoints, else the embedded one

@@ -28,6 +28,15 @@ async fn scrape(State(d): State<Arc<Daemon>>) -> Result<impl IntoResponse, Failu
     http(&mut out, &status.http, status.http_log_dropped);
     dns(&mut out, &status.dns);
     ssh(&mut out, &d.ssh.ended());
+    out.rows(
+        "hostgate_service_log_dropped_total",
+        "counter",
+        "Per-customer SSH session and DNS query log lines dropped because their writer fell behind.",
+        [
+            (vec![("service", "ssh".to_string())], d.ssh.log_dropped() as f64),
+            (vec![("service", "dns".to_string())], d.dns.log_dropped() as f64),
+        ],
+    );
     cluster(&mut out, &status.node, &d.cluster_counters);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.text))
 }

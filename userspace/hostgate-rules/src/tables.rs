@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// What a rule id stands for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct RuleRef {
     pub customer: String,
     pub file: String,
@@ -88,9 +88,45 @@ pub fn build(rulesets: &[(Ruleset, Guarded)]) -> Result<Tables, CompileError> {
     Ok(t)
 }
 
+/// Carries each rule's running total across a re-apply: the new rule ids'
+/// starting values, taken from the old rule with the same identity
+/// (customer, file, line, direction, action; duplicates paired in order).
+/// A rule that moved to another line or changed starts at zero rather
+/// than inherit another rule's count.
+pub fn carry_over<T: Copy + Default>(old: &[RuleRef], old_totals: &[T], new: &[RuleRef]) -> Vec<T> {
+    let mut unused: std::collections::HashMap<&RuleRef, std::collections::VecDeque<T>> =
+        std::collections::HashMap::new();
+    for (rule, total) in old.iter().zip(old_totals) {
+        unused.entry(rule).or_default().push_back(*total);
+    }
+    new.iter().map(|rule| unused.get_mut(rule).and_then(|q| q.pop_front()).unwrap_or_default()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn totals_follow_unchanged_rules_only() {
+        let rule = |file: &str, line: u32, action: Action| RuleRef {
+            customer: "acme".into(),
+            file: file.into(),
+            direction: Direction::In,
+            line: Some(line),
+            action,
+        };
+        let old = [rule("a", 1, Action::Allow), rule("a", 2, Action::Drop), rule("a", 2, Action::Drop)];
+        // one rule inserted at the front, the duplicate pair kept, one new
+        let new = [
+            rule("a", 9, Action::Allow),
+            rule("a", 2, Action::Drop),
+            rule("a", 1, Action::Allow),
+            rule("a", 2, Action::Drop),
+            rule("a", 2, Action::Drop),
+        ];
+        assert_eq!(carry_over(&old, &[10u64, 20, 30], &new), vec![0, 20, 10, 30, 0]);
+        assert_eq!(carry_over(&old, &[10u64, 20, 30], &[]), Vec::<u64>::new());
+    }
     use crate::parse::parse;
 
     #[test]

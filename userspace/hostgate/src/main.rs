@@ -435,6 +435,10 @@ enum ZoneCommand {
         /// Log every query for the zone (off by default; see `zone query-log`).
         #[arg(long)]
         query_log: bool,
+        /// The customer whose domain this is: logged queries go to its
+        /// query log file (`[dns] access_log_dir`/<customer>.log).
+        #[arg(long)]
+        customer: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -1453,9 +1457,9 @@ async fn dhcp(client: &Client, command: DhcpCommand) -> anyhow::Result<()> {
 async fn dns_zone(client: &Client, command: ZoneCommand) -> anyhow::Result<()> {
     use hostgate_api::{ZoneAdd, ZoneImport, ZoneRef, ZoneText, ZoneView};
     match command {
-        ZoneCommand::Add { origin, ns, admin, ttl, query_log, json } => {
-            let z: ZoneView =
-                client.post(hostgate_api::DNS_ZONES, &ZoneAdd { origin, ns, admin, ttl, query_log }).await?;
+        ZoneCommand::Add { origin, ns, admin, ttl, query_log, customer, json } => {
+            let req = ZoneAdd { origin, ns, admin, ttl, query_log, customer };
+            let z: ZoneView = client.post(hostgate_api::DNS_ZONES, &req).await?;
             print_out(json, &z, |z| format!("zone {} added (serial {})", z.origin, z.serial))?;
         }
         ZoneCommand::QueryLog { origin, state, json } => {

@@ -521,7 +521,7 @@ fn dns_status(d: &hostgate_api::DnsStatus) -> String {
 }
 
 pub fn zones(all: &[hostgate_api::ZoneView]) -> Table {
-    let mut t = table(&["ZONE", "SERIAL", "RECORDS", "DEFAULT TTL", "SECONDARIES", "QUERY LOG"]);
+    let mut t = table(&["ZONE", "SERIAL", "RECORDS", "DEFAULT TTL", "SECONDARIES", "QUERY LOG", "CUSTOMER"]);
     for z in all {
         let secondaries = match (z.allow_transfer.is_empty(), z.notify.is_empty()) {
             (true, true) => "-".to_string(),
@@ -539,6 +539,7 @@ pub fn zones(all: &[hostgate_api::ZoneView]) -> Table {
             z.default_ttl.to_string(),
             secondaries,
             if z.query_log { "on" } else { "off" }.to_string(),
+            z.customer.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     t

@@ -1242,7 +1242,10 @@ fn query_logging_is_off_by_default_and_on_per_zone() {
     node.topo.node.ip(["addr", "add", &format!("{V4}/32"), "dev", "lo"]).expect("v4 on lo");
     node.start_daemon();
     cli_ok(&node, &["dns", "zone", "add", "example.com"]);
-    cli_ok(&node, &["dns", "zone", "add", "example.org", "--query-log"]);
+    let nobody = err(node.cli(&["dns", "zone", "add", "example.org", "--customer", "nobody"]));
+    assert!(nobody.contains("customer: nobody does not exist"), "{nobody}");
+    cli_ok(&node, &["customer", "add", "acme"]);
+    cli_ok(&node, &["dns", "zone", "add", "example.org", "--query-log", "--customer", "acme"]);
     for zone in ["example.com", "example.org"] {
         cli_ok(&node, &["dns", "record", "add", zone, "www", "A", "198.51.100.10"]);
     }
@@ -1253,7 +1256,15 @@ fn query_logging_is_off_by_default_and_on_per_zone() {
     assert!(eventually(Duration::from_secs(2), || logged("www.example.org.")), "{}", node.log());
     assert!(!logged("www.example.com."), "a zone without its query log is not logged");
     let table = cli_ok(&node, &["dns", "zone", "list"]);
-    assert!(table.contains("QUERY LOG"), "{table}");
+    assert!(table.contains("QUERY LOG") && table.contains("acme"), "{table}");
+    // The customer's own query log file (logfmt): its zone's queries only.
+    let file = node.dir.path().join("state/log/dns/acme.log");
+    let customer_log = || std::fs::read_to_string(&file).unwrap_or_default();
+    let www = "name=www.example.org. type=A rcode=NOERROR";
+    assert!(eventually(Duration::from_secs(5), || customer_log().contains(www)), "{}", customer_log());
+    let line = customer_log().lines().find(|l| l.contains(www)).map(str::to_string).unwrap_or_default();
+    assert!(line.starts_with("time=20") && line.contains(" client=198.") && line.contains(" transport=udp "), "{line}");
+    assert!(!customer_log().contains("example.com."), "another zone's queries: {}", customer_log());
 
     // Turned on for one and off for the other; the serial stays.
     let before = serial(&node, "example.com");
@@ -1271,6 +1282,7 @@ fn query_logging_is_off_by_default_and_on_per_zone() {
     dig(&node, &["silent.example.org", "A"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!logged("silent.example.org."), "off again: {}", node.log());
+    assert!(!customer_log().contains("silent.example.org."), "off again: {}", customer_log());
     // The setting survives record edits and shows in the listing.
     cli_ok(&node, &["dns", "record", "add", "example.com", "new", "A", "198.51.100.11"]);
     let list = cli_ok(&node, &["dns", "zone", "list", "--json"]);

@@ -72,6 +72,29 @@ fn rules_guard_a_customer_ip() {
     let human = ok(node.cli(&["rules", "stats"]));
     assert!(human.contains("acme.rules:3") && human.contains("(default in)"), "{human}");
 
+    // Counters never go back (Prometheus counters, `hostgate top`'s rates):
+    // not when another change in the store reloads the same rules, not on a
+    // forced apply of the same file, and not for the rules kept when one is
+    // added.
+    let counted = |stats: &RulesStatus| -> Vec<((String, Option<u32>), u64)> {
+        stats.rules.iter().map(|r| ((r.direction.clone(), r.line), r.packets)).collect()
+    };
+    let before = counted(&stats);
+    ok(node.cli(&["customer", "add", "beta"]));
+    ok(node.cli(&["rules", "apply"]));
+    std::fs::write(
+        &file,
+        "customer acme\ndefault drop\nallow tcp port 80\nreject tcp port 23\nallow icmp type echo-request\nallow tcp port 8080\n",
+    )
+    .expect("write");
+    assert!(ok(node.cli(&["rules", "apply"])).contains("applied 4 rule(s)"));
+    let later: RulesStatus = serde_json::from_str(&ok(node.cli(&["rules", "stats", "--json"]))).expect("json");
+    let after = counted(&later);
+    for (rule, packets) in &before {
+        let now = after.iter().find(|(r, _)| r == rule).map_or(0, |(_, p)| *p);
+        assert!(now >= *packets, "rule {rule:?} went back from {packets} to {now}: {later:?}");
+    }
+
     // A broken file is refused with its location; the rules in force stay.
     std::fs::write(&file, "customer acme\ndefault drop\nallow tcp port 80\nallow tcp port 22 from nowhere\n")
         .expect("write");

@@ -303,6 +303,26 @@ fn openssh_through_the_proxy() {
     assert!(all.iter().any(|s| s.outcome == "denied" && s.user == "web" && s.customer.is_empty()), "{all:#?}");
     let table = ok(node.cli(&["ssh", "history", "--customer", "acme"]));
     assert!(table.contains("web") && table.contains(" 3 "), "{table}");
+    // The customer's session log (logfmt by default): the exec session with
+    // its key, bytes and exit status; a refusal nobody's key made is in no
+    // customer's file.
+    let session_log = node.dir.path().join("state/log/ssh/acme.log");
+    let read_log = || std::fs::read_to_string(&session_log).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(5), || read_log().contains("exit_status=3")), "{}", read_log());
+    let line = read_log().lines().find(|l| l.contains("exit_status=3")).map(str::to_string).unwrap_or_default();
+    for field in [" user=web ", &format!(" key={fp} "), " container=web ", " outcome=ok ", " bytes_down=3 "] {
+        assert!(line.contains(field), "{field:?} in {line}");
+    }
+    assert!(line.starts_with("time=20") && line.contains(" source=198.18.0.2:"), "{line}");
+    let stranger_fp = ok(Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(stranger.key.with_extension("pub"))
+        .output()
+        .expect("keygen -l"));
+    let stranger_fp = stranger_fp.split_whitespace().nth(1).expect("fingerprint").to_string();
+    assert!(!read_log().contains(&stranger_fp), "a key of no customer is logged nowhere: {}", read_log());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&session_log).expect("meta").permissions());
+    assert_eq!(mode & 0o777, 0o640, "session logs are not world-readable");
 
     // The proxy's identity survives a restart: strict known_hosts checking passes.
     node.daemon.as_mut().expect("daemon").signal_and_wait(libc::SIGTERM, Duration::from_secs(10)).expect("stopped");

@@ -116,6 +116,7 @@ fn view(z: &StoredZone) -> ZoneView {
         notify: z.transfer.notify.clone(),
         tsig_key,
         query_log: z.query_log,
+        customer: z.customer.clone(),
     }
 }
 
@@ -213,7 +214,13 @@ pub async fn add_zone(State(d): State<Arc<Daemon>>, Json(req): Json<ZoneAdd>) ->
         records.push(in_class(Record::from_rdata(origin.clone(), ttl, data)));
     }
     let zone = Zone::new(origin.clone(), records.clone()).map_err(|e| zone_errors(&records, e))?;
-    let settings = ZoneSettings { query_log: req.query_log, ..ZoneSettings::default() };
+    if let Some(c) = &req.customer {
+        let key = hostgate_ipam::model::keys::customer(c);
+        if d.store.get(&key).await.map_err(store_err)?.is_none() {
+            return Err(bad(format!("customer: {c} does not exist (hostgate customer add)")));
+        }
+    }
+    let settings = ZoneSettings { query_log: req.query_log, customer: req.customer.clone(), ..ZoneSettings::default() };
     if !put(&d, None, &zone, ttl, &settings).await? {
         let name = master::name_text(&origin);
         return Err(Failure(StatusCode::CONFLICT, format!("zone {name} exists already")));

@@ -70,7 +70,10 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::stored::{self, StoredZone};
-use crate::Daemon;
+use crate::{
+    access_log::{self, AccessLogs, LineFormat},
+    Daemon,
+};
 
 /// A zone with secondaries: its records (the indexed form does not list
 /// them in order) and who may have them.
@@ -105,6 +108,11 @@ pub struct Shared {
     logged: RwLock<Arc<std::collections::HashSet<Vec<u8>>>>,
     /// Whether `logged` has any: the packet path looks only at this then.
     any_logged: std::sync::atomic::AtomicBool,
+    /// The zones that belong to a customer, by their origin's `key_of`:
+    /// their logged queries go to the customer's file.
+    customers: RwLock<Arc<HashMap<Vec<u8>, Arc<str>>>>,
+    /// The per-customer query logs (`[dns] access_log`), once serving.
+    logs: std::sync::OnceLock<(AccessLogs, LineFormat)>,
     /// Who may use the resolver (container networks).
     clients: RwLock<Arc<Clients>>,
     cache: Mutex<Cache>,
@@ -188,6 +196,22 @@ impl Shared {
         catalog.find(q.name(), q.query_type()).is_some_and(|z| logged.contains(&key_of(z.origin())))
     }
 
+    /// The customer whose zone answered `request`, if any.
+    fn customer_of(&self, catalog: &Catalog, request: &respond::Request) -> Option<Arc<str>> {
+        let customers = self.customers.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if customers.is_empty() {
+            return None;
+        }
+        let q = request.query()?;
+        let zone = catalog.find(q.name(), q.query_type())?;
+        customers.get(&key_of(zone.origin())).cloned()
+    }
+
+    /// Lines that could not be queued for the query log files.
+    pub fn log_dropped(&self) -> u64 {
+        self.logs.get().map_or(0, |(l, _)| l.dropped())
+    }
+
     fn resolver_client(&self, addr: std::net::IpAddr) -> bool {
         self.clients.read().unwrap_or_else(|p| p.into_inner()).contains(addr)
     }
@@ -212,6 +236,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     }
     let cache = CacheConfig { max_entries: d.config.dns.cache_entries as usize, ..CacheConfig::default() };
     *lock(&d.dns.cache) = Cache::new(cache);
+    start_query_logs(&d)?;
     let started = start_servers(&d, &addrs);
     *lock(&d.dns.error) = started.as_ref().err().map(|e| format!("{e:#}"));
     let _servers = started?;
@@ -245,6 +270,20 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
             changed = health.changed() => changed?,
         }
     }
+}
+
+/// Starts the per-customer query log writer, once (the follower may start
+/// over), unless `[dns] access_log = "off"`.
+fn start_query_logs(d: &Daemon) -> anyhow::Result<()> {
+    let Some(format) = LineFormat::parse(d.config.dns.access_log_format()) else { return Ok(()) };
+    if d.dns.logs.get().is_some() {
+        return Ok(());
+    }
+    let dir = d.config.dns.access_log_dir.clone().unwrap_or_else(|| d.config.state_dir.join("log/dns"));
+    let logs = AccessLogs::start(dir.clone(), "dns-query-log")?;
+    info!(dir = %dir.display(), "DNS query logs per customer");
+    let _ = d.dns.logs.set((logs, format));
+    Ok(())
 }
 
 /// The leases, networks and containers that containers' names come from
@@ -454,11 +493,12 @@ fn build_zone(key: &str, stored: &StoredZone, targets: &dyn Fn(&str) -> Vec<Targ
 }
 
 /// What a stored zone asks of the server besides its records.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Flags {
     /// It has pools: rebuilt on every health change.
     pools: bool,
     query_log: bool,
+    customer: Option<Arc<str>>,
 }
 
 fn rebuild(
@@ -475,12 +515,14 @@ fn rebuild(
     let mut next = HashMap::new();
     let mut xfr = XfrZones::new();
     let mut logged = std::collections::HashSet::new();
+    let mut customers = HashMap::new();
     for (key, kv) in mirror.entries.iter().filter(|(k, _)| k.starts_with(stored::ZONES)) {
         // zones with pools follow health too: rebuilt every time
         let (zone, flags) = match built.remove(key) {
             Some((revision, zone, flags)) if revision == kv.mod_revision && !flags.pools => (zone, flags),
             _ => match kv.decode::<StoredZone>().map_err(|e| e.to_string()).and_then(|z| {
-                let flags = Flags { pools: !z.pools.is_empty(), query_log: z.query_log };
+                let customer = z.customer.as_deref().map(Arc::from);
+                let flags = Flags { pools: !z.pools.is_empty(), query_log: z.query_log, customer };
                 build_zone(key, &z, targets).map(|b| (b, flags))
             }) {
                 Ok(z) => z,
@@ -493,6 +535,9 @@ fn rebuild(
         if flags.query_log {
             logged.insert(key_of(zone.0.origin()));
         }
+        if let Some(c) = &flags.customer {
+            customers.insert(key_of(zone.0.origin()), c.clone());
+        }
         catalog.insert(zone.0.clone());
         if let Some(x) = &zone.1 {
             xfr.insert(key_of(x.zone.origin()), x.clone());
@@ -502,6 +547,7 @@ fn rebuild(
     *built = next;
     shared.any_logged.store(!logged.is_empty(), Ordering::Relaxed);
     *shared.logged.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(logged);
+    *shared.customers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(customers);
     let zones = catalog.len();
     let xfr = Arc::new(xfr);
     *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
@@ -622,7 +668,8 @@ fn answer(
         }
     };
     if d.dns.logs(d.config.dns.query_log, &catalog, &request) {
-        log_query(&request, replies.first().map(Vec::as_slice), client);
+        let customer = d.dns.customer_of(&catalog, &request);
+        log_query(d, customer.as_deref(), &request, replies.first().map(Vec::as_slice), client);
     }
     Answered::Replies(replies)
 }
@@ -690,7 +737,7 @@ async fn forward(
         }
     };
     if d.config.dns.query_log {
-        log_query(request, reply.as_deref(), client);
+        log_query(d, None, request, reply.as_deref(), client);
     }
     reply
 }
@@ -768,16 +815,42 @@ fn intercept(
     Some(replies)
 }
 
-fn log_query(request: &respond::Request, reply: Option<&[u8]>, client: &Client) {
+/// Logs a query at info level and, for a customer's zone, to the
+/// customer's query log file.
+fn log_query(d: &Daemon, customer: Option<&str>, request: &respond::Request, reply: Option<&[u8]>, client: &Client) {
     let (name, qtype) =
         request.query().map_or((String::new(), String::new()), |q| (q.name().to_string(), q.query_type().to_string()));
     // the rcode's low four bits sit in the fourth header byte
-    let rcode = reply.and_then(|r| r.get(3)).map_or("dropped".to_string(), |b| (b & 0x0f).to_string());
+    let rcode = reply.and_then(|r| r.get(3)).map_or("dropped", |b| rcode_name(b & 0x0f));
     let transport = match client.transport {
         Transport::Udp => "udp",
         Transport::Tcp => "tcp",
     };
     info!(client = %client.addr, %transport, %name, %qtype, %rcode, "DNS query");
+    let (Some(customer), Some((logs, format))) = (customer, d.dns.logs.get()) else { return };
+    let fields = [
+        ("time", serde_json::Value::from(hostgate_http::accesslog::iso_time(crate::now_ms()))),
+        ("client", client.addr.to_string().into()),
+        ("transport", transport.into()),
+        ("name", name.into()),
+        ("type", qtype.into()),
+        ("rcode", rcode.into()),
+    ];
+    logs.write(customer, access_log::line(*format, &fields));
+}
+
+/// dig's names for the rcodes a reply's header can carry.
+fn rcode_name(rcode: u8) -> &'static str {
+    match rcode {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        9 => "NOTAUTH",
+        _ => "OTHER",
+    }
 }
 
 async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Counters>>, epoch: Instant) {

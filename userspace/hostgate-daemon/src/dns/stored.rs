@@ -68,6 +68,10 @@ pub struct StoredZone {
     /// would drown the log).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub query_log: bool,
+    /// The customer whose domain this is: its logged queries go to the
+    /// customer's query log file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
 }
 
 /// A zone's settings besides its records.
@@ -76,6 +80,7 @@ pub struct ZoneSettings {
     pub transfer: StoredTransfer,
     pub pools: Vec<StoredPool>,
     pub query_log: bool,
+    pub customer: Option<String>,
 }
 
 /// A name bound to a load balancer VIP.
@@ -131,7 +136,12 @@ impl StoredTransfer {
 impl StoredZone {
     /// What the zone carries besides its records, for a rewrite to keep.
     pub fn settings(&self) -> ZoneSettings {
-        ZoneSettings { transfer: self.transfer.clone(), pools: self.pools.clone(), query_log: self.query_log }
+        ZoneSettings {
+            transfer: self.transfer.clone(),
+            pools: self.pools.clone(),
+            query_log: self.query_log,
+            customer: self.customer.clone(),
+        }
     }
 
     pub fn from_zone(zone: &Zone, default_ttl: u32, settings: ZoneSettings) -> Self {
@@ -164,6 +174,7 @@ impl StoredZone {
             transfer: settings.transfer,
             pools: settings.pools,
             query_log: settings.query_log,
+            customer: settings.customer,
         }
     }
 

@@ -6,7 +6,6 @@
 
 mod cache;
 mod certs;
-mod logs;
 mod proxy;
 mod serve;
 
@@ -69,7 +68,7 @@ pub struct Shared {
     /// The origin of the limiters' clock.
     epoch: std::sync::OnceLock<std::time::Instant>,
     /// The per-customer access logs' queue, once the listeners run.
-    logs: std::sync::OnceLock<logs::AccessLogs>,
+    logs: std::sync::OnceLock<crate::access_log::AccessLogs>,
     /// The node's default access log format (`[http] access_log`).
     log_format: std::sync::OnceLock<LogFormat>,
 }

@@ -72,7 +72,7 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
         d.config.http.access_log_format().parse().map_err(|e: String| anyhow::anyhow!("http.access_log: {e}"))?;
     let _ = d.http.log_format.set(format);
     let dir = d.config.http.access_log_dir.clone().unwrap_or_else(|| d.config.state_dir.join("log/http"));
-    let (logs, writer) = super::logs::AccessLogs::new(dir.clone());
+    let (logs, writer) = crate::access_log::AccessLogs::new(dir.clone());
     if d.http.logs.set(logs).is_ok() {
         info!(dir = %dir.display(), %format, "HTTP access logs per customer");
         std::thread::Builder::new()

@@ -69,6 +69,27 @@ pub struct Shared {
     sessions: Mutex<SessionLimits>,
     /// Ended connections by outcome (for `/metrics`).
     ended: Mutex<std::collections::BTreeMap<String, Ended>>,
+    /// The per-customer session logs (`[ssh] access_log`), once listening.
+    logs: std::sync::OnceLock<(crate::access_log::AccessLogs, crate::access_log::LineFormat)>,
+}
+
+/// A session's log line fields, in order.
+fn session_fields(s: &hostgate_api::SshSession) -> [(&'static str, serde_json::Value); 12] {
+    use hostgate_http::accesslog::iso_time;
+    [
+        ("time", iso_time(s.end.saturating_mul(1000)).into()),
+        ("id", s.id.clone().into()),
+        ("source", s.source.clone().into()),
+        ("user", s.user.clone().into()),
+        ("key", s.fingerprint.clone().into()),
+        ("container", s.container.clone().into()),
+        ("outcome", s.outcome.clone().into()),
+        ("start", iso_time(s.start.saturating_mul(1000)).into()),
+        ("duration_s", s.end.saturating_sub(s.start).into()),
+        ("bytes_up", s.bytes_up.into()),
+        ("bytes_down", s.bytes_down.into()),
+        ("exit_status", s.exit_status.map_or(serde_json::Value::Null, Into::into)),
+    ]
 }
 
 /// Connections that ended with one outcome (`ok`, `denied`,
@@ -89,7 +110,23 @@ impl Shared {
             seq: AtomicU64::new(0),
             sessions: Mutex::new(SessionLimits::new(max_sessions_per_customer)),
             ended: Mutex::default(),
+            logs: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lines that could not be queued for the session log files.
+    pub fn log_dropped(&self) -> u64 {
+        self.logs.get().map_or(0, |(l, _)| l.dropped())
+    }
+
+    /// Appends a session (or a refused attempt of a known customer's key)
+    /// to its customer's log file.
+    fn log_session(&self, s: &hostgate_api::SshSession) {
+        let Some((logs, format)) = self.logs.get() else { return };
+        if s.customer.is_empty() {
+            return;
+        }
+        logs.write(&s.customer, crate::access_log::line(*format, &session_fields(s)));
     }
 
     /// Counts a connection that ended.

@@ -71,11 +71,23 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
     super::identity::client_key(d).await.context("the SSH proxy's client key")?;
     super::identity::ca_key(d).await.context("the SSH proxy's CA key")?;
     let config = Arc::new(config(host_keys));
+    start_session_logs(d)?;
     for (i, addr) in addrs.iter().enumerate() {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding ssh.listen[{i}] {addr}"))?;
         info!(%addr, "SSH proxy listening");
         tokio::spawn(accept_loop(d.clone(), l, config.clone()));
     }
+    Ok(())
+}
+
+/// Starts the per-customer session log writer unless `[ssh] access_log =
+/// "off"`.
+fn start_session_logs(d: &Daemon) -> anyhow::Result<()> {
+    let Some(format) = crate::access_log::LineFormat::parse(d.config.ssh.access_log_format()) else { return Ok(()) };
+    let dir = d.config.ssh.access_log_dir.clone().unwrap_or_else(|| d.config.state_dir.join("log/ssh"));
+    let logs = crate::access_log::AccessLogs::start(dir.clone(), "ssh-session-log")?;
+    info!(dir = %dir.display(), "SSH session logs per customer");
+    let _ = d.ssh.logs.set((logs, format));
     Ok(())
 }
 
@@ -259,6 +271,7 @@ async fn finish(d: &Daemon, record: &Mutex<SshSession>, tally: &Tally, peer: Soc
         bytes_up = entry.bytes_up, bytes_down = entry.bytes_down, exit_status = ?entry.exit_status,
         "SSH session ended"
     );
+    d.ssh.log_session(&entry);
     history::record(d, &entry).await;
 }
 
