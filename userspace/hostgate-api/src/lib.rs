@@ -996,6 +996,23 @@ pub struct SshProxyKey {
     pub ca_key: String,
 }
 
+/// A customer's SSH user name standing for one of its containers
+/// (`ssh deploy@node` reaches `web-prod-3`): `POST /v1/ssh/users` adds or
+/// replaces, `/v1/ssh/users/remove` needs customer and user,
+/// `/v1/ssh/users/list` takes an [`SshFilter`].
+pub const SSH_USERS: &str = "/v1/ssh/users";
+pub const SSH_USER_REMOVE: &str = "/v1/ssh/users/remove";
+pub const SSH_USER_LIST: &str = "/v1/ssh/users/list";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshUserMap {
+    pub customer: String,
+    pub user: String,
+    /// Empty in a remove request.
+    #[serde(default)]
+    pub container: String,
+}
+
 /// What a customer's sessions may do beyond shells, commands, file
 /// transfers and local forwarding. `None` in a request: unchanged.
 pub const SSH_POLICY: &str = "/v1/ssh/policy";

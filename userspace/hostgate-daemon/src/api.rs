@@ -69,6 +69,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::SSH_HISTORY, post(ssh::list_history))
         .route(hostgate_api::SSH_KNOWN_REMOVE, post(ssh::forget_known))
         .route(hostgate_api::SSH_POLICY, post(ssh::policy))
+        .route(hostgate_api::SSH_USERS, post(ssh::add_user))
+        .route(hostgate_api::SSH_USER_REMOVE, post(ssh::remove_user))
+        .route(hostgate_api::SSH_USER_LIST, post(ssh::list_users))
         .fallback(not_found)
         .with_state(daemon)
 }

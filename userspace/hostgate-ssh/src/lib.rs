@@ -16,5 +16,5 @@ pub mod throttle;
 
 pub use authorized::{AuthorizedKey, KeyError};
 pub use limits::SessionLimits;
-pub use route::{route, Denied, KeyGrant};
+pub use route::{check_user_name, route, Denied, KeyGrant};
 pub use throttle::{Throttle, ThrottleConfig, Verdict};

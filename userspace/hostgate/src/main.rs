@@ -666,6 +666,12 @@ enum SshCommand {
         #[command(subcommand)]
         command: SshKeyCommand,
     },
+    /// Customers' own SSH user names for their containers (`ssh
+    /// deploy@node` reaching `web-prod-3`); apply to the next login.
+    User {
+        #[command(subcommand)]
+        command: SshUserCommand,
+    },
     /// The proxy's public keys: the client key for containers'
     /// authorized_keys, the host keys for customers' known_hosts.
     ProxyKey {
@@ -698,6 +704,29 @@ enum SshCommand {
     /// Sessions and refused attempts: who, which key, from where, to which
     /// container, when, bytes and exit status.
     History {
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SshUserCommand {
+    /// Map USER (a-z, 0-9, '.', '_', '-') to one of the customer's
+    /// containers; a mapped name wins over a container of the same name.
+    Add {
+        #[arg(long)]
+        customer: String,
+        user: String,
+        container: String,
+    },
+    Rm {
+        #[arg(long)]
+        customer: String,
+        user: String,
+    },
+    List {
         #[arg(long)]
         customer: Option<String>,
         #[arg(long)]
@@ -1347,6 +1376,21 @@ async fn ssh(client: &Client, command: SshCommand) -> anyhow::Result<()> {
         SshCommand::Key { command: SshKeyCommand::List { customer, json } } => {
             let all: Vec<SshKeyView> = client.post(hostgate_api::SSH_KEY_LIST, &SshFilter { customer }).await?;
             print_out(json, &all, |all| output::ssh_keys(all).to_string())?;
+        }
+        SshCommand::User { command: SshUserCommand::Add { customer, user, container } } => {
+            let req = hostgate_api::SshUserMap { customer, user, container };
+            let m: hostgate_api::SshUserMap = client.post(hostgate_api::SSH_USERS, &req).await?;
+            println!("{}@ of {} reaches container {}", m.user, m.customer, m.container);
+        }
+        SshCommand::User { command: SshUserCommand::Rm { customer, user } } => {
+            let req = hostgate_api::SshUserMap { customer, user, container: String::new() };
+            let m: hostgate_api::SshUserMap = client.post(hostgate_api::SSH_USER_REMOVE, &req).await?;
+            println!("user {} of {} removed", m.user, m.customer);
+        }
+        SshCommand::User { command: SshUserCommand::List { customer, json } } => {
+            let all: Vec<hostgate_api::SshUserMap> =
+                client.post(hostgate_api::SSH_USER_LIST, &SshFilter { customer }).await?;
+            print_out(json, &all, |all| output::ssh_users(all).to_string())?;
         }
         SshCommand::ProxyKey { client: only_client, json } => {
             let k: SshProxyKey = client.get(hostgate_api::SSH_PROXY_KEY).await?;

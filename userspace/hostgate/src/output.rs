@@ -588,6 +588,14 @@ pub fn monitor_event(e: &hostgate_api::MonitorEvent) -> String {
     line
 }
 
+pub fn ssh_users(all: &[hostgate_api::SshUserMap]) -> Table {
+    let mut t = table(&["CUSTOMER", "USER", "CONTAINER"]);
+    for m in all {
+        t.add_row(vec![m.customer.clone(), m.user.clone(), m.container.clone()]);
+    }
+    t
+}
+
 pub fn ssh_keys(all: &[hostgate_api::SshKeyView]) -> Table {
     let mut t = table(&["CUSTOMER", "CONTAINER", "FINGERPRINT", "KEY"]);
     for k in all {

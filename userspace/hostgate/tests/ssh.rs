@@ -242,6 +242,23 @@ fn openssh_through_the_proxy() {
     assert_eq!(denied(&unknown), Some("Permission denied (publickey).".into()), "{}", stderr(&unknown));
     assert_eq!(denied(&unknown), denied(&wrong), "{} / {}", stderr(&unknown), stderr(&wrong));
 
+    // A user name the customer mapped to its container (sshpiper's user
+    // mapping); bad maps are refused naming the field, and a removed one
+    // fails like any unknown user.
+    assert!(ok(node.cli(&["ssh", "user", "add", "--customer", "acme", "deploy", "web"])).contains("container web"));
+    let o = alice.ssh(&node, "deploy", "echo mapped");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "mapped\n", "{}", stderr(&o));
+    for (user, container, problem) in
+        [("a+b", "web", "user: \"a+b\""), ("ops", "nosuch", "container: nosuch does not exist")]
+    {
+        let refused = node.cli(&["ssh", "user", "add", "--customer", "acme", user, container]);
+        assert!(!refused.status.success() && stderr(&refused).contains(problem), "{}", stderr(&refused));
+    }
+    assert!(ok(node.cli(&["ssh", "user", "list", "--customer", "acme"])).contains("deploy"));
+    ok(node.cli(&["ssh", "user", "rm", "--customer", "acme", "deploy"]));
+    let gone = alice.ssh(&node, "deploy", "true");
+    assert_eq!(denied(&gone), denied(&wrong), "{}", stderr(&gone));
+
     // scp (SFTP protocol) up and legacy scp (exec) down: 20 MiB intact.
     let local = dir.path().join("random.bin");
     let status = Command::new("head")

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, Json};
-use hostgate_api::{SshFilter, SshKeyRef, SshKeyView, SshKnownRef, SshPolicyView, SshProxyKey, SshSession};
+use hostgate_api::{SshFilter, SshKeyRef, SshKeyView, SshKnownRef, SshPolicyView, SshProxyKey, SshSession, SshUserMap};
 use hostgate_ipam::model::keys as ipam_keys;
 use hostgate_ssh::AuthorizedKey;
 use hostgate_store::{Compare, Op, Txn, TxnOutcome};
@@ -67,6 +67,51 @@ pub async fn remove_key(State(d): State<Arc<Daemon>>, Json(req): Json<SshKeyRef>
             format!("fingerprint: customer {} has no key {}", req.customer, req.fingerprint),
         )),
     }
+}
+
+/// Maps a user name of a customer to one of its containers (replacing an
+/// earlier mapping of the name); effective for the next login.
+pub async fn add_user(State(d): State<Arc<Daemon>>, Json(req): Json<SshUserMap>) -> Result<Json<SshUserMap>, Failure> {
+    hostgate_ssh::check_user_name(&req.user).map_err(|e| bad(format!("user: {e}")))?;
+    check_container(&d, &req.customer, &req.container).await?;
+    let txn = Txn::new()
+        .when(Compare::Present(ipam_keys::customer(&req.customer)))
+        .when(Compare::Present(ipam_keys::container(&req.container)))
+        .then(Op::put_json(keys::user(&req.customer, &req.user), &req).map_err(store_err)?);
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => {
+            info!(customer = %req.customer, user = %req.user, container = %req.container, "SSH user mapped");
+            Ok(Json(req))
+        }
+        TxnOutcome::CompareFailed(_) => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("customer: {} or container {} was just removed", req.customer, req.container),
+        )),
+    }
+}
+
+pub async fn remove_user(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<SshUserMap>,
+) -> Result<Json<SshUserMap>, Failure> {
+    let key = keys::user(&req.customer, &req.user);
+    let txn = Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key));
+    match d.store.commit(txn).await.map_err(store_err)? {
+        TxnOutcome::Committed(_) => Ok(Json(req)),
+        TxnOutcome::CompareFailed(_) => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("user: customer {} has no user {} mapped", req.customer, req.user),
+        )),
+    }
+}
+
+pub async fn list_users(
+    State(d): State<Arc<Daemon>>,
+    Json(f): Json<SshFilter>,
+) -> Result<Json<Vec<SshUserMap>>, Failure> {
+    let prefix = f.customer.as_deref().map_or(keys::USERS.to_string(), keys::customer_users);
+    let snap = d.store.snapshot(&prefix).await.map_err(store_err)?;
+    Ok(Json(snap.kvs.iter().filter_map(|kv| kv.decode::<SshUserMap>().ok()).collect()))
 }
 
 pub async fn list_keys(

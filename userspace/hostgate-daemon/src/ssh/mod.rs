@@ -19,7 +19,10 @@ mod upstream;
 
 use std::sync::{atomic::AtomicU64, Mutex};
 
-pub use api::{add_key, forget_known, history as list_history, list_keys, policy, proxy_key, remove_key};
+pub use api::{
+    add_key, add_user, forget_known, history as list_history, list_keys, list_users, policy, proxy_key, remove_key,
+    remove_user,
+};
 use hostgate_ssh::{SessionLimits, Throttle, ThrottleConfig};
 pub(crate) use server::listen;
 
@@ -35,6 +38,17 @@ pub mod keys {
     pub const CA_KEY: &str = "ssh/ca";
     /// Per-customer settings (agent forwarding).
     pub const POLICY: &str = "ssh/policy/";
+
+    /// Per-customer user names mapped to containers.
+    pub const USERS: &str = "ssh/users/";
+
+    pub fn customer_users(customer: &str) -> String {
+        format!("{USERS}{customer}/")
+    }
+
+    pub fn user(customer: &str, user: &str) -> String {
+        format!("{USERS}{customer}/{user}")
+    }
 
     pub fn policy(customer: &str) -> String {
         format!("{POLICY}{customer}")

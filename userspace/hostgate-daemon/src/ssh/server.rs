@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::Context;
-use hostgate_api::{SshKeyView, SshSession};
+use hostgate_api::{SshKeyView, SshSession, SshUserMap};
 use hostgate_ipam::model::{keys as ipam_keys, Container};
 use hostgate_ssh::{authorized::fingerprint, route, AuthorizedKey, KeyGrant, Verdict};
 use russh::{
@@ -295,12 +295,19 @@ impl Conn {
             .filter_map(|kv| kv.decode::<Container>().ok())
             .map(|c| (c.name.clone(), c))
             .collect();
+        let users: Vec<SshUserMap> =
+            self.d.store.snapshot(keys::USERS).await?.kvs.iter().filter_map(|kv| kv.decode().ok()).collect();
         for v in candidates {
             let Ok(line) = AuthorizedKey::parse(&v.line) else { continue };
             if !line.allows_source(self.peer.ip()) {
                 continue;
             }
-            let grant = KeyGrant { customer: v.customer.clone(), container: v.container.clone() };
+            let users = users
+                .iter()
+                .filter(|m| m.customer == v.customer)
+                .map(|m| (m.user.clone(), m.container.clone()))
+                .collect();
+            let grant = KeyGrant { customer: v.customer.clone(), container: v.container.clone(), users };
             let Ok(name) = route(user, &grant, |n| containers.get(n).map(|c| c.customer.clone())) else { continue };
             if let Some(c) = containers.get(&name) {
                 let agent_forwarding = super::api::policy_of(&self.d, &v.customer).await?.agent_forwarding;
