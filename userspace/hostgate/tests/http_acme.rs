@@ -277,4 +277,9 @@ fn acme_certificates_from_pebble() {
     assert!(!second.contains("ACME account registered"), "{second}");
     assert_eq!(log.matches("ACME order").count(), orders_before, "no new order after the restart:\n{second}");
     assert_eq!(log.matches("ACME account registered").count(), 1, "{log}");
+
+    // Removing the vhost removes its ACME record too.
+    ok(node.cli(&["http", "vhost", "rm", LOST]));
+    let names: Vec<String> = acme_status(&node).into_iter().map(|a| a.name).collect();
+    assert_eq!(names, [SHOP]);
 }

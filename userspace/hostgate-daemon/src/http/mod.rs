@@ -340,7 +340,11 @@ pub async fn list_vhosts(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<VhostV
 
 pub async fn remove_vhost(State(d): State<Arc<Daemon>>, Json(req): Json<VhostRef>) -> Result<Json<VhostRef>, Failure> {
     let key = keys::vhost(&req.host);
-    let txn = Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key));
+    // Its ACME record goes with it (state and backoff of a name no longer served).
+    let txn = Txn::new()
+        .when(Compare::Present(key.clone()))
+        .then(Op::Delete(key))
+        .then(Op::Delete(keys::acme_order(&req.host)));
     match d.store.commit(txn).await.map_err(store_err)? {
         TxnOutcome::Committed(_) => Ok(Json(req)),
         TxnOutcome::CompareFailed(_) => {
