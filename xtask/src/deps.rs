@@ -33,6 +33,7 @@ pub const BUILD_AND_TEST: &[(&str, &str)] = &[
     ("openssh-client", "ssh, scp, sftp and ssh-keygen, the customers' clients in the SSH proxy tests"),
     ("python3", "the HTTP tests' backends and WebSocket client (tests/http_peer.py, standard library only)"),
     ("wrk", "the load generator that must see zero errors across HTTP vhost and certificate changes"),
+    ("pebble", "the ACME test CA that issues to the HTTP proxy by real HTTP-01 in the http_acme test"),
     ("tmux", "the pseudo-terminal `hostgate top` is driven in and read from by the top test"),
     ("rsyslog", "the real syslog receiver of the remote log test (run in a test namespace; its service is stopped)"),
     ("rsyslog-gnutls", "rsyslog's TLS stream driver (gtls), for syslog over TLS in the remote log test"),

@@ -655,6 +655,10 @@ pub struct VhostView {
     /// `combined`, `json` or `off`; default: the node's `[http] access_log`.
     #[serde(default)]
     pub access_log: Option<String>,
+    /// Certificate by ACME HTTP-01 (`[http] acme_directory`), renewed
+    /// before it expires; exact names only.
+    #[serde(default)]
+    pub acme: bool,
     /// Add only if absent (`vhost add`); false replaces (`vhost set`).
     #[serde(default)]
     pub create_only: bool,
@@ -716,6 +720,30 @@ pub struct CertView {
     /// Why the proxy does not serve it (e.g. expired since it was added).
     #[serde(default)]
     pub problem: Option<String>,
+}
+
+pub const HTTP_ACME: &str = "/v1/http/acme";
+
+/// `GET /v1/http/acme`: one vhost name with `--acme` and where its
+/// certificate stands.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcmeView {
+    pub name: String,
+    /// `valid`, `ordering`, `failed`, or `none` (no order yet).
+    pub state: String,
+    /// Expiry of the certificate served for the name (unix seconds; as
+    /// text in `not_after_text`), if one is stored.
+    #[serde(default)]
+    pub not_after: Option<i64>,
+    #[serde(default)]
+    pub not_after_text: Option<String>,
+    /// When it is renewed, or the next attempt after a failure (unix seconds).
+    #[serde(default)]
+    pub next_attempt: Option<i64>,
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// `POST /v1/http/certs/remove`.

@@ -410,6 +410,17 @@ pub struct HttpConfig {
     /// (1..=65536; default 64). The least recently used go first.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u32,
+    /// ACME directory URL (`https://...`); set: vhosts with `--acme` get
+    /// their certificates from this CA by HTTP-01, answered on `listen`.
+    #[serde(default)]
+    pub acme_directory: Option<String>,
+    /// Contact e-mail address given to the CA with the account.
+    #[serde(default)]
+    pub acme_contact: Option<String>,
+    /// PEM file of the CA root that signs the ACME server's own HTTPS
+    /// certificate, for test CAs such as pebble; default: the system's roots.
+    #[serde(default)]
+    pub acme_ca_root: Option<std::path::PathBuf>,
 }
 
 fn default_cache_mib() -> u32 {
@@ -424,6 +435,9 @@ impl Default for HttpConfig {
             access_log: None,
             access_log_dir: None,
             cache_mib: default_cache_mib(),
+            acme_directory: None,
+            acme_contact: None,
+            acme_ca_root: None,
         }
     }
 }
@@ -469,6 +483,52 @@ impl HttpConfig {
         }
         if !(1..=65536).contains(&self.cache_mib) {
             return bad("http.cache_mib", format!("{} is not between 1 and 65536", self.cache_mib));
+        }
+        self.validate_acme()
+    }
+
+    /// The directory is an https URL; the contact an e-mail address; the
+    /// root a readable PEM certificate; HTTP-01 needs a plain listener.
+    fn validate_acme(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, problem: String| Err((field.to_string(), problem));
+        let Some(dir) = &self.acme_directory else {
+            for (field, set) in
+                [("http.acme_contact", self.acme_contact.is_some()), ("http.acme_ca_root", self.acme_ca_root.is_some())]
+            {
+                if set {
+                    return bad(field, "needs http.acme_directory".to_string());
+                }
+            }
+            return Ok(());
+        };
+        let host = dir.strip_prefix("https://").map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+        if host.is_none_or(|h| h.is_empty()) || dir.chars().any(char::is_whitespace) {
+            return bad("http.acme_directory", format!("{dir:?} is not an https:// URL (RFC 8555 requires HTTPS)"));
+        }
+        if self.listen.is_empty() {
+            return bad(
+                "http.acme_directory",
+                "HTTP-01 is answered on http.listen: name a plain listener (port 80)".to_string(),
+            );
+        }
+        if let Some(c) = &self.acme_contact {
+            let (user, domain) = c.split_once('@').unwrap_or(("", ""));
+            let clean = !c.chars().any(|ch| ch.is_whitespace() || ch.is_control()) && !domain.contains('@');
+            if user.is_empty() || !domain.contains('.') || !clean || c.len() > 254 {
+                return bad(
+                    "http.acme_contact",
+                    format!("{c:?} is not an e-mail address (e.g. hostmaster@example.com)"),
+                );
+            }
+        }
+        if let Some(root) = &self.acme_ca_root {
+            match std::fs::read_to_string(root) {
+                Err(e) => return bad("http.acme_ca_root", format!("cannot read {}: {e}", root.display())),
+                Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => {
+                    return bad("http.acme_ca_root", format!("{} holds no PEM certificate", root.display()))
+                }
+                Ok(_) => {}
+            }
         }
         Ok(())
     }
@@ -1067,6 +1127,34 @@ container_interfaces = ["veth1", "veth2"]
         }
         let c = Config::parse(GOOD, Path::new("hg.toml")).expect("valid");
         assert_eq!((c.ssh.access_log_format(), c.dns.access_log_format()), ("text", "text"), "defaults");
+    }
+
+    #[test]
+    fn http_acme_fields_are_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().join("root.pem");
+        std::fs::write(&root, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").expect("write");
+        let with = |extra: &str| format!("{GOOD}\n[http]\nlisten = [\"198.51.100.1:80\"]\n{extra}\n");
+        let url = "acme_directory = \"https://198.18.0.2:14000/dir\"";
+        let c = Config::parse(
+            &with(&format!("{url}\nacme_contact = \"hostmaster@example.com\"\nacme_ca_root = {root:?}")),
+            Path::new("hg.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.http.acme_directory.as_deref(), Some("https://198.18.0.2:14000/dir"));
+        assert_eq!(
+            err(&with("acme_directory = \"http://198.18.0.2/dir\"")),
+            "hg.toml: http.acme_directory: \"http://198.18.0.2/dir\" is not an https:// URL (RFC 8555 requires HTTPS)"
+        );
+        assert!(err(&with(&format!("{url}\nacme_contact = \"nobody\""))).starts_with("hg.toml: http.acme_contact:"));
+        assert!(err(&with(&format!("{url}\nacme_ca_root = \"/nonexistent.pem\"")))
+            .starts_with("hg.toml: http.acme_ca_root: cannot read /nonexistent.pem"));
+        assert_eq!(
+            err(&with("acme_contact = \"a@example.com\"")),
+            "hg.toml: http.acme_contact: needs http.acme_directory"
+        );
+        let no_listener = format!("{GOOD}\n[http]\n{url}\n");
+        assert!(err(&no_listener).contains("http.acme_directory: HTTP-01 is answered on http.listen"));
     }
 
     #[test]

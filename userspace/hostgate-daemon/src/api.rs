@@ -62,6 +62,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::HTTP_CACHE_PURGE, post(http::purge_cache))
         .route(hostgate_api::HTTP_CERTS, get(http::list_certs).post(http::put_cert))
         .route(hostgate_api::HTTP_CERT_REMOVE, post(http::remove_cert))
+        .route(hostgate_api::HTTP_ACME, get(http::list_acme))
         .route(hostgate_api::SSH_KEYS, post(ssh::add_key))
         .route(hostgate_api::SSH_KEY_REMOVE, post(ssh::remove_key))
         .route(hostgate_api::SSH_KEY_LIST, post(ssh::list_keys))

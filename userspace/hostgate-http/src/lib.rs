@@ -6,6 +6,7 @@
 //! [`tls`] judges certificates and picks one per SNI name.
 
 pub mod accesslog;
+pub mod acme;
 pub mod balance;
 pub mod headers;
 pub mod model;

@@ -103,6 +103,10 @@ pub struct Vhost {
     /// This vhost's access log format; `None`: the node's `[http] access_log`.
     #[serde(default)]
     pub access_log: Option<LogFormat>,
+    /// Get (and renew) this name's certificate by ACME HTTP-01 (`--acme`);
+    /// exact names only.
+    #[serde(default)]
+    pub acme: bool,
 }
 
 impl Vhost {
@@ -130,6 +134,9 @@ impl Vhost {
         }
         if let Some(r) = &self.rate_limit {
             r.validate()?;
+        }
+        if self.acme && self.is_wildcard() {
+            return Err(bad("acme", "HTTP-01 cannot prove a wildcard name; add its certificate with http cert add"));
         }
         Ok(())
     }
@@ -222,6 +229,7 @@ mod tests {
             rate_limit: None,
             proxy_protocol: false,
             access_log: None,
+            acme: false,
         }
     }
 
@@ -256,6 +264,9 @@ mod tests {
         let mut v = vhost("a.example.com");
         v.rate_limit = Some(RateLimit { per_second: 0, burst: 1 });
         assert_eq!(field(v), "rate-limit");
+        let mut v = vhost("*.example.com");
+        v.acme = true;
+        assert_eq!(field(v), "acme");
     }
 
     #[test]
@@ -306,6 +317,7 @@ mod tests {
             rate_limit: None,
             proxy_protocol: false,
             access_log: None,
+            acme: false,
             };
             if v.validate().is_ok() {
                 let json = serde_json::to_string(&v).expect("json");

@@ -179,6 +179,7 @@ mod tests {
             rate_limit: None,
             proxy_protocol: false,
             access_log: None,
+            acme: false,
         }
     }
 

@@ -546,6 +546,20 @@ enum HttpCommand {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Automatic certificates of vhosts with `--acme`.
+    Acme {
+        #[command(subcommand)]
+        command: AcmeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AcmeCommand {
+    /// Per name: state, certificate expiry, next attempt, last error.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -634,6 +648,11 @@ struct VhostArgs {
     /// the node's [http] access_log).
     #[arg(long)]
     access_log: Option<String>,
+    /// Get this name's certificate from the ACME CA of [http]
+    /// acme_directory (HTTP-01, answered by the proxy) and renew it before
+    /// it expires; exact names only.
+    #[arg(long)]
+    acme: bool,
     #[arg(long)]
     json: bool,
 }
@@ -992,6 +1011,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Network { command } => network(&client, command).await,
         Command::Http { command: HttpCommand::Vhost { command } } => vhost(&client, command).await,
         Command::Http { command: HttpCommand::Cert { command } } => cert(&client, command).await,
+        Command::Http { command: HttpCommand::Acme { command: AcmeCommand::Status { json } } } => {
+            let all: Vec<hostgate_api::AcmeView> = client.get(hostgate_api::HTTP_ACME).await?;
+            print_out(json, &all, |all| output::acme(all).to_string())
+        }
         Command::Http { command: HttpCommand::Cache { command: CacheCommand::Purge { host, path } } } => {
             let req = hostgate_api::CachePurge { host, path, purged: 0 };
             let r: hostgate_api::CachePurge = client.post(hostgate_api::HTTP_CACHE_PURGE, &req).await?;
@@ -1296,6 +1319,7 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         rate_burst: a.rate_burst,
         proxy_protocol: a.proxy_protocol,
         access_log: a.access_log,
+        acme: a.acme,
         create_only,
     })
 }

@@ -131,6 +131,42 @@ pub fn certs(all: &[hostgate_api::CertView]) -> Table {
     t
 }
 
+/// `http acme status`: one line per name with `--acme`.
+pub fn acme(all: &[hostgate_api::AcmeView]) -> Table {
+    let mut t = table(&["NAME", "STATE", "NOT AFTER", "NEXT ATTEMPT", "FAILURES", "LAST ERROR"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    for a in all {
+        let next = match a.next_attempt {
+            None => "- (no [http] acme_directory)".to_string(),
+            Some(t) if t <= now => "now".to_string(),
+            Some(t) => format!("in {}", duration_text(t - now)),
+        };
+        t.add_row(vec![
+            a.name.clone(),
+            a.state.clone(),
+            a.not_after_text.clone().unwrap_or_else(|| "-".into()),
+            next,
+            a.failures.to_string(),
+            a.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    if all.is_empty() {
+        t.add_row(vec!["(no vhost with --acme)"]);
+    }
+    t
+}
+
+/// `3d 4h`, `5h 2m`, `7m 3s`, `12s`.
+fn duration_text(secs: i64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 /// The upper bound of the latency bucket holding quantile `q`.
 fn latency_bound(buckets: &[u64], q: f64) -> String {
     let total: u64 = buckets.iter().sum();
@@ -211,6 +247,9 @@ fn vhost_options(v: &hostgate_api::VhostView) -> String {
     }
     if let Some(f) = &v.access_log {
         o.push(format!("access-log={f}"));
+    }
+    if v.acme {
+        o.push("acme".to_string());
     }
     if o.is_empty() {
         "-".into()

@@ -18,7 +18,7 @@ use super::{bad, keys, store_err};
 use crate::{api::Failure, Daemon};
 
 /// Unix seconds now: the core judges validity against the time it is given.
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
@@ -45,6 +45,12 @@ fn view(c: &StoredCert, parsed: Result<&Parsed, &tls::CertError>) -> CertView {
 /// default flag here in the same commit; replacing the default keeps it
 /// the default.
 pub async fn put_cert(State(d): State<Arc<Daemon>>, Json(req): Json<CertAdd>) -> Result<Json<CertView>, Failure> {
+    store_cert(&d, req).await.map(Json)
+}
+
+/// What `cert add` does, also for certificates issued by ACME: judged, then
+/// one commit the certificate follower picks up.
+pub(crate) async fn store_cert(d: &Daemon, req: CertAdd) -> Result<CertView, Failure> {
     let parsed = tls::parse(&req.chain_pem, &req.key_pem, now()).map_err(|e| bad(e.to_string()))?;
     let name = req.name.clone().unwrap_or_else(|| tls::default_name(&parsed.info).to_string());
     tls::check_name(&name).map_err(|e| bad(e.to_string()))?;
@@ -66,7 +72,7 @@ pub async fn put_cert(State(d): State<Arc<Daemon>>, Json(req): Json<CertAdd>) ->
     match d.store.commit(txn).await.map_err(store_err)? {
         TxnOutcome::Committed(_) => {
             info!(cert = %stored.name, names = ?parsed.info.names, default = stored.default, "TLS certificate stored");
-            Ok(Json(view(&stored, Ok(&parsed))))
+            Ok(view(&stored, Ok(&parsed)))
         }
         TxnOutcome::CompareFailed(_) => {
             Err(Failure(StatusCode::CONFLICT, "default: changed concurrently by another request; try again".into()))

@@ -4,6 +4,7 @@
 //! and pingora proxying every accepted connection (`proxy.rs`,
 //! `serve.rs`). The routing and selection logic is hostgate-http's.
 
+mod acme;
 mod cache;
 mod certs;
 mod proxy;
@@ -15,6 +16,8 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
+pub use acme::list_acme;
+pub(crate) use acme::{follow_challenges, run as run_acme};
 use axum::{extract::State, http::StatusCode, Json};
 pub(crate) use certs::follow as follow_certs;
 pub use certs::{list_certs, put_cert, remove_cert};
@@ -42,6 +45,24 @@ pub mod keys {
 
     pub fn cert(name: &str) -> String {
         format!("{CERTS}{name}")
+    }
+
+    /// The ACME account (credentials with its private key, and the
+    /// directory it belongs to), written once by compare-and-set.
+    pub const ACME_ACCOUNT: &str = "http/acme/account";
+    /// Per-name issuer records (state, backoff, last error).
+    pub const ACME_ORDERS: &str = "http/acme/orders/";
+    /// Pending HTTP-01 answers: token -> key authorization.
+    pub const ACME_CHALLENGES: &str = "http/acme/challenges/";
+    /// Which node issues (bound to its membership lease).
+    pub const ACME_LOCK: &str = "http/acme/lock";
+
+    pub fn acme_order(name: &str) -> String {
+        format!("{ACME_ORDERS}{name}")
+    }
+
+    pub fn acme_challenge(token: &str) -> String {
+        format!("{ACME_CHALLENGES}{token}")
     }
 }
 
@@ -71,6 +92,9 @@ pub struct Shared {
     logs: std::sync::OnceLock<crate::access_log::AccessLogs>,
     /// The node's default access log format (`[http] access_log`).
     log_format: std::sync::OnceLock<LogFormat>,
+    /// ACME HTTP-01 answers in force: token -> key authorization (the
+    /// challenge follower mirrors `http/acme/challenges/`).
+    challenges: RwLock<HashMap<String, String>>,
 }
 
 /// What one finished request adds to its (vhost, backend) counters.
@@ -95,8 +119,14 @@ impl Shared {
             epoch: Default::default(),
             logs: Default::default(),
             log_format: Default::default(),
+            challenges: Default::default(),
             cache: cache::ResponseCache::new(config.cache_mib as usize * 1024 * 1024),
         }
+    }
+
+    /// The key authorization for an ACME HTTP-01 token, if one is pending.
+    pub fn challenge(&self, token: &str) -> Option<String> {
+        self.challenges.read().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {
@@ -236,6 +266,7 @@ fn parse_vhost(v: &VhostView) -> Result<Vhost, Failure> {
         rate_limit,
         proxy_protocol: v.proxy_protocol,
         access_log,
+        acme: v.acme,
         host: v.host.clone(),
         customer: v.customer.clone(),
         routes,
@@ -270,6 +301,7 @@ fn view(v: &Vhost) -> VhostView {
         rate_burst: v.rate_limit.map(|r| r.burst),
         proxy_protocol: v.proxy_protocol,
         access_log: v.access_log.map(|f| f.to_string()),
+        acme: v.acme,
         create_only: false,
     }
 }
@@ -307,7 +339,11 @@ pub async fn list_vhosts(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<VhostV
 
 pub async fn remove_vhost(State(d): State<Arc<Daemon>>, Json(req): Json<VhostRef>) -> Result<Json<VhostRef>, Failure> {
     let key = keys::vhost(&req.host);
-    let txn = Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key));
+    // Its ACME record goes with it (state and backoff of a name no longer served).
+    let txn = Txn::new()
+        .when(Compare::Present(key.clone()))
+        .then(Op::Delete(key))
+        .then(Op::Delete(keys::acme_order(&req.host)));
     match d.store.commit(txn).await.map_err(store_err)? {
         TxnOutcome::Committed(_) => Ok(Json(req)),
         TxnOutcome::CompareFailed(_) => {

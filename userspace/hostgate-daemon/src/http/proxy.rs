@@ -159,6 +159,21 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(None);
             return answer(session, 400, "400 Bad Request", &format!("Refused: {problem}.")).await;
         }
+        // HTTP-01 (RFC 8555 8.3): the CA asks for the token's key
+        // authorization on port 80, before any routing (a vhost with
+        // https_redirect answers it too). A token the issuer did not store
+        // goes on to the vhost, so a customer's own ACME client still works.
+        if !self.tls {
+            let token = hostgate_http::acme::challenge_token(session.req_header().uri.path());
+            if let Some(key_auth) = token.and_then(|t| self.shared.challenge(t)) {
+                let mut resp = ResponseHeader::build(200, Some(2))?;
+                resp.insert_header("content-type", "application/octet-stream")?;
+                resp.insert_header("content-length", key_auth.len().to_string())?;
+                session.write_response_header(Box::new(resp), false).await?;
+                session.write_response_body(Some(Bytes::from(key_auth)), true).await?;
+                return Ok(true);
+            }
+        }
         let table = self.shared.table();
         let host_bytes = request_host(session.req_header());
         ctx.host = String::from_utf8_lossy(&host_bytes).into_owned();
