@@ -274,20 +274,11 @@ fn answer_request(
     request: &Request,
     client: &Client,
 ) -> Option<Vec<u8>> {
-    let query = &request.message;
-    let (mut reply, outcome) = build(catalog, query);
-    let limit = size_limit(config, query, client.transport);
-    if query.edns.is_some() {
-        // version 0, the one we speak (also in BADVERS), no DO: we do not sign
-        let mut ours = Edns::new();
-        ours.set_max_payload(config.udp_payload_max.max(512));
-        reply.message.edns = Some(ours);
-    }
+    let prepared = prepare(catalog, config, &request.message, client.transport);
     if client.transport == Transport::Udp {
         if let Some(rrl) = rrl {
-            let (class, name) = rrl_flow(&outcome);
-            let qtype = query.queries.first().map_or(RecordType::NULL, |q| q.query_type());
-            match rrl.check(client.addr, class, &name, qtype, client.now_ms) {
+            let flow = prepared.flow();
+            match rrl.check(client.addr, flow.class, &flow.name, flow.qtype, client.now_ms) {
                 Action::Send => {}
                 Action::Drop => {
                     counters.rate_limited_dropped += 1;
@@ -295,13 +286,97 @@ fn answer_request(
                 }
                 Action::Slip => {
                     counters.rate_limited_slipped += 1;
-                    return truncated(&reply.message).to_vec().ok();
+                    return prepared.slip();
                 }
             }
         }
     }
-    count(counters, &reply.message, &outcome);
-    encode(reply, limit, counters)
+    prepared.finish(counters)
+}
+
+/// The flow RRL accounts a response to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub class: ResponseClass,
+    pub name: Name,
+    pub qtype: RecordType,
+}
+
+/// A response built but not yet limited, counted or encoded.
+struct Prepared {
+    reply: Reply,
+    outcome: Option<Found>,
+    limit: usize,
+    qtype: RecordType,
+}
+
+fn prepare(catalog: &Catalog, config: &Config, query: &Message, transport: Transport) -> Prepared {
+    let (mut reply, outcome) = build(catalog, query);
+    let limit = size_limit(config, query, transport);
+    if query.edns.is_some() {
+        // version 0, the one we speak (also in BADVERS), no DO: we do not sign
+        let mut ours = Edns::new();
+        ours.set_max_payload(config.udp_payload_max.max(512));
+        reply.message.edns = Some(ours);
+    }
+    let qtype = query.queries.first().map_or(RecordType::NULL, |q| q.query_type());
+    Prepared { reply, outcome, limit, qtype }
+}
+
+impl Prepared {
+    fn flow(&self) -> Flow {
+        let (class, name) = rrl_flow(&self.outcome);
+        Flow { class, name, qtype: self.qtype }
+    }
+
+    /// RRL's slip: the empty TC=1 reply.
+    fn slip(&self) -> Option<Vec<u8>> {
+        truncated(&self.reply.message).to_vec().ok()
+    }
+
+    /// Counted and encoded within the limit.
+    fn finish(self, counters: &mut Counters) -> Option<Vec<u8>> {
+        count(counters, &self.reply.message, &self.outcome);
+        encode(self.reply, self.limit, counters)
+    }
+}
+
+/// A UDP query's whole fate as a function of its bytes (the ID aside: it
+/// is copied to the reply's first two bytes and nowhere else) and the
+/// catalog, for [`crate::fast::AnswerCache`] to keep and replay: what
+/// [`respond`] would send and count, and what RRL would account it to
+/// and send when it slips.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    /// The reply when it is sent (`None`: nothing, as [`respond`] when an
+    /// encoding failed).
+    pub reply: Option<Vec<u8>>,
+    /// What sending it counts, the query itself included.
+    pub counted: Counters,
+    /// RRL's flow and slip reply; `None` for replies RRL never sees
+    /// (FORMERR from the header).
+    pub limited: Option<(Flow, Option<Vec<u8>>)>,
+}
+
+/// [`respond`] over UDP without RRL, split into what is sent and what RRL
+/// would need; `None` for what is not a QUERY (the daemon intercepts
+/// NOTIFY) or is dropped unanswered (too short, QR=1): those take
+/// [`respond`].
+pub fn compile(catalog: &Catalog, config: &Config, bytes: &[u8]) -> Option<Compiled> {
+    // QR=0, opcode QUERY
+    if bytes.get(2)? & 0xf8 != 0 {
+        return None;
+    }
+    let mut counted = Counters::default();
+    let request = match decode(bytes, Transport::Udp, &mut counted) {
+        Decoded::Drop => return None,
+        Decoded::Reply(formerr) => return Some(Compiled { reply: Some(formerr), counted, limited: None }),
+        Decoded::Request(r) => r,
+    };
+    let prepared = prepare(catalog, config, &request.message, Transport::Udp);
+    let limited = Some((prepared.flow(), prepared.slip()));
+    let reply = prepared.finish(&mut counted);
+    Some(Compiled { reply, counted, limited })
 }
 
 /// What the lookup found, for RRL and the counters.
