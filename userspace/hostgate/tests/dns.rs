@@ -228,6 +228,14 @@ fn changes_apply_at_once_and_zone_files_are_all_or_nothing() {
     example_zone(&node);
     let before = serial(&node, "example.com");
 
+    // The same query's bytes, asked twice (the second from the UDP
+    // workers' answer cache): NXDOMAIN before the record exists.
+    let same = query(7, "new.example.com", 1);
+    for _ in 0..2 {
+        let reply = udp_exchange(&node, &same).expect("a reply");
+        assert_eq!((reply[3] & 0x0f, &reply[6..8]), (3, &[0u8, 0][..]), "{reply:?}");
+    }
+
     // A new record is answered within a second, and the serial moved on.
     let start = Instant::now();
     cli_ok(&node, &["dns", "record", "add", "example.com", "new", "A", "198.51.100.77", "--ttl", "60"]);
@@ -242,6 +250,12 @@ fn changes_apply_at_once_and_zone_files_are_all_or_nothing() {
     }
     let after = serial(&node, "example.com");
     assert!(after > before, "serial {before} -> {after}");
+    // the cached NXDOMAIN went with the catalog it came from
+    let reply = udp_exchange(&node, &same).expect("a reply");
+    assert_eq!((&reply[..2], reply[3] & 0x0f, &reply[6..8]), (&[0u8, 7][..], 0, &[0u8, 1][..]), "{reply:?}");
+    // a query in another case gets its own case back, and the same answer
+    let mixed = udp_exchange(&node, &query(8, "NeW.eXaMpLe.CoM", 1)).expect("a reply");
+    assert_eq!((&mixed[12..29], &mixed[6..8]), (&b"\x03NeW\x07eXaMpLe\x03CoM\x00"[..], &[0u8, 1][..]), "{mixed:?}");
 
     // Removal, by value and by RRset.
     cli_ok(&node, &["dns", "record", "rm", "example.com", "www", "A", "198.51.100.10"]);

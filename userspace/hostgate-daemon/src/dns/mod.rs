@@ -9,6 +9,7 @@
 
 mod names;
 mod serve;
+mod udp;
 pub(crate) mod stored;
 
 use std::{str::FromStr, sync::Arc};

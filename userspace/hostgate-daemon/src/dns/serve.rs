@@ -50,6 +50,7 @@ use hickory_proto::{
 };
 use hostgate_dns::{
     catalog::Catalog,
+    fast::AnswerCache,
     lookup::{key_of, IndexedZone},
     master,
     pool::{self, Fallback, Target},
@@ -86,6 +87,10 @@ type XfrZones = HashMap<Vec<u8>, Arc<XfrZone>>;
 #[derive(Default)]
 pub struct Shared {
     catalog: RwLock<Arc<Catalog>>,
+    /// Moved on after every swap of `catalog`: the UDP workers' answer
+    /// caches (hostgate-dns's `fast`) compare it per batch and start
+    /// over when it moved.
+    generation: AtomicU64,
     xfr: RwLock<Arc<XfrZones>>,
     transfers: AtomicU64,
     notifies_in: AtomicU64,
@@ -186,6 +191,15 @@ impl Shared {
         }
         let Some(q) = request.query() else { return false };
         catalog.find(q.name(), q.query_type()).is_some_and(|z| logged.contains(&key_of(z.origin())))
+    }
+
+    /// Whether a UDP query from `addr` may take the fast path: nothing
+    /// logs queries, and it is not a resolver client (whose queries may
+    /// be forwarded). The rest (NOTIFY, runts) the fast path hands back.
+    fn fast_path(&self, d: &Daemon, addr: std::net::IpAddr) -> bool {
+        !d.config.dns.query_log
+            && !self.any_logged.load(Ordering::Relaxed)
+            && (d.config.dns.upstreams.is_empty() || !self.resolver_client(addr))
     }
 
     fn resolver_client(&self, addr: std::net::IpAddr) -> bool {
@@ -505,6 +519,9 @@ fn rebuild(
     let zones = catalog.len();
     let xfr = Arc::new(xfr);
     *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+    // after the swap: a worker that sees the new generation reads the new
+    // catalog (or a newer one)
+    shared.generation.fetch_add(1, Ordering::Release);
     *shared.xfr.write().unwrap_or_else(|p| p.into_inner()) = xfr.clone();
     shared.revision.store(mirror.revision, Ordering::Relaxed);
     debug!(zones, revision = mirror.revision, "DNS catalog swapped");
@@ -780,38 +797,92 @@ fn log_query(request: &respond::Request, reply: Option<&[u8]>, client: &Client) 
     info!(client = %client.addr, %transport, %name, %qtype, %rcode, "DNS query");
 }
 
+/// Queries taken per receive (recvmmsg) and replies sent per send
+/// (sendmmsg).
+const BATCH: usize = 32;
+/// A UDP query longer than this is read truncated (DNS queries are tens
+/// of bytes; EDNS payload sizes are about replies).
+const QUERY_BUFFER: usize = 4096;
+/// Each UDP worker's answer cache: slots, and bytes its entries may hold.
+const CACHE_SLOTS: usize = 1 << 15;
+const CACHE_BYTES: usize = 16 << 20;
+
+/// One SO_REUSEPORT socket's task: takes up to [`BATCH`] queries per
+/// recvmmsg, answers each from the answer cache (hostgate-dns's `fast`:
+/// the responder's own replies, kept per distinct query) or the full
+/// path (`answer`: NOTIFY, query logging, resolver clients, runts), and
+/// sends the replies with one sendmmsg.
 async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Counters>>, epoch: Instant) {
     let limit = d.config.dns.rrl_ratelimit;
-    let mut rrl = Rrl::new(RrlConfig { responses_per_second: limit, ..RrlConfig::default() }, random_seed());
+    let mut table = Rrl::new(RrlConfig { responses_per_second: limit, ..RrlConfig::default() }, random_seed());
     let config = respond::Config::default();
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; 65_535];
+    let mut io = super::udp::Batch::new(BATCH, QUERY_BUFFER);
+    let mut cache = AnswerCache::new(CACHE_SLOTS, CACHE_BYTES);
+    let mut catalog = d.dns.catalog();
+    let mut generation = u64::MAX;
     loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(got) => got,
+        if socket.readable().await.is_err() {
+            continue;
+        }
+        let received = match socket.try_io(tokio::io::Interest::READABLE, || io.receive(&*socket)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 debug!(error = %e, "DNS: UDP receive");
                 continue;
             }
         };
-        let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Udp, now_ms: millis_since(epoch) };
-        let rrl = if limit == 0 { None } else { Some(&mut rrl) };
-        let replies = match answer(&d, &config, rrl, &counters, &buf[..len], &client) {
-            Answered::Replies(replies) => replies,
-            Answered::Forward(request) => {
-                let (d, socket, counters, config) = (d.clone(), socket.clone(), counters.clone(), config.clone());
-                tokio::spawn(async move {
-                    if let Some(reply) = forward(&d, &config, &counters, &request, &client, epoch).await {
-                        if let Err(e) = socket.send_to(&reply, peer).await {
-                            debug!(error = %e, %peer, "DNS: UDP send");
-                        }
+        // the catalog's generation first, then the catalog: see AnswerCache::sync
+        let now = d.dns.generation.load(Ordering::Acquire);
+        if now != generation {
+            generation = now;
+            catalog = d.dns.catalog();
+            cache.sync(generation);
+        }
+        let now_ms = millis_since(epoch);
+        let mut counted = Counters::default();
+        for i in 0..received {
+            let Some(peer) = io.peer(i) else { continue };
+            let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Udp, now_ms };
+            let rrl = if limit == 0 { None } else { Some(&mut table) };
+            if d.dns.fast_path(&d, client.addr) {
+                let (query, out) = io.query_and_reply(i);
+                match cache.answer(&catalog, &config, rrl, &mut counted, query, &client, out) {
+                    hostgate_dns::fast::Served::Reply => {
+                        io.reply_ready(i);
+                        continue;
                     }
-                });
-                continue;
+                    hostgate_dns::fast::Served::Nothing => continue,
+                    hostgate_dns::fast::Served::Slow => {}
+                }
             }
-        };
-        for reply in replies {
-            if let Err(e) = socket.send_to(&reply, peer).await {
+            let rrl = if limit == 0 { None } else { Some(&mut table) };
+            match answer(&d, &config, rrl, &counters, io.query(i), &client) {
+                Answered::Replies(replies) => {
+                    for reply in replies {
+                        io.reply_owned(i, reply);
+                    }
+                }
+                Answered::Forward(request) => {
+                    let (d, socket, counters, config) = (d.clone(), socket.clone(), counters.clone(), config.clone());
+                    tokio::spawn(async move {
+                        if let Some(reply) = forward(&d, &config, &counters, &request, &client, epoch).await {
+                            if let Err(e) = socket.send_to(&reply, peer).await {
+                                debug!(error = %e, %peer, "DNS: UDP send");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        if counted != Counters::default() {
+            lock(&counters).add(&counted);
+        }
+        // what the socket's send buffer did not take goes one by one
+        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || io.send(&*socket)).unwrap_or(0);
+        for (reply, peer) in io.unsent(sent) {
+            if let Err(e) = socket.send_to(reply, peer).await {
                 debug!(error = %e, %peer, "DNS: UDP send");
             }
         }
