@@ -78,6 +78,8 @@ impl Entry {
 /// One worker's cache (not shared: no lock on the packet path).
 #[derive(Debug)]
 pub struct AnswerCache {
+    /// The responder's configuration, which the entries depend on.
+    config: Config,
     slots: Vec<Option<Box<Entry>>>,
     hasher: RandomState,
     bytes: usize,
@@ -90,10 +92,11 @@ pub struct AnswerCache {
 
 impl AnswerCache {
     /// `slots` is rounded up to a power of two; `max_bytes` bounds what
-    /// the entries hold.
-    pub fn new(slots: usize, max_bytes: usize) -> Self {
+    /// the entries hold; `config` is the responder's.
+    pub fn new(config: Config, slots: usize, max_bytes: usize) -> Self {
         let slots = slots.clamp(1, 1 << 24).next_power_of_two();
         Self {
+            config,
             slots: (0..slots).map(|_| None).collect(),
             hasher: RandomState::new(),
             bytes: 0,
@@ -133,13 +136,13 @@ impl AnswerCache {
     }
 
     /// Answers a UDP query as [`respond::respond`] would with the same
-    /// catalog, configuration, RRL table and counters: the same reply
-    /// bytes (into `out`), the same RRL accounting, the same counts.
-    /// [`Served::Slow`] leaves all of them untouched.
+    /// catalog, the cache's configuration, the same RRL table and
+    /// counters: the same reply bytes (into `out`), the same RRL
+    /// accounting, the same counts. [`Served::Slow`] leaves all of them
+    /// untouched.
     pub fn answer(
         &mut self,
         catalog: &Catalog,
-        config: &Config,
         rrl: Option<&mut Rrl>,
         counters: &mut Counters,
         query: &[u8],
@@ -163,7 +166,7 @@ impl AnswerCache {
             }
         } else {
             self.misses += 1;
-            let Some(compiled) = respond::compile(catalog, config, query) else { return Served::Slow };
+            let Some(compiled) = respond::compile(catalog, &self.config, query) else { return Served::Slow };
             match self.insert(slot, key, compiled) {
                 Ok(entry) => &entry.compiled,
                 // not kept: served once from here
@@ -281,12 +284,12 @@ mod tests {
     fn a_hit_is_the_responders_reply_with_the_new_id() {
         let catalog = test_catalog();
         let config = Config::default();
-        let mut cache = AnswerCache::new(64, 1 << 20);
+        let mut cache = AnswerCache::new(Config::default(), 64, 1 << 20);
         let mut out = Vec::new();
         let (mut fast, mut slow) = (Counters::default(), Counters::default());
         for id in [1u16, 2, 0xbeef] {
             let q = query("www.example.com.", RecordType::A, id, Some(1232));
-            let served = cache.answer(&catalog, &config, None, &mut fast, &q, &client(0), &mut out);
+            let served = cache.answer(&catalog, None, &mut fast, &q, &client(0), &mut out);
             let expected = respond::respond(&catalog, &config, None, &mut slow, &q, &client(0));
             assert_eq!(served, Served::Reply);
             assert_eq!(Some(&out), expected.as_ref());
@@ -300,18 +303,19 @@ mod tests {
     #[test]
     fn a_new_generation_empties_it() {
         let catalog = test_catalog();
-        let mut cache = AnswerCache::new(64, 1 << 20);
+        let mut cache = AnswerCache::new(Config::default(), 64, 1 << 20);
         let mut out = Vec::new();
         let q = query("www.example.com.", RecordType::A, 7, None);
         cache.sync(1);
-        cache.answer(&catalog, &Config::default(), None, &mut Counters::default(), &q, &client(0), &mut out);
+        cache.answer(&catalog, None, &mut Counters::default(), &q, &client(0), &mut out);
         assert_eq!(cache.len(), 1);
         cache.sync(1);
         assert_eq!(cache.len(), 1);
         cache.sync(2);
-        assert!(cache.is_empty() && cache.len() == 0);
+        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
         // the new catalog answers: REFUSED now that the zone is gone
-        let served = cache.answer(&Catalog::new(), &Config::default(), None, &mut Counters::default(), &q, &client(0), &mut out);
+        let served = cache.answer(&Catalog::new(), None, &mut Counters::default(), &q, &client(0), &mut out);
         assert_eq!(served, Served::Reply);
         assert_eq!(out[3] & 0x0f, 5);
     }
@@ -319,21 +323,21 @@ mod tests {
     #[test]
     fn the_byte_budget_holds() {
         let catalog = test_catalog();
-        let mut cache = AnswerCache::new(1024, 600);
+        let mut cache = AnswerCache::new(Config::default(), 1024, 600);
         let mut out = Vec::new();
         for i in 0..100 {
             let q = query(&format!("n{i}.example.com."), RecordType::A, 1, None);
-            let served = cache.answer(&catalog, &Config::default(), None, &mut Counters::default(), &q, &client(0), &mut out);
+            let served = cache.answer(&catalog, None, &mut Counters::default(), &q, &client(0), &mut out);
             assert_eq!(served, Served::Reply, "answered even when not kept");
             assert!(cache.bytes <= 600);
         }
-        assert!(cache.len() < 100 && cache.len() > 0);
+        assert!(cache.len() < 100 && !cache.is_empty());
     }
 
     #[test]
     fn notify_responses_and_runts_take_the_slow_path() {
         let catalog = test_catalog();
-        let mut cache = AnswerCache::new(64, 1 << 20);
+        let mut cache = AnswerCache::new(Config::default(), 64, 1 << 20);
         let mut out = Vec::new();
         let mut counters = Counters::default();
         let mut notify = query("example.com.", RecordType::SOA, 1, None);
@@ -341,7 +345,7 @@ mod tests {
         let mut response = query("example.com.", RecordType::SOA, 1, None);
         response[2] |= 0x80;
         for q in [&notify[..], &response[..], &[0u8; 11][..], &[][..]] {
-            let served = cache.answer(&catalog, &Config::default(), None, &mut counters, q, &client(0), &mut out);
+            let served = cache.answer(&catalog, None, &mut counters, q, &client(0), &mut out);
             assert_eq!(served, Served::Slow);
         }
         assert_eq!(counters, Counters::default(), "nothing counted twice");
@@ -360,12 +364,12 @@ mod tests {
         let mut slow_rrl = rrl.clone().map(|c| Rrl::new(c, 42));
         let mut fast_rrl = rrl.map(|c| Rrl::new(c, 42));
         let (mut slow_counters, mut fast_counters) = (Counters::default(), Counters::default());
-        let mut cache = AnswerCache::new(slots, 1 << 20);
+        let mut cache = AnswerCache::new(config.clone(), slots, 1 << 20);
         let mut out = Vec::new();
         for (bytes, now_ms) in queries {
             let c = client(*now_ms);
             let slow = respond::respond(catalog, config, slow_rrl.as_mut(), &mut slow_counters, bytes, &c);
-            let fast = match cache.answer(catalog, config, fast_rrl.as_mut(), &mut fast_counters, bytes, &c, &mut out) {
+            let fast = match cache.answer(catalog, fast_rrl.as_mut(), &mut fast_counters, bytes, &c, &mut out) {
                 Served::Reply => Some(out.clone()),
                 Served::Nothing => None,
                 Served::Slow => respond::respond(catalog, config, fast_rrl.as_mut(), &mut fast_counters, bytes, &c),

@@ -299,6 +299,36 @@ pub fn client_reply(
     respond::finish(m, config, query, transport, counters)
 }
 
+/// What the resolver is asked when our answer's CNAME chain leaves our
+/// zones ([`respond::Responded::Chase`]): the client's query for the
+/// chain's target (type, class, flags and EDNS as the client sent them).
+pub fn chase_query(query: &Message, target: &hickory_proto::rr::Name) -> Message {
+    let mut m = query.clone();
+    for q in &mut m.queries {
+        q.set_name(target.clone());
+    }
+    m
+}
+
+/// The client's reply to a chased CNAME: our chain, then the upstream's
+/// (or the cache's) answer for its target, with that answer's rcode
+/// (NXDOMAIN if the target does not exist: RFC 6604) and authority; not
+/// authoritative, RA=1, as any forwarded answer.
+pub fn chased_reply(
+    query: &Message,
+    ours: Vec<hickory_proto::rr::Record>,
+    upstream: Message,
+    config: &Config,
+    transport: Transport,
+    counters: &mut Counters,
+) -> Option<Vec<u8>> {
+    let mut m = upstream;
+    let mut answers = ours;
+    answers.append(&mut m.answers);
+    m.answers = answers;
+    client_reply(query, m, config, transport, counters)
+}
+
 /// SERVFAIL for the client: no upstream answered.
 pub fn servfail(query: &Message, config: &Config, transport: Transport, counters: &mut Counters) -> Option<Vec<u8>> {
     let mut m = Message::response(query.metadata.id, OpCode::Query);
@@ -388,6 +418,33 @@ mod tests {
         cache.insert(&other, &response(&other, ResponseCode::NoError, vec![a("ftp.example.org.", 60)], vec![]), 0);
         assert!(cache.get(&other, 0).is_some());
         assert!(cache.get(&other_cd, 0).is_some());
+    }
+
+    #[test]
+    fn a_chased_cname_goes_in_front_of_the_upstreams_answer() {
+        let q = query("out.example.com.", RecordType::A);
+        let target = Name::from_str("www.example.org.").unwrap();
+        let asked = chase_query(&q, &target);
+        assert_eq!((asked.queries[0].name(), asked.queries[0].query_type()), (&target, RecordType::A));
+        assert_eq!(asked.metadata.id, q.metadata.id);
+        let cname = Record::from_rdata(
+            Name::from_str("out.example.com.").unwrap(),
+            300,
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone())),
+        );
+        let upstream = response(&asked, ResponseCode::NoError, vec![a("www.example.org.", 60)], vec![]);
+        let mut counters = Counters::default();
+        let reply =
+            chased_reply(&q, vec![cname.clone()], upstream, &Config::default(), Transport::Udp, &mut counters).unwrap();
+        let r = Message::from_vec(&reply).unwrap();
+        assert_eq!(r.queries, q.queries, "the client's question");
+        assert_eq!(r.answers.iter().map(|r| r.record_type()).collect::<Vec<_>>(), [RecordType::CNAME, RecordType::A]);
+        assert!(!r.metadata.authoritative && r.metadata.recursion_available);
+        let nx = response(&asked, ResponseCode::NXDomain, vec![], vec![soa(300, 60)]);
+        let reply = chased_reply(&q, vec![cname], nx, &Config::default(), Transport::Udp, &mut counters).unwrap();
+        let r = Message::from_vec(&reply).unwrap();
+        assert_eq!((r.metadata.response_code, r.answers.len(), r.authorities.len()), (ResponseCode::NXDomain, 1, 1));
+        assert_eq!((counters.noerror, counters.nxdomain), (1, 1));
     }
 
     #[test]

@@ -210,7 +210,8 @@ pub fn respond_request(
 ) -> Option<Vec<u8>> {
     match respond_or_forward(catalog, config, rrl, counters, request, client, false) {
         Responded::Reply(reply) => reply,
-        Responded::Forward => None,
+        // not without may_forward
+        Responded::Forward | Responded::Chase { .. } => None,
     }
 }
 
@@ -222,6 +223,12 @@ pub enum Responded {
     /// Not ours to answer, and the client may use the resolver: the daemon
     /// answers from its cache or an upstream (`crate::resolver`).
     Forward,
+    /// Ours, but our answer ends in a CNAME to a name outside our zones:
+    /// a resolver's client expects the chain followed, so the daemon asks
+    /// the resolver for `target` ([`crate::resolver::chase_query`]) and
+    /// puts our records in front of its answer
+    /// ([`crate::resolver::chased_reply`]).
+    Chase { answers: Vec<hickory_proto::rr::Record>, target: Name },
 }
 
 /// As [`respond_request`], but when `may_forward` (the client is in a
@@ -238,10 +245,37 @@ pub fn respond_or_forward(
     may_forward: bool,
 ) -> Responded {
     let query = &request.message;
-    if may_forward && crate::resolver::forwardable(query) && !ours(catalog, query) {
-        return Responded::Forward;
+    if may_forward && crate::resolver::forwardable(query) {
+        if !ours(catalog, query) {
+            return Responded::Forward;
+        }
+        if let Some((answers, target)) = leaves_our_zones(catalog, query) {
+            return Responded::Chase { answers, target };
+        }
     }
     Responded::Reply(answer_request(catalog, config, rrl, counters, request, client))
+}
+
+/// Our answer's records and the last CNAME's target, when the answer ends
+/// in a CNAME chain leaving the zones we answer for (and the type asked
+/// is not CNAME or ANY, which the CNAME itself answers).
+fn leaves_our_zones(catalog: &Catalog, query: &Message) -> Option<(Vec<hickory_proto::rr::Record>, Name)> {
+    let q = query.queries.first()?;
+    if matches!(q.query_type(), RecordType::CNAME | RecordType::ANY) {
+        return None;
+    }
+    let answer = catalog.find(q.name(), q.query_type())?.lookup(q.name(), q.query_type());
+    if answer.outcome != Outcome::Answer || answer.answers.iter().any(|r| r.record_type() == q.query_type()) {
+        return None;
+    }
+    let target = match &answer.answers.last()?.data {
+        hickory_proto::rr::RData::CNAME(cname) => cname.0.clone(),
+        _ => return None,
+    };
+    let ours = catalog.find(&target, q.query_type()).is_some_and(|zone| {
+        !matches!(zone.lookup(&target, q.query_type()).outcome, Outcome::Referral | Outcome::OutOfZone)
+    });
+    (!ours).then_some((answer.answers, target))
 }
 
 /// Whether we answer the (single) question from our own data: a zone of
@@ -711,6 +745,34 @@ mod tests {
         let www = query("www.example.com.", RecordType::A, None).to_vec().unwrap();
         let ok = respond(&catalog, &Config::default(), Some(&mut rrl), &mut counters, &www, &client(Transport::Udp));
         assert!(ok.is_some(), "the client's other answers are another flow");
+    }
+
+    #[test]
+    fn resolver_clients_get_cnames_leaving_our_zones_chased() {
+        let catalog = catalog();
+        let ask = |name: &str, qtype, may_forward| {
+            let request = Request { message: query(name, qtype, None) };
+            let client = client(Transport::Udp);
+            respond_or_forward(
+                &catalog,
+                &Config::default(),
+                None,
+                &mut Counters::default(),
+                &request,
+                &client,
+                may_forward,
+            )
+        };
+        let Responded::Chase { answers, target } = ask("out.example.com.", RecordType::A, true) else { panic!() };
+        assert_eq!(target, Name::from_str("www.example.net.").unwrap());
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].record_type(), RecordType::CNAME);
+        // not for others, nor for the CNAME itself, nor chains that stay here
+        assert!(matches!(ask("out.example.com.", RecordType::A, false), Responded::Reply(Some(_))));
+        assert!(matches!(ask("out.example.com.", RecordType::CNAME, true), Responded::Reply(Some(_))));
+        assert!(matches!(ask("alias2.example.com.", RecordType::A, true), Responded::Reply(Some(_))));
+        assert!(matches!(ask("dangling.example.com.", RecordType::A, true), Responded::Reply(Some(_))));
+        assert_eq!(ask("www.example.org.", RecordType::A, true), Responded::Forward);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 
 mod names;
 mod serve;
-mod udp;
 pub(crate) mod stored;
+mod udp;
 
 use std::{str::FromStr, sync::Arc};
 

@@ -596,8 +596,16 @@ enum Answered {
     /// The replies, in order; a transfer has many, anything else one or
     /// none.
     Replies(Vec<Vec<u8>>),
-    /// For the resolver, not in the cache: the caller forwards it.
-    Forward(respond::Request),
+    /// For the resolver, not in the cache: the caller forwards it (or,
+    /// for a CNAME leaving our zones, the query for its target).
+    Forward(respond::Request, Option<Box<Chase>>),
+}
+
+/// Our records of a CNAME chain that leaves our zones, and the query for
+/// its target that the resolver answers.
+struct Chase {
+    answers: Vec<hickory_proto::rr::Record>,
+    asked: hickory_proto::op::Message,
 }
 
 /// One query through the responder (`respond::respond` in its two steps,
@@ -629,9 +637,20 @@ fn answer(
                 Responded::Reply(reply) => reply.into_iter().collect(),
                 Responded::Forward => {
                     let hit = lock(&d.dns.cache).get(&request.message, client.now_ms);
-                    let Some(hit) = hit else { return Answered::Forward(request) };
+                    let Some(hit) = hit else { return Answered::Forward(request, None) };
                     d.dns.cache_hits.fetch_add(1, Ordering::Relaxed);
                     resolver::client_reply(&request.message, hit, config, client.transport, &mut c)
+                        .into_iter()
+                        .collect()
+                }
+                Responded::Chase { answers, target } => {
+                    let asked = resolver::chase_query(&request.message, &target);
+                    let hit = lock(&d.dns.cache).get(&asked, client.now_ms);
+                    let Some(hit) = hit else {
+                        return Answered::Forward(request, Some(Box::new(Chase { answers, asked })));
+                    };
+                    d.dns.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    resolver::chased_reply(&request.message, answers, hit, config, client.transport, &mut c)
                         .into_iter()
                         .collect()
                 }
@@ -668,17 +687,19 @@ impl Drop for ForwardSlot<'_> {
     }
 }
 
-/// The resolver's answer to `request` from the first upstream that
+/// The resolver's answer to `request` (or to the query for a chased
+/// CNAME's target, behind our chain) from the first upstream that
 /// answers (cached when it may be), or SERVFAIL.
 async fn forward(
     d: &Daemon,
     config: &respond::Config,
     counters: &Mutex<Counters>,
     request: &respond::Request,
+    chase: Option<Box<Chase>>,
     client: &Client,
     epoch: Instant,
 ) -> Option<Vec<u8>> {
-    let query = &request.message;
+    let query = chase.as_ref().map_or(&request.message, |c| &c.asked);
     let reply = match ForwardSlot::take(&d.dns.forwards_in_flight) {
         None => None,
         Some(_slot) => {
@@ -699,11 +720,21 @@ async fn forward(
     let reply = match reply {
         Some(m) => {
             lock(&d.dns.cache).insert(query, &m, millis_since(epoch));
-            resolver::client_reply(query, m, config, client.transport, &mut lock(counters))
+            match chase {
+                Some(c) => resolver::chased_reply(
+                    &request.message,
+                    c.answers,
+                    m,
+                    config,
+                    client.transport,
+                    &mut lock(counters),
+                ),
+                None => resolver::client_reply(query, m, config, client.transport, &mut lock(counters)),
+            }
         }
         None => {
             d.dns.forward_failed.fetch_add(1, Ordering::Relaxed);
-            resolver::servfail(query, config, client.transport, &mut lock(counters))
+            resolver::servfail(&request.message, config, client.transport, &mut lock(counters))
         }
     };
     if d.config.dns.query_log {
@@ -818,7 +849,7 @@ async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Count
     let config = respond::Config::default();
     let socket = Arc::new(socket);
     let mut io = super::udp::Batch::new(BATCH, QUERY_BUFFER);
-    let mut cache = AnswerCache::new(CACHE_SLOTS, CACHE_BYTES);
+    let mut cache = AnswerCache::new(config.clone(), CACHE_SLOTS, CACHE_BYTES);
     let mut catalog = d.dns.catalog();
     let mut generation = u64::MAX;
     loop {
@@ -848,7 +879,7 @@ async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Count
             let rrl = if limit == 0 { None } else { Some(&mut table) };
             if d.dns.fast_path(&d, client.addr) {
                 let (query, out) = io.query_and_reply(i);
-                match cache.answer(&catalog, &config, rrl, &mut counted, query, &client, out) {
+                match cache.answer(&catalog, rrl, &mut counted, query, &client, out) {
                     hostgate_dns::fast::Served::Reply => {
                         io.reply_ready(i);
                         continue;
@@ -864,10 +895,10 @@ async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Count
                         io.reply_owned(i, reply);
                     }
                 }
-                Answered::Forward(request) => {
+                Answered::Forward(request, chase) => {
                     let (d, socket, counters, config) = (d.clone(), socket.clone(), counters.clone(), config.clone());
                     tokio::spawn(async move {
-                        if let Some(reply) = forward(&d, &config, &counters, &request, &client, epoch).await {
+                        if let Some(reply) = forward(&d, &config, &counters, &request, chase, &client, epoch).await {
                             if let Err(e) = socket.send_to(&reply, peer).await {
                                 debug!(error = %e, %peer, "DNS: UDP send");
                             }
@@ -941,8 +972,8 @@ async fn tcp_connection(
         let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Tcp, now_ms: millis_since(epoch) };
         let replies = match answer(d, &config, None, counters, &query, &client) {
             Answered::Replies(replies) => replies,
-            Answered::Forward(request) => {
-                forward(d, &config, counters, &request, &client, epoch).await.into_iter().collect()
+            Answered::Forward(request, chase) => {
+                forward(d, &config, counters, &request, chase, &client, epoch).await.into_iter().collect()
             }
         };
         for reply in replies {

@@ -62,7 +62,13 @@ impl Batch {
         // gives and at a sockaddr_storage with its size, all owned by self
         // or this frame, for the duration of the call
         let got = unsafe {
-            libc::recvmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if got < 0 {
             return Err(io::Error::last_os_error());
@@ -156,9 +162,8 @@ impl Batch {
         }
         // SAFETY: every header points at a live reply of its length and at
         // the sender's address as recvmmsg wrote it, for the call's duration
-        let sent = unsafe {
-            libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
-        };
+        let sent =
+            unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -167,9 +172,7 @@ impl Batch {
 
     /// The replies after the first `sent`, with their destinations.
     pub(super) fn unsent(&self, sent: usize) -> Vec<(&[u8], SocketAddr)> {
-        (sent..self.ready)
-            .filter_map(|k| Some((self.replies[k].as_slice(), self.peer(self.reply_to[k])?)))
-            .collect()
+        (sent..self.ready).filter_map(|k| Some((self.replies[k].as_slice(), self.peer(self.reply_to[k])?))).collect()
     }
 }
 
