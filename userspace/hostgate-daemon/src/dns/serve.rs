@@ -835,7 +835,7 @@ const BATCH: usize = 32;
 /// of bytes; EDNS payload sizes are about replies).
 const QUERY_BUFFER: usize = 4096;
 /// Each UDP worker's answer cache: slots, and bytes its entries may hold.
-const CACHE_SLOTS: usize = 1 << 15;
+const CACHE_SLOTS: usize = 1 << 16;
 const CACHE_BYTES: usize = 16 << 20;
 
 /// One SO_REUSEPORT socket's task: takes up to [`BATCH`] queries per
