@@ -533,11 +533,12 @@ fn rebuild(
 fn start_servers(d: &Arc<Daemon>, addrs: &[SocketAddr]) -> anyhow::Result<Vec<Task>> {
     let epoch = Instant::now();
     let mut tasks = Vec::new();
+    let bytes = cache_bytes(addrs.len() * d.config.dns.workers as usize);
     for addr in addrs {
         for i in 0..d.config.dns.workers {
             let socket = udp_socket(*addr).with_context(|| format!("DNS: binding UDP {addr}"))?;
             let counters = d.dns.counters_of(format!("udp {addr} #{i}"));
-            tasks.push(Task(tokio::spawn(udp_worker(d.clone(), socket, counters, epoch))));
+            tasks.push(Task(tokio::spawn(udp_worker(d.clone(), socket, counters, epoch, bytes))));
         }
         let listener = tcp_listener(*addr).with_context(|| format!("DNS: binding TCP {addr}"))?;
         let counters = d.dns.counters_of(format!("tcp {addr}"));
@@ -834,22 +835,34 @@ const BATCH: usize = 32;
 /// A UDP query longer than this is read truncated (DNS queries are tens
 /// of bytes; EDNS payload sizes are about replies).
 const QUERY_BUFFER: usize = 4096;
-/// Each UDP worker's answer cache: slots, and bytes its entries may hold.
+/// Each UDP worker's answer cache: slots, and bytes its entries may hold:
+/// a share of [`CACHE_BYTES_TOTAL`] (a flood of distinct queries fills
+/// every worker's cache), at least 1 MiB and at most 16 MiB.
 const CACHE_SLOTS: usize = 1 << 16;
-const CACHE_BYTES: usize = 16 << 20;
+const CACHE_BYTES_TOTAL: usize = 64 << 20;
+
+fn cache_bytes(sockets: usize) -> usize {
+    (CACHE_BYTES_TOTAL / sockets.max(1)).clamp(1 << 20, 16 << 20)
+}
 
 /// One SO_REUSEPORT socket's task: takes up to [`BATCH`] queries per
 /// recvmmsg, answers each from the answer cache (hostgate-dns's `fast`:
 /// the responder's own replies, kept per distinct query) or the full
 /// path (`answer`: NOTIFY, query logging, resolver clients, runts), and
 /// sends the replies with one sendmmsg.
-async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Counters>>, epoch: Instant) {
+async fn udp_worker(
+    d: Arc<Daemon>,
+    socket: UdpSocket,
+    counters: Arc<Mutex<Counters>>,
+    epoch: Instant,
+    cache_bytes: usize,
+) {
     let limit = d.config.dns.rrl_ratelimit;
     let mut table = Rrl::new(RrlConfig { responses_per_second: limit, ..RrlConfig::default() }, random_seed());
     let config = respond::Config::default();
     let socket = Arc::new(socket);
     let mut io = super::udp::Batch::new(BATCH, QUERY_BUFFER);
-    let mut cache = AnswerCache::new(config.clone(), CACHE_SLOTS, CACHE_BYTES);
+    let mut cache = AnswerCache::new(config.clone(), CACHE_SLOTS, cache_bytes);
     let mut catalog = d.dns.catalog();
     let mut generation = u64::MAX;
     loop {
