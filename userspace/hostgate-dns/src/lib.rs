@@ -14,6 +14,8 @@
 //! - [`catalog`]: many zones, the closest enclosing one in O(labels);
 //! - [`respond`]: bytes in, bytes out: header checks, EDNS, truncation,
 //!   counters;
+//! - [`fast`]: the UDP fast path: a per-worker cache of whole replies
+//!   compiled by the responder, byte-for-byte its answers;
 //! - [`resolver`]: the resolver for containers: forwarded queries and
 //!   the cache of upstreams' responses;
 //! - [`rrl`]: response rate limiting with slip, in a fixed-size table;
@@ -25,6 +27,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod catalog;
+pub mod fast;
 pub mod lookup;
 pub mod master;
 pub mod pool;

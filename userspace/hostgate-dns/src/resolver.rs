@@ -51,18 +51,29 @@ impl Default for CacheConfig {
 }
 
 /// What a response is cached under: the question (lowercased name, type,
-/// class) and the DO bit, which changes what the upstream sends.
+/// class), the DO bit, which changes what the upstream sends, and the CD
+/// bit, which changes what a validating upstream lets through: an answer
+/// fetched with CD=1 may be one validation would have refused (SERVFAIL),
+/// so it never answers a CD=0 query (RFC 4035 §4.7); one fetched with
+/// CD=0 passed validation and answers both.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct Key {
     name: Vec<u8>,
     qtype: u16,
     qclass: u16,
     dnssec_ok: bool,
+    checking_disabled: bool,
 }
 
 impl Key {
-    fn of(q: &Query, dnssec_ok: bool) -> Key {
-        Key { name: key_of(q.name()), qtype: q.query_type().into(), qclass: q.query_class().into(), dnssec_ok }
+    fn of(q: &Query, query: &Message) -> Key {
+        Key {
+            name: key_of(q.name()),
+            qtype: q.query_type().into(),
+            qclass: q.query_class().into(),
+            dnssec_ok: dnssec_ok(query),
+            checking_disabled: query.metadata.checking_disabled,
+        }
     }
 }
 
@@ -104,7 +115,11 @@ impl Cache {
     /// is still fresh.
     pub fn get(&mut self, query: &Message, now_ms: u64) -> Option<Message> {
         let q = query.queries.first()?;
-        let key = Key::of(q, dnssec_ok(query));
+        let mut key = Key::of(q, query);
+        if key.checking_disabled && !self.entries.contains_key(&key) {
+            // a validated answer serves a CD=1 query too
+            key.checking_disabled = false;
+        }
         let entry = self.entries.get(&key)?;
         let age = u32::try_from(now_ms.saturating_sub(entry.stored_ms) / 1000).unwrap_or(u32::MAX);
         if age >= entry.ttl {
@@ -125,7 +140,7 @@ impl Cache {
         if ttl == 0 || self.config.max_entries == 0 {
             return;
         }
-        let key = Key::of(q, dnssec_ok(query));
+        let key = Key::of(q, query);
         self.generation += 1;
         let mut response = response.clone();
         // kept without what belongs to the exchange with the upstream
@@ -284,6 +299,36 @@ pub fn client_reply(
     respond::finish(m, config, query, transport, counters)
 }
 
+/// What the resolver is asked when our answer's CNAME chain leaves our
+/// zones ([`respond::Responded::Chase`]): the client's query for the
+/// chain's target (type, class, flags and EDNS as the client sent them).
+pub fn chase_query(query: &Message, target: &hickory_proto::rr::Name) -> Message {
+    let mut m = query.clone();
+    for q in &mut m.queries {
+        q.set_name(target.clone());
+    }
+    m
+}
+
+/// The client's reply to a chased CNAME: our chain, then the upstream's
+/// (or the cache's) answer for its target, with that answer's rcode
+/// (NXDOMAIN if the target does not exist: RFC 6604) and authority; not
+/// authoritative, RA=1, as any forwarded answer.
+pub fn chased_reply(
+    query: &Message,
+    ours: Vec<hickory_proto::rr::Record>,
+    upstream: Message,
+    config: &Config,
+    transport: Transport,
+    counters: &mut Counters,
+) -> Option<Vec<u8>> {
+    let mut m = upstream;
+    let mut answers = ours;
+    answers.append(&mut m.answers);
+    m.answers = answers;
+    client_reply(query, m, config, transport, counters)
+}
+
 /// SERVFAIL for the client: no upstream answered.
 pub fn servfail(query: &Message, config: &Config, transport: Transport, counters: &mut Counters) -> Option<Vec<u8>> {
     let mut m = Message::response(query.metadata.id, OpCode::Query);
@@ -354,6 +399,52 @@ mod tests {
         assert!(cache.get(&query("www.example.org.", RecordType::AAAA), 2_000).is_none(), "another type");
         assert!(cache.get(&q, 61_000).is_none(), "expired");
         assert!(cache.is_empty(), "expired entries go");
+    }
+
+    #[test]
+    fn checking_disabled_answers_never_reach_validating_queries() {
+        let mut cache = Cache::new(CacheConfig::default());
+        let plain = query("www.example.org.", RecordType::A);
+        let mut cd = plain.clone();
+        cd.metadata.checking_disabled = true;
+        // fetched with CD=1: for CD=1 queries only
+        cache.insert(&cd, &response(&cd, ResponseCode::NoError, vec![a("www.example.org.", 60)], vec![]), 0);
+        assert!(cache.get(&plain, 0).is_none(), "unvalidated data for a CD=0 query");
+        assert!(cache.get(&cd, 0).is_some());
+        // fetched with CD=0 (validated): for both
+        let other = query("ftp.example.org.", RecordType::A);
+        let mut other_cd = other.clone();
+        other_cd.metadata.checking_disabled = true;
+        cache.insert(&other, &response(&other, ResponseCode::NoError, vec![a("ftp.example.org.", 60)], vec![]), 0);
+        assert!(cache.get(&other, 0).is_some());
+        assert!(cache.get(&other_cd, 0).is_some());
+    }
+
+    #[test]
+    fn a_chased_cname_goes_in_front_of_the_upstreams_answer() {
+        let q = query("out.example.com.", RecordType::A);
+        let target = Name::from_str("www.example.org.").unwrap();
+        let asked = chase_query(&q, &target);
+        assert_eq!((asked.queries[0].name(), asked.queries[0].query_type()), (&target, RecordType::A));
+        assert_eq!(asked.metadata.id, q.metadata.id);
+        let cname = Record::from_rdata(
+            Name::from_str("out.example.com.").unwrap(),
+            300,
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone())),
+        );
+        let upstream = response(&asked, ResponseCode::NoError, vec![a("www.example.org.", 60)], vec![]);
+        let mut counters = Counters::default();
+        let reply =
+            chased_reply(&q, vec![cname.clone()], upstream, &Config::default(), Transport::Udp, &mut counters).unwrap();
+        let r = Message::from_vec(&reply).unwrap();
+        assert_eq!(r.queries, q.queries, "the client's question");
+        assert_eq!(r.answers.iter().map(|r| r.record_type()).collect::<Vec<_>>(), [RecordType::CNAME, RecordType::A]);
+        assert!(!r.metadata.authoritative && r.metadata.recursion_available);
+        let nx = response(&asked, ResponseCode::NXDomain, vec![], vec![soa(300, 60)]);
+        let reply = chased_reply(&q, vec![cname], nx, &Config::default(), Transport::Udp, &mut counters).unwrap();
+        let r = Message::from_vec(&reply).unwrap();
+        assert_eq!((r.metadata.response_code, r.answers.len(), r.authorities.len()), (ResponseCode::NXDomain, 1, 1));
+        assert_eq!((counters.noerror, counters.nxdomain), (1, 1));
     }
 
     #[test]

@@ -210,7 +210,8 @@ pub fn respond_request(
 ) -> Option<Vec<u8>> {
     match respond_or_forward(catalog, config, rrl, counters, request, client, false) {
         Responded::Reply(reply) => reply,
-        Responded::Forward => None,
+        // not without may_forward
+        Responded::Forward | Responded::Chase { .. } => None,
     }
 }
 
@@ -222,6 +223,12 @@ pub enum Responded {
     /// Not ours to answer, and the client may use the resolver: the daemon
     /// answers from its cache or an upstream (`crate::resolver`).
     Forward,
+    /// Ours, but our answer ends in a CNAME to a name outside our zones:
+    /// a resolver's client expects the chain followed, so the daemon asks
+    /// the resolver for `target` ([`crate::resolver::chase_query`]) and
+    /// puts our records in front of its answer
+    /// ([`crate::resolver::chased_reply`]).
+    Chase { answers: Vec<hickory_proto::rr::Record>, target: Name },
 }
 
 /// As [`respond_request`], but when `may_forward` (the client is in a
@@ -238,10 +245,37 @@ pub fn respond_or_forward(
     may_forward: bool,
 ) -> Responded {
     let query = &request.message;
-    if may_forward && crate::resolver::forwardable(query) && !ours(catalog, query) {
-        return Responded::Forward;
+    if may_forward && crate::resolver::forwardable(query) {
+        if !ours(catalog, query) {
+            return Responded::Forward;
+        }
+        if let Some((answers, target)) = leaves_our_zones(catalog, query) {
+            return Responded::Chase { answers, target };
+        }
     }
     Responded::Reply(answer_request(catalog, config, rrl, counters, request, client))
+}
+
+/// Our answer's records and the last CNAME's target, when the answer ends
+/// in a CNAME chain leaving the zones we answer for (and the type asked
+/// is not CNAME or ANY, which the CNAME itself answers).
+fn leaves_our_zones(catalog: &Catalog, query: &Message) -> Option<(Vec<hickory_proto::rr::Record>, Name)> {
+    let q = query.queries.first()?;
+    if matches!(q.query_type(), RecordType::CNAME | RecordType::ANY) {
+        return None;
+    }
+    let answer = catalog.find(q.name(), q.query_type())?.lookup(q.name(), q.query_type());
+    if answer.outcome != Outcome::Answer || answer.answers.iter().any(|r| r.record_type() == q.query_type()) {
+        return None;
+    }
+    let target = match &answer.answers.last()?.data {
+        hickory_proto::rr::RData::CNAME(cname) => cname.0.clone(),
+        _ => return None,
+    };
+    let ours = catalog.find(&target, q.query_type()).is_some_and(|zone| {
+        !matches!(zone.lookup(&target, q.query_type()).outcome, Outcome::Referral | Outcome::OutOfZone)
+    });
+    (!ours).then_some((answer.answers, target))
 }
 
 /// Whether we answer the (single) question from our own data: a zone of
@@ -274,20 +308,11 @@ fn answer_request(
     request: &Request,
     client: &Client,
 ) -> Option<Vec<u8>> {
-    let query = &request.message;
-    let (mut reply, outcome) = build(catalog, query);
-    let limit = size_limit(config, query, client.transport);
-    if query.edns.is_some() {
-        // version 0, the one we speak (also in BADVERS), no DO: we do not sign
-        let mut ours = Edns::new();
-        ours.set_max_payload(config.udp_payload_max.max(512));
-        reply.message.edns = Some(ours);
-    }
+    let prepared = prepare(catalog, config, &request.message, client.transport);
     if client.transport == Transport::Udp {
         if let Some(rrl) = rrl {
-            let (class, name) = rrl_flow(&outcome);
-            let qtype = query.queries.first().map_or(RecordType::NULL, |q| q.query_type());
-            match rrl.check(client.addr, class, &name, qtype, client.now_ms) {
+            let flow = prepared.flow();
+            match rrl.check(client.addr, flow.class, &flow.name, flow.qtype, client.now_ms) {
                 Action::Send => {}
                 Action::Drop => {
                     counters.rate_limited_dropped += 1;
@@ -295,13 +320,97 @@ fn answer_request(
                 }
                 Action::Slip => {
                     counters.rate_limited_slipped += 1;
-                    return truncated(&reply.message).to_vec().ok();
+                    return prepared.slip();
                 }
             }
         }
     }
-    count(counters, &reply.message, &outcome);
-    encode(reply, limit, counters)
+    prepared.finish(counters)
+}
+
+/// The flow RRL accounts a response to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub class: ResponseClass,
+    pub name: Name,
+    pub qtype: RecordType,
+}
+
+/// A response built but not yet limited, counted or encoded.
+struct Prepared {
+    reply: Reply,
+    outcome: Option<Found>,
+    limit: usize,
+    qtype: RecordType,
+}
+
+fn prepare(catalog: &Catalog, config: &Config, query: &Message, transport: Transport) -> Prepared {
+    let (mut reply, outcome) = build(catalog, query);
+    let limit = size_limit(config, query, transport);
+    if query.edns.is_some() {
+        // version 0, the one we speak (also in BADVERS), no DO: we do not sign
+        let mut ours = Edns::new();
+        ours.set_max_payload(config.udp_payload_max.max(512));
+        reply.message.edns = Some(ours);
+    }
+    let qtype = query.queries.first().map_or(RecordType::NULL, |q| q.query_type());
+    Prepared { reply, outcome, limit, qtype }
+}
+
+impl Prepared {
+    fn flow(&self) -> Flow {
+        let (class, name) = rrl_flow(&self.outcome);
+        Flow { class, name, qtype: self.qtype }
+    }
+
+    /// RRL's slip: the empty TC=1 reply.
+    fn slip(&self) -> Option<Vec<u8>> {
+        truncated(&self.reply.message).to_vec().ok()
+    }
+
+    /// Counted and encoded within the limit.
+    fn finish(self, counters: &mut Counters) -> Option<Vec<u8>> {
+        count(counters, &self.reply.message, &self.outcome);
+        encode(self.reply, self.limit, counters)
+    }
+}
+
+/// A UDP query's whole fate as a function of its bytes (the ID aside: it
+/// is copied to the reply's first two bytes and nowhere else) and the
+/// catalog, for [`crate::fast::AnswerCache`] to keep and replay: what
+/// [`respond`] would send and count, and what RRL would account it to
+/// and send when it slips.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    /// The reply when it is sent (`None`: nothing, as [`respond`] when an
+    /// encoding failed).
+    pub reply: Option<Vec<u8>>,
+    /// What sending it counts, the query itself included.
+    pub counted: Counters,
+    /// RRL's flow and slip reply; `None` for replies RRL never sees
+    /// (FORMERR from the header).
+    pub limited: Option<(Flow, Option<Vec<u8>>)>,
+}
+
+/// [`respond`] over UDP without RRL, split into what is sent and what RRL
+/// would need; `None` for what is not a QUERY (the daemon intercepts
+/// NOTIFY) or is dropped unanswered (too short, QR=1): those take
+/// [`respond`].
+pub fn compile(catalog: &Catalog, config: &Config, bytes: &[u8]) -> Option<Compiled> {
+    // QR=0, opcode QUERY
+    if bytes.get(2)? & 0xf8 != 0 {
+        return None;
+    }
+    let mut counted = Counters::default();
+    let request = match decode(bytes, Transport::Udp, &mut counted) {
+        Decoded::Drop => return None,
+        Decoded::Reply(formerr) => return Some(Compiled { reply: Some(formerr), counted, limited: None }),
+        Decoded::Request(r) => r,
+    };
+    let prepared = prepare(catalog, config, &request.message, Transport::Udp);
+    let limited = Some((prepared.flow(), prepared.slip()));
+    let reply = prepared.finish(&mut counted);
+    Some(Compiled { reply, counted, limited })
 }
 
 /// What the lookup found, for RRL and the counters.
@@ -636,6 +745,34 @@ mod tests {
         let www = query("www.example.com.", RecordType::A, None).to_vec().unwrap();
         let ok = respond(&catalog, &Config::default(), Some(&mut rrl), &mut counters, &www, &client(Transport::Udp));
         assert!(ok.is_some(), "the client's other answers are another flow");
+    }
+
+    #[test]
+    fn resolver_clients_get_cnames_leaving_our_zones_chased() {
+        let catalog = catalog();
+        let ask = |name: &str, qtype, may_forward| {
+            let request = Request { message: query(name, qtype, None) };
+            let client = client(Transport::Udp);
+            respond_or_forward(
+                &catalog,
+                &Config::default(),
+                None,
+                &mut Counters::default(),
+                &request,
+                &client,
+                may_forward,
+            )
+        };
+        let Responded::Chase { answers, target } = ask("out.example.com.", RecordType::A, true) else { panic!() };
+        assert_eq!(target, Name::from_str("www.example.net.").unwrap());
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].record_type(), RecordType::CNAME);
+        // not for others, nor for the CNAME itself, nor chains that stay here
+        assert!(matches!(ask("out.example.com.", RecordType::A, false), Responded::Reply(Some(_))));
+        assert!(matches!(ask("out.example.com.", RecordType::CNAME, true), Responded::Reply(Some(_))));
+        assert!(matches!(ask("alias2.example.com.", RecordType::A, true), Responded::Reply(Some(_))));
+        assert!(matches!(ask("dangling.example.com.", RecordType::A, true), Responded::Reply(Some(_))));
+        assert_eq!(ask("www.example.org.", RecordType::A, true), Responded::Forward);
     }
 
     #[test]

@@ -228,6 +228,14 @@ fn changes_apply_at_once_and_zone_files_are_all_or_nothing() {
     example_zone(&node);
     let before = serial(&node, "example.com");
 
+    // The same query's bytes, asked twice (the second from the UDP
+    // workers' answer cache): NXDOMAIN before the record exists.
+    let same = query(7, "new.example.com", 1);
+    for _ in 0..2 {
+        let reply = udp_exchange(&node, &same).expect("a reply");
+        assert_eq!((reply[3] & 0x0f, &reply[6..8]), (3, &[0u8, 0][..]), "{reply:?}");
+    }
+
     // A new record is answered within a second, and the serial moved on.
     let start = Instant::now();
     cli_ok(&node, &["dns", "record", "add", "example.com", "new", "A", "198.51.100.77", "--ttl", "60"]);
@@ -242,6 +250,12 @@ fn changes_apply_at_once_and_zone_files_are_all_or_nothing() {
     }
     let after = serial(&node, "example.com");
     assert!(after > before, "serial {before} -> {after}");
+    // the cached NXDOMAIN went with the catalog it came from
+    let reply = udp_exchange(&node, &same).expect("a reply");
+    assert_eq!((&reply[..2], reply[3] & 0x0f, &reply[6..8]), (&[0u8, 7][..], 0, &[0u8, 1][..]), "{reply:?}");
+    // a query in another case gets its own case back, and the same answer
+    let mixed = udp_exchange(&node, &query(8, "NeW.eXaMpLe.CoM", 1)).expect("a reply");
+    assert_eq!((&mixed[12..29], &mixed[6..8]), (&b"\x03NeW\x07eXaMpLe\x03CoM\x00"[..], &[0u8, 1][..]), "{mixed:?}");
 
     // Removal, by value and by RRset.
     cli_ok(&node, &["dns", "record", "rm", "example.com", "www", "A", "198.51.100.10"]);
@@ -919,15 +933,36 @@ fn containers_resolve_through_upstreams_with_a_cache_and_nobody_else_does() {
     // Without RD there is no recursion.
     assert_eq!(container_dig("198.51.100.5", &["+norec", "www.example.org", "A"]).status, "REFUSED");
 
+    // A CNAME of ours that leaves our zones is followed for a container:
+    // our CNAME, then the resolver's answer for its target (from the cache
+    // for www.example.org, from the upstream for big.example.org).
+    cli_ok(&node, &["dns", "record", "add", "example.com", "ext", "CNAME", "www.example.org."]);
+    cli_ok(&node, &["dns", "record", "add", "example.com", "exttxt", "CNAME", "big.example.org."]);
+    let mut chased = Dig::default();
+    let followed = eventually(Duration::from_secs(3), || {
+        chased = container_dig("198.51.100.5", &["ext.example.com", "A"]);
+        chased.status == "NOERROR"
+    });
+    assert!(followed, "{}", chased.raw);
+    assert_eq!(chased.data(), ["www.example.org.", "203.0.113.80"], "{}", chased.raw);
+    assert!(chased.flags.contains(&"ra".into()) && !chased.aa(), "{}", chased.raw);
+    let txt = container_dig("198.51.100.5", &["exttxt.example.com", "TXT"]);
+    assert_eq!(txt.data(), ["big.example.org.", "\"one\""], "{}", txt.raw);
+    // anyone else gets our CNAME alone, authoritatively
+    let theirs = dig_at(&node, V4, &["ext.example.com", "A"]);
+    assert!(theirs.aa() && theirs.data() == ["www.example.org."], "{}", theirs.raw);
+    let s = node.status().dns;
+    assert_eq!((s.forwarded, s.cache_hits), (3, 4), "{s:?}");
+
     // Anyone else, even for a name in the cache: REFUSED, never forwarded.
     for name in ["www.example.org", "other.example.org"] {
         let outside = dig_at(&node, V4, &["+rec", name, "A"]);
         assert_eq!((outside.status.as_str(), outside.answer.len()), ("REFUSED", 0), "{}", outside.raw);
     }
     let s = node.status().dns;
-    assert_eq!((s.forwarded, s.cache_hits), (2, 3), "{s:?}");
+    assert_eq!((s.forwarded, s.cache_hits), (3, 4), "{s:?}");
     let shown = cli_ok(&node, &["status"]);
-    assert!(shown.contains("resolver 2 forwarded, 3 cache hits, 0 failed"), "{shown}");
+    assert!(shown.contains("resolver 3 forwarded, 4 cache hits, 0 failed"), "{shown}");
 
     // With the upstream gone, a new name is SERVFAIL (counted); a cached one still answers.
     drop(nsd);
@@ -935,7 +970,7 @@ fn containers_resolve_through_upstreams_with_a_cache_and_nobody_else_does() {
     assert_eq!(failed.status, "SERVFAIL", "{}", failed.raw);
     assert_eq!(container_dig("198.51.100.5", &["www.example.org", "A"]).data(), ["203.0.113.80"]);
     let s = node.status().dns;
-    assert_eq!((s.forwarded, s.forward_failed, s.cache_hits), (3, 1, 4), "{s:?}");
+    assert_eq!((s.forwarded, s.forward_failed, s.cache_hits), (4, 1, 5), "{s:?}");
 }
 
 /// A small deterministic generator (xorshift64*), so that a failure names
@@ -1107,8 +1142,9 @@ fn answers_the_same_as_nsd_for_thousands_of_generated_queries() {
     use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
     use hickory_proto::rr::{Name, RecordType};
 
-    // no query log: thousands of queries
-    let extra = format!("\n[dns]\nlisten = [\"{V4}:53\"]\n");
+    // no query log: thousands of queries; no RRL: thousands of them from
+    // one client over UDP too
+    let extra = format!("\n[dns]\nlisten = [\"{V4}:53\"]\nrrl_ratelimit = 0\n");
     let mut node = TestNode::with_config("dns-diff", 0, &extra);
     node.topo.node.ip(["link", "set", "lo", "up"]).expect("lo up");
     node.topo.node.ip(["addr", "add", &format!("{V4}/32"), "dev", "lo"]).expect("v4 on lo");
@@ -1137,6 +1173,12 @@ fn answers_the_same_as_nsd_for_thousands_of_generated_queries() {
             s
         };
         let (mut ours, mut theirs) = (connect(ours_addr), connect(nsd_addr));
+        // the same queries over UDP too: the workers' answer cache must give
+        // the responder's bytes (checked against the TCP reply)
+        let udp = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        udp.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        udp.connect(ours_addr).expect("connect");
+        let mut udp_mismatches = Vec::new();
         let types = [
             RecordType::A,
             RecordType::AAAA,
@@ -1188,7 +1230,18 @@ fn answers_the_same_as_nsd_for_thousands_of_generated_queries() {
                 m.set_edns(e);
             }
             let bytes = m.to_vec().expect("encode");
-            let a = Message::from_vec(&tcp_ask(&mut ours, &bytes).expect("hostgate answers")).expect("decode ours");
+            let over_tcp = tcp_ask(&mut ours, &bytes).expect("hostgate answers");
+            // twice: compiled by the responder, then (usually) from the cache
+            let limit = if m.edns.is_some() { 1232 } else { 512 };
+            for _ in 0..2 {
+                udp.send(&bytes).expect("send");
+                let mut buf = [0u8; 2048];
+                let n = udp.recv(&mut buf).expect("hostgate answers over UDP");
+                if over_tcp.len() <= limit && buf[..n] != over_tcp[..] {
+                    udp_mismatches.push(format!("{name} {qtype} edns={}", m.edns.is_some()));
+                }
+            }
+            let a = Message::from_vec(&over_tcp).expect("decode ours");
             let b = Message::from_vec(&tcp_ask(&mut theirs, &bytes).expect("NSD answers")).expect("decode NSD's");
             assert_eq!((a.metadata.id, b.metadata.id), (m.metadata.id, m.metadata.id));
             let h = &a.metadata;
@@ -1213,6 +1266,7 @@ fn answers_the_same_as_nsd_for_thousands_of_generated_queries() {
                     .push(format!("{name} {qtype} edns={}:\n  hostgate {sa}\n  NSD      {sb}", m.edns.is_some()));
             }
         }
+        assert!(udp_mismatches.is_empty(), "UDP replies other than the TCP ones: {udp_mismatches:?}");
         (count, differences, kinds)
     })
     .join()

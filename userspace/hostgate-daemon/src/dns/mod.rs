@@ -10,6 +10,7 @@
 mod names;
 mod serve;
 pub(crate) mod stored;
+mod udp;
 
 use std::{str::FromStr, sync::Arc};
 

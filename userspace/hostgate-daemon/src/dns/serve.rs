@@ -50,6 +50,7 @@ use hickory_proto::{
 };
 use hostgate_dns::{
     catalog::Catalog,
+    fast::AnswerCache,
     lookup::{key_of, IndexedZone},
     master,
     pool::{self, Fallback, Target},
@@ -89,6 +90,10 @@ type XfrZones = HashMap<Vec<u8>, Arc<XfrZone>>;
 #[derive(Default)]
 pub struct Shared {
     catalog: RwLock<Arc<Catalog>>,
+    /// Moved on after every swap of `catalog`: the UDP workers' answer
+    /// caches (hostgate-dns's `fast`) compare it per batch and start
+    /// over when it moved.
+    generation: AtomicU64,
     xfr: RwLock<Arc<XfrZones>>,
     transfers: AtomicU64,
     notifies_in: AtomicU64,
@@ -210,6 +215,15 @@ impl Shared {
     /// Lines that could not be queued for the query log files.
     pub fn log_dropped(&self) -> u64 {
         self.logs.get().map_or(0, |(l, _)| l.dropped())
+    }
+
+    /// Whether a UDP query from `addr` may take the fast path: nothing
+    /// logs queries, and it is not a resolver client (whose queries may
+    /// be forwarded). The rest (NOTIFY, runts) the fast path hands back.
+    fn fast_path(&self, d: &Daemon, addr: std::net::IpAddr) -> bool {
+        !d.config.dns.query_log
+            && !self.any_logged.load(Ordering::Relaxed)
+            && (d.config.dns.upstreams.is_empty() || !self.resolver_client(addr))
     }
 
     fn resolver_client(&self, addr: std::net::IpAddr) -> bool {
@@ -551,6 +565,9 @@ fn rebuild(
     let zones = catalog.len();
     let xfr = Arc::new(xfr);
     *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+    // after the swap: a worker that sees the new generation reads the new
+    // catalog (or a newer one)
+    shared.generation.fetch_add(1, Ordering::Release);
     *shared.xfr.write().unwrap_or_else(|p| p.into_inner()) = xfr.clone();
     shared.revision.store(mirror.revision, Ordering::Relaxed);
     debug!(zones, revision = mirror.revision, "DNS catalog swapped");
@@ -562,11 +579,12 @@ fn rebuild(
 fn start_servers(d: &Arc<Daemon>, addrs: &[SocketAddr]) -> anyhow::Result<Vec<Task>> {
     let epoch = Instant::now();
     let mut tasks = Vec::new();
+    let bytes = cache_bytes(addrs.len() * d.config.dns.workers as usize);
     for addr in addrs {
         for i in 0..d.config.dns.workers {
             let socket = udp_socket(*addr).with_context(|| format!("DNS: binding UDP {addr}"))?;
             let counters = d.dns.counters_of(format!("udp {addr} #{i}"));
-            tasks.push(Task(tokio::spawn(udp_worker(d.clone(), socket, counters, epoch))));
+            tasks.push(Task(tokio::spawn(udp_worker(d.clone(), socket, counters, epoch, bytes))));
         }
         let listener = tcp_listener(*addr).with_context(|| format!("DNS: binding TCP {addr}"))?;
         let counters = d.dns.counters_of(format!("tcp {addr}"));
@@ -625,8 +643,16 @@ enum Answered {
     /// The replies, in order; a transfer has many, anything else one or
     /// none.
     Replies(Vec<Vec<u8>>),
-    /// For the resolver, not in the cache: the caller forwards it.
-    Forward(respond::Request),
+    /// For the resolver, not in the cache: the caller forwards it (or,
+    /// for a CNAME leaving our zones, the query for its target).
+    Forward(respond::Request, Option<Box<Chase>>),
+}
+
+/// Our records of a CNAME chain that leaves our zones, and the query for
+/// its target that the resolver answers.
+struct Chase {
+    answers: Vec<hickory_proto::rr::Record>,
+    asked: hickory_proto::op::Message,
 }
 
 /// One query through the responder (`respond::respond` in its two steps,
@@ -658,9 +684,20 @@ fn answer(
                 Responded::Reply(reply) => reply.into_iter().collect(),
                 Responded::Forward => {
                     let hit = lock(&d.dns.cache).get(&request.message, client.now_ms);
-                    let Some(hit) = hit else { return Answered::Forward(request) };
+                    let Some(hit) = hit else { return Answered::Forward(request, None) };
                     d.dns.cache_hits.fetch_add(1, Ordering::Relaxed);
                     resolver::client_reply(&request.message, hit, config, client.transport, &mut c)
+                        .into_iter()
+                        .collect()
+                }
+                Responded::Chase { answers, target } => {
+                    let asked = resolver::chase_query(&request.message, &target);
+                    let hit = lock(&d.dns.cache).get(&asked, client.now_ms);
+                    let Some(hit) = hit else {
+                        return Answered::Forward(request, Some(Box::new(Chase { answers, asked })));
+                    };
+                    d.dns.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    resolver::chased_reply(&request.message, answers, hit, config, client.transport, &mut c)
                         .into_iter()
                         .collect()
                 }
@@ -698,17 +735,19 @@ impl Drop for ForwardSlot<'_> {
     }
 }
 
-/// The resolver's answer to `request` from the first upstream that
+/// The resolver's answer to `request` (or to the query for a chased
+/// CNAME's target, behind our chain) from the first upstream that
 /// answers (cached when it may be), or SERVFAIL.
 async fn forward(
     d: &Daemon,
     config: &respond::Config,
     counters: &Mutex<Counters>,
     request: &respond::Request,
+    chase: Option<Box<Chase>>,
     client: &Client,
     epoch: Instant,
 ) -> Option<Vec<u8>> {
-    let query = &request.message;
+    let query = chase.as_ref().map_or(&request.message, |c| &c.asked);
     let reply = match ForwardSlot::take(&d.dns.forwards_in_flight) {
         None => None,
         Some(_slot) => {
@@ -729,11 +768,21 @@ async fn forward(
     let reply = match reply {
         Some(m) => {
             lock(&d.dns.cache).insert(query, &m, millis_since(epoch));
-            resolver::client_reply(query, m, config, client.transport, &mut lock(counters))
+            match chase {
+                Some(c) => resolver::chased_reply(
+                    &request.message,
+                    c.answers,
+                    m,
+                    config,
+                    client.transport,
+                    &mut lock(counters),
+                ),
+                None => resolver::client_reply(query, m, config, client.transport, &mut lock(counters)),
+            }
         }
         None => {
             d.dns.forward_failed.fetch_add(1, Ordering::Relaxed);
-            resolver::servfail(query, config, client.transport, &mut lock(counters))
+            resolver::servfail(&request.message, config, client.transport, &mut lock(counters))
         }
     };
     if d.config.dns.query_log {
@@ -853,38 +902,104 @@ fn rcode_name(rcode: u8) -> &'static str {
     }
 }
 
-async fn udp_worker(d: Arc<Daemon>, socket: UdpSocket, counters: Arc<Mutex<Counters>>, epoch: Instant) {
+/// Queries taken per receive (recvmmsg) and replies sent per send
+/// (sendmmsg).
+const BATCH: usize = 32;
+/// A UDP query longer than this is read truncated (DNS queries are tens
+/// of bytes; EDNS payload sizes are about replies).
+const QUERY_BUFFER: usize = 4096;
+/// Each UDP worker's answer cache: slots, and bytes its entries may hold:
+/// a share of [`CACHE_BYTES_TOTAL`] (a flood of distinct queries fills
+/// every worker's cache), at least 1 MiB and at most 16 MiB.
+const CACHE_SLOTS: usize = 1 << 16;
+const CACHE_BYTES_TOTAL: usize = 64 << 20;
+
+fn cache_bytes(sockets: usize) -> usize {
+    (CACHE_BYTES_TOTAL / sockets.max(1)).clamp(1 << 20, 16 << 20)
+}
+
+/// One SO_REUSEPORT socket's task: takes up to [`BATCH`] queries per
+/// recvmmsg, answers each from the answer cache (hostgate-dns's `fast`:
+/// the responder's own replies, kept per distinct query) or the full
+/// path (`answer`: NOTIFY, query logging, resolver clients, runts), and
+/// sends the replies with one sendmmsg.
+async fn udp_worker(
+    d: Arc<Daemon>,
+    socket: UdpSocket,
+    counters: Arc<Mutex<Counters>>,
+    epoch: Instant,
+    cache_bytes: usize,
+) {
     let limit = d.config.dns.rrl_ratelimit;
-    let mut rrl = Rrl::new(RrlConfig { responses_per_second: limit, ..RrlConfig::default() }, random_seed());
+    let mut table = Rrl::new(RrlConfig { responses_per_second: limit, ..RrlConfig::default() }, random_seed());
     let config = respond::Config::default();
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; 65_535];
+    let mut io = super::udp::Batch::new(BATCH, QUERY_BUFFER);
+    let mut cache = AnswerCache::new(config.clone(), CACHE_SLOTS, cache_bytes);
+    let mut catalog = d.dns.catalog();
+    let mut generation = u64::MAX;
     loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(got) => got,
+        if socket.readable().await.is_err() {
+            continue;
+        }
+        let received = match socket.try_io(tokio::io::Interest::READABLE, || io.receive(&*socket)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 debug!(error = %e, "DNS: UDP receive");
                 continue;
             }
         };
-        let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Udp, now_ms: millis_since(epoch) };
-        let rrl = if limit == 0 { None } else { Some(&mut rrl) };
-        let replies = match answer(&d, &config, rrl, &counters, &buf[..len], &client) {
-            Answered::Replies(replies) => replies,
-            Answered::Forward(request) => {
-                let (d, socket, counters, config) = (d.clone(), socket.clone(), counters.clone(), config.clone());
-                tokio::spawn(async move {
-                    if let Some(reply) = forward(&d, &config, &counters, &request, &client, epoch).await {
-                        if let Err(e) = socket.send_to(&reply, peer).await {
-                            debug!(error = %e, %peer, "DNS: UDP send");
-                        }
+        // the catalog's generation first, then the catalog: see AnswerCache::sync
+        let now = d.dns.generation.load(Ordering::Acquire);
+        if now != generation {
+            generation = now;
+            catalog = d.dns.catalog();
+            cache.sync(generation);
+        }
+        let now_ms = millis_since(epoch);
+        let mut counted = Counters::default();
+        for i in 0..received {
+            let Some(peer) = io.peer(i) else { continue };
+            let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Udp, now_ms };
+            let rrl = if limit == 0 { None } else { Some(&mut table) };
+            if d.dns.fast_path(&d, client.addr) {
+                let (query, out) = io.query_and_reply(i);
+                match cache.answer(&catalog, rrl, &mut counted, query, &client, out) {
+                    hostgate_dns::fast::Served::Reply => {
+                        io.reply_ready(i);
+                        continue;
                     }
-                });
-                continue;
+                    hostgate_dns::fast::Served::Nothing => continue,
+                    hostgate_dns::fast::Served::Slow => {}
+                }
             }
-        };
-        for reply in replies {
-            if let Err(e) = socket.send_to(&reply, peer).await {
+            let rrl = if limit == 0 { None } else { Some(&mut table) };
+            match answer(&d, &config, rrl, &counters, io.query(i), &client) {
+                Answered::Replies(replies) => {
+                    for reply in replies {
+                        io.reply_owned(i, reply);
+                    }
+                }
+                Answered::Forward(request, chase) => {
+                    let (d, socket, counters, config) = (d.clone(), socket.clone(), counters.clone(), config.clone());
+                    tokio::spawn(async move {
+                        if let Some(reply) = forward(&d, &config, &counters, &request, chase, &client, epoch).await {
+                            if let Err(e) = socket.send_to(&reply, peer).await {
+                                debug!(error = %e, %peer, "DNS: UDP send");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        if counted != Counters::default() {
+            lock(&counters).add(&counted);
+        }
+        // what the socket's send buffer did not take goes one by one
+        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || io.send(&*socket)).unwrap_or(0);
+        for (reply, peer) in io.unsent(sent) {
+            if let Err(e) = socket.send_to(reply, peer).await {
                 debug!(error = %e, %peer, "DNS: UDP send");
             }
         }
@@ -943,8 +1058,8 @@ async fn tcp_connection(
         let client = Client { addr: peer.ip().to_canonical(), transport: Transport::Tcp, now_ms: millis_since(epoch) };
         let replies = match answer(d, &config, None, counters, &query, &client) {
             Answered::Replies(replies) => replies,
-            Answered::Forward(request) => {
-                forward(d, &config, counters, &request, &client, epoch).await.into_iter().collect()
+            Answered::Forward(request, chase) => {
+                forward(d, &config, counters, &request, chase, &client, epoch).await.into_iter().collect()
             }
         };
         for reply in replies {
