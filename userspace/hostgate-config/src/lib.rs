@@ -383,10 +383,19 @@ pub struct HttpConfig {
     /// (1..=65536; default 64). The least recently used go first.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u32,
+    /// How long, in seconds, open connections may take to finish when the
+    /// daemon stops or hands over to a new one (1..=3600; default 30): each
+    /// closes after its current request; what is still open then is cut.
+    #[serde(default = "default_drain_secs")]
+    pub drain_secs: u32,
 }
 
 fn default_cache_mib() -> u32 {
     64
+}
+
+fn default_drain_secs() -> u32 {
+    30
 }
 
 impl Default for HttpConfig {
@@ -397,6 +406,7 @@ impl Default for HttpConfig {
             access_log: None,
             access_log_dir: None,
             cache_mib: default_cache_mib(),
+            drain_secs: default_drain_secs(),
         }
     }
 }
@@ -439,6 +449,9 @@ impl HttpConfig {
         }
         if self.access_log_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
             return bad("http.access_log_dir", "must be an absolute path".to_string());
+        }
+        if !(1..=3600).contains(&self.drain_secs) {
+            return bad("http.drain_secs", format!("{} is not between 1 and 3600", self.drain_secs));
         }
         if !(1..=65536).contains(&self.cache_mib) {
             return bad("http.cache_mib", format!("{} is not between 1 and 65536", self.cache_mib));
