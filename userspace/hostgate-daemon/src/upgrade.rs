@@ -147,8 +147,15 @@ impl Ready {
         Ready(None)
     }
 
-    /// Writes `READY=1` and closes the pipe.
+    /// Writes `READY=1` and closes the pipe; under systemd (`NOTIFY_SOCKET`)
+    /// also says `READY=1` and `MAINPID`: after a hand-over the service's
+    /// main process is this one (the unit needs `NotifyAccess=all`).
     pub fn notify(&mut self) {
+        if let Some(socket) = std::env::var_os("NOTIFY_SOCKET") {
+            if let Err(e) = sd_notify(&socket, &format!("READY=1\nMAINPID={}\n", std::process::id())) {
+                warn!(error = %e, "could not notify systemd (NOTIFY_SOCKET)");
+            }
+        }
         if let Some(fd) = self.0.take() {
             let mut pipe = std::fs::File::from(fd);
             if let Err(e) = std::io::Write::write_all(&mut pipe, b"READY=1\n") {
@@ -156,6 +163,19 @@ impl Ready {
             }
         }
     }
+}
+
+/// One datagram to systemd's notification socket (a path, or an abstract
+/// name written with a leading `@`).
+fn sd_notify(socket: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
+    use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt, unix::net};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => net::SocketAddr::from_abstract_name(name)?,
+        None => net::SocketAddr::from_pathname(Path::new(socket))?,
+    };
+    net::UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr)?;
+    Ok(())
 }
 
 /// Starts `exe args` with `listeners` at descriptors 3, 4, ... and waits
@@ -263,4 +283,41 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both were just created and are ours.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sd_notify_reaches_a_path_and_an_abstract_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+        sd_notify(path.as_os_str(), "READY=1\nMAINPID=7\n").expect("notify");
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"READY=1\nMAINPID=7\n");
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("hostgate-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
+        let rx = std::os::unix::net::UnixDatagram::bind_addr(&addr).expect("bind abstract");
+        sd_notify(std::ffi::OsStr::new(&format!("@{name}")), "READY=1\n").expect("notify abstract");
+        let n = rx.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"READY=1\n");
+    }
+
+    #[test]
+    fn a_handed_over_listener_is_found_by_name_and_address() {
+        let l = bind_tcp("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let mut inherited = Inherited::from_fds(vec![("https".into(), l.try_clone().expect("dup").into())]);
+        assert!(inherited.take_tcp("http", addr).is_none(), "the name must match");
+        let other = "127.0.0.1:1".parse().expect("addr");
+        assert!(inherited.take_tcp("https", other).is_none(), "the address must match");
+        let taken = inherited.take_tcp("https", addr).expect("adopted");
+        assert_eq!(taken.local_addr().expect("addr"), addr);
+        assert!(inherited.is_empty());
+    }
 }
