@@ -91,6 +91,10 @@ pub struct Status {
     /// Access log lines dropped because the writer fell behind.
     #[serde(default)]
     pub http_log_dropped: u64,
+    /// Plain-HTTP connections closed with 408: no complete request head
+    /// within `[http] header_timeout_secs` (slow clients, slowloris).
+    #[serde(default)]
+    pub http_header_timeouts: u64,
     pub dataplane: DataplaneStatus,
 }
 

@@ -19,10 +19,7 @@ use anyhow::Context;
 use hostgate_http::{RoutingTable, Vhost};
 use hostgate_store::Mirror;
 use pingora::{
-    apps::ServerApp,
-    listeners::tls::Acceptor,
-    protocols::{l4::listener::Listener, l4::stream::Stream},
-    proxy::HttpProxy,
+    apps::ServerApp, listeners::tls::Acceptor, protocols::l4::stream::Stream, proxy::HttpProxy,
     server::configuration::ServerConf,
 };
 use std::os::fd::OwnedFd;
@@ -84,6 +81,7 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
             .spawn(move || writer.run())
             .context("starting the access log writer")?;
     }
+    let header_timeout = Duration::from_secs(d.config.http.header_timeout_secs.into());
     let conf = Arc::new(ServerConf::default());
     let app = |tls| {
         let app = Arc::new(pingora::proxy::http_proxy(&conf, Proxy::new(d.http.clone(), tls)));
@@ -94,7 +92,7 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
         let app = app(false);
         for (addr, listener) in plain {
             info!(%addr, "HTTP proxy listening");
-            front.runtime.spawn(accept_loop(listener, app.clone(), None, front.clone()));
+            front.runtime.spawn(accept_loop(listener, app.clone(), None, front.clone(), header_timeout));
         }
     }
     if !tls.is_empty() {
@@ -107,7 +105,13 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
         let app = app(true);
         for (addr, listener) in tls {
             info!(%addr, "HTTPS proxy listening");
-            front.runtime.spawn(accept_loop(listener, app.clone(), Some(acceptor.clone()), front.clone()));
+            front.runtime.spawn(accept_loop(
+                listener,
+                app.clone(),
+                Some(acceptor.clone()),
+                front.clone(),
+                header_timeout,
+            ));
         }
     }
     tokio::spawn(check_health(d.clone()));
@@ -123,7 +127,7 @@ fn bind_all(
     name: &str,
     field: &str,
     addrs: &[SocketAddr],
-) -> anyhow::Result<Vec<(SocketAddr, Listener)>> {
+) -> anyhow::Result<Vec<(SocketAddr, tokio::net::TcpListener)>> {
     let mut listeners = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let std = match inherited.take_tcp(name, *addr) {
@@ -139,7 +143,7 @@ fn bind_all(
         // accepts must live on that runtime, not on the daemon's.
         let _guard = front.runtime.enter();
         let l = tokio::net::TcpListener::from_std(std).with_context(|| format!("{field}[{i}] {addr}"))?;
-        listeners.push((*addr, Listener::from(l)));
+        listeners.push((*addr, l));
     }
     Ok(listeners)
 }
@@ -148,12 +152,33 @@ fn bind_all(
 /// one must not hold a task and a socket forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One connection: the TLS handshake first when there is an acceptor
-/// (failures are the client's business: logged at debug), then pingora's
-/// HTTP/1.1 or (by ALPN) HTTP/2 loop.
-async fn serve(stream: Stream, app: Arc<HttpProxy<Proxy>>, tls: Option<Arc<Acceptor>>, front: Arc<Front>) {
+/// One connection: on plain HTTP the first request's head must arrive
+/// within `header_timeout` (else 408 and close: a slowloris client holds
+/// a socket that long, not forever); with an acceptor the TLS handshake
+/// first (failures are the client's business: logged at debug); then
+/// pingora's HTTP/1.1 or (by ALPN) HTTP/2 loop.
+async fn serve(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Arc<HttpProxy<Proxy>>,
+    tls: Option<Arc<Acceptor>>,
+    front: Arc<Front>,
+    header_timeout: Duration,
+) {
     let _counted = front.connection();
     let shutdown = front.drain.subscribe();
+    if tls.is_none() && !head_in_time(&tcp, header_timeout).await {
+        front.header_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(%peer, "request head not complete in time: 408");
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, REQUEST_TIMEOUT),
+        )
+        .await;
+        return;
+    }
+    let stream = pingora_stream(tcp, peer);
     let Some(acceptor) = tls else {
         app.process_new(Box::new(stream), &shutdown).await;
         return;
@@ -167,9 +192,56 @@ async fn serve(stream: Stream, app: Arc<HttpProxy<Proxy>>, tls: Option<Arc<Accep
     }
 }
 
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// The most of a request head looked at (pingora's own limit is larger;
+/// a head this long is complete enough to be judged by pingora).
+const HEAD_PEEK: usize = 16 * 1024;
+
+/// Whether the first request head (up to the blank line) arrives within
+/// `limit`, looking without consuming. A client that sends its request in
+/// one piece is answered by the first peek, which waits for data without
+/// polling; a head that arrives in pieces is looked at again every 20 ms.
+/// A closed or failed connection counts as in time: pingora deals with it.
+async fn head_in_time(tcp: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = vec![0u8; HEAD_PEEK];
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Err(_)) | Ok(Ok(0)) => return true,
+            Ok(Ok(n)) if n == buf.len() || buf[..n].windows(4).any(|w| w == b"\r\n\r\n") => return true,
+            Ok(Ok(_)) => {
+                if tokio::time::Instant::now() + Duration::from_millis(20) > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The accepted socket as pingora's `Stream`, with the socket digest its
+/// own listener would attach (the proxy reads the peer from it).
+fn pingora_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> Stream {
+    use pingora::protocols::GetSocketDigest;
+    use std::os::fd::AsRawFd;
+    let mut stream: Stream = tcp.into();
+    let digest = pingora::protocols::SocketDigest::from_raw_fd(stream.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    stream.set_socket_digest(digest);
+    stream
+}
+
 /// Accepts until the front stops accepting (drain, hand-over): the
 /// listener is dropped then, and with it this process's claim on it.
-async fn accept_loop(listener: Listener, app: Arc<HttpProxy<Proxy>>, tls: Option<Arc<Acceptor>>, front: Arc<Front>) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Arc<HttpProxy<Proxy>>,
+    tls: Option<Arc<Acceptor>>,
+    front: Arc<Front>,
+    header_timeout: Duration,
+) {
     let mut accepting = front.accepting.subscribe();
     loop {
         let accepted = tokio::select! {
@@ -178,14 +250,14 @@ async fn accept_loop(listener: Listener, app: Arc<HttpProxy<Proxy>>, tls: Option
             a = listener.accept() => a,
         };
         match accepted {
-            Ok(mut stream) => {
+            Ok((tcp, peer)) => {
                 // As pingora's own listener does: without TCP_NODELAY a
                 // response written as head then body waits for the
                 // client's delayed ACK (40 ms per keep-alive request).
-                if let Err(e) = stream.set_nodelay() {
+                if let Err(e) = tcp.set_nodelay(true) {
                     debug!(error = %e, "TCP_NODELAY on an accepted connection");
                 }
-                tokio::spawn(serve(stream, app.clone(), tls.clone(), front.clone()));
+                tokio::spawn(serve(tcp, peer, app.clone(), tls.clone(), front.clone(), header_timeout));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -212,6 +284,8 @@ pub struct Front {
     listeners: std::sync::Mutex<Vec<(String, OwnedFd)>>,
     /// The apps, whose `cleanup` closes connections idle between requests.
     apps: std::sync::Mutex<Vec<Arc<HttpProxy<Proxy>>>>,
+    /// Connections closed with 408: no complete request head in time.
+    header_timeouts: std::sync::atomic::AtomicU64,
 }
 
 /// Counts one open connection while it lives.
@@ -232,6 +306,7 @@ impl Front {
             open: watch::Sender::new(0),
             listeners: Default::default(),
             apps: Default::default(),
+            header_timeouts: Default::default(),
         })
     }
 
@@ -248,6 +323,11 @@ impl Front {
     pub fn listeners(&self) -> Vec<(String, OwnedFd)> {
         let kept = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         kept.iter().filter_map(|(n, fd)| Some((n.clone(), fd.try_clone().ok()?))).collect()
+    }
+
+    /// Connections closed because their request head was too slow.
+    pub fn header_timeouts(&self) -> u64 {
+        self.header_timeouts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Connections open now.
