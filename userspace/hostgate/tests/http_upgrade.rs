@@ -18,14 +18,25 @@ use common::{eventually, http_peer, ok, wrk, TestNode, HTTP_PEER};
 use hostgate_testbed::{privileged, topology::NODE_V4, ChildGuard, Netns};
 
 /// Daemons started by other daemons are no children of the test: killed
-/// by pid when the test ends, however it ends.
-struct Pids(Vec<u32>);
+/// when the test ends, however it ends: the pids it learnt, and any
+/// process still running with this test's config file (a successor whose
+/// pid the test never saw).
+struct Pids(Vec<u32>, std::path::PathBuf);
 
 impl Drop for Pids {
     fn drop(&mut self) {
-        for pid in &self.0 {
+        let config = self.1.display().to_string();
+        let mut pids = self.0.clone();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&config) {
+                pids.push(pid);
+            }
+        }
+        for pid in pids {
             // SAFETY: a plain kill(2); a pid that has exited is harmless here.
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
 }
@@ -177,7 +188,7 @@ fn upgrade_under_load_loses_nothing() {
     let first = node.status();
     let links: Vec<u32> = first.dataplane.attachments.iter().map(|a| a.link_id).collect();
     assert!(!links.is_empty(), "the data plane is attached");
-    let mut pids = Pids(vec![]);
+    let mut pids = Pids(vec![], node.config.clone());
 
     // In flight across the upgrades: a WebSocket and a slow upload.
     let mut ws = WebSocket::open(client, HOST);
@@ -281,7 +292,7 @@ fn failed_upgrade_leaves_the_daemon_serving() {
     assert!(eventually(Duration::from_secs(5), || dig(client) == "198.51.100.80"), "DNS answers again");
     // Fixed, the next upgrade goes through.
     std::fs::write(&node.config, good).expect("config");
-    let mut pids = Pids(vec![]);
+    let mut pids = Pids(vec![], node.config.clone());
     let said = ok(node.cli(&["daemon", "upgrade"]));
     pids.0.push(node.status().pid);
     assert!(said.contains(&format!("pid {} ->", first.pid)), "{said}");
