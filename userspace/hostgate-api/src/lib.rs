@@ -52,6 +52,16 @@ pub struct MonitorEvent {
 }
 pub const COUNTERS: &str = "/v1/dataplane/counters";
 pub const DETACH: &str = "/v1/dataplane/detach";
+/// POST: hand over to a new daemon (as SIGUSR2 does); answers before.
+pub const UPGRADE: &str = "/v1/daemon/upgrade";
+
+/// The daemon that accepted an upgrade request, before it hands over.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpgradeResponse {
+    pub pid: u32,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+}
 
 /// Body of every error answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -81,6 +91,10 @@ pub struct Status {
     /// Access log lines dropped because the writer fell behind.
     #[serde(default)]
     pub http_log_dropped: u64,
+    /// Plain-HTTP connections closed with 408: no complete request head
+    /// within `[http] header_timeout_secs` (slow clients, slowloris).
+    #[serde(default)]
+    pub http_header_timeouts: u64,
     pub dataplane: DataplaneStatus,
 }
 

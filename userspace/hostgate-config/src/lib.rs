@@ -421,10 +421,28 @@ pub struct HttpConfig {
     /// certificate, for test CAs such as pebble; default: the system's roots.
     #[serde(default)]
     pub acme_ca_root: Option<std::path::PathBuf>,
+    /// How long, in seconds, open connections may take to finish when the
+    /// daemon stops or hands over to a new one (1..=3600; default 30): each
+    /// closes after its current request; what is still open then is cut.
+    #[serde(default = "default_drain_secs")]
+    pub drain_secs: u32,
+    /// Seconds a new plain-HTTP connection has to send its whole first
+    /// request head (1..=300; default 10, NGINX's client_header_timeout):
+    /// a slower one (slowloris) gets 408 and is closed.
+    #[serde(default = "default_header_timeout_secs")]
+    pub header_timeout_secs: u32,
+}
+
+fn default_header_timeout_secs() -> u32 {
+    10
 }
 
 fn default_cache_mib() -> u32 {
     64
+}
+
+fn default_drain_secs() -> u32 {
+    30
 }
 
 impl Default for HttpConfig {
@@ -438,6 +456,8 @@ impl Default for HttpConfig {
             acme_directory: None,
             acme_contact: None,
             acme_ca_root: None,
+            drain_secs: default_drain_secs(),
+            header_timeout_secs: default_header_timeout_secs(),
         }
     }
 }
@@ -480,6 +500,12 @@ impl HttpConfig {
         }
         if self.access_log_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
             return bad("http.access_log_dir", "must be an absolute path".to_string());
+        }
+        if !(1..=300).contains(&self.header_timeout_secs) {
+            return bad("http.header_timeout_secs", format!("{} is not between 1 and 300", self.header_timeout_secs));
+        }
+        if !(1..=3600).contains(&self.drain_secs) {
+            return bad("http.drain_secs", format!("{} is not between 1 and 3600", self.drain_secs));
         }
         if !(1..=65536).contains(&self.cache_mib) {
             return bad("http.cache_mib", format!("{} is not between 1 and 65536", self.cache_mib));

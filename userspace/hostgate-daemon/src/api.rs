@@ -20,6 +20,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(hostgate_api::MONITOR, get(crate::monitor::stream))
         .route(hostgate_api::COUNTERS, get(get_counters))
         .route(hostgate_api::DETACH, post(detach))
+        .route(hostgate_api::UPGRADE, post(upgrade))
         .route(hostgate_api::VIPS, get(lb::list_vips).post(lb::add_vip))
         .route(hostgate_api::VIP_SHOW, post(lb::show_vip))
         .route(hostgate_api::VIP_REMOVE, post(lb::remove_vip))
@@ -105,6 +106,14 @@ async fn get_counters(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<CounterRo
     let dp = guard.as_ref().ok_or(Failure(StatusCode::CONFLICT, "the data plane is detached".into()))?;
     let counters = dp.counters().map_err(anyhow::Error::from)?;
     Ok(Json(status::counter_rows(&counters)))
+}
+
+/// `hostgate daemon upgrade`: answers, then the daemon hands over (the
+/// CLI watches the socket for the successor).
+async fn upgrade(State(d): State<Arc<Daemon>>) -> Json<hostgate_api::UpgradeResponse> {
+    info!("upgrade requested through the API");
+    d.upgrade.notify_one();
+    Json(hostgate_api::UpgradeResponse { pid: std::process::id(), started_at: d.started_at })
 }
 
 async fn detach(State(d): State<Arc<Daemon>>) -> Result<Json<DetachResponse>, Failure> {

@@ -28,6 +28,7 @@ mod snat;
 mod ssh;
 mod status;
 mod syslog;
+pub mod upgrade;
 
 use std::{
     sync::{Arc, Mutex},
@@ -76,6 +77,13 @@ pub struct Daemon {
     pub ssh: ssh::Shared,
     /// Joins, lease renewals and fencings.
     pub cluster_counters: members::Counters,
+    /// The HTTP proxy's listeners and connections (on the proxy runtime).
+    pub front: Arc<http::Front>,
+    /// `hostgate daemon upgrade` asks for a hand-over through this.
+    pub upgrade: tokio::sync::Notify,
+    /// Set when this daemon hands over to a successor: what it leaves must
+    /// not be withdrawn (router advertisements, cluster addresses).
+    pub handing_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Daemon {
@@ -181,8 +189,135 @@ fn dataplane_spec(config: &Config) -> DataplaneSpec {
     }
 }
 
-/// Runs the daemon until a shutdown signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// How long a successor may take to start (open the store, adopt the
+/// data plane, bind): etcd alone is given 30 s.
+const SUCCESSOR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a draining proxy waits for keep-alive clients to send their
+/// next request (answered with `Connection: close`) before it closes the
+/// connections that are idle between requests.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The daemon process, from start to exit (or hand-over). Call it before
+/// any other thread starts: it takes the inherited listeners from the
+/// environment.
+///
+/// Two runtimes: the proxy runtime carries the HTTP proxy's listeners and
+/// connections (and the remote log's sender) for the whole process; the
+/// control runtime carries everything else for one `run`. On SIGTERM the
+/// control runtime ends (store, API, other services) and the proxy drains
+/// its connections, bounded by `[http] drain_secs`. On SIGUSR2 the control
+/// runtime ends the same way, which releases the store's lock, the API
+/// socket and the other services' sockets; then this program is started
+/// again with the HTTP listeners inherited, and once it is ready this one
+/// stops accepting, drains and exits. If the successor fails, this process
+/// starts its services again on the same listeners.
+pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
+    let mut inherited = upgrade::Inherited::from_env();
+    let mut ready = upgrade::Ready::from_env();
+    // Now: once a package upgrade replaced the file, /proc/self/exe names
+    // the deleted old one.
+    let exe = std::env::current_exe().context("finding this program's path")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let proxy = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("hostgate-proxy")
+        .enable_all()
+        .build()
+        .context("starting the proxy runtime")?;
+    {
+        let _guard = proxy.enter();
+        init_logging(format, &config)?;
+    }
+    if !inherited.is_empty() {
+        info!(listeners = inherited.len(), "started with inherited listeners");
+    }
+    let drain_timeout = std::time::Duration::from_secs(config.http.drain_secs.into());
+    let drain = |front: &http::Front| {
+        let left = proxy.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).ok();
+            let cut = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                left = front.drain(DRAIN_GRACE, drain_timeout) => left,
+                _ = cut => front.open(),
+            }
+        });
+        match left {
+            0 => info!("every HTTP connection finished"),
+            n => warn!(connections = n, "HTTP connections cut after the drain timeout (http.drain_secs)"),
+        }
+    };
+    loop {
+        let control = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("hostgate")
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let front = http::Front::new(proxy.handle().clone());
+        let outcome = control.block_on(run(config.clone(), front.clone(), &mut inherited, &mut ready));
+        // Every task of the daemon ends here except the proxy's: the store
+        // (and redb's lock), the API, the other services' sockets.
+        control.shutdown_timeout(std::time::Duration::from_secs(10));
+        match outcome {
+            Err(e) => {
+                drain(&front);
+                return Err(e);
+            }
+            Ok(Stop::Exit) => {
+                info!(open = front.open(), "draining the HTTP connections");
+                drain(&front);
+                return Ok(());
+            }
+            Ok(Stop::Upgrade) => {
+                let fds = front.listeners();
+                let named: Vec<_> = fds.iter().map(|(n, fd)| (n.clone(), std::os::fd::AsFd::as_fd(fd))).collect();
+                match upgrade::hand_over(&exe, &args, &named, SUCCESSOR_PATIENCE) {
+                    Ok(pid) => {
+                        info!(successor = pid, open = front.open(), "the successor serves; draining");
+                        drain(&front);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "upgrade failed; this daemon starts over");
+                        drop(named);
+                        inherited = upgrade::Inherited::from_fds(fds);
+                        // The connections of the first start finish on their own.
+                        front.stop_accepting();
+                        let old = front.clone();
+                        proxy.spawn(async move { old.drain(DRAIN_GRACE, drain_timeout).await });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why `run` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM or SIGINT: the process ends.
+    Exit,
+    /// SIGUSR2 or `hostgate daemon upgrade`: a successor takes over.
+    Upgrade,
+}
+
+/// Runs the daemon's services until a signal: everything on the current
+/// (control) runtime except the HTTP proxy's listeners and connections,
+/// which go on `front`'s runtime so that they survive the control
+/// runtime's end during an upgrade. Listeners are adopted from
+/// `inherited` where it has them; `ready` is told once the API answers.
+pub async fn run(
+    config: Config,
+    front: Arc<http::Front>,
+    inherited: &mut upgrade::Inherited,
+    ready: &mut upgrade::Ready,
+) -> anyhow::Result<Stop> {
+    // Installed first: SIGUSR2's default action would end the process.
+    let signals = Signals::new();
     let socket = config.api.socket.clone();
     refuse_if_running(&socket).await?;
 
@@ -221,6 +356,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         http,
         ssh,
         cluster_counters: members::Counters::default(),
+        front,
+        upgrade: tokio::sync::Notify::new(),
+        handing_over: Default::default(),
     });
     retried("publishing this node's status", || publish_status(&daemon)).await?;
     retried("registering this node", || nodes::register_self(&daemon)).await?;
@@ -237,7 +375,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_follower("TLS certificates", &daemon, http::follow_certs);
     spawn_follower("ACME HTTP-01 answers", &daemon, http::follow_challenges);
     spawn_follower("ACME issuer", &daemon, http::run_acme);
-    http::listen(&daemon).await?;
+    http::listen(&daemon, inherited).await?;
+    inherited.close_rest();
     ssh::listen(&daemon).await?;
 
     if let Some(addr) = daemon.config.metrics.listen {
@@ -253,17 +392,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
     let listener = bind_socket(&socket)?;
-    info!(socket = %socket.display(), node = %daemon.config.node_name, "hostgate daemon ready");
-    let served = axum::serve(listener, api::router(daemon.clone())).with_graceful_shutdown(shutdown_signal()).await;
+    info!(socket = %socket.display(), node = %daemon.config.node_name, pid = std::process::id(), "hostgate daemon ready");
+    ready.notify();
+    let stop = Arc::new(Mutex::new(Stop::Exit));
+    let (d, s) = (daemon.clone(), stop.clone());
+    let signalled = async move {
+        let why = signals.wait(&d.upgrade).await;
+        *s.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    };
+    let served = axum::serve(listener, api::router(daemon.clone())).with_graceful_shutdown(signalled).await;
     let _ = std::fs::remove_file(&socket);
-    if daemon.config.clustered() {
+    let stop = *stop.lock().unwrap_or_else(|p| p.into_inner());
+    if stop == Stop::Upgrade {
+        // The successor adopts the pinned data plane, the lease's claims
+        // and the router's advertisements: nothing is withdrawn.
+        daemon.handing_over.store(true, std::sync::atomic::Ordering::SeqCst);
+    } else if daemon.config.clustered() {
         members::leave(&daemon).await;
     }
     served.context("serving the API")?;
     if daemon.dataplane().is_some() {
         info!("stopping; the data plane stays attached (pinned) and keeps forwarding");
     }
-    Ok(())
+    Ok(stop)
 }
 
 /// Runs a task that follows the store for as long as the daemon lives: when
@@ -337,15 +488,38 @@ fn bind_socket(socket: &std::path::Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        warn!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    info!(signal = name, "shutting down");
+/// The signals the daemon acts on, installed once per start.
+struct Signals(Option<[tokio::signal::unix::Signal; 3]>);
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::user_defined2()];
+        match (signal(kinds[0]), signal(kinds[1]), signal(kinds[2])) {
+            (Ok(t), Ok(i), Ok(u)) => Signals(Some([t, i, u])),
+            _ => {
+                warn!("cannot install signal handlers; stop with SIGKILL");
+                Signals(None)
+            }
+        }
+    }
+
+    /// Until SIGTERM, SIGINT (stop), SIGUSR2 or an upgrade request (hand over).
+    async fn wait(self, upgrade: &tokio::sync::Notify) -> Stop {
+        let Some([mut term, mut int, mut usr2]) = self.0 else {
+            upgrade.notified().await;
+            return Stop::Upgrade;
+        };
+        let (name, stop) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", Stop::Exit),
+            _ = int.recv() => ("SIGINT", Stop::Exit),
+            _ = usr2.recv() => ("SIGUSR2", Stop::Upgrade),
+            _ = upgrade.notified() => ("upgrade request", Stop::Upgrade),
+        };
+        match stop {
+            Stop::Exit => info!(signal = name, "shutting down"),
+            Stop::Upgrade => info!(signal = name, "handing over to a new daemon"),
+        }
+        stop
+    }
 }

@@ -26,6 +26,12 @@ async fn scrape(State(d): State<Arc<Daemon>>) -> Result<impl IntoResponse, Failu
     firewall(&mut out, &crate::fw::stats(State(d.clone())).await?.0);
     dhcp(&mut out, &status.dhcp);
     http(&mut out, &status.http, status.http_log_dropped);
+    out.family(
+        "hostgate_http_header_timeouts_total",
+        "counter",
+        "Plain-HTTP connections closed with 408: no complete request head in time.",
+    );
+    out.sample("hostgate_http_header_timeouts_total", &[], status.http_header_timeouts as f64);
     dns(&mut out, &status.dns);
     ssh(&mut out, &d.ssh.ended());
     out.rows(

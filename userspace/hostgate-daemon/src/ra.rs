@@ -16,7 +16,10 @@ use std::{
     mem::{size_of, zeroed},
     net::Ipv6Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -82,12 +85,17 @@ pub(crate) fn fill_view(n: &Network, v: &mut NetworkView) {
 }
 
 /// The advertising tasks of this node, by (network, interface).
-#[derive(Default)]
 pub(crate) struct Advertisers {
     running: HashMap<(String, String), Advertiser>,
+    /// The daemon's `handing_over`: a successor takes over the routers.
+    handing_over: Arc<AtomicBool>,
 }
 
 impl Advertisers {
+    pub(crate) fn new(handing_over: Arc<AtomicBool>) -> Advertisers {
+        Advertisers { running: HashMap::new(), handing_over }
+    }
+
     /// Makes the running advertisers match `wanted`: withdraws (last RA,
     /// router address removed) what is no longer wanted or changed, starts
     /// what is missing (each retries on its own until its interface works).
@@ -111,7 +119,8 @@ impl Advertisers {
         }
         for (key, base) in want {
             let (network, iface) = key.clone();
-            self.running.entry(key).or_insert_with(|| Advertiser::start(&network, &iface, base));
+            let handing_over = self.handing_over.clone();
+            self.running.entry(key).or_insert_with(|| Advertiser::start(&network, &iface, base, handing_over));
         }
     }
 }
@@ -143,10 +152,13 @@ struct Advertiser {
     /// Makes the task send an unsolicited RA now.
     wake: Arc<Notify>,
     task: JoinHandle<()>,
+    /// Set when the daemon hands over: no withdrawal then, the successor
+    /// advertises the same router at once.
+    handing_over: Arc<AtomicBool>,
 }
 
 impl Advertiser {
-    fn start(network: &str, iface: &str, base: RaConfig) -> Advertiser {
+    fn start(network: &str, iface: &str, base: RaConfig, handing_over: Arc<AtomicBool>) -> Advertiser {
         let (current, wake) = (Current::default(), Arc::new(Notify::new()));
         let task = tokio::spawn(advertise(
             network.to_string(),
@@ -163,6 +175,7 @@ impl Advertiser {
             current,
             wake,
             task,
+            handing_over,
         }
     }
 
@@ -189,6 +202,9 @@ impl Drop for Advertiser {
         self.task.abort();
         let mut slot = lock(&self.current);
         slot.withdrawn = true;
+        if self.handing_over.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some((socket, last)) = slot.now.take() {
             if let Err(e) = socket.send(&last, ALL_NODES) {
                 warn!(iface = %self.iface, error = %e, "withdrawing RA not sent");

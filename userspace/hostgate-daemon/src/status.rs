@@ -99,6 +99,7 @@ pub async fn collect(daemon: &Daemon) -> anyhow::Result<Status> {
         dhcp: daemon.dhcp_counters.lock().map(|c| c.values().cloned().collect()).unwrap_or_default(),
         http: daemon.http.counters(),
         http_log_dropped: daemon.http.log_dropped(),
+        http_header_timeouts: daemon.front.header_timeouts(),
         dataplane,
     })
 }

@@ -25,6 +25,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DaemonAction {
+    /// Restart the running daemon without dropping a connection (as SIGUSR2
+    /// does): it starts this program's file anew with the HTTP listeners
+    /// handed over, and drains once the new one serves. Waits for the new one.
+    Upgrade {
+        /// Seconds to wait for the new daemon to answer.
+        #[arg(long, default_value_t = 90)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground.
     Daemon {
@@ -34,6 +46,8 @@ enum Command {
         /// Log format; overrides the config's log.format.
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
+        #[command(subcommand)]
+        action: Option<DaemonAction>,
     },
     /// Show the daemon, its store and data plane: attachments, programs, maps, counters.
     Status {
@@ -934,8 +948,48 @@ enum LogFormatArg {
     Json,
 }
 
+fn run_daemon(config: &std::path::Path, log_format: Option<LogFormatArg>) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let format = match log_format {
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        None => config.log.format,
+    };
+    hostgate_daemon::main(config, format)
+}
+
+/// Asks the daemon to hand over and waits until a daemon with another pid
+/// answers (or the same one, started over: the upgrade failed).
+async fn upgrade(client: &Client, timeout: u64) -> anyhow::Result<()> {
+    let old: hostgate_api::UpgradeResponse = client.post(hostgate_api::UPGRADE, &()).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Ok(now) = client.get::<Status>(hostgate_api::STATUS).await else { continue };
+        if now.pid != old.pid {
+            println!("upgraded: pid {} -> {} (version {})", old.pid, now.pid, now.version);
+            return Ok(());
+        }
+        if now.started_at != old.started_at {
+            anyhow::bail!("the new daemon did not start; pid {} carries on (see its log)", old.pid);
+        }
+    }
+    anyhow::bail!("no new daemon answered within {timeout} s (pid {} was asked to hand over)", old.pid)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon makes its own runtimes (and must see the inherited
+    // listeners before any thread starts).
+    if let Command::Daemon { config, log_format, action: None } = &cli.command {
+        return match run_daemon(config, *log_format) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -955,16 +1009,8 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.socket);
     match cli.command {
-        Command::Daemon { config, log_format } => {
-            let config = Config::load(&config)?;
-            let format = match log_format {
-                Some(LogFormatArg::Text) => LogFormat::Text,
-                Some(LogFormatArg::Json) => LogFormat::Json,
-                None => config.log.format,
-            };
-            hostgate_daemon::init_logging(format, &config)?;
-            hostgate_daemon::run(config).await
-        }
+        Command::Daemon { action: None, .. } => unreachable!("handled in main"),
+        Command::Daemon { action: Some(DaemonAction::Upgrade { timeout }), .. } => upgrade(&client, timeout).await,
         Command::Status { json } => {
             let status: Status = client.get(hostgate_api::STATUS).await?;
             print_out(json, &status, output::status)

@@ -54,6 +54,9 @@ pub fn status(s: &Status) -> String {
     for c in &s.http {
         out += &format!("http       {} -> {}: {}\n", c.vhost, c.backend, http_counters(c));
     }
+    if s.http_header_timeouts > 0 {
+        out += &format!("http       request heads timed out (408): {}\n", s.http_header_timeouts);
+    }
     if s.http_log_dropped > 0 {
         out += &format!("http       access log lines dropped (writer behind): {}\n", s.http_log_dropped);
     }

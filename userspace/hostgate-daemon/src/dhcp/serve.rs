@@ -162,7 +162,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let mut listeners: HashMap<String, Task> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut networks_changed = true;
-    let mut advertisers = crate::ra::Advertisers::default();
+    let mut advertisers = crate::ra::Advertisers::new(d.handing_over.clone());
     loop {
         if networks_changed {
             states = serve_networks(&d, &networks.mirror, states, &derived).await?;

@@ -28,6 +28,7 @@ use hostgate_http::{
 };
 use hostgate_ipam::model::keys as ipam_keys;
 use hostgate_store::{Compare, Op, Txn, TxnOutcome};
+pub use serve::Front;
 pub(crate) use serve::{follow, listen};
 use tracing::info;
 
@@ -80,8 +81,6 @@ pub struct Shared {
     /// The TLS listeners' certificate resolver; the certificate follower
     /// swaps its index, a handshake reads the index in force.
     certs: Arc<hostgate_http::tls::LiveResolver>,
-    /// Tells pingora's connection loops to stop reusing connections.
-    drain: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     /// Responses of vhosts with `cache` on.
     cache: cache::ResponseCache,
     /// Per-vhost rate limiters (vhosts with a limit only).
@@ -114,7 +113,6 @@ impl Shared {
             health: Default::default(),
             counters: Default::default(),
             certs: Default::default(),
-            drain: Default::default(),
             limiters: Default::default(),
             epoch: Default::default(),
             logs: Default::default(),

@@ -19,17 +19,15 @@ use anyhow::Context;
 use hostgate_http::{RoutingTable, Vhost};
 use hostgate_store::Mirror;
 use pingora::{
-    apps::ServerApp,
-    listeners::tls::Acceptor,
-    protocols::{l4::listener::Listener, l4::stream::Stream},
-    proxy::HttpProxy,
+    apps::ServerApp, listeners::tls::Acceptor, protocols::l4::stream::Stream, proxy::HttpProxy,
     server::configuration::ServerConf,
 };
+use std::os::fd::OwnedFd;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{keys, proxy::Proxy, Shared};
-use crate::Daemon;
+use crate::{upgrade::Inherited, Daemon};
 
 /// Follows `http/vhosts/`: every change rebuilds the whole table and swaps
 /// it in. A stored vhost that does not validate (written by an older or
@@ -56,11 +54,14 @@ fn swap_table<'a>(d: &Daemon, kvs: impl Iterator<Item = &'a hostgate_store::KeyV
     d.http.swap(table);
 }
 
-/// Binds every `[http] listen` and `listen_tls` address (all or nothing,
-/// before the daemon reports ready) and serves them on the daemon's runtime.
-pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
-    let plain = bind_all("http.listen", &d.config.http.listen_addrs()).await?;
-    let tls = bind_all("http.listen_tls", &d.config.http.listen_tls_addrs()).await?;
+/// Binds (or adopts, from a previous daemon) every `[http] listen` and
+/// `listen_tls` address, all or nothing, before the daemon reports ready,
+/// and serves them on the proxy runtime (`front`), which outlives this
+/// daemon's other services across an upgrade.
+pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow::Result<()> {
+    let front = d.front.clone();
+    let plain = bind_all(&front, inherited, "http", "http.listen", &d.config.http.listen_addrs())?;
+    let tls = bind_all(&front, inherited, "https", "http.listen_tls", &d.config.http.listen_tls_addrs())?;
     if plain.is_empty() && tls.is_empty() {
         return Ok(());
     }
@@ -80,18 +81,18 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
             .spawn(move || writer.run())
             .context("starting the access log writer")?;
     }
-    // Never signalled yet: connections end with the process (a graceful
-    // drain on shutdown would send `true`). The sender is kept: pingora
-    // reads a closed channel as "shutting down".
-    let (drain, shutdown) = watch::channel(false);
-    *d.http.drain.lock().unwrap_or_else(|p| p.into_inner()) = Some(drain);
+    let header_timeout = Duration::from_secs(d.config.http.header_timeout_secs.into());
     let conf = Arc::new(ServerConf::default());
-    let app = |tls| Arc::new(pingora::proxy::http_proxy(&conf, Proxy::new(d.http.clone(), tls)));
+    let app = |tls| {
+        let app = Arc::new(pingora::proxy::http_proxy(&conf, Proxy::new(d.http.clone(), tls)));
+        front.apps.lock().unwrap_or_else(|p| p.into_inner()).push(app.clone());
+        app
+    };
     if !plain.is_empty() {
         let app = app(false);
         for (addr, listener) in plain {
             info!(%addr, "HTTP proxy listening");
-            tokio::spawn(accept_loop(listener, app.clone(), None, shutdown.clone()));
+            front.runtime.spawn(accept_loop(listener, app.clone(), None, front.clone(), header_timeout));
         }
     }
     if !tls.is_empty() {
@@ -104,18 +105,45 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
         let app = app(true);
         for (addr, listener) in tls {
             info!(%addr, "HTTPS proxy listening");
-            tokio::spawn(accept_loop(listener, app.clone(), Some(acceptor.clone()), shutdown.clone()));
+            front.runtime.spawn(accept_loop(
+                listener,
+                app.clone(),
+                Some(acceptor.clone()),
+                front.clone(),
+                header_timeout,
+            ));
         }
     }
     tokio::spawn(check_health(d.clone()));
     Ok(())
 }
 
-async fn bind_all(field: &str, addrs: &[SocketAddr]) -> anyhow::Result<Vec<(SocketAddr, Listener)>> {
+/// The listeners of one `[http]` list: each adopted from `inherited` when
+/// a previous daemon (or systemd) passed a socket named `name` bound to
+/// that address, else bound here. A copy of each is kept for a successor.
+fn bind_all(
+    front: &Front,
+    inherited: &mut Inherited,
+    name: &str,
+    field: &str,
+    addrs: &[SocketAddr],
+) -> anyhow::Result<Vec<(SocketAddr, tokio::net::TcpListener)>> {
     let mut listeners = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {field}[{i}] {addr}"))?;
-        listeners.push((*addr, Listener::from(l)));
+        let std = match inherited.take_tcp(name, *addr) {
+            Some(l) => {
+                info!(%addr, "adopted the inherited listener");
+                l
+            }
+            None => crate::upgrade::bind_tcp(*addr).with_context(|| format!("binding {field}[{i}] {addr}"))?,
+        };
+        let copy = std.try_clone().context("keeping a copy of a listener")?;
+        front.keep(name, copy.into());
+        // Registered with the proxy runtime's reactor: the connections it
+        // accepts must live on that runtime, not on the daemon's.
+        let _guard = front.runtime.enter();
+        let l = tokio::net::TcpListener::from_std(std).with_context(|| format!("{field}[{i}] {addr}"))?;
+        listeners.push((*addr, l));
     }
     Ok(listeners)
 }
@@ -124,15 +152,33 @@ async fn bind_all(field: &str, addrs: &[SocketAddr]) -> anyhow::Result<Vec<(Sock
 /// one must not hold a task and a socket forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One connection: the TLS handshake first when there is an acceptor
-/// (failures are the client's business: logged at debug), then pingora's
-/// HTTP/1.1 or (by ALPN) HTTP/2 loop.
+/// One connection: on plain HTTP the first request's head must arrive
+/// within `header_timeout` (else 408 and close: a slowloris client holds
+/// a socket that long, not forever); with an acceptor the TLS handshake
+/// first (failures are the client's business: logged at debug); then
+/// pingora's HTTP/1.1 or (by ALPN) HTTP/2 loop.
 async fn serve(
-    stream: Stream,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
     app: Arc<HttpProxy<Proxy>>,
     tls: Option<Arc<Acceptor>>,
-    shutdown: watch::Receiver<bool>,
+    front: Arc<Front>,
+    header_timeout: Duration,
 ) {
+    let _counted = front.connection();
+    let shutdown = front.drain.subscribe();
+    if tls.is_none() && !head_in_time(&tcp, header_timeout).await {
+        front.header_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(%peer, "request head not complete in time: 408");
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, REQUEST_TIMEOUT),
+        )
+        .await;
+        return;
+    }
+    let stream = pingora_stream(tcp, peer);
     let Some(acceptor) = tls else {
         app.process_new(Box::new(stream), &shutdown).await;
         return;
@@ -146,22 +192,72 @@ async fn serve(
     }
 }
 
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// The most of a request head looked at (pingora's own limit is larger;
+/// a head this long is complete enough to be judged by pingora).
+const HEAD_PEEK: usize = 16 * 1024;
+
+/// Whether the first request head (up to the blank line) arrives within
+/// `limit`, looking without consuming. A client that sends its request in
+/// one piece is answered by the first peek, which waits for data without
+/// polling; a head that arrives in pieces is looked at again every 20 ms.
+/// A closed or failed connection counts as in time: pingora deals with it.
+async fn head_in_time(tcp: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = vec![0u8; HEAD_PEEK];
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Err(_)) | Ok(Ok(0)) => return true,
+            Ok(Ok(n)) if n == buf.len() || buf[..n].windows(4).any(|w| w == b"\r\n\r\n") => return true,
+            Ok(Ok(_)) => {
+                if tokio::time::Instant::now() + Duration::from_millis(20) > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The accepted socket as pingora's `Stream`, with the socket digest its
+/// own listener would attach (the proxy reads the peer from it).
+fn pingora_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> Stream {
+    use pingora::protocols::GetSocketDigest;
+    use std::os::fd::AsRawFd;
+    let mut stream: Stream = tcp.into();
+    let digest = pingora::protocols::SocketDigest::from_raw_fd(stream.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    stream.set_socket_digest(digest);
+    stream
+}
+
+/// Accepts until the front stops accepting (drain, hand-over): the
+/// listener is dropped then, and with it this process's claim on it.
 async fn accept_loop(
-    listener: Listener,
+    listener: tokio::net::TcpListener,
     app: Arc<HttpProxy<Proxy>>,
     tls: Option<Arc<Acceptor>>,
-    shutdown: watch::Receiver<bool>,
+    front: Arc<Front>,
+    header_timeout: Duration,
 ) {
+    let mut accepting = front.accepting.subscribe();
     loop {
-        match listener.accept().await {
-            Ok(mut stream) => {
+        let accepted = tokio::select! {
+            biased;
+            _ = accepting.wait_for(|a| !*a) => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
                 // As pingora's own listener does: without TCP_NODELAY a
                 // response written as head then body waits for the
                 // client's delayed ACK (40 ms per keep-alive request).
-                if let Err(e) = stream.set_nodelay() {
+                if let Err(e) = tcp.set_nodelay(true) {
                     debug!(error = %e, "TCP_NODELAY on an accepted connection");
                 }
-                tokio::spawn(serve(stream, app.clone(), tls.clone(), shutdown.clone()));
+                tokio::spawn(serve(tcp, peer, app.clone(), tls.clone(), front.clone(), header_timeout));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -169,6 +265,100 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// The proxy's listeners and connections of one daemon start, on the
+/// proxy runtime. They outlive the daemon's other services: when the
+/// daemon stops or hands over, it stops accepting and drains them.
+pub struct Front {
+    pub runtime: tokio::runtime::Handle,
+    /// True while the accept loops accept.
+    accepting: watch::Sender<bool>,
+    /// pingora's shutdown watch: `true` makes every connection close after
+    /// its current request (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY).
+    drain: watch::Sender<bool>,
+    /// Connections open (TLS handshakes included).
+    open: watch::Sender<usize>,
+    /// Copies of the listeners, named `http` or `https`, for a successor.
+    listeners: std::sync::Mutex<Vec<(String, OwnedFd)>>,
+    /// The apps, whose `cleanup` closes connections idle between requests.
+    apps: std::sync::Mutex<Vec<Arc<HttpProxy<Proxy>>>>,
+    /// Connections closed with 408: no complete request head in time.
+    header_timeouts: std::sync::atomic::AtomicU64,
+}
+
+/// Counts one open connection while it lives.
+struct Counted(Arc<Front>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Front {
+    pub fn new(runtime: tokio::runtime::Handle) -> Arc<Front> {
+        Arc::new(Front {
+            runtime,
+            accepting: watch::Sender::new(true),
+            drain: watch::Sender::new(false),
+            open: watch::Sender::new(0),
+            listeners: Default::default(),
+            apps: Default::default(),
+            header_timeouts: Default::default(),
+        })
+    }
+
+    fn connection(self: &Arc<Self>) -> Counted {
+        self.open.send_modify(|n| *n += 1);
+        Counted(self.clone())
+    }
+
+    fn keep(&self, name: &str, fd: OwnedFd) {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), fd));
+    }
+
+    /// The listeners, for a successor (they stay this front's).
+    pub fn listeners(&self) -> Vec<(String, OwnedFd)> {
+        let kept = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().filter_map(|(n, fd)| Some((n.clone(), fd.try_clone().ok()?))).collect()
+    }
+
+    /// Connections closed because their request head was too slow.
+    pub fn header_timeouts(&self) -> u64 {
+        self.header_timeouts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        *self.open.borrow()
+    }
+
+    /// Stops accepting and closes this front's listeners (a successor, if
+    /// any, holds its own copies; otherwise the ports close).
+    pub fn stop_accepting(&self) {
+        self.accepting.send_replace(false);
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Stops accepting and lets the open connections finish: each closes
+    /// after its current request; after `grace` the ones idle between
+    /// requests are closed (a keep-alive client that was not sending gets
+    /// no chance to race the close); returns when none is left or after
+    /// `timeout`, with the number still open.
+    pub async fn drain(&self, grace: Duration, timeout: Duration) -> usize {
+        self.stop_accepting();
+        self.drain.send_replace(true);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut open = self.open.subscribe();
+        let _ = tokio::time::timeout(grace.min(timeout), open.wait_for(|n| *n == 0)).await;
+        let apps: Vec<_> = self.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for app in apps {
+            app.cleanup().await;
+        }
+        let _ = tokio::time::timeout_at(deadline, open.wait_for(|n| *n == 0)).await;
+        self.open()
     }
 }
 
