@@ -28,7 +28,7 @@ use pingora::{
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{keys, proxy::Proxy, Shared};
+use super::{buffered::Buffered, keys, proxy::Proxy, Shared};
 use crate::Daemon;
 
 /// Follows `http/vhosts/`: every change rebuilds the whole table and swaps
@@ -133,6 +133,9 @@ async fn serve(
     tls: Option<Arc<Acceptor>>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // Writes are coalesced until pingora flushes, as on pingora's own
+    // listener (see buffered.rs); under TLS, so records coalesce too.
+    let stream = Buffered::new(stream);
     let Some(acceptor) = tls else {
         app.process_new(Box::new(stream), &shutdown).await;
         return;
