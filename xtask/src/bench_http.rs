@@ -290,8 +290,13 @@ impl Peer {
                 bed.spawn(&bed.proxy, "/usr/sbin/nginx", &["-c", &conf], "nginx.log")?
             }
             Peer::Haproxy => {
+                // maxconn sizes HAProxy's file descriptor limit (about two
+                // per connection): 20000 asked for 40018 descriptors, more
+                // than a container's usual hard limit of 20000, and HAProxy
+                // refused to start ("Cannot raise FD limit"). The load is 32
+                // connections; NGINX has 8192 per worker.
                 let conf = format!(
-                    "global\n  nbthread 2\n  maxconn 20000\n\
+                    "global\n  nbthread 2\n  maxconn 8192\n\
                      defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse safe\n\
                      frontend site\n  bind {PROXY}:80\n  bind {PROXY}:443 ssl crt {dir}/bench-haproxy.pem alpn h2,http/1.1\n\
                        option forwardfor\n  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}\n  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}\n  default_backend servers\n\
@@ -301,8 +306,16 @@ impl Peer {
                 bed.spawn(&bed.proxy, "/usr/sbin/haproxy", &["-db", "-f", &conf], "haproxy.log")?
             }
         };
-        wait_for(&bed.client, &format!("http://{PROXY}/"), Some(HOST))?;
-        wait_for(&bed.client, &format!("https://{PROXY}/"), Some(HOST))?;
+        // A peer that never answers usually said why in its log (HAProxy
+        // exits at once on a bad limit): show it with the error.
+        let log = match self {
+            Peer::Hostgate(_) => "hostgate.log",
+            Peer::Nginx => "nginx.log",
+            Peer::Haproxy => "haproxy.log",
+        };
+        let said = || format!("its log:\n{}", std::fs::read_to_string(bed.path(log)).unwrap_or_default());
+        wait_for(&bed.client, &format!("http://{PROXY}/"), Some(HOST)).with_context(said)?;
+        wait_for(&bed.client, &format!("https://{PROXY}/"), Some(HOST)).with_context(said)?;
         Ok(process)
     }
 }

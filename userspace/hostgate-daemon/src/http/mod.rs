@@ -5,6 +5,7 @@
 //! `serve.rs`). The routing and selection logic is hostgate-http's.
 
 mod acme;
+mod buffered;
 mod cache;
 mod certs;
 mod proxy;
@@ -208,11 +209,20 @@ impl Shared {
     }
 
     /// Queues an access log line for `customer`, in the vhost's format
-    /// (or the node's).
-    pub fn log(&self, customer: &str, format: Option<LogFormat>, entry: &hostgate_http::accesslog::Entry) {
+    /// (or the node's). The entry is built only when a line is written:
+    /// with logging off, a request allocates nothing for it.
+    pub fn log(
+        &self,
+        customer: &str,
+        format: Option<LogFormat>,
+        entry: impl FnOnce() -> hostgate_http::accesslog::Entry,
+    ) {
         let Some(logs) = self.logs.get() else { return };
         let format = format.unwrap_or_else(|| self.log_format.get().copied().unwrap_or_default());
-        if let Some(line) = entry.format(format) {
+        if format == LogFormat::Off {
+            return;
+        }
+        if let Some(line) = entry().format(format) {
             logs.write(customer, line);
         }
     }

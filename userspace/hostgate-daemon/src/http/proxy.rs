@@ -383,7 +383,7 @@ impl ProxyHttp for Proxy {
         let header = |n: &str| req.headers.get(n).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let unix_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let entry = Entry {
+        let entry = || Entry {
             unix_ms,
             client: client_ip(session),
             method: req.method.as_str().to_string(),
@@ -391,7 +391,7 @@ impl ProxyHttp for Proxy {
             protocol: format!("{:?}", req.version),
             host: ctx.host.clone(),
             vhost: vhost.to_string(),
-            backend,
+            backend: backend.clone(),
             status,
             bytes_sent: outcome.bytes_out,
             bytes_received: outcome.bytes_in,
@@ -401,7 +401,7 @@ impl ProxyHttp for Proxy {
             tls: self.tls,
             error: e.map(|e| e.etype().as_str().to_string()).unwrap_or_default(),
         };
-        self.shared.log(customer, ctx.log_format, &entry);
+        self.shared.log(customer, ctx.log_format, entry);
     }
 }
 

@@ -26,7 +26,7 @@ use std::os::fd::OwnedFd;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{keys, proxy::Proxy, Shared};
+use super::{buffered::Buffered, keys, proxy::Proxy, Shared};
 use crate::{upgrade::Inherited, Daemon};
 
 /// Follows `http/vhosts/`: every change rebuilds the whole table and swaps
@@ -179,6 +179,9 @@ async fn serve(
         return;
     }
     let stream = pingora_stream(tcp, peer);
+    // Writes are coalesced until pingora flushes, as on pingora's own
+    // listener (see buffered.rs); under TLS, so records coalesce too.
+    let stream = Buffered::new(stream);
     let Some(acceptor) = tls else {
         app.process_new(Box::new(stream), &shutdown).await;
         return;

@@ -1,0 +1,140 @@
+//! Write coalescing for accepted connections, as pingora's own listener
+//! does.
+//!
+//! pingora's listener service gives every accepted stream a write buffer
+//! (`L4BufferSettings`, one MSS) before the TLS handshake, and its HTTP
+//! code is written for that: a response head goes into the buffer and
+//! leaves with the body at the next flush (end of body, 1xx, head-only
+//! responses). A `Stream` made from our own tokio listener has no buffer
+//! (`Stream::set_buffer` is crate-private), so every write was a
+//! `send(2)`: the head and the body of each response left as two TCP
+//! segments (two TLS records over TLS), waking the client twice. That cost
+//! the proxy about three quarters of its keep-alive throughput in `cargo
+//! xtask bench http`. `Buffered` puts the same buffer back around the
+//! stream and passes everything else through.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use pingora::protocols::{
+    l4::stream::Stream as L4Stream, raw_connect::ProxyDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek,
+    Shutdown, SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+
+/// pingora's `DEFAULT_L4_WRITE_BUFFER_SIZE`: one Ethernet MSS, so a small
+/// response (head and body) leaves in one segment and a large one in
+/// full segments.
+const WRITE_BUFFER: usize = 1460;
+
+/// An accepted TCP stream whose writes are buffered until pingora flushes.
+#[derive(Debug)]
+pub struct Buffered(BufWriter<L4Stream>);
+
+impl Buffered {
+    pub fn new(stream: L4Stream) -> Buffered {
+        Buffered(BufWriter::with_capacity(WRITE_BUFFER, stream))
+    }
+
+    fn inner(&self) -> &L4Stream {
+        self.0.get_ref()
+    }
+}
+
+impl AsyncRead for Buffered {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Buffered {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    /// Flushes what is buffered, then shuts the stream down.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Buffered {
+    async fn shutdown(&mut self) {
+        if let Err(e) = AsyncWriteExt::shutdown(&mut self.0).await {
+            tracing::debug!(error = %e, "shutting an HTTP connection down");
+        }
+    }
+}
+
+impl UniqueID for Buffered {
+    fn id(&self) -> UniqueIDType {
+        self.inner().id()
+    }
+}
+
+/// Plain TCP: TLS, when there is, wraps this stream and answers itself.
+impl Ssl for Buffered {}
+
+#[async_trait]
+impl Peek for Buffered {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.0.get_mut().try_peek(buf).await
+    }
+}
+
+impl GetTimingDigest for Buffered {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner().get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner().get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner().get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Buffered {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner().get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.0.get_mut().set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for Buffered {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner().get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.0.get_mut().set_socket_digest(digest);
+    }
+}
