@@ -56,6 +56,7 @@ fn config(host_keys: Vec<russh::keys::PrivateKey>) -> server::Config {
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
+        preferred: super::preferred(true),
         ..Default::default()
     }
 }
