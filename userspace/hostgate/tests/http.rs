@@ -10,11 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{err, eventually, http_peer, ok, wrk, TestNode, HTTP_PEER};
+use common::{err, eventually, http_peer, ok, wrk, TestNode, WebSocket};
 use hostgate_testbed::{
     privileged, servers,
     topology::{CLIENT_V4, CLIENT_V6, NODE_V4, NODE_V6},
-    ChildGuard, Netns,
+    Netns,
 };
 
 /// An answer seen by curl: status code and body.
@@ -309,52 +309,6 @@ fn curl_through_the_proxy() {
     assert!(counted("web.example.com", &b1) >= 29, "{:?}", status.http);
     assert!(counted("-", "-") >= 1, "unknown hosts counted: {:?}", status.http);
     assert!(ok(node.cli(&["status"])).contains("http       shop.example.com"));
-}
-
-/// One WebSocket through the proxy, held open by http_peer.py's client.
-struct WebSocket {
-    _child: ChildGuard,
-    stdin: Option<std::process::ChildStdin>,
-    stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl WebSocket {
-    /// Opens `ws://host/path` through the proxy from the client namespace.
-    fn open(client: &Netns, host: &str, path: &str) -> WebSocket {
-        use std::{io::BufRead, process::Stdio};
-        let mut child = client
-            .command("python3")
-            .args([HTTP_PEER, "wsclient", &NODE_V4.to_string(), "80", host, path])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let (stdin, stdout) = (child.stdin.take(), child.stdout.take().expect("stdout"));
-        let mut ws =
-            WebSocket { _child: ChildGuard::new("wsclient", child), stdin, stdout: std::io::BufReader::new(stdout) };
-        let mut line = String::new();
-        let _ = ws.stdout.read_line(&mut line);
-        assert_eq!(line.trim(), "open", "WebSocket to {host}{path} not opened");
-        ws
-    }
-
-    /// Sends a text message and returns the echo.
-    fn say(&mut self, text: &str) -> String {
-        use std::io::{BufRead, Write};
-        let stdin = self.stdin.as_mut().expect("open");
-        writeln!(stdin, "{text}").expect("send to wsclient");
-        stdin.flush().expect("flush");
-        let mut line = String::new();
-        let _ = self.stdout.read_line(&mut line);
-        line.trim().to_string()
-    }
-
-    /// Closes the WebSocket (the client sends a close frame and exits).
-    fn close(mut self) {
-        self.stdin.take();
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
-    }
 }
 
 /// `/metrics` from the node's namespace.

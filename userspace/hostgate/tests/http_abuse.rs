@@ -17,6 +17,22 @@ use common::{http_peer, ok, TestNode};
 use hostgate_testbed::{privileged, topology::NODE_V4, Netns};
 
 /// `curl` of `/` on `host` from the client namespace: status code.
+/// Two customers' sites: a.example.com (acme) on container 0, b.example.com
+/// (beta) on container 1; the returned guards keep their backends running.
+fn two_customer_sites(node: &TestNode) -> [hostgate_testbed::ChildGuard; 2] {
+    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
+    let peers = [
+        http_peer(&c1.ns, &c1.v4.to_string(), 8080, "c1", false),
+        http_peer(&c2.ns, &c2.v4.to_string(), 8080, "c2", false),
+    ];
+    for (customer, host, backend) in [("acme", "a.example.com", c1.v4), ("beta", "b.example.com", c2.v4)] {
+        ok(node.cli(&["customer", "add", customer]));
+        let backend = format!("{backend}:8080");
+        ok(node.cli(&["http", "vhost", "add", host, "--customer", customer, "--backend", &backend]));
+    }
+    peers
+}
+
 fn code(client: &Netns, host: &str) -> u16 {
     let out = client
         .command("curl")
@@ -78,31 +94,7 @@ fn slow_request_heads_are_timed_out_and_others_served() {
     let extra = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\nheader_timeout_secs = 2\n");
     let mut node = TestNode::with_config("httpslow", 2, &extra);
     node.start_daemon();
-    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
-    let _p1 = http_peer(&c1.ns, &c1.v4.to_string(), 8080, "c1", false);
-    let _p2 = http_peer(&c2.ns, &c2.v4.to_string(), 8080, "c2", false);
-    ok(node.cli(&["customer", "add", "acme"]));
-    ok(node.cli(&["customer", "add", "beta"]));
-    ok(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "a.example.com",
-        "--customer",
-        "acme",
-        "--backend",
-        &format!("{}:8080", c1.v4),
-    ]));
-    ok(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "b.example.com",
-        "--customer",
-        "beta",
-        "--backend",
-        &format!("{}:8080", c2.v4),
-    ]));
+    let _peers = two_customer_sites(&node);
     let client = &node.topo.client;
     assert!(common::eventually(Duration::from_secs(3), || code(client, "b.example.com") == 200));
 
@@ -193,31 +185,7 @@ fn http2_rapid_reset_is_contained() {
         &key.display().to_string(),
         "--default",
     ]));
-    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
-    let _p1 = http_peer(&c1.ns, &c1.v4.to_string(), 8080, "c1", false);
-    let _p2 = http_peer(&c2.ns, &c2.v4.to_string(), 8080, "c2", false);
-    ok(node.cli(&["customer", "add", "acme"]));
-    ok(node.cli(&["customer", "add", "beta"]));
-    ok(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "a.example.com",
-        "--customer",
-        "acme",
-        "--backend",
-        &format!("{}:8080", c1.v4),
-    ]));
-    ok(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "b.example.com",
-        "--customer",
-        "beta",
-        "--backend",
-        &format!("{}:8080", c2.v4),
-    ]));
+    let _peers = two_customer_sites(&node);
     let client = &node.topo.client;
     assert!(common::eventually(Duration::from_secs(3), || code_h2(client, "b.example.com") == 200));
 

@@ -8,13 +8,9 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, Write},
-    process::Stdio,
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
-use common::{eventually, http_peer, ok, wrk, TestNode, HTTP_PEER};
+use common::{eventually, http_peer, ok, wrk, TestNode, WebSocket};
 use hostgate_testbed::{privileged, topology::NODE_V4, ChildGuard, Netns};
 
 /// Daemons started by other daemons are no children of the test: killed
@@ -49,47 +45,6 @@ fn signal(pid: u32, sig: i32) {
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
-}
-
-/// One WebSocket through the proxy (tests/http_peer.py wsclient).
-struct WebSocket {
-    _child: ChildGuard,
-    stdin: Option<std::process::ChildStdin>,
-    stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl WebSocket {
-    fn open(client: &Netns, host: &str) -> WebSocket {
-        let mut child = client
-            .command("python3")
-            .args([HTTP_PEER, "wsclient", &NODE_V4.to_string(), "80", host, "/chat"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let (stdin, stdout) = (child.stdin.take(), child.stdout.take().expect("stdout"));
-        let mut ws =
-            WebSocket { _child: ChildGuard::new("wsclient", child), stdin, stdout: std::io::BufReader::new(stdout) };
-        let mut line = String::new();
-        let _ = ws.stdout.read_line(&mut line);
-        assert_eq!(line.trim(), "open", "WebSocket to {host} not opened");
-        ws
-    }
-
-    fn say(&mut self, text: &str) -> String {
-        let stdin = self.stdin.as_mut().expect("open");
-        writeln!(stdin, "{text}").expect("send to wsclient");
-        stdin.flush().expect("flush");
-        let mut line = String::new();
-        let _ = self.stdout.read_line(&mut line);
-        line.trim().to_string()
-    }
-
-    fn close(mut self) {
-        self.stdin.take();
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
-    }
 }
 
 /// A POST of 256 KiB sent at 64 KiB/s (about 4 s): a request in flight
@@ -191,7 +146,7 @@ fn upgrade_under_load_loses_nothing() {
     let mut pids = Pids(vec![], node.config.clone());
 
     // In flight across the upgrades: a WebSocket and a slow upload.
-    let mut ws = WebSocket::open(client, HOST);
+    let mut ws = WebSocket::open(client, HOST, "/chat");
     let ws_backend = ws.say("before").split(':').next().unwrap_or_default().to_string();
     let upload = slow_upload(client, HOST);
 

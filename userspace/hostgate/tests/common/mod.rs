@@ -296,3 +296,49 @@ pub fn wrk(ns: &hostgate_testbed::Netns, args: &[&str]) -> Wrk {
         .collect();
     Wrk { requests, errors, output }
 }
+
+/// One WebSocket through the proxy, held open by http_peer.py's client.
+pub struct WebSocket {
+    _child: ChildGuard,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl WebSocket {
+    /// Opens `ws://host/path` through the proxy from the client namespace.
+    pub fn open(client: &hostgate_testbed::Netns, host: &str, path: &str) -> WebSocket {
+        use std::io::BufRead;
+        let mut child = client
+            .command("python3")
+            .args([HTTP_PEER, "wsclient", &hostgate_testbed::topology::NODE_V4.to_string(), "80", host, path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take().expect("stdout"));
+        let mut ws =
+            WebSocket { _child: ChildGuard::new("wsclient", child), stdin, stdout: std::io::BufReader::new(stdout) };
+        let mut line = String::new();
+        let _ = ws.stdout.read_line(&mut line);
+        assert_eq!(line.trim(), "open", "WebSocket to {host}{path} not opened");
+        ws
+    }
+
+    /// Sends a text message and returns the echo.
+    pub fn say(&mut self, text: &str) -> String {
+        use std::io::{BufRead, Write};
+        let stdin = self.stdin.as_mut().expect("open");
+        writeln!(stdin, "{text}").expect("send to wsclient");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        let _ = self.stdout.read_line(&mut line);
+        line.trim().to_string()
+    }
+
+    /// Closes the WebSocket (the client sends a close frame and exits).
+    pub fn close(mut self) {
+        self.stdin.take();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
+    }
+}
