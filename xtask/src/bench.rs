@@ -49,6 +49,76 @@ pub(crate) fn remove_pins(node_name: &str) {
     let layout = hostgate_dataplane::pins::PinLayout::new(Path::new(PIN_ROOT), node_name);
     let _ = hostgate_dataplane::detach_pinned(&layout);
 }
+/// A hostgate daemon started for a service bench: its config in `dir`
+/// (pins under [`PIN_ROOT`], warnings only), run in `ns`, and its CLI.
+pub(crate) struct BenchDaemon {
+    pub process: hostgate_testbed::ChildGuard,
+    bin: std::path::PathBuf,
+    socket: std::path::PathBuf,
+}
+
+impl BenchDaemon {
+    /// Writes `dir/hostgate.toml` for node `node_name` with `dataplane`
+    /// (lines of its `[dataplane]` table besides the pin root) and
+    /// `service` (the bench's own tables), starts `bin daemon` in `ns`
+    /// logging to `dir/hostgate.log`, and waits up to 30 s for its API.
+    pub fn start(
+        ns: &hostgate_testbed::Netns,
+        dir: &Path,
+        bin: &Path,
+        node_name: &str,
+        dataplane: &str,
+        service: &str,
+    ) -> anyhow::Result<BenchDaemon> {
+        let socket = dir.join("hostgate.sock");
+        let config = dir.join("hostgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node_name = \"{node_name}\"\nstate_dir = \"{state}\"\n\n[api]\nsocket = \"{sock}\"\n\n\
+                 [dataplane]\npin_root = \"{PIN_ROOT}\"\n{dataplane}\n{service}\n[log]\nlevel = \"warn\"\n",
+                state = dir.join("hostgate-state").display(),
+                sock = socket.display(),
+            ),
+        )?;
+        let log_path = dir.join("hostgate.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.path()))
+            .arg("--")
+            .arg(bin)
+            .args(["daemon", "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let daemon = BenchDaemon {
+            process: hostgate_testbed::ChildGuard::new(&bin.display().to_string(), child),
+            bin: bin.to_path_buf(),
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while daemon.cli(&["status"]).is_err() {
+            if Instant::now() > deadline {
+                bail!("hostgate did not answer: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(daemon)
+    }
+
+    /// `hostgate ARGS` against this daemon; its stderr is the error.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = std::process::Command::new(&self.bin).arg("--socket").arg(&self.socket).args(args).output()?;
+        if !out.status.success() {
+            bail!("hostgate {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+}
+
 const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {

@@ -14,13 +14,13 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context};
 use hostgate_testbed::{perfdhcp, unique_name, ChildGuard, Netns};
 
-use crate::deps;
+use crate::{bench::BenchDaemon, deps};
 
 const SERVER: &str = "198.18.0.1";
 const SUBNET: &str = "198.18.0.0/15";
@@ -190,33 +190,9 @@ impl Peer {
 }
 
 fn start_hostgate(bed: &Bed, bin: &Path) -> anyhow::Result<ChildGuard> {
-    let socket = bed.path("hostgate.sock");
-    let config = bed.path("hostgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_name = \"bench-dhcp\"\nstate_dir = \"{state}\"\n\n[api]\nsocket = \"{sock}\"\n\n\
-             [dataplane]\npin_root = \"/sys/fs/bpf/hostgate-bench\"\nuplinks = [\"hgs0\"]\n\n\
-             [dhcp]\nrelay_interfaces = [\"hgs0\"]\n\n[log]\nlevel = \"warn\"\n",
-            state = bed.path("hostgate-state").display(),
-            sock = socket.display(),
-        ),
-    )?;
-    let process = bed.spawn(bin, &["daemon", "--config", &config.display().to_string()], "hostgate.log")?;
-    let cli = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Command::new(bin).arg("--socket").arg(&socket).args(args).output()?;
-        if !out.status.success() {
-            bail!("hostgate {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cli(&["status"]).is_err() {
-        if Instant::now() > deadline {
-            bail!("hostgate did not answer: {}", std::fs::read_to_string(bed.path("hostgate.log")).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let service = "[dhcp]\nrelay_interfaces = [\"hgs0\"]\n";
+    let daemon = BenchDaemon::start(&bed.server, bed.dir.path(), bin, "bench-dhcp", "uplinks = [\"hgs0\"]\n", service)?;
+    let cli = |args: &[&str]| daemon.cli(args);
     cli(&["customer", "add", "bench"])?;
     let pool = format!("{POOL_FIRST}-{POOL_LAST}");
     cli(&[
@@ -237,7 +213,7 @@ fn start_hostgate(bed: &Bed, bin: &Path) -> anyhow::Result<ChildGuard> {
         "0",
     ])?;
     std::thread::sleep(Duration::from_millis(500));
-    Ok(process)
+    Ok(daemon.process)
 }
 
 fn kea_config(leases: &Path) -> String {

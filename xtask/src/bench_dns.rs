@@ -24,7 +24,7 @@ use std::{
 use anyhow::{bail, Context};
 use hostgate_testbed::{unique_name, ChildGuard, Netns};
 
-use crate::deps;
+use crate::{bench::BenchDaemon, deps};
 
 const SERVER: &str = "198.18.0.1";
 const HOSTS: usize = 5_000;
@@ -254,35 +254,10 @@ impl Peer {
 }
 
 fn start_hostgate(bed: &Bed, bin: &Path) -> anyhow::Result<ChildGuard> {
-    let socket = bed.path("hostgate.sock");
-    let config = bed.path("hostgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_name = \"bench-dns\"\nstate_dir = \"{state}\"\n\n[api]\nsocket = \"{sock}\"\n\n\
-             [dataplane]\npin_root = \"/sys/fs/bpf/hostgate-bench\"\nuplinks = [\"hgs0\"]\n\n\
-             [dns]\nlisten = [\"{SERVER}:53\"]\nworkers = 2\nrrl_ratelimit = 0\n\n[log]\nlevel = \"warn\"\n",
-            state = bed.path("hostgate-state").display(),
-            sock = socket.display(),
-        ),
-    )?;
-    let process = bed.spawn(bin, &["daemon", "--config", &config.display().to_string()], "hostgate.log")?;
-    let cli = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Command::new(bin).arg("--socket").arg(&socket).args(args).output()?;
-        if !out.status.success() {
-            bail!("hostgate {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cli(&["status"]).is_err() {
-        if Instant::now() > deadline {
-            bail!("hostgate did not answer: {}", std::fs::read_to_string(bed.path("hostgate.log")).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cli(&["dns", "zone", "import", &bed.path("example.com.zone").display().to_string()])?;
-    Ok(process)
+    let service = format!("[dns]\nlisten = [\"{SERVER}:53\"]\nworkers = 2\nrrl_ratelimit = 0\n");
+    let daemon = BenchDaemon::start(&bed.server, bed.dir.path(), bin, "bench-dns", "uplinks = [\"hgs0\"]\n", &service)?;
+    daemon.cli(&["dns", "zone", "import", &bed.path("example.com.zone").display().to_string()])?;
+    Ok(daemon.process)
 }
 
 #[derive(Clone, Debug, Default)]

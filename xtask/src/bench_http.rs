@@ -26,7 +26,7 @@ use std::{
 use anyhow::{bail, Context};
 use hostgate_testbed::{unique_name, ChildGuard, Netns};
 
-use crate::deps;
+use crate::{bench::BenchDaemon, deps};
 
 const PROXY: &str = "198.18.0.1";
 const CLIENT: &str = "198.18.0.2";
@@ -321,36 +321,14 @@ impl Peer {
 }
 
 fn start_hostgate(bed: &Bed, bin: &Path) -> anyhow::Result<ChildGuard> {
-    let socket = bed.path("hostgate.sock");
-    let config = format!(
-        "node_name = \"bench-http\"\nstate_dir = \"{state}\"\n\n[api]\nsocket = \"{sock}\"\n\n\
-         [dataplane]\npin_root = \"/sys/fs/bpf/hostgate-bench\"\nuplinks = [\"hgc0\"]\nxdp_mode = \"native\"\n\n\
-         [http]\nlisten = [\"{PROXY}:80\"]\nlisten_tls = [\"{PROXY}:443\"]\naccess_log = \"off\"\n\n[log]\nlevel = \"warn\"\n",
-        state = bed.path("hostgate-state").display(),
-        sock = socket.display(),
-    );
-    let config = bed.write("hostgate.toml", &config)?;
-    let bin = bin.display().to_string();
-    let process = bed.spawn(&bed.proxy, &bin, &["daemon", "--config", &config], "hostgate.log")?;
-    let cli = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Command::new(&bin).arg("--socket").arg(&socket).args(args).output()?;
-        if !out.status.success() {
-            bail!("hostgate {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cli(&["status"]).is_err() {
-        if Instant::now() > deadline {
-            bail!("hostgate did not answer: {}", std::fs::read_to_string(bed.path("hostgate.log")).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cli(&["customer", "add", "bench"])?;
-    cli(&["http", "vhost", "add", HOST, "--customer", "bench", "--backend", &format!("{BACKEND}:8080")])?;
+    let dataplane = "uplinks = [\"hgc0\"]\nxdp_mode = \"native\"\n";
+    let service = format!("[http]\nlisten = [\"{PROXY}:80\"]\nlisten_tls = [\"{PROXY}:443\"]\naccess_log = \"off\"\n");
+    let daemon = BenchDaemon::start(&bed.proxy, bed.dir.path(), bin, "bench-http", dataplane, &service)?;
+    daemon.cli(&["customer", "add", "bench"])?;
+    daemon.cli(&["http", "vhost", "add", HOST, "--customer", "bench", "--backend", &format!("{BACKEND}:8080")])?;
     let (cert, key) = (bed.path("bench.pem").display().to_string(), bed.path("bench.key").display().to_string());
-    cli(&["http", "cert", "add", "--cert", &cert, "--key", &key, "--default"])?;
-    Ok(process)
+    daemon.cli(&["http", "cert", "add", "--cert", &cert, "--key", &key, "--default"])?;
+    Ok(daemon.process)
 }
 
 /// A warm-up, then the measured run.

@@ -26,12 +26,12 @@ const QUEUE: usize = 65_536;
 #[derive(Debug)]
 pub struct AccessLogs {
     tx: mpsc::Sender<(String, String)>,
-    pub dropped: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl AccessLogs {
-    /// The queue, and the writer to spawn on a blocking thread.
-    pub fn new(dir: PathBuf) -> (AccessLogs, Writer) {
+    /// The queue, and the writer to run on a thread of its own.
+    fn new(dir: PathBuf) -> (AccessLogs, Writer) {
         let (tx, rx) = mpsc::channel(QUEUE);
         (AccessLogs { tx, dropped: AtomicU64::new(0) }, Writer { dir, rx, files: HashMap::new() })
     }
@@ -64,7 +64,7 @@ struct Open {
     checked: Instant,
 }
 
-pub struct Writer {
+struct Writer {
     dir: PathBuf,
     rx: mpsc::Receiver<(String, String)>,
     files: HashMap<String, Open>,
@@ -79,7 +79,7 @@ fn open(path: &Path) -> std::io::Result<std::io::BufWriter<std::fs::File>> {
 impl Writer {
     /// Runs until the queue's sender is gone (blocking: call it on a
     /// blocking thread).
-    pub fn run(mut self) {
+    fn run(mut self) {
         if let Err(e) = std::fs::create_dir_all(&self.dir) {
             warn!(dir = %self.dir.display(), error = %e, "cannot create the access log directory; lines are dropped");
         }

@@ -228,7 +228,7 @@ impl Shared {
     }
 
     pub fn log_dropped(&self) -> u64 {
-        self.logs.get().map_or(0, |l| l.dropped.load(std::sync::atomic::Ordering::Relaxed))
+        self.logs.get().map_or(0, |l| l.dropped())
     }
 
     pub fn counters(&self) -> Vec<HttpCounters> {

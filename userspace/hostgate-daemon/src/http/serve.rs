@@ -73,13 +73,9 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
         d.config.http.access_log_format().parse().map_err(|e: String| anyhow::anyhow!("http.access_log: {e}"))?;
     let _ = d.http.log_format.set(format);
     let dir = d.config.http.access_log_dir.clone().unwrap_or_else(|| d.config.state_dir.join("log/http"));
-    let (logs, writer) = crate::access_log::AccessLogs::new(dir.clone());
-    if d.http.logs.set(logs).is_ok() {
+    if d.http.logs.get().is_none() {
+        let _ = d.http.logs.set(crate::access_log::AccessLogs::start(dir.clone(), "http-access-log")?);
         info!(dir = %dir.display(), %format, "HTTP access logs per customer");
-        std::thread::Builder::new()
-            .name("http-access-log".into())
-            .spawn(move || writer.run())
-            .context("starting the access log writer")?;
     }
     let header_timeout = Duration::from_secs(d.config.http.header_timeout_secs.into());
     let conf = Arc::new(ServerConf::default());
