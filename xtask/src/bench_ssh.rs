@@ -27,9 +27,8 @@ use hostgate_testbed::{
     unique_name, ChildGuard, NodeTopology,
 };
 
-use crate::deps;
+use crate::{bench::PIN_ROOT, deps};
 
-const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
 /// Sequential logins per setup-rate run.
 const LOGINS: usize = 30;
 const RUNS: usize = 3;

@@ -24,11 +24,10 @@ use hostgate_testbed::{
     ChildGuard, EtcdServer,
 };
 
-use crate::deps;
+use crate::{bench::PIN_ROOT, deps};
 
 const KILLS: usize = 10;
 const IP: &str = "203.0.113.80";
-const PIN_ROOT: &str = "/sys/fs/bpf/hostgate-bench";
 
 pub fn run() -> anyhow::Result<()> {
     let mut packages = deps::BUILD_AND_TEST.to_vec();
