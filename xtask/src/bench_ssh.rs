@@ -40,8 +40,14 @@ pub fn run() -> anyhow::Result<()> {
     if !deps::is_root() {
         bail!("the SSH benchmark builds namespaces and loads XDP programs: run it as root");
     }
-    deps::cargo(&["build", "--release", "--package", "hostgate"])?;
-    let bin = deps::target_dir().join("release/hostgate");
+    // HOSTGATE_BIN: a release binary built already (skips the build).
+    let bin = match std::env::var_os("HOSTGATE_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => {
+            deps::cargo(&["build", "--release", "--package", "hostgate"])?;
+            deps::target_dir().join("release/hostgate")
+        }
+    };
     let bed = Bed::new(&bin)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(

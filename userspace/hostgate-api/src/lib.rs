@@ -95,6 +95,11 @@ pub struct Status {
     /// within `[http] header_timeout_secs` (slow clients, slowloris).
     #[serde(default)]
     pub http_header_timeouts: u64,
+    /// GOAWAY frames the proxy sent on HTTP/2 connections, by error name
+    /// (`ENHANCE_YOUR_CALM`: a rapid-reset flood cut off; `NO_ERROR`: a
+    /// graceful close).
+    #[serde(default)]
+    pub http_h2_goaways: std::collections::BTreeMap<String, u64>,
     pub dataplane: DataplaneStatus,
 }
 

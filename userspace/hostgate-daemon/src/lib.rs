@@ -29,6 +29,7 @@ mod ssh;
 mod status;
 mod syslog;
 pub mod upgrade;
+mod workers;
 
 use std::{
     sync::{Arc, Mutex},
@@ -201,9 +202,10 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// any other thread starts: it takes the inherited listeners from the
 /// environment.
 ///
-/// Two runtimes: the proxy runtime carries the HTTP proxy's listeners and
-/// connections (and the remote log's sender) for the whole process; the
-/// control runtime carries everything else for one `run`. On SIGTERM the
+/// Runtimes: the HTTP workers (one current-thread runtime per core,
+/// `workers.rs`) carry the proxy's listeners and connections, and
+/// the proxy runtime the remote log's sender and the drain, for the whole
+/// process; the control runtime carries everything else for one `run`. On SIGTERM the
 /// control runtime ends (store, API, other services) and the proxy drains
 /// its connections, bounded by `[http] drain_secs`. On SIGUSR2 the control
 /// runtime ends the same way, which releases the store's lock, the API
@@ -219,6 +221,7 @@ pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this program's path")?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let proxy = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .thread_name("hostgate-proxy")
         .enable_all()
         .build()
@@ -230,6 +233,8 @@ pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
     if !inherited.is_empty() {
         info!(listeners = inherited.len(), "started with inherited listeners");
     }
+    // The HTTP connections' threads, for the whole process (see workers.rs).
+    let workers = workers::Workers::start("http")?;
     let drain_timeout = std::time::Duration::from_secs(config.http.drain_secs.into());
     let drain = |front: &http::Front| {
         let left = proxy.block_on(async {
@@ -257,7 +262,7 @@ pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the runtime")?;
-        let front = http::Front::new(proxy.handle().clone());
+        let front = http::Front::new(workers.clone());
         let outcome = control.block_on(run(config.clone(), front.clone(), &mut inherited, &mut ready));
         // Every task of the daemon ends here except the proxy's: the store
         // (and redb's lock), the API, the other services' sockets.
@@ -377,7 +382,8 @@ pub async fn run(
     spawn_follower("ACME issuer", &daemon, http::run_acme);
     http::listen(&daemon, inherited).await?;
     inherited.close_rest();
-    ssh::listen(&daemon).await?;
+    // SSH sessions end with this run (the workers are dropped on return).
+    let _ssh_workers = ssh::listen(&daemon).await?;
 
     if let Some(addr) = daemon.config.metrics.listen {
         let metrics = tokio::net::TcpListener::bind(addr)

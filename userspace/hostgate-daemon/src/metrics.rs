@@ -32,6 +32,14 @@ async fn scrape(State(d): State<Arc<Daemon>>) -> Result<impl IntoResponse, Failu
         "Plain-HTTP connections closed with 408: no complete request head in time.",
     );
     out.sample("hostgate_http_header_timeouts_total", &[], status.http_header_timeouts as f64);
+    out.family(
+        "hostgate_http_h2_goaway_total",
+        "counter",
+        "GOAWAY frames sent on HTTP/2 connections, by error code (ENHANCE_YOUR_CALM: rapid reset cut off).",
+    );
+    for (code, n) in &status.http_h2_goaways {
+        out.sample("hostgate_http_h2_goaway_total", &[("code", code)], *n as f64);
+    }
     dns(&mut out, &status.dns);
     ssh(&mut out, &d.ssh.ended());
     out.rows(

@@ -100,6 +100,7 @@ pub async fn collect(daemon: &Daemon) -> anyhow::Result<Status> {
         http: daemon.http.counters(),
         http_log_dropped: daemon.http.log_dropped(),
         http_header_timeouts: daemon.front.header_timeouts(),
+        http_h2_goaways: daemon.front.goaways(),
         dataplane,
     })
 }

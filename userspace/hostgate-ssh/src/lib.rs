@@ -7,9 +7,11 @@
 //!   SSH user it asked for;
 //! - [`throttle`]: per-source throttling and temporary bans of failed
 //!   authentications, with time passed in;
-//! - [`limits`]: concurrent sessions per customer.
+//! - [`limits`]: concurrent sessions per customer;
+//! - [`banner`]: which ciphers to offer a client, from its identification string.
 
 pub mod authorized;
+pub mod banner;
 pub mod limits;
 pub mod route;
 pub mod throttle;

@@ -14,6 +14,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hostgate_api::{Client, CounterRow, DetachResponse, Status};
 use hostgate_config::{Config, LogFormat, DEFAULT_CONFIG_PATH, DEFAULT_SOCKET};
 
+/// See Cargo.toml: mimalloc instead of glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "hostgate", version, about = "eBPF/XDP network appliance for hosting providers")]
 struct Cli {

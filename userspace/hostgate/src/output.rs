@@ -57,6 +57,10 @@ pub fn status(s: &Status) -> String {
     if s.http_header_timeouts > 0 {
         out += &format!("http       request heads timed out (408): {}\n", s.http_header_timeouts);
     }
+    if !s.http_h2_goaways.is_empty() {
+        let codes: Vec<String> = s.http_h2_goaways.iter().map(|(code, n)| format!("{code} {n}")).collect();
+        out += &format!("http       HTTP/2 GOAWAYs sent: {}\n", codes.join(", "));
+    }
     if s.http_log_dropped > 0 {
         out += &format!("http       access log lines dropped (writer behind): {}\n", s.http_log_dropped);
     }

@@ -231,5 +231,8 @@ fn http2_rapid_reset_is_contained() {
     let sent: usize = flood.lines().find_map(|l| l.strip_prefix("sent ")?.parse().ok()).unwrap_or(FLOOD);
     assert!(sent < FLOOD / 2, "the flood was cut short: {flood}");
     assert!(reached < 200, "reset requests reaching the backend: {reached}");
+    // ... and the proxy counted the GOAWAY it sent (status and /metrics).
+    let calm = status.http_h2_goaways.get("ENHANCE_YOUR_CALM").copied().unwrap_or(0);
+    assert!(calm >= 1, "GOAWAYs counted: {:?}", status.http_h2_goaways);
     assert_eq!(code_h2(client, "a.example.com"), 200, "the proxy survived and serves the flooded site");
 }

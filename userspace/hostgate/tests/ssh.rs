@@ -352,6 +352,14 @@ fn openssh_through_the_proxy() {
     // The banner names no library and no version.
     let version = stderr(&again).lines().find(|l| l.contains("remote software version")).map(|l| l.trim().to_string());
     assert_eq!(version.as_deref(), Some("debug1: Remote protocol version 2.0, remote software version hostgate"));
+    // An OpenSSH client is offered AES-GCM only (it ranks ChaCha20 and
+    // AES-CTR higher, both dearer per relayed byte), where AES is fast.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq") {
+        let kex = stderr(&again);
+        assert!(kex.contains("kex: server->client cipher: aes128-gcm@openssh.com"), "{kex}");
+        assert!(kex.contains("kex: client->server cipher: aes128-gcm@openssh.com"), "{kex}");
+    }
 
     // The container's host key changes (a new sshd with a new key): the
     // proxy refuses it, says so in the log and in the history.

@@ -8,6 +8,7 @@ mod acme;
 mod buffered;
 mod cache;
 mod certs;
+mod h2watch;
 mod proxy;
 mod serve;
 

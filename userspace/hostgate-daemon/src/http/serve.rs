@@ -3,7 +3,7 @@
 //! pingora is used as a library, not as the process owner: no
 //! `pingora::server::Server` (which wants to own the process, its signals
 //! and its runtimes). Each `[http] listen` address is a tokio listener on
-//! the daemon's own runtime; every accepted connection becomes a pingora
+//! each connection worker (`crate::workers`); every accepted connection becomes a pingora
 //! `Stream` (with its socket digest, so the peer address is known) and is
 //! handed to the `HttpProxy` app through `ServerApp::process_new`, which
 //! runs HTTP/1.1 keep-alive exactly as pingora's own listener service
@@ -19,14 +19,23 @@ use anyhow::Context;
 use hostgate_http::{RoutingTable, Vhost};
 use hostgate_store::Mirror;
 use pingora::{
-    apps::ServerApp, listeners::tls::Acceptor, protocols::l4::stream::Stream, proxy::HttpProxy,
+    apps::ServerApp,
+    listeners::tls::Acceptor,
+    protocols::{l4::stream::Stream as L4Stream, Stream, ALPN},
+    proxy::HttpProxy,
     server::configuration::ServerConf,
 };
 use std::os::fd::OwnedFd;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{buffered::Buffered, keys, proxy::Proxy, Shared};
+use super::{
+    buffered::Buffered,
+    h2watch::{GoawayCounts, GoawayWatch},
+    keys,
+    proxy::Proxy,
+    Shared,
+};
 use crate::{upgrade::Inherited, Daemon};
 
 /// Follows `http/vhosts/`: every change rebuilds the whole table and swaps
@@ -56,7 +65,7 @@ fn swap_table<'a>(d: &Daemon, kvs: impl Iterator<Item = &'a hostgate_store::KeyV
 
 /// Binds (or adopts, from a previous daemon) every `[http] listen` and
 /// `listen_tls` address, all or nothing, before the daemon reports ready,
-/// and serves them on the proxy runtime (`front`), which outlives this
+/// and serves them on the connection workers (`front`), which outlive this
 /// daemon's other services across an upgrade.
 pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow::Result<()> {
     let front = d.front.clone();
@@ -84,30 +93,38 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
         front.apps.lock().unwrap_or_else(|p| p.into_inner()).push(app.clone());
         app
     };
-    if !plain.is_empty() {
-        let app = app(false);
-        for (addr, listener) in plain {
-            info!(%addr, "HTTP proxy listening");
-            front.runtime.spawn(accept_loop(listener, app.clone(), None, front.clone(), header_timeout));
-        }
-    }
-    if !tls.is_empty() {
+    let acceptor = if tls.is_empty() {
+        None
+    } else {
         // The stored certificates are loaded before the first handshake:
         // a client never gets the default (or none) for a name the store
         // has a certificate for, not even just after a restart.
         super::certs::load(d).await.context("loading the TLS certificates (http/certs/)")?;
         let config = hostgate_http::tls::server_config(d.http.certs.clone()).context("building the TLS config")?;
-        let acceptor = Arc::new(Acceptor::from_server_config(Arc::new(config)));
-        let app = app(true);
-        for (addr, listener) in tls {
-            info!(%addr, "HTTPS proxy listening");
-            front.runtime.spawn(accept_loop(
-                listener,
-                app.clone(),
-                Some(acceptor.clone()),
-                front.clone(),
-                header_timeout,
-            ));
+        Some(Arc::new(Acceptor::from_server_config(Arc::new(config))))
+    };
+    for (addr, _) in &plain {
+        info!(%addr, workers = front.workers.handles().len(), "HTTP proxy listening");
+    }
+    for (addr, _) in &tls {
+        info!(%addr, workers = front.workers.handles().len(), "HTTPS proxy listening");
+    }
+    // Every worker accepts on its own copy of each listener, with its own
+    // apps (see crate::workers).
+    for worker in front.workers.handles() {
+        for (listeners, acceptor) in [(&plain, None), (&tls, acceptor.clone())] {
+            if listeners.is_empty() {
+                continue;
+            }
+            let app = app(acceptor.is_some());
+            for (addr, listener) in listeners {
+                let copy = listener.try_clone().with_context(|| format!("a worker's copy of the listener {addr}"))?;
+                // Registered with the worker's reactor: the connections it
+                // accepts live on that worker.
+                let _guard = worker.enter();
+                let listener = tokio::net::TcpListener::from_std(copy).with_context(|| format!("listener {addr}"))?;
+                worker.spawn(accept_loop(listener, app.clone(), acceptor.clone(), front.clone(), header_timeout));
+            }
         }
     }
     tokio::spawn(check_health(d.clone()));
@@ -123,7 +140,7 @@ fn bind_all(
     name: &str,
     field: &str,
     addrs: &[SocketAddr],
-) -> anyhow::Result<Vec<(SocketAddr, tokio::net::TcpListener)>> {
+) -> anyhow::Result<Vec<(SocketAddr, std::net::TcpListener)>> {
     let mut listeners = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let std = match inherited.take_tcp(name, *addr) {
@@ -135,11 +152,7 @@ fn bind_all(
         };
         let copy = std.try_clone().context("keeping a copy of a listener")?;
         front.keep(name, copy.into());
-        // Registered with the proxy runtime's reactor: the connections it
-        // accepts must live on that runtime, not on the daemon's.
-        let _guard = front.runtime.enter();
-        let l = tokio::net::TcpListener::from_std(std).with_context(|| format!("{field}[{i}] {addr}"))?;
-        listeners.push((*addr, l));
+        listeners.push((*addr, std));
     }
     Ok(listeners)
 }
@@ -184,7 +197,12 @@ async fn serve(
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(stream)).await {
         Ok(Ok(tls_stream)) => {
-            app.process_new(Box::new(tls_stream), &shutdown).await;
+            let stream: Stream = Box::new(tls_stream);
+            let stream: Stream = match stream.selected_alpn_proto() {
+                Some(ALPN::H2) => Box::new(GoawayWatch::new(stream, front.goaways.clone())),
+                _ => stream,
+            };
+            app.process_new(stream, &shutdown).await;
         }
         Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
         Err(_) => debug!("TLS handshake timed out"),
@@ -222,10 +240,10 @@ async fn head_in_time(tcp: &tokio::net::TcpStream, limit: Duration) -> bool {
 
 /// The accepted socket as pingora's `Stream`, with the socket digest its
 /// own listener would attach (the proxy reads the peer from it).
-fn pingora_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> Stream {
+fn pingora_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> L4Stream {
     use pingora::protocols::GetSocketDigest;
     use std::os::fd::AsRawFd;
-    let mut stream: Stream = tcp.into();
+    let mut stream: L4Stream = tcp.into();
     let digest = pingora::protocols::SocketDigest::from_raw_fd(stream.as_raw_fd());
     let _ = digest.peer_addr.set(Some(peer.into()));
     stream.set_socket_digest(digest);
@@ -271,7 +289,8 @@ async fn accept_loop(
 /// proxy runtime. They outlive the daemon's other services: when the
 /// daemon stops or hands over, it stops accepting and drains them.
 pub struct Front {
-    pub runtime: tokio::runtime::Handle,
+    /// The connection workers (the process's, not this front's).
+    workers: crate::workers::Workers,
     /// True while the accept loops accept.
     accepting: watch::Sender<bool>,
     /// pingora's shutdown watch: `true` makes every connection close after
@@ -285,6 +304,8 @@ pub struct Front {
     apps: std::sync::Mutex<Vec<Arc<HttpProxy<Proxy>>>>,
     /// Connections closed with 408: no complete request head in time.
     header_timeouts: std::sync::atomic::AtomicU64,
+    /// GOAWAY frames sent on HTTP/2 connections, by error code.
+    goaways: Arc<GoawayCounts>,
 }
 
 /// Counts one open connection while it lives.
@@ -297,15 +318,16 @@ impl Drop for Counted {
 }
 
 impl Front {
-    pub fn new(runtime: tokio::runtime::Handle) -> Arc<Front> {
+    pub fn new(workers: crate::workers::Workers) -> Arc<Front> {
         Arc::new(Front {
-            runtime,
+            workers,
             accepting: watch::Sender::new(true),
             drain: watch::Sender::new(false),
             open: watch::Sender::new(0),
             listeners: Default::default(),
             apps: Default::default(),
             header_timeouts: Default::default(),
+            goaways: Default::default(),
         })
     }
 
@@ -322,6 +344,12 @@ impl Front {
     pub fn listeners(&self) -> Vec<(String, OwnedFd)> {
         let kept = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         kept.iter().filter_map(|(n, fd)| Some((n.clone(), fd.try_clone().ok()?))).collect()
+    }
+
+    /// GOAWAY frames sent on HTTP/2 connections, by error name
+    /// (ENHANCE_YOUR_CALM: a rapid-reset flood cut off).
+    pub fn goaways(&self) -> std::collections::BTreeMap<String, u64> {
+        self.goaways.snapshot()
     }
 
     /// Connections closed because their request head was too slow.

@@ -46,28 +46,47 @@ fn aes_gcm_is_fast() -> bool {
     }
 }
 
+/// Which leg of a relayed session a russh config is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leg {
+    /// A customer's OpenSSH client that has AES-GCM (from its banner).
+    OpenSshClient,
+    /// Any other customer client.
+    OtherClient,
+    /// Us, as the client of a container's sshd.
+    Container,
+}
+
 /// Cipher preference of one leg. SSH picks the first cipher of the
-/// *client's* list that the server offers: OpenSSH clients put ChaCha20
-/// first, so the customer-facing server leaves it out to get AES-GCM (any
-/// OpenSSH since 6.2 has it); as the client towards the container, we
-/// list AES-GCM first and keep ChaCha20 for an sshd without AES-GCM.
+/// *client's* list that the server offers, and OpenSSH's list is
+/// ChaCha20, AES-CTR, then AES-GCM (see `hostgate_ssh::banner`): so an
+/// OpenSSH client is offered AES-GCM only, other clients AES-GCM and
+/// AES-CTR (ChaCha20 is left out: russh's is slower than AES-GCM with
+/// AES-NI, and every client that has ChaCha20 has one of the others).
+/// Towards the container we are the client: AES-128-GCM first (10 rounds
+/// to AES-256's 14), ChaCha20 kept for an sshd without AES-GCM.
 /// Without fast AES, russh's defaults (ChaCha20 first).
-fn preferred(server: bool) -> russh::Preferred {
+fn preferred(leg: Leg) -> russh::Preferred {
     use russh::cipher;
-    const SERVER: &[cipher::Name] =
-        &[cipher::AES_256_GCM, cipher::AES_128_GCM, cipher::AES_256_CTR, cipher::AES_192_CTR, cipher::AES_128_CTR];
-    const CLIENT: &[cipher::Name] = &[
-        cipher::AES_256_GCM,
+    const OPENSSH_CLIENT: &[cipher::Name] = &[cipher::AES_128_GCM, cipher::AES_256_GCM];
+    const OTHER_CLIENT: &[cipher::Name] =
+        &[cipher::AES_128_GCM, cipher::AES_256_GCM, cipher::AES_128_CTR, cipher::AES_192_CTR, cipher::AES_256_CTR];
+    const CONTAINER: &[cipher::Name] = &[
         cipher::AES_128_GCM,
+        cipher::AES_256_GCM,
         cipher::CHACHA20_POLY1305,
-        cipher::AES_256_CTR,
-        cipher::AES_192_CTR,
         cipher::AES_128_CTR,
+        cipher::AES_192_CTR,
+        cipher::AES_256_CTR,
     ];
     if !aes_gcm_is_fast() {
         return russh::Preferred::default();
     }
-    let ciphers = if server { SERVER } else { CLIENT };
+    let ciphers = match leg {
+        Leg::OpenSshClient => OPENSSH_CLIENT,
+        Leg::OtherClient => OTHER_CLIENT,
+        Leg::Container => CONTAINER,
+    };
     russh::Preferred { cipher: std::borrow::Cow::Borrowed(ciphers), ..russh::Preferred::default() }
 }
 

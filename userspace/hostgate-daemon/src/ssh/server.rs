@@ -29,7 +29,7 @@ use russh::{
 use tracing::{info, warn};
 
 use super::{history, keys, relay::Tally, upstream};
-use crate::Daemon;
+use crate::{workers::Workers, Daemon};
 
 /// Channel window: OpenSSH's 2 MiB caps a long path (research §4.2).
 pub const WINDOW: u32 = 16 * 1024 * 1024;
@@ -39,7 +39,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Characters of a client's user name kept in logs and the history.
 const MAX_USER: usize = 64;
 
-fn config(host_keys: Vec<russh::keys::PrivateKey>) -> server::Config {
+fn config(host_keys: Vec<russh::keys::PrivateKey>, leg: super::Leg) -> server::Config {
     server::Config {
         server_id: russh::SshId::Standard("SSH-2.0-hostgate".into()),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
@@ -56,29 +56,46 @@ fn config(host_keys: Vec<russh::keys::PrivateKey>) -> server::Config {
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
-        preferred: super::preferred(true),
+        preferred: super::preferred(leg),
         ..Default::default()
     }
 }
 
 /// Binds every `[ssh] listen` address (all or nothing, before the daemon
-/// reports ready) and serves them.
-pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<()> {
+/// reports ready) and serves them on connection workers (see
+/// `crate::workers`: a relayed byte passes three tasks, the customer's
+/// session, the relay and the container's session, all on one thread).
+/// The sessions last as long as the returned workers.
+pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<Option<Workers>> {
     let addrs = d.config.ssh.listen_addrs();
     if addrs.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let host_keys = super::identity::host_keys(d).await.context("the SSH proxy's host keys")?;
     super::identity::client_key(d).await.context("the SSH proxy's client key")?;
     super::identity::ca_key(d).await.context("the SSH proxy's CA key")?;
-    let config = Arc::new(config(host_keys));
+    let configs = Configs {
+        openssh: Arc::new(config(host_keys.clone(), super::Leg::OpenSshClient)),
+        other: Arc::new(config(host_keys, super::Leg::OtherClient)),
+        fast: d.config.ssh.ciphers == hostgate_config::SshCiphers::Fast,
+    };
     start_session_logs(d)?;
+    let mut listeners = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding ssh.listen[{i}] {addr}"))?;
-        info!(%addr, "SSH proxy listening");
-        tokio::spawn(accept_loop(d.clone(), l, config.clone()));
+        listeners.push((addr, l.into_std().with_context(|| format!("ssh.listen[{i}] {addr}"))?));
     }
-    Ok(())
+    let workers = Workers::start("ssh")?;
+    for (addr, listener) in &listeners {
+        info!(%addr, workers = workers.handles().len(), "SSH proxy listening");
+        for worker in workers.handles() {
+            let copy = listener.try_clone().with_context(|| format!("a worker's copy of the listener {addr}"))?;
+            let _guard = worker.enter();
+            let listener = tokio::net::TcpListener::from_std(copy).with_context(|| format!("listener {addr}"))?;
+            worker.spawn(accept_loop(d.clone(), listener, configs.clone()));
+        }
+    }
+    Ok(Some(workers))
 }
 
 /// Starts the per-customer session log writer unless `[ssh] access_log =
@@ -92,12 +109,41 @@ fn start_session_logs(d: &Daemon) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn accept_loop(d: Arc<Daemon>, listener: tokio::net::TcpListener, config: Arc<server::Config>) {
+/// The server configs, by what the client's banner says (see `preferred`).
+#[derive(Clone)]
+struct Configs {
+    openssh: Arc<server::Config>,
+    other: Arc<server::Config>,
+    /// `[ssh] ciphers = "fast"`: OpenSSH clients get `openssh`.
+    fast: bool,
+}
+
+/// How long the client's banner is waited for before the server sends its
+/// own: OpenSSH sends it at once, a client that waits for ours gets the
+/// compatible config after this.
+const BANNER_WAIT: Duration = Duration::from_millis(200);
+
+impl Configs {
+    /// Peeks at the client's first bytes (not consumed: russh reads them).
+    async fn for_client(&self, sock: &tokio::net::TcpStream) -> Arc<server::Config> {
+        if !self.fast {
+            return self.other.clone();
+        }
+        let mut first = [0u8; 64];
+        let peeked = tokio::time::timeout(BANNER_WAIT, sock.peek(&mut first)).await;
+        match peeked {
+            Ok(Ok(n)) if hostgate_ssh::banner::openssh_with_aes_gcm(&first[..n]) => self.openssh.clone(),
+            _ => self.other.clone(),
+        }
+    }
+}
+
+async fn accept_loop(d: Arc<Daemon>, listener: tokio::net::TcpListener, configs: Configs) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(serve(d.clone(), config.clone(), sock, peer));
+                tokio::spawn(serve(d.clone(), configs.clone(), sock, peer));
             }
             Err(e) => {
                 warn!(error = %e, "SSH accept failed");
@@ -142,7 +188,7 @@ fn lock(r: &Mutex<SshSession>) -> std::sync::MutexGuard<'_, SshSession> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::TcpStream, peer: SocketAddr) {
+async fn serve(d: Arc<Daemon>, configs: Configs, sock: tokio::net::TcpStream, peer: SocketAddr) {
     let seq = d.ssh.seq.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_nanos());
     let record = Arc::new(Mutex::new(SshSession {
@@ -178,6 +224,7 @@ async fn serve(d: Arc<Daemon>, config: Arc<server::Config>, sock: tokio::net::Tc
         }
     };
     let grace = tokio::time::Instant::now() + Duration::from_secs(d.config.ssh.login_grace_secs);
+    let config = configs.for_client(&sock).await;
     match tokio::time::timeout_at(grace, server::run_stream(config, sock, conn)).await {
         Ok(Ok(session)) => {
             let watched =

@@ -134,7 +134,7 @@ fn config() -> Arc<client::Config> {
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
-        preferred: super::preferred(false),
+        preferred: super::preferred(super::Leg::Container),
         ..Default::default()
     })
 }
