@@ -102,11 +102,37 @@ pub fn ensure(packages: &[(&str, &str)]) -> anyhow::Result<()> {
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(cargo).args(args).current_dir(workspace_root()).status().context("running cargo")?;
+    let mut command = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_run) {
+            command.env_remove(&name);
+        }
+    }
+    let status = command.args(args).current_dir(workspace_root()).status().context("running cargo")?;
     if !status.success() {
         bail!("cargo {} failed", args.join(" "));
     }
     Ok(())
+}
+
+/// The variables `cargo run` gives xtask about xtask's own package. A
+/// cargo started with them in its environment reruns every build script
+/// that watches them (ring's watches `CARGO_MANIFEST_DIR` and
+/// `CARGO_PKG_NAME`), and so rebuilds nearly everything that a `cargo
+/// build` outside xtask built a moment before, and the next one rebuilds
+/// it again.
+fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "OUT_DIR"
+        )
 }
 
 pub fn workspace_root() -> std::path::PathBuf {
@@ -121,4 +147,19 @@ pub fn target_dir() -> std::path::PathBuf {
 /// Whether we run as root (the owner of our /proc entry is uid 0).
 pub fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_by_cargo_run;
+
+    #[test]
+    fn only_xtasks_own_package_variables_are_dropped() {
+        for name in ["CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR", "CARGO_MANIFEST_DIR", "OUT_DIR"] {
+            assert!(set_by_cargo_run(name), "{name}");
+        }
+        for name in ["CARGO_TARGET_DIR", "CARGO_HOME", "CARGO", "CARGO_PROFILE_RELEASE_LTO", "PATH"] {
+            assert!(!set_by_cargo_run(name), "{name}");
+        }
+    }
 }

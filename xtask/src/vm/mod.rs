@@ -121,10 +121,12 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
         }
     }
     println!("xtask: vm-test: {} scenario(s) in {:.0} s", chosen.len(), started.elapsed().as_secs_f64());
+    // The initrd (about 50 MB) is rebuilt by every run: only a failed
+    // scenario's logs are worth keeping.
+    let _ = std::fs::remove_file(&initrd);
     if !failed.is_empty() {
         bail!("vm-test failed: {}", failed.join(", "));
     }
-    let _ = std::fs::remove_file(&initrd);
     let _ = std::fs::remove_dir(&root);
     Ok(())
 }

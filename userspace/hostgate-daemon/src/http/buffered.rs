@@ -12,6 +12,12 @@
 //! the proxy about three quarters of its keep-alive throughput in `cargo
 //! xtask bench http`. `Buffered` puts the same buffer back around the
 //! stream and passes everything else through.
+//!
+//! Over TLS a second one sits above the TLS stream, for HTTP/1.1: rustls
+//! seals every write as its own record, so head and body were two records
+//! (two AEAD seals, two record headers) per response; buffered until
+//! pingora flushes, a response up to 16 KiB is one record, as NGINX's
+//! `ssl_buffer_size` makes it.
 
 use std::{
     io,
@@ -23,37 +29,40 @@ use std::{
 
 use async_trait::async_trait;
 use pingora::protocols::{
-    l4::stream::Stream as L4Stream, raw_connect::ProxyDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek,
-    Shutdown, SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType,
+    raw_connect::ProxyDigest, tls::SslDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
+    SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType, ALPN, IO,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 
 /// pingora's `DEFAULT_L4_WRITE_BUFFER_SIZE`: one Ethernet MSS, so a small
 /// response (head and body) leaves in one segment and a large one in
 /// full segments.
-const WRITE_BUFFER: usize = 1460;
+pub const SEGMENT: usize = 1460;
 
-/// An accepted TCP stream whose writes are buffered until pingora flushes.
+/// The most plaintext of one TLS record (RFC 8446 §5.1).
+pub const RECORD: usize = 16 * 1024;
+
+/// A stream whose writes are buffered until pingora flushes.
 #[derive(Debug)]
-pub struct Buffered(BufWriter<L4Stream>);
+pub struct Buffered<S: IO>(BufWriter<S>);
 
-impl Buffered {
-    pub fn new(stream: L4Stream) -> Buffered {
-        Buffered(BufWriter::with_capacity(WRITE_BUFFER, stream))
+impl<S: IO> Buffered<S> {
+    pub fn new(stream: S, capacity: usize) -> Buffered<S> {
+        Buffered(BufWriter::with_capacity(capacity, stream))
     }
 
-    fn inner(&self) -> &L4Stream {
+    fn inner(&self) -> &S {
         self.0.get_ref()
     }
 }
 
-impl AsyncRead for Buffered {
+impl<S: IO> AsyncRead for Buffered<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Buffered {
+impl<S: IO> AsyncWrite for Buffered<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
@@ -81,7 +90,7 @@ impl AsyncWrite for Buffered {
 }
 
 #[async_trait]
-impl Shutdown for Buffered {
+impl<S: IO> Shutdown for Buffered<S> {
     async fn shutdown(&mut self) {
         if let Err(e) = AsyncWriteExt::shutdown(&mut self.0).await {
             tracing::debug!(error = %e, "shutting an HTTP connection down");
@@ -89,23 +98,34 @@ impl Shutdown for Buffered {
     }
 }
 
-impl UniqueID for Buffered {
+impl<S: IO> UniqueID for Buffered<S> {
     fn id(&self) -> UniqueIDType {
         self.inner().id()
     }
 }
 
-/// Plain TCP: TLS, when there is, wraps this stream and answers itself.
-impl Ssl for Buffered {}
+impl<S: IO> Ssl for Buffered<S> {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner().get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner().get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner().selected_alpn_proto()
+    }
+}
 
 #[async_trait]
-impl Peek for Buffered {
+impl<S: IO> Peek for Buffered<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.0.get_mut().try_peek(buf).await
     }
 }
 
-impl GetTimingDigest for Buffered {
+impl<S: IO> GetTimingDigest for Buffered<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner().get_timing_digest()
     }
@@ -119,7 +139,7 @@ impl GetTimingDigest for Buffered {
     }
 }
 
-impl GetProxyDigest for Buffered {
+impl<S: IO> GetProxyDigest for Buffered<S> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner().get_proxy_digest()
     }
@@ -129,7 +149,7 @@ impl GetProxyDigest for Buffered {
     }
 }
 
-impl GetSocketDigest for Buffered {
+impl<S: IO> GetSocketDigest for Buffered<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner().get_socket_digest()
     }

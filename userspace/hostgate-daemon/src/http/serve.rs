@@ -21,7 +21,7 @@ use hostgate_store::Mirror;
 use pingora::{
     apps::ServerApp,
     listeners::tls::Acceptor,
-    protocols::{l4::stream::Stream as L4Stream, Stream, ALPN},
+    protocols::{l4::stream::Stream as L4Stream, Ssl, Stream, ALPN},
     proxy::HttpProxy,
     server::configuration::ServerConf,
 };
@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{
-    buffered::Buffered,
+    buffered::{self, Buffered},
     h2watch::{GoawayCounts, GoawayWatch},
     keys,
     proxy::Proxy,
@@ -109,21 +109,22 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
     for (addr, _) in &tls {
         info!(%addr, workers = front.workers.handles().len(), "HTTPS proxy listening");
     }
-    // Every worker accepts on its own copy of each listener, with its own
-    // apps (see crate::workers).
-    for worker in front.workers.handles() {
-        for (listeners, acceptor) in [(&plain, None), (&tls, acceptor.clone())] {
-            if listeners.is_empty() {
-                continue;
-            }
-            let app = app(acceptor.is_some());
+    // Every worker accepts on its own copy of each listener, and has its
+    // own apps (see crate::workers); a connection goes to the worker with
+    // the fewest open (`Dispatch`).
+    for (listeners, acceptor) in [(&plain, None), (&tls, acceptor.clone())] {
+        if listeners.is_empty() {
+            continue;
+        }
+        let apps: Vec<_> = front.workers.handles().iter().map(|_| app(acceptor.is_some())).collect();
+        let serving = Arc::new(Serving { apps, tls: acceptor, header_timeout });
+        for (me, worker) in front.workers.handles().iter().enumerate() {
             for (addr, listener) in listeners {
                 let copy = listener.try_clone().with_context(|| format!("a worker's copy of the listener {addr}"))?;
-                // Registered with the worker's reactor: the connections it
-                // accepts live on that worker.
+                // Registered with the worker's reactor.
                 let _guard = worker.enter();
                 let listener = tokio::net::TcpListener::from_std(copy).with_context(|| format!("listener {addr}"))?;
-                worker.spawn(accept_loop(listener, app.clone(), acceptor.clone(), front.clone(), header_timeout));
+                worker.spawn(accept_loop(listener, me, serving.clone(), front.clone()));
             }
         }
     }
@@ -166,15 +167,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// a socket that long, not forever); with an acceptor the TLS handshake
 /// first (failures are the client's business: logged at debug); then
 /// pingora's HTTP/1.1 or (by ALPN) HTTP/2 loop.
-async fn serve(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    app: Arc<HttpProxy<Proxy>>,
-    tls: Option<Arc<Acceptor>>,
-    front: Arc<Front>,
-    header_timeout: Duration,
-) {
-    let _counted = front.connection();
+async fn serve(tcp: tokio::net::TcpStream, peer: SocketAddr, serving: Arc<Serving>, counted: Counted) {
+    let front = counted.front.clone();
+    let app = serving.apps[counted.worker].clone();
+    let (tls, header_timeout) = (serving.tls.clone(), serving.header_timeout);
+    let _counted = counted;
     let shutdown = front.drain.subscribe();
     if tls.is_none() && !head_in_time(&tcp, header_timeout).await {
         front.header_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -190,17 +187,18 @@ async fn serve(
     let stream = pingora_stream(tcp, peer);
     // Writes are coalesced until pingora flushes, as on pingora's own
     // listener (see buffered.rs); under TLS, so records coalesce too.
-    let stream = Buffered::new(stream);
+    let stream = Buffered::new(stream, buffered::SEGMENT);
     let Some(acceptor) = tls else {
         app.process_new(Box::new(stream), &shutdown).await;
         return;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(stream)).await {
         Ok(Ok(tls_stream)) => {
-            let stream: Stream = Box::new(tls_stream);
-            let stream: Stream = match stream.selected_alpn_proto() {
-                Some(ALPN::H2) => Box::new(GoawayWatch::new(stream, front.goaways.clone())),
-                _ => stream,
+            // HTTP/2: h2 buffers its frames itself; HTTP/1.1: a response
+            // becomes one TLS record (see buffered.rs).
+            let stream: Stream = match tls_stream.selected_alpn_proto() {
+                Some(ALPN::H2) => Box::new(GoawayWatch::new(Box::new(tls_stream), front.goaways.clone())),
+                _ => Box::new(Buffered::new(tls_stream, buffered::RECORD)),
             };
             app.process_new(stream, &shutdown).await;
         }
@@ -250,15 +248,21 @@ fn pingora_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> L4Stream {
     stream
 }
 
-/// Accepts until the front stops accepting (drain, hand-over): the
-/// listener is dropped then, and with it this process's claim on it.
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    app: Arc<HttpProxy<Proxy>>,
+/// What serving a connection of one scheme needs: each worker's app, the
+/// TLS acceptor (HTTPS), the request head deadline.
+struct Serving {
+    apps: Vec<Arc<HttpProxy<Proxy>>>,
     tls: Option<Arc<Acceptor>>,
-    front: Arc<Front>,
     header_timeout: Duration,
-) {
+}
+
+/// Accepts until the front stops accepting (drain, hand-over): the
+/// listener is dropped then, and with it this process's claim on it. Each
+/// connection goes to the worker with the fewest open connections: all
+/// workers wake for a burst of connections, and the first to run would
+/// otherwise take them all (wrk's 32 connections landed on one worker in
+/// some `bench http` runs, halving the throughput).
+async fn accept_loop(listener: tokio::net::TcpListener, me: usize, serving: Arc<Serving>, front: Arc<Front>) {
     let mut accepting = front.accepting.subscribe();
     loop {
         let accepted = tokio::select! {
@@ -274,7 +278,7 @@ async fn accept_loop(
                 if let Err(e) = tcp.set_nodelay(true) {
                     debug!(error = %e, "TCP_NODELAY on an accepted connection");
                 }
-                tokio::spawn(serve(tcp, peer, app.clone(), tls.clone(), front.clone(), header_timeout));
+                dispatch(tcp, peer, me, &serving, &front);
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -282,6 +286,29 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Serves `tcp` here or moves it to the least loaded worker (re-registered
+/// with that worker's reactor).
+fn dispatch(tcp: tokio::net::TcpStream, peer: SocketAddr, me: usize, serving: &Arc<Serving>, front: &Arc<Front>) {
+    let to = front.least_loaded(me);
+    let counted = front.connection(to);
+    let serving = serving.clone();
+    if to == me {
+        tokio::spawn(serve(tcp, peer, serving, counted));
+        return;
+    }
+    match tcp.into_std() {
+        Ok(std) => {
+            front.workers.handles()[to].spawn(async move {
+                match tokio::net::TcpStream::from_std(std) {
+                    Ok(tcp) => serve(tcp, peer, serving, counted).await,
+                    Err(e) => debug!(error = %e, "moving a connection to another worker"),
+                }
+            });
+        }
+        Err(e) => debug!(error = %e, "moving a connection to another worker"),
     }
 }
 
@@ -306,20 +333,28 @@ pub struct Front {
     header_timeouts: std::sync::atomic::AtomicU64,
     /// GOAWAY frames sent on HTTP/2 connections, by error code.
     goaways: Arc<GoawayCounts>,
+    /// Connections open per worker (the dispatch's measure).
+    per_worker: Vec<std::sync::atomic::AtomicUsize>,
 }
 
-/// Counts one open connection while it lives.
-struct Counted(Arc<Front>);
+/// Counts one open connection of a worker while it lives.
+struct Counted {
+    front: Arc<Front>,
+    worker: usize,
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.open.send_modify(|n| *n -= 1);
+        self.front.per_worker[self.worker].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.front.open.send_modify(|n| *n -= 1);
     }
 }
 
 impl Front {
     pub fn new(workers: crate::workers::Workers) -> Arc<Front> {
+        let per_worker = workers.handles().iter().map(|_| Default::default()).collect();
         Arc::new(Front {
+            per_worker,
             workers,
             accepting: watch::Sender::new(true),
             drain: watch::Sender::new(false),
@@ -331,9 +366,16 @@ impl Front {
         })
     }
 
-    fn connection(self: &Arc<Self>) -> Counted {
+    fn connection(self: &Arc<Self>, worker: usize) -> Counted {
+        self.per_worker[worker].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.open.send_modify(|n| *n += 1);
-        Counted(self.clone())
+        Counted { front: self.clone(), worker }
+    }
+
+    /// The worker with the fewest open connections; `me` on a tie.
+    fn least_loaded(&self, me: usize) -> usize {
+        let load = |w: usize| self.per_worker[w].load(std::sync::atomic::Ordering::Relaxed);
+        (0..self.per_worker.len()).fold(me, |best, w| if load(w) < load(best) { w } else { best })
     }
 
     fn keep(&self, name: &str, fd: OwnedFd) {
@@ -425,5 +467,29 @@ async fn check_health(d: Arc<Daemon>) {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "http::Shared({} vhosts)", self.table().len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection goes to the worker with the fewest open; a tie stays.
+    #[test]
+    fn connections_go_to_the_least_loaded_worker() {
+        let workers = crate::workers::Workers::start("test").expect("workers");
+        let n = workers.handles().len();
+        let front = Front::new(workers);
+        assert_eq!(front.least_loaded(0), 0, "all idle: the accepting worker");
+        let held: Vec<Counted> = (0..n).map(|w| front.connection(w)).collect();
+        assert_eq!(front.least_loaded(n - 1), n - 1, "a tie stays");
+        let extra = front.connection(0);
+        if n > 1 {
+            assert_eq!(front.least_loaded(0), 1, "the busier worker hands on");
+        }
+        assert_eq!(front.open(), n + 1);
+        drop((held, extra));
+        assert_eq!(front.open(), 0);
+        assert_eq!(front.least_loaded(0), 0);
     }
 }
