@@ -262,7 +262,7 @@ pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the runtime")?;
-        let front = http::Front::new(workers.clone());
+        let front = http::Front::new(workers.pool());
         let outcome = control.block_on(run(config.clone(), front.clone(), &mut inherited, &mut ready));
         // Every task of the daemon ends here except the proxy's: the store
         // (and redb's lock), the API, the other services' sockets.

@@ -110,8 +110,8 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
         info!(%addr, workers = front.workers.handles().len(), "HTTPS proxy listening");
     }
     // Every worker accepts on its own copy of each listener, and has its
-    // own apps (see crate::workers); a connection goes to the worker with
-    // the fewest open (`Dispatch`).
+    // own apps (see crate::workers); a connection is served on the worker
+    // with the fewest open (`dispatch`).
     for (listeners, acceptor) in [(&plain, None), (&tls, acceptor.clone())] {
         if listeners.is_empty() {
             continue;
@@ -169,7 +169,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// pingora's HTTP/1.1 or (by ALPN) HTTP/2 loop.
 async fn serve(tcp: tokio::net::TcpStream, peer: SocketAddr, serving: Arc<Serving>, counted: Counted) {
     let front = counted.front.clone();
-    let app = serving.apps[counted.worker].clone();
+    let app = serving.apps[counted.worker.worker()].clone();
     let (tls, header_timeout) = (serving.tls.clone(), serving.header_timeout);
     let _counted = counted;
     let shutdown = front.drain.subscribe();
@@ -258,10 +258,7 @@ struct Serving {
 
 /// Accepts until the front stops accepting (drain, hand-over): the
 /// listener is dropped then, and with it this process's claim on it. Each
-/// connection goes to the worker with the fewest open connections: all
-/// workers wake for a burst of connections, and the first to run would
-/// otherwise take them all (wrk's 32 connections landed on one worker in
-/// some `bench http` runs, halving the throughput).
+/// connection is served on the worker with the fewest open (`dispatch`).
 async fn accept_loop(listener: tokio::net::TcpListener, me: usize, serving: Arc<Serving>, front: Arc<Front>) {
     let mut accepting = front.accepting.subscribe();
     loop {
@@ -289,27 +286,11 @@ async fn accept_loop(listener: tokio::net::TcpListener, me: usize, serving: Arc<
     }
 }
 
-/// Serves `tcp` here or moves it to the least loaded worker (re-registered
-/// with that worker's reactor).
+/// Serves `tcp` on the least loaded worker (see crate::workers).
 fn dispatch(tcp: tokio::net::TcpStream, peer: SocketAddr, me: usize, serving: &Arc<Serving>, front: &Arc<Front>) {
-    let to = front.least_loaded(me);
-    let counted = front.connection(to);
-    let serving = serving.clone();
-    if to == me {
-        tokio::spawn(serve(tcp, peer, serving, counted));
-        return;
-    }
-    match tcp.into_std() {
-        Ok(std) => {
-            front.workers.handles()[to].spawn(async move {
-                match tokio::net::TcpStream::from_std(std) {
-                    Ok(tcp) => serve(tcp, peer, serving, counted).await,
-                    Err(e) => debug!(error = %e, "moving a connection to another worker"),
-                }
-            });
-        }
-        Err(e) => debug!(error = %e, "moving a connection to another worker"),
-    }
+    let (serving, front) = (serving.clone(), front.clone());
+    let workers = front.workers.clone();
+    workers.serve_on(me, tcp, move |tcp, worker| serve(tcp, peer, serving, front.connection(worker)));
 }
 
 /// The proxy's listeners and connections of one daemon start, on the
@@ -317,7 +298,7 @@ fn dispatch(tcp: tokio::net::TcpStream, peer: SocketAddr, me: usize, serving: &A
 /// daemon stops or hands over, it stops accepting and drains them.
 pub struct Front {
     /// The connection workers (the process's, not this front's).
-    workers: crate::workers::Workers,
+    workers: crate::workers::Pool,
     /// True while the accept loops accept.
     accepting: watch::Sender<bool>,
     /// pingora's shutdown watch: `true` makes every connection close after
@@ -333,28 +314,24 @@ pub struct Front {
     header_timeouts: std::sync::atomic::AtomicU64,
     /// GOAWAY frames sent on HTTP/2 connections, by error code.
     goaways: Arc<GoawayCounts>,
-    /// Connections open per worker (the dispatch's measure).
-    per_worker: Vec<std::sync::atomic::AtomicUsize>,
 }
 
-/// Counts one open connection of a worker while it lives.
+/// Counts one open connection (of the front, and of its worker) while it
+/// lives.
 struct Counted {
     front: Arc<Front>,
-    worker: usize,
+    worker: crate::workers::Counted,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.front.per_worker[self.worker].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.front.open.send_modify(|n| *n -= 1);
     }
 }
 
 impl Front {
-    pub fn new(workers: crate::workers::Workers) -> Arc<Front> {
-        let per_worker = workers.handles().iter().map(|_| Default::default()).collect();
+    pub fn new(workers: crate::workers::Pool) -> Arc<Front> {
         Arc::new(Front {
-            per_worker,
             workers,
             accepting: watch::Sender::new(true),
             drain: watch::Sender::new(false),
@@ -366,16 +343,9 @@ impl Front {
         })
     }
 
-    fn connection(self: &Arc<Self>, worker: usize) -> Counted {
-        self.per_worker[worker].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn connection(self: &Arc<Self>, worker: crate::workers::Counted) -> Counted {
         self.open.send_modify(|n| *n += 1);
         Counted { front: self.clone(), worker }
-    }
-
-    /// The worker with the fewest open connections; `me` on a tie.
-    fn least_loaded(&self, me: usize) -> usize {
-        let load = |w: usize| self.per_worker[w].load(std::sync::atomic::Ordering::Relaxed);
-        (0..self.per_worker.len()).fold(me, |best, w| if load(w) < load(best) { w } else { best })
     }
 
     fn keep(&self, name: &str, fd: OwnedFd) {
@@ -467,29 +437,5 @@ async fn check_health(d: Arc<Daemon>) {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "http::Shared({} vhosts)", self.table().len())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A connection goes to the worker with the fewest open; a tie stays.
-    #[test]
-    fn connections_go_to_the_least_loaded_worker() {
-        let workers = crate::workers::Workers::start("test").expect("workers");
-        let n = workers.handles().len();
-        let front = Front::new(workers);
-        assert_eq!(front.least_loaded(0), 0, "all idle: the accepting worker");
-        let held: Vec<Counted> = (0..n).map(|w| front.connection(w)).collect();
-        assert_eq!(front.least_loaded(n - 1), n - 1, "a tie stays");
-        let extra = front.connection(0);
-        if n > 1 {
-            assert_eq!(front.least_loaded(0), 1, "the busier worker hands on");
-        }
-        assert_eq!(front.open(), n + 1);
-        drop((held, extra));
-        assert_eq!(front.open(), 0);
-        assert_eq!(front.least_loaded(0), 0);
     }
 }

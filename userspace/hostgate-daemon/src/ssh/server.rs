@@ -29,7 +29,10 @@ use russh::{
 use tracing::{info, warn};
 
 use super::{history, keys, relay::Tally, upstream};
-use crate::{workers::Workers, Daemon};
+use crate::{
+    workers::{Pool, Workers},
+    Daemon,
+};
 
 /// Channel window: OpenSSH's 2 MiB caps a long path (research §4.2).
 pub const WINDOW: u32 = 16 * 1024 * 1024;
@@ -51,6 +54,10 @@ fn config(host_keys: Vec<russh::keys::PrivateKey>, leg: super::Leg) -> server::C
         keys: host_keys,
         window_size: WINDOW,
         maximum_packet_size: PACKET,
+        // What our relay writes towards the customer queues here until the
+        // session task sends it: russh's 10 makes the relay wait for the
+        // session after every 10 packets of a transfer.
+        event_buffer_size: 128,
         max_auth_attempts: 10,
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
@@ -88,11 +95,11 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<Option<Workers>> {
     let workers = Workers::start("ssh")?;
     for (addr, listener) in &listeners {
         info!(%addr, workers = workers.handles().len(), "SSH proxy listening");
-        for worker in workers.handles() {
+        for (me, worker) in workers.handles().iter().enumerate() {
             let copy = listener.try_clone().with_context(|| format!("a worker's copy of the listener {addr}"))?;
             let _guard = worker.enter();
             let listener = tokio::net::TcpListener::from_std(copy).with_context(|| format!("listener {addr}"))?;
-            worker.spawn(accept_loop(d.clone(), listener, configs.clone()));
+            worker.spawn(accept_loop(d.clone(), listener, configs.clone(), workers.pool(), me));
         }
     }
     Ok(Some(workers))
@@ -138,12 +145,18 @@ impl Configs {
     }
 }
 
-async fn accept_loop(d: Arc<Daemon>, listener: tokio::net::TcpListener, configs: Configs) {
+/// Accepts on worker `me`; each connection is served on the least loaded
+/// worker (see `crate::workers`).
+async fn accept_loop(d: Arc<Daemon>, listener: tokio::net::TcpListener, configs: Configs, pool: Pool, me: usize) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(serve(d.clone(), configs.clone(), sock, peer));
+                let (d, configs) = (d.clone(), configs.clone());
+                pool.serve_on(me, sock, move |sock, counted| async move {
+                    serve(d, configs, sock, peer).await;
+                    drop(counted);
+                });
             }
             Err(e) => {
                 warn!(error = %e, "SSH accept failed");
