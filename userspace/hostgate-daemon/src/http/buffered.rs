@@ -22,16 +22,11 @@
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use async_trait::async_trait;
-use pingora::protocols::{
-    raw_connect::ProxyDigest, tls::SslDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
-    SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType, ALPN, IO,
-};
+use pingora::protocols::{Shutdown, IO};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 
 /// pingora's `DEFAULT_L4_WRITE_BUFFER_SIZE`: one Ethernet MSS, so a small
@@ -53,6 +48,10 @@ impl<S: IO> Buffered<S> {
 
     fn inner(&self) -> &S {
         self.0.get_ref()
+    }
+
+    fn inner_mut(&mut self) -> &mut S {
+        self.0.get_mut()
     }
 }
 
@@ -98,63 +97,74 @@ impl<S: IO> Shutdown for Buffered<S> {
     }
 }
 
-impl<S: IO> UniqueID for Buffered<S> {
-    fn id(&self) -> UniqueIDType {
-        self.inner().id()
-    }
+/// The pingora stream traits a wrapper passes through to the stream it
+/// wraps (`self.inner()` / `self.inner_mut()`): connection identity, TLS,
+/// peeking and the digests. Reading, writing and shutting down are each
+/// wrapper's own.
+macro_rules! forward_stream_traits {
+    ([$($generics:tt)*] $wrapper:ty) => {
+        impl<$($generics)*> pingora::protocols::UniqueID for $wrapper {
+            fn id(&self) -> pingora::protocols::UniqueIDType {
+                self.inner().id()
+            }
+        }
+
+        impl<$($generics)*> pingora::protocols::Ssl for $wrapper {
+            fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+                self.inner().get_ssl()
+            }
+
+            fn get_ssl_digest(&self) -> Option<std::sync::Arc<pingora::protocols::tls::SslDigest>> {
+                self.inner().get_ssl_digest()
+            }
+
+            fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+                self.inner().selected_alpn_proto()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl<$($generics)*> pingora::protocols::Peek for $wrapper {
+            async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+                self.inner_mut().try_peek(buf).await
+            }
+        }
+
+        impl<$($generics)*> pingora::protocols::GetTimingDigest for $wrapper {
+            fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+                self.inner().get_timing_digest()
+            }
+
+            fn get_read_pending_time(&self) -> std::time::Duration {
+                self.inner().get_read_pending_time()
+            }
+
+            fn get_write_pending_time(&self) -> std::time::Duration {
+                self.inner().get_write_pending_time()
+            }
+        }
+
+        impl<$($generics)*> pingora::protocols::GetProxyDigest for $wrapper {
+            fn get_proxy_digest(&self) -> Option<std::sync::Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+                self.inner().get_proxy_digest()
+            }
+
+            fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
+                self.inner_mut().set_proxy_digest(digest);
+            }
+        }
+
+        impl<$($generics)*> pingora::protocols::GetSocketDigest for $wrapper {
+            fn get_socket_digest(&self) -> Option<std::sync::Arc<pingora::protocols::SocketDigest>> {
+                self.inner().get_socket_digest()
+            }
+
+            fn set_socket_digest(&mut self, digest: pingora::protocols::SocketDigest) {
+                self.inner_mut().set_socket_digest(digest);
+            }
+        }
+    };
 }
+pub(super) use forward_stream_traits;
 
-impl<S: IO> Ssl for Buffered<S> {
-    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
-        self.inner().get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner().get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner().selected_alpn_proto()
-    }
-}
-
-#[async_trait]
-impl<S: IO> Peek for Buffered<S> {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.0.get_mut().try_peek(buf).await
-    }
-}
-
-impl<S: IO> GetTimingDigest for Buffered<S> {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner().get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner().get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner().get_write_pending_time()
-    }
-}
-
-impl<S: IO> GetProxyDigest for Buffered<S> {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner().get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.0.get_mut().set_proxy_digest(digest);
-    }
-}
-
-impl<S: IO> GetSocketDigest for Buffered<S> {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner().get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.0.get_mut().set_socket_digest(digest);
-    }
-}
+forward_stream_traits!([S: IO] Buffered<S>);

@@ -13,15 +13,11 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
-    time::Duration,
 };
 
 use async_trait::async_trait;
 use hostgate_http::h2frames::{error_name, GoawayScanner};
-use pingora::protocols::{
-    raw_connect::ProxyDigest, tls::SslDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
-    SocketDigest, Ssl, Stream, TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora::protocols::{Shutdown, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// HTTP/2 error codes 0..=13 (RFC 9113 §7), then any other.
@@ -55,6 +51,14 @@ pub struct GoawayWatch {
 impl GoawayWatch {
     pub fn new(inner: Stream, counts: Arc<GoawayCounts>) -> GoawayWatch {
         GoawayWatch { inner, scanner: GoawayScanner::default(), counts }
+    }
+
+    fn inner(&self) -> &Stream {
+        &self.inner
+    }
+
+    fn inner_mut(&mut self) -> &mut Stream {
+        &mut self.inner
     }
 
     fn saw(&mut self, written: &[u8]) {
@@ -97,63 +101,4 @@ impl Shutdown for GoawayWatch {
     }
 }
 
-impl UniqueID for GoawayWatch {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for GoawayWatch {
-    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
-        self.inner.get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-#[async_trait]
-impl Peek for GoawayWatch {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
-    }
-}
-
-impl GetTimingDigest for GoawayWatch {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for GoawayWatch {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest);
-    }
-}
-
-impl GetSocketDigest for GoawayWatch {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest);
-    }
-}
+super::buffered::forward_stream_traits!([] GoawayWatch);
