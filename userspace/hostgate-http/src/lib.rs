@@ -9,6 +9,7 @@ pub mod accesslog;
 pub mod acme;
 pub mod balance;
 pub mod h2frames;
+pub mod head;
 pub mod headers;
 pub mod model;
 pub mod proxy_protocol;

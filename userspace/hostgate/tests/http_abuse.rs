@@ -2,6 +2,8 @@
 //! trickle their request head are answered 408 and closed after
 //! `[http] header_timeout_secs`, counted, and never starve the other
 //! customers meanwhile; a head that arrives in pieces but in time is served.
+//! Later heads on a keep-alive connection and heads over TLS are timed as
+//! well (NGINX's `client_header_timeout`).
 //! An HTTP/2 rapid-reset flood (tests/http_peer.py rapidreset: raw frames
 //! over TLS) is cut off with GOAWAY while another customer is served.
 
@@ -145,26 +147,8 @@ fn slow_request_heads_are_timed_out_and_others_served() {
     assert!(answer.contains("c1"), "{answer}");
 }
 
-/// `curl -k --http2 https://host/` through the proxy's TLS port: status code.
-fn code_h2(client: &Netns, host: &str) -> u16 {
-    let out = client
-        .command("curl")
-        .args(["-sk", "--http2", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
-        .arg(format!("{host}:443:{NODE_V4}"))
-        .arg(format!("https://{host}/"))
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
-}
-
-#[test]
-fn http2_rapid_reset_is_contained() {
-    if !privileged("http2_rapid_reset_is_contained") {
-        return;
-    }
-    let extra = format!("\n[http]\nlisten_tls = [\"{NODE_V4}:443\"]\n");
-    let mut node = TestNode::with_config("httprst", 2, &extra);
-    node.start_daemon();
+/// A self-signed ECDSA certificate for both sites, the default one.
+fn default_certificate(node: &TestNode) {
     let dir = node.dir.path().to_path_buf();
     let made = std::process::Command::new("openssl")
         .current_dir(&dir)
@@ -185,6 +169,29 @@ fn http2_rapid_reset_is_contained() {
         &key.display().to_string(),
         "--default",
     ]));
+}
+
+/// `curl -k --http2 https://host/` through the proxy's TLS port: status code.
+fn code_h2(client: &Netns, host: &str) -> u16 {
+    let out = client
+        .command("curl")
+        .args(["-sk", "--http2", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+        .arg(format!("{host}:443:{NODE_V4}"))
+        .arg(format!("https://{host}/"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn http2_rapid_reset_is_contained() {
+    if !privileged("http2_rapid_reset_is_contained") {
+        return;
+    }
+    let extra = format!("\n[http]\nlisten_tls = [\"{NODE_V4}:443\"]\n");
+    let mut node = TestNode::with_config("httprst", 2, &extra);
+    node.start_daemon();
+    default_certificate(&node);
     let _peers = two_customer_sites(&node);
     let client = &node.topo.client;
     assert!(common::eventually(Duration::from_secs(3), || code_h2(client, "b.example.com") == 200));
@@ -235,4 +242,99 @@ fn http2_rapid_reset_is_contained() {
     let calm = status.http_h2_goaways.get("ENHANCE_YOUR_CALM").copied().unwrap_or(0);
     assert!(calm >= 1, "GOAWAYs counted: {:?}", status.http_h2_goaways);
     assert_eq!(code_h2(client, "a.example.com"), 200, "the proxy survived and serves the flooded site");
+}
+
+/// Sends `first` on `conn`, then a header line every 300 ms; what came
+/// back within `for_at_most` (the proxy closing ends it).
+fn trickle(mut conn: TcpStream, first: &[u8], for_at_most: Duration) -> String {
+    conn.write_all(first).expect("first piece");
+    conn.set_nonblocking(true).expect("nonblocking");
+    let (mut got, deadline) = (Vec::new(), Instant::now() + for_at_most);
+    let mut round = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut buf = [0u8; 4096];
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+        round += 1;
+        if write!(conn, "X-Slow-{round}: {round}\r\n").is_err() {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn later_heads_and_heads_over_tls_are_timed_too() {
+    if !privileged("later_heads_and_heads_over_tls_are_timed_too") {
+        return;
+    }
+    let extra =
+        format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\nlisten_tls = [\"{NODE_V4}:443\"]\nheader_timeout_secs = 2\n");
+    let mut node = TestNode::with_config("httpslow2", 2, &extra);
+    node.start_daemon();
+    default_certificate(&node);
+    let _peers = two_customer_sites(&node);
+    let client = &node.topo.client;
+    assert!(common::eventually(Duration::from_secs(3), || code(client, "a.example.com") == 200));
+
+    // Keep-alive: the first request is answered, the second's head
+    // trickles and is cut off after about two seconds.
+    let path = client.path();
+    let (answer, took) = std::thread::spawn(move || {
+        hostgate_testbed::sender::enter_netns(&path).expect("enter client netns");
+        let mut conn = TcpStream::connect((NODE_V4, 80)).expect("connect");
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n").expect("first request");
+        conn.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        let mut buf = [0u8; 4096];
+        let k = conn.read(&mut buf).expect("first answer");
+        // The second head starts after the first answer (pingora closes a
+        // connection that pipelines).
+        let start = Instant::now();
+        let later = trickle(conn, b"GET / HTTP/1.1\r\nHost: a.example.com\r\n", Duration::from_secs(8));
+        (String::from_utf8_lossy(&buf[..k]).into_owned() + "|" + &later, start.elapsed())
+    })
+    .join()
+    .expect("keep-alive trickle");
+    let (first, later) = answer.split_once('|').expect("two parts");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(later.starts_with("HTTP/1.1 408"), "second head timed out: {later:?}");
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(6), "after about 2 s: {took:?}");
+
+    // TLS: the handshake completes, then the head trickles.
+    let mut s_client = client
+        .command("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("{NODE_V4}:443"), "-servername", "a.example.com"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = s_client.stdin.take().expect("stdin");
+    let mut stdout = s_client.stdout.take().expect("stdout");
+    let start = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let mut got = String::new();
+        let _ = stdout.read_to_string(&mut got);
+        got
+    });
+    stdin.write_all(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n").expect("first line");
+    for round in 0..30 {
+        std::thread::sleep(Duration::from_millis(300));
+        if reader.is_finished() || stdin.write_all(format!("X-Slow-{round}: {round}\r\n").as_bytes()).is_err() {
+            break;
+        }
+    }
+    let took = start.elapsed();
+    drop(stdin);
+    let _ = s_client.kill();
+    let _ = s_client.wait();
+    let got = reader.join().expect("reader");
+    assert!(got.starts_with("HTTP/1.1 408"), "head over TLS timed out: {got:?}");
+    assert!(took < Duration::from_secs(7), "closed after about 2 s: {took:?}");
+    assert!(node.status().http_header_timeouts >= 2);
 }

@@ -9,6 +9,7 @@ mod buffered;
 mod cache;
 mod certs;
 mod h2watch;
+mod head_deadline;
 mod proxy;
 mod serve;
 

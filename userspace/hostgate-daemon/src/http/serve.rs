@@ -5,13 +5,12 @@
 //! and its runtimes). Each `[http] listen` address is a tokio listener on
 //! each connection worker (`crate::workers`); every accepted connection becomes a pingora
 //! `Stream` (with its socket digest, so the peer address is known) and is
-//! handed to the `HttpProxy` app through `ServerApp::process_new`, which
-//! runs HTTP/1.1 keep-alive exactly as pingora's own listener service
-//! would. `[http] listen_tls` connections first go through pingora's
-//! rustls `Acceptor`, built from our own `ServerConfig` (the live per-SNI
-//! resolver, TLS 1.2/1.3, ALPN h2 + http/1.1) by `from_server_config`;
-//! `process_new` then reads the negotiated ALPN and speaks HTTP/2 or
-//! HTTP/1.1.
+//! handed to the `HttpProxy` app: HTTP/1.1 through `head_deadline::serve_h1`
+//! (pingora's own keep-alive loop, plus a deadline on every request head),
+//! HTTP/2 through `ServerApp::process_new`. `[http] listen_tls`
+//! connections first go through pingora's rustls `Acceptor`, built from
+//! our own `ServerConfig` (the live per-SNI resolver, TLS 1.2/1.3, ALPN h2
+//! + http/1.1) by `from_server_config`; the negotiated ALPN picks the loop.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -21,7 +20,7 @@ use hostgate_store::Mirror;
 use pingora::{
     apps::ServerApp,
     listeners::tls::Acceptor,
-    protocols::{l4::stream::Stream as L4Stream, Ssl, Stream, ALPN},
+    protocols::{l4::stream::Stream as L4Stream, Ssl, ALPN},
     proxy::HttpProxy,
     server::configuration::ServerConf,
 };
@@ -32,7 +31,7 @@ use tracing::{debug, info, warn};
 use super::{
     buffered::{self, Buffered},
     h2watch::{GoawayCounts, GoawayWatch},
-    keys,
+    head_deadline, keys,
     proxy::Proxy,
     Shared,
 };
@@ -162,77 +161,40 @@ fn bind_all(
 /// one must not hold a task and a socket forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One connection: on plain HTTP the first request's head must arrive
-/// within `header_timeout` (else 408 and close: a slowloris client holds
-/// a socket that long, not forever); with an acceptor the TLS handshake
-/// first (failures are the client's business: logged at debug); then
-/// pingora's HTTP/1.1 or (by ALPN) HTTP/2 loop.
+/// One connection: with an acceptor the TLS handshake first (failures are
+/// the client's business: logged at debug); then pingora's HTTP/2 loop (by
+/// ALPN) or HTTP/1.1 loop, the latter with every request head timed
+/// (`head_deadline`: 408 and close after `header_timeout`, so a slowloris
+/// client holds a socket that long, not forever).
 async fn serve(tcp: tokio::net::TcpStream, peer: SocketAddr, serving: Arc<Serving>, counted: Counted) {
     let front = counted.front.clone();
     let app = serving.apps[counted.worker.worker()].clone();
     let (tls, header_timeout) = (serving.tls.clone(), serving.header_timeout);
     let _counted = counted;
     let shutdown = front.drain.subscribe();
-    if tls.is_none() && !head_in_time(&tcp, header_timeout).await {
-        front.header_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        debug!(%peer, "request head not complete in time: 408");
-        let mut tcp = tcp;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::io::AsyncWriteExt::write_all(&mut tcp, REQUEST_TIMEOUT),
-        )
-        .await;
-        return;
-    }
     let stream = pingora_stream(tcp, peer);
     // Writes are coalesced until pingora flushes, as on pingora's own
     // listener (see buffered.rs); under TLS, so records coalesce too.
     let stream = Buffered::new(stream, buffered::SEGMENT);
     let Some(acceptor) = tls else {
-        app.process_new(Box::new(stream), &shutdown).await;
+        head_deadline::serve_h1(&app, Box::new(stream), header_timeout, front, &shutdown).await;
         return;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(stream)).await {
-        Ok(Ok(tls_stream)) => {
-            // HTTP/2: h2 buffers its frames itself; HTTP/1.1: a response
-            // becomes one TLS record (see buffered.rs).
-            let stream: Stream = match tls_stream.selected_alpn_proto() {
-                Some(ALPN::H2) => Box::new(GoawayWatch::new(Box::new(tls_stream), front.goaways.clone())),
-                _ => Box::new(Buffered::new(tls_stream, buffered::RECORD)),
-            };
-            app.process_new(stream, &shutdown).await;
-        }
+        Ok(Ok(tls_stream)) => match tls_stream.selected_alpn_proto() {
+            // HTTP/2: h2 buffers its frames itself.
+            Some(ALPN::H2) => {
+                let stream = GoawayWatch::new(Box::new(tls_stream), front.goaways.clone());
+                app.process_new(Box::new(stream), &shutdown).await;
+            }
+            // HTTP/1.1: a response becomes one TLS record (see buffered.rs).
+            _ => {
+                let stream = Buffered::new(tls_stream, buffered::RECORD);
+                head_deadline::serve_h1(&app, Box::new(stream), header_timeout, front, &shutdown).await;
+            }
+        },
         Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
         Err(_) => debug!("TLS handshake timed out"),
-    }
-}
-
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-
-/// The most of a request head looked at (pingora's own limit is larger;
-/// a head this long is complete enough to be judged by pingora).
-const HEAD_PEEK: usize = 16 * 1024;
-
-/// Whether the first request head (up to the blank line) arrives within
-/// `limit`, looking without consuming. A client that sends its request in
-/// one piece is answered by the first peek, which waits for data without
-/// polling; a head that arrives in pieces is looked at again every 20 ms.
-/// A closed or failed connection counts as in time: pingora deals with it.
-async fn head_in_time(tcp: &tokio::net::TcpStream, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut buf = vec![0u8; HEAD_PEEK];
-    loop {
-        match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Err(_)) | Ok(Ok(0)) => return true,
-            Ok(Ok(n)) if n == buf.len() || buf[..n].windows(4).any(|w| w == b"\r\n\r\n") => return true,
-            Ok(Ok(_)) => {
-                if tokio::time::Instant::now() + Duration::from_millis(20) > deadline {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
     }
 }
 
@@ -365,6 +327,10 @@ impl Front {
     }
 
     /// Connections closed because their request head was too slow.
+    pub(super) fn count_header_timeout(&self) {
+        self.header_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn header_timeouts(&self) -> u64 {
         self.header_timeouts.load(std::sync::atomic::Ordering::Relaxed)
     }
