@@ -29,6 +29,8 @@ const SHOP: &str = "shop.example.com";
 const PLAIN: &str = "plain.example.com";
 /// An opted-in vhost the DNS does not know: pebble's validation fails.
 const LOST: &str = "lost.example.com";
+/// An opted-in vhost whose stored certificate is due for renewal.
+const RENEW: &str = "renew.example.com";
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out =
@@ -76,6 +78,65 @@ fn pebble_tls(dir: &Path) {
             "copy",
             "-out",
             "api.pem",
+        ],
+    );
+}
+
+/// A certificate for `name` from another test CA (`old-ca.pem`), valid
+/// from two days ago to an hour from now: still valid, but past its
+/// renewal time. OpenSSL 3.0's `req`/`x509` cannot backdate; `ca` can.
+fn due_certificate(dir: &Path, name: &str) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509", "-nodes", "-keyout", "old-ca.key", "-out", "old-ca.pem", "-days", "3"][..],
+            &ec,
+            &["-subj", "/CN=hostgate acme test old CA"],
+        ]
+        .concat(),
+    );
+    let san = format!("subjectAltName=DNS:{name}");
+    let subject = format!("/CN={name}");
+    openssl(
+        dir,
+        &[
+            &["req", "-new", "-nodes", "-keyout", "due.key", "-out", "due.csr"][..],
+            &ec,
+            &["-subj", &subject, "-addext", &san],
+        ]
+        .concat(),
+    );
+    let config = "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+                  default_md = sha256\npolicy = any\ncopy_extensions = copy\n[any]\ncommonName = supplied\n";
+    std::fs::write(dir.join("ca.cnf"), config).expect("ca.cnf");
+    std::fs::write(dir.join("index.txt"), "").expect("index");
+    std::fs::write(dir.join("serial"), "01\n").expect("serial");
+    let stamp = |t: i64| {
+        let out = Command::new("date").args(["-u", "-d", &format!("@{t}"), "+%Y%m%d%H%M%SZ"]).output().expect("date");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (start, end) = (stamp(now() - 2 * 86_400), stamp(now() + 3600));
+    openssl(
+        dir,
+        &[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "old-ca.pem",
+            "-keyfile",
+            "old-ca.key",
+            "-in",
+            "due.csr",
+            "-out",
+            "due.pem",
+            "-startdate",
+            &start,
+            "-enddate",
+            &end,
         ],
     );
 }
@@ -282,4 +343,36 @@ fn acme_certificates_from_pebble() {
     ok(node.cli(&["http", "vhost", "rm", LOST]));
     let names: Vec<String> = acme_status(&node).into_iter().map(|a| a.name).collect();
     assert_eq!(names, [SHOP]);
+
+    // Renewal before expiry: a certificate stored by hand that is still
+    // valid but past its renewal time is served (not the default one)
+    // until the issuer has pebble's replacement, which then takes its place.
+    ok(node.cli(&["dns", "record", "add", ZONE, "renew", "A", &NODE_V4.to_string()]));
+    due_certificate(pki.path(), RENEW);
+    let (due, due_key) = (pki.path().join("due.pem"), pki.path().join("due.key"));
+    ok(node.cli(&[
+        "http",
+        "cert",
+        "add",
+        "--cert",
+        &due.display().to_string(),
+        "--key",
+        &due_key.display().to_string(),
+    ]));
+    let resolve = format!("{RENEW}:443:{NODE_V4}");
+    let old_ca = pki.path().join("old-ca.pem");
+    let (_, _, trace) = curl(client, &old_ca, &format!("https://{RENEW}/"), &["--resolve", &resolve, "-k"]);
+    assert!(trace.contains("issuer: CN=hostgate acme test old CA"), "the stored certificate is served: {trace}");
+    ok(node.cli(&["http", "vhost", "add", RENEW, "--customer", "acme", "--backend", &backend, "--acme"]));
+    let renewed = eventually(Duration::from_secs(60), || {
+        entry(&node, RENEW).is_some_and(|a| a.state == "valid" && a.not_after.is_some_and(|t| t > now() + 86_400))
+    });
+    assert!(renewed, "{RENEW} not renewed: {:?}\npebble:\n{}", acme_status(&node), pebble_log(pki.path()));
+    let served = eventually(Duration::from_secs(5), || {
+        let (code, body, _) = curl(client, &pebble_root, &format!("https://{RENEW}/"), &["--resolve", &resolve]);
+        code == 200 && body.contains("c1")
+    });
+    let (_, _, trace) = curl(client, &pebble_root, &format!("https://{RENEW}/"), &["--resolve", &resolve]);
+    assert!(served && trace.contains("issuer: CN=Pebble Intermediate"), "renewed certificate served: {trace}");
+    assert!(node.log().contains(&format!("ACME order name={RENEW}")), "{}", node.log());
 }
