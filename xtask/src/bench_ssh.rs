@@ -13,7 +13,9 @@
 //! Measured: connection setup rate (sequential `ssh ... true`, full
 //! handshake + authentication + one exec, no connection sharing) and the
 //! throughput of a large file by scp (SFTP protocol) up and sftp down,
-//! median of three runs each, with hostgate's ratios to both peers.
+//! median of three runs each, with hostgate's ratios to both peers. The
+//! runs of one measurement take turns path after path, so a change in
+//! the machine's load falls on all three alike.
 
 use std::{
     path::{Path, PathBuf},
@@ -65,14 +67,27 @@ pub fn run() -> anyhow::Result<()> {
             bail!("{} does not work: {}\n{}", p.name(), String::from_utf8_lossy(&out.stderr), bed.logs());
         }
     }
-    let mut rows = Vec::new();
-    for p in paths {
-        let setup = median((0..RUNS).map(|_| bed.setup_rate(p)).collect::<anyhow::Result<_>>()?);
-        let up = median((0..RUNS).map(|_| bed.scp_up(p)).collect::<anyhow::Result<_>>()?);
-        let down = median((0..RUNS).map(|_| bed.sftp_down(p)).collect::<anyhow::Result<_>>()?);
-        println!("{:<10} setup {setup:7.1}/s  scp up {up:7.1} MiB/s  sftp down {down:7.1} MiB/s", p.name());
-        rows.push((p, setup, up, down));
-    }
+    // Each measurement takes its turns path after path (direct, ProxyJump,
+    // hostgate, then again), so a change in the machine's load between
+    // runs falls on all three paths alike instead of on one.
+    let interleaved = |what: &dyn Fn(Route) -> anyhow::Result<f64>| -> anyhow::Result<Vec<f64>> {
+        let mut runs = vec![Vec::new(); paths.len()];
+        for _ in 0..RUNS {
+            for (i, p) in paths.iter().enumerate() {
+                runs[i].push(what(*p)?);
+            }
+        }
+        Ok(runs.into_iter().map(median).collect())
+    };
+    let measured = |what: &str, unit: &str, medians: Vec<f64>| {
+        let each = paths.iter().zip(&medians).map(|(p, m)| format!("{} {m:.1}", p.name())).collect::<Vec<_>>();
+        println!("{what} ({unit}, median of {RUNS}): {}", each.join(", "));
+        medians
+    };
+    let setup = measured("setup", "logins/s", interleaved(&|p| bed.setup_rate(p))?);
+    let up = measured("scp up", "MiB/s", interleaved(&|p| bed.scp_up(p))?);
+    let down = measured("sftp down", "MiB/s", interleaved(&|p| bed.sftp_down(p))?);
+    let rows: Vec<_> = paths.into_iter().enumerate().map(|(i, p)| (p, setup[i], up[i], down[i])).collect();
     println!(
         "\n{LOGINS} sequential logins per run, {FILE_MIB} MiB file; median of {RUNS} runs\n\n\
          | path | logins/s | scp up MiB/s | sftp down MiB/s |\n|---|---|---|---|"
