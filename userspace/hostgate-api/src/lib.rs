@@ -685,14 +685,15 @@ pub struct VhostView {
 
 pub const HTTP_CACHE_PURGE: &str = "/v1/http/cache/purge";
 
-/// `POST /v1/http/cache/purge`: drop a vhost's cached responses on this
-/// node (those whose path starts with `path`, if given).
+/// `POST /v1/http/cache/purge`: drop a vhost's cached responses (those
+/// whose path starts with `path`, if given) on this node, and through the
+/// store on every other.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CachePurge {
     pub host: String,
     #[serde(default)]
     pub path: Option<String>,
-    /// How many responses went (in the answer).
+    /// How many responses went on the node asked (in the answer).
     #[serde(default)]
     pub purged: usize,
 }

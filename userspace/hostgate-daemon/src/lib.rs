@@ -378,6 +378,7 @@ pub async fn run(
     tokio::spawn(fw::run(daemon.clone()));
     spawn_follower("HTTP routing table", &daemon, http::follow);
     spawn_follower("TLS certificates", &daemon, http::follow_certs);
+    spawn_follower("HTTP cache purges", &daemon, http::follow_purges);
     spawn_follower("ACME HTTP-01 answers", &daemon, http::follow_challenges);
     spawn_follower("ACME issuer", &daemon, http::run_acme);
     http::listen(&daemon, inherited).await?;

@@ -582,7 +582,7 @@ enum AcmeCommand {
 
 #[derive(Subcommand)]
 enum CacheCommand {
-    /// Drop a vhost's cached responses on this node (all, or those whose
+    /// Drop a vhost's cached responses on every node (all, or those whose
     /// path starts with --path).
     Purge {
         host: String,
@@ -1068,7 +1068,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Http { command: HttpCommand::Cache { command: CacheCommand::Purge { host, path } } } => {
             let req = hostgate_api::CachePurge { host, path, purged: 0 };
             let r: hostgate_api::CachePurge = client.post(hostgate_api::HTTP_CACHE_PURGE, &req).await?;
-            println!("{} cached response(s) of {} purged", r.purged, r.host);
+            println!(
+                "{} cached response(s) of {} purged on this node; the other nodes purge them too",
+                r.purged, r.host
+            );
             Ok(())
         }
         Command::Dhcp { command } => dhcp(&client, command).await,

@@ -6,7 +6,8 @@
 //! revision everywhere), drain/undrain and move, failover of a dead node's
 //! IPs (measured), fencing when a node loses etcd while clients still see
 //! it (never two holders), a whole-cluster restart that keeps every
-//! assignment, and concurrent assignments from two nodes.
+//! assignment, concurrent assignments from two nodes, and an HTTP cache
+//! purge asked of one node emptying every node's cache.
 
 mod common;
 
@@ -15,11 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{err, ok, TestDaemon};
+use common::{err, http_peer, ok, TestDaemon};
 use hostgate_api::{IpView, Status};
 use hostgate_testbed::{
     privileged, servers,
-    topology::{ClusterTopology, CONTROL_STORE_V4, NODE_UPLINK},
+    topology::{ClusterTopology, CLUSTER_CLIENT_V4, CONTROL_STORE_V4, NODE_UPLINK},
     unique_name, EtcdServer,
 };
 
@@ -428,4 +429,45 @@ fn a_whole_cluster_restart_keeps_every_assignment() {
     let after: Vec<(String, String)> =
         c.ips(2).into_iter().filter(|v| v.addr != "203.0.113.60").map(|v| (v.addr, v.customer)).collect();
     assert_eq!(before, after);
+}
+
+/// Each node caches on its own; a purge asked of one node goes to the
+/// others through the store, so the next request on every node reaches
+/// the origin again.
+#[test]
+fn a_cache_purge_reaches_every_node() {
+    if !privileged("a_cache_purge_reaches_every_node") {
+        return;
+    }
+    // Node i is 198.18.0.(i+1) on the segment (ClusterTopology::build).
+    let c = Cluster::start_with("purge", 2, |i| format!("\n[http]\nlisten = [\"198.18.0.{}:80\"]\n", i + 1));
+    // The origin answers every /cached path with a new number.
+    let _origin = http_peer(&c.topo.client, &CLUSTER_CLIENT_V4.to_string(), 8080, "origin", false);
+    let host = "shop.example.com";
+    ok(c.nodes[0].cli(&["customer", "add", "acme"]));
+    let backend = format!("{CLUSTER_CLIENT_V4}:8080");
+    ok(c.nodes[0].cli(&["http", "vhost", "add", host, "--customer", "acme", "--backend", &backend, "--cache"]));
+    let get = |i: usize| -> String {
+        let out = c
+            .topo
+            .client
+            .command("curl")
+            .args(["-s", "--max-time", "2", "-H", &format!("Host: {host}")])
+            .arg(format!("http://198.18.0.{}/cached/page", i + 1))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    c.wait_for("both nodes to serve the vhost", |_| (0..2).all(|i| get(i).starts_with("origin answer")));
+    let cached: Vec<String> = (0..2).map(get).collect();
+    assert_ne!(cached[0], cached[1], "each node fetched its own copy: {cached:?}");
+    assert_eq!((0..2).map(get).collect::<Vec<_>>(), cached, "both nodes answer from their cache");
+
+    let out = ok(c.nodes[0].cli(&["http", "cache", "purge", host]));
+    assert!(out.contains("1 cached response(s) of shop.example.com purged on this node"), "{out}");
+    c.wait_for("node 2 to purge its copy too", |_| get(1) != cached[1]);
+    let fresh = get(0);
+    assert!(fresh.starts_with("origin answer") && fresh != cached[0], "node 1 asked the origin again: {fresh}");
+    let log = c.nodes[1].log();
+    assert!(log.contains("HTTP cache purged") && log.contains("http/purges/"), "{log}");
 }

@@ -7,7 +7,9 @@ server ADDR PORT NAME [--proxy-protocol]
     "proxy: none"), and the request head as received. GET with
     "Upgrade: websocket" is answered 101 and then echoes each text frame
     as "NAME: TEXT". With --proxy-protocol a connection without a valid
-    v2 header is closed (as a real PROXY-protocol backend does).
+    v2 header is closed (as a real PROXY-protocol backend does). A path
+    starting with /cached is answered "NAME answer N" (N counts those
+    answers) with Cache-Control: public, max-age=600, for cache tests.
 
 wsclient ADDR PORT HOST PATH
     Opens one WebSocket through the proxy, prints "open", then sends each
@@ -30,6 +32,7 @@ import sys
 import threading
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+CACHED = {"answers": 0, "lock": threading.Lock()}
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
@@ -152,9 +155,15 @@ def serve_conn(s, name, want_proxy):
                     if op == 1:
                         s.sendall(ws_frame(f"{name}: {text}", False))
             body = f"{name}\nproxy: {proxy}\n{head}\r\n\r\n".encode()
+            extra = b""
+            if lines[0].split(" ")[1:2] and lines[0].split(" ")[1].startswith("/cached"):
+                with CACHED["lock"]:
+                    CACHED["answers"] += 1
+                    body = f"{name} answer {CACHED['answers']}\n".encode()
+                extra = b"\r\ncache-control: public, max-age=600"
             close = hdrs.get("connection", "").lower() == "close"
             s.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: " + str(len(body)).encode()
-                      + (b"\r\nconnection: close" if close else b"") + b"\r\n\r\n" + body)
+                      + extra + (b"\r\nconnection: close" if close else b"") + b"\r\n\r\n" + body)
             if close:
                 return
     except (EOFError, OSError):

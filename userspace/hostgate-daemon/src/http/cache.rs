@@ -6,10 +6,16 @@
 //! explicit freshness), keys it by scheme, host, port and target, keeps the
 //! bodies in memory under an LRU bound on bytes, and purges by vhost.
 
-use std::{any::Any, collections::HashMap, sync::RwLock, time::Duration};
+use std::{
+    any::Any,
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use hostgate_store::Event;
 use pingora::{http::ResponseHeader, Error, ErrorType, Result};
 use pingora_cache::{
     cache_control::CacheControl,
@@ -22,6 +28,11 @@ use pingora_cache::{
     CacheEntryKey, CacheKey, CacheMeta, CacheMetaDefaults, HitHandler, MissHandler, NoCacheReason, PurgeType,
     RespCacheable, Storage, VarianceBuilder,
 };
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::keys;
+use crate::Daemon;
 
 /// No heuristic freshness: a response is stored only when its origin says
 /// for how long (max-age, s-maxage or Expires), as NGINX does without
@@ -64,6 +75,41 @@ impl ResponseCache {
             self.eviction.remove((&CacheEntryKey::KeyOnly(key.clone())).into());
         }
         gone.len()
+    }
+}
+
+/// One purge as the node that was asked stores it (`http/purges/<node>`,
+/// overwritten by its next): the others repeat it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Purge {
+    pub host: String,
+    pub path: Option<String>,
+    /// When it was asked, unix seconds (each purge is a put of its own).
+    pub at: u64,
+}
+
+/// Follows `http/purges/`: each purge another node stored is done here
+/// too, so a purge empties every node's cache. Only puts after the start
+/// count: a starting daemon's cache is empty anyway.
+pub(crate) async fn follow_purges(d: Arc<Daemon>) -> anyhow::Result<()> {
+    let snap = d.store.snapshot(keys::PURGES).await?;
+    let mut watch = d.store.watch(keys::PURGES, snap.revision).await?;
+    let own = keys::purge(&d.config.node_name);
+    loop {
+        let batch = watch.recv().await.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
+        for event in &batch.events {
+            let Event::Put(kv) = event else { continue };
+            if kv.key == own {
+                continue;
+            }
+            match kv.decode::<Purge>() {
+                Ok(p) => {
+                    let purged = d.http.cache.purge(&p.host, p.path.as_deref());
+                    info!(vhost = %p.host, path = ?p.path, purged, from = %kv.key, "HTTP cache purged");
+                }
+                Err(e) => warn!(key = %kv.key, error = %e, "unreadable cache purge ignored"),
+            }
+        }
     }
 }
 

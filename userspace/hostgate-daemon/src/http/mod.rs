@@ -22,6 +22,7 @@ use std::{
 pub use acme::list_acme;
 pub(crate) use acme::{follow_challenges, run as run_acme};
 use axum::{extract::State, http::StatusCode, Json};
+pub(crate) use cache::follow_purges;
 pub(crate) use certs::follow as follow_certs;
 pub use certs::{list_certs, put_cert, remove_cert};
 use hostgate_api::{HttpCounters, RouteView, VhostRef, VhostView};
@@ -42,6 +43,14 @@ pub mod keys {
     pub const VHOSTS: &str = "http/vhosts/";
 
     pub const CERTS: &str = "http/certs/";
+
+    /// Each node's latest cache purge (`purge_cache`); every put is one
+    /// purge for the other nodes to repeat (`cache::follow_purges`).
+    pub const PURGES: &str = "http/purges/";
+
+    pub fn purge(node: &str) -> String {
+        format!("{PURGES}{node}")
+    }
 
     pub fn vhost(host: &str) -> String {
         format!("{VHOSTS}{host}")
@@ -362,7 +371,8 @@ pub async fn remove_vhost(State(d): State<Arc<Daemon>>, Json(req): Json<VhostRef
     }
 }
 
-/// Drops a vhost's cached responses on this node.
+/// Drops a vhost's cached responses on this node, then tells the others
+/// through the store (each caches on its own); `purged` counts this node's.
 pub async fn purge_cache(
     State(d): State<Arc<Daemon>>,
     Json(mut req): Json<hostgate_api::CachePurge>,
@@ -376,5 +386,8 @@ pub async fn purge_cache(
     }
     req.purged = d.http.cache.purge(&req.host, req.path.as_deref());
     info!(vhost = %req.host, path = ?req.path, purged = req.purged, "HTTP cache purged");
+    let record = cache::Purge { host: req.host.clone(), path: req.path.clone(), at: crate::now() };
+    let put = Op::put_json(keys::purge(&d.config.node_name), &record).map_err(store_err)?;
+    d.store.commit(Txn::new().then(put)).await.map_err(store_err)?;
     Ok(Json(req))
 }
