@@ -262,6 +262,9 @@ def rapidreset(addr, port, host, count):
                     select.select([s], [s], [], 0.1)
                     read_some()
                 except OSError:
+                    # The server closed: what it said before (GOAWAY) may
+                    # still be waiting to be read.
+                    read_some()
                     closed = True
             read_some()
             if closed:
