@@ -67,9 +67,7 @@ pub fn run() -> anyhow::Result<()> {
             bail!("{} does not work: {}\n{}", p.name(), String::from_utf8_lossy(&out.stderr), bed.logs());
         }
     }
-    // Each measurement takes its turns path after path (direct, ProxyJump,
-    // hostgate, then again), so a change in the machine's load between
-    // runs falls on all three paths alike instead of on one.
+    // Turns path after path (see the module's doc): the medians per path.
     let interleaved = |what: &dyn Fn(Route) -> anyhow::Result<f64>| -> anyhow::Result<Vec<f64>> {
         let mut runs = vec![Vec::new(); paths.len()];
         for _ in 0..RUNS {

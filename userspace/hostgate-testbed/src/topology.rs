@@ -173,6 +173,12 @@ pub struct ClusterTopology {
 }
 
 pub const CLUSTER_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+/// Cluster node `index`'s (from 0) address on the shared segment, known
+/// before the topology is built (a node's config may have to name it).
+pub fn cluster_node_v4(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, (index + 1) as u8)
+}
 /// The cluster store's address on the control network.
 pub const CONTROL_STORE_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
 /// Each node's interface on the control network.
@@ -206,7 +212,7 @@ impl ClusterTopology {
             ns.sysctl("net.ipv4.ip_forward", "1")?;
             ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
             topo.plug(&ns, NODE_UPLINK, &format!("p{idx}"), pass_object)?;
-            let v4 = Ipv4Addr::new(198, 18, 0, idx as u8);
+            let v4 = cluster_node_v4(n);
             let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, idx as u16);
             ns.ip(["addr", "add", &format!("{v4}/24"), "dev", NODE_UPLINK])?;
             ns.ip(["addr", "add", &format!("{v6}/64"), "dev", NODE_UPLINK, "nodad"])?;

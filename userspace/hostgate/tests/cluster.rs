@@ -20,7 +20,7 @@ use common::{err, http_peer, ok, TestDaemon};
 use hostgate_api::{IpView, Status};
 use hostgate_testbed::{
     privileged, servers,
-    topology::{ClusterTopology, CLUSTER_CLIENT_V4, CONTROL_STORE_V4, NODE_UPLINK},
+    topology::{cluster_node_v4, ClusterTopology, CLUSTER_CLIENT_V4, CONTROL_STORE_V4, NODE_UPLINK},
     unique_name, EtcdServer,
 };
 
@@ -439,8 +439,7 @@ fn a_cache_purge_reaches_every_node() {
     if !privileged("a_cache_purge_reaches_every_node") {
         return;
     }
-    // Node i is 198.18.0.(i+1) on the segment (ClusterTopology::build).
-    let c = Cluster::start_with("purge", 2, |i| format!("\n[http]\nlisten = [\"198.18.0.{}:80\"]\n", i + 1));
+    let c = Cluster::start_with("purge", 2, |i| format!("\n[http]\nlisten = [\"{}:80\"]\n", cluster_node_v4(i)));
     // The origin answers every /cached path with a new number.
     let _origin = http_peer(&c.topo.client, &CLUSTER_CLIENT_V4.to_string(), 8080, "origin", false);
     let host = "shop.example.com";
@@ -453,7 +452,7 @@ fn a_cache_purge_reaches_every_node() {
             .client
             .command("curl")
             .args(["-s", "--max-time", "2", "-H", &format!("Host: {host}")])
-            .arg(format!("http://198.18.0.{}/cached/page", i + 1))
+            .arg(format!("http://{}/cached/page", c.topo.nodes[i].v4))
             .output()
             .expect("curl");
         String::from_utf8_lossy(&out.stdout).into_owned()

@@ -156,7 +156,8 @@ def serve_conn(s, name, want_proxy):
                         s.sendall(ws_frame(f"{name}: {text}", False))
             body = f"{name}\nproxy: {proxy}\n{head}\r\n\r\n".encode()
             extra = b""
-            if lines[0].split(" ")[1:2] and lines[0].split(" ")[1].startswith("/cached"):
+            target = (lines[0].split(" ") + [""])[1]
+            if target.startswith("/cached"):
                 with CACHED["lock"]:
                     CACHED["answers"] += 1
                     body = f"{name} answer {CACHED['answers']}\n".encode()
