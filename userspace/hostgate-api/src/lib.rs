@@ -95,6 +95,13 @@ pub struct Status {
     /// within `[http] header_timeout_secs` (slow clients, slowloris).
     #[serde(default)]
     pub http_header_timeouts: u64,
+    /// HTTP/1.1 requests the proxy's fast path forwarded itself.
+    #[serde(default)]
+    pub http_fast_requests: u64,
+    /// HTTP/1.1 connections handed to pingora at a request the fast path
+    /// does not take (bodies, upgrades, caching vhosts, ...).
+    #[serde(default)]
+    pub http_pingora_handovers: u64,
     /// GOAWAY frames the proxy sent on HTTP/2 connections, by error name
     /// (`ENHANCE_YOUR_CALM`: a rapid-reset flood cut off; `NO_ERROR`: a
     /// graceful close).

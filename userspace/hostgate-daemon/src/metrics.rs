@@ -33,6 +33,18 @@ async fn scrape(State(d): State<Arc<Daemon>>) -> Result<impl IntoResponse, Failu
     );
     out.sample("hostgate_http_header_timeouts_total", &[], status.http_header_timeouts as f64);
     out.family(
+        "hostgate_http_fast_requests_total",
+        "counter",
+        "HTTP/1.1 requests forwarded by the proxy's fast path (the others by pingora).",
+    );
+    out.sample("hostgate_http_fast_requests_total", &[], status.http_fast_requests as f64);
+    out.family(
+        "hostgate_http_pingora_handovers_total",
+        "counter",
+        "HTTP/1.1 connections handed from the fast path to pingora at a request it does not take.",
+    );
+    out.sample("hostgate_http_pingora_handovers_total", &[], status.http_pingora_handovers as f64);
+    out.family(
         "hostgate_http_h2_goaway_total",
         "counter",
         "GOAWAY frames sent on HTTP/2 connections, by error code (ENHANCE_YOUR_CALM: rapid reset cut off).",

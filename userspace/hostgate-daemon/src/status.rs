@@ -100,6 +100,8 @@ pub async fn collect(daemon: &Daemon) -> anyhow::Result<Status> {
         http: daemon.http.counters(),
         http_log_dropped: daemon.http.log_dropped(),
         http_header_timeouts: daemon.front.header_timeouts(),
+        http_fast_requests: daemon.front.fast_requests(),
+        http_pingora_handovers: daemon.front.pingora_handovers(),
         http_h2_goaways: daemon.front.goaways(),
         dataplane,
     })

@@ -8,6 +8,7 @@
 pub mod accesslog;
 pub mod acme;
 pub mod balance;
+pub mod h1;
 pub mod h2frames;
 pub mod head;
 pub mod headers;

@@ -54,6 +54,12 @@ pub fn status(s: &Status) -> String {
     for c in &s.http {
         out += &format!("http       {} -> {}: {}\n", c.vhost, c.backend, http_counters(c));
     }
+    if s.http_fast_requests + s.http_pingora_handovers > 0 {
+        out += &format!(
+            "http       HTTP/1.1 requests on the fast path: {}, connections handed to pingora: {}\n",
+            s.http_fast_requests, s.http_pingora_handovers
+        );
+    }
     if s.http_header_timeouts > 0 {
         out += &format!("http       request heads timed out (408): {}\n", s.http_header_timeouts);
     }

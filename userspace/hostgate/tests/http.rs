@@ -626,3 +626,84 @@ fn wrk_sees_no_errors_across_vhost_changes() {
         .sum();
     assert!(served >= result.requests, "every request went to a backend: {served} < {}", result.requests);
 }
+
+/// One `curl` transfer of a sequence on one connection: its arguments
+/// and what it must see (status, body bytes, new connections).
+struct Transfer {
+    args: &'static [&'static str],
+    path: &'static str,
+    want: (u16, Option<u64>, u32),
+}
+
+#[test]
+fn the_fast_path_frames_every_response_and_hands_over_to_pingora() {
+    if !privileged("the_fast_path_frames_every_response_and_hands_over_to_pingora") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("http-fast", 1, &listen);
+    node.start_daemon();
+    let c1 = &node.topo.containers[0];
+    let _p1 = http_peer(&c1.ns, &c1.v4.to_string(), 8080, "p1", false);
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+    ok(node.cli(&["http", "vhost", "add", "fast.test", "--customer", "acme", "--backend", &format!("{}:8080", c1.v4)]));
+    until_served(client, "fast.test", "/", "p1", Duration::from_secs(2));
+
+    // One curl, one connection where it can: curl checks each framing
+    // (a wrong one would fail the transfer or break the connection).
+    let chunked = 1000 + "p1\nend\n".len() as u64;
+    let transfers = [
+        Transfer { args: &[], path: "/chunked", want: (200, Some(chunked), 1) },
+        Transfer { args: &["-I"], path: "/", want: (200, Some(0), 0) },
+        Transfer { args: &[], path: "/big", want: (200, Some(300_000), 0) },
+        // The backend closes this connection after answering, unsaid: the
+        // next request finds it closed in the pool and takes a new one.
+        Transfer { args: &[], path: "/bye", want: (200, Some(7), 0) },
+        Transfer { args: &[], path: "/", want: (200, None, 0) },
+        // No length: the proxy closes the client's connection at the end.
+        Transfer { args: &[], path: "/eof", want: (200, Some(5000), 0) },
+        Transfer { args: &[], path: "/", want: (200, None, 1) },
+        // A body: pingora takes the connection from here on.
+        Transfer { args: &["-d", "hello"], path: "/", want: (200, None, 0) },
+        Transfer { args: &[], path: "/chunked", want: (200, Some(chunked), 0) },
+    ];
+    let mut cmd = client.command("curl");
+    for (i, t) in transfers.iter().enumerate() {
+        if i > 0 {
+            cmd.arg("--next");
+        }
+        cmd.args(["-sS", "--max-time", "10", "-H", "Host: fast.test", "-o", "/dev/null"]);
+        cmd.args(["-w", "%{http_code} %{size_download} %{num_connects}\n"]).args(t.args);
+        cmd.arg(format!("http://{NODE_V4}{}", t.path));
+    }
+    let out = cmd.output().expect("run curl");
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), transfers.len(), "{seen}{}", String::from_utf8_lossy(&out.stderr));
+    for (t, line) in transfers.iter().zip(&lines) {
+        let f: Vec<u64> = line.split(' ').map(|n| n.parse().unwrap_or(u64::MAX)).collect();
+        let (code, size, connects) = t.want;
+        assert_eq!(f[0], u64::from(code), "{} {:?}: {seen}", t.path, t.args);
+        assert!(size.is_none_or(|s| s == f[1]) && f[1] > 0 || size == Some(0), "{} {:?}: {seen}", t.path, t.args);
+        assert_eq!(f[2], u64::from(connects), "{} {:?}: new connections: {seen}", t.path, t.args);
+    }
+
+    // Pipelined: both answered in order, the chunked one with its trailer.
+    let both = raw(
+        client,
+        "GET /bye HTTP/1.1\r\nHost: fast.test\r\n\r\nGET /chunked HTTP/1.1\r\nHost: fast.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(both.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{both}");
+    assert!(both.contains("p1 bye\n") && both.ends_with("0\r\nx-trailer: t\r\n\r\n"), "{both}");
+
+    let status = ok(node.cli(&["status"]));
+    let counts = status.lines().find_map(|l| l.split_once("fast path: ")).map(|(_, c)| c.to_string());
+    let numbers: Vec<u64> = counts
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    // 7 transfers, the pipelined pair, until_served's polls.
+    assert!(matches!(numbers[..], [fast, handed] if fast >= 9 && handed >= 1), "{status}");
+}

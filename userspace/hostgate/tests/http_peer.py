@@ -10,6 +10,10 @@ server ADDR PORT NAME [--proxy-protocol]
     v2 header is closed (as a real PROXY-protocol backend does). A path
     starting with /cached is answered "NAME answer N" (N counts those
     answers) with Cache-Control: public, max-age=600, for cache tests.
+    Framings, for the proxy's fast path: /chunked is answered chunked
+    (NAME, 1000 "x", "end", a trailer: 1009 + len(NAME) bytes of body),
+    /big with 300000 "b", /eof without a length (5000 "e", then close),
+    /bye with a length but then closed without saying so.
 
 wsclient ADDR PORT HOST PATH
     Opens one WebSocket through the proxy, prints "open", then sends each
@@ -162,6 +166,11 @@ def serve_conn(s, name, want_proxy):
                     CACHED["answers"] += 1
                     body = f"{name} answer {CACHED['answers']}\n".encode()
                 extra = b"\r\ncache-control: public, max-age=600"
+            if target in ("/chunked", "/eof", "/bye", "/big"):
+                framed(s, target, name)
+                if target in ("/eof", "/bye"):
+                    return
+                continue
             close = hdrs.get("connection", "").lower() == "close"
             s.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: " + str(len(body)).encode()
                       + extra + (b"\r\nconnection: close" if close else b"") + b"\r\n\r\n" + body)
@@ -171,6 +180,18 @@ def serve_conn(s, name, want_proxy):
         pass
     finally:
         s.close()
+
+
+def framed(s, target, name):
+    if target == "/chunked":
+        chunks = [f"{name}\n".encode(), b"x" * 1000, b"end\n"]
+        body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nx-trailer: t\r\n\r\n"
+        s.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body)
+    elif target == "/eof":
+        s.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n" + b"e" * 5000)
+    else:
+        body = b"b" * 300000 if target == "/big" else f"{name} bye\n".encode()
+        s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
 
 
 def server(addr, port, name, want_proxy):

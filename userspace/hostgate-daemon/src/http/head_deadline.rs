@@ -40,7 +40,8 @@ use tracing::debug;
 
 use super::{proxy::Proxy, serve::Front};
 
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+pub(super) const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// Between a connection's loop and its stream.
 #[derive(Default)]
@@ -161,10 +162,12 @@ impl Shutdown for HeadDeadline {
 super::buffered::forward_stream_traits!([] HeadDeadline);
 
 /// One HTTP/1.1 connection: pingora's keep-alive loop (as its
-/// `ServerApp::process_new` runs it), with every request head timed.
+/// `ServerApp::process_new` runs it), with every request head timed: the
+/// first by `first_deadline`, each later one `limit` after its first byte.
 pub async fn serve_h1(
     app: &Arc<HttpProxy<Proxy>>,
     stream: Stream,
+    first_deadline: tokio::time::Instant,
     limit: Duration,
     front: Arc<Front>,
     shutdown: &ShutdownWatch,
@@ -176,7 +179,7 @@ pub async fn serve_h1(
         arming: arming.clone(),
         watching: true,
         end: HeadEnd::default(),
-        deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        deadline: Some(Box::pin(tokio::time::sleep_until(first_deadline))),
         front,
     };
     let requests = async {

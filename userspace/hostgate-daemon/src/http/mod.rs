@@ -8,6 +8,7 @@ mod acme;
 mod buffered;
 mod cache;
 mod certs;
+mod fast;
 mod h2watch;
 mod head_deadline;
 mod proxy;

@@ -101,7 +101,8 @@ fn ambiguous_framing(session: &Session) -> Option<&'static str> {
     }
 }
 
-fn page(title: &str, detail: &str) -> Bytes {
+/// The proxy's own HTML page for an answer (also the fast path's).
+pub(super) fn page(title: &str, detail: &str) -> Bytes {
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     Bytes::from(format!(
         "<!doctype html><title>{t}</title><h1>{t}</h1><p>{d}</p><hr><p>hostgate</p>\n",

@@ -30,8 +30,9 @@ use tracing::{debug, info, warn};
 
 use super::{
     buffered::{self, Buffered},
+    fast,
     h2watch::{GoawayCounts, GoawayWatch},
-    head_deadline, keys,
+    keys,
     proxy::Proxy,
     Shared,
 };
@@ -116,7 +117,9 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
             continue;
         }
         let apps: Vec<_> = front.workers.handles().iter().map(|_| app(acceptor.is_some())).collect();
-        let serving = Arc::new(Serving { apps, tls: acceptor, header_timeout });
+        let upstreams = front.workers.handles().iter().map(|_| Default::default()).collect();
+        let shared = d.http.clone();
+        let serving = Arc::new(Serving { apps, upstreams, shared, tls: acceptor, header_timeout });
         for (me, worker) in front.workers.handles().iter().enumerate() {
             for (addr, listener) in listeners {
                 let copy = listener.try_clone().with_context(|| format!("a worker's copy of the listener {addr}"))?;
@@ -163,21 +166,32 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connection: with an acceptor the TLS handshake first (failures are
 /// the client's business: logged at debug); then pingora's HTTP/2 loop (by
-/// ALPN) or HTTP/1.1 loop, the latter with every request head timed
-/// (`head_deadline`: 408 and close after `header_timeout`, so a slowloris
-/// client holds a socket that long, not forever).
+/// ALPN) or the HTTP/1.1 loop (`fast`: simple requests itself, the rest
+/// by pingora), the latter with every request head timed (408 and close
+/// after `header_timeout`, so a slowloris client holds a socket that long,
+/// not forever).
 async fn serve(tcp: tokio::net::TcpStream, peer: SocketAddr, serving: Arc<Serving>, counted: Counted) {
     let front = counted.front.clone();
-    let app = serving.apps[counted.worker.worker()].clone();
-    let (tls, header_timeout) = (serving.tls.clone(), serving.header_timeout);
+    let worker = counted.worker.worker();
+    let app = serving.apps[worker].clone();
     let _counted = counted;
     let shutdown = front.drain.subscribe();
+    let conn = |front| fast::Conn {
+        app: &app,
+        shared: &serving.shared,
+        upstreams: &serving.upstreams[worker],
+        front,
+        shutdown: &shutdown,
+        peer,
+        tls: serving.tls.is_some(),
+        header_timeout: serving.header_timeout,
+    };
     let stream = pingora_stream(tcp, peer);
-    // Writes are coalesced until pingora flushes, as on pingora's own
+    // Writes are coalesced until the proxy flushes, as on pingora's own
     // listener (see buffered.rs); under TLS, so records coalesce too.
     let stream = Buffered::new(stream, buffered::SEGMENT);
-    let Some(acceptor) = tls else {
-        head_deadline::serve_h1(&app, Box::new(stream), header_timeout, front, &shutdown).await;
+    let Some(acceptor) = serving.tls.clone() else {
+        fast::serve_h1(Box::new(stream), conn(front)).await;
         return;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(stream)).await {
@@ -190,7 +204,7 @@ async fn serve(tcp: tokio::net::TcpStream, peer: SocketAddr, serving: Arc<Servin
             // HTTP/1.1: a response becomes one TLS record (see buffered.rs).
             _ => {
                 let stream = Buffered::new(tls_stream, buffered::RECORD);
-                head_deadline::serve_h1(&app, Box::new(stream), header_timeout, front, &shutdown).await;
+                fast::serve_h1(Box::new(stream), conn(front)).await;
             }
         },
         Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
@@ -210,10 +224,13 @@ fn pingora_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> L4Stream {
     stream
 }
 
-/// What serving a connection of one scheme needs: each worker's app, the
-/// TLS acceptor (HTTPS), the request head deadline.
+/// What serving a connection of one scheme needs: each worker's app and
+/// idle backend connections, the TLS acceptor (HTTPS), the request head
+/// deadline.
 struct Serving {
     apps: Vec<Arc<HttpProxy<Proxy>>>,
+    upstreams: Vec<fast::Upstreams>,
+    shared: Arc<Shared>,
     tls: Option<Arc<Acceptor>>,
     header_timeout: Duration,
 }
@@ -272,8 +289,15 @@ pub struct Front {
     listeners: std::sync::Mutex<Vec<(String, OwnedFd)>>,
     /// The apps, whose `cleanup` closes connections idle between requests.
     apps: std::sync::Mutex<Vec<Arc<HttpProxy<Proxy>>>>,
+    /// `true` closes the fast path's connections idle between requests
+    /// (what the apps' `cleanup` does to pingora's).
+    pub(super) idle_close: watch::Sender<bool>,
     /// Connections closed with 408: no complete request head in time.
     header_timeouts: std::sync::atomic::AtomicU64,
+    /// HTTP/1.1 requests the fast path forwarded.
+    fast_requests: std::sync::atomic::AtomicU64,
+    /// HTTP/1.1 connections the fast path handed to pingora.
+    pingora_handovers: std::sync::atomic::AtomicU64,
     /// GOAWAY frames sent on HTTP/2 connections, by error code.
     goaways: Arc<GoawayCounts>,
 }
@@ -300,7 +324,10 @@ impl Front {
             open: watch::Sender::new(0),
             listeners: Default::default(),
             apps: Default::default(),
+            idle_close: watch::Sender::new(false),
             header_timeouts: Default::default(),
+            fast_requests: Default::default(),
+            pingora_handovers: Default::default(),
             goaways: Default::default(),
         })
     }
@@ -331,6 +358,22 @@ impl Front {
         self.header_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    pub(super) fn count_fast_request(&self) {
+        self.fast_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) fn count_pingora_handover(&self) {
+        self.pingora_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn fast_requests(&self) -> u64 {
+        self.fast_requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn pingora_handovers(&self) -> u64 {
+        self.pingora_handovers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn header_timeouts(&self) -> u64 {
         self.header_timeouts.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -358,6 +401,7 @@ impl Front {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut open = self.open.subscribe();
         let _ = tokio::time::timeout(grace.min(timeout), open.wait_for(|n| *n == 0)).await;
+        self.idle_close.send_replace(true);
         let apps: Vec<_> = self.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for app in apps {
             app.cleanup().await;
