@@ -264,7 +264,7 @@ enum Peer {
 impl Peer {
     fn name(&self) -> &'static str {
         match self {
-            Peer::Hostgate(_) => "hostgate (pingora 0.9, rustls)",
+            Peer::Hostgate(_) => "hostgate (h1 fast path, pingora 0.9, rustls)",
             Peer::Nginx => "NGINX 1.22",
             Peer::Haproxy => "HAProxy 2.6",
         }

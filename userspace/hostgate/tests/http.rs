@@ -699,11 +699,8 @@ fn the_fast_path_frames_every_response_and_hands_over_to_pingora() {
 
     let status = ok(node.cli(&["status"]));
     let counts = status.lines().find_map(|l| l.split_once("fast path: ")).map(|(_, c)| c.to_string());
-    let numbers: Vec<u64> = counts
-        .unwrap_or_default()
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    let numbers: Vec<u64> =
+        counts.unwrap_or_default().split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
     // 7 transfers, the pipelined pair, until_served's polls.
     assert!(matches!(numbers[..], [fast, handed] if fast >= 9 && handed >= 1), "{status}");
 }

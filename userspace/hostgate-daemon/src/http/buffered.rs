@@ -167,4 +167,54 @@ macro_rules! forward_stream_traits {
 }
 pub(super) use forward_stream_traits;
 
+/// Writing and shutting down passed straight through to `self.inner` (a
+/// pingora `Stream`), for wrappers that only watch or replay reads.
+macro_rules! pass_writes_through {
+    ($wrapper:ty) => {
+        impl tokio::io::AsyncWrite for $wrapper {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.inner.is_write_vectored()
+            }
+
+            fn poll_flush(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl pingora::protocols::Shutdown for $wrapper {
+            async fn shutdown(&mut self) {
+                pingora::protocols::Shutdown::shutdown(&mut *self.inner).await;
+            }
+        }
+    };
+}
+pub(super) use pass_writes_through;
+
 forward_stream_traits!([S: IO] Buffered<S>);

@@ -27,11 +27,10 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use hostgate_http::head::HeadEnd;
 use pingora::{
     apps::HttpServerApp,
-    protocols::{http::ServerSession, Shutdown, Stream},
+    protocols::{http::ServerSession, Stream},
     proxy::HttpProxy,
     server::ShutdownWatch,
 };
@@ -126,40 +125,8 @@ impl AsyncRead for HeadDeadline {
     }
 }
 
-impl AsyncWrite for HeadDeadline {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[async_trait]
-impl Shutdown for HeadDeadline {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await;
-    }
-}
-
 super::buffered::forward_stream_traits!([] HeadDeadline);
+super::buffered::pass_writes_through!(HeadDeadline);
 
 /// One HTTP/1.1 connection: pingora's keep-alive loop (as its
 /// `ServerApp::process_new` runs it), with every request head timed: the
