@@ -389,13 +389,13 @@ fn parse_wrk(text: &str) -> anyhow::Result<Measured> {
 fn print_table(results: &[(&str, Vec<Measured>)]) {
     println!();
     println!("HTTP(S) proxy: wrk -t1 -c{CONNECTIONS}, {RUN_SECS} s per load after {WARMUP_SECS} s warm-up, 612-byte page from an NGINX backend");
-    println!("| proxy                            | load                  |     req/s |  p50 ms |  p99 ms | errors |");
-    println!("|----------------------------------|-----------------------|-----------|---------|---------|--------|");
+    println!("| proxy                                        | load                  |     req/s |  p50 ms |  p99 ms | errors |");
+    println!("|----------------------------------------------|-----------------------|-----------|---------|---------|--------|");
     for (name, rows) in results {
         for (load, m) in Load::ALL.iter().zip(rows) {
             let errors = if m.errors.is_empty() { "none".to_string() } else { m.errors.clone() };
             println!(
-                "| {name:<32} | {:<21} | {:>9.0} | {:>7.2} | {:>7.2} | {errors} |",
+                "| {name:<44} | {:<21} | {:>9.0} | {:>7.2} | {:>7.2} | {errors} |",
                 load.name(),
                 m.rps,
                 m.p50_ms,

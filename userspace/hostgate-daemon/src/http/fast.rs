@@ -13,10 +13,10 @@
 //!
 //! Anything else goes to pingora, from the first request that is not
 //! simple on, with the bytes already read: bodies, upgrades, `Expect`,
-//! HTTP/1.0, caching, redirecting, rate-limited and PROXY-protocol vhosts,
+//! HTTP/1.0, caching, redirecting and PROXY-protocol vhosts,
 //! unknown hosts and paths, ACME challenges, heads over 16 KiB or that
 //! `httparse` refuses (pingora answers those with its 400). The request
-//! head deadline, counters, access log lines, HSTS, retries on another
+//! head deadline, rate limits, counters, access log lines, HSTS, retries on another
 //! backend after a failed connect, and the drain are the same on both
 //! paths.
 
@@ -32,6 +32,7 @@ use std::{
 
 use hostgate_http::{
     h1::{self, BodyLength, ChunkedEnd, Parsed, ResponseHead, SimpleRequest},
+    ratelimit::Verdict,
     Pool, Vhost,
 };
 use pingora::{protocols::Stream, proxy::HttpProxy, server::ShutdownWatch};
@@ -139,36 +140,74 @@ pub async fn serve_h1(mut stream: Stream, c: Conn<'_>) {
                 return;
             }
         };
-        let start = std::time::Instant::now();
-        let table = c.shared.table();
-        let Some(vhost) = table.vhost(req.host(&buf)).filter(|v| fast_vhost(&v.vhost, c.tls)) else {
-            return pingora(stream, buf, None, c).await;
-        };
-        let path = req.path(&buf);
-        let challenge =
-            !c.tls && std::str::from_utf8(path).ok().and_then(hostgate_http::acme::challenge_token).is_some();
-        let Some((_, pool)) = vhost.route(path).filter(|_| !challenge) else {
-            return pingora(stream, buf, None, c).await;
-        };
-        let close = req.close || *c.shutdown.borrow();
-        let hsts = vhost.vhost.hsts_max_age.filter(|_| c.tls);
-        let mut exchange =
-            Exchange { buf: &buf, req: &req, close, hsts, upstream_buf: &mut upstream_buf, out: &mut out };
-        let done = exchange.run(&mut stream, pool, &vhost.vhost, &c).await;
-        record(&c, &vhost.vhost, &buf, &req, &done, start);
-        if close || !done.client_ok {
-            let _ = AsyncWriteExt::shutdown(&mut stream).await;
-            return;
+        match serve_request(&mut stream, &buf, &req, &mut upstream_buf, &mut out, &c).await {
+            Step::Next => {}
+            Step::Pingora => return pingora(stream, buf, None, c).await,
+            Step::Close => {
+                let _ = AsyncWriteExt::shutdown(&mut stream).await;
+                return;
+            }
         }
         buf.drain(..req.head_len);
         deadline = None;
     }
 }
 
+/// What the connection does after a request.
+enum Step {
+    Next,
+    Close,
+    /// pingora takes the request (still in the buffer) and the connection.
+    Pingora,
+}
+
+/// Routes a simple request and forwards it (or answers 429).
+async fn serve_request(
+    stream: &mut Stream,
+    buf: &[u8],
+    req: &SimpleRequest,
+    upstream_buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    c: &Conn<'_>,
+) -> Step {
+    let start = std::time::Instant::now();
+    let table = c.shared.table();
+    let Some(vhost) = table.vhost(req.host(buf)).filter(|v| fast_vhost(&v.vhost, c.tls)) else {
+        return Step::Pingora;
+    };
+    let path = req.path(buf);
+    let challenge = !c.tls && std::str::from_utf8(path).ok().and_then(hostgate_http::acme::challenge_token).is_some();
+    let Some((_, pool)) = vhost.route(path).filter(|_| !challenge) else {
+        return Step::Pingora;
+    };
+    let v = &vhost.vhost;
+    let close = req.close || *c.shutdown.borrow();
+    let limited =
+        v.rate_limit.is_some_and(|limit| c.shared.rate_check(&v.host, limit, c.peer.ip()) == Verdict::Limited);
+    let done = if limited {
+        let answer = Answer { status: 429, title: "429 Too Many Requests", extra: "retry-after: 1\r\n" };
+        let detail = "Slow down: this site limits requests per client.";
+        answer.send(stream, out, detail, req.head_only, close, None).await
+    } else {
+        let hsts = v.hsts_max_age.filter(|_| c.tls);
+        let mut exchange = Exchange { buf, req, close, hsts, upstream_buf, out };
+        exchange.run(stream, pool, v, c).await
+    };
+    record(c, v, buf, req, &done, start);
+    if close || !done.client_ok {
+        return Step::Close;
+    }
+    // A large body grew the buffer: an idle connection does not keep it.
+    if upstream_buf.capacity() > 64 * 1024 {
+        *upstream_buf = Vec::with_capacity(4096);
+    }
+    Step::Next
+}
+
 /// Vhosts whose requests all take the fast path (when simple); the others'
 /// features live in the pingora path.
 fn fast_vhost(v: &Vhost, tls: bool) -> bool {
-    !v.cache && !v.proxy_protocol && v.rate_limit.is_none() && (tls || !v.https_redirect)
+    !v.cache && !v.proxy_protocol && (tls || !v.https_redirect)
 }
 
 /// Reads until `buf` starts with a complete head (or it is clear pingora
@@ -420,26 +459,56 @@ impl Exchange<'_> {
         status: u16,
         why: &'static str,
     ) -> Done {
-        let (title, detail) = match status {
-            504 => ("504 Gateway Timeout", "The site's server did not answer in time."),
-            _ => ("502 Bad Gateway", "The site's server could not be reached or answered wrongly."),
+        let (answer, detail) = match status {
+            504 => (
+                Answer { status, title: "504 Gateway Timeout", extra: "" },
+                "The site's server did not answer in time.",
+            ),
+            _ => (
+                Answer { status, title: "502 Bad Gateway", extra: "" },
+                "The site's server could not be reached or answered wrongly.",
+            ),
         };
-        let body = proxy::page(title, detail);
-        self.out.clear();
-        let connection = if self.close { "connection: close\r\n" } else { "" };
-        self.out.extend_from_slice(
+        let mut done = answer.send(client, self.out, detail, self.req.head_only, self.close, backend).await;
+        done.error = Some(why);
+        done
+    }
+}
+
+/// An answer of the proxy's own (an HTML page, as the pingora path's).
+struct Answer {
+    status: u16,
+    title: &'static str,
+    /// Header lines to add, each ending in CRLF.
+    extra: &'static str,
+}
+
+impl Answer {
+    async fn send(
+        &self,
+        client: &mut Stream,
+        out: &mut Vec<u8>,
+        detail: &str,
+        head_only: bool,
+        close: bool,
+        backend: Option<SocketAddr>,
+    ) -> Done {
+        let body = proxy::page(self.title, detail);
+        out.clear();
+        let connection = if close { "connection: close\r\n" } else { "" };
+        let (title, extra, length) = (self.title, self.extra, body.len());
+        out.extend_from_slice(
             format!(
-                "HTTP/1.1 {title}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n{connection}\r\n",
-                body.len()
+                "HTTP/1.1 {title}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {length}\r\n{extra}{connection}\r\n"
             )
             .as_bytes(),
         );
-        if !self.req.head_only {
-            self.out.extend_from_slice(&body);
+        if !head_only {
+            out.extend_from_slice(&body);
         }
-        let client_ok = client.write_all(self.out).await.is_ok() && client.flush().await.is_ok();
-        let bytes_out = if self.req.head_only { 0 } else { body.len() as u64 };
-        Done { status, backend, bytes_out, error: Some(why), client_ok: client_ok && !self.close }
+        let client_ok = client.write_all(out).await.is_ok() && client.flush().await.is_ok();
+        let bytes_out = if head_only { 0 } else { length as u64 };
+        Done { status: self.status, backend, bytes_out, error: None, client_ok: client_ok && !close }
     }
 }
 
