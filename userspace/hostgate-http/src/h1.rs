@@ -135,12 +135,22 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends the forwarding header lines for a request of `peer` to `host`
+/// (`headers::forwarding`, as the pingora path sets them). A connection
+/// keeps them while its requests name the same host: the peer and scheme
+/// are the connection's.
+pub fn write_forwarding(peer: IpAddr, proto: &str, host: &[u8], out: &mut Vec<u8>) {
+    for (name, value) in headers::forwarding(peer, proto, std::str::from_utf8(host).ok()) {
+        push_header(out, name.as_bytes(), value.as_bytes());
+    }
+}
+
 /// Appends the head a backend gets for `req` (read into `buf`): the
 /// request line, the client's headers but `Connection` and the forwarding
-/// headers it claimed, then the forwarding headers from the real `peer`
-/// (`headers::forwarding`, as the pingora path sets them). The backend
-/// connection stays open (HTTP/1.1's default) whatever the client asked.
-pub fn write_upstream_head(buf: &[u8], req: &SimpleRequest, peer: IpAddr, proto: &str, out: &mut Vec<u8>) {
+/// headers it claimed, then `forwarding` ([`write_forwarding`] for the
+/// real peer and this request's host). The backend connection stays open
+/// (HTTP/1.1's default) whatever the client asked.
+pub fn write_upstream_head(buf: &[u8], req: &SimpleRequest, forwarding: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(if req.head_only { b"HEAD " } else { b"GET " });
     out.extend_from_slice(req.target(buf));
     out.extend_from_slice(b" HTTP/1.1\r\n");
@@ -150,10 +160,7 @@ pub fn write_upstream_head(buf: &[u8], req: &SimpleRequest, peer: IpAddr, proto:
             push_header(out, name, value);
         }
     }
-    let host = std::str::from_utf8(req.host(buf)).ok();
-    for (name, value) in headers::forwarding(peer, proto, host) {
-        push_header(out, name.as_bytes(), value.as_bytes());
-    }
+    out.extend_from_slice(forwarding);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -431,8 +438,10 @@ mod tests {
     fn the_backend_gets_the_real_peer_and_no_claims() {
         let head = b"GET /x HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nConnection: close\r\nAccept: */*\r\n\r\n";
         let s = simple(head);
+        let mut forwarding = Vec::new();
+        write_forwarding("198.18.0.7".parse().unwrap(), "https", s.host(head), &mut forwarding);
         let mut out = Vec::new();
-        write_upstream_head(head, &s, "198.18.0.7".parse().unwrap(), "https", &mut out);
+        write_upstream_head(head, &s, &forwarding, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("GET /x HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\n"), "{text}");
         assert!(!text.contains("6.6.6.6") && !text.to_lowercase().contains("connection"), "{text}");
@@ -544,8 +553,10 @@ mod tests {
         fn any_bytes_classify(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
             if let Parsed::Simple(s) = parse_request(&bytes) {
                 prop_assert!(s.target.1 <= s.head_len && s.host.1 <= s.head_len);
+                let mut forwarding = Vec::new();
+                write_forwarding("203.0.113.9".parse().unwrap(), "http", s.host(&bytes), &mut forwarding);
                 let mut out = Vec::new();
-                write_upstream_head(&bytes, &s, "203.0.113.9".parse().unwrap(), "http", &mut out);
+                write_upstream_head(&bytes, &s, &forwarding, &mut out);
             }
             let _ = parse_response(&bytes, false);
             let _ = ChunkedEnd::default().feed(&bytes);
@@ -564,8 +575,10 @@ mod tests {
             }
             head.extend_from_slice(format!("{spoof}: 6.6.6.6\r\n\r\n").as_bytes());
             let s = simple(&head);
+            let mut forwarding = Vec::new();
+            write_forwarding("198.51.100.1".parse().unwrap(), "http", s.host(&head), &mut forwarding);
             let mut out = Vec::new();
-            write_upstream_head(&head, &s, "198.51.100.1".parse().unwrap(), "http", &mut out);
+            write_upstream_head(&head, &s, &forwarding, &mut out);
             let text = String::from_utf8(out).unwrap();
             prop_assert!(!text.contains("6.6.6.6"));
             for n in &names {

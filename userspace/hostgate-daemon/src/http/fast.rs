@@ -126,6 +126,7 @@ pub async fn serve_h1(mut stream: Stream, c: Conn<'_>) {
     let mut buf = Vec::with_capacity(4096);
     let mut upstream_buf = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(1024);
+    let mut forwarding = Forwarding::default();
     let mut close_idle = c.front.idle_close.subscribe();
     let mut deadline = Some(Instant::now() + c.header_timeout);
     loop {
@@ -140,7 +141,8 @@ pub async fn serve_h1(mut stream: Stream, c: Conn<'_>) {
                 return;
             }
         };
-        match serve_request(&mut stream, &buf, &req, &mut upstream_buf, &mut out, &c).await {
+        let bufs = Buffers { upstream: &mut upstream_buf, out: &mut out, forwarding: &mut forwarding };
+        match serve_request(&mut stream, &buf, &req, bufs, &c).await {
             Step::Next => {}
             Step::Pingora => return pingora(stream, buf, None, c).await,
             Step::Close => {
@@ -161,15 +163,45 @@ enum Step {
     Pingora,
 }
 
+/// The forwarding header lines of the connection's last host.
+#[derive(Default)]
+struct Forwarding {
+    host: Vec<u8>,
+    lines: Vec<u8>,
+    /// The last backend's address as counters and logs name it.
+    backend: Option<(SocketAddr, String)>,
+}
+
+impl Forwarding {
+    fn for_host(&mut self, host: &[u8], c: &Conn<'_>) -> &[u8] {
+        if self.lines.is_empty() || self.host != host {
+            self.host.clear();
+            self.host.extend_from_slice(host);
+            self.lines.clear();
+            h1::write_forwarding(c.peer.ip(), c.scheme(), host, &mut self.lines);
+        }
+        &self.lines
+    }
+
+    fn backend_name(&mut self, addr: Option<SocketAddr>) -> &str {
+        let Some(addr) = addr else { return "-" };
+        if self.backend.as_ref().is_none_or(|(a, _)| *a != addr) {
+            self.backend = Some((addr, addr.to_string()));
+        }
+        self.backend.as_ref().map_or("-", |(_, name)| name.as_str())
+    }
+}
+
+/// What a connection reuses from request to request.
+struct Buffers<'a> {
+    upstream: &'a mut Vec<u8>,
+    out: &'a mut Vec<u8>,
+    forwarding: &'a mut Forwarding,
+}
+
 /// Routes a simple request and forwards it (or answers 429).
-async fn serve_request(
-    stream: &mut Stream,
-    buf: &[u8],
-    req: &SimpleRequest,
-    upstream_buf: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-    c: &Conn<'_>,
-) -> Step {
+async fn serve_request(stream: &mut Stream, buf: &[u8], req: &SimpleRequest, bufs: Buffers<'_>, c: &Conn<'_>) -> Step {
+    let Buffers { upstream: upstream_buf, out, forwarding } = bufs;
     let start = std::time::Instant::now();
     let table = c.shared.table();
     let Some(vhost) = table.vhost(req.host(buf)).filter(|v| fast_vhost(&v.vhost, c.tls)) else {
@@ -191,9 +223,9 @@ async fn serve_request(
     } else {
         let hsts = v.hsts_max_age.filter(|_| c.tls);
         let mut exchange = Exchange { buf, req, close, hsts, upstream_buf, out };
-        exchange.run(stream, pool, v, c).await
+        exchange.run(stream, pool, v, forwarding.for_host(req.host(buf), c), c).await
     };
-    record(c, v, buf, req, &done, start);
+    record(c, v, buf, req, &done, forwarding.backend_name(done.backend), start);
     if close || !done.client_ok {
         return Step::Close;
     }
@@ -299,9 +331,9 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    async fn run(&mut self, client: &mut Stream, pool: &Pool, vhost: &Vhost, c: &Conn<'_>) -> Done {
+    async fn run(&mut self, client: &mut Stream, pool: &Pool, vhost: &Vhost, forwarding: &[u8], c: &Conn<'_>) -> Done {
         self.out.clear();
-        h1::write_upstream_head(self.buf, self.req, c.peer.ip(), c.scheme(), self.out);
+        h1::write_upstream_head(self.buf, self.req, forwarding, self.out);
         let mut exclude = None;
         for _ in 0..MAX_TRIES {
             let Some(backend) = pool.pick(c.peer.ip(), exclude).or_else(|| pool.pick(c.peer.ip(), None)) else {
@@ -514,8 +546,15 @@ impl Answer {
 
 /// Counters and the customer's access log line, as the pingora path's
 /// `logging` phase writes them.
-fn record(c: &Conn<'_>, v: &Vhost, buf: &[u8], req: &SimpleRequest, done: &Done, start: std::time::Instant) {
-    let backend = done.backend.map_or_else(|| "-".to_string(), |b| b.to_string());
+fn record(
+    c: &Conn<'_>,
+    v: &Vhost,
+    buf: &[u8],
+    req: &SimpleRequest,
+    done: &Done,
+    backend: &str,
+    start: std::time::Instant,
+) {
     let outcome = Outcome {
         status: done.status,
         error: done.error.is_some(),
@@ -524,7 +563,7 @@ fn record(c: &Conn<'_>, v: &Vhost, buf: &[u8], req: &SimpleRequest, done: &Done,
         latency_us: start.elapsed().as_micros() as u64,
         upgraded: false,
     };
-    c.shared.record(&v.host, &backend, &outcome);
+    c.shared.record(&v.host, backend, &outcome);
     c.front.count_fast_request();
     let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
     c.shared.log(&v.customer, v.access_log, || hostgate_http::accesslog::Entry {
@@ -535,7 +574,7 @@ fn record(c: &Conn<'_>, v: &Vhost, buf: &[u8], req: &SimpleRequest, done: &Done,
         protocol: "HTTP/1.1".to_string(),
         host: text(Some(req.host(buf))),
         vhost: v.host.clone(),
-        backend,
+        backend: backend.to_string(),
         status: done.status,
         bytes_sent: done.bytes_out,
         bytes_received: 0,

@@ -4,10 +4,12 @@
 //! `pingora::server::Server` (which wants to own the process, its signals
 //! and its runtimes). Each `[http] listen` address is a tokio listener on
 //! each connection worker (`crate::workers`); every accepted connection becomes a pingora
-//! `Stream` (with its socket digest, so the peer address is known) and is
-//! handed to the `HttpProxy` app: HTTP/1.1 through `head_deadline::serve_h1`
-//! (pingora's own keep-alive loop, plus a deadline on every request head),
-//! HTTP/2 through `ServerApp::process_new`. `[http] listen_tls`
+//! `Stream` (with its socket digest, so the peer address is known):
+//! HTTP/1.1 goes to `fast::serve_h1` (simple requests forwarded there, the
+//! connection handed to the `HttpProxy` app at the first other one, by
+//! `head_deadline::serve_h1`, pingora's own keep-alive loop plus a
+//! deadline on every request head), HTTP/2 to the app's
+//! `ServerApp::process_new`. `[http] listen_tls`
 //! connections first go through pingora's rustls `Acceptor`, built from
 //! our own `ServerConfig` (the live per-SNI resolver, TLS 1.2/1.3, ALPN h2
 //! + http/1.1) by `from_server_config`; the negotiated ALPN picks the loop.
