@@ -685,6 +685,20 @@ pub struct VhostView {
     /// before it expires; exact names only.
     #[serde(default)]
     pub acme: bool,
+    /// TLS to the backends.
+    #[serde(default)]
+    pub backend_tls: bool,
+    /// The name sent to backends as SNI and checked in their certificates
+    /// (default: the vhost's host).
+    #[serde(default)]
+    pub backend_sni: Option<String>,
+    /// CA certificates (PEM) backends' chains must lead to (default: the
+    /// system's roots).
+    #[serde(default)]
+    pub backend_ca_pem: Option<String>,
+    /// Take any backend certificate (encrypted, not authenticated).
+    #[serde(default)]
+    pub backend_no_verify: bool,
     /// Add only if absent (`vhost add`); false replaces (`vhost set`).
     #[serde(default)]
     pub create_only: bool,

@@ -201,6 +201,7 @@ mod tests {
             proxy_protocol: false,
             access_log: None,
             acme,
+            backend_tls: None,
         }
     }
 

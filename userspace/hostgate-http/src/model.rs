@@ -107,6 +107,37 @@ pub struct Vhost {
     /// exact names only.
     #[serde(default)]
     pub acme: bool,
+    /// Speak TLS to the backends (`--backend-tls`).
+    #[serde(default)]
+    pub backend_tls: Option<BackendTls>,
+}
+
+/// TLS from the proxy to a vhost's backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendTls {
+    /// Sent as SNI; a verified certificate must name it.
+    pub name: String,
+    /// Check the backend's certificate: a chain to `ca_pem` (else to the
+    /// system's roots) naming `name`. Off, any certificate is taken
+    /// (NGINX's `proxy_ssl_verify off`, its default).
+    pub verify: bool,
+    /// The CA certificates (PEM) backend chains must lead to.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+}
+
+impl BackendTls {
+    fn validate(&self) -> Result<(), VhostError> {
+        validate_host(&self.name).map_err(|e| bad("backend-sni", e.message))?;
+        if self.name.starts_with("*.") {
+            return Err(bad("backend-sni", format!("{:?}: a backend's name cannot be a wildcard", self.name)));
+        }
+        match (&self.ca_pem, self.verify) {
+            (Some(_), false) => Err(bad("backend-ca", "has no effect with --backend-no-verify")),
+            (Some(pem), true) => crate::tls::ca_certificates(pem).map(|_| ()).map_err(|e| bad("backend-ca", e)),
+            (None, _) => Ok(()),
+        }
+    }
 }
 
 impl Vhost {
@@ -134,6 +165,9 @@ impl Vhost {
         }
         if let Some(r) = &self.rate_limit {
             r.validate()?;
+        }
+        if let Some(tls) = &self.backend_tls {
+            tls.validate()?;
         }
         if self.acme && self.is_wildcard() {
             return Err(bad("acme", "HTTP-01 cannot prove a wildcard name; add its certificate with http cert add"));
@@ -230,6 +264,26 @@ mod tests {
             proxy_protocol: false,
             access_log: None,
             acme: false,
+            backend_tls: None,
+        }
+    }
+
+    #[test]
+    fn backend_tls_is_validated() {
+        let with = |name: &str, verify, ca: Option<&str>| {
+            let mut v = vhost("a.example.com");
+            v.backend_tls = Some(BackendTls { name: name.into(), verify, ca_pem: ca.map(Into::into) });
+            v.validate()
+        };
+        with("backend.internal", true, None).expect("system roots");
+        with("backend.internal", false, None).expect("unverified");
+        for (name, verify, ca, field) in [
+            ("Bad Name", true, None, "backend-sni"),
+            ("*.internal", true, None, "backend-sni"),
+            ("backend.internal", true, Some("not PEM"), "backend-ca"),
+            ("backend.internal", false, Some("not PEM"), "backend-ca"),
+        ] {
+            assert_eq!(with(name, verify, ca).expect_err("refused").field, field, "{name} {ca:?}");
         }
     }
 
@@ -318,6 +372,7 @@ mod tests {
             proxy_protocol: false,
             access_log: None,
             acme: false,
+            backend_tls: None,
             };
             if v.validate().is_ok() {
                 let json = serde_json::to_string(&v).expect("json");

@@ -180,6 +180,7 @@ mod tests {
             proxy_protocol: false,
             access_log: None,
             acme: false,
+            backend_tls: None,
         }
     }
 

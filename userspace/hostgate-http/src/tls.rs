@@ -95,6 +95,22 @@ pub fn parse(chain_pem: &str, key_pem: &str, now: i64) -> Result<Parsed, CertErr
     Ok(Parsed { info, key: Arc::new(certified) })
 }
 
+/// The DER certificates of a CA bundle (PEM) for checking backends'
+/// chains: at least one, each a parseable X.509 certificate.
+pub fn ca_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM file of certificates ({e})"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block in the PEM file".to_string());
+    }
+    for (i, der) in certs.iter().enumerate() {
+        x509_parser::certificate::X509Certificate::from_der(der)
+            .map_err(|e| format!("certificate {} does not parse ({e})", i + 1))?;
+    }
+    Ok(certs.into_iter().map(|c| c.to_vec()).collect())
+}
+
 fn read_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let chain = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()

@@ -671,6 +671,22 @@ struct VhostArgs {
     /// it expires; exact names only.
     #[arg(long)]
     acme: bool,
+    /// Speak TLS to the backends; their certificates are verified (chain
+    /// and name) unless --backend-no-verify.
+    #[arg(long)]
+    backend_tls: bool,
+    /// The name sent to backends as SNI and checked in their certificates
+    /// (default: the vhost's host).
+    #[arg(long)]
+    backend_sni: Option<String>,
+    /// PEM file of the CA certificates backends' chains must lead to
+    /// (default: the system's roots).
+    #[arg(long)]
+    backend_ca: Option<std::path::PathBuf>,
+    /// Take any backend certificate: encrypted but not authenticated
+    /// (NGINX's proxy_ssl_verify off).
+    #[arg(long)]
+    backend_no_verify: bool,
     #[arg(long)]
     json: bool,
 }
@@ -1359,6 +1375,12 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         };
         add(prefix, backend.to_string());
     }
+    let backend_ca_pem = match &a.backend_ca {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("--backend-ca: reading {}", path.display()))?)
+        }
+        None => None,
+    };
     Ok(hostgate_api::VhostView {
         host: a.host,
         customer: a.customer,
@@ -1373,6 +1395,10 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         proxy_protocol: a.proxy_protocol,
         access_log: a.access_log,
         acme: a.acme,
+        backend_tls: a.backend_tls,
+        backend_sni: a.backend_sni,
+        backend_ca_pem,
+        backend_no_verify: a.backend_no_verify,
         create_only,
     })
 }

@@ -264,6 +264,15 @@ fn vhost_options(v: &hostgate_api::VhostView) -> String {
     if v.acme {
         o.push("acme".to_string());
     }
+    if v.backend_tls {
+        let sni = v.backend_sni.as_deref().unwrap_or(&v.host);
+        let check = match (v.backend_no_verify, v.backend_ca_pem.is_some()) {
+            (true, _) => "not verified",
+            (false, true) => "verified by its CA file",
+            (false, false) => "verified by the system's roots",
+        };
+        o.push(format!("backend-tls {sni} ({check})"));
+    }
     if o.is_empty() {
         "-".into()
     } else {

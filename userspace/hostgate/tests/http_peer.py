@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Test peers of the HTTP proxy tests (standard library only).
 
-server ADDR PORT NAME [--proxy-protocol]
+server ADDR PORT NAME [--proxy-protocol] [--tls CHAIN KEY]
     A threaded HTTP/1.1 keep-alive server. Each answer's body is NAME, a
     line "proxy: CLIENT SERVER" when a PROXY v2 header came first (or
     "proxy: none"), and the request head as received. GET with
@@ -13,7 +13,9 @@ server ADDR PORT NAME [--proxy-protocol]
     Framings, for the proxy's fast path: /chunked is answered chunked
     (NAME, 1000 "x", "end", a trailer: 1009 + len(NAME) bytes of body),
     /big with 300000 "b", /eof without a length (5000 "e", then close),
-    /bye with a length but then closed without saying so.
+    /bye with a length but then closed without saying so. With --tls the
+    server speaks TLS with that certificate chain and key (PEM files) and
+    each answer's body has a line "tls: VERSION SNI".
 
 wsclient ADDR PORT HOST PATH
     Opens one WebSocket through the proxy, prints "open", then sends each
@@ -124,8 +126,10 @@ def ws_read(s, buf):
     return op, data.decode(errors="replace"), buf[start + ln:]
 
 
-def serve_conn(s, name, want_proxy):
+def serve_conn(s, name, want_proxy, tls):
     try:
+        if tls is not None:
+            s = tls.wrap_socket(s, server_side=True)
         proxy = "none"
         if want_proxy:
             proxy = read_proxy_v2(s)
@@ -158,7 +162,8 @@ def serve_conn(s, name, want_proxy):
                         return
                     if op == 1:
                         s.sendall(ws_frame(f"{name}: {text}", False))
-            body = f"{name}\nproxy: {proxy}\n{head}\r\n\r\n".encode()
+            seen_tls = f"tls: {s.version()} {getattr(s, 'sni', '-')}\n" if tls is not None else ""
+            body = f"{name}\nproxy: {proxy}\n{seen_tls}{head}\r\n\r\n".encode()
             extra = b""
             target = (lines[0].split(" ") + [""])[1]
             if target.startswith("/cached"):
@@ -194,7 +199,16 @@ def framed(s, target, name):
         s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
 
 
-def server(addr, port, name, want_proxy):
+def server(addr, port, name, want_proxy, tls_files):
+    tls = None
+    if tls_files:
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(tls_files[0], tls_files[1])
+
+        def remember_sni(sock, sni, _ctx):
+            sock.sni = sni or "-"
+        tls.sni_callback = remember_sni
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
     l = socket.socket(fam, socket.SOCK_STREAM)
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -203,7 +217,7 @@ def server(addr, port, name, want_proxy):
     print("ready", flush=True)
     while True:
         s, _ = l.accept()
-        threading.Thread(target=serve_conn, args=(s, name, want_proxy), daemon=True).start()
+        threading.Thread(target=serve_conn, args=(s, name, want_proxy, tls), daemon=True).start()
 
 
 def wsclient(addr, port, host, path):
@@ -305,7 +319,8 @@ def rapidreset(addr, port, host, count):
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "server":
-        server(a[1], int(a[2]), a[3], "--proxy-protocol" in a)
+        tls_files = a[a.index("--tls") + 1:a.index("--tls") + 3] if "--tls" in a else None
+        server(a[1], int(a[2]), a[3], "--proxy-protocol" in a, tls_files)
     elif a[0] == "wsclient":
         wsclient(a[1], int(a[2]), a[3], a[4])
     elif a[0] == "rapidreset":

@@ -455,3 +455,79 @@ fn wrk_sees_no_errors_across_certificate_changes() {
     // The last change is in force (ten changes: certificate A again).
     until_cn(client, &pki, "https://load.example.com/", "load.example.com A", Duration::from_secs(2));
 }
+
+/// `curl http://NODE_V4/` with `Host: host`: (status, body).
+fn plain_get(client: &Netns, host: &str) -> (u16, String) {
+    let out = client
+        .command("curl")
+        .args(["-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Host: {host}"))
+        .arg(format!("http://{NODE_V4}/"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn tls_to_backends_verified_or_not() {
+    if !privileged("tls_to_backends_verified_or_not") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("https-backend", 1, &listen);
+    node.start_daemon();
+    let c1 = &node.topo.containers[0];
+    let pki = Pki::new(node.host.dir.path());
+    let (chain, key) = pki.leaf("backend", &["backend.internal"], "", EC);
+    let stranger = Pki::new(&node.host.dir.path().join("stranger"));
+    let _peer = common::http_peer_with(&c1.ns, &c1.v4.to_string(), 8443, "tb", &["--tls", &chain, &key]);
+    let backend = format!("{}:8443", c1.v4);
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+    let vhost = |host: &str, tls: &[&str]| {
+        node.cli(&[&["http", "vhost", "add", host, "--customer", "acme", "--backend", &backend][..], tls].concat())
+    };
+
+    // Verified: the chain leads to the CA given, the certificate names the SNI.
+    let root = pki.root();
+    ok(vhost("verified.test", &["--backend-tls", "--backend-sni", "backend.internal", "--backend-ca", &root]));
+    // Not verified: encrypted all the same.
+    ok(vhost("any.test", &["--backend-tls", "--backend-no-verify"]));
+    // Another CA, or another name: refused by the proxy, 502.
+    let other_root = stranger.root();
+    ok(vhost("stranger.test", &["--backend-tls", "--backend-sni", "backend.internal", "--backend-ca", &other_root]));
+    ok(vhost("misnamed.test", &["--backend-tls", "--backend-sni", "other.internal", "--backend-ca", &root]));
+    let start = Instant::now();
+    let served = loop {
+        let (code, body) = plain_get(client, "verified.test");
+        if code == 200 || start.elapsed() > Duration::from_secs(3) {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(served.0, 200, "{}", served.1);
+    assert!(served.1.starts_with("tb\n") && served.1.contains("tls: TLSv1.3 backend.internal\n"), "{}", served.1);
+    let (code, body) = plain_get(client, "any.test");
+    assert!(code == 200 && body.contains("tls: TLSv1.3 any.test\n"), "{code} {body}");
+    for host in ["stranger.test", "misnamed.test"] {
+        let (code, body) = plain_get(client, host);
+        assert_eq!(code, 502, "{host}: a backend that failed verification answered: {body}");
+    }
+    let shown = ok(node.cli(&["http", "vhost", "show", "verified.test"]));
+    assert!(shown.contains("backend-tls backend.internal (verified by its CA file)"), "{shown}");
+
+    // Refused, naming the flag, before anything is stored.
+    let garbage = node.host.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("garbage");
+    let e = err(vhost("bad.test", &["--backend-tls", "--backend-ca", &garbage.display().to_string()]));
+    assert!(e.contains("backend-ca: no CERTIFICATE block"), "{e}");
+    let e = err(vhost("bad.test", &["--backend-sni", "backend.internal"]));
+    assert!(e.contains("need --backend-tls"), "{e}");
+    let e = err(vhost("bad.test", &["--backend-tls", "--backend-no-verify", "--backend-ca", &root]));
+    assert!(e.contains("backend-ca: has no effect with --backend-no-verify"), "{e}");
+    let e = err(vhost("bad.test", &["--backend-tls", "--backend-sni", "Not A Name"]));
+    assert!(e.contains("backend-sni:"), "{e}");
+    assert!(err(node.cli(&["http", "vhost", "show", "bad.test"])).contains("bad.test"));
+}

@@ -13,7 +13,7 @@
 //!
 //! Anything else goes to pingora, from the first request that is not
 //! simple on, with the bytes already read: bodies, upgrades, `Expect`,
-//! HTTP/1.0, caching, redirecting and PROXY-protocol vhosts,
+//! HTTP/1.0, caching, redirecting, PROXY-protocol and TLS-to-backend vhosts,
 //! unknown hosts and paths, ACME challenges, heads over 16 KiB or that
 //! `httparse` refuses (pingora answers those with its 400). The request
 //! head deadline, rate limits, counters, access log lines, HSTS, retries on another
@@ -239,7 +239,7 @@ async fn serve_request(stream: &mut Stream, buf: &[u8], req: &SimpleRequest, buf
 /// Vhosts whose requests all take the fast path (when simple); the others'
 /// features live in the pingora path.
 fn fast_vhost(v: &Vhost, tls: bool) -> bool {
-    !v.cache && !v.proxy_protocol && (tls || !v.https_redirect)
+    !v.cache && !v.proxy_protocol && v.backend_tls.is_none() && (tls || !v.https_redirect)
 }
 
 /// Reads until `buf` starts with a complete head (or it is clear pingora

@@ -107,6 +107,9 @@ pub struct Shared {
     /// ACME HTTP-01 answers in force: token -> key authorization (the
     /// challenge follower mirrors `http/acme/challenges/`).
     challenges: RwLock<HashMap<String, String>>,
+    /// Backend CA bundles (`--backend-ca`) as pingora takes them, by PEM:
+    /// parsed once, not per request.
+    backend_cas: Mutex<HashMap<String, Arc<pingora::protocols::tls::CaType>>>,
 }
 
 /// What one finished request adds to its (vhost, backend) counters.
@@ -131,6 +134,7 @@ impl Shared {
             logs: Default::default(),
             log_format: Default::default(),
             challenges: Default::default(),
+            backend_cas: Default::default(),
             cache: cache::ResponseCache::new(config.cache_mib as usize * 1024 * 1024),
         }
     }
@@ -138,6 +142,28 @@ impl Shared {
     /// The key authorization for an ACME HTTP-01 token, if one is pending.
     pub fn challenge(&self, token: &str) -> Option<String> {
         self.challenges.read().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
+    }
+
+    /// The CA certificates of a vhost's `--backend-ca`, parsed (the vhost
+    /// was validated, so it parses; `None` otherwise). The cache is
+    /// emptied when it reaches 64 bundles: the ones in use are parsed
+    /// again at their next request.
+    pub fn backend_ca(&self, pem: &str) -> Option<Arc<pingora::protocols::tls::CaType>> {
+        let mut cas = self.backend_cas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ca) = cas.get(pem) {
+            return Some(ca.clone());
+        }
+        let ders = hostgate_http::tls::ca_certificates(pem).ok()?;
+        let wrapped: Vec<_> = ders
+            .into_iter()
+            .map(|der| pingora::utils::tls::WrappedX509::new(der, pingora::utils::tls::parse_x509))
+            .collect();
+        let ca: Arc<pingora::protocols::tls::CaType> = Arc::from(wrapped.into_boxed_slice());
+        if cas.len() >= 64 {
+            cas.clear();
+        }
+        cas.insert(pem.to_string(), ca.clone());
+        Some(ca)
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {
@@ -282,7 +308,23 @@ fn parse_vhost(v: &VhostView) -> Result<Vhost, Failure> {
         Some(f) => Some(f.parse::<LogFormat>().map_err(|e| bad(format!("access-log: {e}")))?),
         None => None,
     };
+    let tls_asked = v.backend_sni.is_some() || v.backend_ca_pem.is_some() || v.backend_no_verify;
+    if tls_asked && !v.backend_tls {
+        return Err(bad("backend-tls: --backend-sni, --backend-ca and --backend-no-verify need --backend-tls"));
+    }
+    let backend_tls = match (v.backend_tls, &v.backend_sni) {
+        (false, _) => None,
+        (true, None) if v.host.starts_with("*.") => {
+            return Err(bad("backend-sni: a wildcard vhost needs the name its backends' certificates carry"))
+        }
+        (true, sni) => Some(hostgate_http::model::BackendTls {
+            name: sni.clone().unwrap_or_else(|| v.host.clone()),
+            verify: !v.backend_no_verify,
+            ca_pem: v.backend_ca_pem.clone(),
+        }),
+    };
     let vhost = Vhost {
+        backend_tls,
         rate_limit,
         proxy_protocol: v.proxy_protocol,
         access_log,
@@ -322,6 +364,10 @@ fn view(v: &Vhost) -> VhostView {
         proxy_protocol: v.proxy_protocol,
         access_log: v.access_log.map(|f| f.to_string()),
         acme: v.acme,
+        backend_tls: v.backend_tls.is_some(),
+        backend_sni: v.backend_tls.as_ref().map(|t| t.name.clone()),
+        backend_ca_pem: v.backend_tls.as_ref().and_then(|t| t.ca_pem.clone()),
+        backend_no_verify: v.backend_tls.as_ref().is_some_and(|t| !t.verify),
         create_only: false,
     }
 }

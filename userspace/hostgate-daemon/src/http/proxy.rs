@@ -82,6 +82,8 @@ pub struct Ctx {
     hsts: Option<u32>,
     /// The vhost caches responses.
     cache: bool,
+    /// TLS to the backends.
+    backend_tls: Option<Arc<hostgate_http::model::BackendTls>>,
 }
 
 /// The request's host: `Host`, else the URI's authority (HTTP/2).
@@ -150,6 +152,7 @@ impl ProxyHttp for Proxy {
             body_limit: None,
             hsts: None,
             cache: false,
+            backend_tls: None,
         }
     }
 
@@ -210,6 +213,7 @@ impl ProxyHttp for Proxy {
         }
         ctx.body_limit = v.max_body_bytes;
         ctx.cache = v.cache;
+        ctx.backend_tls = v.backend_tls.clone().map(Arc::new);
         let declared =
             session.req_header().headers.get("content-length").and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
         if let (Some(limit), Some(len)) = (ctx.body_limit, declared) {
@@ -264,7 +268,23 @@ impl ProxyHttp for Proxy {
         };
         ctx.tries += 1;
         ctx.backend = Some(backend.addr);
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let mut peer = match &ctx.backend_tls {
+            Some(tls) => {
+                let mut peer = HttpPeer::new(backend.addr, true, tls.name.clone());
+                peer.options.verify_cert = tls.verify;
+                peer.options.verify_hostname = tls.verify;
+                peer.options.ca = tls.ca_pem.as_deref().and_then(|pem| self.shared.backend_ca(pem));
+                // pingora's pool key leaves the CA out: a connection
+                // verified against one vhost's CA must not serve another's.
+                if let Some(pem) = &tls.ca_pem {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    pem.hash(&mut h);
+                    peer.group_key = h.finish();
+                }
+                peer
+            }
+            None => HttpPeer::new(backend.addr, false, String::new()),
+        };
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.read_timeout = Some(READ_TIMEOUT);
@@ -276,7 +296,7 @@ impl ProxyHttp for Proxy {
                 // connection carries only that client's requests: the
                 // pool key includes the client's address and port.
                 let mut h = std::collections::hash_map::DefaultHasher::new();
-                (client, server).hash(&mut h);
+                (client, server, peer.group_key).hash(&mut h);
                 peer.group_key = h.finish();
                 let header = hostgate_http::proxy_protocol::v2_header(client, server);
                 peer.options.custom_l4 = Some(Arc::new(ProxyV2 { header }));

@@ -255,12 +255,14 @@ pub const HTTP_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/http_pee
 /// `name` (keep-alive, threaded; see http_peer.py); with `proxy_protocol`
 /// it expects a PROXY v2 header first and reports it.
 pub fn http_peer(ns: &hostgate_testbed::Netns, addr: &str, port: u16, name: &str, proxy_protocol: bool) -> ChildGuard {
+    http_peer_with(ns, addr, port, name, if proxy_protocol { &["--proxy-protocol"] } else { &[] })
+}
+
+/// `http_peer` with the server's options (`--proxy-protocol`, `--tls CHAIN KEY`).
+pub fn http_peer_with(ns: &hostgate_testbed::Netns, addr: &str, port: u16, name: &str, options: &[&str]) -> ChildGuard {
     use std::io::BufRead;
     let mut cmd = ns.command("python3");
-    cmd.args([HTTP_PEER, "server", addr, &port.to_string(), name]);
-    if proxy_protocol {
-        cmd.arg("--proxy-protocol");
-    }
+    cmd.args([HTTP_PEER, "server", addr, &port.to_string(), name]).args(options);
     let mut child =
         cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("run python3 (apt-get install python3)");
     let out = child.stdout.take().expect("stdout");
