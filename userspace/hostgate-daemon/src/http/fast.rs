@@ -33,7 +33,7 @@ use std::{
 use hostgate_http::{
     h1::{self, BodyLength, ChunkedEnd, Parsed, ResponseHead, SimpleRequest},
     ratelimit::Verdict,
-    Pool, Vhost,
+    Pool, RoutingTable, Vhost,
 };
 use pingora::{protocols::Stream, proxy::HttpProxy, server::ShutdownWatch};
 use tokio::{
@@ -68,24 +68,26 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+    /// The most recently kept connection to `addr` not older than
+    /// `UPSTREAM_IDLE` at `now` (the request's start: one clock read).
+    fn take(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let kept = idle.get_mut(&addr)?;
         while let Some((stream, since)) = kept.pop() {
-            if since.elapsed() < UPSTREAM_IDLE {
+            if now.saturating_duration_since(since) < UPSTREAM_IDLE {
                 return Some(stream);
             }
         }
         None
     }
 
-    fn put(&self, addr: SocketAddr, stream: TcpStream) {
+    fn put(&self, addr: SocketAddr, stream: TcpStream, now: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let kept = idle.entry(addr).or_default();
         if kept.len() >= UPSTREAM_KEPT {
             kept.remove(0);
         }
-        kept.push((stream, Instant::now()));
+        kept.push((stream, now));
     }
 }
 
@@ -96,12 +98,21 @@ pub struct Conn<'a> {
     pub upstreams: &'a Upstreams,
     pub front: Arc<Front>,
     pub shutdown: &'a ShutdownWatch,
+    /// The drain had begun when the connection came.
+    pub draining_at_start: bool,
+    pub worker: usize,
     pub peer: SocketAddr,
     pub tls: bool,
     pub header_timeout: Duration,
 }
 
 impl Conn<'_> {
+    /// Whether the proxy drains: each connection closes after its current
+    /// request. Read without a lock (the watch only ever goes to true).
+    fn draining(&self) -> bool {
+        self.draining_at_start || self.shutdown.has_changed().unwrap_or(true)
+    }
+
     fn scheme(&self) -> &'static str {
         if self.tls {
             "https"
@@ -127,7 +138,8 @@ pub async fn serve_h1(mut stream: Stream, c: Conn<'_>) {
     let mut upstream_buf = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(1024);
     let mut forwarding = Forwarding::default();
-    let mut close_idle = c.front.idle_close.subscribe();
+    let mut table = TableCache::default();
+    let mut close_idle = c.front.idle_close[c.worker].subscribe();
     let mut deadline = Some(Instant::now() + c.header_timeout);
     loop {
         let req = match read_head(&mut stream, &mut buf, deadline, &c, &mut close_idle).await {
@@ -141,7 +153,8 @@ pub async fn serve_h1(mut stream: Stream, c: Conn<'_>) {
                 return;
             }
         };
-        let bufs = Buffers { upstream: &mut upstream_buf, out: &mut out, forwarding: &mut forwarding };
+        let bufs =
+            Buffers { upstream: &mut upstream_buf, out: &mut out, forwarding: &mut forwarding, table: &mut table };
         match serve_request(&mut stream, &buf, &req, bufs, &c).await {
             Step::Next => {}
             Step::Pingora => return pingora(stream, buf, None, c).await,
@@ -192,18 +205,38 @@ impl Forwarding {
     }
 }
 
+/// The routing table a connection uses until a swap.
+#[derive(Default)]
+struct TableCache {
+    version: u64,
+    table: Option<Arc<RoutingTable>>,
+}
+
+impl TableCache {
+    /// Borrowed, not cloned: an `Arc` clone per request would be a write
+    /// to the count every worker shares.
+    fn get(&mut self, shared: &Shared) -> &RoutingTable {
+        let version = shared.table_version();
+        if self.table.is_none() || self.version != version {
+            (self.version, self.table) = (version, Some(shared.table()));
+        }
+        self.table.get_or_insert_with(|| shared.table())
+    }
+}
+
 /// What a connection reuses from request to request.
 struct Buffers<'a> {
     upstream: &'a mut Vec<u8>,
     out: &'a mut Vec<u8>,
     forwarding: &'a mut Forwarding,
+    table: &'a mut TableCache,
 }
 
 /// Routes a simple request and forwards it (or answers 429).
 async fn serve_request(stream: &mut Stream, buf: &[u8], req: &SimpleRequest, bufs: Buffers<'_>, c: &Conn<'_>) -> Step {
-    let Buffers { upstream: upstream_buf, out, forwarding } = bufs;
+    let Buffers { upstream: upstream_buf, out, forwarding, table } = bufs;
     let start = std::time::Instant::now();
-    let table = c.shared.table();
+    let table = table.get(c.shared);
     let Some(vhost) = table.vhost(req.host(buf)).filter(|v| fast_vhost(&v.vhost, c.tls)) else {
         return Step::Pingora;
     };
@@ -213,7 +246,7 @@ async fn serve_request(stream: &mut Stream, buf: &[u8], req: &SimpleRequest, buf
         return Step::Pingora;
     };
     let v = &vhost.vhost;
-    let close = req.close || *c.shutdown.borrow();
+    let close = req.close || c.draining();
     let limited =
         v.rate_limit.is_some_and(|limit| c.shared.rate_check(&v.host, limit, c.peer.ip()) == Verdict::Limited);
     let done = if limited {
@@ -222,7 +255,8 @@ async fn serve_request(stream: &mut Stream, buf: &[u8], req: &SimpleRequest, buf
         answer.send(stream, out, detail, req.head_only, close, None).await
     } else {
         let hsts = v.hsts_max_age.filter(|_| c.tls);
-        let mut exchange = Exchange { buf, req, close, hsts, upstream_buf, out };
+        let now = Instant::from_std(start);
+        let mut exchange = Exchange { buf, req, close, hsts, now, upstream_buf, out };
         exchange.run(stream, pool, v, forwarding.for_host(req.host(buf), c), c).await
     };
     record(c, v, buf, req, &done, forwarding.backend_name(done.backend), start);
@@ -326,6 +360,8 @@ struct Exchange<'a> {
     req: &'a SimpleRequest,
     close: bool,
     hsts: Option<u32>,
+    /// When the request started (the backend pool's clock).
+    now: Instant,
     upstream_buf: &'a mut Vec<u8>,
     out: &'a mut Vec<u8>,
 }
@@ -361,7 +397,7 @@ impl Exchange<'_> {
         addr: SocketAddr,
         upstreams: &Upstreams,
     ) -> Result<(TcpStream, ResponseHead), Failure> {
-        if let Some(mut reused) = upstreams.take(addr) {
+        if let Some(mut reused) = upstreams.take(addr, self.now) {
             match self.request(&mut reused, true).await {
                 Err(Failure::Stale) => {}
                 result => return result.map(|head| (reused, head)),
@@ -427,7 +463,7 @@ impl Exchange<'_> {
         }
         self.upstream_buf.drain(..head.head_len);
         match self.body(client, &mut upstream, head.body, &mut done).await {
-            Ok(()) if head.reusable && self.upstream_buf.is_empty() => c.upstreams.put(addr, upstream),
+            Ok(()) if head.reusable && self.upstream_buf.is_empty() => c.upstreams.put(addr, upstream, self.now),
             Ok(()) => {}
             Err(why) => {
                 done.error = Some(why);
@@ -564,7 +600,7 @@ fn record(
         upgraded: false,
     };
     c.shared.record(&v.host, backend, &outcome);
-    c.front.count_fast_request();
+    c.front.count_fast_request(c.worker);
     let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
     c.shared.log(&v.customer, v.access_log, || hostgate_http::accesslog::Entry {
         unix_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),

@@ -89,8 +89,12 @@ pub struct Shared {
     /// new table (a new table starts with everything healthy otherwise).
     health: Mutex<HashMap<SocketAddr, bool>>,
     /// vhost -> backend -> counters (nested so a lookup borrows: no
-    /// allocation per request).
-    counters: Mutex<BTreeMap<String, BTreeMap<String, HttpCounters>>>,
+    /// allocation per request), one shard per thread that counts (see
+    /// `counter_shard`), summed when read.
+    counters: Vec<CounterShard>,
+    /// Bumped by every table swap: a connection keeps its table until
+    /// this moves (no shared lock or reference count per request).
+    table_version: std::sync::atomic::AtomicU64,
     /// The TLS listeners' certificate resolver; the certificate follower
     /// swaps its index, a handshake reads the index in force.
     certs: Arc<hostgate_http::tls::LiveResolver>,
@@ -112,6 +116,44 @@ pub struct Shared {
     backend_cas: Mutex<HashMap<String, Arc<pingora::protocols::tls::CaType>>>,
 }
 
+/// Counter shards: the connection workers count in shards of their own,
+/// so two cores never take turns on one lock and its cache line per
+/// request.
+const COUNTER_SHARDS: usize = 8;
+
+/// One shard, on a cache line (two, for the adjacent-line prefetcher) of
+/// its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct CounterShard(Mutex<BTreeMap<String, BTreeMap<String, HttpCounters>>>);
+
+/// The calling thread's shard (threads are numbered as they first count).
+fn counter_shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % COUNTER_SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+/// Adds `b`'s counts to `a` (same vhost and backend).
+fn add_counters(a: &mut HttpCounters, b: &HttpCounters) {
+    a.requests += b.requests;
+    a.errors += b.errors;
+    for (x, y) in a.status_classes.iter_mut().zip(b.status_classes) {
+        *x += y;
+    }
+    a.bytes_in += b.bytes_in;
+    a.bytes_out += b.bytes_out;
+    for (x, y) in a.latency_buckets.iter_mut().zip(&b.latency_buckets) {
+        *x += y;
+    }
+    a.latency_sum_us += b.latency_sum_us;
+    a.rate_limited += b.rate_limited;
+    a.too_large += b.too_large;
+    a.upgraded += b.upgraded;
+}
+
 /// What one finished request adds to its (vhost, backend) counters.
 pub struct Outcome {
     pub status: u16,
@@ -127,7 +169,8 @@ impl Shared {
         Shared {
             table: Default::default(),
             health: Default::default(),
-            counters: Default::default(),
+            counters: (0..COUNTER_SHARDS).map(|_| CounterShard::default()).collect(),
+            table_version: Default::default(),
             certs: Default::default(),
             limiters: Default::default(),
             epoch: Default::default(),
@@ -166,6 +209,11 @@ impl Shared {
         Some(ca)
     }
 
+    /// Moves at every table swap (see `table_version`).
+    pub fn table_version(&self) -> u64 {
+        self.table_version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn table(&self) -> Arc<RoutingTable> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -175,6 +223,7 @@ impl Shared {
             table.set_healthy(*addr, *healthy);
         }
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        self.table_version.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     fn set_health(&self, addr: SocketAddr, healthy: bool) {
@@ -184,7 +233,7 @@ impl Shared {
 
     /// Changes the counters of (vhost, backend), creating them first.
     fn with_counters(&self, vhost: &str, backend: &str, f: impl FnOnce(&mut HttpCounters)) {
-        let mut all = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.counters[counter_shard()].0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = all.get_mut(vhost).and_then(|b| b.get_mut(backend)) {
             return f(c);
         }
@@ -270,7 +319,19 @@ impl Shared {
     }
 
     pub fn counters(&self) -> Vec<HttpCounters> {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).values().flat_map(|b| b.values().cloned()).collect()
+        let mut sum: BTreeMap<(String, String), HttpCounters> = BTreeMap::new();
+        for shard in &self.counters {
+            let all = shard.0.lock().unwrap_or_else(|p| p.into_inner());
+            for c in all.values().flat_map(BTreeMap::values) {
+                match sum.get_mut(&(c.vhost.clone(), c.backend.clone())) {
+                    Some(total) => add_counters(total, c),
+                    None => {
+                        sum.insert((c.vhost.clone(), c.backend.clone()), c.clone());
+                    }
+                }
+            }
+        }
+        sum.into_values().collect()
     }
 }
 

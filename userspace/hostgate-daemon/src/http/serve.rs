@@ -184,6 +184,8 @@ async fn serve(tcp: tokio::net::TcpStream, peer: SocketAddr, serving: Arc<Servin
         upstreams: &serving.upstreams[worker],
         front,
         shutdown: &shutdown,
+        draining_at_start: *shutdown.borrow(),
+        worker,
         peer,
         tls: serving.tls.is_some(),
         header_timeout: serving.header_timeout,
@@ -292,17 +294,23 @@ pub struct Front {
     /// The apps, whose `cleanup` closes connections idle between requests.
     apps: std::sync::Mutex<Vec<Arc<HttpProxy<Proxy>>>>,
     /// `true` closes the fast path's connections idle between requests
-    /// (what the apps' `cleanup` does to pingora's).
-    pub(super) idle_close: watch::Sender<bool>,
+    /// (what the apps' `cleanup` does to pingora's); one per worker, so
+    /// waiting on it is never contended across cores.
+    pub(super) idle_close: Vec<watch::Sender<bool>>,
     /// Connections closed with 408: no complete request head in time.
     header_timeouts: std::sync::atomic::AtomicU64,
-    /// HTTP/1.1 requests the fast path forwarded.
-    fast_requests: std::sync::atomic::AtomicU64,
+    /// HTTP/1.1 requests the fast path forwarded, per worker.
+    fast_requests: Vec<PaddedCount>,
     /// HTTP/1.1 connections the fast path handed to pingora.
     pingora_handovers: std::sync::atomic::AtomicU64,
     /// GOAWAY frames sent on HTTP/2 connections, by error code.
     goaways: Arc<GoawayCounts>,
 }
+
+/// A counter on a cache line of its own (one per worker).
+#[derive(Default)]
+#[repr(align(128))]
+struct PaddedCount(std::sync::atomic::AtomicU64);
 
 /// Counts one open connection (of the front, and of its worker) while it
 /// lives.
@@ -320,15 +328,15 @@ impl Drop for Counted {
 impl Front {
     pub fn new(workers: crate::workers::Pool) -> Arc<Front> {
         Arc::new(Front {
-            workers,
+            workers: workers.clone(),
             accepting: watch::Sender::new(true),
             drain: watch::Sender::new(false),
             open: watch::Sender::new(0),
             listeners: Default::default(),
             apps: Default::default(),
-            idle_close: watch::Sender::new(false),
+            idle_close: workers.handles().iter().map(|_| watch::Sender::new(false)).collect(),
             header_timeouts: Default::default(),
-            fast_requests: Default::default(),
+            fast_requests: workers.handles().iter().map(|_| PaddedCount::default()).collect(),
             pingora_handovers: Default::default(),
             goaways: Default::default(),
         })
@@ -360,8 +368,10 @@ impl Front {
         self.header_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    pub(super) fn count_fast_request(&self) {
-        self.fast_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub(super) fn count_fast_request(&self, worker: usize) {
+        if let Some(count) = self.fast_requests.get(worker) {
+            count.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub(super) fn count_pingora_handover(&self) {
@@ -369,7 +379,7 @@ impl Front {
     }
 
     pub fn fast_requests(&self) -> u64 {
-        self.fast_requests.load(std::sync::atomic::Ordering::Relaxed)
+        self.fast_requests.iter().map(|c| c.0.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
 
     pub fn pingora_handovers(&self) -> u64 {
@@ -403,7 +413,9 @@ impl Front {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut open = self.open.subscribe();
         let _ = tokio::time::timeout(grace.min(timeout), open.wait_for(|n| *n == 0)).await;
-        self.idle_close.send_replace(true);
+        for idle_close in &self.idle_close {
+            idle_close.send_replace(true);
+        }
         let apps: Vec<_> = self.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for app in apps {
             app.cleanup().await;
