@@ -126,7 +126,10 @@ fn ips_are_placed_over_live_nodes_and_every_node_converges() {
     }
     let c = Cluster::start("clplace", 3);
     ok(c.nodes[0].cli(&["customer", "add", "acme"]));
-    let ips: Vec<String> = (10..22).map(|i| format!("203.0.113.{i}")).chain(["2001:db8:113::10".into()]).collect();
+    // Rendezvous placement over three names that change every run: with
+    // 30 IPs, a node is left without any once in about 60 000 runs (with
+    // 13, once in 70: CI saw it).
+    let ips: Vec<String> = (10..39).map(|i| format!("203.0.113.{i}")).chain(["2001:db8:113::10".into()]).collect();
     for (i, ip) in ips.iter().enumerate() {
         // Any node takes configuration; every node sees it.
         ok(c.nodes[i % 3].cli(&["ip", "assign", ip, "--customer", "acme"]));
@@ -136,7 +139,7 @@ fn ips_are_placed_over_live_nodes_and_every_node_converges() {
         *m.entry(v.owner.clone().unwrap_or_default()).or_default() += 1;
         m
     });
-    assert_eq!(owners.len(), 3, "13 unpinned IPs spread over all three nodes: {owners:?}");
+    assert_eq!(owners.len(), 3, "30 unpinned IPs spread over all three nodes: {owners:?}");
 
     // Converged: the same configuration revision on every node, everyone live.
     c.wait_for("the same config revision everywhere", |c| {
