@@ -699,6 +699,12 @@ pub struct VhostView {
     /// Take any backend certificate (encrypted, not authenticated).
     #[serde(default)]
     pub backend_no_verify: bool,
+    /// Backends are checked with `GET` of this path (else by connecting).
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// The status the health check wants (default 200).
+    #[serde(default)]
+    pub health_status: Option<u16>,
     /// Add only if absent (`vhost add`); false replaces (`vhost set`).
     #[serde(default)]
     pub create_only: bool,

@@ -202,6 +202,7 @@ mod tests {
             access_log: None,
             acme,
             backend_tls: None,
+            health: None,
         }
     }
 

@@ -164,6 +164,12 @@ pub fn write_upstream_head(buf: &[u8], req: &SimpleRequest, forwarding: &[u8], o
     out.extend_from_slice(b"\r\n");
 }
 
+/// A health check's request: `GET path` for `host`, closing after.
+pub fn probe_request(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: hostgate-health-check\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLength {

@@ -110,6 +110,34 @@ pub struct Vhost {
     /// Speak TLS to the backends (`--backend-tls`).
     #[serde(default)]
     pub backend_tls: Option<BackendTls>,
+    /// Check the backends over HTTP (`--health-path`), not only by
+    /// connecting.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+}
+
+/// The active health check of a vhost's backends: `GET path` (with the
+/// vhost's host) must answer `expect_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub path: String,
+    pub expect_status: u16,
+}
+
+impl HealthCheck {
+    fn validate(&self) -> Result<(), VhostError> {
+        let printable = self.path.bytes().all(|b| b.is_ascii_graphic());
+        if !self.path.starts_with('/') || !printable || self.path.len() > 1024 {
+            return Err(bad(
+                "health-path",
+                format!("{:?}: a path starting with '/', no spaces, up to 1024 bytes", self.path),
+            ));
+        }
+        if !(100..=599).contains(&self.expect_status) {
+            return Err(bad("health-status", format!("{} is not an HTTP status (100-599)", self.expect_status)));
+        }
+        Ok(())
+    }
 }
 
 /// TLS from the proxy to a vhost's backends.
@@ -168,6 +196,9 @@ impl Vhost {
         }
         if let Some(tls) = &self.backend_tls {
             tls.validate()?;
+        }
+        if let Some(health) = &self.health {
+            health.validate()?;
         }
         if self.acme && self.is_wildcard() {
             return Err(bad("acme", "HTTP-01 cannot prove a wildcard name; add its certificate with http cert add"));
@@ -265,7 +296,22 @@ mod tests {
             access_log: None,
             acme: false,
             backend_tls: None,
+            health: None,
         }
+    }
+
+    #[test]
+    fn health_checks_are_validated() {
+        let with = |path: &str, expect_status| {
+            let mut v = vhost("a.example.com");
+            v.health = Some(HealthCheck { path: path.into(), expect_status });
+            v.validate()
+        };
+        with("/healthz?full=1", 204).expect("fine");
+        assert_eq!(with("healthz", 200).expect_err("no slash").field, "health-path");
+        assert_eq!(with("/a b", 200).expect_err("space").field, "health-path");
+        assert_eq!(with("/", 99).expect_err("status").field, "health-status");
+        assert_eq!(with("/", 600).expect_err("status").field, "health-status");
     }
 
     #[test]
@@ -373,6 +419,7 @@ mod tests {
             access_log: None,
             acme: false,
             backend_tls: None,
+            health: None,
             };
             if v.validate().is_ok() {
                 let json = serde_json::to_string(&v).expect("json");

@@ -181,6 +181,7 @@ mod tests {
             access_log: None,
             acme: false,
             backend_tls: None,
+            health: None,
         }
     }
 

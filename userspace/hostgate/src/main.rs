@@ -687,6 +687,13 @@ struct VhostArgs {
     /// (NGINX's proxy_ssl_verify off).
     #[arg(long)]
     backend_no_verify: bool,
+    /// Check the backends every second with GET of this path (with the
+    /// vhost's host); without it they are checked by connecting.
+    #[arg(long)]
+    health_path: Option<String>,
+    /// The status the health check wants (default 200).
+    #[arg(long)]
+    health_status: Option<u16>,
     #[arg(long)]
     json: bool,
 }
@@ -1399,6 +1406,8 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         backend_sni: a.backend_sni,
         backend_ca_pem,
         backend_no_verify: a.backend_no_verify,
+        health_path: a.health_path,
+        health_status: a.health_status,
         create_only,
     })
 }

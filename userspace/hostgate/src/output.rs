@@ -264,6 +264,9 @@ fn vhost_options(v: &hostgate_api::VhostView) -> String {
     if v.acme {
         o.push("acme".to_string());
     }
+    if let Some(path) = &v.health_path {
+        o.push(format!("health GET {path} -> {}", v.health_status.unwrap_or(200)));
+    }
     if v.backend_tls {
         let sni = v.backend_sni.as_deref().unwrap_or(&v.host);
         let check = match (v.backend_no_verify, v.backend_ca_pem.is_some()) {

@@ -704,3 +704,81 @@ fn the_fast_path_frames_every_response_and_hands_over_to_pingora() {
     // 7 transfers, the pipelined pair, until_served's polls.
     assert!(matches!(numbers[..], [fast, handed] if fast >= 9 && handed >= 1), "{status}");
 }
+
+#[test]
+fn backends_failing_their_http_health_check_get_no_requests() {
+    if !privileged("backends_failing_their_http_health_check_get_no_requests") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("http-health", 2, &listen);
+    node.start_daemon();
+    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
+    let files: Vec<String> =
+        ["h1", "h2"].iter().map(|n| node.host.dir.path().join(format!("{n}.healthy")).display().to_string()).collect();
+    for f in &files {
+        std::fs::write(f, "").expect("health file");
+    }
+    let _h1 = common::http_peer_with(&c1.ns, &c1.v4.to_string(), 8080, "h1", &["--health-file", &files[0]]);
+    let _h2 = common::http_peer_with(&c2.ns, &c2.v4.to_string(), 8080, "h2", &["--health-file", &files[1]]);
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+    let (b1, b2) = (format!("{}:8080", c1.v4), format!("{}:8080", c2.v4));
+    let e = err(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "health.test",
+        "--customer",
+        "acme",
+        "--backend",
+        &b1,
+        "--health-path",
+        "healthz",
+    ]));
+    assert!(e.contains("health-path:"), "{e}");
+    let e = err(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "health.test",
+        "--customer",
+        "acme",
+        "--backend",
+        &b1,
+        "--health-status",
+        "200",
+    ]));
+    assert!(e.contains("health-status: needs --health-path"), "{e}");
+    let add = ["http", "vhost", "add", "health.test", "--customer", "acme", "--backend", &b1, "--backend", &b2];
+    ok(node.cli(&[&add[..], &["--health-path", "/healthz"]].concat()));
+    assert!(ok(node.cli(&["http", "vhost", "show", "health.test"])).contains("health GET /healthz -> 200"));
+    let served_by = |n: usize| -> BTreeMap<String, u32> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            *seen.entry(get(client, "health.test", "/", &[]).backend().to_string()).or_default() += 1;
+        }
+        seen
+    };
+    let until = |what: &str, want: &dyn Fn(&BTreeMap<String, u32>) -> bool| {
+        let start = Instant::now();
+        loop {
+            let seen = served_by(6);
+            if want(&seen) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "{what}: {seen:?}\n{}", node.log());
+        }
+    };
+    until("both backends serve", &|s| s.get("h1").is_some() && s.get("h2").is_some());
+
+    // h1 answers its health check 503 (while still serving): out of the pool
+    // within about a check period, and back once it answers 200 again.
+    std::fs::remove_file(&files[0]).expect("sicken h1");
+    let took = until("h1 out after failing its check", &|s| s == &BTreeMap::from([("h2".to_string(), 6)]));
+    eprintln!("h1 out after {took:?}");
+    assert_eq!(served_by(10), BTreeMap::from([("h2".to_string(), 10)]));
+    assert!(node.log().contains("503, expected 200"), "{}", node.log());
+    std::fs::write(&files[0], "").expect("heal h1");
+    until("h1 back after passing its check", &|s| s.get("h1").is_some());
+}

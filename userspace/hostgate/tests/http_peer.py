@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Test peers of the HTTP proxy tests (standard library only).
 
-server ADDR PORT NAME [--proxy-protocol] [--tls CHAIN KEY]
+server ADDR PORT NAME [--proxy-protocol] [--tls CHAIN KEY] [--health-file PATH]
     A threaded HTTP/1.1 keep-alive server. Each answer's body is NAME, a
     line "proxy: CLIENT SERVER" when a PROXY v2 header came first (or
     "proxy: none"), and the request head as received. GET with
@@ -15,7 +15,8 @@ server ADDR PORT NAME [--proxy-protocol] [--tls CHAIN KEY]
     /big with 300000 "b", /eof without a length (5000 "e", then close),
     /bye with a length but then closed without saying so. With --tls the
     server speaks TLS with that certificate chain and key (PEM files) and
-    each answer's body has a line "tls: VERSION SNI".
+    each answer's body has a line "tls: VERSION SNI". /healthz is answered
+    200 while the --health-file exists, else 503.
 
 wsclient ADDR PORT HOST PATH
     Opens one WebSocket through the proxy, prints "open", then sends each
@@ -39,6 +40,7 @@ import threading
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CACHED = {"answers": 0, "lock": threading.Lock()}
+HEALTH = {"file": None}
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
@@ -171,6 +173,10 @@ def serve_conn(s, name, want_proxy, tls):
                     CACHED["answers"] += 1
                     body = f"{name} answer {CACHED['answers']}\n".encode()
                 extra = b"\r\ncache-control: public, max-age=600"
+            if target == "/healthz" and HEALTH["file"] is not None:
+                ok = os.path.exists(HEALTH["file"])
+                s.sendall(b"HTTP/1.1 %s\r\ncontent-length: 0\r\n\r\n" % (b"200 OK" if ok else b"503 Sick"))
+                continue
             if target in ("/chunked", "/eof", "/bye", "/big"):
                 framed(s, target, name)
                 if target in ("/eof", "/bye"):
@@ -320,6 +326,8 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "server":
         tls_files = a[a.index("--tls") + 1:a.index("--tls") + 3] if "--tls" in a else None
+        if "--health-file" in a:
+            HEALTH["file"] = a[a.index("--health-file") + 1]
         server(a[1], int(a[2]), a[3], "--proxy-protocol" in a, tls_files)
     elif a[0] == "wsclient":
         wsclient(a[1], int(a[2]), a[3], a[4])

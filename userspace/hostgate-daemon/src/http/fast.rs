@@ -380,6 +380,9 @@ impl Exchange<'_> {
                 Ok((upstream, head)) => return self.respond(client, upstream, addr, head, c).await,
                 Err(Failure::Connect) => {
                     c.shared.count_failed_connect(&vhost.host, &addr.to_string());
+                    if c.shared.mark_down(addr) {
+                        tracing::warn!(backend = %addr, "HTTP backend down: connection failed (until a health check passes)");
+                    }
                     exclude = Some(addr);
                 }
                 Err(Failure::Timeout) => return self.error_page(client, Some(addr), 504, "upstream timed out").await,

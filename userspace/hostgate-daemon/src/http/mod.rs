@@ -226,6 +226,15 @@ impl Shared {
         self.table_version.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
+    /// Passive health: a backend that refused or timed out a connection
+    /// is taken out of its pools until the next active check finds it
+    /// up (within a second). True if it was up.
+    pub fn mark_down(&self, addr: SocketAddr) -> bool {
+        let was = self.health.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, false);
+        self.table().set_healthy(addr, false);
+        was != Some(false)
+    }
+
     fn set_health(&self, addr: SocketAddr, healthy: bool) {
         self.health.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, healthy);
         self.table().set_healthy(addr, healthy);
@@ -384,7 +393,15 @@ fn parse_vhost(v: &VhostView) -> Result<Vhost, Failure> {
             ca_pem: v.backend_ca_pem.clone(),
         }),
     };
+    let health = match (&v.health_path, v.health_status) {
+        (Some(path), status) => {
+            Some(hostgate_http::model::HealthCheck { path: path.clone(), expect_status: status.unwrap_or(200) })
+        }
+        (None, Some(_)) => return Err(bad("health-status: needs --health-path")),
+        (None, None) => None,
+    };
     let vhost = Vhost {
+        health,
         backend_tls,
         rate_limit,
         proxy_protocol: v.proxy_protocol,
@@ -429,6 +446,8 @@ fn view(v: &Vhost) -> VhostView {
         backend_sni: v.backend_tls.as_ref().map(|t| t.name.clone()),
         backend_ca_pem: v.backend_tls.as_ref().and_then(|t| t.ca_pem.clone()),
         backend_no_verify: v.backend_tls.as_ref().is_some_and(|t| !t.verify),
+        health_path: v.health.as_ref().map(|h| h.path.clone()),
+        health_status: v.health.as_ref().map(|h| h.expect_status),
         create_only: false,
     }
 }

@@ -381,6 +381,9 @@ impl ProxyHttp for Proxy {
             let backend = ctx.backend.map_or("-".to_string(), |b| b.to_string());
             self.shared.count_failed_connect(vhost, &backend);
         }
+        if let Some(addr) = ctx.backend.filter(|&a| self.shared.mark_down(a)) {
+            tracing::warn!(backend = %addr, "HTTP backend down: connection failed (until a health check passes)");
+        }
         e
     }
 
