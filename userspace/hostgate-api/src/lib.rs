@@ -705,6 +705,9 @@ pub struct VhostView {
     /// The status the health check wants (default 200).
     #[serde(default)]
     pub health_status: Option<u16>,
+    /// The vhost's own HTML for answers the proxy gives itself: status -> page.
+    #[serde(default)]
+    pub error_pages: std::collections::BTreeMap<u16, String>,
     /// Add only if absent (`vhost add`); false replaces (`vhost set`).
     #[serde(default)]
     pub create_only: bool,

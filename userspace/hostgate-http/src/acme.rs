@@ -203,6 +203,7 @@ mod tests {
             acme,
             backend_tls: None,
             health: None,
+            error_pages: Default::default(),
         }
     }
 

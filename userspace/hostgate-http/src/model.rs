@@ -2,7 +2,7 @@
 //! vhost is one store entry (`http/vhosts/<host>`): it is valid on its own
 //! or refused whole, so a bad one never reaches the routing table.
 
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,11 @@ pub const MAX_WEIGHT: u32 = 1000;
 pub const MAX_HSTS_SECS: u32 = 2 * 365 * 24 * 3600;
 /// The largest request body a vhost may allow (1 GiB).
 pub const MAX_BODY_LIMIT: u64 = 1 << 30;
+/// The answers the proxy gives itself for a vhost, which the vhost may
+/// replace with its own page.
+pub const ERROR_PAGE_STATUSES: [u16; 7] = [404, 413, 429, 500, 502, 503, 504];
+/// The largest error page (64 KiB): they are stored in the vhost.
+pub const MAX_ERROR_PAGE: usize = 64 * 1024;
 
 /// A refused vhost: the field at fault and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +119,10 @@ pub struct Vhost {
     /// connecting.
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// The vhost's own HTML for answers the proxy gives itself
+    /// (`--error-page CODE=FILE`): status -> page.
+    #[serde(default)]
+    pub error_pages: BTreeMap<u16, String>,
 }
 
 /// The active health check of a vhost's backends: `GET path` (with the
@@ -199,6 +208,15 @@ impl Vhost {
         }
         if let Some(health) = &self.health {
             health.validate()?;
+        }
+        for (status, page) in &self.error_pages {
+            if !ERROR_PAGE_STATUSES.contains(status) {
+                let known: Vec<String> = ERROR_PAGE_STATUSES.iter().map(u16::to_string).collect();
+                return Err(bad("error-page", format!("{status}: the proxy answers only {} itself", known.join(", "))));
+            }
+            if page.is_empty() || page.len() > MAX_ERROR_PAGE {
+                return Err(bad("error-page", format!("{status}: a page of 1 byte to {MAX_ERROR_PAGE} bytes")));
+            }
         }
         if self.acme && self.is_wildcard() {
             return Err(bad("acme", "HTTP-01 cannot prove a wildcard name; add its certificate with http cert add"));
@@ -297,7 +315,20 @@ mod tests {
             acme: false,
             backend_tls: None,
             health: None,
+            error_pages: Default::default(),
         }
+    }
+
+    #[test]
+    fn error_pages_are_validated() {
+        let mut v = vhost("a.example.com");
+        v.error_pages.insert(502, "<h1>down</h1>".into());
+        v.validate().expect("fine");
+        v.error_pages.insert(200, "<h1>ok</h1>".into());
+        assert_eq!(v.validate().expect_err("not the proxy's answer").field, "error-page");
+        let mut v = vhost("a.example.com");
+        v.error_pages.insert(504, "x".repeat(MAX_ERROR_PAGE + 1));
+        assert_eq!(v.validate().expect_err("too big").field, "error-page");
     }
 
     #[test]
@@ -420,6 +451,7 @@ mod tests {
             acme: false,
             backend_tls: None,
             health: None,
+            error_pages: Default::default(),
             };
             if v.validate().is_ok() {
                 let json = serde_json::to_string(&v).expect("json");

@@ -182,6 +182,7 @@ mod tests {
             acme: false,
             backend_tls: None,
             health: None,
+            error_pages: Default::default(),
         }
     }
 

@@ -694,6 +694,10 @@ struct VhostArgs {
     /// The status the health check wants (default 200).
     #[arg(long)]
     health_status: Option<u16>,
+    /// This vhost's own page for an answer the proxy gives itself:
+    /// CODE=FILE (HTML; 404, 413, 429, 500, 502, 503, 504); repeat.
+    #[arg(long = "error-page")]
+    error_pages: Vec<String>,
     #[arg(long)]
     json: bool,
 }
@@ -701,9 +705,9 @@ struct VhostArgs {
 #[derive(Subcommand)]
 enum VhostCommand {
     /// Declare a vhost (refused if the host exists).
-    Add(VhostArgs),
+    Add(Box<VhostArgs>),
     /// Declare or replace a vhost whole; applies live.
-    Set(VhostArgs),
+    Set(Box<VhostArgs>),
     /// Every vhost with its routes.
     List {
         #[arg(long)]
@@ -1382,6 +1386,15 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         };
         add(prefix, backend.to_string());
     }
+    let mut error_pages = std::collections::BTreeMap::new();
+    for arg in &a.error_pages {
+        let parsed = arg.split_once('=').and_then(|(code, file)| Some((code.parse::<u16>().ok()?, file)));
+        let Some((code, file)) = parsed else {
+            anyhow::bail!("--error-page {arg}: expected CODE=FILE, e.g. 502=/etc/hostgate/pages/502.html");
+        };
+        let page = std::fs::read_to_string(file).with_context(|| format!("--error-page {arg}: reading {file}"))?;
+        error_pages.insert(code, page);
+    }
     let backend_ca_pem = match &a.backend_ca {
         Some(path) => {
             Some(std::fs::read_to_string(path).with_context(|| format!("--backend-ca: reading {}", path.display()))?)
@@ -1408,6 +1421,7 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         backend_no_verify: a.backend_no_verify,
         health_path: a.health_path,
         health_status: a.health_status,
+        error_pages,
         create_only,
     })
 }
@@ -1422,8 +1436,8 @@ async fn put_vhost(client: &Client, a: VhostArgs, create_only: bool) -> anyhow::
 async fn vhost(client: &Client, command: VhostCommand) -> anyhow::Result<()> {
     use hostgate_api::{VhostRef, VhostView};
     match command {
-        VhostCommand::Add(a) => put_vhost(client, a, true).await?,
-        VhostCommand::Set(a) => put_vhost(client, a, false).await?,
+        VhostCommand::Add(a) => put_vhost(client, *a, true).await?,
+        VhostCommand::Set(a) => put_vhost(client, *a, false).await?,
         VhostCommand::List { json } => {
             let all: Vec<VhostView> = client.get(hostgate_api::HTTP_VHOSTS).await?;
             print_out(json, &all, |all| output::vhosts(all).to_string())?;

@@ -264,6 +264,10 @@ fn vhost_options(v: &hostgate_api::VhostView) -> String {
     if v.acme {
         o.push("acme".to_string());
     }
+    if !v.error_pages.is_empty() {
+        let codes: Vec<String> = v.error_pages.keys().map(u16::to_string).collect();
+        o.push(format!("error-pages={}", codes.join(",")));
+    }
     if let Some(path) = &v.health_path {
         o.push(format!("health GET {path} -> {}", v.health_status.unwrap_or(200)));
     }

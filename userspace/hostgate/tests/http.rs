@@ -697,12 +697,46 @@ fn the_fast_path_frames_every_response_and_hands_over_to_pingora() {
     assert_eq!(both.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{both}");
     assert!(both.contains("p1 bye\n") && both.ends_with("0\r\nx-trailer: t\r\n\r\n"), "{both}");
 
+    // A client that leaves mid-body: the backend connection, with the rest
+    // of the body unread, must not serve the next request.
+    {
+        use std::io::{Read, Write};
+        let path = client.path();
+        std::thread::spawn(move || {
+            hostgate_testbed::sender::enter_netns(&path).expect("enter client netns");
+            let mut s = std::net::TcpStream::connect((NODE_V4, 80)).expect("connect");
+            s.write_all(b"GET /big HTTP/1.1\r\nHost: fast.test\r\n\r\n").expect("send");
+            let mut some = [0u8; 2000];
+            let _ = s.read(&mut some);
+        })
+        .join()
+        .expect("leaving client");
+    }
+    for _ in 0..3 {
+        let after = get(client, "fast.test", "/bye", &[]);
+        assert_eq!((after.code, after.body.as_str()), (200, "p1 bye\n"), "after a client left mid-body");
+    }
+
+    // Expect: 100-continue (pingora's path) is answered without waiting
+    // out curl's 100 timeout.
+    let started = Instant::now();
+    let out = client
+        .command("curl")
+        .args(["-sS", "--max-time", "10", "--expect100-timeout", "8", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", "Host: fast.test", "-H", "Expect: 100-continue", "--data", &"z".repeat(5000)])
+        .arg(format!("http://{NODE_V4}/"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(5), "Expect: 100-continue waited {:?}", started.elapsed());
+
     let status = ok(node.cli(&["status"]));
     let counts = status.lines().find_map(|l| l.split_once("fast path: ")).map(|(_, c)| c.to_string());
     let numbers: Vec<u64> =
         counts.unwrap_or_default().split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
-    // 7 transfers, the pipelined pair, until_served's polls.
-    assert!(matches!(numbers[..], [fast, handed] if fast >= 9 && handed >= 1), "{status}");
+    // 7 transfers, the pipelined pair, the client that left, 3 /bye,
+    // until_served's polls.
+    assert!(matches!(numbers[..], [fast, handed] if fast >= 13 && handed >= 2), "{status}");
 }
 
 #[test]
@@ -724,34 +758,13 @@ fn backends_failing_their_http_health_check_get_no_requests() {
     let client = &node.topo.client;
     ok(node.cli(&["customer", "add", "acme"]));
     let (b1, b2) = (format!("{}:8080", c1.v4), format!("{}:8080", c2.v4));
-    let e = err(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "health.test",
-        "--customer",
-        "acme",
-        "--backend",
-        &b1,
-        "--health-path",
-        "healthz",
-    ]));
-    assert!(e.contains("health-path:"), "{e}");
-    let e = err(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "health.test",
-        "--customer",
-        "acme",
-        "--backend",
-        &b1,
-        "--health-status",
-        "200",
-    ]));
-    assert!(e.contains("health-status: needs --health-path"), "{e}");
-    let add = ["http", "vhost", "add", "health.test", "--customer", "acme", "--backend", &b1, "--backend", &b2];
-    ok(node.cli(&[&add[..], &["--health-path", "/healthz"]].concat()));
+    let add = |extra: &[&str]| {
+        let vhost = ["http", "vhost", "add", "health.test", "--customer", "acme", "--backend", &b1, "--backend", &b2];
+        node.cli(&[&vhost[..], extra].concat())
+    };
+    assert!(err(add(&["--health-path", "healthz"])).contains("health-path:"));
+    assert!(err(add(&["--health-status", "200"])).contains("health-status: needs --health-path"));
+    ok(add(&["--health-path", "/healthz"]));
     assert!(ok(node.cli(&["http", "vhost", "show", "health.test"])).contains("health GET /healthz -> 200"));
     let served_by = |n: usize| -> BTreeMap<String, u32> {
         let mut seen = BTreeMap::new();
@@ -781,4 +794,77 @@ fn backends_failing_their_http_health_check_get_no_requests() {
     assert!(node.log().contains("503, expected 200"), "{}", node.log());
     std::fs::write(&files[0], "").expect("heal h1");
     until("h1 back after passing its check", &|s| s.get("h1").is_some());
+}
+
+#[test]
+fn a_vhost_answers_with_its_own_error_pages() {
+    if !privileged("a_vhost_answers_with_its_own_error_pages") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("http-pages", 1, &listen);
+    node.start_daemon();
+    let c1 = &node.topo.containers[0];
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+    // Nothing listens there: every request fails to connect.
+    let dead = format!("{}:8099", c1.v4);
+    let page = node.host.dir.path().join("502.html");
+    std::fs::write(&page, "<h1>acme is down, back soon</h1>\n").expect("page");
+    let with_page = format!("502={}", page.display());
+    let e = err(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "pages.test",
+        "--customer",
+        "acme",
+        "--backend",
+        &dead,
+        "--error-page",
+        "200=/nonexistent",
+    ]));
+    assert!(e.contains("--error-page 200=/nonexistent: reading /nonexistent"), "{e}");
+    let ok_page = format!("200={}", page.display());
+    let e = err(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "pages.test",
+        "--customer",
+        "acme",
+        "--backend",
+        &dead,
+        "--error-page",
+        &ok_page,
+    ]));
+    assert!(e.contains("error-page: 200: the proxy answers only"), "{e}");
+    ok(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "pages.test",
+        "--customer",
+        "acme",
+        "--backend",
+        &dead,
+        "--error-page",
+        &with_page,
+    ]));
+    ok(node.cli(&["http", "vhost", "add", "plain.test", "--customer", "acme", "--backend", &dead]));
+    assert!(ok(node.cli(&["http", "vhost", "show", "pages.test"])).contains("error-pages=502"));
+
+    // A GET (the fast path) and a POST (pingora's path) both fail to
+    // connect: the vhost's page, or the proxy's own for the other vhost.
+    let start = Instant::now();
+    while get(client, "pages.test", "/", &[]).code == 404 {
+        assert!(start.elapsed() < Duration::from_secs(2), "pages.test not routed");
+    }
+    for extra in [&[][..], &["--data", "x=1"][..]] {
+        let own = get(client, "pages.test", "/", extra);
+        assert_eq!((own.code, own.body.as_str()), (502, "<h1>acme is down, back soon</h1>\n"), "{extra:?}");
+        let proxy = get(client, "plain.test", "/", extra);
+        assert_eq!(proxy.code, 502, "{extra:?}: {}", proxy.body);
+        assert!(proxy.body.contains("502 Bad Gateway") && proxy.body.contains("hostgate"), "{extra:?}: {}", proxy.body);
+    }
 }

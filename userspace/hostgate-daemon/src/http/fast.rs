@@ -252,7 +252,7 @@ async fn serve_request(stream: &mut Stream, buf: &[u8], req: &SimpleRequest, buf
     let done = if limited {
         let answer = Answer { status: 429, title: "429 Too Many Requests", extra: "retry-after: 1\r\n" };
         let detail = "Slow down: this site limits requests per client.";
-        answer.send(stream, out, detail, req.head_only, close, None).await
+        answer.send(stream, out, detail, &v.error_pages, (req.head_only, close), None).await
     } else {
         let hsts = v.hsts_max_age.filter(|_| c.tls);
         let now = Instant::from_std(start);
@@ -385,12 +385,14 @@ impl Exchange<'_> {
                     }
                     exclude = Some(addr);
                 }
-                Err(Failure::Timeout) => return self.error_page(client, Some(addr), 504, "upstream timed out").await,
-                Err(Failure::Stale) => return self.error_page(client, Some(addr), 502, "upstream closed").await,
-                Err(Failure::Bad(why)) => return self.error_page(client, Some(addr), 502, why).await,
+                Err(Failure::Timeout) => {
+                    return self.error_page(client, vhost, Some(addr), 504, "upstream timed out").await
+                }
+                Err(Failure::Stale) => return self.error_page(client, vhost, Some(addr), 502, "upstream closed").await,
+                Err(Failure::Bad(why)) => return self.error_page(client, vhost, Some(addr), 502, why).await,
             }
         }
-        self.error_page(client, exclude, 502, "no backend answered").await
+        self.error_page(client, vhost, exclude, 502, "no backend answered").await
     }
 
     /// Sends the request head on a reused connection (a new one if that
@@ -526,6 +528,7 @@ impl Exchange<'_> {
     async fn error_page(
         &mut self,
         client: &mut Stream,
+        vhost: &Vhost,
         backend: Option<SocketAddr>,
         status: u16,
         why: &'static str,
@@ -540,7 +543,8 @@ impl Exchange<'_> {
                 "The site's server could not be reached or answered wrongly.",
             ),
         };
-        let mut done = answer.send(client, self.out, detail, self.req.head_only, self.close, backend).await;
+        let how = (self.req.head_only, self.close);
+        let mut done = answer.send(client, self.out, detail, &vhost.error_pages, how, backend).await;
         done.error = Some(why);
         done
     }
@@ -555,16 +559,22 @@ struct Answer {
 }
 
 impl Answer {
+    /// Writes the answer: the vhost's own page for this status if it has
+    /// one, else the proxy's. `how`: (HEAD, close after).
     async fn send(
         &self,
         client: &mut Stream,
         out: &mut Vec<u8>,
         detail: &str,
-        head_only: bool,
-        close: bool,
+        pages: &std::collections::BTreeMap<u16, String>,
+        how: (bool, bool),
         backend: Option<SocketAddr>,
     ) -> Done {
-        let body = proxy::page(self.title, detail);
+        let (head_only, close) = how;
+        let body = match pages.get(&self.status) {
+            Some(page) => bytes::Bytes::copy_from_slice(page.as_bytes()),
+            None => proxy::page(self.title, detail),
+        };
         out.clear();
         let connection = if close { "connection: close\r\n" } else { "" };
         let (title, extra, length) = (self.title, self.extra, body.len());

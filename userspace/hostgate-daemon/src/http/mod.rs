@@ -401,6 +401,7 @@ fn parse_vhost(v: &VhostView) -> Result<Vhost, Failure> {
         (None, None) => None,
     };
     let vhost = Vhost {
+        error_pages: v.error_pages.clone(),
         health,
         backend_tls,
         rate_limit,
@@ -448,6 +449,7 @@ fn view(v: &Vhost) -> VhostView {
         backend_no_verify: v.backend_tls.as_ref().is_some_and(|t| !t.verify),
         health_path: v.health.as_ref().map(|h| h.path.clone()),
         health_status: v.health.as_ref().map(|h| h.expect_status),
+        error_pages: v.error_pages.clone(),
         create_only: false,
     }
 }

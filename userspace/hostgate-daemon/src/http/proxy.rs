@@ -18,9 +18,9 @@ use pingora::{
     connectors::L4Connect,
     http::{RequestHeader, ResponseHeader},
     protocols::{http::ServerSession, l4::stream::Stream},
-    proxy::{ProxyHttp, Session},
+    proxy::{FailToProxy, ProxyHttp, Session},
     upstreams::peer::HttpPeer,
-    Error, ErrorType, Result,
+    Error, ErrorSource, ErrorType, Result,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -64,6 +64,9 @@ impl Proxy {
     }
 }
 
+/// A vhost's own error pages, by status.
+type Pages = std::collections::BTreeMap<u16, String>;
+
 /// One request's state across pingora's phases.
 pub struct Ctx {
     start: Instant,
@@ -84,6 +87,8 @@ pub struct Ctx {
     cache: bool,
     /// TLS to the backends.
     backend_tls: Option<Arc<hostgate_http::model::BackendTls>>,
+    /// The vhost, for its error pages when pingora fails the request.
+    entry: Option<Arc<hostgate_http::table::CompiledVhost>>,
 }
 
 /// The request's host: `Host`, else the URI's authority (HTTP/2).
@@ -113,8 +118,13 @@ pub(super) fn page(title: &str, detail: &str) -> Bytes {
     ))
 }
 
-async fn answer(session: &mut Session, code: u16, title: &str, detail: &str) -> Result<bool> {
-    let body = page(title, detail);
+/// The proxy's own answer: the vhost's page for `code` if it has one
+/// (`pages`), else the proxy's page.
+async fn answer(session: &mut Session, code: u16, pages: Option<&Pages>, title: &str, detail: &str) -> Result<bool> {
+    let body = match pages.and_then(|p| p.get(&code)) {
+        Some(own) => Bytes::copy_from_slice(own.as_bytes()),
+        None => page(title, detail),
+    };
     let mut resp = ResponseHeader::build(code, Some(3))?;
     resp.insert_header("content-type", "text/html; charset=utf-8")?;
     resp.insert_header("content-length", body.len().to_string())?;
@@ -153,6 +163,7 @@ impl ProxyHttp for Proxy {
             hsts: None,
             cache: false,
             backend_tls: None,
+            entry: None,
         }
     }
 
@@ -161,7 +172,7 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if let Some(problem) = ambiguous_framing(session) {
             session.set_keepalive(None);
-            return answer(session, 400, "400 Bad Request", &format!("Refused: {problem}.")).await;
+            return answer(session, 400, None, "400 Bad Request", &format!("Refused: {problem}.")).await;
         }
         // HTTP-01 (RFC 8555 8.3): the CA asks for the token's key
         // authorization on port 80, before any routing (a vhost with
@@ -184,9 +195,10 @@ impl ProxyHttp for Proxy {
         let path = session.req_header().uri.path().as_bytes().to_vec();
         let Some(vhost) = table.vhost(&host_bytes) else {
             let detail = format!("No site named {:?} is served here.", ctx.host);
-            return answer(session, 404, "404 Not Found", &detail).await;
+            return answer(session, 404, None, "404 Not Found", &detail).await;
         };
         let v = &vhost.vhost;
+        ctx.entry = Some(vhost.clone());
         ctx.vhost = Some(v.host.clone());
         ctx.customer = Some(v.customer.clone());
         ctx.log_format = v.access_log;
@@ -195,7 +207,11 @@ impl ProxyHttp for Proxy {
             if self.shared.rate_check(&v.host, limit, client) == Verdict::Limited {
                 let mut resp = ResponseHeader::build(429, Some(3))?;
                 resp.insert_header("retry-after", "1")?;
-                let body = page("429 Too Many Requests", "Slow down: this site limits requests per client.");
+                let body = match v.error_pages.get(&429) {
+                    Some(own) => Bytes::copy_from_slice(own.as_bytes()),
+                    None => page("429 Too Many Requests", "Slow down: this site limits requests per client."),
+                };
+                resp.insert_header("content-type", "text/html; charset=utf-8")?;
                 resp.insert_header("content-length", body.len().to_string())?;
                 session.write_response_header(Box::new(resp), false).await?;
                 session.write_response_body(Some(body), true).await?;
@@ -203,7 +219,14 @@ impl ProxyHttp for Proxy {
             }
         }
         if vhost.route(&path).is_none() {
-            return answer(session, 404, "404 Not Found", "No route of this site serves this path.").await;
+            return answer(
+                session,
+                404,
+                Some(&v.error_pages),
+                "404 Not Found",
+                "No route of this site serves this path.",
+            )
+            .await;
         }
         if self.tls {
             ctx.hsts = v.hsts_max_age;
@@ -221,11 +244,19 @@ impl ProxyHttp for Proxy {
                 return answer(
                     session,
                     413,
+                    Some(&v.error_pages),
                     "413 Content Too Large",
                     &format!("This site accepts bodies up to {limit} bytes."),
                 )
                 .await;
             }
+        }
+        // Expect: 100-continue is answered here, once the request passed
+        // every check above (a refusal is the final answer instead), as
+        // NGINX does; the backend gets the body without the expectation.
+        let expect = session.req_header().headers.get("expect");
+        if expect.is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
+            session.write_continue_response().await?;
         }
         ctx.table = Some(table);
         Ok(false)
@@ -316,6 +347,8 @@ impl ProxyHttp for Proxy {
         for name in headers::STRIPPED {
             upstream.remove_header(name);
         }
+        // Answered by the proxy (request_filter).
+        upstream.remove_header("expect");
         let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) else {
             return Ok(());
         };
@@ -368,6 +401,34 @@ impl ProxyHttp for Proxy {
         req: &RequestHeader,
     ) -> Option<pingora_cache::key::HashBinary> {
         cache::variance(meta, req)
+    }
+
+    /// A request pingora could not proxy: the status its default would
+    /// give, answered with the vhost's page for it or the proxy's own
+    /// (pingora's default has an empty body).
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            let status = pingora::http::StatusCode::from_u16(code).ok();
+            let reason = status.and_then(|s| s.canonical_reason()).unwrap_or("Error");
+            let title = format!("{code} {reason}");
+            let pages = ctx.entry.as_ref().map(|v| &v.vhost.error_pages);
+            let detail = "The site's server could not be reached or answered wrongly.";
+            if let Err(e) = answer(session, code, pages, &title, detail).await {
+                tracing::debug!(error = %e, "writing an error answer");
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
     /// A failed connection is retried once on another backend when the
