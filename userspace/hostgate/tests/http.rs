@@ -812,46 +812,15 @@ fn a_vhost_answers_with_its_own_error_pages() {
     let page = node.host.dir.path().join("502.html");
     std::fs::write(&page, "<h1>acme is down, back soon</h1>\n").expect("page");
     let with_page = format!("502={}", page.display());
-    let e = err(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "pages.test",
-        "--customer",
-        "acme",
-        "--backend",
-        &dead,
-        "--error-page",
-        "200=/nonexistent",
-    ]));
+    let add = |host: &str, extra: &[&str]| {
+        node.cli(&[&["http", "vhost", "add", host, "--customer", "acme", "--backend", &dead][..], extra].concat())
+    };
+    let e = err(add("pages.test", &["--error-page", "200=/nonexistent"]));
     assert!(e.contains("--error-page 200=/nonexistent: reading /nonexistent"), "{e}");
-    let ok_page = format!("200={}", page.display());
-    let e = err(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "pages.test",
-        "--customer",
-        "acme",
-        "--backend",
-        &dead,
-        "--error-page",
-        &ok_page,
-    ]));
+    let e = err(add("pages.test", &["--error-page", &format!("200={}", page.display())]));
     assert!(e.contains("error-page: 200: the proxy answers only"), "{e}");
-    ok(node.cli(&[
-        "http",
-        "vhost",
-        "add",
-        "pages.test",
-        "--customer",
-        "acme",
-        "--backend",
-        &dead,
-        "--error-page",
-        &with_page,
-    ]));
-    ok(node.cli(&["http", "vhost", "add", "plain.test", "--customer", "acme", "--backend", &dead]));
+    ok(add("pages.test", &["--error-page", &with_page]));
+    ok(add("plain.test", &[]));
     assert!(ok(node.cli(&["http", "vhost", "show", "pages.test"])).contains("error-pages=502"));
 
     // A GET (the fast path) and a POST (pingora's path) both fail to
