@@ -217,9 +217,10 @@ impl TableCache {
     /// to the count every worker shares.
     fn get(&mut self, shared: &Shared) -> &RoutingTable {
         let version = shared.table_version();
-        if self.table.is_none() || self.version != version {
-            (self.version, self.table) = (version, Some(shared.table()));
+        if self.version != version {
+            self.table = None;
         }
+        self.version = version;
         self.table.get_or_insert_with(|| shared.table())
     }
 }
@@ -566,15 +567,12 @@ impl Answer {
         client: &mut Stream,
         out: &mut Vec<u8>,
         detail: &str,
-        pages: &std::collections::BTreeMap<u16, String>,
+        pages: &proxy::Pages,
         how: (bool, bool),
         backend: Option<SocketAddr>,
     ) -> Done {
         let (head_only, close) = how;
-        let body = match pages.get(&self.status) {
-            Some(page) => bytes::Bytes::copy_from_slice(page.as_bytes()),
-            None => proxy::page(self.title, detail),
-        };
+        let body = proxy::answer_body(Some(pages), self.status, self.title, detail);
         out.clear();
         let connection = if close { "connection: close\r\n" } else { "" };
         let (title, extra, length) = (self.title, self.extra, body.len());

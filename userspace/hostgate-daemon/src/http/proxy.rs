@@ -65,7 +65,16 @@ impl Proxy {
 }
 
 /// A vhost's own error pages, by status.
-type Pages = std::collections::BTreeMap<u16, String>;
+pub(super) type Pages = std::collections::BTreeMap<u16, String>;
+
+/// The body of an answer the proxy gives itself: the vhost's page for
+/// `code` if it has one, else the proxy's (both paths).
+pub(super) fn answer_body(pages: Option<&Pages>, code: u16, title: &str, detail: &str) -> Bytes {
+    match pages.and_then(|p| p.get(&code)) {
+        Some(own) => Bytes::copy_from_slice(own.as_bytes()),
+        None => page(title, detail),
+    }
+}
 
 /// One request's state across pingora's phases.
 pub struct Ctx {
@@ -108,8 +117,8 @@ fn ambiguous_framing(session: &Session) -> Option<&'static str> {
     }
 }
 
-/// The proxy's own HTML page for an answer (also the fast path's).
-pub(super) fn page(title: &str, detail: &str) -> Bytes {
+/// The proxy's own HTML page for an answer (see `answer_body`).
+fn page(title: &str, detail: &str) -> Bytes {
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     Bytes::from(format!(
         "<!doctype html><title>{t}</title><h1>{t}</h1><p>{d}</p><hr><p>hostgate</p>\n",
@@ -121,10 +130,7 @@ pub(super) fn page(title: &str, detail: &str) -> Bytes {
 /// The proxy's own answer: the vhost's page for `code` if it has one
 /// (`pages`), else the proxy's page.
 async fn answer(session: &mut Session, code: u16, pages: Option<&Pages>, title: &str, detail: &str) -> Result<bool> {
-    let body = match pages.and_then(|p| p.get(&code)) {
-        Some(own) => Bytes::copy_from_slice(own.as_bytes()),
-        None => page(title, detail),
-    };
+    let body = answer_body(pages, code, title, detail);
     let mut resp = ResponseHeader::build(code, Some(3))?;
     resp.insert_header("content-type", "text/html; charset=utf-8")?;
     resp.insert_header("content-length", body.len().to_string())?;
@@ -207,10 +213,8 @@ impl ProxyHttp for Proxy {
             if self.shared.rate_check(&v.host, limit, client) == Verdict::Limited {
                 let mut resp = ResponseHeader::build(429, Some(3))?;
                 resp.insert_header("retry-after", "1")?;
-                let body = match v.error_pages.get(&429) {
-                    Some(own) => Bytes::copy_from_slice(own.as_bytes()),
-                    None => page("429 Too Many Requests", "Slow down: this site limits requests per client."),
-                };
+                let detail = "Slow down: this site limits requests per client.";
+                let body = answer_body(Some(&v.error_pages), 429, "429 Too Many Requests", detail);
                 resp.insert_header("content-type", "text/html; charset=utf-8")?;
                 resp.insert_header("content-length", body.len().to_string())?;
                 session.write_response_header(Box::new(resp), false).await?;
