@@ -119,6 +119,51 @@ impl BenchDaemon {
     }
 }
 
+/// utime + stime of process `pid` (all its threads), in clock ticks.
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // After the comm: state is field 3, so utime (14) and stime (15) sit at 11 and 12.
+    field(11) + field(12)
+}
+
+/// [`cpu_ticks`] of `pid` and every process under it (NGINX's workers).
+pub(crate) fn tree_cpu_ticks(pid: u32) -> u64 {
+    let mut parents = std::collections::HashMap::<u32, Vec<u32>>::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        // After the comm: state, then ppid.
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok()) {
+            parents.entry(ppid).or_default().push(child);
+        }
+    }
+    let (mut total, mut todo) = (0, vec![pid]);
+    while let Some(p) = todo.pop() {
+        total += cpu_ticks(p);
+        todo.extend(parents.get(&p).into_iter().flatten());
+    }
+    total
+}
+
+pub(crate) fn ticks_to_secs(ticks: u64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+/// User + system CPU seconds of this process's waited-for children.
+pub(crate) fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 const RUNS: usize = 3;
 
 pub fn run(what: &[String]) -> anyhow::Result<()> {
@@ -166,7 +211,7 @@ fn lb() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
+pub(crate) fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[v.len() - 1] - v[0])
 }

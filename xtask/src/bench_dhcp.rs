@@ -20,7 +20,10 @@ use std::{
 use anyhow::{bail, Context};
 use hostgate_testbed::{perfdhcp, unique_name, ChildGuard, Netns};
 
-use crate::{bench::BenchDaemon, deps};
+use crate::{
+    bench::{self, BenchDaemon},
+    deps,
+};
 
 const SERVER: &str = "198.18.0.1";
 const SUBNET: &str = "198.18.0.0/15";
@@ -241,27 +244,9 @@ struct Measured {
     spread: f64,
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    // utime and stime, fields 14 and 15 of /proc/PID/stat (after the comm).
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // After the comm: state is field 3, so utime (14) and stime (15) sit at 11 and 12.
-    field(11) + field(12)
-}
-
-fn children_cpu_secs() -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
 fn trial(bed: &Bed, server: &Running, rate: u32, secs: u64) -> anyhow::Result<Measured> {
-    let ticks = cpu_ticks(server.pid);
-    let generator = children_cpu_secs();
+    let ticks = bench::cpu_ticks(server.pid);
+    let generator = bench::children_cpu_secs();
     let report = perfdhcp::Load {
         netns: &bed.client.path(),
         iface: "eth0",
@@ -278,9 +263,7 @@ fn trial(bed: &Bed, server: &Running, rate: u32, secs: u64) -> anyhow::Result<Me
     if report.discover_offer.sent == 0 {
         bail!("perfdhcp sent nothing: {}", report.output);
     }
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let server_secs = (cpu_ticks(server.pid) - ticks) as f64 / hz;
+    let server_secs = bench::ticks_to_secs(bench::cpu_ticks(server.pid) - ticks);
     let per = |s: f64| if acks > 0.0 { s / acks * 1e6 } else { f64::NAN };
     // Exchanges that did not end in an ACK, whichever half was lost.
     let drops = 100.0 * (1.0 - acks / (report.discover_offer.sent as f64)).max(0.0);
@@ -290,7 +273,7 @@ fn trial(bed: &Bed, server: &Running, rate: u32, secs: u64) -> anyhow::Result<Me
         drops_percent: drops,
         avg_delay_ms: report.discover_offer.avg_delay_ms + report.request_ack.avg_delay_ms,
         server_us_per_lease: per(server_secs),
-        generator_us_per_lease: per(children_cpu_secs() - generator),
+        generator_us_per_lease: per(bench::children_cpu_secs() - generator),
         spread: 0.0,
     })
 }

@@ -9,10 +9,12 @@
 //! alive, sets X-Forwarded-For/-Proto, and logs nothing (HAProxy logs only
 //! to syslog, so logging is off for all three; hostgate still counts).
 //! TLS: one ECDSA P-256 certificate, TLS 1.3, no session resumption by
-//! wrk. Three loads, each after a 2 s warm-up, wrk -t1 -c32 for 10 s with
+//! wrk. Three loads, each after a 2 s warm-up, wrk -t1 -c32 for 8 s with
 //! --latency: HTTP keep-alive, HTTPS keep-alive, and HTTPS with
 //! `Connection: close` (a new TCP connection and TLS handshake per request:
-//! handshakes/s). hostgate's proxy in the bench attaches its XDP program
+//! handshakes/s). Three rounds, each peer once per round in a rotated
+//! order; the table gives the median round and the spread, with the CPU
+//! time the proxy's processes and wrk spent per request (/proc). hostgate's proxy in the bench attaches its XDP program
 //! to the client-facing veth (the daemon always does); it passes every
 //! frame. All processes share the machine's cores with wrk, so the
 //! numbers are relative, not absolute.
@@ -26,7 +28,10 @@ use std::{
 use anyhow::{bail, Context};
 use hostgate_testbed::{unique_name, ChildGuard, Netns};
 
-use crate::{bench::BenchDaemon, deps};
+use crate::{
+    bench::{self, BenchDaemon},
+    deps,
+};
 
 const PROXY: &str = "198.18.0.1";
 const CLIENT: &str = "198.18.0.2";
@@ -34,7 +39,10 @@ const PROXY_INNER: &str = "198.18.1.1";
 const BACKEND: &str = "198.18.1.2";
 const HOST: &str = "bench.example.com";
 const WARMUP_SECS: u32 = 2;
-const RUN_SECS: u32 = 10;
+const RUN_SECS: u32 = 8;
+/// Each round runs every peer once, in a rotated order; the table shows
+/// the median round (the brief's method: three runs, median and spread).
+const ROUNDS: usize = 3;
 const CONNECTIONS: u32 = 32;
 
 pub fn run() -> anyhow::Result<()> {
@@ -75,31 +83,40 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     wait_for(&bed.proxy, &format!("http://{BACKEND}:8080/"), None).context("the backend NGINX did not answer")?;
     println!(
-        "xtask: http, wrk -t1 -c{CONNECTIONS} for {RUN_SECS} s per load against hostgate, NGINX and HAProxy (about two minutes)"
+        "xtask: http, {ROUNDS} rounds of wrk -t1 -c{CONNECTIONS} for {RUN_SECS} s per load against hostgate, NGINX and HAProxy (about six minutes)"
     );
-    let mut results = Vec::new();
-    for peer in [Peer::Hostgate(bin), Peer::Nginx, Peer::Haproxy] {
-        let name = peer.name();
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        println!("{name} (load average before: {})", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
-        let process = peer.start(&bed).with_context(|| format!("starting {name}"))?;
-        let mut rows = Vec::new();
-        for load in Load::ALL {
-            let m = measure(&bed, load).with_context(|| format!("{name}, {}", load.name()))?;
-            println!(
-                "  {:<28} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {}",
-                load.name(),
-                m.rps,
-                m.p50_ms,
-                m.p99_ms,
-                m.errors
-            );
-            rows.push(m);
+    let peers = [Peer::Hostgate(bin), Peer::Nginx, Peer::Haproxy];
+    // results[peer][load]: one Measured per round.
+    let mut results: Vec<Vec<Vec<Measured>>> =
+        peers.iter().map(|_| Load::ALL.iter().map(|_| Vec::new()).collect()).collect();
+    for round in 0..ROUNDS {
+        // Each round starts with another peer, so a slow stretch of the
+        // machine does not always fall on the same one.
+        for i in (0..peers.len()).map(|i| (i + round) % peers.len()) {
+            let peer = &peers[i];
+            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+            println!("round {}/{ROUNDS}, {} (load average before: {load})", round + 1, peer.name());
+            let process = peer.start(&bed).with_context(|| format!("starting {}", peer.name()))?;
+            let pid = process.pid().context("the peer's process")?;
+            for (l, load) in Load::ALL.into_iter().enumerate() {
+                let m = measure(&bed, load, pid).with_context(|| format!("{}, {}", peer.name(), load.name()))?;
+                println!(
+                    "  {:<22} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  proxy {:>5.1} µs/req  wrk {:>5.1} µs/req  {}",
+                    load.name(),
+                    m.rps,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.proxy_us,
+                    m.wrk_us,
+                    m.errors
+                );
+                results[i][l].push(m);
+            }
         }
-        drop(process);
-        results.push((name, rows));
     }
-    print_table(&results);
+    let names: Vec<&str> = peers.iter().map(Peer::name).collect();
+    print_table(&names, &results);
     Ok(())
 }
 
@@ -139,6 +156,12 @@ struct Measured {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Requests wrk completed in the run.
+    requests: f64,
+    /// CPU (user + system) of the proxy's processes per request, µs.
+    proxy_us: f64,
+    /// CPU of wrk per request, µs.
+    wrk_us: f64,
     /// wrk's error lines, or empty.
     errors: String,
 }
@@ -331,12 +354,18 @@ fn start_hostgate(bed: &Bed, bin: &Path) -> anyhow::Result<ChildGuard> {
     Ok(daemon.process)
 }
 
-/// A warm-up, then the measured run.
-fn measure(bed: &Bed, load: Load) -> anyhow::Result<Measured> {
+/// A warm-up, then the measured run, with the CPU the proxy (`pid` and
+/// its children) and wrk spent in it.
+fn measure(bed: &Bed, load: Load, pid: u32) -> anyhow::Result<Measured> {
     let args = load.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     wrk(bed, WARMUP_SECS, &args)?;
-    wrk(bed, RUN_SECS, &args)
+    let (proxy, generator) = (bench::tree_cpu_ticks(pid), bench::children_cpu_secs());
+    let mut m = wrk(bed, RUN_SECS, &args)?;
+    let per_request = |secs: f64| secs / m.requests.max(1.0) * 1e6;
+    m.proxy_us = per_request(bench::ticks_to_secs(bench::tree_cpu_ticks(pid).saturating_sub(proxy)));
+    m.wrk_us = per_request(bench::children_cpu_secs() - generator);
+    Ok(m)
 }
 
 fn wrk(bed: &Bed, secs: u32, args: &[&str]) -> anyhow::Result<Measured> {
@@ -373,6 +402,7 @@ fn parse_wrk(text: &str) -> anyhow::Result<Measured> {
             (Some("Requests/sec:"), Some(v)) => m.rps = v.parse()?,
             (Some("50%"), Some(v)) => m.p50_ms = duration_ms(v).context("p50")?,
             (Some("99%"), Some(v)) => m.p99_ms = duration_ms(v).context("p99")?,
+            (Some(n), Some("requests")) => m.requests = n.parse()?,
             _ => {}
         }
         if line.starts_with("Socket errors") || line.starts_with("Non-2xx") {
@@ -386,31 +416,52 @@ fn parse_wrk(text: &str) -> anyhow::Result<Measured> {
     Ok(m)
 }
 
-fn print_table(results: &[(&str, Vec<Measured>)]) {
+/// The median of each peer's rounds, with the spread (lowest-highest),
+/// then hostgate's ratio to each peer: of the medians, and round by round
+/// (each round's peers ran minutes apart at most).
+fn print_table(names: &[&str], results: &[Vec<Vec<Measured>>]) {
+    let median = |rows: &[Measured], f: fn(&Measured) -> f64| bench::median_spread(rows.iter().map(f).collect());
+    let range = |rows: &[Measured], f: fn(&Measured) -> f64| {
+        let v: Vec<f64> = rows.iter().map(f).collect();
+        (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(0.0, f64::max))
+    };
     println!();
-    println!("HTTP(S) proxy: wrk -t1 -c{CONNECTIONS}, {RUN_SECS} s per load after {WARMUP_SECS} s warm-up, 612-byte page from an NGINX backend");
-    println!("| proxy                                        | load                  |     req/s |  p50 ms |  p99 ms | errors |");
-    println!("|----------------------------------------------|-----------------------|-----------|---------|---------|--------|");
-    for (name, rows) in results {
-        for (load, m) in Load::ALL.iter().zip(rows) {
-            let errors = if m.errors.is_empty() { "none".to_string() } else { m.errors.clone() };
+    println!(
+        "HTTP(S) proxy: wrk -t1 -c{CONNECTIONS}, {RUN_SECS} s per load after {WARMUP_SECS} s warm-up, 612-byte page from an NGINX backend; median of {ROUNDS} rounds (lowest-highest)"
+    );
+    println!("| proxy | load | req/s | p50 ms | p99 ms | proxy CPU µs/req | wrk CPU µs/req | errors |");
+    println!("|-------|------|-------|--------|--------|------------------|----------------|--------|");
+    for (name, loads) in names.iter().zip(results) {
+        for (load, rows) in Load::ALL.iter().zip(loads) {
+            let (rps, (lo, hi)) = (median(rows, |m| m.rps).0, range(rows, |m| m.rps));
+            let (p99, (p99_lo, p99_hi)) = (median(rows, |m| m.p99_ms).0, range(rows, |m| m.p99_ms));
+            let errors: Vec<&str> = rows.iter().map(|m| m.errors.as_str()).filter(|e| !e.is_empty()).collect();
+            let errors = if errors.is_empty() { "none".to_string() } else { errors.join(" ") };
             println!(
-                "| {name:<44} | {:<21} | {:>9.0} | {:>7.2} | {:>7.2} | {errors} |",
+                "| {name} | {} | {rps:.0} ({lo:.0}-{hi:.0}) | {:.2} | {p99:.2} ({p99_lo:.2}-{p99_hi:.2}) | {:.1} | {:.1} | {errors} |",
                 load.name(),
-                m.rps,
-                m.p50_ms,
-                m.p99_ms
+                median(rows, |m| m.p50_ms).0,
+                median(rows, |m| m.proxy_us).0,
+                median(rows, |m| m.wrk_us).0,
             );
         }
     }
-    let hostgate = &results[0].1;
-    for (name, rows) in &results[1..] {
-        for (load, (h, p)) in Load::ALL.iter().zip(hostgate.iter().zip(rows)) {
+    let hostgate = &results[0];
+    for (name, loads) in names.iter().zip(results).skip(1) {
+        for (load, (h, p)) in Load::ALL.iter().zip(hostgate.iter().zip(loads)) {
+            let ratio = |f: fn(&Measured) -> f64| median(h, f).0 / median(p, f).0.max(1e-9);
+            let rounds: Vec<String> = h
+                .iter()
+                .zip(p)
+                .map(|(h, p)| format!("{:.2}x/{:.2}x", h.rps / p.rps.max(1e-9), h.p99_ms / p.p99_ms.max(1e-9)))
+                .collect();
             println!(
-                "hostgate / {name}, {}: {:.2}x req/s, p99 {:.2}x",
+                "hostgate / {name}, {}: {:.2}x req/s, p99 {:.2}x, CPU per request {:.2}x (rounds, req/s/p99: {})",
                 load.name(),
-                h.rps / p.rps.max(1e-9),
-                h.p99_ms / p.p99_ms.max(1e-9)
+                ratio(|m| m.rps),
+                ratio(|m| m.p99_ms),
+                ratio(|m| m.proxy_us),
+                rounds.join(", ")
             );
         }
     }
@@ -424,7 +475,7 @@ mod tests {
     fn wrk_output_parses() {
         let text = "Running 10s test @ http://198.18.0.1/\n  1 threads and 32 connections\n  Latency Distribution\n     50%  512.00us\n     75%    1.00ms\n     90%    1.50ms\n     99%    3.25ms\n  123 requests in 10.00s, 1.00MB read\n  Socket errors: connect 0, read 1, write 0, timeout 0\nRequests/sec:  12345.67\n";
         let m = parse_wrk(text).expect("parses");
-        assert_eq!((m.rps, m.p50_ms, m.p99_ms), (12345.67, 0.512, 3.25));
+        assert_eq!((m.rps, m.p50_ms, m.p99_ms, m.requests), (12345.67, 0.512, 3.25, 123.0));
         assert!(m.errors.contains("read 1"));
     }
 }

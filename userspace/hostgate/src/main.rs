@@ -688,7 +688,8 @@ struct VhostArgs {
     #[arg(long)]
     backend_no_verify: bool,
     /// Check the backends every second with GET of this path (with the
-    /// vhost's host); without it they are checked by connecting.
+    /// vhost's host, over TLS with --backend-tls); without it they are
+    /// checked by connecting.
     #[arg(long)]
     health_path: Option<String>,
     /// The status the health check wants (default 200).

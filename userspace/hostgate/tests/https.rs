@@ -8,6 +8,7 @@
 mod common;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -530,4 +531,79 @@ fn tls_to_backends_verified_or_not() {
     let e = err(vhost("bad.test", &["--backend-tls", "--backend-sni", "Not A Name"]));
     assert!(e.contains("backend-sni:"), "{e}");
     assert!(err(node.cli(&["http", "vhost", "show", "bad.test"])).contains("bad.test"));
+}
+
+#[test]
+fn tls_backends_are_health_checked_over_tls() {
+    if !privileged("tls_backends_are_health_checked_over_tls") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("https-health", 2, &listen);
+    node.start_daemon();
+    let (c1, c2) = (&node.topo.containers[0], &node.topo.containers[1]);
+    let pki = Pki::new(node.host.dir.path());
+    let (chain, key) = pki.leaf("backend", &["backend.internal"], "", EC);
+    let files: Vec<String> =
+        ["t1", "t2"].iter().map(|n| node.host.dir.path().join(format!("{n}.healthy")).display().to_string()).collect();
+    for f in &files {
+        std::fs::write(f, "").expect("health file");
+    }
+    // Both speak TLS only: a check in clear text would fail on both.
+    let peer = |c: &hostgate_testbed::topology::Container, name: &str, file: &str| {
+        let args = ["--tls", chain.as_str(), key.as_str(), "--health-file", file];
+        common::http_peer_with(&c.ns, &c.v4.to_string(), 8443, name, &args)
+    };
+    let (_t1, _t2) = (peer(c1, "t1", &files[0]), peer(c2, "t2", &files[1]));
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+    let root = pki.root();
+    let (b1, b2) = (format!("{}:8443", c1.v4), format!("{}:8443", c2.v4));
+    ok(node.cli(&[
+        "http",
+        "vhost",
+        "add",
+        "checked.test",
+        "--customer",
+        "acme",
+        "--backend",
+        &b1,
+        "--backend",
+        &b2,
+        "--backend-tls",
+        "--backend-sni",
+        "backend.internal",
+        "--backend-ca",
+        &root,
+        "--health-path",
+        "/healthz",
+    ]));
+    let served_by = |n: usize| -> BTreeMap<String, u32> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let (code, body) = plain_get(client, "checked.test");
+            let name = if code == 200 { body.lines().next().unwrap_or_default().to_string() } else { code.to_string() };
+            *seen.entry(name).or_default() += 1;
+        }
+        seen
+    };
+    let until = |what: &str, want: &dyn Fn(&BTreeMap<String, u32>) -> bool| {
+        let start = Instant::now();
+        loop {
+            let seen = served_by(6);
+            if want(&seen) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "{what}: {seen:?}\n{}", node.log());
+        }
+    };
+    until("both backends serve", &|s| s.get("t1").is_some() && s.get("t2").is_some());
+
+    // t1 answers its check 503 over TLS: out of the pool, then back.
+    std::fs::remove_file(&files[0]).expect("sicken t1");
+    until("t1 out after failing its check", &|s| s == &BTreeMap::from([("t2".to_string(), 6)]));
+    assert_eq!(served_by(10), BTreeMap::from([("t2".to_string(), 10)]));
+    assert!(node.log().contains("GET /healthz: 503, expected 200"), "{}", node.log());
+    std::fs::write(&files[0], "").expect("heal t1");
+    until("t1 back after passing its check", &|s| s.get("t1").is_some());
 }

@@ -11,6 +11,7 @@ mod certs;
 mod fast;
 mod h2watch;
 mod head_deadline;
+mod health;
 mod proxy;
 mod serve;
 

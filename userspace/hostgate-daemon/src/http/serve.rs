@@ -17,7 +17,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use hostgate_http::{model::HealthCheck, RoutingTable, Vhost};
+use hostgate_http::{RoutingTable, Vhost};
 use hostgate_store::Mirror;
 use pingora::{
     apps::ServerApp,
@@ -34,7 +34,7 @@ use super::{
     buffered::{self, Buffered},
     fast,
     h2watch::{GoawayCounts, GoawayWatch},
-    keys,
+    health, keys,
     proxy::Proxy,
     Shared,
 };
@@ -132,7 +132,7 @@ pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow
             }
         }
     }
-    tokio::spawn(check_health(d.clone()));
+    tokio::spawn(health::check_health(d.clone()));
     Ok(())
 }
 
@@ -422,94 +422,6 @@ impl Front {
         }
         let _ = tokio::time::timeout_at(deadline, open.wait_for(|n| *n == 0)).await;
         self.open()
-    }
-}
-
-const CHECK_EVERY: Duration = Duration::from_secs(1);
-const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
-
-/// Active health checks, once a second, of every backend of the table in
-/// force: `GET` of the health path of each vhost that has one (with that
-/// vhost's host; all must answer the status asked), else a TCP connect.
-/// Vhosts with TLS to their backends are checked by connecting.
-/// Transitions are logged; every result is applied to the table (and
-/// remembered for the next one), which also ends a passive mark-down
-/// (`Shared::mark_down`).
-async fn check_health(d: Arc<Daemon>) {
-    let mut last: std::collections::HashMap<SocketAddr, bool> = Default::default();
-    loop {
-        let checks = health_checks(&d.http.table());
-        let probes = checks.iter().map(|(&addr, http)| async move { (addr, probe(addr, http).await) });
-        for (addr, result) in futures_util::future::join_all(probes).await {
-            let up = result.is_ok();
-            if last.insert(addr, up) != Some(up) {
-                match result {
-                    Ok(()) => info!(backend = %addr, "HTTP backend up"),
-                    Err(why) => warn!(backend = %addr, %why, "HTTP backend down"),
-                }
-            }
-            d.http.set_health(addr, up);
-        }
-        last.retain(|a, _| checks.contains_key(a));
-        d.http.tidy_limiters();
-        tokio::time::sleep(CHECK_EVERY).await;
-    }
-}
-
-/// Every backend of `table`, with the HTTP checks (host, check) its
-/// vhosts ask (none: a TCP connect).
-fn health_checks(table: &RoutingTable) -> std::collections::BTreeMap<SocketAddr, Vec<(String, HealthCheck)>> {
-    let mut checks: std::collections::BTreeMap<SocketAddr, Vec<(String, HealthCheck)>> = Default::default();
-    for v in table.vhosts() {
-        let http = v.vhost.health.as_ref().filter(|_| v.vhost.backend_tls.is_none());
-        let host = v.vhost.host.trim_start_matches("*.");
-        for backend in v.pools().flat_map(|(_, pool)| pool.backends()) {
-            let asked = checks.entry(backend.addr).or_default();
-            if let Some(check) = http {
-                if !asked.iter().any(|(h, c)| h == host && c == check) {
-                    asked.push((host.to_string(), check.clone()));
-                }
-            }
-        }
-    }
-    checks
-}
-
-/// One backend's check: each HTTP check in turn, or a connect.
-async fn probe(addr: SocketAddr, http: &[(String, HealthCheck)]) -> Result<(), String> {
-    if http.is_empty() {
-        return match tokio::time::timeout(CHECK_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("connect: {e}")),
-            Err(_) => Err("connect: timed out".to_string()),
-        };
-    }
-    for (host, check) in http {
-        let asked = http_probe(addr, host, check);
-        tokio::time::timeout(CHECK_TIMEOUT, asked).await.map_err(|_| format!("GET {}: timed out", check.path))??;
-    }
-    Ok(())
-}
-
-async fn http_probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let path = &check.path;
-    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    s.write_all(&hostgate_http::h1::probe_request(host, path)).await.map_err(|e| format!("GET {path}: {e}"))?;
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        match s.read_buf(&mut buf).await {
-            Ok(0) => return Err(format!("GET {path}: closed before answering")),
-            Ok(_) => {}
-            Err(e) => return Err(format!("GET {path}: {e}")),
-        }
-        match hostgate_http::h1::parse_response(&buf, true) {
-            Ok(Some(head)) if head.status == check.expect_status => return Ok(()),
-            Ok(Some(head)) => return Err(format!("GET {path}: {}, expected {}", head.status, check.expect_status)),
-            Ok(None) if buf.len() < 16 * 1024 => {}
-            Ok(None) => return Err(format!("GET {path}: response head too long")),
-            Err(e) => return Err(format!("GET {path}: {e}")),
-        }
     }
 }
 
