@@ -42,7 +42,10 @@ const WARMUP_SECS: u32 = 2;
 const RUN_SECS: u32 = 8;
 /// Each round runs every peer once, in a rotated order; the table shows
 /// the median round (the brief's method: three runs, median and spread).
-const ROUNDS: usize = 3;
+/// `HOSTGATE_BENCH_ROUNDS=1` for a quick look while profiling.
+fn rounds() -> usize {
+    std::env::var("HOSTGATE_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).filter(|&r| r > 0).unwrap_or(3)
+}
 const CONNECTIONS: u32 = 32;
 
 pub fn run() -> anyhow::Result<()> {
@@ -82,21 +85,22 @@ pub fn run() -> anyhow::Result<()> {
         "backend.log",
     )?;
     wait_for(&bed.proxy, &format!("http://{BACKEND}:8080/"), None).context("the backend NGINX did not answer")?;
+    let rounds = rounds();
     println!(
-        "xtask: http, {ROUNDS} rounds of wrk -t1 -c{CONNECTIONS} for {RUN_SECS} s per load against hostgate, NGINX and HAProxy (about six minutes)"
+        "xtask: http, {rounds} rounds of wrk -t1 -c{CONNECTIONS} for {RUN_SECS} s per load against hostgate, NGINX and HAProxy (about six minutes)"
     );
     let peers = [Peer::Hostgate(bin), Peer::Nginx, Peer::Haproxy];
     // results[peer][load]: one Measured per round.
     let mut results: Vec<Vec<Vec<Measured>>> =
         peers.iter().map(|_| Load::ALL.iter().map(|_| Vec::new()).collect()).collect();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         // Each round starts with another peer, so a slow stretch of the
         // machine does not always fall on the same one.
         for i in (0..peers.len()).map(|i| (i + round) % peers.len()) {
             let peer = &peers[i];
             let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
             let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-            println!("round {}/{ROUNDS}, {} (load average before: {load})", round + 1, peer.name());
+            println!("round {}/{rounds}, {} (load average before: {load})", round + 1, peer.name());
             let process = peer.start(&bed).with_context(|| format!("starting {}", peer.name()))?;
             let pid = process.pid().context("the peer's process")?;
             for (l, load) in Load::ALL.into_iter().enumerate() {
@@ -344,6 +348,9 @@ impl Peer {
 }
 
 fn start_hostgate(bed: &Bed, bin: &Path) -> anyhow::Result<ChildGuard> {
+    // Each round starts from nothing: no state, no pins of the last round.
+    let _ = std::fs::remove_dir_all(bed.path("hostgate-state"));
+    crate::bench::remove_pins("bench-http");
     let dataplane = "uplinks = [\"hgc0\"]\nxdp_mode = \"native\"\n";
     let service = format!("[http]\nlisten = [\"{PROXY}:80\"]\nlisten_tls = [\"{PROXY}:443\"]\naccess_log = \"off\"\n");
     let daemon = BenchDaemon::start(&bed.proxy, bed.dir.path(), bin, "bench-http", dataplane, &service)?;
@@ -427,7 +434,8 @@ fn print_table(names: &[&str], results: &[Vec<Vec<Measured>>]) {
     };
     println!();
     println!(
-        "HTTP(S) proxy: wrk -t1 -c{CONNECTIONS}, {RUN_SECS} s per load after {WARMUP_SECS} s warm-up, 612-byte page from an NGINX backend; median of {ROUNDS} rounds (lowest-highest)"
+        "HTTP(S) proxy: wrk -t1 -c{CONNECTIONS}, {RUN_SECS} s per load after {WARMUP_SECS} s warm-up, 612-byte page from an NGINX backend; median of {} rounds (lowest-highest)",
+        results[0][0].len()
     );
     println!("| proxy | load | req/s | p50 ms | p99 ms | proxy CPU µs/req | wrk CPU µs/req | errors |");
     println!("|-------|------|-------|--------|--------|------------------|----------------|--------|");
