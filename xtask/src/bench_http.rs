@@ -14,10 +14,12 @@
 //! `Connection: close` (a new TCP connection and TLS handshake per request:
 //! handshakes/s). Three rounds, each peer once per round in a rotated
 //! order; the table gives the median round and the spread, with the CPU
-//! time the proxy's processes and wrk spent per request (/proc). hostgate's proxy in the bench attaches its XDP program
-//! to the client-facing veth (the daemon always does); it passes every
-//! frame. All processes share the machine's cores with wrk, so the
-//! numbers are relative, not absolute.
+//! time the proxy's processes and wrk spent per request (/proc).
+//! hostgate's proxy in the bench attaches its XDP program to the
+//! client-facing veth (the daemon always does); it passes every frame, and
+//! stays attached (pinned) while NGINX and HAProxy run, so all three see
+//! the same veth path. All processes share the machine's cores with wrk,
+//! so the numbers are relative, not absolute.
 
 use std::{
     path::{Path, PathBuf},

@@ -85,6 +85,8 @@ pub struct Daemon {
     /// Set when this daemon hands over to a successor: what it leaves must
     /// not be withdrawn (router advertisements, cluster addresses).
     pub handing_over: Arc<std::sync::atomic::AtomicBool>,
+    /// DNS's and SSH's present sockets, for an upgrade to hand over.
+    pub kept: Arc<upgrade::Kept>,
 }
 
 impl Daemon {
@@ -235,6 +237,8 @@ pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
     }
     // The HTTP connections' threads, for the whole process (see workers.rs).
     let workers = workers::Workers::start("http")?;
+    // DNS's and SSH's sockets, across runs (see upgrade::Kept).
+    let kept = Arc::new(upgrade::Kept::default());
     let drain_timeout = std::time::Duration::from_secs(config.http.drain_secs.into());
     let drain = |front: &http::Front| {
         let left = proxy.block_on(async {
@@ -263,22 +267,25 @@ pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
             .build()
             .context("starting the runtime")?;
         let front = http::Front::new(workers.pool());
-        let outcome = control.block_on(run(config.clone(), front.clone(), &mut inherited, &mut ready));
+        let outcome = control.block_on(run(config.clone(), front.clone(), &kept, &mut inherited, &mut ready));
         // Every task of the daemon ends here except the proxy's: the store
         // (and redb's lock), the API, the other services' sockets.
         control.shutdown_timeout(std::time::Duration::from_secs(10));
         match outcome {
             Err(e) => {
+                kept.close();
                 drain(&front);
                 return Err(e);
             }
             Ok(Stop::Exit) => {
+                kept.close();
                 info!(open = front.open(), "draining the HTTP connections");
                 drain(&front);
                 return Ok(());
             }
             Ok(Stop::Upgrade) => {
-                let fds = front.listeners();
+                let mut fds = front.listeners();
+                fds.extend(kept.take());
                 let named: Vec<_> = fds.iter().map(|(n, fd)| (n.clone(), std::os::fd::AsFd::as_fd(fd))).collect();
                 match upgrade::hand_over(&exe, &args, &named, SUCCESSOR_PATIENCE) {
                     Ok(pid) => {
@@ -318,6 +325,7 @@ pub enum Stop {
 pub async fn run(
     config: Config,
     front: Arc<http::Front>,
+    kept: &Arc<upgrade::Kept>,
     inherited: &mut upgrade::Inherited,
     ready: &mut upgrade::Ready,
 ) -> anyhow::Result<Stop> {
@@ -364,7 +372,10 @@ pub async fn run(
         front,
         upgrade: tokio::sync::Notify::new(),
         handing_over: Default::default(),
+        kept: kept.clone(),
     });
+    // DNS adopts its sockets when it starts serving, in a task of its own.
+    daemon.dns.hand_in(inherited.take_named(&[dns::UDP_SOCKET, dns::TCP_SOCKET]));
     retried("publishing this node's status", || publish_status(&daemon)).await?;
     retried("registering this node", || nodes::register_self(&daemon)).await?;
     tokio::spawn(members::run(daemon.clone()));
@@ -382,9 +393,10 @@ pub async fn run(
     spawn_follower("ACME HTTP-01 answers", &daemon, http::follow_challenges);
     spawn_follower("ACME issuer", &daemon, http::run_acme);
     http::listen(&daemon, inherited).await?;
+    // SSH sessions end with this run (the workers are dropped on return);
+    // its listeners are handed over.
+    let ssh_listening = ssh::listen(&daemon, inherited).await?.map(Arc::new);
     inherited.close_rest();
-    // SSH sessions end with this run (the workers are dropped on return).
-    let _ssh_workers = ssh::listen(&daemon).await?;
 
     if let Some(addr) = daemon.config.metrics.listen {
         let metrics = tokio::net::TcpListener::bind(addr)
@@ -402,9 +414,12 @@ pub async fn run(
     info!(socket = %socket.display(), node = %daemon.config.node_name, pid = std::process::id(), "hostgate daemon ready");
     ready.notify();
     let stop = Arc::new(Mutex::new(Stop::Exit));
-    let (d, s) = (daemon.clone(), stop.clone());
+    let (d, s, accepting) = (daemon.clone(), stop.clone(), ssh_listening.clone());
     let signalled = async move {
         let why = signals.wait(&d.upgrade).await;
+        if let Some(ssh) = accepting {
+            ssh.stop_accepting();
+        }
         *s.lock().unwrap_or_else(|p| p.into_inner()) = why;
     };
     let served = axum::serve(listener, api::router(daemon.clone())).with_graceful_shutdown(signalled).await;

@@ -82,6 +82,27 @@ impl Inherited {
         Some(listener)
     }
 
+    /// The inherited UDP socket named `name` bound to `addr`, non-blocking,
+    /// if there is one (there may be several: call again for the next).
+    pub fn take_udp(&mut self, name: &str, addr: SocketAddr) -> Option<std::net::UdpSocket> {
+        let i = self.fds.iter().position(|(n, fd)| n == name && local_addr(fd.as_fd()) == Some(addr))?;
+        let (_, fd) = self.fds.swap_remove(i);
+        let socket = std::net::UdpSocket::from(fd);
+        if let Err(e) = socket.set_nonblocking(true) {
+            warn!(%addr, error = %e, "inherited socket unusable; binding anew");
+            return None;
+        }
+        Some(socket)
+    }
+
+    /// Moves the descriptors named one of `names` out, for a service that
+    /// adopts them later.
+    pub fn take_named(&mut self, names: &[&str]) -> Inherited {
+        let (taken, rest) = self.fds.drain(..).partition(|(n, _)| names.contains(&n.as_str()));
+        self.fds = rest;
+        Inherited { fds: taken }
+    }
+
     /// How many descriptors are left unclaimed.
     pub fn len(&self) -> usize {
         self.fds.len()
@@ -99,6 +120,46 @@ impl Inherited {
             info!(name, %addr, "inherited listener not configured any more; closed");
         }
     }
+}
+
+/// The sockets of the services that run on the control runtime (DNS,
+/// SSH), held by the process across runs so that an upgrade hands them to
+/// the successor with the HTTP listeners. Between the control runtime's end
+/// and the successor's start nobody reads them, but they stay open: queries
+/// and connections wait in them instead of being refused. Each service
+/// sets its present sockets (copies of the descriptors) when it binds or
+/// adopts them, which drops the copies of the last ones.
+#[derive(Default)]
+pub struct Kept(std::sync::Mutex<std::collections::BTreeMap<&'static str, Vec<(String, OwnedFd)>>>);
+
+impl Kept {
+    /// `service`'s sockets from now on, each by the name it is handed over
+    /// under.
+    pub fn set(&self, service: &'static str, sockets: Vec<(String, OwnedFd)>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(service, sockets);
+    }
+
+    /// `service`'s sockets back, for it to adopt again (its server starts
+    /// over within the run, with the queries that waited meanwhile).
+    pub fn take_service(&self, service: &'static str) -> Vec<(String, OwnedFd)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(service).unwrap_or_default()
+    }
+
+    /// Every service's sockets, now the successor's (or the next run's).
+    pub fn take(&self) -> Vec<(String, OwnedFd)> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *all).into_values().flatten().collect()
+    }
+
+    /// Closes them (the process stops): nothing should wait in them.
+    pub fn close(&self) {
+        drop(self.take());
+    }
+}
+
+/// A copy of `fd` under `name`, for [`Kept::set`].
+pub fn kept_copy(name: &str, fd: BorrowedFd<'_>) -> std::io::Result<(String, OwnedFd)> {
+    Ok((name.to_string(), fd.try_clone_to_owned()?))
 }
 
 fn local_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
@@ -319,5 +380,29 @@ mod tests {
         let taken = inherited.take_tcp("https", addr).expect("adopted");
         assert_eq!(taken.local_addr().expect("addr"), addr);
         assert!(inherited.is_empty());
+    }
+
+    #[test]
+    fn each_of_several_udp_sockets_is_adopted_once_and_kept_ones_are_handed_on() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let copy = |name: &str| kept_copy(name, socket.as_fd()).expect("dup");
+        let kept = Kept::default();
+        kept.set("dns", vec![copy("dns-udp"), copy("dns-udp")]);
+        kept.set("ssh", vec![copy("ssh")]);
+        kept.set("dns", vec![copy("dns-udp"), copy("dns-udp"), copy("dns-tcp")]);
+        assert_eq!(kept.take_service("ssh").len(), 1);
+        kept.set("ssh", vec![copy("ssh")]);
+        let mut all = Inherited::from_fds(kept.take());
+        assert!(kept.take().is_empty(), "handed on once");
+        assert_eq!(all.len(), 4, "a service's last set replaces its earlier one");
+        let mut dns = all.take_named(&["dns-udp", "dns-tcp"]);
+        assert_eq!((dns.len(), all.len()), (3, 1));
+        for _ in 0..2 {
+            let adopted = dns.take_udp("dns-udp", addr).expect("adopted");
+            assert_eq!(adopted.local_addr().expect("addr"), addr);
+        }
+        assert!(dns.take_udp("dns-udp", addr).is_none(), "two were handed over");
+        assert_eq!(dns.len(), 1);
     }
 }

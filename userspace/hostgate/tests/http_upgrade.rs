@@ -8,7 +8,10 @@
 
 mod common;
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use common::{eventually, http_peer, ok, wrk, TestNode, WebSocket};
 use hostgate_testbed::{privileged, topology::NODE_V4, ChildGuard, Netns};
@@ -114,9 +117,22 @@ fn node(purpose: &str) -> (TestNode, Vec<ChildGuard>) {
 
 /// `dig +short www.example.com @node` from the client namespace.
 fn dig(client: &Netns) -> String {
+    dig_waiting(client, 1)
+}
+
+/// The same, waiting up to `secs` for the one query's answer.
+fn dig_waiting(client: &Netns, secs: u32) -> String {
     let out = client
         .command("dig")
-        .args([&format!("@{NODE_V4}"), "+norec", "+time=1", "+tries=1", "+short", "www.example.com", "A"])
+        .args([
+            &format!("@{NODE_V4}"),
+            "+norec",
+            &format!("+time={secs}"),
+            "+tries=1",
+            "+short",
+            "www.example.com",
+            "A",
+        ])
         .output()
         .expect("run dig");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -124,12 +140,44 @@ fn dig(client: &Netns) -> String {
 
 /// The SSH proxy's banner, read from the client namespace.
 fn ssh_banner(client: &Netns) -> String {
-    let out = client
-        .command("timeout")
-        .args(["2", "bash", "-c", &format!("exec 3<>/dev/tcp/{NODE_V4}/22; head -c 8 <&3")])
-        .output()
-        .expect("bash /dev/tcp");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ssh_banner_waiting(client, 2).0
+}
+
+/// The banner, with what went wrong (stderr), waiting up to `secs`. The
+/// client says who it is first, as OpenSSH does (the proxy waits a moment
+/// for it otherwise).
+fn ssh_banner_waiting(client: &Netns, secs: u32) -> (String, String) {
+    let say = format!("exec 3<>/dev/tcp/{NODE_V4}/22 && printf 'SSH-2.0-OpenSSH_9.2p1\\r\\n' >&3 && head -c 8 <&3");
+    let out = client.command("timeout").args([&secs.to_string(), "bash", "-c", &say]).output().expect("bash /dev/tcp");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// An answer that took longer than this waited for the new daemon.
+const WAITED: Duration = Duration::from_millis(200);
+
+/// Sets its flag when dropped, also in a panic.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One attempt of [`keep_asking`]: whether it got the right answer, what
+/// it got, and how long it waited.
+type Asked = (bool, String, Duration);
+
+/// Asks `ask` (right or not, and what came) again and again until `stop`.
+fn keep_asking(stop: &std::sync::atomic::AtomicBool, ask: impl Fn() -> (bool, String)) -> Vec<Asked> {
+    let mut asked = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let start = Instant::now();
+        let (right, what) = ask();
+        asked.push((right, what, start.elapsed()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    asked
 }
 
 #[test]
@@ -150,8 +198,27 @@ fn upgrade_under_load_loses_nothing() {
     let ws_backend = ws.say("before").split(':').next().unwrap_or_default().to_string();
     let upload = slow_upload(client, HOST);
 
+    // DNS queries and SSH connections all along: their sockets are handed
+    // over too, so between the old daemon's end and the new one's start
+    // they wait in them (answered late, never refused).
+    let asking = std::sync::atomic::AtomicBool::new(false);
     let url = format!("http://{NODE_V4}/");
     let (second, third) = std::thread::scope(|s| {
+        // Whatever happens below, the asking threads stop (else the scope
+        // would wait for them forever).
+        let stop_asking = StopOnDrop(&asking);
+        let dns = s.spawn(|| {
+            keep_asking(&asking, || {
+                let a = dig_waiting(client, 8);
+                (a == "198.51.100.80", a)
+            })
+        });
+        let ssh = s.spawn(|| {
+            keep_asking(&asking, || {
+                let (banner, error) = ssh_banner_waiting(client, 8);
+                (banner.starts_with("SSH-2.0-"), format!("{banner:?} {error}"))
+            })
+        });
         let load =
             s.spawn(|| wrk(client, &["-t2", "-c8", "-d7s", "--timeout", "3s", "-H", &format!("Host: {HOST}"), &url]));
         std::thread::sleep(Duration::from_millis(1500));
@@ -177,6 +244,27 @@ fn upgrade_under_load_loses_nothing() {
         eprintln!("{}", result.output);
         assert!(result.requests > 500, "wrk made too few requests: {}", result.output);
         assert!(result.errors.is_empty(), "wrk saw errors across two upgrades: {:?}", result.errors);
+        drop(stop_asking);
+        let late = |asked: &[Asked]| asked.iter().filter(|(right, _, took)| *right && *took > WAITED).count();
+        // Every query answered, some late: they waited through a gap.
+        let dns = dns.join().expect("DNS thread");
+        let wrong: Vec<_> = dns.iter().filter(|(right, ..)| !right).collect();
+        eprintln!("DNS queries across the upgrades: {}, answered late {}, wrong {wrong:?}", dns.len(), late(&dns));
+        assert!(
+            dns.len() > 10 && wrong.is_empty(),
+            "DNS queries failed across two upgrades: {wrong:?}\n{}",
+            node.log()
+        );
+        assert!(late(&dns) > 0, "no query waited for the new daemon: was there no gap? {dns:?}");
+        // No connection refused, some answered late. A session the old
+        // daemon had taken just before the signal ends with it (one per
+        // upgrade at most, here: the banner goes out within a millisecond).
+        let ssh = ssh.join().expect("SSH thread");
+        let wrong: Vec<_> = ssh.iter().filter(|(right, ..)| !right).collect();
+        eprintln!("SSH connections across the upgrades: {}, answered late {}, cut {wrong:?}", ssh.len(), late(&ssh));
+        assert!(wrong.iter().all(|(_, what, _)| !what.contains("refused")), "refused: {wrong:?}\n{}", node.log());
+        assert!(ssh.len() > 10 && wrong.len() <= 2, "SSH connections failed across two upgrades: {wrong:?}");
+        assert!(late(&ssh) > 0, "no connection waited for the new daemon: was there no gap? {ssh:?}");
         (second, third)
     });
     assert_ne!(second.pid, third.pid);

@@ -26,7 +26,7 @@ use hostgate_dns::{
     zone::{next_serial, serial_lt, Zone, ZoneError},
 };
 use hostgate_store::{Compare, KeyValue, Op, Txn, TxnOutcome};
-pub(crate) use serve::{follow, Shared};
+pub(crate) use serve::{follow, Shared, TCP_SOCKET, UDP_SOCKET};
 use stored::{zone_key, StoredPool, StoredTransfer, StoredZone, ZoneSettings};
 use tracing::info;
 

@@ -35,6 +35,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     hash::{BuildHasher, Hasher},
     net::SocketAddr,
+    os::fd::AsFd,
     str::FromStr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -73,8 +74,13 @@ use tracing::{debug, info, warn};
 use super::stored::{self, StoredZone};
 use crate::{
     access_log::{self, AccessLogs, LineFormat},
+    upgrade::{self, Inherited},
     Daemon,
 };
+
+/// The names DNS's sockets are handed over under at an upgrade.
+pub(crate) const UDP_SOCKET: &str = "dns-udp";
+pub(crate) const TCP_SOCKET: &str = "dns-tcp";
 
 /// A zone with secondaries: its records (the indexed form does not list
 /// them in order) and who may have them.
@@ -125,6 +131,17 @@ pub struct Shared {
     cache_hits: AtomicU64,
     forward_failed: AtomicU64,
     forwards_in_flight: AtomicU64,
+    /// Sockets handed over by the daemon this one succeeds, until the
+    /// server starts and adopts them.
+    inherited: Mutex<Inherited>,
+}
+
+impl Shared {
+    /// DNS sockets a predecessor handed over: the server adopts them (its
+    /// queued queries included) instead of binding anew.
+    pub(crate) fn hand_in(&self, inherited: Inherited) {
+        *lock(&self.inherited) = inherited;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -251,9 +268,6 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let cache = CacheConfig { max_entries: d.config.dns.cache_entries as usize, ..CacheConfig::default() };
     *lock(&d.dns.cache) = Cache::new(cache);
     start_query_logs(&d)?;
-    let started = start_servers(&d, &addrs);
-    *lock(&d.dns.error) = started.as_ref().err().map(|e| format!("{e:#}"));
-    let _servers = started?;
     let snap = d.store.snapshot(stored::PREFIX).await?;
     let mut watch = d.store.watch(stored::PREFIX, snap.revision).await?;
     let mut mirror = Mirror::from_snapshot(snap);
@@ -263,10 +277,18 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     names.update_clients(&d);
     let mut notifier = Notifier::default();
     let mut health = Health::start(&d).await?;
+    let mut servers = None;
     loop {
         let targets = |vip: &str| health.targets(&d.config.node_name, vip);
         let xfr = rebuild(&d.dns, &mirror, &mut built, &derived, &targets);
         notifier.update(&d, &xfr);
+        // Only once the zones are in: a query that waited in a socket
+        // handed over by the last daemon gets a real answer.
+        if servers.is_none() {
+            let started = start_servers(&d, &addrs);
+            *lock(&d.dns.error) = started.as_ref().err().map(|e| format!("{e:#}"));
+            servers = Some(started?);
+        }
         tokio::select! {
             batch = watch.recv() => {
                 let batch = batch.ok_or_else(|| anyhow::anyhow!("the store's watch ended"))?;
@@ -574,20 +596,47 @@ fn rebuild(
     xfr
 }
 
-/// Binds every socket first (so a bad address fails the whole start and is
-/// retried), then starts their tasks.
+/// Binds (or adopts, after an upgrade) every socket first, so that a bad
+/// address fails the whole start and is retried, then starts their tasks
+/// and keeps copies of the sockets for the next upgrade.
 fn start_servers(d: &Arc<Daemon>, addrs: &[SocketAddr]) -> anyhow::Result<Vec<Task>> {
     let epoch = Instant::now();
-    let mut tasks = Vec::new();
-    let bytes = cache_bytes(addrs.len() * d.config.dns.workers as usize);
+    // Handed over by the last daemon, or this run's own if the server
+    // starts over.
+    let mut inherited = std::mem::take(&mut *lock(&d.dns.inherited));
+    if inherited.is_empty() {
+        inherited = Inherited::from_fds(d.kept.take_service("dns"));
+    }
+    let (mut udp, mut tcp, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     for addr in addrs {
         for i in 0..d.config.dns.workers {
-            let socket = udp_socket(*addr).with_context(|| format!("DNS: binding UDP {addr}"))?;
-            let counters = d.dns.counters_of(format!("udp {addr} #{i}"));
-            tasks.push(Task(tokio::spawn(udp_worker(d.clone(), socket, counters, epoch, bytes))));
+            let socket = match inherited.take_udp(UDP_SOCKET, *addr) {
+                Some(adopted) => UdpSocket::from_std(adopted),
+                None => udp_socket(*addr),
+            };
+            let socket = socket.with_context(|| format!("DNS: binding UDP {addr}"))?;
+            kept.push(upgrade::kept_copy(UDP_SOCKET, socket.as_fd())?);
+            udp.push((socket, format!("udp {addr} #{i}")));
         }
-        let listener = tcp_listener(*addr).with_context(|| format!("DNS: binding TCP {addr}"))?;
-        let counters = d.dns.counters_of(format!("tcp {addr}"));
+        let listener = match inherited.take_tcp(TCP_SOCKET, *addr) {
+            Some(adopted) => TcpListener::from_std(adopted),
+            None => tcp_listener(*addr),
+        };
+        let listener = listener.with_context(|| format!("DNS: binding TCP {addr}"))?;
+        kept.push(upgrade::kept_copy(TCP_SOCKET, listener.as_fd())?);
+        tcp.push((listener, format!("tcp {addr}")));
+    }
+    // More workers than before, or an address no longer served.
+    inherited.close_rest();
+    d.kept.set("dns", kept);
+    let bytes = cache_bytes(udp.len());
+    let mut tasks = Vec::new();
+    for (socket, name) in udp {
+        let counters = d.dns.counters_of(name);
+        tasks.push(Task(tokio::spawn(udp_worker(d.clone(), socket, counters, epoch, bytes))));
+    }
+    for (listener, name) in tcp {
+        let counters = d.dns.counters_of(name);
         tasks.push(Task(tokio::spawn(tcp_server(d.clone(), listener, counters, epoch))));
     }
     *lock(&d.dns.listen) = addrs.iter().map(ToString::to_string).collect();

@@ -12,6 +12,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    os::fd::AsFd,
     sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
@@ -30,6 +31,7 @@ use tracing::{info, warn};
 
 use super::{history, keys, relay::Tally, upstream};
 use crate::{
+    upgrade::Inherited,
     workers::{Pool, Workers},
     Daemon,
 };
@@ -68,12 +70,17 @@ fn config(host_keys: Vec<russh::keys::PrivateKey>, leg: super::Leg) -> server::C
     }
 }
 
+/// The name SSH's listeners are handed over under at an upgrade.
+const LISTENER: &str = "ssh";
+
 /// Binds every `[ssh] listen` address (all or nothing, before the daemon
 /// reports ready) and serves them on connection workers (see
 /// `crate::workers`: a relayed byte passes three tasks, the customer's
 /// session, the relay and the container's session, all on one thread).
-/// The sessions last as long as the returned workers.
-pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<Option<Workers>> {
+/// The sessions last as long as the returned workers. Listeners a
+/// predecessor handed over (`inherited`) are adopted, with the connections
+/// waiting in them; copies of all go to `Daemon::kept` for the next upgrade.
+pub(crate) async fn listen(d: &Arc<Daemon>, inherited: &mut Inherited) -> anyhow::Result<Option<Listening>> {
     let addrs = d.config.ssh.listen_addrs();
     if addrs.is_empty() {
         return Ok(None);
@@ -87,22 +94,47 @@ pub(crate) async fn listen(d: &Arc<Daemon>) -> anyhow::Result<Option<Workers>> {
         fast: d.config.ssh.ciphers == hostgate_config::SshCiphers::Fast,
     };
     start_session_logs(d)?;
-    let mut listeners = Vec::new();
+    let (mut listeners, mut kept) = (Vec::new(), Vec::new());
     for (i, addr) in addrs.iter().enumerate() {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding ssh.listen[{i}] {addr}"))?;
-        listeners.push((addr, l.into_std().with_context(|| format!("ssh.listen[{i}] {addr}"))?));
+        let listener = match inherited.take_tcp(LISTENER, *addr) {
+            Some(adopted) => adopted,
+            None => crate::upgrade::bind_tcp(*addr).with_context(|| format!("binding ssh.listen[{i}] {addr}"))?,
+        };
+        kept.push(crate::upgrade::kept_copy(LISTENER, listener.as_fd())?);
+        listeners.push((addr, listener));
     }
+    d.kept.set("ssh", kept);
     let workers = Workers::start("ssh")?;
+    let mut accepting = Vec::new();
     for (addr, listener) in &listeners {
         info!(%addr, workers = workers.handles().len(), "SSH proxy listening");
         for (me, worker) in workers.handles().iter().enumerate() {
             let copy = listener.try_clone().with_context(|| format!("a worker's copy of the listener {addr}"))?;
             let _guard = worker.enter();
             let listener = tokio::net::TcpListener::from_std(copy).with_context(|| format!("listener {addr}"))?;
-            worker.spawn(accept_loop(d.clone(), listener, configs.clone(), workers.pool(), me));
+            accepting.push(worker.spawn(accept_loop(d.clone(), listener, configs.clone(), workers.pool(), me)));
         }
     }
-    Ok(Some(workers))
+    Ok(Some(Listening { _workers: workers, accepting }))
+}
+
+/// The SSH proxy while it serves: its workers (the sessions last as long
+/// as they do) and its accept loops.
+pub(crate) struct Listening {
+    _workers: Workers,
+    accepting: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Listening {
+    /// Stops taking connections, first thing when the daemon stops: a
+    /// connection that comes later waits in the listener for whoever holds
+    /// it next (the successor, at an upgrade) instead of being taken here
+    /// and cut when this run's sessions end.
+    pub(crate) fn stop_accepting(&self) {
+        for accept in &self.accepting {
+            accept.abort();
+        }
+    }
 }
 
 /// Starts the per-customer session log writer unless `[ssh] access_log =
