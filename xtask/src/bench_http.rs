@@ -426,8 +426,10 @@ fn parse_wrk(text: &str) -> anyhow::Result<Measured> {
 }
 
 /// The median of each peer's rounds, with the spread (lowest-highest),
-/// then hostgate's ratio to each peer: of the medians, and round by round
-/// (each round's peers ran minutes apart at most).
+/// then hostgate's ratio to each peer: the median of the rounds' ratios
+/// (each round's peers ran a minute or two apart, so a slow stretch of the
+/// machine weighs on both sides of a ratio), each round's, and the ratio
+/// of the medians.
 fn print_table(names: &[&str], results: &[Vec<Vec<Measured>>]) {
     let median = |rows: &[Measured], f: fn(&Measured) -> f64| bench::median_spread(rows.iter().map(f).collect());
     let range = |rows: &[Measured], f: fn(&Measured) -> f64| {
@@ -459,19 +461,21 @@ fn print_table(names: &[&str], results: &[Vec<Vec<Measured>>]) {
     let hostgate = &results[0];
     for (name, loads) in names.iter().zip(results).skip(1) {
         for (load, (h, p)) in Load::ALL.iter().zip(hostgate.iter().zip(loads)) {
-            let ratio = |f: fn(&Measured) -> f64| median(h, f).0 / median(p, f).0.max(1e-9);
-            let rounds: Vec<String> = h
-                .iter()
-                .zip(p)
-                .map(|(h, p)| format!("{:.2}x/{:.2}x", h.rps / p.rps.max(1e-9), h.p99_ms / p.p99_ms.max(1e-9)))
-                .collect();
+            let per_round =
+                |f: fn(&Measured) -> f64| -> Vec<f64> { h.iter().zip(p).map(|(h, p)| f(h) / f(p).max(1e-9)).collect() };
+            let (rps, p99, cpu) = (per_round(|m| m.rps), per_round(|m| m.p99_ms), per_round(|m| m.proxy_us));
+            let rounds: Vec<String> = rps.iter().zip(&p99).map(|(r, p)| format!("{r:.2}x/{p:.2}x")).collect();
+            let of_medians = |f: fn(&Measured) -> f64| median(h, f).0 / median(p, f).0.max(1e-9);
             println!(
-                "hostgate / {name}, {}: {:.2}x req/s, p99 {:.2}x, CPU per request {:.2}x (rounds, req/s/p99: {})",
+                "hostgate / {name}, {}: {:.2}x req/s, p99 {:.2}x, CPU per request {:.2}x (median of the rounds' ratios; \
+                 rounds, req/s/p99: {}; ratio of the medians: {:.2}x, p99 {:.2}x)",
                 load.name(),
-                ratio(|m| m.rps),
-                ratio(|m| m.p99_ms),
-                ratio(|m| m.proxy_us),
-                rounds.join(", ")
+                bench::median_spread(rps.clone()).0,
+                bench::median_spread(p99.clone()).0,
+                bench::median_spread(cpu).0,
+                rounds.join(", "),
+                of_medians(|m| m.rps),
+                of_medians(|m| m.p99_ms),
             );
         }
     }
