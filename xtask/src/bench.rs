@@ -211,9 +211,13 @@ fn lb() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median (of the two middle values when there is an even number)
+/// and the spread (highest - lowest). `v` must not be empty.
 pub(crate) fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[v.len() - 1] - v[0])
+    let n = v.len();
+    let median = if n.is_multiple_of(2) { (v[n / 2 - 1] + v[n / 2]) / 2.0 } else { v[n / 2] };
+    (median, v[n - 1] - v[0])
 }
 
 fn lb_plan(proto: &str, port: u16, backends4: &[String], backends6: &[String]) -> anyhow::Result<plan::Plan> {

@@ -263,7 +263,7 @@ fn trial(bed: &Bed, server: &Running, rate: u32, secs: u64) -> anyhow::Result<Me
     if report.discover_offer.sent == 0 {
         bail!("perfdhcp sent nothing: {}", report.output);
     }
-    let server_secs = bench::ticks_to_secs(bench::cpu_ticks(server.pid) - ticks);
+    let server_secs = bench::ticks_to_secs(bench::cpu_ticks(server.pid).saturating_sub(ticks));
     let per = |s: f64| if acks > 0.0 { s / acks * 1e6 } else { f64::NAN };
     // Exchanges that did not end in an ACK, whichever half was lost.
     let drops = 100.0 * (1.0 - acks / (report.discover_offer.sent as f64)).max(0.0);

@@ -13,7 +13,8 @@
 //! --latency: HTTP keep-alive, HTTPS keep-alive, and HTTPS with
 //! `Connection: close` (a new TCP connection and TLS handshake per request:
 //! handshakes/s). Three rounds, each peer once per round in a rotated
-//! order; the table gives the median round and the spread, with the CPU
+//! order; the table gives each column's median over the rounds and the
+//! spread, with the CPU
 //! time the proxy's processes and wrk spent per request (/proc).
 //! hostgate's proxy in the bench attaches its XDP program to the
 //! client-facing veth (the daemon always does); it passes every frame, and
@@ -43,7 +44,8 @@ const HOST: &str = "bench.example.com";
 const WARMUP_SECS: u32 = 2;
 const RUN_SECS: u32 = 8;
 /// Each round runs every peer once, in a rotated order; the table shows
-/// the median round (the brief's method: three runs, median and spread).
+/// each column's median over the rounds (the brief's method: three runs,
+/// median and spread).
 /// `HOSTGATE_BENCH_ROUNDS=1` for a quick look while profiling.
 fn rounds() -> usize {
     std::env::var("HOSTGATE_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).filter(|&r| r > 0).unwrap_or(3)
@@ -484,6 +486,13 @@ fn print_table(names: &[&str], results: &[Vec<Vec<Measured>>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_of_an_even_count_is_between_the_middle_two() {
+        assert_eq!(bench::median_spread(vec![3.0, 1.0, 2.0]), (2.0, 2.0));
+        assert_eq!(bench::median_spread(vec![4.0, 1.0, 2.0, 3.0]), (2.5, 3.0));
+        assert_eq!(bench::median_spread(vec![7.0]), (7.0, 0.0));
+    }
 
     #[test]
     fn wrk_output_parses() {

@@ -210,11 +210,11 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// process; the control runtime carries everything else for one `run`. On SIGTERM the
 /// control runtime ends (store, API, other services) and the proxy drains
 /// its connections, bounded by `[http] drain_secs`. On SIGUSR2 the control
-/// runtime ends the same way, which releases the store's lock, the API
-/// socket and the other services' sockets; then this program is started
-/// again with the HTTP listeners inherited, and once it is ready this one
-/// stops accepting, drains and exits. If the successor fails, this process
-/// starts its services again on the same listeners.
+/// runtime ends the same way, which releases the store's lock and the API
+/// socket; then this program is started again with the HTTP listeners and
+/// DNS's and SSH's sockets (`upgrade::Kept`) inherited, and once it is
+/// ready this one stops accepting, drains and exits. If the successor
+/// fails, this process starts its services again on the same sockets.
 pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
     let mut inherited = upgrade::Inherited::from_env();
     let mut ready = upgrade::Ready::from_env();
@@ -269,7 +269,8 @@ pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
         let front = http::Front::new(workers.pool());
         let outcome = control.block_on(run(config.clone(), front.clone(), &kept, &mut inherited, &mut ready));
         // Every task of the daemon ends here except the proxy's: the store
-        // (and redb's lock), the API, the other services' sockets.
+        // (and redb's lock), the API, the other services (their sockets
+        // stay open in `kept` for a successor).
         control.shutdown_timeout(std::time::Duration::from_secs(10));
         match outcome {
             Err(e) => {
@@ -289,6 +290,11 @@ pub fn main(config: Config, format: LogFormat) -> anyhow::Result<()> {
                 let named: Vec<_> = fds.iter().map(|(n, fd)| (n.clone(), std::os::fd::AsFd::as_fd(fd))).collect();
                 match upgrade::hand_over(&exe, &args, &named, SUCCESSOR_PATIENCE) {
                     Ok(pid) => {
+                        // The successor has them: a copy kept here through
+                        // the drain would hold a socket it dropped (fewer
+                        // DNS workers, an address removed) bound and unread.
+                        drop(named);
+                        drop(fds);
                         info!(successor = pid, open = front.open(), "the successor serves; draining");
                         drain(&front);
                         return Ok(());
@@ -374,8 +380,10 @@ pub async fn run(
         handing_over: Default::default(),
         kept: kept.clone(),
     });
-    // DNS adopts its sockets when it starts serving, in a task of its own.
-    daemon.dns.hand_in(inherited.take_named(&[dns::UDP_SOCKET, dns::TCP_SOCKET]));
+    // DNS adopts its sockets when it starts serving, in a task of its own;
+    // until then they are kept as its own (a second upgrade hands them on).
+    let dns_sockets = inherited.take_named(&[dns::UDP_SOCKET, dns::TCP_SOCKET]);
+    daemon.kept.set("dns", dns_sockets.into_fds());
     retried("publishing this node's status", || publish_status(&daemon)).await?;
     retried("registering this node", || nodes::register_self(&daemon)).await?;
     tokio::spawn(members::run(daemon.clone()));
@@ -419,6 +427,10 @@ pub async fn run(
         let why = signals.wait(&d.upgrade).await;
         if let Some(ssh) = accepting {
             ssh.stop_accepting();
+        }
+        if why == Stop::Exit {
+            // Nobody will accept what waits in it: refused at once instead.
+            drop(d.kept.take_service("ssh"));
         }
         *s.lock().unwrap_or_else(|p| p.into_inner()) = why;
     };

@@ -2,8 +2,9 @@
 //!
 //! A daemon started by another (or by systemd's socket activation) finds
 //! its listeners in `LISTEN_FDS` / `LISTEN_FDNAMES` (systemd's convention:
-//! descriptors 3, 4, ... named `http` or `https`), adopts the ones whose
-//! local address a configured listener names and binds the rest. An
+//! descriptors 3, 4, ... named `http`, `https`, `dns-udp`, `dns-tcp` or
+//! `ssh`), adopts the ones whose local address a configured socket names
+//! and binds the rest. An
 //! upgrading daemon hands its own listeners to its successor the same way,
 //! plus `HOSTGATE_READY_FD`, a pipe on which the successor says `READY=1`
 //! once it serves its API: only then does the old one stop accepting and
@@ -103,6 +104,11 @@ impl Inherited {
         Inherited { fds: taken }
     }
 
+    /// The descriptors, named.
+    pub fn into_fds(mut self) -> Vec<(String, OwnedFd)> {
+        std::mem::take(&mut self.fds)
+    }
+
     /// How many descriptors are left unclaimed.
     pub fn len(&self) -> usize {
         self.fds.len()
@@ -117,7 +123,7 @@ impl Inherited {
     pub fn close_rest(&mut self) {
         for (name, fd) in self.fds.drain(..) {
             let addr = local_addr(fd.as_fd()).map_or("?".to_string(), |a| a.to_string());
-            info!(name, %addr, "inherited listener not configured any more; closed");
+            info!(name, %addr, "inherited socket not configured any more; closed");
         }
     }
 }

@@ -766,22 +766,9 @@ fn backends_failing_their_http_health_check_get_no_requests() {
     assert!(err(add(&["--health-status", "200"])).contains("health-status: needs --health-path"));
     ok(add(&["--health-path", "/healthz"]));
     assert!(ok(node.cli(&["http", "vhost", "show", "health.test"])).contains("health GET /healthz -> 200"));
-    let served_by = |n: usize| -> BTreeMap<String, u32> {
-        let mut seen = BTreeMap::new();
-        for _ in 0..n {
-            *seen.entry(get(client, "health.test", "/", &[]).backend().to_string()).or_default() += 1;
-        }
-        seen
-    };
+    let ask = || get(client, "health.test", "/", &[]).backend().to_string();
     let until = |what: &str, want: &dyn Fn(&BTreeMap<String, u32>) -> bool| {
-        let start = Instant::now();
-        loop {
-            let seen = served_by(6);
-            if want(&seen) {
-                return start.elapsed();
-            }
-            assert!(start.elapsed() < Duration::from_secs(5), "{what}: {seen:?}\n{}", node.log());
-        }
+        common::until_served(what, ask, want, || node.log())
     };
     until("both backends serve", &|s| s.get("h1").is_some() && s.get("h2").is_some());
 
@@ -790,7 +777,7 @@ fn backends_failing_their_http_health_check_get_no_requests() {
     std::fs::remove_file(&files[0]).expect("sicken h1");
     let took = until("h1 out after failing its check", &|s| s == &BTreeMap::from([("h2".to_string(), 6)]));
     eprintln!("h1 out after {took:?}");
-    assert_eq!(served_by(10), BTreeMap::from([("h2".to_string(), 10)]));
+    assert_eq!(common::served_by(10, ask), BTreeMap::from([("h2".to_string(), 10)]));
     assert!(node.log().contains("503, expected 200"), "{}", node.log());
     std::fs::write(&files[0], "").expect("heal h1");
     until("h1 back after passing its check", &|s| s.get("h1").is_some());

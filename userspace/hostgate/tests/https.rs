@@ -578,31 +578,23 @@ fn tls_backends_are_health_checked_over_tls() {
         "--health-path",
         "/healthz",
     ]));
-    let served_by = |n: usize| -> BTreeMap<String, u32> {
-        let mut seen = BTreeMap::new();
-        for _ in 0..n {
-            let (code, body) = plain_get(client, "checked.test");
-            let name = if code == 200 { body.lines().next().unwrap_or_default().to_string() } else { code.to_string() };
-            *seen.entry(name).or_default() += 1;
+    let ask = || {
+        let (code, body) = plain_get(client, "checked.test");
+        if code == 200 {
+            body.lines().next().unwrap_or_default().to_string()
+        } else {
+            code.to_string()
         }
-        seen
     };
     let until = |what: &str, want: &dyn Fn(&BTreeMap<String, u32>) -> bool| {
-        let start = Instant::now();
-        loop {
-            let seen = served_by(6);
-            if want(&seen) {
-                return;
-            }
-            assert!(start.elapsed() < Duration::from_secs(5), "{what}: {seen:?}\n{}", node.log());
-        }
+        common::until_served(what, ask, want, || node.log());
     };
     until("both backends serve", &|s| s.get("t1").is_some() && s.get("t2").is_some());
 
     // t1 answers its check 503 over TLS: out of the pool, then back.
     std::fs::remove_file(&files[0]).expect("sicken t1");
     until("t1 out after failing its check", &|s| s == &BTreeMap::from([("t2".to_string(), 6)]));
-    assert_eq!(served_by(10), BTreeMap::from([("t2".to_string(), 10)]));
+    assert_eq!(common::served_by(10, ask), BTreeMap::from([("t2".to_string(), 10)]));
     assert!(node.log().contains("GET /healthz: 503, expected 200"), "{}", node.log());
     std::fs::write(&files[0], "").expect("heal t1");
     until("t1 back after passing its check", &|s| s.get("t1").is_some());

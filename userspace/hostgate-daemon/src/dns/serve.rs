@@ -131,17 +131,6 @@ pub struct Shared {
     cache_hits: AtomicU64,
     forward_failed: AtomicU64,
     forwards_in_flight: AtomicU64,
-    /// Sockets handed over by the daemon this one succeeds, until the
-    /// server starts and adopts them.
-    inherited: Mutex<Inherited>,
-}
-
-impl Shared {
-    /// DNS sockets a predecessor handed over: the server adopts them (its
-    /// queued queries included) instead of binding anew.
-    pub(crate) fn hand_in(&self, inherited: Inherited) {
-        *lock(&self.inherited) = inherited;
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -263,8 +252,21 @@ impl Drop for Task {
 pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
     let addrs = d.config.dns.listen_addrs();
     if addrs.is_empty() {
+        // Sockets handed over by a daemon that served DNS are not read.
+        drop(d.kept.take_service("dns"));
         return std::future::pending().await;
     }
+    let served = serve_addrs(&d, &addrs).await;
+    // Kept while nobody reads them, queries would wait unanswered for as
+    // long as the restarts fail (a store outage): closed, they are refused
+    // and resolvers ask another server at once.
+    drop(d.kept.take_service("dns"));
+    served
+}
+
+/// [`follow`] with `[dns] listen` set.
+async fn serve_addrs(d: &Arc<Daemon>, addrs: &[SocketAddr]) -> anyhow::Result<()> {
+    let d = d.clone();
     let cache = CacheConfig { max_entries: d.config.dns.cache_entries as usize, ..CacheConfig::default() };
     *lock(&d.dns.cache) = Cache::new(cache);
     start_query_logs(&d)?;
@@ -285,7 +287,7 @@ pub(crate) async fn follow(d: Arc<Daemon>) -> anyhow::Result<()> {
         // Only once the zones are in: a query that waited in a socket
         // handed over by the last daemon gets a real answer.
         if servers.is_none() {
-            let started = start_servers(&d, &addrs);
+            let started = start_servers(&d, addrs);
             *lock(&d.dns.error) = started.as_ref().err().map(|e| format!("{e:#}"));
             servers = Some(started?);
         }
@@ -601,12 +603,8 @@ fn rebuild(
 /// and keeps copies of the sockets for the next upgrade.
 fn start_servers(d: &Arc<Daemon>, addrs: &[SocketAddr]) -> anyhow::Result<Vec<Task>> {
     let epoch = Instant::now();
-    // Handed over by the last daemon, or this run's own if the server
-    // starts over.
-    let mut inherited = std::mem::take(&mut *lock(&d.dns.inherited));
-    if inherited.is_empty() {
-        inherited = Inherited::from_fds(d.kept.take_service("dns"));
-    }
+    // Handed over by the last daemon (kept as this run's own until now).
+    let mut inherited = Inherited::from_fds(d.kept.take_service("dns"));
     let (mut udp, mut tcp, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     for addr in addrs {
         for i in 0..d.config.dns.workers {
@@ -626,7 +624,7 @@ fn start_servers(d: &Arc<Daemon>, addrs: &[SocketAddr]) -> anyhow::Result<Vec<Ta
         kept.push(upgrade::kept_copy(TCP_SOCKET, listener.as_fd())?);
         tcp.push((listener, format!("tcp {addr}")));
     }
-    // More workers than before, or an address no longer served.
+    // Fewer workers than before, or an address no longer served.
     inherited.close_rest();
     d.kept.set("dns", kept);
     let bytes = cache_bytes(udp.len());

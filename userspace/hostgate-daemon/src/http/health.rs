@@ -125,23 +125,34 @@ async fn probe(addr: SocketAddr, asks: Vec<(&Ask, Option<TlsClient>)>) -> Result
     Ok(())
 }
 
-/// `GET path` on `s`; Ok when the answer's status is the one asked.
+/// `GET path` on `s`; Ok when the answer's status is the one asked. The
+/// connection is closed properly either way (TLS: with close_notify).
 async fn http_get(mut s: impl AsyncRead + AsyncWrite + Unpin, ask: &Ask) -> Result<(), String> {
+    let answer = status(&mut s, ask).await;
+    let _ = s.shutdown().await;
     let (path, expect) = (&ask.check.path, ask.check.expect_status);
-    s.write_all(&hostgate_http::h1::probe_request(&ask.host, path)).await.map_err(|e| format!("GET {path}: {e}"))?;
+    match answer {
+        Ok(status) if status == expect => Ok(()),
+        Ok(status) => Err(format!("GET {path}: {status}, expected {expect}")),
+        Err(e) => Err(format!("GET {path}: {e}")),
+    }
+}
+
+/// The status of the answer to `GET path`.
+async fn status(s: &mut (impl AsyncRead + AsyncWrite + Unpin), ask: &Ask) -> Result<u16, String> {
+    s.write_all(&hostgate_http::h1::probe_request(&ask.host, &ask.check.path)).await.map_err(|e| e.to_string())?;
     let mut buf = Vec::with_capacity(1024);
     loop {
         match s.read_buf(&mut buf).await {
-            Ok(0) => return Err(format!("GET {path}: closed before answering")),
+            Ok(0) => return Err("closed before answering".to_string()),
             Ok(_) => {}
-            Err(e) => return Err(format!("GET {path}: {e}")),
+            Err(e) => return Err(e.to_string()),
         }
         match hostgate_http::h1::parse_response(&buf, true) {
-            Ok(Some(head)) if head.status == expect => return Ok(()),
-            Ok(Some(head)) => return Err(format!("GET {path}: {}, expected {expect}", head.status)),
+            Ok(Some(head)) => return Ok(head.status),
             Ok(None) if buf.len() < 16 * 1024 => {}
-            Ok(None) => return Err(format!("GET {path}: response head too long")),
-            Err(e) => return Err(format!("GET {path}: {e}")),
+            Ok(None) => return Err("response head too long".to_string()),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

@@ -248,6 +248,34 @@ pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// How many of `n` answers named each backend (`ask`: the backend's name,
+/// or what came instead).
+pub fn served_by(n: usize, ask: impl Fn() -> String) -> std::collections::BTreeMap<String, u32> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(ask()).or_default() += 1;
+    }
+    seen
+}
+
+/// Asks six at a time ([`served_by`]) until `want` holds; how long that
+/// took. Panics after 5 s with `what`, the last tally and `log()`.
+pub fn until_served(
+    what: &str,
+    ask: impl Fn() -> String,
+    want: impl Fn(&std::collections::BTreeMap<String, u32>) -> bool,
+    log: impl Fn() -> String,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let seen = served_by(6, &ask);
+        if want(&seen) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}: {seen:?}\n{}", log());
+    }
+}
+
 /// tests/http_peer.py: the HTTP tests' backends and WebSocket client.
 pub const HTTP_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/http_peer.py");
 
