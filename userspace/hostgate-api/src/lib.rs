@@ -708,6 +708,13 @@ pub struct VhostView {
     /// The vhost's own HTML for answers the proxy gives itself: status -> page.
     #[serde(default)]
     pub error_pages: std::collections::BTreeMap<u16, String>,
+    /// Seconds to connect to a backend (default 2).
+    #[serde(default)]
+    pub connect_timeout_secs: Option<u32>,
+    /// Seconds a backend may take to answer, and between two reads of its
+    /// body (default 60).
+    #[serde(default)]
+    pub read_timeout_secs: Option<u32>,
     /// Add only if absent (`vhost add`); false replaces (`vhost set`).
     #[serde(default)]
     pub create_only: bool,

@@ -2,7 +2,7 @@
 //! vhost is one store entry (`http/vhosts/<host>`): it is valid on its own
 //! or refused whole, so a bad one never reaches the routing table.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -123,7 +123,24 @@ pub struct Vhost {
     /// (`--error-page CODE=FILE`): status -> page.
     #[serde(default)]
     pub error_pages: BTreeMap<u16, String>,
+    /// Seconds to connect to a backend (`--connect-timeout`; default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]); past it, another backend is tried.
+    #[serde(default)]
+    pub connect_timeout_secs: Option<u32>,
+    /// Seconds a backend may take to send the response head, and between
+    /// two reads of its body (`--read-timeout`, NGINX's
+    /// `proxy_read_timeout`; default [`DEFAULT_READ_TIMEOUT`]); past it,
+    /// 504.
+    #[serde(default)]
+    pub read_timeout_secs: Option<u32>,
 }
+
+/// A backend on the same network answers a connect within milliseconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// NGINX's `proxy_read_timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest connect or read timeout a vhost may set (an hour).
+const MAX_TIMEOUT_SECS: u32 = 3600;
 
 /// The active health check of a vhost's backends: `GET path` (with the
 /// vhost's host) must answer `expect_status`.
@@ -218,10 +235,27 @@ impl Vhost {
                 return Err(bad("error-page", format!("{status}: a page of 1 byte to {MAX_ERROR_PAGE} bytes")));
             }
         }
+        for (field, secs) in [("connect-timeout", self.connect_timeout_secs), ("read-timeout", self.read_timeout_secs)]
+        {
+            if secs.is_some_and(|s| s == 0 || s > MAX_TIMEOUT_SECS) {
+                return Err(bad(field, format!("{} s: 1 to {MAX_TIMEOUT_SECS} s", secs.unwrap_or_default())));
+            }
+        }
         if self.acme && self.is_wildcard() {
             return Err(bad("acme", "HTTP-01 cannot prove a wildcard name; add its certificate with http cert add"));
         }
         Ok(())
+    }
+
+    /// How long to wait for a backend's connect.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout_secs.map_or(DEFAULT_CONNECT_TIMEOUT, |s| Duration::from_secs(s.into()))
+    }
+
+    /// How long to wait for a backend's response head, and for each read of
+    /// its body.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout_secs.map_or(DEFAULT_READ_TIMEOUT, |s| Duration::from_secs(s.into()))
     }
 
     /// Whether this is a `*.suffix` wildcard.
@@ -316,6 +350,8 @@ mod tests {
             backend_tls: None,
             health: None,
             error_pages: Default::default(),
+            connect_timeout_secs: None,
+            read_timeout_secs: None,
         }
     }
 
@@ -343,6 +379,19 @@ mod tests {
         assert_eq!(with("/a b", 200).expect_err("space").field, "health-path");
         assert_eq!(with("/", 99).expect_err("status").field, "health-status");
         assert_eq!(with("/", 600).expect_err("status").field, "health-status");
+    }
+
+    #[test]
+    fn timeouts_are_validated_and_default() {
+        let with = |connect, read| {
+            let mut v = vhost("a.example.com");
+            (v.connect_timeout_secs, v.read_timeout_secs) = (connect, read);
+            v.validate().map(|()| (v.connect_timeout(), v.read_timeout()))
+        };
+        assert_eq!(with(None, None), Ok((DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)));
+        assert_eq!(with(Some(5), Some(3600)), Ok((Duration::from_secs(5), Duration::from_secs(3600))));
+        assert_eq!(with(Some(0), None).map_err(|e| e.field), Err("connect-timeout".to_string()));
+        assert_eq!(with(None, Some(3601)).map_err(|e| e.field), Err("read-timeout".to_string()));
     }
 
     #[test]
@@ -452,6 +501,8 @@ mod tests {
             backend_tls: None,
             health: None,
             error_pages: Default::default(),
+            connect_timeout_secs: None,
+            read_timeout_secs: None,
             };
             if v.validate().is_ok() {
                 let json = serde_json::to_string(&v).expect("json");

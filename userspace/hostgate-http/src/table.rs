@@ -183,6 +183,8 @@ mod tests {
             backend_tls: None,
             health: None,
             error_pages: Default::default(),
+            connect_timeout_secs: None,
+            read_timeout_secs: None,
         }
     }
 

@@ -699,6 +699,14 @@ struct VhostArgs {
     /// CODE=FILE (HTML; 404, 413, 429, 500, 502, 503, 504); repeat.
     #[arg(long = "error-page")]
     error_pages: Vec<String>,
+    /// Seconds to connect to a backend before trying another (default 2).
+    #[arg(long, value_name = "SECS")]
+    connect_timeout: Option<u32>,
+    /// Seconds a backend may take to answer, and between two reads of its
+    /// body, before the client gets 504 (default 60; NGINX's
+    /// proxy_read_timeout).
+    #[arg(long, value_name = "SECS")]
+    read_timeout: Option<u32>,
     #[arg(long)]
     json: bool,
 }
@@ -1423,6 +1431,8 @@ fn vhost_view(a: VhostArgs, create_only: bool) -> anyhow::Result<hostgate_api::V
         health_path: a.health_path,
         health_status: a.health_status,
         error_pages,
+        connect_timeout_secs: a.connect_timeout,
+        read_timeout_secs: a.read_timeout,
         create_only,
     })
 }

@@ -271,6 +271,12 @@ fn vhost_options(v: &hostgate_api::VhostView) -> String {
     if let Some(path) = &v.health_path {
         o.push(format!("health GET {path} -> {}", v.health_status.unwrap_or(200)));
     }
+    if let Some(s) = v.connect_timeout_secs {
+        o.push(format!("connect-timeout={s}s"));
+    }
+    if let Some(s) = v.read_timeout_secs {
+        o.push(format!("read-timeout={s}s"));
+    }
     if v.backend_tls {
         let sni = v.backend_sni.as_deref().unwrap_or(&v.host);
         let check = match (v.backend_no_verify, v.backend_ca_pem.is_some()) {

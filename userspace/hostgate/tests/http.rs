@@ -824,3 +824,44 @@ fn a_vhost_answers_with_its_own_error_pages() {
         assert!(proxy.body.contains("502 Bad Gateway") && proxy.body.contains("hostgate"), "{extra:?}: {}", proxy.body);
     }
 }
+
+#[test]
+fn a_slow_backend_gets_the_vhost_s_read_timeout() {
+    if !privileged("a_slow_backend_gets_the_vhost_s_read_timeout") {
+        return;
+    }
+    let listen = format!("\n[http]\nlisten = [\"{NODE_V4}:80\"]\n");
+    let mut node = TestNode::with_config("http-timeout", 1, &listen);
+    node.start_daemon();
+    let c1 = &node.topo.containers[0];
+    let _peer = common::http_peer(&c1.ns, &c1.v4.to_string(), 8080, "slowpoke", false);
+    let client = &node.topo.client;
+    ok(node.cli(&["customer", "add", "acme"]));
+    let backend = format!("{}:8080", c1.v4);
+    let vhost = |host: &str, extra: &[&str]| {
+        node.cli(&[&["http", "vhost", "add", host, "--customer", "acme", "--backend", &backend][..], extra].concat())
+    };
+    assert!(err(vhost("bad.test", &["--read-timeout", "0"])).contains("read-timeout: 0 s: 1 to 3600 s"));
+    assert!(err(vhost("bad.test", &["--connect-timeout", "4000"])).contains("connect-timeout: 4000 s"));
+    ok(vhost("hasty.test", &["--read-timeout", "1", "--connect-timeout", "1"]));
+    ok(vhost("patient.test", &[]));
+    let shown = ok(node.cli(&["http", "vhost", "show", "hasty.test"]));
+    assert!(shown.contains("connect-timeout=1s") && shown.contains("read-timeout=1s"), "{shown}");
+
+    // A backend 3 s late: 504 after the vhost's second, on the fast path
+    // (GET) and on pingora's (a POST with a body).
+    let started = Instant::now();
+    let late = get(client, "hasty.test", "/slow/3", &[]);
+    let waited = started.elapsed();
+    assert_eq!(late.code, 504, "{}", late.body);
+    assert!(waited < Duration::from_millis(2500), "answered after {waited:?}");
+    let started = Instant::now();
+    let posted = get(client, "hasty.test", "/slow/3", &["--data", "x=1"]);
+    assert_eq!(posted.code, 504, "{}", posted.body);
+    assert!(started.elapsed() < Duration::from_millis(2500), "answered after {:?}", started.elapsed());
+    // The default (60 s) waits for it.
+    let waited_for = get(client, "patient.test", "/slow/2", &[]);
+    assert_eq!((waited_for.code, waited_for.backend()), (200, "slowpoke"), "{}", waited_for.body);
+    // And the vhost still serves a prompt answer.
+    assert_eq!(get(client, "hasty.test", "/", &[]).code, 200);
+}

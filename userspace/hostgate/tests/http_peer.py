@@ -37,6 +37,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CACHED = {"answers": 0, "lock": threading.Lock()}
@@ -173,6 +174,9 @@ def serve_conn(s, name, want_proxy, tls):
                     CACHED["answers"] += 1
                     body = f"{name} answer {CACHED['answers']}\n".encode()
                 extra = b"\r\ncache-control: public, max-age=600"
+            if target.startswith("/slow/"):
+                # /slow/SECONDS: the answer comes that much later.
+                time.sleep(float(target[len("/slow/"):]))
             if target == "/healthz" and HEALTH["file"] is not None:
                 ok = os.path.exists(HEALTH["file"])
                 s.sendall(b"HTTP/1.1 %s\r\ncontent-length: 0\r\n\r\n" % (b"200 OK" if ok else b"503 Sick"))

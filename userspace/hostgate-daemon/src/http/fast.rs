@@ -257,7 +257,8 @@ async fn serve_request(stream: &mut Stream, buf: &[u8], req: &SimpleRequest, buf
     } else {
         let hsts = v.hsts_max_age.filter(|_| c.tls);
         let now = Instant::from_std(start);
-        let mut exchange = Exchange { buf, req, close, hsts, now, upstream_buf, out };
+        let timeouts = (v.connect_timeout(), v.read_timeout());
+        let mut exchange = Exchange { buf, req, close, hsts, now, timeouts, upstream_buf, out };
         exchange.run(stream, pool, v, forwarding.for_host(req.host(buf), c), c).await
     };
     record(c, v, buf, req, &done, forwarding.backend_name(done.backend), start);
@@ -350,8 +351,6 @@ enum Failure {
     Bad(&'static str),
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Backends tried per request (after a failed connect, another one).
 const MAX_TRIES: u8 = 2;
 
@@ -363,6 +362,8 @@ struct Exchange<'a> {
     hsts: Option<u32>,
     /// When the request started (the backend pool's clock).
     now: Instant,
+    /// The vhost's backend connect and read timeouts.
+    timeouts: (Duration, Duration),
     upstream_buf: &'a mut Vec<u8>,
     out: &'a mut Vec<u8>,
 }
@@ -409,7 +410,7 @@ impl Exchange<'_> {
                 result => return result.map(|head| (reused, head)),
             }
         }
-        let mut fresh = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let mut fresh = match tokio::time::timeout(self.timeouts.0, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             _ => return Err(Failure::Connect),
         };
@@ -428,7 +429,7 @@ impl Exchange<'_> {
             if self.upstream_buf.capacity() - self.upstream_buf.len() < 1024 {
                 self.upstream_buf.reserve(4096);
             }
-            let read = tokio::time::timeout(READ_TIMEOUT, upstream.read_buf(self.upstream_buf)).await;
+            let read = tokio::time::timeout(self.timeouts.1, upstream.read_buf(self.upstream_buf)).await;
             match read {
                 Err(_) => return Err(Failure::Timeout),
                 Ok(Ok(0)) | Ok(Err(_)) if self.upstream_buf.is_empty() => return Err(broken(reused)),
@@ -516,7 +517,7 @@ impl Exchange<'_> {
             if self.upstream_buf.capacity() < 16 * 1024 {
                 self.upstream_buf.reserve(16 * 1024);
             }
-            match tokio::time::timeout(READ_TIMEOUT, upstream.read_buf(self.upstream_buf)).await {
+            match tokio::time::timeout(self.timeouts.1, upstream.read_buf(self.upstream_buf)).await {
                 Err(_) => return Err("upstream timed out"),
                 Ok(Ok(0)) if length == BodyLength::UntilClose => return Ok(()),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err("upstream closed mid-body"),

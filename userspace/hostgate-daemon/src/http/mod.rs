@@ -402,6 +402,8 @@ fn parse_vhost(v: &VhostView) -> Result<Vhost, Failure> {
         (None, None) => None,
     };
     let vhost = Vhost {
+        connect_timeout_secs: v.connect_timeout_secs,
+        read_timeout_secs: v.read_timeout_secs,
         error_pages: v.error_pages.clone(),
         health,
         backend_tls,
@@ -451,6 +453,8 @@ fn view(v: &Vhost) -> VhostView {
         health_path: v.health.as_ref().map(|h| h.path.clone()),
         health_status: v.health.as_ref().map(|h| h.expect_status),
         error_pages: v.error_pages.clone(),
+        connect_timeout_secs: v.connect_timeout_secs,
+        read_timeout_secs: v.read_timeout_secs,
         create_only: false,
     }
 }

@@ -13,7 +13,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hostgate_http::{accesslog::Entry, headers, ratelimit::Verdict, LogFormat, RoutingTable};
+use hostgate_http::{accesslog::Entry, headers, model, ratelimit::Verdict, LogFormat, RoutingTable};
 use pingora::{
     connectors::L4Connect,
     http::{RequestHeader, ResponseHeader},
@@ -28,8 +28,6 @@ use pingora_cache::{CacheKey, CacheMeta, RespCacheable};
 
 use super::{cache, Outcome, Shared};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Attempts per request: the first backend and one other for idempotent
 /// requests whose connection failed.
 const MAX_TRIES: u8 = 2;
@@ -95,7 +93,9 @@ pub struct Ctx {
     /// The vhost caches responses.
     cache: bool,
     /// TLS to the backends.
-    backend_tls: Option<Arc<hostgate_http::model::BackendTls>>,
+    backend_tls: Option<Arc<model::BackendTls>>,
+    /// The vhost's backend connect and read timeouts.
+    timeouts: (Duration, Duration),
     /// The vhost, for its error pages when pingora fails the request.
     entry: Option<Arc<hostgate_http::table::CompiledVhost>>,
 }
@@ -169,6 +169,7 @@ impl ProxyHttp for Proxy {
             hsts: None,
             cache: false,
             backend_tls: None,
+            timeouts: (model::DEFAULT_CONNECT_TIMEOUT, model::DEFAULT_READ_TIMEOUT),
             entry: None,
         }
     }
@@ -241,6 +242,7 @@ impl ProxyHttp for Proxy {
         ctx.body_limit = v.max_body_bytes;
         ctx.cache = v.cache;
         ctx.backend_tls = v.backend_tls.clone().map(Arc::new);
+        ctx.timeouts = (v.connect_timeout(), v.read_timeout());
         let declared =
             session.req_header().headers.get("content-length").and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
         if let (Some(limit), Some(len)) = (ctx.body_limit, declared) {
@@ -320,9 +322,10 @@ impl ProxyHttp for Proxy {
             }
             None => HttpPeer::new(backend.addr, false, String::new()),
         };
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.read_timeout = Some(READ_TIMEOUT);
+        let (connect, read) = ctx.timeouts;
+        peer.options.connection_timeout = Some(connect);
+        peer.options.total_connection_timeout = Some(connect);
+        peer.options.read_timeout = Some(read);
         if ctx.proxy_protocol {
             let client = session.client_addr().and_then(|a| a.as_inet()).copied();
             let server = session.server_addr().and_then(|a| a.as_inet()).copied();
@@ -334,7 +337,7 @@ impl ProxyHttp for Proxy {
                 (client, server, peer.group_key).hash(&mut h);
                 peer.group_key = h.finish();
                 let header = hostgate_http::proxy_protocol::v2_header(client, server);
-                peer.options.custom_l4 = Some(Arc::new(ProxyV2 { header }));
+                peer.options.custom_l4 = Some(Arc::new(ProxyV2 { header, connect_timeout: connect }));
             }
         }
         Ok(Box::new(peer))
@@ -411,8 +414,12 @@ impl ProxyHttp for Proxy {
     /// give, answered with the vhost's page for it or the proxy's own
     /// (pingora's default has an empty body).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let timed_out =
+            matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout);
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
+            // As NGINX (and the fast path): a backend too slow is 504.
+            _ if timed_out && e.esource() == &ErrorSource::Upstream => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
@@ -427,7 +434,10 @@ impl ProxyHttp for Proxy {
             let reason = status.and_then(|s| s.canonical_reason()).unwrap_or("Error");
             let title = format!("{code} {reason}");
             let pages = ctx.entry.as_ref().map(|v| &v.vhost.error_pages);
-            let detail = "The site's server could not be reached or answered wrongly.";
+            let detail = match code {
+                504 => "The site's server did not answer in time.",
+                _ => "The site's server could not be reached or answered wrongly.",
+            };
             if let Err(e) = answer(session, code, pages, &title, detail).await {
                 tracing::debug!(error = %e, "writing an error answer");
             }
@@ -503,6 +513,7 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
 #[derive(Debug)]
 struct ProxyV2 {
     header: Vec<u8>,
+    connect_timeout: Duration,
 }
 
 #[async_trait]
@@ -511,7 +522,7 @@ impl L4Connect for ProxyV2 {
         let Some(addr) = addr.as_inet() else {
             return Error::e_explain(ErrorType::InternalError, "PROXY protocol needs a TCP backend");
         };
-        let mut tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        let mut tcp = match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Error::e_because(ErrorType::ConnectRefused, format!("connecting to {addr}"), e),
             Err(_) => return Error::e_explain(ErrorType::ConnectTimedout, format!("connecting to {addr}")),
