@@ -864,4 +864,39 @@ fn a_slow_backend_gets_the_vhost_s_read_timeout() {
     assert_eq!((waited_for.code, waited_for.backend()), (200, "slowpoke"), "{}", waited_for.body);
     // And the vhost still serves a prompt answer.
     assert_eq!(get(client, "hasty.test", "/", &[]).code, 200);
+
+    // A backend that never answers a connect (its SYNs dropped): 504 after
+    // the vhost's connect timeout, on both paths (one backend each: the
+    // first failure takes a backend out, and then it is 502 at once, as
+    // NGINX's "no live upstreams"); beside a live one, the live one answers.
+    let rules = "add table inet t; add chain inet t input { type filter hook input priority 0; }; \
+                 add rule inet t input tcp dport 8097-8099 drop";
+    let out = c1.ns.command("nft").arg(rules).output().expect("nft");
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    let add = |host: &str, backends: &[String]| {
+        let mut args = vec!["http", "vhost", "add", host, "--customer", "acme", "--connect-timeout", "1"];
+        for b in backends {
+            args.extend(["--backend", b.as_str()]);
+        }
+        ok(node.cli(&args));
+    };
+    let silent = |port: u16| format!("{}:{port}", c1.v4);
+    add("silent-get.test", &[silent(8099)]);
+    add("silent-post.test", &[silent(8098)]);
+    add("half.test", &[silent(8097), backend.clone()]);
+    for (host, extra) in [("silent-get.test", &[][..]), ("silent-post.test", &["--data", "x=1"][..])] {
+        let started = Instant::now();
+        let answer = get(client, host, "/", extra);
+        assert_eq!(answer.code, 504, "{host}: {}", answer.body);
+        assert!(started.elapsed() < Duration::from_millis(2500), "{host}: after {:?}", started.elapsed());
+    }
+    let started = Instant::now();
+    assert_eq!(get(client, "silent-get.test", "/", &[]).code, 502, "taken out after its failure");
+    assert!(started.elapsed() < Duration::from_millis(500), "at once, not after a timeout: {:?}", started.elapsed());
+    for _ in 0..4 {
+        let started = Instant::now();
+        let answer = get(client, "half.test", "/", &[]);
+        assert_eq!((answer.code, answer.backend()), (200, "slowpoke"), "{}", answer.body);
+        assert!(started.elapsed() < Duration::from_millis(2500), "after {:?}", started.elapsed());
+    }
 }

@@ -344,7 +344,10 @@ struct Done {
 
 /// Why a backend exchange failed.
 enum Failure {
-    Connect,
+    /// No connection (`true`: none within the vhost's connect timeout).
+    Connect {
+        timed_out: bool,
+    },
     /// A reused connection closed before answering: try a new one.
     Stale,
     Timeout,
@@ -372,7 +375,7 @@ impl Exchange<'_> {
     async fn run(&mut self, client: &mut Stream, pool: &Pool, vhost: &Vhost, forwarding: &[u8], c: &Conn<'_>) -> Done {
         self.out.clear();
         h1::write_upstream_head(self.buf, self.req, forwarding, self.out);
-        let mut exclude = None;
+        let (mut exclude, mut connect_timed_out) = (None, false);
         for _ in 0..MAX_TRIES {
             let Some(backend) = pool.pick(c.peer.ip(), exclude).or_else(|| pool.pick(c.peer.ip(), None)) else {
                 break;
@@ -380,7 +383,8 @@ impl Exchange<'_> {
             let addr = backend.addr;
             match self.ask_backend(addr, c.upstreams).await {
                 Ok((upstream, head)) => return self.respond(client, upstream, addr, head, c).await,
-                Err(Failure::Connect) => {
+                Err(Failure::Connect { timed_out }) => {
+                    connect_timed_out = timed_out;
                     c.shared.count_failed_connect(&vhost.host, &addr.to_string());
                     if c.shared.mark_down(addr) {
                         tracing::warn!(backend = %addr, "HTTP backend down: connection failed (until a health check passes)");
@@ -394,7 +398,12 @@ impl Exchange<'_> {
                 Err(Failure::Bad(why)) => return self.error_page(client, vhost, Some(addr), 502, why).await,
             }
         }
-        self.error_page(client, vhost, exclude, 502, "no backend answered").await
+        // As NGINX: the last backend tried timed out connecting: 504.
+        if connect_timed_out {
+            self.error_page(client, vhost, exclude, 504, "upstream timed out connecting").await
+        } else {
+            self.error_page(client, vhost, exclude, 502, "no backend answered").await
+        }
     }
 
     /// Sends the request head on a reused connection (a new one if that
@@ -412,7 +421,8 @@ impl Exchange<'_> {
         }
         let mut fresh = match tokio::time::timeout(self.timeouts.0, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            _ => return Err(Failure::Connect),
+            Ok(Err(_)) => return Err(Failure::Connect { timed_out: false }),
+            Err(_) => return Err(Failure::Connect { timed_out: true }),
         };
         let _ = fresh.set_nodelay(true);
         match self.request(&mut fresh, false).await {
