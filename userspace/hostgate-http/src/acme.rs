@@ -185,28 +185,8 @@ mod tests {
     use crate::model::{Backend, Route};
 
     fn vhost(host: &str, acme: bool) -> Vhost {
-        Vhost {
-            host: host.into(),
-            customer: "acme".into(),
-            routes: vec![Route {
-                prefix: "/".into(),
-                backends: vec![Backend::parse("backend", "198.51.100.6:8080").expect("backend")],
-            }],
-            balance: Default::default(),
-            https_redirect: false,
-            hsts_max_age: None,
-            max_body_bytes: None,
-            cache: false,
-            rate_limit: None,
-            proxy_protocol: false,
-            access_log: None,
-            acme,
-            backend_tls: None,
-            health: None,
-            error_pages: Default::default(),
-            connect_timeout_secs: None,
-            read_timeout_secs: None,
-        }
+        let backends = vec![Backend::parse("backend", "198.51.100.6:8080").expect("backend")];
+        Vhost { acme, ..Vhost::new(host, "acme", vec![Route { prefix: "/".into(), backends }]) }
     }
 
     #[test]

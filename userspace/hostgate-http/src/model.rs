@@ -247,6 +247,29 @@ impl Vhost {
         Ok(())
     }
 
+    /// `host` of `customer` with `routes` and every option at its default.
+    pub fn new(host: impl Into<String>, customer: impl Into<String>, routes: Vec<Route>) -> Vhost {
+        Vhost {
+            host: host.into(),
+            customer: customer.into(),
+            routes,
+            balance: Balance::default(),
+            https_redirect: false,
+            hsts_max_age: None,
+            max_body_bytes: None,
+            cache: false,
+            rate_limit: None,
+            proxy_protocol: false,
+            access_log: None,
+            acme: false,
+            backend_tls: None,
+            health: None,
+            error_pages: BTreeMap::new(),
+            connect_timeout_secs: None,
+            read_timeout_secs: None,
+        }
+    }
+
     /// How long to wait for a backend's connect.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout_secs.map_or(DEFAULT_CONNECT_TIMEOUT, |s| Duration::from_secs(s.into()))
@@ -331,28 +354,8 @@ mod tests {
     use super::*;
 
     fn vhost(host: &str) -> Vhost {
-        Vhost {
-            host: host.into(),
-            customer: "acme".into(),
-            routes: vec![Route {
-                prefix: "/".into(),
-                backends: vec![Backend::parse("backend", "198.51.100.6:8080").expect("backend")],
-            }],
-            balance: Balance::RoundRobin,
-            https_redirect: false,
-            hsts_max_age: None,
-            max_body_bytes: None,
-            cache: false,
-            rate_limit: None,
-            proxy_protocol: false,
-            access_log: None,
-            acme: false,
-            backend_tls: None,
-            health: None,
-            error_pages: Default::default(),
-            connect_timeout_secs: None,
-            read_timeout_secs: None,
-        }
+        let backends = vec![Backend::parse("backend", "198.51.100.6:8080").expect("backend")];
+        Vhost::new(host, "acme", vec![Route { prefix: "/".into(), backends }])
     }
 
     #[test]
@@ -486,24 +489,7 @@ mod tests {
             let customer = if host_kind < 2 { "acme".to_string() } else { customer };
             let prefix = if host_kind < 2 { format!("/{}", prefix.replace([' ', '?', '#'], "")) } else { prefix };
             let Ok(b) = Backend::parse("backend", &backend) else { return Ok(()) };
-            let v = Vhost {
-                host, customer,
-                routes: vec![Route { prefix, backends: vec![b] }],
-                balance: Balance::RoundRobin,
-                https_redirect: false,
-                hsts_max_age: None,
-                max_body_bytes: None,
-                cache: false,
-            rate_limit: None,
-            proxy_protocol: false,
-            access_log: None,
-            acme: false,
-            backend_tls: None,
-            health: None,
-            error_pages: Default::default(),
-            connect_timeout_secs: None,
-            read_timeout_secs: None,
-            };
+            let v = Vhost::new(host, customer, vec![Route { prefix, backends: vec![b] }]);
             if v.validate().is_ok() {
                 let json = serde_json::to_string(&v).expect("json");
                 prop_assert_eq!(serde_json::from_str::<Vhost>(&json).expect("back"), v.clone());

@@ -157,35 +157,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{balance::Balance, model::Backend};
+    use crate::model::Backend;
 
     fn vhost(host: &str, prefixes: &[&str]) -> Vhost {
-        Vhost {
-            host: host.into(),
-            customer: "acme".into(),
-            routes: prefixes
-                .iter()
-                .enumerate()
-                .map(|(i, p)| Route {
-                    prefix: p.to_string(),
-                    backends: vec![Backend { addr: SocketAddr::from(([198, 51, 100, i as u8 + 1], 80)), weight: 1 }],
-                })
-                .collect(),
-            balance: Balance::RoundRobin,
-            https_redirect: false,
-            hsts_max_age: None,
-            max_body_bytes: None,
-            cache: false,
-            rate_limit: None,
-            proxy_protocol: false,
-            access_log: None,
-            acme: false,
-            backend_tls: None,
-            health: None,
-            error_pages: Default::default(),
-            connect_timeout_secs: None,
-            read_timeout_secs: None,
-        }
+        let routes = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Route {
+                prefix: p.to_string(),
+                backends: vec![Backend { addr: SocketAddr::from(([198, 51, 100, i as u8 + 1], 80)), weight: 1 }],
+            })
+            .collect();
+        Vhost::new(host, "acme", routes)
     }
 
     fn table() -> RoutingTable {
