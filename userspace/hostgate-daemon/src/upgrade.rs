@@ -73,27 +73,24 @@ impl Inherited {
     /// The inherited listening TCP socket named `name` bound to `addr`,
     /// non-blocking, if there is one.
     pub fn take_tcp(&mut self, name: &str, addr: SocketAddr) -> Option<std::net::TcpListener> {
-        let i = self.fds.iter().position(|(n, fd)| n == name && local_addr(fd.as_fd()) == Some(addr))?;
-        let (_, fd) = self.fds.swap_remove(i);
-        let listener = std::net::TcpListener::from(fd);
-        if let Err(e) = listener.set_nonblocking(true) {
-            warn!(%addr, error = %e, "inherited listener unusable; binding anew");
-            return None;
-        }
-        Some(listener)
+        self.take(name, addr).map(std::net::TcpListener::from)
     }
 
     /// The inherited UDP socket named `name` bound to `addr`, non-blocking,
     /// if there is one (there may be several: call again for the next).
     pub fn take_udp(&mut self, name: &str, addr: SocketAddr) -> Option<std::net::UdpSocket> {
+        self.take(name, addr).map(std::net::UdpSocket::from)
+    }
+
+    /// The descriptor named `name` bound to `addr`, made non-blocking.
+    fn take(&mut self, name: &str, addr: SocketAddr) -> Option<OwnedFd> {
         let i = self.fds.iter().position(|(n, fd)| n == name && local_addr(fd.as_fd()) == Some(addr))?;
         let (_, fd) = self.fds.swap_remove(i);
-        let socket = std::net::UdpSocket::from(fd);
-        if let Err(e) = socket.set_nonblocking(true) {
+        if let Err(e) = socket2::SockRef::from(&fd).set_nonblocking(true) {
             warn!(%addr, error = %e, "inherited socket unusable; binding anew");
             return None;
         }
-        Some(socket)
+        Some(fd)
     }
 
     /// Moves the descriptors named one of `names` out, for a service that

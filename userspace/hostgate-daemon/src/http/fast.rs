@@ -257,9 +257,8 @@ async fn serve_request(stream: &mut Stream, buf: &[u8], req: &SimpleRequest, buf
     } else {
         let hsts = v.hsts_max_age.filter(|_| c.tls);
         let now = Instant::from_std(start);
-        let timeouts = (v.connect_timeout(), v.read_timeout());
-        let mut exchange = Exchange { buf, req, close, hsts, now, timeouts, upstream_buf, out };
-        exchange.run(stream, pool, v, forwarding.for_host(req.host(buf), c), c).await
+        let mut exchange = Exchange { buf, req, close, hsts, now, vhost: v, upstream_buf, out };
+        exchange.run(stream, pool, forwarding.for_host(req.host(buf), c), c).await
     };
     record(c, v, buf, req, &done, forwarding.backend_name(done.backend), start);
     if close || !done.client_ok {
@@ -365,14 +364,14 @@ struct Exchange<'a> {
     hsts: Option<u32>,
     /// When the request started (the backend pool's clock).
     now: Instant,
-    /// The vhost's backend connect and read timeouts.
-    timeouts: (Duration, Duration),
+    /// Its error pages and backend timeouts.
+    vhost: &'a Vhost,
     upstream_buf: &'a mut Vec<u8>,
     out: &'a mut Vec<u8>,
 }
 
 impl Exchange<'_> {
-    async fn run(&mut self, client: &mut Stream, pool: &Pool, vhost: &Vhost, forwarding: &[u8], c: &Conn<'_>) -> Done {
+    async fn run(&mut self, client: &mut Stream, pool: &Pool, forwarding: &[u8], c: &Conn<'_>) -> Done {
         self.out.clear();
         h1::write_upstream_head(self.buf, self.req, forwarding, self.out);
         let (mut exclude, mut connect_timed_out) = (None, false);
@@ -385,24 +384,19 @@ impl Exchange<'_> {
                 Ok((upstream, head)) => return self.respond(client, upstream, addr, head, c).await,
                 Err(Failure::Connect { timed_out }) => {
                     connect_timed_out = timed_out;
-                    c.shared.count_failed_connect(&vhost.host, &addr.to_string());
-                    if c.shared.mark_down(addr) {
-                        tracing::warn!(backend = %addr, "HTTP backend down: connection failed (until a health check passes)");
-                    }
+                    c.shared.connect_failed(&self.vhost.host, addr);
                     exclude = Some(addr);
                 }
-                Err(Failure::Timeout) => {
-                    return self.error_page(client, vhost, Some(addr), 504, "upstream timed out").await
-                }
-                Err(Failure::Stale) => return self.error_page(client, vhost, Some(addr), 502, "upstream closed").await,
-                Err(Failure::Bad(why)) => return self.error_page(client, vhost, Some(addr), 502, why).await,
+                Err(Failure::Timeout) => return self.error_page(client, Some(addr), 504, "upstream timed out").await,
+                Err(Failure::Stale) => return self.error_page(client, Some(addr), 502, "upstream closed").await,
+                Err(Failure::Bad(why)) => return self.error_page(client, Some(addr), 502, why).await,
             }
         }
         // As NGINX: the last backend tried timed out connecting: 504.
         if connect_timed_out {
-            self.error_page(client, vhost, exclude, 504, "upstream timed out connecting").await
+            self.error_page(client, exclude, 504, "upstream timed out connecting").await
         } else {
-            self.error_page(client, vhost, exclude, 502, "no backend answered").await
+            self.error_page(client, exclude, 502, "no backend answered").await
         }
     }
 
@@ -419,7 +413,7 @@ impl Exchange<'_> {
                 result => return result.map(|head| (reused, head)),
             }
         }
-        let mut fresh = match tokio::time::timeout(self.timeouts.0, TcpStream::connect(addr)).await {
+        let mut fresh = match tokio::time::timeout(self.vhost.connect_timeout(), TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(_)) => return Err(Failure::Connect { timed_out: false }),
             Err(_) => return Err(Failure::Connect { timed_out: true }),
@@ -439,7 +433,7 @@ impl Exchange<'_> {
             if self.upstream_buf.capacity() - self.upstream_buf.len() < 1024 {
                 self.upstream_buf.reserve(4096);
             }
-            let read = tokio::time::timeout(self.timeouts.1, upstream.read_buf(self.upstream_buf)).await;
+            let read = tokio::time::timeout(self.vhost.read_timeout(), upstream.read_buf(self.upstream_buf)).await;
             match read {
                 Err(_) => return Err(Failure::Timeout),
                 Ok(Ok(0)) | Ok(Err(_)) if self.upstream_buf.is_empty() => return Err(broken(reused)),
@@ -527,7 +521,7 @@ impl Exchange<'_> {
             if self.upstream_buf.capacity() < 16 * 1024 {
                 self.upstream_buf.reserve(16 * 1024);
             }
-            match tokio::time::timeout(self.timeouts.1, upstream.read_buf(self.upstream_buf)).await {
+            match tokio::time::timeout(self.vhost.read_timeout(), upstream.read_buf(self.upstream_buf)).await {
                 Err(_) => return Err("upstream timed out"),
                 Ok(Ok(0)) if length == BodyLength::UntilClose => return Ok(()),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err("upstream closed mid-body"),
@@ -540,23 +534,15 @@ impl Exchange<'_> {
     async fn error_page(
         &mut self,
         client: &mut Stream,
-        vhost: &Vhost,
         backend: Option<SocketAddr>,
         status: u16,
         why: &'static str,
     ) -> Done {
-        let (answer, detail) = match status {
-            504 => (
-                Answer { status, title: "504 Gateway Timeout", extra: "" },
-                "The site's server did not answer in time.",
-            ),
-            _ => (
-                Answer { status, title: "502 Bad Gateway", extra: "" },
-                "The site's server could not be reached or answered wrongly.",
-            ),
-        };
+        let title = if status == 504 { "504 Gateway Timeout" } else { "502 Bad Gateway" };
+        let answer = Answer { status, title, extra: "" };
         let how = (self.req.head_only, self.close);
-        let mut done = answer.send(client, self.out, detail, &vhost.error_pages, how, backend).await;
+        let pages = &self.vhost.error_pages;
+        let mut done = answer.send(client, self.out, proxy::failure_detail(status), pages, how, backend).await;
         done.error = Some(why);
         done
     }

@@ -6,7 +6,7 @@
 //! vhost speaks TLS to its backends), and must answer the status asked.
 //! A backend no vhost asks anything of is checked by a TCP connect.
 //! Transitions are logged; every result is applied to the table, which also
-//! ends a passive mark-down (`Shared::mark_down`).
+//! ends a passive mark-down (`Shared::connect_failed`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -191,9 +191,9 @@ impl TlsClients {
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         } else if let Some(pem) = &tls.ca_pem {
             let mut roots = RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                let cert = cert.map_err(|e| format!("the vhost's backend CA: {e}"))?;
-                roots.add(cert).map_err(|e| format!("the vhost's backend CA: {e}"))?;
+            let bad = |e: String| format!("the vhost's backend CA: {e}");
+            for der in hostgate_http::tls::ca_certificates(pem).map_err(bad)? {
+                roots.add(CertificateDer::from(der)).map_err(|e| bad(e.to_string()))?;
             }
             builder.with_root_certificates(roots)
         } else {

@@ -113,8 +113,16 @@ pub struct Shared {
     /// challenge follower mirrors `http/acme/challenges/`).
     challenges: RwLock<HashMap<String, String>>,
     /// Backend CA bundles (`--backend-ca`) as pingora takes them, by PEM:
-    /// parsed once, not per request.
-    backend_cas: Mutex<HashMap<String, Arc<pingora::protocols::tls::CaType>>>,
+    /// parsed and hashed once, not per request.
+    backend_cas: Mutex<HashMap<String, BackendCa>>,
+}
+
+/// A vhost's `--backend-ca`, ready for pingora's peer.
+#[derive(Clone)]
+pub struct BackendCa {
+    pub certificates: Arc<pingora::protocols::tls::CaType>,
+    /// The peer's pool key: pingora's own leaves the CA out.
+    pub pool_key: u64,
 }
 
 /// Counter shards: the connection workers count in shards of their own,
@@ -192,7 +200,7 @@ impl Shared {
     /// was validated, so it parses; `None` otherwise). The cache is
     /// emptied when it reaches 64 bundles: the ones in use are parsed
     /// again at their next request.
-    pub fn backend_ca(&self, pem: &str) -> Option<Arc<pingora::protocols::tls::CaType>> {
+    pub fn backend_ca(&self, pem: &str) -> Option<BackendCa> {
         let mut cas = self.backend_cas.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ca) = cas.get(pem) {
             return Some(ca.clone());
@@ -202,7 +210,12 @@ impl Shared {
             .into_iter()
             .map(|der| pingora::utils::tls::WrappedX509::new(der, pingora::utils::tls::parse_x509))
             .collect();
-        let ca: Arc<pingora::protocols::tls::CaType> = Arc::from(wrapped.into_boxed_slice());
+        let mut hash = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(pem, &mut hash);
+        let ca = BackendCa {
+            certificates: Arc::from(wrapped.into_boxed_slice()),
+            pool_key: std::hash::Hasher::finish(&hash),
+        };
         if cas.len() >= 64 {
             cas.clear();
         }
@@ -227,13 +240,17 @@ impl Shared {
         self.table_version.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
-    /// Passive health: a backend that refused or timed out a connection
-    /// is taken out of its pools until the next active check finds it
-    /// up (within a second). True if it was up.
-    pub fn mark_down(&self, addr: SocketAddr) -> bool {
+    /// A backend of `vhost` refused or timed out a connection (either
+    /// path): an error counted for (vhost, backend), and passive health
+    /// takes the backend out of its pools until the next active check
+    /// finds it up (within a second).
+    pub fn connect_failed(&self, vhost: &str, addr: SocketAddr) {
+        self.with_counters(vhost, &addr.to_string(), |c| c.errors += 1);
         let was = self.health.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, false);
         self.table().set_healthy(addr, false);
-        was != Some(false)
+        if was != Some(false) {
+            tracing::warn!(backend = %addr, "HTTP backend down: connection failed (until a health check passes)");
+        }
     }
 
     fn set_health(&self, addr: SocketAddr, healthy: bool) {
@@ -255,12 +272,6 @@ impl Shared {
         };
         f(&mut c);
         all.entry(vhost.to_string()).or_default().insert(backend.to_string(), c);
-    }
-
-    /// A failed connection attempt (counted as an error of that backend;
-    /// the request itself is counted once, when it ends).
-    pub fn count_failed_connect(&self, vhost: &str, backend: &str) {
-        self.with_counters(vhost, backend, |c| c.errors += 1);
     }
 
     /// A request that ended (answered or not).

@@ -13,7 +13,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hostgate_http::{accesslog::Entry, headers, model, ratelimit::Verdict, LogFormat, RoutingTable};
+use hostgate_http::{accesslog::Entry, headers, ratelimit::Verdict, LogFormat, RoutingTable};
 use pingora::{
     connectors::L4Connect,
     http::{RequestHeader, ResponseHeader},
@@ -74,6 +74,15 @@ pub(super) fn answer_body(pages: Option<&Pages>, code: u16, title: &str, detail:
     }
 }
 
+/// What the proxy's own page says when a backend failed the request with
+/// `code` (502 or 504; both paths).
+pub(super) fn failure_detail(code: u16) -> &'static str {
+    match code {
+        504 => "The site's server did not answer in time.",
+        _ => "The site's server could not be reached or answered wrongly.",
+    }
+}
+
 /// One request's state across pingora's phases.
 pub struct Ctx {
     start: Instant,
@@ -92,10 +101,6 @@ pub struct Ctx {
     hsts: Option<u32>,
     /// The vhost caches responses.
     cache: bool,
-    /// TLS to the backends.
-    backend_tls: Option<Arc<model::BackendTls>>,
-    /// The vhost's backend connect and read timeouts.
-    timeouts: (Duration, Duration),
     /// The vhost, for its error pages when pingora fails the request.
     entry: Option<Arc<hostgate_http::table::CompiledVhost>>,
 }
@@ -168,8 +173,6 @@ impl ProxyHttp for Proxy {
             body_limit: None,
             hsts: None,
             cache: false,
-            backend_tls: None,
-            timeouts: (model::DEFAULT_CONNECT_TIMEOUT, model::DEFAULT_READ_TIMEOUT),
             entry: None,
         }
     }
@@ -241,8 +244,6 @@ impl ProxyHttp for Proxy {
         }
         ctx.body_limit = v.max_body_bytes;
         ctx.cache = v.cache;
-        ctx.backend_tls = v.backend_tls.clone().map(Arc::new);
-        ctx.timeouts = (v.connect_timeout(), v.read_timeout());
         let declared =
             session.req_header().headers.get("content-length").and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
         if let (Some(limit), Some(len)) = (ctx.body_limit, declared) {
@@ -305,24 +306,23 @@ impl ProxyHttp for Proxy {
         };
         ctx.tries += 1;
         ctx.backend = Some(backend.addr);
-        let mut peer = match &ctx.backend_tls {
+        let v = &selected.vhost.vhost;
+        let mut peer = match &v.backend_tls {
             Some(tls) => {
                 let mut peer = HttpPeer::new(backend.addr, true, tls.name.clone());
                 peer.options.verify_cert = tls.verify;
                 peer.options.verify_hostname = tls.verify;
-                peer.options.ca = tls.ca_pem.as_deref().and_then(|pem| self.shared.backend_ca(pem));
                 // pingora's pool key leaves the CA out: a connection
                 // verified against one vhost's CA must not serve another's.
-                if let Some(pem) = &tls.ca_pem {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    pem.hash(&mut h);
-                    peer.group_key = h.finish();
+                if let Some(ca) = tls.ca_pem.as_deref().and_then(|pem| self.shared.backend_ca(pem)) {
+                    peer.options.ca = Some(ca.certificates);
+                    peer.group_key = ca.pool_key;
                 }
                 peer
             }
             None => HttpPeer::new(backend.addr, false, String::new()),
         };
-        let (connect, read) = ctx.timeouts;
+        let (connect, read) = (v.connect_timeout(), v.read_timeout());
         peer.options.connection_timeout = Some(connect);
         peer.options.total_connection_timeout = Some(connect);
         peer.options.read_timeout = Some(read);
@@ -434,11 +434,7 @@ impl ProxyHttp for Proxy {
             let reason = status.and_then(|s| s.canonical_reason()).unwrap_or("Error");
             let title = format!("{code} {reason}");
             let pages = ctx.entry.as_ref().map(|v| &v.vhost.error_pages);
-            let detail = match code {
-                504 => "The site's server did not answer in time.",
-                _ => "The site's server could not be reached or answered wrongly.",
-            };
-            if let Err(e) = answer(session, code, pages, &title, detail).await {
+            if let Err(e) = answer(session, code, pages, &title, failure_detail(code)).await {
                 tracing::debug!(error = %e, "writing an error answer");
             }
         }
@@ -452,12 +448,8 @@ impl ProxyHttp for Proxy {
         if session.req_header().method.is_idempotent() && ctx.tries < MAX_TRIES {
             e.set_retry(true);
         }
-        if let Some(vhost) = &ctx.vhost {
-            let backend = ctx.backend.map_or("-".to_string(), |b| b.to_string());
-            self.shared.count_failed_connect(vhost, &backend);
-        }
-        if let Some(addr) = ctx.backend.filter(|&a| self.shared.mark_down(a)) {
-            tracing::warn!(backend = %addr, "HTTP backend down: connection failed (until a health check passes)");
+        if let (Some(vhost), Some(addr)) = (&ctx.vhost, ctx.backend) {
+            self.shared.connect_failed(vhost, addr);
         }
         e
     }
